@@ -1,0 +1,3 @@
+from nvmet_p2p.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The ``nvmet-p2p`` command line.
+
+Each subcommand lives in ``nvmet_p2p/commands/<name>.py`` and is found automatically. A command
+module defines::
+
+    NAME = "topology"          # the subcommand
+    ORDER = 10                 # position in --help
+    HELP = "one line for --help"
+    def register(parser): ...  # add its own arguments (the common ones are already there)
+    def run(args) -> int: ...  # do the work, return the exit status
+
+Common options every subcommand accepts: ``--root DIR`` (read sysfs/procfs/configfs below DIR:
+a captured snapshot or a test tree; default ``/``), ``--json`` and ``--kernel X.Y`` (the kernel
+release whose rules apply; default: the running kernel, or the snapshot's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+import traceback
+
+from nvmet_p2p import __version__
+from nvmet_p2p.errors import NvmetP2PError
+
+
+def _common_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("common options")
+    g.add_argument("--root", default=os.environ.get("NVMET_P2P_ROOT", "/"), metavar="DIR",
+                   help="filesystem root to read (live system '/' or a snapshot directory)")
+    g.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    g.add_argument("--kernel", metavar="X.Y", default=None,
+                   help="apply the rules of this kernel release instead of the running one")
+    return common
+
+
+def command_modules():
+    import nvmet_p2p.commands as pkg
+
+    mods = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nvmet-p2p",
+        description="Export NVMe namespaces over NVMe-oF with PCI peer-to-peer (CMB) memory, "
+                    "placed by PCIe topology, applied safely, and verified.")
+    parser.add_argument("--version", action="version", version=f"nvmet-p2p {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = _common_parser()
+    for mod in command_modules():
+        p = sub.add_parser(mod.NAME, parents=[common], help=getattr(mod, "HELP", None),
+                           description=getattr(mod, "DESCRIPTION", getattr(mod, "HELP", None)))
+        if hasattr(mod, "register"):
+            mod.register(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except NvmetP2PError as exc:
+        if os.environ.get("NVMET_P2P_DEBUG"):
+            traceback.print_exc()
+        print(f"nvmet-p2p {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print(f"nvmet-p2p {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Exceptions shared by every layer.
+
+Every error a user can cause ends as one clear line (``str(exc)``) and a non-zero exit
+status; tracebacks are for bugs only (``NVMET_P2P_DEBUG=1`` shows them).
+"""
+
+from __future__ import annotations
+
+
+class NvmetP2PError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+    exit_status = 1
+
+
+class InputError(NvmetP2PError):
+    """Bad input from the user: a profile, a state file, a snapshot, an argument.
+
+    ``where`` names the file (and line or JSON path) so the user can find the culprit.
+    Raised before anything is written.
+    """
+
+    exit_status = 2
+
+    def __init__(self, message: str, where: str | None = None):
+        self.message = message
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class KernelError(NvmetP2PError):
+    """The kernel refused an operation (configfs write, mkdir, symlink, mmap ...).
+
+    Carries the errno, the path, and the kernel log lines printed while it happened.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, path: str | None = None,
+                 dmesg: list[str] | None = None):
+        self.errno = errno
+        self.path = path
+        self.dmesg = list(dmesg or [])
+        text = message
+        if self.dmesg:
+            text += " (kernel: " + " | ".join(self.dmesg) + ")"
+        super().__init__(text)
+
+
+class Busy(NvmetP2PError):
+    """Another nvmet-p2p apply holds the lock."""
+
+    exit_status = 3
