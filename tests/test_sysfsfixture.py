@@ -1,0 +1,161 @@
+"""The synthetic sysfs fixtures must look like the real kernel.
+
+``tests/data/lab_q35_7.3.json`` was captured inside the QEMU lab (7.3.4+deb13-amd64, q35, the
+default topology plus rxe on dummy0, and a second boot with a dual-controller nvme-subsys).
+These tests compare the fixture machines with it: same symlink targets, same file contents,
+same config-space facts. A fixture that drifts from the kernel's layout fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+import sysfsfixture as sf
+
+TRUTH = json.loads((Path(__file__).parent / "data" / "lab_q35_7.3.json").read_text())
+
+# Objects the fixture deliberately does not model (loopback netdev, hwmon, ...).
+UNMODELED_LINK_PREFIXES = ("/sys/class/net/lo",)
+
+
+def _parse_config(b: bytes) -> dict:
+    """A tiny independent config-space parser (the reader has its own)."""
+    out = {"len": len(b)}
+    out["vendor"], out["device"] = struct.unpack_from("<HH", b, 0)
+    out["header_type"] = b[0x0E]
+    status = struct.unpack_from("<H", b, 6)[0]
+    ptr = b[0x34] if status & 0x10 else 0
+    out["pcie_type"] = None
+    while ptr:
+        if b[ptr] == 0x10:
+            out["pcie_type"] = (struct.unpack_from("<H", b, ptr + 2)[0] >> 4) & 0xF
+        ptr = b[ptr + 1]
+    out["acs"] = None
+    off = 0x100
+    while off and len(b) > off + 8:
+        h = struct.unpack_from("<I", b, off)[0]
+        if h in (0, 0xFFFFFFFF):
+            break
+        if h & 0xFFFF == 0x000D:
+            out["acs"] = [struct.unpack_from("<H", b, off + 4)[0], struct.unpack_from("<H", b, off + 6)[0]]
+        off = h >> 20
+    return out
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return sf.soft_roce(tmp_path / "root")   # q35_lab + rxe_dummy on dummy0
+
+
+def test_kernel_release_matches_capture(lab):
+    assert TRUTH["kernel"] == sf.LAB_KERNEL
+    assert lab.path("/proc/sys/kernel/osrelease").read_text().strip() == sf.LAB_KERNEL
+
+
+def test_symlinks_match_real_kernel(lab):
+    missing, wrong = [], []
+    for path, target in TRUTH["links"].items():
+        if path.startswith(UNMODELED_LINK_PREFIXES):
+            continue
+        p = lab.path(path)
+        if not p.is_symlink():
+            missing.append(path)
+        elif os.readlink(p) != target:
+            wrong.append((path, os.readlink(p), target))
+    assert not missing, f"fixture lacks links the kernel has: {missing[:10]}"
+    assert not wrong, f"link targets differ from the kernel: {wrong[:5]}"
+
+
+def test_file_contents_match_real_kernel(lab):
+    missing, wrong = [], []
+    for path, text in TRUTH["files"].items():
+        p = lab.path(path)
+        if not p.is_file():
+            missing.append(path)
+        elif p.read_text() != text:
+            wrong.append((path, p.read_text(), text))
+    assert not missing, f"fixture lacks files the kernel has: {missing[:10]}"
+    assert not wrong, f"contents differ from the kernel: {wrong[:5]}"
+
+
+def test_config_space_facts_match_real_kernel(lab):
+    for bdf, facts in TRUTH["config"].items():
+        got = _parse_config(lab.path(f"/sys/bus/pci/devices/{bdf}/config").read_bytes())
+        assert got["vendor"] == facts["vendor"] and got["device"] == facts["device"], bdf
+        assert got["len"] == facts["len"], bdf
+        assert got["header_type"] == facts["header_type"], bdf
+        assert got["pcie_type"] == facts["pcie_type"], bdf
+        assert got["acs"] == facts["acs"], bdf
+
+
+def test_non_root_config_reads_are_64_bytes(tmp_path):
+    m = sf.q35_lab(tmp_path, privileged=False)
+    assert set(TRUTH["config_nonroot_len"].values()) == {64}
+    for bdf in TRUTH["config_nonroot_len"]:
+        if bdf in m.pcis:
+            assert len(m.path(f"/sys/bus/pci/devices/{bdf}/config").read_bytes()) == 64, bdf
+
+
+def test_multipath_layout_matches_real_kernel(tmp_path):
+    m = sf.multipath(tmp_path)
+    assert m.head == "nvme4n1"
+    for path, target in TRUTH["multipath_links"].items():
+        p = m.path(path)
+        assert p.is_symlink(), f"missing {path}"
+        assert os.readlink(p) == target, path
+    for path, text in TRUTH["multipath_files"].items():
+        assert m.path(path).read_text() == text, path
+
+
+def test_cpuinfo_of_lab_is_amd_family_15(lab):
+    # QEMU TCG "-cpu max" reports AuthenticAMD family 15: the AMD Zen rule does NOT apply.
+    assert "vendor_id\t: AuthenticAMD" in TRUTH["cpuinfo_first"]
+    assert "cpu family\t: 15" in TRUTH["cpuinfo_first"]
+    text = lab.path("/proc/cpuinfo").read_text()
+    assert "vendor_id\t: AuthenticAMD" in text and "cpu family\t: 15" in text
+
+
+def test_acs_helpers_write_the_control_word(tmp_path):
+    m = sf.acs_switch(tmp_path)
+    cfg = _parse_config(m.path(f"/sys/bus/pci/devices/{m.bdf('dsp1')}/config").read_bytes())
+    assert cfg["acs"] == [sf.QEMU_ACS_CAP, sf.ACS_IOMMU_DEFAULT]
+    m.set_acs(m.bdf("dsp1"), 0).write()
+    cfg = _parse_config(m.path(f"/sys/bus/pci/devices/{m.bdf('dsp1')}/config").read_bytes())
+    assert cfg["acs"] == [sf.QEMU_ACS_CAP, 0]
+    m.set_acs(m.bdf("dsp1"), None).write()
+    assert _parse_config(m.path(f"/sys/bus/pci/devices/{m.bdf('dsp1')}/config").read_bytes())["acs"] is None
+
+
+def test_every_machine_has_consistent_links(tmp_path):
+    """Every symlink in every ready-made machine resolves inside the tree."""
+    makers = [sf.q35_lab, sf.skylake_sp, sf.two_host_bridges, sf.amd_zen, sf.nested_switches,
+              sf.acs_switch, sf.vf_pf, sf.multifunction_acs, sf.soft_roce, sf.multipath]
+    for make in makers:
+        root = tmp_path / make.__name__
+        make(root)
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                p = Path(dirpath) / name
+                if p.is_symlink():
+                    assert p.exists(), f"{make.__name__}: dangling {p.relative_to(root)}"
+                    assert not os.readlink(p).startswith("/"), f"absolute link {p}"
+
+
+def test_roles_and_vf_links(tmp_path):
+    m = sf.vf_pf(tmp_path, vfs=2)
+    vf = m.path(f"/sys/bus/pci/devices/{m.bdf('vf1')}")
+    assert os.path.realpath(vf / "physfn") == os.path.realpath(m.path(f"/sys/bus/pci/devices/{m.bdf('pf')}"))
+    assert (m.path(m.sysfs_dir(m.bdf("pf"))) / "virtfn1").is_symlink()
+    with pytest.raises(KeyError, match="known"):
+        m.bdf("nope")
+
+
+def test_big_machine_shape(tmp_path):
+    m = sf.big_machine(tmp_path)
+    assert len(m.nvmes) == 64 and len(m.rdmas) == 8
+    assert sum(1 for p in m.pcis.values() if p.p2pmem) == 64
