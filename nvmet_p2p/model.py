@@ -198,6 +198,8 @@ class NvmeController:
     address: str = ""
     cmb: CmbInfo | None = None
     namespaces: list[str] = field(default_factory=list)  # block device names
+    subsystem: str = ""        # "nvme-subsys0" (the nvme-subsystem device it belongs to)
+    state: str = ""            # "live", "resetting", "connecting", ...
 
     @classmethod
     def from_dict(cls, d: dict) -> "NvmeController":
@@ -273,6 +275,7 @@ class SystemInfo:
     nvmet_configfs: bool = False        # /sys/kernel/config/nvmet exists
     is_root: bool = False               # the reader could read privileged files
     numa_nodes: list[int] = field(default_factory=list)
+    nvme_multipath: bool | None = None  # /sys/module/nvme_core/parameters/multipath (None: unknown)
 
 
 @dataclass
