@@ -1,0 +1,298 @@
+"""Fast tier: the lab runner's own logic (no VM, no network)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools" / "lab"))
+
+from labkit import LabError, console, debver, initramfs, kernel, runner, topology  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+
+
+# -- Debian versions ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("a,b,want", [
+    ("7.3.4-1~bpo13+1", "7.2.12-1~bpo13+1", 1),
+    ("7.10.1-1", "7.9.9-1", 1),
+    ("6.19.14-1~bpo13+1", "7.0.4-1~bpo13+1", -1),
+    ("1.0~rc1-1", "1.0-1", -1),
+    ("1:1.0-1", "2.0-1", 1),
+    ("7.0.12-2~bpo13+1", "7.0.12-1~bpo13+1", 1),
+    ("7.3.4-1~bpo13+1", "7.3.4-1", -1),
+    ("1.0", "1.0", 0),
+    ("1.0a", "1.0", 1),
+    ("1.0+b1", "1.0", 1),
+])
+def test_debian_version_order(a, b, want):
+    assert debver.compare(a, b) == want
+    assert debver.compare(b, a) == -want
+
+
+# -- kernel index ------------------------------------------------------------------------------
+
+INDEX = """\
+Package: linux-image-7.3.4+deb13-amd64
+Version: 7.3.4-1~bpo13+1
+Depends: dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, linux-base-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1), linux-binary-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1), linux-modules-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1)
+Filename: pool/main/l/linux-signed-amd64/linux-image-7.3.4+deb13-amd64_7.3.4-1~bpo13+1_amd64.deb
+Size: 1900
+SHA256: 7a6ff1ee63d0aafedbab6a507939ab6bce618f8fda1b3f0c42b78678ec661844
+
+Package: linux-base-7.3.4+deb13-amd64
+Version: 7.3.4-1~bpo13+1
+Size: 1077476
+Filename: pool/main/l/linux/linux-base-7.3.4+deb13-amd64_7.3.4-1~bpo13+1_amd64.deb
+
+Package: linux-binary-7.3.4+deb13-amd64
+Version: 7.3.4-1~bpo13+1
+Size: 14138336
+Filename: pool/main/l/linux/linux-binary-7.3.4+deb13-amd64_7.3.4-1~bpo13+1_amd64.deb
+
+Package: linux-modules-7.3.4+deb13-amd64
+Version: 7.3.4-1~bpo13+1
+Depends: kmod, linux-base-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1)
+Size: 106862204
+Filename: pool/main/l/linux/linux-modules-7.3.4+deb13-amd64_7.3.4-1~bpo13+1_amd64.deb
+
+Package: linux-image-7.3.4+deb13-cloud-amd64
+Version: 7.3.4-1~bpo13+1
+
+Package: linux-image-7.3.4+deb13-amd64-dbg
+Version: 7.3.4-1~bpo13+1
+
+Package: linux-image-6.16.12+deb13-amd64
+Version: 6.16.12-1~bpo13+1
+Depends: kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool
+Filename: pool/main/l/linux-signed-amd64/linux-image-6.16.12+deb13-amd64_6.16.12-1~bpo13+1_amd64.deb
+Size: 105000000
+
+Package: linux-image-amd64
+Version: 7.3.4-1~bpo13+1
+Depends: linux-image-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1)
+"""
+
+
+def test_kernel_candidates_newest_first_both_layouts():
+    cands = kernel.candidates(kernel.parse_packages(INDEX))
+    assert [c.release for c in cands] == ["7.3.4+deb13-amd64", "6.16.12+deb13-amd64"]
+    split = cands[0]
+    assert sorted(p["Package"] for p in split.packages) == [
+        "linux-base-7.3.4+deb13-amd64", "linux-binary-7.3.4+deb13-amd64",
+        "linux-image-7.3.4+deb13-amd64", "linux-modules-7.3.4+deb13-amd64"]
+    classic = cands[1]
+    assert [p["Package"] for p in classic.packages] == ["linux-image-6.16.12+deb13-amd64"]
+
+
+def test_parse_config():
+    cfg = kernel.parse_config("CONFIG_PCI_P2PDMA=y\n# CONFIG_NVME_TARGET_DEBUGFS is not set\n"
+                              'CONFIG_LOCALVERSION=""\nCONFIG_NVME_TARGET=m\n')
+    assert cfg["CONFIG_PCI_P2PDMA"] == "y"
+    assert cfg["CONFIG_NVME_TARGET_DEBUGFS"] == "n"
+    assert cfg["CONFIG_NVME_TARGET"] == "m"
+
+
+def test_verify_rejects_wrong_checksum(tmp_path):
+    deb = tmp_path / "x.deb"
+    deb.write_bytes(b"not the package")
+    with pytest.raises(LabError, match="SHA256/size does not match"):
+        kernel._verify(deb, {"SHA256": "00" * 32, "Size": "15"})
+    assert not deb.exists()
+
+
+def test_cache_root_respects_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv("NVMET_P2P_LAB_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert kernel.cache_root() == tmp_path / "nvmet-p2p" / "lab"
+
+
+# -- topologies --------------------------------------------------------------------------------
+
+def test_shipped_topologies_load():
+    names = topology.available()
+    for required in ("default", "two-switches", "nested-switch", "amd-epyc", "iommu-acs"):
+        assert required in names
+    for n in names:
+        t = topology.load(n)
+        assert t.nvme, n
+
+
+def test_default_topology_qemu_devices():
+    t = topology.load("default")
+    argv = t.qemu_devices({n.serial: f"/img/{n.serial}" for n in t.nvme})
+    devs = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
+    assert devs[0] == "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x4"
+    assert "x3130-upstream,id=sw1,bus=rp1" in devs
+    assert "nvme,id=nvme-cmbA,serial=cmbA,drive=drv-cmbA,bus=sw1-dp0,cmb_size_mb=64" in devs
+    assert "nvme,id=nvme-plain,serial=plain,drive=drv-plain,bus=rp2" in devs
+    chassis = [d.split("chassis=")[1].split(",")[0] for d in devs if "chassis=" in d]
+    assert len(chassis) == len(set(chassis))          # QEMU needs unique chassis numbers
+    assert [n.serial for n in t.nvme] == ["cmbA", "cmbB", "cmbC", "plain"]
+    assert t.nvme[0].path == ["rp1", "sw1", "sw1-dp0"]
+    assert t.network[0].rdma == "rxe0"
+
+
+def test_nested_and_legacy_cmb():
+    t = topology.load("nested-switch")
+    inner = next(n for n in t.nvme if n.serial == "innerCmb")
+    assert inner.path == ["rp1", "outer", "outer-dp1", "inner", "inner-dp0"]
+    argv = t.qemu_devices({n.serial: "/x" for n in t.nvme})
+    assert any("serial=innerCmb" in a and "legacy-cmb=on" in a for a in argv)
+
+
+def test_iommu_topology_adds_intel_iommu_first():
+    t = topology.load("iommu-acs")
+    argv = t.qemu_devices({n.serial: "/x" for n in t.nvme})
+    assert argv[:2] == ["-device", "intel-iommu"]
+    assert "intel_iommu=on" in t.kernel_args()
+
+
+@pytest.mark.parametrize("doc,where,what", [
+    ({"root_ports": [{"name": "rp1", "nvme": {"serial": "a", "cmb": "64X"}}]},
+     "root_ports[0].nvme.cmb", "not a size"),
+    ({"root_ports": [{"name": "rp1", "nvme": {"serial": "a"}}], "colour": "red"},
+     "colour", "unknown key"),
+    ({"root_ports": [{"name": "rp1", "nvme": {"serial": "a"}}, {"name": "rp2", "nvme": {"serial": "a"}}]},
+     "root_ports[1].nvme.serial", "duplicate serial"),
+    ({"root_ports": [{"name": "rp1", "nvme": {"serial": "a", "legacy_cmb": True}}]},
+     "root_ports[0].nvme.legacy_cmb", "needs a cmb size"),
+    ({"root_ports": [{"name": "rp1", "nvme": {"serial": "a"}, "switch": {"name": "s", "ports": [None]}}]},
+     "root_ports[0]", "exactly one"),
+    ({"root_ports": [{"name": "rp1", "nvme": {"serial": "a"}}], "iommu": "amd"},
+     "iommu", "'none' or 'intel'"),
+    ({"root_ports": [{"name": "rp1", "nvme": {"serial": "a"}}],
+      "network": [{"name": "lo0", "kind": "loopback"}]}, "network[0].kind", "dummy or veth"),
+    ({"root_ports": []}, "root_ports", "non-empty"),
+    ({"cpu": "max"}, "(top level)", "missing required key 'root_ports'"),
+])
+def test_topology_errors_name_the_key(doc, where, what):
+    with pytest.raises(topology.TopologyError) as ei:
+        topology.from_dict(doc, "bad", "bad.yaml")
+    msg = str(ei.value)
+    assert where in msg and what in msg, msg
+
+
+def test_topology_yaml_syntax_error_has_line(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text("root_ports:\n  - name: rp1\n    nvme: {serial: a\n")
+    with pytest.raises(topology.TopologyError, match=r"broken.yaml:\d+: not valid YAML"):
+        topology.load(str(p))
+
+
+def test_unknown_topology_lists_shipped():
+    with pytest.raises(LabError, match="shipped: .*default"):
+        topology.load("no-such-topology")
+
+
+# -- console -----------------------------------------------------------------------------------
+
+def test_console_ok():
+    v = console.classify((DATA / "console-ok.log").read_text())
+    assert (v.kind, v.rc, v.start_uptime, v.userspace_uptime) == ("ok", 7, 7.06, 3.21)
+
+
+def test_console_tcg_int3_during_boot_is_retryable():
+    v = console.classify((DATA / "console-tcg-int3-boot.log").read_text())
+    assert v.kind == "crash" and v.phase == "boot" and v.retryable
+    assert v.detail.startswith("Oops: int3")
+    assert "TCG" in v.describe()
+
+
+def test_console_other_oops_during_command_is_not_retried():
+    v = console.classify((DATA / "console-oops-during-command.log").read_text())
+    assert v.kind == "crash" and v.phase == "command" and not v.retryable
+    assert "NULL pointer" in v.detail
+
+
+def test_console_init_failed():
+    v = console.classify((DATA / "console-init-failed.log").read_text())
+    assert v.kind == "init_failed" and "9p mount" in v.detail
+
+
+def test_console_no_status():
+    v = console.classify("LAB_USERSPACE uptime=3.0\n")
+    assert v.kind == "no_status" and not v.retryable
+
+
+def test_rc_file_wins_over_console():
+    v = console.classify("LAB_COMMAND_START uptime=5.0\n", rc_file=3)
+    assert v.kind == "ok" and v.rc == 3
+
+
+# -- initramfs ---------------------------------------------------------------------------------
+
+def test_cpio_is_deterministic_and_readable(tmp_path):
+    files = {"init": b"#!/bin/busybox sh\necho hi\n", "mods/a.ko": b"\x7fELF" + b"x" * 1000,
+             "bin/busybox": b"BB", "modules.order": b"a.ko\n"}
+    one = initramfs.build_bytes(files)
+    two = initramfs.build_bytes(dict(reversed(list(files.items()))))
+    assert one == two
+    assert initramfs.content_key(files) == initramfs.content_key(dict(reversed(list(files.items()))))
+    changed = dict(files, init=b"#!/bin/busybox sh\necho bye\n")
+    assert initramfs.content_key(changed) != initramfs.content_key(files)
+    assert one[4:8] == b"\0\0\0\0"  # gzip mtime 0 (gzip -n)
+    raw = gzip.decompress(one)
+    (tmp_path / "x.cpio").write_bytes(raw)
+    if subprocess.run(["which", "cpio"], stdout=subprocess.DEVNULL).returncode == 0:
+        out = subprocess.run(["cpio", "-it", "--quiet"], input=raw, stdout=subprocess.PIPE, check=True).stdout.decode()
+        names = out.split()
+        assert {"init", "mods/a.ko", "bin/busybox", "bin/sh", "modules.order", "dev", "proc"} <= set(names)
+
+
+def test_module_closure_orders_dependencies(tmp_path):
+    (tmp_path / "modules.dep").write_text(
+        "kernel/fs/9p/9p.ko.xz: kernel/net/9p/9pnet.ko.xz kernel/fs/netfs/netfs.ko.xz\n"
+        "kernel/net/9p/9pnet.ko.xz:\n"
+        "kernel/fs/netfs/netfs.ko.xz:\n"
+        "kernel/net/9p/9pnet_virtio.ko.xz: kernel/net/9p/9pnet.ko.xz\n"
+        "kernel/fs/overlayfs/overlay.ko.xz:\n")
+    (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n")
+    order = initramfs.module_closure(tmp_path, ("virtio_pci", "9pnet_virtio", "9p", "overlay"))
+    assert order == ["kernel/net/9p/9pnet.ko.xz", "kernel/net/9p/9pnet_virtio.ko.xz",
+                     "kernel/fs/netfs/netfs.ko.xz", "kernel/fs/9p/9p.ko.xz", "kernel/fs/overlayfs/overlay.ko.xz"]
+    with pytest.raises(LabError, match="neither built in"):
+        initramfs.module_closure(tmp_path, ("nosuchmod",))
+
+
+# -- runner ------------------------------------------------------------------------------------
+
+def test_shares_results_inside_checkout_and_venv_elsewhere(tmp_path):
+    co = tmp_path / "co"
+    (co / "results" / "x").mkdir(parents=True)
+    venv = tmp_path / "venvs" / "v"
+    venv.mkdir(parents=True)
+    os.symlink(venv, co / ".venv")
+    shares = runner.plan_shares(co, co / "results" / "x", [])
+    assert [(m, p) for _t, m, p in shares] == [
+        ("overlay", co.resolve()), ("overlay", venv.resolve()), ("rw", (co / "results" / "x").resolve())]
+    assert [t for t, _m, _p in shares] == ["labshare0", "labshare1", "labshare2"]
+
+
+def test_qemu_argv_shares_and_kernel(tmp_path):
+    t = topology.load("default")
+    k = kernel.Kernel(release="7.3.4+deb13-amd64", version="7.3.4-1", suite="s", tree="/t",
+                      vmlinuz="/t/vmlinuz", moddir="/t/mod", config="/t/config")
+    shares = [("labshare0", "overlay", Path("/tmp/co")), ("labshare1", "rw", Path("/tmp/co/results"))]
+    argv = runner.qemu_argv(t, k, Path("/c/initrd"), Path("/c/run/ctl"), shares,
+                            {n.serial: f"/img/{n.serial}" for n in t.nvme}, "multi")
+    s = " ".join(argv)
+    assert "-accel tcg,thread=multi,tb-size=256" in s
+    assert "path=/,security_model=none,multidevs=remap,readonly=on" in s
+    assert "local,id=fs-labshare1,path=/tmp/co/results,security_model=none,multidevs=remap -device" in s
+    assert "mount_tag=labctl" in s and "-no-reboot" in s and "panic=-1" in s
+    assert argv[argv.index("-kernel") + 1] == "/t/vmlinuz"
+
+
+def test_env_file_quotes_the_command():
+    text = runner._env_file({"A": "x y", "B": "it's"}, ["bash", "-c", "echo $HOME; exit 3"])
+    out = subprocess.run(["bash", "-c", text + 'printf "%s|" "$A" "$B" "${LAB_ARGV[@]}"'],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    assert out == "x y|it's|bash|-c|echo $HOME; exit 3|"
