@@ -110,7 +110,7 @@ class PairVerdict:
     common_upstream: str | None = None  # the first shared upstream bridge (or the device itself)
     crosses_root_complex: bool | None = None
     same_host_bridge: bool | None = None
-    path: list[str] = field(default_factory=list)
+    path: list[str] = field(default_factory=list)   # BDFs; pciDDDD:BB where it crosses a host bridge
     acs_redirect: list[str] = field(default_factory=list)   # kernel's order, as printed
     kernel_parameter: str | None = None
     reasons: list[str] = field(default_factory=list)
@@ -420,6 +420,10 @@ class P2pdma:
             res = _Acs(bool(f.acs_ctrl & ACS_REDIR_MASK))
         elif f.config_readable:
             res = _Acs(False)   # read, and no ACS capability: the kernel's check returns 0
+        elif not f.is_bridge and not f.physfn and not self._multifunction(f):
+            # PCIe defines ACS for downstream/root ports and functions of multi-function
+            # devices (and SR-IOV functions): a single-function endpoint has none to redirect.
+            res = _Acs(False)
         else:
             res = self._acs_from_cmdline(f)
         self._acs[bdf] = res
@@ -465,10 +469,8 @@ class P2pdma:
                            "(firmware could still have set it)")
         if f is not None and (f.pcie_type == PCIE_SWITCH_UPSTREAM or self._looks_like_usp(f)):
             return False, "assumed clear: switch upstream ports do not implement ACS redirect"
-        if f is not None and (f.is_bridge or self._multifunction(f)):
-            return True, ("assumed set: an IOMMU is active and Linux then enables RR/CR on every "
-                          "ACS-capable port and multifunction device")
-        return False, "assumed clear: single-function endpoints rarely implement ACS"
+        return True, ("assumed set: an IOMMU is active and Linux then enables RR/CR on every "
+                      "ACS-capable port, multi-function device and SR-IOV function")
 
     def _looks_like_usp(self, f: PciFunction) -> bool:
         """Without config space: a bridge below another bridge whose children are all bridges."""
@@ -696,7 +698,9 @@ class P2pdma:
             hops = len(pch) + len(cch)
             common = None
             checked = []                      # walked, but the kernel ignores ACS then
-            path = pch + list(reversed(cch))
+            hbs = [h for h in dict.fromkeys((self.host_bridge_of(provider),
+                                              self.host_bridge_of(cbdf))) if h]
+            path = pch + hbs + list(reversed(cch))
 
         uncertain: list[str] = list(client.notes)
         for b in (provider, cbdf):

@@ -137,9 +137,9 @@ class Topo:
 
 
 def q35_lab(kernel: str = "7.3.4+deb13-amd64", iommu: bool = False, dsp_acs: int | None = 0,
-            readable: bool = True, cpu_vendor: str = "AuthenticAMD", cpu_family: int = 6) -> Topo:
+            readable: bool = True, cpu_vendor: str = "AuthenticAMD", cpu_family: int = 15) -> Topo:
     """The lab's q35 machine (shared/docs/lab.md §4): a switch with three CMB NVMe behind root
-    port 00:04.0 and a plain NVMe on root port 00:05.0; TCG ``-cpu max`` is AMD family 6."""
+    port 00:04.0 and a plain NVMe on root port 00:05.0; TCG ``-cpu max`` is AMD family 15."""
     t = Topo(kernel=kernel, iommu=iommu, readable=readable, cpu_vendor=cpu_vendor,
              cpu_family=cpu_family)
     t.host_device("0000:00:00.0", 0x8086, 0x29c0)

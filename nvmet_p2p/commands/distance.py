@@ -1,0 +1,113 @@
+"""``nvmet-p2p distance PROVIDER CLIENT [CLIENT...]``: what the kernel's p2pdma would decide.
+
+Prints the map type (bus_addr / thru_host_bridge / not_supported), the kernel's distance
+(summed over clients, -1 when any is refused), the reasons in words and, when ACS redirect is
+in the way, the exact ``pci=disable_acs_redir=`` parameter the kernel would print.
+``--find CLIENT...`` instead lists what ``pci_p2pmem_find_many()`` would consider (auto mode).
+"""
+
+from __future__ import annotations
+
+from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
+from nvmet_p2p.distance import P2pdma, Verdict
+from nvmet_p2p.errors import InputError
+from nvmet_p2p.output import emit
+from nvmet_p2p.topology import human_size
+
+NAME = "distance"
+ORDER = 21
+HELP = "predict the kernel's p2pdma verdict for a provider and clients, with reasons"
+DESCRIPTION = (
+    "Predict what the kernel's p2pdma would decide for PROVIDER (a PCI function with p2pmem, "
+    "e.g. 0000:03:00.0) and each CLIENT (a BDF, an RDMA device like mlx5_0, a block device "
+    "like /dev/nvme1n1, an NVMe controller, a network interface or an IP address), using the "
+    "rules of the inventory's kernel release or --kernel X.Y.")
+
+
+def register(parser) -> None:
+    parser.add_argument("devices", nargs="+", metavar="PROVIDER CLIENT",
+                        help="provider BDF followed by one or more clients "
+                             "(with --find: clients only)")
+    parser.add_argument("--find", action="store_true",
+                        help="no provider: list the published providers the kernel would "
+                             "consider for the clients (pci_p2pmem_find_many), with all ties")
+    add_inventory_option(parser)
+
+
+def run(args) -> int:
+    inv = load_inventory(args)
+    eng = P2pdma(inv, args.kernel)
+    if args.find:
+        res = eng.find_many(args.devices)
+        emit(args.json, res, lambda r: _human_find(r, eng))
+        return 0
+    if len(args.devices) < 2:
+        raise InputError("need a PROVIDER and at least one CLIENT (or --find CLIENT...)",
+                         where="arguments")
+    v = eng.distance_many(args.devices[0], args.devices[1:])
+    emit(args.json, v, lambda v: _human(v, eng))
+    return 0
+
+
+def _provider_text(eng: P2pdma, bdf: str) -> str:
+    f = eng.fn(bdf)
+    bits = []
+    ctrl = eng.inv.nvme_by_pci(bdf)
+    if ctrl is not None:
+        bits.append(ctrl.name + (f" sn {ctrl.serial}" if ctrl.serial else ""))
+    if f is not None and f.p2pmem is not None:
+        bits.append(f"p2pmem {human_size(f.p2pmem.size)}, {human_size(f.p2pmem.available)} free, "
+                    + ("published" if f.p2pmem.published else "NOT published"))
+    else:
+        bits.append("no p2pmem")
+    return f"{bdf} ({'; '.join(bits)})"
+
+
+def _human(v: Verdict, eng: P2pdma) -> str:
+    out = [f"provider  {_provider_text(eng, v.provider)}"]
+    for p in v.pairs:
+        c = p.client
+        target = c.bdf or "no PCI device"
+        out.append(f"client    {c.name} -> {target} ({c.kind})")
+    out.append(f"kernel    {v.kernel} rules ({'from --kernel' if v.kernel_source == '--kernel' else 'from the inventory' if v.kernel_source == 'inventory' else 'default: release unknown'})")
+    out.append("")
+    head = v.map_type.upper()
+    out.append(f"{head}, distance {v.distance}" + (
+        "  (through the root complex)" if v.crosses_root_complex and v.map_type != "not_supported"
+        else ""))
+    for r in v.reasons:
+        out.append(f"  - {r}")
+    for p in v.pairs:
+        if p.path:
+            lab = f" ({p.client.name})" if len(v.pairs) > 1 else ""
+            out.append(f"path{lab}: " + " -> ".join(p.path))
+    if v.kernel_parameter:
+        out.append(f"kernel parameter: {v.kernel_parameter}")
+    msgs = [m for p in v.pairs for m in p.kernel_messages]
+    if msgs:
+        out.append("the kernel would log (when nvmet checks this pair):")
+        out.extend(f"  {m}" for m in msgs)
+    if v.uncertain:
+        out.append("uncertain:")
+        out.extend(f"  - {u}" for u in v.uncertain)
+    return "\n".join(out)
+
+
+def _human_find(r, eng: P2pdma) -> str:
+    out = [f"clients   {', '.join(r.clients)}",
+           f"kernel    {r.kernel} rules", ""]
+    if r.candidates:
+        width = max(len(v.provider) for v in r.candidates)
+        for v in r.candidates:
+            mark = "*" if v.provider in r.ties else " "
+            out.append(f" {mark} {v.provider:<{width}}  {v.map_type:<16}  distance {v.distance}")
+    for b in r.unpublished:
+        out.append(f"   {b}  skipped: p2pmem not published")
+    out.append("")
+    out.extend(r.reasons)
+    if r.ties:
+        out.append("* = at the minimum distance (the kernel picks one of them at random)")
+    if r.uncertain:
+        out.append("uncertain:")
+        out.extend(f"  - {u}" for u in r.uncertain)
+    return "\n".join(out)
