@@ -1,0 +1,1284 @@
+"""Profiles: what a user writes to say *what* to export; placement decides *how*.
+
+A profile is a YAML file (``profiles/*.yaml``) naming subsystems, the namespaces they export
+(selected by a stable identity of the backing NVMe: serial, model, WWID/EUI/NGUID/UUID, a
+``/dev/disk/by-id`` name, its PCI function, or a pattern like "every namespace of controllers
+with a CMB" -- never by ``nvmeXnY``, which moves between boots), the ports they are reachable
+through (selected by RDMA device, netdev or IP address), the hosts allowed to connect, and the
+peer-to-peer policy with the in-flight budget it should plan for.
+
+The format is described once, by :data:`PROFILE` below (a small declarative schema); the same
+description validates a file (every error with file, line and offending value, all of them at
+once, nothing written), documents it, and generates the JSON Schema editors use
+(``nvmet-p2p profile-schema``, shipped as ``profiles/profile.schema.json``).
+
+Three steps, two of them pure:
+
+* :func:`load` (edge: reads the YAML file and the DH-HMAC-CHAP key files it names) checks the
+  structure and returns a :class:`Profile` (plain nested dicts that remember where each value
+  came from);
+* :func:`resolve` (pure: profile + :class:`~nvmet_p2p.model.Inventory`) matches the selectors
+  against the machine and returns a :class:`Resolved` profile: concrete namespaces, ports,
+  their RDMA NICs (the p2p clients), the policy and the byte budget per namespace;
+* :mod:`nvmet_p2p.placement` turns a resolved profile into a :class:`~nvmet_p2p.state.TargetState`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import ipaddress
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import yaml
+
+from nvmet_p2p.errors import InputError
+from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, RdmaDevice, bdf_sort_key, is_bdf
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+#: nvmet-rdma's largest data transfer: NVMET_RDMA_MAX_MDTS 8 -> 2**8 * 4 KiB.
+RDMA_MAX_IO = 1 * MiB
+#: NVMET_NR_QUEUES: the most I/O queues a host can get from one subsystem.
+MAX_QUEUES = 128
+NQN_MAX = 223
+DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
+
+POLICIES = ("off", "kernel", "placed", "pinned")
+REQUIRE = ("any", "bus_addr")
+WHEN_FULL = ("share", "off", "error")
+WHEN_NONE = ("error", "off", "best_effort")
+DEFAULT_P2P = {"policy": "placed", "pinned": None, "require": "any", "when_full": "share",
+               "when_none": "error"}
+DEFAULT_BUDGET = {"hosts": 1, "queues": 4, "queue_depth": 128, "io_size": 128 * KiB}
+
+
+# ============================================================================================
+# Locations and errors
+# ============================================================================================
+
+@dataclass(frozen=True)
+class Mark:
+    """Where a value was written: ``file:line:column`` (1-based), and its dotted path."""
+
+    file: str
+    line: int
+    column: int
+    path: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+    @classmethod
+    def of(cls, file: str, node: yaml.Node, path: str) -> "Mark":
+        return cls(file, node.start_mark.line + 1, node.start_mark.column + 1, path)
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a profile."""
+
+    where: Mark | None
+    message: str
+
+    def __str__(self) -> str:
+        loc = f"{self.where}: " if self.where else ""
+        path = f"{self.where.path}: " if self.where and self.where.path else ""
+        return f"{loc}{path}{self.message}"
+
+
+class ProfileError(InputError):
+    """A profile with one or more errors. ``problems`` lists them all, in file order."""
+
+    def __init__(self, problems: list[Problem], file: str):
+        self.problems = sorted(problems, key=lambda p: (p.where.line, p.where.column)
+                               if p.where else (0, 0))
+        n = len(self.problems)
+        head = f"{file}: {n} error{'s' if n != 1 else ''} in profile (nothing was changed)"
+        super().__init__("\n".join([head] + [f"  {p}" for p in self.problems]))
+        self.where = file
+
+    def __str__(self) -> str:          # InputError prefixes ``where``; we already did
+        return self.message
+
+
+class Report:
+    """Collects problems (errors) and warnings while checking one file."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.errors: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def error(self, where: Mark | None, message: str) -> None:
+        self.errors.append(Problem(where, message))
+
+    def warn(self, where: Mark | None, message: str) -> None:
+        self.warnings.append(Problem(where, message))
+
+    def raise_if_errors(self) -> None:
+        if self.errors:
+            raise ProfileError(self.errors, self.file)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "...'"
+
+
+# ============================================================================================
+# A small declarative schema: validates YAML nodes (with marks) and emits JSON Schema
+# ============================================================================================
+
+class Obj(dict):
+    """A validated mapping: plain values, plus where each key (and the mapping) was written."""
+
+    def __init__(self, mark: Mark):
+        super().__init__()
+        self.mark = mark
+        self.marks: dict[str, Mark] = {}
+
+    def at(self, key: str) -> Mark:
+        return self.marks.get(key, self.mark)
+
+
+class Spec:
+    doc = ""
+
+    def check(self, node: yaml.Node, path: str, rep: Report) -> Any:
+        raise NotImplementedError
+
+    def json_schema(self) -> dict:
+        raise NotImplementedError
+
+    def _wrong(self, node: yaml.Node, path: str, rep: Report, expected: str) -> None:
+        if isinstance(node, yaml.ScalarNode):
+            got = "nothing" if node.tag.endswith(":null") else _show(node.value)
+        else:
+            got = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+        rep.error(Mark.of(rep.file, node, path), f"expected {expected}, got {got}")
+
+
+class Str(Spec):
+    def __init__(self, doc: str = "", *, pattern: str | None = None, max_len: int | None = None,
+                 what: str = "a string", check: Callable[[str], str | None] | None = None):
+        self.doc, self.pattern, self.max_len, self.what, self.extra = doc, pattern, max_len, what, check
+
+    def check(self, node, path, rep):
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
+            return self._wrong(node, path, rep, self.what)
+        text = node.value            # the text as written: serials like 0012 stay "0012"
+        where = Mark.of(rep.file, node, path)
+        if self.max_len is not None and len(text) > self.max_len:
+            return rep.error(where, f"{_show(text)} is longer than {self.max_len} characters")
+        if self.pattern and not re.fullmatch(self.pattern, text):
+            return rep.error(where, f"expected {self.what}, got {_show(text)}")
+        if self.extra:
+            msg = self.extra(text)
+            if msg:
+                return rep.error(where, msg)
+        return text
+
+    def json_schema(self):
+        s: dict = {"type": "string"}
+        if self.pattern:
+            s["pattern"] = f"^(?:{self.pattern})$"
+        if self.max_len is not None:
+            s["maxLength"] = self.max_len
+        return _doc(s, self.doc)
+
+
+class Int(Spec):
+    def __init__(self, doc: str = "", lo: int | None = None, hi: int | None = None):
+        self.doc, self.lo, self.hi = doc, lo, hi
+
+    def check(self, node, path, rep):
+        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int")):
+            return self._wrong(node, path, rep, "an integer")
+        text = node.value.replace("_", "")
+        try:
+            value = int(text, 16) if text.lower().lstrip("+-").startswith("0x") else int(text, 10)
+        except ValueError:
+            return self._wrong(node, path, rep, "a decimal or 0x-hex integer")
+        return _range(value, self.lo, self.hi, Mark.of(rep.file, node, path), rep, str(value))
+
+    def json_schema(self):
+        s: dict = {"type": "integer"}
+        if self.lo is not None:
+            s["minimum"] = self.lo
+        if self.hi is not None:
+            s["maximum"] = self.hi
+        return _doc(s, self.doc)
+
+
+def _range(value, lo, hi, where, rep, shown):
+    if lo is not None and value < lo or hi is not None and value > hi:
+        if hi is None:
+            rep.error(where, f"{shown} is out of range (at least {lo})")
+        else:
+            rep.error(where, f"{shown} is out of range ({lo}..{hi})")
+        return None
+    return value
+
+
+class Bool(Spec):
+    def __init__(self, doc: str = ""):
+        self.doc = doc
+
+    def check(self, node, path, rep):
+        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":bool")):
+            return self._wrong(node, path, rep, "true or false")
+        return node.value.lower() in ("true", "yes", "on", "y")
+
+    def json_schema(self):
+        return _doc({"type": "boolean"}, self.doc)
+
+
+class Enum(Spec):
+    def __init__(self, values: tuple[str, ...], doc: str = ""):
+        self.values, self.doc = values, doc
+
+    def check(self, node, path, rep):
+        # The text as written: YAML 1.1 would turn a bare ``off`` into false.
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
+            return self._wrong(node, path, rep, "one of " + ", ".join(self.values))
+        if node.value not in self.values:
+            return rep.error(Mark.of(rep.file, node, path),
+                             f"expected one of {', '.join(self.values)}, got {_show(node.value)}")
+        return node.value
+
+    def json_schema(self):
+        return _doc({"enum": list(self.values)}, self.doc)
+
+
+_SIZE_RE = r"[0-9]+ ?(?:B|[kKMG]|KiB|MiB|GiB)?"
+_SIZE_UNITS = {"": 1, "B": 1, "k": KiB, "K": KiB, "KiB": KiB, "M": MiB, "MiB": MiB,
+               "G": GiB, "GiB": GiB}
+
+
+def parse_size(text: str) -> int | None:
+    """``"128KiB"`` / ``"1M"`` / ``"4096"`` -> bytes (binary units); ``None`` if malformed."""
+    m = re.fullmatch(r"([0-9]+) ?(B|[kKMG]|KiB|MiB|GiB)?", text.strip())
+    if not m:
+        return None
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2) or ""]
+
+
+def format_size(n: int) -> str:
+    """Bytes in the largest binary unit, exact when it divides (``64 MiB``, ``63.9 MiB``)."""
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size:
+            return f"{n // size} {unit}" if n % size == 0 else f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+class Size(Spec):
+    def __init__(self, doc: str = "", lo: int | None = None, hi: int | None = None):
+        self.doc, self.lo, self.hi = doc, lo, hi
+
+    def check(self, node, path, rep):
+        where = Mark.of(rep.file, node, path)
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
+            return self._wrong(node, path, rep, "a size (bytes, or e.g. 128KiB, 1MiB)")
+        value = parse_size(node.value.replace("_", ""))
+        if value is None:
+            return self._wrong(node, path, rep, "a size (bytes, or e.g. 128KiB, 1MiB)")
+        return _range(value, self.lo, self.hi, where, rep, _show(node.value))
+
+    def json_schema(self):
+        return _doc({"oneOf": [{"type": "integer", "minimum": self.lo or 0},
+                               {"type": "string", "pattern": f"^{_SIZE_RE}$"}]}, self.doc)
+
+
+@dataclass
+class Field:
+    name: str
+    spec: Spec
+    doc: str = ""
+    required: bool = False
+
+
+class Record(Spec):
+    """A mapping with known keys. ``one_of`` groups keys of which at least one must appear."""
+
+    def __init__(self, title: str, fields: list[Field], doc: str = "",
+                 at_least_one: tuple[str, ...] = (), hints: dict[str, str] | None = None):
+        self.title, self.doc, self.at_least_one = title, doc, at_least_one
+        self.fields = {f.name: f for f in fields}
+        self.hints = hints or {}
+
+    def check(self, node, path, rep):
+        if not isinstance(node, yaml.MappingNode):
+            return self._wrong(node, path, rep, f"a mapping ({self.title})")
+        out = Obj(Mark.of(rep.file, node, path))
+        seen: dict[str, Mark] = {}
+        unknown = False
+        for knode, vnode in node.value:
+            kpath = f"{path}.{knode.value}" if path else str(knode.value)
+            kmark = Mark.of(rep.file, knode, kpath)
+            if not isinstance(knode, yaml.ScalarNode):
+                rep.error(kmark, "a key must be a plain name")
+                continue
+            key = knode.value
+            if key in seen:
+                rep.error(kmark, f"key {key!r} given twice (first at line {seen[key].line})")
+                continue
+            seen[key] = kmark
+            f = self.fields.get(key)
+            if f is None:
+                msg = f"unknown key {_show(key)} in {self.title}"
+                if key in self.hints:
+                    msg += f": {self.hints[key]}"
+                else:
+                    close = difflib.get_close_matches(key, list(self.fields), n=1)
+                    msg += (f" (did you mean {close[0]!r}?)" if close else
+                            f" (known: {', '.join(self.fields)})")
+                rep.error(kmark, msg)
+                unknown = True
+                continue
+            value = f.spec.check(vnode, kpath, rep)
+            if value is not None:
+                out[key] = value
+                out.marks[key] = Mark.of(rep.file, vnode, kpath)
+        for f in self.fields.values():
+            if f.required and f.name not in seen:
+                rep.error(out.mark, f"{self.title} needs {f.name!r}")
+        if self.at_least_one and not unknown and not any(k in seen for k in self.at_least_one):
+            rep.error(out.mark, f"{self.title} needs at least one of: "
+                                f"{', '.join(self.at_least_one)}")
+        return out
+
+    def json_schema(self):
+        props = {}
+        for f in self.fields.values():
+            s = dict(f.spec.json_schema())
+            if f.doc:
+                s["description"] = f.doc
+            props[f.name] = s
+        s = {"type": "object", "title": self.title, "additionalProperties": False,
+             "properties": props}
+        req = [f.name for f in self.fields.values() if f.required]
+        if req:
+            s["required"] = req
+        if self.at_least_one:
+            s["anyOf"] = [{"required": [k]} for k in self.at_least_one]
+        return _doc(s, self.doc)
+
+
+class ListOf(Spec):
+    def __init__(self, item: Spec, doc: str = "", min_items: int = 0):
+        self.item, self.doc, self.min_items = item, doc, min_items
+
+    def check(self, node, path, rep):
+        if not isinstance(node, yaml.SequenceNode):
+            return self._wrong(node, path, rep, "a list")
+        if len(node.value) < self.min_items:
+            rep.error(Mark.of(rep.file, node, path), f"needs at least {self.min_items} item(s)")
+        out = []
+        for i, child in enumerate(node.value):
+            v = self.item.check(child, f"{path}[{i}]", rep)
+            if v is not None:
+                out.append(v)
+        return out
+
+    def json_schema(self):
+        s = {"type": "array", "items": self.item.json_schema()}
+        if self.min_items:
+            s["minItems"] = self.min_items
+        return _doc(s, self.doc)
+
+
+class Either(Spec):
+    """A scalar shorthand or a full mapping (``p2p: placed`` or ``p2p: {pinned: BDF}``)."""
+
+    def __init__(self, short: Spec, full: Record, expand: Callable[[Any, Mark], Obj], doc: str = ""):
+        self.short, self.full, self.expand, self.doc = short, full, expand, doc
+
+    def check(self, node, path, rep):
+        if isinstance(node, yaml.MappingNode):
+            return self.full.check(node, path, rep)
+        value = self.short.check(node, path, rep)
+        return None if value is None else self.expand(value, Mark.of(rep.file, node, path))
+
+    def json_schema(self):
+        return _doc({"oneOf": [self.short.json_schema(), self.full.json_schema()]}, self.doc)
+
+
+def _doc(s: dict, doc: str) -> dict:
+    if doc:
+        s["description"] = doc
+    return s
+
+
+# ============================================================================================
+# The profile format
+# ============================================================================================
+
+def _nqn_problem(text: str) -> str | None:
+    if len(text.encode()) > NQN_MAX:
+        return f"NQN {_show(text)} is longer than {NQN_MAX} bytes"
+    if not re.fullmatch(r"nqn\.[0-9]{4}-[0-9]{2}\.[^:\s]+:\S+", text):
+        return (f"{_show(text)} is not an NQN (nqn.YYYY-MM.<reverse domain>:<name>, e.g. "
+                "nqn.2024-01.io.example:storage1)")
+    return None
+
+
+def _bdf_problem(text: str) -> str | None:
+    if not is_bdf(text):
+        return (f"{_show(text)} is not a full PCI address with domain (e.g. 0000:03:00.0); the "
+                "kernel's p2pmem attribute needs the domain")
+    return None
+
+
+def _ip_problem(text: str) -> str | None:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return f"{_show(text)} is not an IPv4 or IPv6 address"
+    return None
+
+
+NQN = Str(what="an NQN", check=_nqn_problem)
+BDF = Str(what="a PCI address (DDDD:BB:DD.F)", check=_bdf_problem, pattern=None)
+
+BUDGET = Record("budget", [
+    Field("hosts", Int(lo=1, hi=1024), "Hosts connected at the same time through the "
+          "namespace's ports (each host connection is one nvmet controller)."),
+    Field("queues", Int(lo=1, hi=MAX_QUEUES), "I/O queues per host (`nvme connect "
+          "--nr-io-queues`; the initiator default is its number of CPUs). Bounded by the "
+          "subsystem's qid_max."),
+    Field("queue_depth", Int(lo=1, hi=1024), "Commands per I/O queue (`nvme connect "
+          "--queue-size`, default 128). Bounded by the port's max_queue_size."),
+    Field("io_size", Size(lo=4 * KiB, hi=64 * MiB), "Largest I/O a host sends (e.g. 128KiB). "
+          "Bounded by the transport's MDTS: 1 MiB for nvmet-rdma, less with the port's mdts."),
+], doc="What to plan p2p memory for. In-flight bytes of one namespace = hosts x queues x "
+       "queue_depth x io_size (each bounded as described). Defaults: 1 host, 4 queues, depth "
+       "128, 128KiB.")
+
+P2P_FULL = Record("p2p", [
+    Field("policy", Enum(POLICIES), "off: p2pmem 0 (host memory). kernel: p2pmem 1 (the "
+          "kernel picks a provider at random per connection; for comparison). placed "
+          "(default): nvmet-p2p picks one by proximity and capacity and writes its BDF. "
+          "pinned: use the provider given in `pinned`."),
+    Field("pinned", BDF, "The provider (PCI function with published p2pmem) to use; implies "
+          "policy pinned."),
+    Field("require", Enum(REQUIRE), "bus_addr: accept only providers whose path to every "
+          "client stays below the root complex (never through the host bridge). Default any."),
+    Field("when_full", Enum(WHEN_FULL), "No candidate has room for the budget: share "
+          "(default: use the least oversubscribed candidate; requests beyond the pool fall back "
+          "to host memory one by one), off (p2pmem 0), error (refuse to plan)."),
+    Field("when_none", Enum(WHEN_NONE), "No provider is accepted by the kernel for the NVMe "
+          "and every port's NIC: error (default: refuse to plan), off (p2pmem 0), best_effort "
+          "(a provider that serves the NVMe and as many NICs as possible; connections through "
+          "the other NICs use host memory)."),
+], doc="Peer-to-peer memory policy.")
+
+
+def _expand_p2p(value: str, mark: Mark) -> Obj:
+    o = Obj(mark)
+    o["policy"] = value
+    o.marks["policy"] = mark
+    return o
+
+
+P2P = Either(Enum(("off", "kernel", "placed")), P2P_FULL, _expand_p2p,
+             doc="p2p policy: off | kernel | placed, or a mapping (policy, pinned, require, "
+                 "when_full, when_none). Namespaces inherit it from their subsystem, which "
+                 "inherits it from the profile.")
+
+_NVMEXNY_HINT = ("select namespaces by a stable identity (serial, model, wwid, eui, nguid, uuid, "
+                 "by_id, pci, cmb); nvmeXnY names move between boots")
+
+SELECT = Record("select", [
+    Field("serial", Str(), "Serial number of the NVMe controller (as `nvme list` shows it)."),
+    Field("model", Str(), "Model of the NVMe controller; shell-style wildcards allowed "
+          "(e.g. 'SAMSUNG MZ*')."),
+    Field("nsid", Int(lo=1, hi=0xFFFFFFFE), "Namespace ID on the NVMe controller (not the "
+          "exported nsid)."),
+    Field("wwid", Str(), "The namespace's `wwid` (e.g. eui.0025385b71b07e2f)."),
+    Field("eui", Str(), "EUI-64 of the namespace (16 hex digits)."),
+    Field("nguid", Str(), "NGUID of the namespace (32 hex digits, dashes allowed)."),
+    Field("uuid", Str(), "UUID of the namespace."),
+    Field("by_id", Str(), "A /dev/disk/by-id name of the namespace (nvme-<model>_<serial>"
+          "[_<nsid>] or nvme-<wwid>); the directory may be omitted."),
+    Field("pci", BDF, "PCI function of the NVMe controller."),
+    Field("cmb", Bool(), "true: only controllers whose CMB is published as p2pmem; false: only "
+          "controllers without one."),
+], doc="Which namespace(s) of the machine: every key given must match.",
+    at_least_one=("serial", "model", "wwid", "eui", "nguid", "uuid", "by_id", "pci", "cmb"),
+    hints={k: _NVMEXNY_HINT for k in ("device", "dev", "name", "path", "device_path", "block")})
+
+NAMESPACE = Record("namespace", [
+    Field("select", SELECT, "Which namespace of the machine to export.", required=True),
+    Field("each", Bool(), "true: export every namespace the selector matches (at least one), "
+          "in serial/nsid order, with consecutive nsids; false (default): it must match "
+          "exactly one."),
+    Field("nsid", Int(lo=1, hi=0xFFFFFFFE), "Exported namespace ID (default: the next free "
+          "one in the subsystem; with each: the first of the range)."),
+    Field("p2p", P2P),
+    Field("budget", BUDGET),
+    Field("description", Str()),
+])
+
+SUBSYSTEM = Record("subsystem", [
+    Field("nqn", NQN, "Subsystem NQN.", required=True),
+    Field("allow_any_host", Bool(), "Let any host connect. Off unless written here; cannot "
+          "be combined with hosts."),
+    Field("hosts", ListOf(NQN), "Host NQNs allowed to connect (declare DH-HMAC-CHAP keys "
+          "under the top-level hosts)."),
+    Field("ports", ListOf(Int(lo=0, hi=65535)), "IDs of the ports (top-level ports) that "
+          "export this subsystem."),
+    Field("serial", Str(max_len=20, pattern=r"[\x20-\x7e]+", what="printable ASCII"),
+          "attr_serial (up to 20 printable ASCII characters)."),
+    Field("model", Str(max_len=40, pattern=r"[\x20-\x7e]+", what="printable ASCII"),
+          "attr_model (up to 40 ASCII characters)."),
+    Field("qid_max", Int(lo=1, hi=MAX_QUEUES), "attr_qid_max: most I/O queues a host gets "
+          "(bounds the p2p budget; changing it makes connected hosts reconnect)."),
+    Field("p2p", P2P),
+    Field("budget", BUDGET),
+    Field("namespaces", ListOf(NAMESPACE), required=True),
+    Field("description", Str()),
+])
+
+PORT = Record("port", [
+    Field("id", Int(lo=0, hi=65535), "configfs port ID (default: position in the list, "
+          "from 1)."),
+    Field("transport", Enum(("rdma", "tcp")), "rdma (the only transport that uses p2pmem) or "
+          "tcp.", required=True),
+    Field("rdma_device", Str(), "RDMA device (e.g. mlx5_0, rxe0); the port listens on its "
+          "netdev's address."),
+    Field("netdev", Str(), "Network interface (e.g. ens1f0); the address is its first IPv4 "
+          "(else global IPv6) address."),
+    Field("address", Str(check=_ip_problem, what="an IP address"), "IP address to listen on "
+          "(must belong to a netdev of this machine; 0.0.0.0 or :: listen on every RDMA device, "
+          "so the p2p client is whichever NIC a host reaches)."),
+    Field("trsvcid", Int(lo=1, hi=65535), "TCP/RDMA-CM port (default 4420)."),
+    Field("inline_data_size", Size(lo=0, hi=1 * MiB), "param_inline_data_size: writes up to "
+          "this size travel in the command capsule (host memory, never p2pmem); 0 sends every "
+          "write through p2pmem."),
+    Field("max_queue_size", Int(lo=16, hi=1024), "param_max_queue_size (kernel 6.10+): bounds "
+          "the queue depth hosts get, and so the p2p budget."),
+    Field("mdts", Int(lo=0, hi=8), "param_mdts (kernels that have it): largest transfer = "
+          "2^mdts x 4 KiB; bounds the budget's io_size."),
+    Field("description", Str()),
+], doc="A port: where hosts connect.", at_least_one=("rdma_device", "netdev", "address"))
+
+HOST = Record("host", [
+    Field("nqn", NQN, "Host NQN.", required=True),
+    Field("dhchap_key_file", Str(), "File holding the host's DH-HMAC-CHAP secret (DHHC-1:...); "
+          "read at plan time, never printed. Relative to the profile's directory."),
+    Field("dhchap_ctrl_key_file", Str(), "File holding the controller secret for "
+          "bidirectional authentication."),
+    Field("dhchap_hash", Enum(("hmac(sha256)", "hmac(sha384)", "hmac(sha512)"))),
+    Field("dhchap_dhgroup", Enum(("null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144",
+                                  "ffdhe8192"))),
+])
+
+PROFILE = Record("profile", [
+    Field("version", Int(lo=1, hi=1), "Profile format version: 1.", required=True),
+    Field("description", Str()),
+    Field("p2p", P2P),
+    Field("budget", BUDGET),
+    Field("hosts", ListOf(HOST)),
+    Field("ports", ListOf(PORT)),
+    Field("subsystems", ListOf(SUBSYSTEM, min_items=1), required=True),
+], doc="An nvmet-p2p profile: what to export over NVMe-oF and how to place p2p memory.")
+
+
+def json_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of the profile format, for editors."""
+    s = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+         "$id": "https://github.com/nvmet-p2p/nvmet-p2p/profiles/profile.schema.json"}
+    s.update(PROFILE.json_schema())
+    return s
+
+
+# ============================================================================================
+# Loading (edge): YAML file + key files -> Profile
+# ============================================================================================
+
+class Secret(str):
+    """A DH-HMAC-CHAP secret: a str for the kernel, but never shown by repr()."""
+
+    def __repr__(self) -> str:
+        return "Secret(<hidden>)"
+
+
+@dataclass
+class Profile:
+    """A structurally valid profile: ``data`` is the validated tree (:class:`Obj` mappings
+    that remember where each value was written); ``secrets`` maps (host NQN, attribute) to the
+    key read from its file."""
+
+    file: str
+    data: Obj
+    secrets: dict[tuple[str, str], Secret] = field(default_factory=dict)
+    warnings: list[Problem] = field(default_factory=list)
+    #: structural problems found by :func:`load` (``strict=False``); :func:`resolve` reports
+    #: them together with its own, so one run shows every error of the file.
+    errors: list[Problem] = field(default_factory=list)
+
+
+def parse(text: str, file: str = "<profile>", rep: Report | None = None) -> Obj | None:
+    """Check a profile's text against :data:`PROFILE`; problems go to ``rep``."""
+    rep = rep or Report(file)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        m = exc.problem_mark or exc.context_mark
+        where = Mark(file, m.line + 1, m.column + 1) if m else None
+        rep.error(where, f"not valid YAML: {exc.problem or exc}")
+        return None
+    except yaml.YAMLError as exc:
+        rep.error(None, f"not valid YAML: {exc}")
+        return None
+    if root is None:
+        rep.error(Mark(file, 1, 1), "the profile is empty")
+        return None
+    return PROFILE.check(root, "", rep)
+
+
+def load(path: str, *, read_secrets: bool = True, strict: bool = True) -> Profile:
+    """Read and structurally check a profile file, and read the key files it names.
+
+    Raises :class:`ProfileError` listing every problem found; with ``strict=False`` the
+    problems are kept in ``Profile.errors`` for :func:`resolve` to report along with the
+    ones only the machine reveals."""
+    rep = Report(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise InputError(f"cannot read profile: {exc.strerror}", where=path) from None
+    except UnicodeDecodeError:
+        raise InputError("profile is not UTF-8 text", where=path) from None
+    data = parse(text, path, rep)
+    prof = Profile(file=path, data=data if data is not None else Obj(Mark(path, 1, 1)))
+    if data is not None and read_secrets:
+        base = os.path.dirname(os.path.abspath(path))
+        for host in data.get("hosts", []):
+            for key, attr in (("dhchap_key_file", "dhchap_key"),
+                              ("dhchap_ctrl_key_file", "dhchap_ctrl_key")):
+                if key in host and "nqn" in host:
+                    secret = _read_secret(host[key], base, host.at(key), rep)
+                    if secret is not None:
+                        prof.secrets[(host["nqn"], attr)] = secret
+    if strict:
+        rep.raise_if_errors()
+    prof.warnings = rep.warnings
+    prof.errors = rep.errors
+    return prof
+
+
+_DHHC_RE = re.compile(r"DHHC-1:0[0-3]:[A-Za-z0-9+/]+={0,2}:")
+
+
+def _read_secret(name: str, base: str, where: Mark, rep: Report) -> Secret | None:
+    """Read a DH-HMAC-CHAP key file. Messages name the file, never its content."""
+    path = name if os.path.isabs(name) else os.path.join(base, name)
+    try:
+        st = os.stat(path)
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+    except OSError as exc:
+        rep.error(where, f"cannot read key file {path}: {exc.strerror}")
+        return None
+    except UnicodeDecodeError:
+        rep.error(where, f"key file {path} is not a DH-HMAC-CHAP secret (not ASCII)")
+        return None
+    if not _DHHC_RE.fullmatch(text):
+        rep.error(where, f"key file {path} does not hold one DH-HMAC-CHAP secret "
+                         "(DHHC-1:<hh>:<base64>:, as `nvme gen-dhchap-key` prints)")
+        return None
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        rep.warn(where, f"key file {path} is readable by others (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
+    return Secret(text)
+
+
+# ============================================================================================
+# Resolution (pure): Profile + Inventory -> Resolved
+# ============================================================================================
+
+@dataclass
+class ResolvedPort:
+    """A port and the machine objects behind it."""
+
+    portid: int
+    transport: str
+    address: str
+    adrfam: str
+    trsvcid: int
+    netdev: str | None
+    rdma: RdmaDevice | None
+    params: dict[str, str]                 # param_* configfs files
+    #: p2p clients (PCI BDFs of RDMA NICs) a host connection through this port would have.
+    clients: list[str] = field(default_factory=list)
+    #: why there is no (single) p2p client: soft RDMA, tcp, wildcard address ...
+    note: str | None = None
+    where: Mark | None = None
+
+    @property
+    def label(self) -> str:
+        dev = self.rdma.name if self.rdma else self.netdev or self.address
+        return f"port {self.portid} ({self.transport} {dev} {self.address}:{self.trsvcid})"
+
+    @property
+    def max_queue_size(self) -> int | None:
+        v = self.params.get("param_max_queue_size")
+        return int(v) if v is not None else None
+
+    @property
+    def max_io(self) -> int | None:
+        """Largest transfer through this port for p2p purposes (None: not rdma)."""
+        if self.transport != "rdma":
+            return None
+        mdts = self.params.get("param_mdts")
+        return min(RDMA_MAX_IO, 4096 << int(mdts)) if mdts is not None else RDMA_MAX_IO
+
+
+@dataclass
+class ResolvedNamespace:
+    """One exported namespace: the backing NVMe namespace, its ports, policy and budget."""
+
+    subsystem: str
+    nsid: int
+    ns: NvmeNamespace
+    controller: NvmeController
+    ports: list[ResolvedPort]
+    policy: str                     # off | kernel | placed | pinned
+    pinned: str | None
+    require: str                    # any | bus_addr
+    when_full: str
+    when_none: str
+    budget: dict[str, int]          # hosts, queues, queue_depth, io_size as written/inherited
+    effective: dict[str, int]       # the same after the port/subsystem bounds
+    demand: int                     # in-flight p2p bytes to plan for (0: no p2p client)
+    where: Mark | None = None
+
+    @property
+    def nvme_pci(self) -> str | None:
+        return self.ns.pci
+
+    @property
+    def label(self) -> str:
+        return f"{self.subsystem} nsid {self.nsid}"
+
+    @property
+    def backing(self) -> str:
+        c = self.controller
+        return f"{c.serial.strip()}/{self.ns.nsid} ({self.ns.device_path}, {c.pci})"
+
+    @property
+    def nic_clients(self) -> list[str]:
+        out: list[str] = []
+        for p in self.ports:
+            for c in p.clients:
+                if c not in out:
+                    out.append(c)
+        return out
+
+
+@dataclass
+class ResolvedSubsystem:
+    nqn: str
+    attrs: dict[str, str]
+    allowed_hosts: list[str]
+    ports: list[int]
+    namespaces: list[ResolvedNamespace]
+    where: Mark | None = None
+
+
+@dataclass
+class Resolved:
+    """A profile matched against one machine; ready for placement."""
+
+    file: str
+    hosts: dict[str, dict[str, str]]          # nqn -> dhchap_* attrs (secrets included)
+    ports: dict[int, ResolvedPort]
+    subsystems: list[ResolvedSubsystem]
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def namespaces(self) -> list[ResolvedNamespace]:
+        return [ns for s in self.subsystems for ns in s.namespaces]
+
+
+def by_id_names(ns: NvmeNamespace, ctrl: NvmeController) -> set[str]:
+    """The ``/dev/disk/by-id`` names udev's persistent-storage rules give an NVMe namespace:
+    ``nvme-<wwid>``, ``nvme-<model>_<serial>`` and ``nvme-<model>_<serial>_<nsid>`` (whitespace
+    runs become one ``_``; leading/trailing whitespace is dropped)."""
+    def clean(s: str) -> str:
+        return re.sub(r"\s+", "_", s.strip())
+    names = set()
+    if ns.wwid:
+        names.add(f"nvme-{clean(ns.wwid)}")
+    if ctrl.model.strip() or ctrl.serial.strip():
+        serial = f"{clean(ctrl.model)}_{clean(ctrl.serial)}"
+        names.add(f"nvme-{serial}")
+        names.add(f"nvme-{serial}_{ns.nsid}")
+    return names
+
+
+def _hex(s: str | None) -> str:
+    return re.sub(r"[^0-9a-f]", "", (s or "").lower().removeprefix("eui.").removeprefix("nguid."))
+
+
+def _matches(sel: dict, ns: NvmeNamespace, ctrl: NvmeController, inv: Inventory,
+             links: dict[str, str]) -> bool:
+    if "serial" in sel and ctrl.serial.strip() != sel["serial"].strip():
+        return False
+    if "model" in sel and not fnmatch.fnmatchcase(ctrl.model.strip(), sel["model"].strip()):
+        return False
+    if "nsid" in sel and ns.nsid != sel["nsid"]:
+        return False
+    if "wwid" in sel and (ns.wwid or "").strip().lower() != sel["wwid"].strip().lower():
+        return False
+    if "eui" in sel and (not ns.eui or _hex(ns.eui) != _hex(sel["eui"])):
+        return False
+    if "nguid" in sel and (not ns.nguid or _hex(ns.nguid) != _hex(sel["nguid"])):
+        return False
+    if "uuid" in sel and (ns.uuid or "").lower() != sel["uuid"].strip().lower():
+        return False
+    if "by_id" in sel:
+        name = os.path.basename(sel["by_id"].rstrip("/"))
+        if links.get(name) != ns.name and name not in by_id_names(ns, ctrl):
+            return False
+    if "pci" in sel and ctrl.pci != sel["pci"]:
+        return False
+    if "cmb" in sel:
+        fn = inv.pci.get(ctrl.pci or "")
+        has = bool(fn and fn.p2pmem and fn.p2pmem.published)
+        if has != sel["cmb"]:
+            return False
+    return True
+
+
+def _exportable(inv: Inventory) -> list[tuple[NvmeNamespace, NvmeController]]:
+    """Namespaces of PCIe NVMe controllers, in a stable order (serial, nsid) -- never by
+    the kernel's nvmeXnY numbering. Fabrics-attached namespaces (an initiator connected to
+    this very target, say) are not candidates."""
+    out = []
+    for ns in inv.namespaces.values():
+        ctrl = inv.nvme.get(ns.controller or "")
+        if ctrl is None or ctrl.transport != "pcie":
+            continue
+        out.append((ns, ctrl))
+    out.sort(key=lambda t: (t[1].serial.strip(), t[1].pci or "", t[0].nsid, t[0].name))
+    return out
+
+
+def _inherit(*layers: dict | None, defaults: dict) -> dict:
+    out = dict(defaults)
+    for layer in layers:
+        for k, v in (layer or {}).items():
+            out[k] = v
+    return out
+
+
+def resolve(prof: Profile, inv: Inventory, *, kernel: str | None = None,
+            by_id_links: dict[str, str] | None = None) -> Resolved:
+    """Match a profile against a machine. Pure: ``inv`` is plain data; ``by_id_links`` maps
+    ``/dev/disk/by-id`` names to block device names when the caller read them.
+
+    Every problem (selectors matching nothing or several devices, ports whose device or
+    address is not on the machine, pinned providers the kernel would refuse...) is collected
+    and raised together as a :class:`ProfileError`."""
+    rep = Report(prof.file)
+    rep.warnings.extend(prof.warnings)
+    rep.errors.extend(prof.errors)
+    d = prof.data
+    links = by_id_links or {}
+
+    # -- hosts ---------------------------------------------------------------------------
+    hosts: dict[str, dict[str, str]] = {}
+    for h in d.get("hosts", []):
+        if "nqn" not in h:
+            continue
+        if h["nqn"] in hosts:
+            rep.error(h.at("nqn"), f"host {h['nqn']!r} declared twice")
+            continue
+        attrs: dict[str, str] = {}
+        for attr in ("dhchap_key", "dhchap_ctrl_key"):
+            if (h["nqn"], attr) in prof.secrets:
+                attrs[attr] = prof.secrets[(h["nqn"], attr)]
+        if "dhchap_ctrl_key_file" in h and "dhchap_key_file" not in h:
+            rep.error(h.at("dhchap_ctrl_key_file"), "a controller key needs a host key "
+                      "(dhchap_key_file) too")
+        for attr in ("dhchap_hash", "dhchap_dhgroup"):
+            if attr in h:
+                attrs[attr] = h[attr]
+        hosts[h["nqn"]] = attrs
+
+    # -- ports ---------------------------------------------------------------------------
+    ports: dict[int, ResolvedPort] = {}
+    listen: dict[tuple, Mark] = {}
+    for i, p in enumerate(d.get("ports", [])):
+        portid = p.get("id", i + 1)
+        if portid in ports:
+            rep.error(p.at("id"), f"port id {portid} used twice")
+            continue
+        rp = _resolve_port(p, portid, inv, rep)
+        if rp is None:
+            continue
+        key = (rp.transport, rp.address, rp.trsvcid)
+        if key in listen:
+            rep.error(p.mark, f"port {portid} listens on {rp.address}:{rp.trsvcid} ({rp.transport}) "
+                              f"like the port at line {listen[key].line}")
+        listen[key] = p.mark
+        ports[portid] = rp
+
+    # -- subsystems and namespaces -------------------------------------------------------
+    pool = _exportable(inv)
+    taken: dict[str, Mark] = {}
+    subsystems: list[ResolvedSubsystem] = []
+    seen_nqn: dict[str, Mark] = {}
+    for si, s in enumerate(d.get("subsystems", [])):
+        # An invalid NQN was reported already; keep checking the rest under a stand-in name.
+        nqn = s.get("nqn", f"subsystems[{si}]")
+        if nqn == DISCOVERY_NQN:
+            rep.error(s.at("nqn"), "the discovery NQN cannot be a subsystem")
+        if nqn in seen_nqn:
+            rep.error(s.at("nqn"), f"subsystem {nqn!r} declared twice (first at line "
+                                   f"{seen_nqn[nqn].line})")
+            continue
+        seen_nqn[nqn] = s.at("nqn")
+        any_host = s.get("allow_any_host", False)
+        allowed = list(s.get("hosts", []))
+        if any_host and allowed:
+            rep.error(s.at("allow_any_host"), "allow_any_host cannot be combined with hosts "
+                      "(the kernel refuses it); remove one")
+        if not any_host and not allowed:
+            rep.warn(s.mark, f"subsystem {nqn} allows no host: nobody can connect until hosts "
+                             "are added")
+        for j, h in enumerate(allowed):
+            if allowed.index(h) != j:
+                rep.error(s.at("hosts"), f"host {h!r} listed twice")
+            hosts.setdefault(h, {})
+        sports: list[ResolvedPort] = []
+        for pid in s.get("ports", []):
+            if pid not in ports:
+                declared = [pp.get("id", k + 1) for k, pp in enumerate(d.get("ports", []))]
+                known = ", ".join(str(k) for k in declared) or "none"
+                if pid not in declared:     # declared but broken: reported at the port
+                    rep.error(s.at("ports"), f"port {pid} is not declared under ports "
+                                             f"(declared: {known})")
+                continue
+            if ports[pid] not in sports:
+                sports.append(ports[pid])
+        if not s.get("ports"):
+            rep.warn(s.mark, f"subsystem {nqn} is on no port: it is not exported")
+        attrs = {"attr_allow_any_host": "1" if any_host else "0"}
+        for key in ("serial", "model", "qid_max"):
+            if key in s:
+                attrs[f"attr_{key}"] = str(s[key])
+        rs = ResolvedSubsystem(nqn=nqn, attrs=attrs, allowed_hosts=allowed,
+                               ports=[p.portid for p in sports], namespaces=[], where=s.mark)
+        used_nsids: dict[int, Mark] = {}
+        for n in s.get("namespaces", []):
+            if "select" not in n:
+                continue
+            sel = n["select"]
+            if not any(k in sel for k in SELECT.at_least_one):
+                continue                    # nothing usable left: reported already
+            matched = [(ns, c) for ns, c in pool if _matches(sel, ns, c, inv, links)]
+            if not matched:
+                rep.error(n.at("select"), f"selector {_sel_text(sel)} matches no namespace of "
+                          f"this machine{_near(sel, pool)}")
+                continue
+            if len(matched) > 1 and not n.get("each", False):
+                names = ", ".join(f"{c.serial.strip()}/{ns.nsid} ({ns.name})"
+                                  for ns, c in matched[:6])
+                more = f" and {len(matched) - 6} more" if len(matched) > 6 else ""
+                rep.error(n.at("select"), f"selector {_sel_text(sel)} matches {len(matched)} "
+                          f"namespaces: {names}{more}; narrow it (serial, nsid ...) or set "
+                          "each: true to export them all")
+                continue
+            p2p = _merge_p2p(d.get("p2p"), s.get("p2p"), n.get("p2p"))
+            p2p_mark = _p2p_mark(n, s, d)
+            if p2p["policy"] == "pinned" and not p2p.get("pinned"):
+                rep.error(p2p_mark, "policy pinned needs pinned: <provider BDF>")
+                continue
+            if p2p.get("pinned") and p2p["policy"] != "pinned":
+                rep.error(p2p_mark, f"pinned {p2p['pinned']} conflicts with policy "
+                                    f"{p2p['policy']}")
+                continue
+            budget = _inherit(d.get("budget"), s.get("budget"), n.get("budget"),
+                              defaults=DEFAULT_BUDGET)
+            first = n.get("nsid")
+            for k, (ns, ctrl) in enumerate(matched):
+                where = n.mark
+                if ns.name in taken:
+                    rep.error(n.at("select"), f"{ctrl.serial.strip()}/{ns.nsid} ({ns.name}) is "
+                              f"already exported by the entry at line {taken[ns.name].line}")
+                    continue
+                taken[ns.name] = n.mark
+                if first is not None:
+                    nsid = first + k
+                else:
+                    nsid = 1
+                    while nsid in used_nsids:
+                        nsid += 1
+                if nsid in used_nsids:
+                    rep.error(n.at("nsid") if "nsid" in n else n.mark,
+                              f"nsid {nsid} is used twice in {nqn} (also at line "
+                              f"{used_nsids[nsid].line})")
+                    continue
+                if nsid > 0xFFFFFFFE:
+                    rep.error(n.at("nsid"), f"nsid {nsid} is out of range")
+                    continue
+                used_nsids[nsid] = where
+                rn = _namespace(nqn, nsid, ns, ctrl, sports, p2p, budget, s.get("qid_max"),
+                                where)
+                _check_namespace(rn, inv, kernel, p2p_mark, n.at("select"), rep)
+                rs.namespaces.append(rn)
+        if len(used_nsids) > 1024:
+            rep.error(s.mark, f"{nqn} has {len(used_nsids)} namespaces; nvmet allows 1024 per "
+                              "subsystem")
+        subsystems.append(rs)
+
+    rep.raise_if_errors()
+    return Resolved(file=prof.file, hosts=hosts, ports=ports, subsystems=subsystems,
+                    warnings=rep.warnings)
+
+
+def _merge_p2p(*layers: dict | None) -> dict:
+    """Profile -> subsystem -> namespace, key by key. A layer giving ``pinned`` without a
+    policy means policy pinned; a layer choosing another policy drops an inherited pin."""
+    out = dict(DEFAULT_P2P)
+    for layer in layers:
+        if not layer:
+            continue
+        layer = dict(layer)
+        if "pinned" in layer and "policy" not in layer:
+            layer["policy"] = "pinned"
+        if "policy" in layer and layer["policy"] != "pinned" and "pinned" not in layer:
+            out["pinned"] = None
+        out.update(layer)
+    return out
+
+
+def _p2p_mark(n: Obj, s: Obj, d: Obj) -> Mark:
+    for layer in (n, s, d):
+        if "p2p" in layer:
+            return layer.at("p2p")
+    return n.mark
+
+
+def _sel_text(sel: dict) -> str:
+    def show(v):
+        return ("true" if v else "false") if isinstance(v, bool) else v
+    return "{" + ", ".join(f"{k}: {show(v)}" for k, v in sel.items()) + "}"
+
+
+def _near(sel: dict, pool) -> str:
+    """A hint listing what is there, for a selector that matched nothing."""
+    if "serial" in sel:
+        serials = sorted({c.serial.strip() for _, c in pool})
+        close = difflib.get_close_matches(sel["serial"].strip(), serials, n=3)
+        if close:
+            return f" (serials close to it: {', '.join(close)})"
+        return f" (serials here: {', '.join(serials[:8]) or 'none'})"
+    return ""
+
+
+def _namespace(nqn, nsid, ns, ctrl, ports, p2p, budget, qid_max, where) -> ResolvedNamespace:
+    eff = dict(budget)
+    eff["queues"] = min(budget["queues"], qid_max or MAX_QUEUES)
+    p2p_ports = [p for p in ports if p.clients]
+    for p in p2p_ports:
+        if p.max_queue_size is not None:
+            eff["queue_depth"] = min(eff["queue_depth"], p.max_queue_size)
+        if p.max_io is not None:
+            eff["io_size"] = min(eff["io_size"], p.max_io)
+    demand = 0
+    if p2p_ports and p2p["policy"] != "off":
+        demand = eff["hosts"] * eff["queues"] * eff["queue_depth"] * eff["io_size"]
+    return ResolvedNamespace(subsystem=nqn, nsid=nsid, ns=ns, controller=ctrl, ports=ports,
+                             policy=p2p["policy"], pinned=p2p.get("pinned"),
+                             require=p2p["require"], when_full=p2p["when_full"],
+                             when_none=p2p["when_none"], budget=budget, effective=eff,
+                             demand=demand, where=where)
+
+
+def _check_namespace(rn: ResolvedNamespace, inv: Inventory, kernel: str | None, p2p_mark: Mark,
+                     sel_mark: Mark, rep: Report) -> None:
+    """Refusals the kernel would make at namespace enable, found before writing anything."""
+    if rn.policy == "off":
+        return
+    if rn.ns.multipath_head or rn.ns.pci is None:
+        rep.error(sel_mark, f"{rn.backing}: {rn.ns.name} is a native-multipath head disk with no "
+                  "PCI parent; the kernel refuses it as a p2p client (enable fails with EINVAL). "
+                  "Boot with nvme_core.multipath=N, or set p2p: off for it")
+        return
+    if rn.policy != "pinned":
+        return
+    bdf = rn.pinned
+    fn = inv.pci.get(bdf)
+    if fn is None:
+        rep.error(p2p_mark, f"pinned provider {bdf} is not a PCI function of this machine "
+                            "(the kernel answers ENODEV: No such PCI device)")
+        return
+    if fn.p2pmem is None or not fn.p2pmem.published:
+        what = "has no p2p memory" if fn.p2pmem is None else "has p2p memory but does not publish it"
+        rep.error(p2p_mark, f"pinned provider {bdf} {what} (the kernel answers ENODEV: "
+                            "PCI device has no peer-to-peer memory)")
+        return
+    from nvmet_p2p import distance  # the kernel's rules live there, only there
+    v = distance.pair(inv, bdf, rn.ns.pci, kernel)
+    if v.map_type == "not_supported":
+        rep.error(p2p_mark, f"pinned provider {bdf} cannot serve {rn.backing}: "
+                  f"{'; '.join(v.reasons)}" +
+                  (f" (fix: boot with {v.kernel_parameter})" if v.kernel_parameter else "") +
+                  "; the kernel refuses enable with EINVAL")
+        return
+    if rn.require == "bus_addr" and v.map_type != "bus_addr":
+        rep.error(p2p_mark, f"pinned provider {bdf} reaches {rn.backing} only through the host "
+                            "bridge, but require: bus_addr")
+    for port in rn.ports:
+        for client in port.clients:
+            pv = distance.pair(inv, bdf, client, kernel)
+            if pv.map_type == "not_supported":
+                rep.warn(p2p_mark, f"pinned provider {bdf} cannot serve the NIC {client} of "
+                         f"{port.label}: connections through it will use host memory "
+                         f"({'; '.join(pv.reasons)})")
+            elif rn.require == "bus_addr" and pv.map_type != "bus_addr":
+                rep.error(p2p_mark, f"pinned provider {bdf} reaches the NIC {client} of "
+                          f"{port.label} only through the host bridge, but require: bus_addr")
+
+
+def _first_address(inv: Inventory, netdev: str) -> str | None:
+    nd = inv.net.get(netdev)
+    if nd is None:
+        return None
+    v4, v6 = [], []
+    for cidr in nd.addresses:
+        try:
+            ip = ipaddress.ip_interface(cidr).ip
+        except ValueError:
+            continue
+        if ip.version == 4:
+            v4.append(str(ip))
+        elif not ip.is_link_local:
+            v6.append(str(ip))
+    return (v4 + v6)[0] if v4 or v6 else None
+
+
+def _owner_of(inv: Inventory, address: str) -> str | None:
+    ip = ipaddress.ip_address(address)
+    for nd in sorted(inv.net.values(), key=lambda n: n.name):
+        for cidr in nd.addresses:
+            try:
+                if ipaddress.ip_interface(cidr).ip == ip:
+                    return nd.name
+            except ValueError:
+                continue
+    return None
+
+
+def _rdma_netdevs(dev: RdmaDevice) -> list[str]:
+    out = list(dev.netdevs)
+    for p in dev.ports:
+        out += [n for n in p.netdevs if n not in out]
+    return out
+
+
+def _resolve_port(p: Obj, portid: int, inv: Inventory, rep: Report) -> ResolvedPort | None:
+    transport = p.get("transport")       # None: invalid, reported already; check the rest
+    if not any(k in p for k in PORT.at_least_one):
+        return None                          # reported already
+    rdma_name, netdev, address = p.get("rdma_device"), p.get("netdev"), p.get("address")
+    dev: RdmaDevice | None = None
+    ok = True
+    if rdma_name is not None:
+        if transport == "tcp":
+            rep.error(p.at("rdma_device"), f"rdma_device is for transport rdma (this port is "
+                                           f"{transport}); select a tcp port by netdev or address")
+            return None
+        dev = inv.rdma.get(rdma_name)
+        if dev is None:
+            known = ", ".join(sorted(inv.rdma)) or "none"
+            rep.error(p.at("rdma_device"), f"RDMA device {rdma_name!r} is not on this machine "
+                                           f"(RDMA devices: {known})")
+            return None
+        nds = _rdma_netdevs(dev)
+        if netdev is not None and netdev not in nds:
+            rep.error(p.at("netdev"), f"netdev {netdev!r} does not belong to {rdma_name} "
+                                      f"(its netdevs: {', '.join(nds) or 'none'})")
+            return None
+        if netdev is None and nds:
+            netdev = nds[0]
+    if netdev is not None and netdev not in inv.net:
+        known = ", ".join(sorted(inv.net)) or "none"
+        rep.error(p.at("netdev"), f"netdev {netdev!r} is not on this machine (netdevs: {known})")
+        return None
+    wildcard = False
+    if address is not None:
+        ip = ipaddress.ip_address(address)
+        wildcard = ip.is_unspecified
+        if not wildcard:
+            owner = _owner_of(inv, address)
+            if owner is None:
+                rep.error(p.at("address"), f"address {address} is on no netdev of this machine "
+                                           "(the listen would fail)")
+                return None
+            if netdev is not None and owner != netdev:
+                rep.error(p.at("address"), f"address {address} belongs to {owner}, not {netdev}")
+                return None
+            netdev = owner
+    elif netdev is not None:
+        address = _first_address(inv, netdev)
+        if address is None:
+            rep.error(p.mark, f"netdev {netdev} has no IP address; give address: or configure one")
+            return None
+    else:
+        rep.error(p.mark, f"RDMA device {rdma_name} has no netdev; give address:")
+        return None
+    if transport == "rdma" and dev is None and not wildcard:
+        devs = sorted(d.name for d in inv.rdma.values() if netdev in _rdma_netdevs(d))
+        if not devs:
+            rep.error(p.mark, f"no RDMA device runs over {netdev}, so transport rdma cannot "
+                              f"listen on {address} (soft-RoCE: `rdma link add rxe0 type rxe "
+                              f"netdev {netdev}`)")
+            ok = False
+        elif len(devs) > 1:
+            rep.error(p.mark, f"several RDMA devices run over {netdev} ({', '.join(devs)}); "
+                              "choose one with rdma_device")
+            ok = False
+        else:
+            dev = inv.rdma[devs[0]]
+    if not ok or transport is None:
+        return None
+    params: dict[str, str] = {}
+    if "inline_data_size" in p:
+        params["param_inline_data_size"] = str(p["inline_data_size"])
+    if "max_queue_size" in p:
+        params["param_max_queue_size"] = str(p["max_queue_size"])
+    if "mdts" in p:
+        params["param_mdts"] = str(p["mdts"])
+    rp = ResolvedPort(portid=portid, transport=transport, address=address,
+                      adrfam="ipv6" if ":" in address else "ipv4",
+                      trsvcid=p.get("trsvcid", 4420), netdev=netdev, rdma=dev, params=params,
+                      where=p.mark)
+    if transport == "tcp":
+        rp.note = "tcp: nvmet-tcp never uses p2pmem (data goes through host memory)"
+    elif wildcard:
+        pcis = sorted({d.pci for d in inv.rdma.values() if d.pci and not d.soft},
+                      key=bdf_sort_key)
+        rp.clients = pcis
+        rp.note = (f"rdma on {address}: a host may reach any RDMA device, so every PCI RDMA NIC "
+                   f"is a possible p2p client ({', '.join(pcis) or 'none'}); bind a specific "
+                   "address to make it deterministic")
+        rep.warn(p.at("address"), rp.note)
+    elif dev is not None and (dev.soft or dev.pci is None):
+        rp.note = (f"{dev.name} is soft RDMA ({dev.driver or 'virtual DMA'}): nvmet-rdma sets no "
+                   "p2p client for it, so fabric I/O through this port uses host memory")
+    elif dev is not None:
+        rp.clients = [dev.pci]
+    return rp

@@ -1,0 +1,227 @@
+"""Synthetic machines as :class:`nvmet_p2p.model.Inventory` objects, built in a few lines.
+
+The readers build an Inventory from sysfs; tests of the pure logic (placement, profiles) and the
+benchmarks in ``tools/bench`` build one directly with :class:`Machine`, which lays the PCI tree
+out the way the kernel would see it (bus numbers, upstream chains, host bridges, NUMA nodes,
+p2pmem pools of CMB NVMe, RDMA NICs and their netdevs).
+
+    m = Machine()                                  # q35-like Intel VM, kernel 7.3
+    hb = m.host_bridge()                           # pci0000:00 with 8086:29c0 at 00.0
+    rp = m.root_port(hb)
+    dsps = m.switch(rp, ports=3)
+    a = m.nvme(dsps[0], "cmbA", cmb=64 << 20)
+    m.rdma_nic(dsps[1], "mlx5_0", netdev="ens1", ip="10.0.0.1/24")
+    inv = m.build()
+
+Reference machines used by tests and the placement benchmark are the ``*_machine()`` functions
+at the bottom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from nvmet_p2p.model import (PCIE_ENDPOINT, PCIE_ROOT_PORT, PCIE_SWITCH_DOWNSTREAM,
+                             PCIE_SWITCH_UPSTREAM, CmbInfo, Inventory, NetDevice, NvmeController,
+                             NvmeNamespace, P2pMem, PciFunction, RdmaDevice, RdmaPort, SystemInfo)
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+CLASS_HOST_BRIDGE = 0x060000
+CLASS_PCI_BRIDGE = 0x060400
+CLASS_NVME = 0x010802
+CLASS_ETHERNET = 0x020000
+
+
+@dataclass
+class _Bus:
+    """A PCI bus being populated: its number, the bridge above it, its host bridge."""
+
+    number: int
+    domain: int
+    host_bridge: str
+    upstream: list[str]           # chain of bridges from the root bus down to the bridge above
+    numa: int | None
+    next_dev: int = 0
+
+
+@dataclass
+class HostBridge:
+    name: str                     # "pci0000:00"
+    bus: _Bus
+
+
+@dataclass
+class Machine:
+    cpu_vendor: str = "GenuineIntel"
+    cpu_family: int | None = 6
+    kernel: str = "7.3.4+deb13-amd64"
+    iommu: bool = False
+    inv: Inventory = field(default_factory=Inventory)
+    _buses: dict[str, _Bus] = field(default_factory=dict)       # bridge BDF -> secondary bus
+    _next_bus: dict[int, int] = field(default_factory=dict)     # domain -> next free bus number
+    _nvme_count: int = 0
+
+    def __post_init__(self):
+        self.inv.system = SystemInfo(kernel_release=self.kernel, cpu_vendor=self.cpu_vendor,
+                                     cpu_family=self.cpu_family, iommu=self.iommu,
+                                     is_root=True, configfs_mounted=True, nvmet_configfs=True,
+                                     nvme_use_cmb_sqes=True)
+        self.inv.source = "synthetic"
+
+    # -- PCI tree ------------------------------------------------------------------------
+    def host_bridge(self, domain: int = 0, bus: int | None = None, *, vendor: int = 0x8086,
+                    device: int = 0x29c0, numa: int | None = None,
+                    first_function: bool = True) -> HostBridge:
+        """A host bridge ``pciDDDD:BB``. With ``first_function`` a host-bridge function
+        (``vendor:device``) sits at ``BB:00.0``: that is what the kernel's whitelist looks at.
+        Without it, the first root port created becomes the identity (Skylake-SP style)."""
+        if bus is None:
+            bus = self._alloc_bus(domain)
+        else:
+            self._next_bus[domain] = max(self._next_bus.get(domain, 0), bus + 1)
+        name = f"pci{domain:04x}:{bus:02x}"
+        b = _Bus(number=bus, domain=domain, host_bridge=name, upstream=[], numa=numa)
+        hb = HostBridge(name=name, bus=b)
+        if first_function:
+            self._add(b, vendor=vendor, device=device, class_code=CLASS_HOST_BRIDGE, pcie_type=None)
+        if numa is not None and numa not in self.inv.system.numa_nodes:
+            self.inv.system.numa_nodes.append(numa)
+        return hb
+
+    def root_port(self, hb: HostBridge, *, vendor: int = 0x1b36, device: int = 0x000c,
+                  acs_ctrl: int | None = None) -> str:
+        return self._bridge(hb.bus, vendor, device, PCIE_ROOT_PORT, acs_ctrl)
+
+    def switch(self, parent: str, ports: int = 3, *, vendor: int = 0x104c, usp: int = 0x8232,
+               dsp: int = 0x8233, acs_ctrl: int | None = None) -> list[str]:
+        """A PCIe switch below bridge ``parent``: returns its downstream ports' BDFs."""
+        up = self._bridge(self._buses[parent], vendor, usp, PCIE_SWITCH_UPSTREAM, None)
+        return [self._bridge(self._buses[up], vendor, dsp, PCIE_SWITCH_DOWNSTREAM, acs_ctrl)
+                for _ in range(ports)]
+
+    def nvme(self, parent: str, serial: str, *, cmb: int | None = None,
+             available: int | None = None, published: bool = True, namespaces: int = 1,
+             ns_size: int = 256 * MiB, model: str = "QEMU NVMe Ctrl", numa: int | None = None,
+             vendor: int = 0x1b36, device: int = 0x0010, multipath: bool = False) -> str:
+        """An NVMe controller below ``parent`` with ``namespaces`` block devices. ``cmb`` (bytes)
+        registers and publishes a p2pmem pool of that size (``available`` defaults to size minus
+        the 128 KiB the lab's nvme driver keeps for SQs)."""
+        bus = self._buses[parent]
+        p2p = None
+        cmb_info = None
+        if cmb:
+            avail = cmb - 128 * 1024 if available is None else available
+            p2p = P2pMem(size=cmb, available=avail, published=published, allocate=True)
+            szu, unit = (2, MiB) if cmb % MiB == 0 else (0, 4096)
+            cmbsz = ((cmb // unit) << 12) | (szu << 8) | 0x1 | 0x8 | 0x10
+            cmb_info = CmbInfo.decode(cmbsz, 2)
+        bdf = self._add(bus, vendor=vendor, device=device, class_code=CLASS_NVME,
+                        pcie_type=PCIE_ENDPOINT, numa=numa, p2pmem=p2p, driver="nvme")
+        k = self._nvme_count
+        self._nvme_count += 1
+        ctrl = NvmeController(name=f"nvme{k}", transport="pcie", pci=bdf, serial=serial,
+                              model=model, firmware="1.0", subsysnqn=f"nqn.2019-08.org.qemu:{serial}",
+                              address=bdf, cmb=cmb_info)
+        for j in range(1, namespaces + 1):
+            name = f"nvme{k}n{j}"
+            h = hashlib.sha256(f"{serial}/{j}".encode()).hexdigest()
+            nguid = h[:32]
+            ns = NvmeNamespace(name=name, nsid=j, controller=ctrl.name,
+                               pci=None if multipath else bdf, multipath_head=multipath,
+                               size_bytes=ns_size, wwid=f"eui.{nguid}", nguid=nguid,
+                               eui=h[32:48], uuid=f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}",
+                               paths=[f"nvme{k}c{k}n{j}"] if multipath else [])
+            self.inv.namespaces[name] = ns
+            ctrl.namespaces.append(name)
+        self.inv.nvme[ctrl.name] = ctrl
+        return bdf
+
+    def rdma_nic(self, parent: str, name: str, *, netdev: str, ip: str | None = None,
+                 numa: int | None = None, vendor: int = 0x15b3, device: int = 0x1017,
+                 driver: str = "mlx5_core", acs_ctrl: int | None = None) -> str:
+        """A PCI RDMA NIC (RoCE) below ``parent`` with one port and netdev ``netdev``."""
+        bdf = self._add(self._buses[parent], vendor=vendor, device=device,
+                        class_code=CLASS_ETHERNET, pcie_type=PCIE_ENDPOINT, numa=numa,
+                        driver=driver, acs_ctrl=acs_ctrl)
+        self.inv.rdma[name] = RdmaDevice(name=name, pci=bdf, driver=driver, soft=False,
+                                         node_type="1: CA",
+                                         ports=[RdmaPort(port=1, state="4: ACTIVE",
+                                                         phys_state="5: LinkUp",
+                                                         link_layer="Ethernet",
+                                                         netdevs=[netdev])],
+                                         netdevs=[netdev])
+        self.netdev(netdev, ip, pci=bdf)
+        return bdf
+
+    def soft_rdma(self, name: str, *, netdev: str, ip: str | None = None,
+                  driver: str = "rdma_rxe") -> None:
+        """A soft RDMA device (rxe/siw) over ``netdev``: no PCI parent, no p2p client."""
+        self.inv.rdma[name] = RdmaDevice(name=name, pci=None, driver=driver, soft=True,
+                                         node_type="1: CA",
+                                         ports=[RdmaPort(port=1, state="4: ACTIVE",
+                                                         phys_state="5: LinkUp",
+                                                         link_layer="Ethernet",
+                                                         netdevs=[netdev])],
+                                         netdevs=[netdev])
+        if netdev not in self.inv.net:
+            self.netdev(netdev, ip)
+
+    def netdev(self, name: str, ip: str | None = None, *, pci: str | None = None) -> None:
+        addrs = [ip] if ip else []
+        self.inv.net[name] = NetDevice(name=name, pci=pci, operstate="up", mtu=1500,
+                                       mac="52:54:00:00:00:%02x" % (len(self.inv.net) + 1),
+                                       addresses=addrs)
+
+    def build(self) -> Inventory:
+        self.inv.system.numa_nodes.sort()
+        return self.inv
+
+    # -- internals -----------------------------------------------------------------------
+    def _alloc_bus(self, domain: int) -> int:
+        n = self._next_bus.get(domain, 0)
+        self._next_bus[domain] = n + 1
+        return n
+
+    def _add(self, bus: _Bus, *, vendor: int, device: int, class_code: int,
+             pcie_type: int | None, numa: int | None = None, p2pmem: P2pMem | None = None,
+             driver: str | None = None, acs_ctrl: int | None = None) -> str:
+        if bus.next_dev > 31:
+            raise ValueError(f"bus {bus.number:02x} is full")
+        bdf = f"{bus.domain:04x}:{bus.number:02x}:{bus.next_dev:02x}.0"
+        bus.next_dev += 1
+        self.inv.pci[bdf] = PciFunction(
+            bdf=bdf, host_bridge=bus.host_bridge, upstream=list(bus.upstream), vendor=vendor,
+            device=device, class_code=class_code, numa_node=bus.numa if numa is None else numa,
+            driver=driver, pcie_type=pcie_type, acs_cap=None if acs_ctrl is None else 0x5f,
+            acs_ctrl=acs_ctrl, config_readable=True, p2pmem=p2pmem)
+        return bdf
+
+    def _bridge(self, bus: _Bus, vendor: int, device: int, kind: int, acs_ctrl: int | None) -> str:
+        bdf = self._add(bus, vendor=vendor, device=device, class_code=CLASS_PCI_BRIDGE,
+                        pcie_type=kind, acs_ctrl=acs_ctrl, driver="pcieport")
+        self._buses[bdf] = _Bus(number=self._alloc_bus(bus.domain), domain=bus.domain,
+                                host_bridge=bus.host_bridge, upstream=bus.upstream + [bdf],
+                                numa=bus.numa)
+        return bdf
+
+
+# -- reference machines ------------------------------------------------------------------------
+
+def lab_machine() -> Inventory:
+    """The lab's default topology (shared/docs/lab.md): QEMU q35 (8086:29c0, not whitelisted),
+    one XIO3130 switch with three 64 MiB-CMB NVMe (cmbA/B/C at 03/04/05:00.0), a plain NVMe on
+    its own root port (06:00.0) and soft-RoCE (rxe) on dummy0 10.77.0.1."""
+    m = Machine()
+    hb = m.host_bridge()                            # 0000:00:00.0 8086:29c0
+    rp1 = m.root_port(hb)                           # 0000:00:01.0 -> bus 01
+    dsps = m.switch(rp1, ports=3)                   # 01:00.0 USP, 02:00-02.0 DSPs
+    for dsp, serial in zip(dsps, ("cmbA", "cmbB", "cmbC")):
+        m.nvme(dsp, serial, cmb=64 * MiB, available=66977792)
+    rp2 = m.root_port(hb)
+    m.nvme(rp2, "plain")
+    m.soft_rdma("rxe0", netdev="dummy0", ip="10.77.0.1/24")
+    m.netdev("lo", "127.0.0.1/8")
+    return m.build()
