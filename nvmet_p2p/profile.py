@@ -493,7 +493,7 @@ P2P = Either(Enum(("off", "kernel", "placed")), P2P_FULL, _expand_p2p,
                  "inherits it from the profile.")
 
 _NVMEXNY_HINT = ("select namespaces by a stable identity (serial, model, wwid, eui, nguid, uuid, "
-                 "by_id, pci, cmb); nvmeXnY names move between boots")
+                 "by_id, pci, cmb, numa_node); nvmeXnY names move between boots")
 
 SELECT = Record("select", [
     Field("serial", Str(), "Serial number of the NVMe controller (as `nvme list` shows it)."),
@@ -510,8 +510,11 @@ SELECT = Record("select", [
     Field("pci", BDF, "PCI function of the NVMe controller."),
     Field("cmb", Bool(), "true: only controllers whose CMB is published as p2pmem; false: only "
           "controllers without one."),
+    Field("numa_node", Int(lo=0, hi=1023), "Only controllers attached to this NUMA node "
+          "(socket); combine with a pattern such as cmb or model."),
 ], doc="Which namespace(s) of the machine: every key given must match.",
-    at_least_one=("serial", "model", "wwid", "eui", "nguid", "uuid", "by_id", "pci", "cmb"),
+    at_least_one=("serial", "model", "wwid", "eui", "nguid", "uuid", "by_id", "pci", "cmb",
+                  "numa_node"),
     hints={k: _NVMEXNY_HINT for k in ("device", "dev", "name", "path", "device_path", "block")})
 
 NAMESPACE = Record("namespace", [
@@ -852,6 +855,10 @@ def _matches(sel: dict, ns: NvmeNamespace, ctrl: NvmeController, inv: Inventory,
             return False
     if "pci" in sel and ctrl.pci != sel["pci"]:
         return False
+    if "numa_node" in sel:
+        fn = inv.pci.get(ctrl.pci or "")
+        if fn is None or fn.numa_node != sel["numa_node"]:
+            return False
     if "cmb" in sel:
         fn = inv.pci.get(ctrl.pci or "")
         has = bool(fn and fn.p2pmem and fn.p2pmem.published)

@@ -92,7 +92,10 @@ class Machine:
         return hb
 
     def root_port(self, hb: HostBridge, *, vendor: int = 0x1b36, device: int = 0x000c,
-                  acs_ctrl: int | None = None) -> str:
+                  acs_ctrl: int | None = None, slot: int | None = None) -> str:
+        """A root port on the host bridge's root bus (at device ``slot`` if given)."""
+        if slot is not None:
+            hb.bus.next_dev = max(hb.bus.next_dev, slot)
         return self._bridge(hb.bus, vendor, device, PCIE_ROOT_PORT, acs_ctrl)
 
     def switch(self, parent: str, ports: int = 3, *, vendor: int = 0x104c, usp: int = 0x8232,
@@ -176,8 +179,60 @@ class Machine:
                                        addresses=addrs)
 
     def build(self) -> Inventory:
+        """The inventory, with bus numbers assigned depth-first as the kernel's scan does
+        (every bridge's subtree is numbered before its next sibling)."""
         self.inv.system.numa_nodes.sort()
+        self._renumber()
         return self.inv
+
+    def _renumber(self) -> None:
+        by_bus: dict[tuple[int, int], list[str]] = {}
+        for bdf in self.inv.pci:
+            dom, bus, _ = bdf.split(":")
+            by_bus.setdefault((int(dom, 16), int(bus, 16)), []).append(bdf)
+        roots = sorted({(int(f.bdf[:4], 16), int(f.bdf[5:7], 16)) for f in self.inv.pci.values()
+                        if not f.upstream})
+        mapping: dict[tuple[int, int], int] = {}
+        for dom, root in roots:
+            mapping[(dom, root)] = root
+            nxt = root + 1
+
+            def walk(bus: int) -> None:
+                nonlocal nxt
+                for bdf in sorted(by_bus.get((dom, bus), []), key=lambda b: b[8:]):
+                    if bdf in self._buses:
+                        sec = self._buses[bdf].number
+                        mapping[(dom, sec)] = nxt
+                        nxt += 1
+                        walk(sec)
+            walk(root)
+        if len(set(mapping.values())) != len(mapping):
+            raise ValueError("bus numbers collide: leave more room between host bridges")
+
+        def new(bdf: str | None) -> str | None:
+            if bdf is None:
+                return None
+            dom, bus, rest = bdf.split(":")
+            return f"{dom}:{mapping[(int(dom, 16), int(bus, 16))]:02x}:{rest}"
+        pci = {}
+        for f in self.inv.pci.values():
+            f.bdf = new(f.bdf)
+            f.upstream = [new(b) for b in f.upstream]
+            f.physfn = new(f.physfn)
+            pci[f.bdf] = f
+        self.inv.pci = pci
+        for c in self.inv.nvme.values():
+            c.pci = new(c.pci)
+            c.address = c.pci or c.address
+        for ns in self.inv.namespaces.values():
+            ns.pci = new(ns.pci)
+        for r in self.inv.rdma.values():
+            r.pci = new(r.pci)
+        for n in self.inv.net.values():
+            n.pci = new(n.pci)
+        self._buses = {new(k): v for k, v in self._buses.items()}
+        for k, v in self._buses.items():
+            v.number = mapping[(v.domain, v.number)]
 
     # -- internals -----------------------------------------------------------------------
     def _alloc_bus(self, domain: int) -> int:
@@ -216,12 +271,105 @@ def lab_machine() -> Inventory:
     its own root port (06:00.0) and soft-RoCE (rxe) on dummy0 10.77.0.1."""
     m = Machine()
     hb = m.host_bridge()                            # 0000:00:00.0 8086:29c0
-    rp1 = m.root_port(hb)                           # 0000:00:01.0 -> bus 01
+    rp1 = m.root_port(hb, slot=4)                   # 0000:00:04.0 -> bus 01
     dsps = m.switch(rp1, ports=3)                   # 01:00.0 USP, 02:00-02.0 DSPs
     for dsp, serial in zip(dsps, ("cmbA", "cmbB", "cmbC")):
         m.nvme(dsp, serial, cmb=64 * MiB, available=66977792)
-    rp2 = m.root_port(hb)
+    rp2 = m.root_port(hb)                           # 0000:00:05.0 -> bus 06
     m.nvme(rp2, "plain")
     m.soft_rdma("rxe0", netdev="dummy0", ip="10.77.0.1/24")
     m.netdev("lo", "127.0.0.1/8")
+    return m.build()
+
+
+def jbof_machine(cmb: int = 256 * MiB) -> Inventory:
+    """A 24-bay JBOF: an Intel host bridge that is *not* on the p2pdma whitelist, two root
+    ports each with a 13-port PCIe switch holding a 100G RDMA NIC and 12 NVMe bays. Every third
+    drive has a CMB (4 per switch); the others rely on a sibling's. Models name the switch
+    (``JBOF-SW0``/``JBOF-SW1``) so a profile can select per switch."""
+    m = Machine()
+    hb = m.host_bridge(vendor=0x8086, device=0x6f00, numa=0)
+    for k in range(2):
+        rp = m.root_port(hb, vendor=0x8086, device=0x6f08)
+        dsps = m.switch(rp, ports=13, vendor=0x10b5, usp=0x9765, dsp=0x9765)
+        m.rdma_nic(dsps[0], f"mlx5_{k}", netdev=f"ens{k + 1}f0", ip=f"10.0.{k}.1/24")
+        for i in range(12):
+            m.nvme(dsps[i + 1], f"J{k}{i:02d}", model=f"JBOF-SW{k}",
+                   cmb=cmb if i % 3 == 0 else None, vendor=0x144d, device=0xa824)
+    return m.build()
+
+
+def amd_machine(cmb: int = 128 * MiB) -> Inventory:
+    """A dual-socket AMD EPYC server (family 0x19: the kernel allows every host-bridge path),
+    four host bridges per socket, NVMe directly on root ports (12 per socket, every third with
+    a CMB) and one RDMA NIC per socket."""
+    m = Machine(cpu_vendor="AuthenticAMD", cpu_family=0x19)
+    for socket in range(2):
+        for q in range(4):
+            hb = m.host_bridge(bus=socket * 0x80 + q * 0x20, vendor=0x1022, device=0x1480,
+                               numa=socket)
+            if q == 0:
+                rp = m.root_port(hb, vendor=0x1022, device=0x1483)
+                m.rdma_nic(rp, f"mlx5_{socket}", netdev=f"ens{socket + 1}f0",
+                           ip=f"10.{socket}.0.1/24")
+                continue
+            for i in range(4):
+                n = (q - 1) * 4 + i
+                rp = m.root_port(hb, vendor=0x1022, device=0x1483)
+                m.nvme(rp, f"A{socket}{n:02d}", model=f"EPYC-S{socket}",
+                       cmb=cmb if n % 3 == 0 else None, vendor=0x144d, device=0xa824)
+    return m.build()
+
+
+def skylake_machine(cmb: int = 256 * MiB) -> Inventory:
+    """A Skylake-SP server: DMI 8086:2020 at 00.0 of the legacy root bus, three PCIe stacks
+    whose first device is a whitelisted root port (8086:2030..2033). Stack 0x17: a switch with
+    an RDMA NIC and four NVMe (two with CMB). Stack 0x3a: four NVMe on root ports (two with CMB).
+    Stack 0x5d: a second RDMA NIC on a root port."""
+    m = Machine()
+    m.host_bridge(bus=0, vendor=0x8086, device=0x2020, numa=0)
+    s17 = m.host_bridge(bus=0x17, first_function=False, numa=0)
+    rp = m.root_port(s17, vendor=0x8086, device=0x2030)
+    dsps = m.switch(rp, ports=5, vendor=0x10b5, usp=0x8747, dsp=0x8747)
+    m.rdma_nic(dsps[0], "mlx5_0", netdev="ens1f0", ip="10.0.0.1/24")
+    for i in range(4):
+        m.nvme(dsps[i + 1], f"S17{i}", model="SKX-SW", cmb=cmb if i < 2 else None,
+               vendor=0x8086, device=0x0a54)
+    s3a = m.host_bridge(bus=0x3a, first_function=False, numa=0)
+    for i in range(4):
+        rp = m.root_port(s3a, vendor=0x8086, device=0x2030 + i)
+        m.nvme(rp, f"S3A{i}", model="SKX-RP", cmb=cmb if i < 2 else None, vendor=0x8086,
+               device=0x0a54)
+    s5d = m.host_bridge(bus=0x5d, first_function=False, numa=0)
+    rp = m.root_port(s5d, vendor=0x8086, device=0x2030)
+    m.rdma_nic(rp, "mlx5_1", netdev="ens2f0", ip="10.0.1.1/24")
+    return m.build()
+
+
+def small_cmb_machine() -> Inventory:
+    """A switch with an RDMA NIC and eight NVMe: six with a small 4 MiB CMB, two with 1 GiB.
+    Own-CMB is what the kernel prefers; here it overflows at once."""
+    m = Machine()
+    hb = m.host_bridge(vendor=0x8086, device=0x6f00, numa=0)
+    dsps = m.switch(m.root_port(hb, vendor=0x8086, device=0x6f08), ports=9)
+    m.rdma_nic(dsps[0], "mlx5_0", netdev="ens1f0", ip="10.0.0.1/24")
+    for i in range(8):
+        m.nvme(dsps[i + 1], f"SC{i}", model="SMALLCMB", cmb=GiB if i in (2, 5) else 4 * MiB,
+               vendor=0x1b36, device=0x0010)
+    return m.build()
+
+
+def big_machine(switches: int = 8, per_switch: int = 8, namespaces: int = 64) -> Inventory:
+    """Scale test: two sockets, ``switches`` switches (half per socket) each with an RDMA NIC
+    and ``per_switch`` CMB NVMe of ``namespaces`` namespaces: 8 x 8 x 64 = 4096 namespaces over
+    64 providers and 8 NICs. Models name the switch (``BIG-SW<k>``)."""
+    m = Machine()
+    for socket in range(2):
+        hb = m.host_bridge(bus=socket * 0x80, vendor=0x8086, device=0x2020, numa=socket)
+        for k in range(socket * switches // 2, (socket + 1) * switches // 2):
+            dsps = m.switch(m.root_port(hb, vendor=0x8086, device=0x2030), ports=per_switch + 1)
+            m.rdma_nic(dsps[0], f"mlx5_{k}", netdev=f"ens{k}", ip=f"10.1.{k}.1/24")
+            for i in range(per_switch):
+                m.nvme(dsps[i + 1], f"B{k:02d}{i:02d}", model=f"BIG-SW{k}", cmb=1 * GiB,
+                       namespaces=namespaces, ns_size=16 * GiB)
     return m.build()

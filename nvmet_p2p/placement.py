@@ -1,0 +1,708 @@
+"""Placement: choose the p2pmem provider of every exported namespace, and say why.
+
+Pure logic: a :class:`~nvmet_p2p.profile.Resolved` profile plus the machine's
+:class:`~nvmet_p2p.model.Inventory` in, a :class:`~nvmet_p2p.state.TargetState` (the configfs
+tree to reach) plus one :class:`Decision` per namespace out. Nothing here reads or writes files.
+
+In ``p2pmem=1`` ("auto") mode the kernel picks a provider per host connection, uniformly at
+random among the published providers at the smallest summed distance. It cannot tell a switch
+path from a path through the root complex, ignores free capacity and NUMA, and when the pool
+runs out every further request silently uses host memory. nvmet-p2p decides once, the same way
+every time, and writes the chosen BDF into the namespace's ``p2pmem`` attribute.
+
+The p2p clients of a namespace are its NVMe (the kernel checks provider <-> NVMe when the
+namespace is enabled) and the RDMA NIC behind each of its ports (checked per host connection;
+soft RDMA and TCP have none). The kernel's verdict for a provider and a set of clients comes
+from :mod:`nvmet_p2p.distance`, never from a copy of its rules.
+
+Candidates are published providers the kernel accepts for all clients (with ``require:
+bus_addr``, only those whose every path stays below the root complex). Among the candidates
+with room for the namespace's budget, the rank is:
+
+1. ``bus_addr`` before ``thru_host_bridge`` (no trip through the root complex); with several
+   NICs, fewer client paths through the root complex first;
+2. the namespace's own CMB;
+3. smaller summed distance (the kernel's own number);
+4. fewer clients on another NUMA node than the provider;
+5. more free capacity after what this plan already assigned;
+6. lower BDF (so the same input always gives the same plan).
+
+"Room" comes first: a provider is never oversubscribed while another candidate has room. When
+none has, ``when_full`` decides (share the candidate that leaves the fewest bytes to fall back,
+switch p2p off, or refuse) and the decision names the knobs that would bound the demand.
+Namespaces are placed most-constrained first (own CMB, then fewest candidates, then largest
+budget) so that a flexible namespace does not take the only room a constrained one had.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from nvmet_p2p import distance
+from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.model import Inventory, bdf_sort_key
+from nvmet_p2p.profile import Resolved, ResolvedNamespace, format_size
+from nvmet_p2p.state import Host, Namespace, Port, Subsystem, TargetState
+
+BUS_ADDR = "bus_addr"
+THRU_HOST_BRIDGE = "thru_host_bridge"
+NOT_SUPPORTED = "not_supported"
+
+
+class PlacementError(NvmetP2PError):
+    """The profile cannot be placed on this machine (``when_none``/``when_full: error``)."""
+
+    exit_status = 2
+
+    def __init__(self, placement: "Placement"):
+        self.placement = placement
+        lines = [f"{placement.file}: {len(placement.errors)} namespace(s) cannot be placed "
+                 "(nothing was changed)"]
+        lines += [f"  {e}" for e in placement.errors]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class Candidate:
+    """One provider considered for one namespace."""
+
+    provider: str
+    map_type: str
+    distance: int
+    own_cmb: bool
+    numa_mismatch: int
+    available: int                   # the pool's ``available`` when the inventory was read
+    free: int                        # available minus what this plan assigned before
+    fits: bool
+    reasons: list[str] = field(default_factory=list)
+    kernel_parameter: str | None = None
+    host_bridge_paths: int = 0       # clients reached through the root complex
+    rank: int | None = None          # 1 = chosen; None = not a candidate (rejected)
+    lost: str | None = None          # why it is not the choice
+
+    def to_dict(self) -> dict:
+        return {"provider": self.provider, "rank": self.rank, "map_type": self.map_type,
+                "host_bridge_paths": self.host_bridge_paths,
+                "distance": self.distance, "own_cmb": self.own_cmb,
+                "numa_mismatch": self.numa_mismatch, "available": self.available,
+                "free": self.free, "fits": self.fits, "lost": self.lost,
+                "reasons": list(self.reasons), "kernel_parameter": self.kernel_parameter}
+
+
+@dataclass
+class Decision:
+    """What one namespace gets, and why."""
+
+    namespace: ResolvedNamespace
+    p2pmem: str                      # what goes into configfs: "0", "1" or a BDF
+    provider: str | None             # the chosen provider (pinned or placed)
+    status: str                      # placed | pinned | kernel | off | shared | fallback | error
+    clients: list[str]               # PCI BDFs: the NVMe, then each NIC
+    demand: int
+    summary: str
+    notes: list[str] = field(default_factory=list)
+    knobs: list[str] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)   # ranked, chosen first
+    rejected: list[Candidate] = field(default_factory=list)     # the kernel (or require) refuses
+    map_type: str | None = None
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.namespace.label
+
+    def to_dict(self) -> dict:
+        ns = self.namespace
+        return {
+            "subsystem": ns.subsystem, "nsid": ns.nsid, "device_path": ns.ns.device_path,
+            "serial": ns.controller.serial.strip(), "backing_nsid": ns.ns.nsid,
+            "nvme": ns.nvme_pci, "ports": [p.portid for p in ns.ports],
+            "policy": ns.policy, "require": ns.require, "p2pmem": self.p2pmem,
+            "provider": self.provider, "map_type": self.map_type, "status": self.status,
+            "clients": list(self.clients), "demand": self.demand,
+            "budget": dict(ns.effective), "summary": self.summary, "notes": list(self.notes),
+            "knobs": list(self.knobs), "error": self.error,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "rejected": [c.to_dict() for c in self.rejected],
+        }
+
+
+@dataclass
+class Placement:
+    file: str
+    state: TargetState
+    decisions: list[Decision]
+    usage: dict[str, dict[str, int]]         # provider -> available, assigned
+    kernel: str
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"profile": self.file, "kernel": self.kernel,
+                "decisions": [d.to_dict() for d in self.decisions],
+                "providers": {k: dict(v) for k, v in self.usage.items()},
+                "warnings": list(self.warnings), "errors": list(self.errors)}
+
+
+# =============================================================================================
+# The kernel's verdicts, computed once per (provider, clients)
+# =============================================================================================
+
+class _Oracle:
+    """:class:`nvmet_p2p.distance.P2pdma` with a cache of ``distance_many`` per client set."""
+
+    def __init__(self, inv: Inventory, kernel: str | None):
+        self.p2p = distance.P2pdma(inv, kernel)
+        self.kernel = self.p2p.kernel
+        self._many: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def many(self, provider: str, clients: tuple[str, ...]):
+        key = (provider, clients)
+        v = self._many.get(key)
+        if v is None:
+            v = self._many[key] = self.p2p.distance_many(provider, list(clients))
+        return v
+
+    def find_many(self, clients: list[str]):
+        return self.p2p.find_many(clients)
+
+
+@dataclass
+class _Static:
+    """A candidate's capacity-independent rank for one client set."""
+
+    key: tuple
+    provider: str
+    verdict: Any
+    own: bool
+    numa: int
+    thb: int                         # client paths that cross the root complex
+
+
+# =============================================================================================
+# Placement
+# =============================================================================================
+
+def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
+          explain: bool = True) -> Placement:
+    """Place every namespace of ``res`` on ``inv``; see the module docstring for the rules.
+
+    ``explain=False`` skips the per-candidate explanation (the choice is the same), for
+    planning very large profiles fast."""
+    oracle = _Oracle(inv, kernel)
+    providers = [f.bdf for f in inv.providers(published_only=True)]
+    unpublished = [f.bdf for f in inv.providers(published_only=False)
+                   if not f.p2pmem.published]
+    avail = {b: max(0, inv.pci[b].p2pmem.available) for b in providers}
+    assigned = {b: 0 for b in providers}
+    numa = {b: f.numa_node for b, f in inv.pci.items()}
+    statics: dict[tuple[str, tuple[str, ...], str], list[_Static]] = {}
+
+    def ranked(ns: ResolvedNamespace, clients: tuple[str, ...]) -> list[_Static]:
+        """Accepted providers for ``clients`` in capacity-independent rank order."""
+        key = (ns.nvme_pci or "", clients, ns.require)
+        got = statics.get(key)
+        if got is None:
+            got = []
+            for p in providers:
+                v = oracle.many(p, clients)
+                if v.map_type == NOT_SUPPORTED:
+                    continue
+                if ns.require == BUS_ADDR and v.map_type != BUS_ADDR:
+                    continue
+                own = p == ns.nvme_pci
+                mism = sum(1 for c in clients if numa.get(c) is not None
+                           and numa.get(p) is not None and numa[c] != numa[p])
+                thb = sum(1 for pv in v.pairs if pv.map_type != BUS_ADDR)
+                got.append(_Static(key=(thb, not own, v.distance, mism),
+                                   provider=p, verdict=v, own=own, numa=mism, thb=thb))
+            got.sort(key=lambda s: (s.key, bdf_sort_key(s.provider)))
+            statics[key] = got
+        return got
+
+    decisions: dict[int, Decision] = {}
+    errors: list[str] = []
+    warnings = [str(w) for w in res.warnings]
+    all_ns = res.namespaces
+
+    # 1. fixed choices first: off, kernel, pinned (pins consume capacity whatever we do)
+    todo: list[tuple[tuple, int, ResolvedNamespace, tuple[str, ...]]] = []
+    for i, ns in enumerate(all_ns):
+        clients = tuple([ns.nvme_pci] + ns.nic_clients) if ns.nvme_pci else ()
+        if ns.policy == "off":
+            decisions[i] = Decision(ns, "0", None, "off", list(clients), 0,
+                                    "p2p off (policy): data buffers in host memory")
+        elif ns.policy == "kernel":
+            decisions[i] = _kernel_mode(ns, clients, oracle, providers)
+        elif ns.policy == "pinned":
+            d = _pinned(ns, clients, oracle, avail, assigned)
+            decisions[i] = d
+        else:
+            rk = ranked(ns, clients)
+            own = any(s.own for s in rk)
+            todo.append(((not own, len(rk), -ns.demand, i), i, ns, clients))
+
+    # 2. placed namespaces, most constrained first
+    todo.sort(key=lambda t: t[0])
+    for _, i, ns, clients in todo:
+        decisions[i] = _placed(ns, clients, ranked(ns, clients), oracle, providers, avail,
+                               assigned, numa, unpublished, explain, ranked)
+
+    ordered = [decisions[i] for i in range(len(all_ns))]
+    for d in ordered:
+        if d.error:
+            where = d.namespace.where
+            errors.append(f"{where}: {d.label}: {d.error}" if where else f"{d.label}: {d.error}")
+    usage = {b: {"available": avail[b], "assigned": assigned[b]} for b in providers}
+    state = _state(res, ordered)
+    return Placement(file=res.file, state=state, decisions=ordered, usage=usage,
+                     kernel=oracle.kernel, warnings=warnings, errors=errors)
+
+
+def place_or_raise(res: Resolved, inv: Inventory, kernel: str | None = None, *,
+                   explain: bool = True) -> Placement:
+    p = place(res, inv, kernel, explain=explain)
+    if p.errors:
+        raise PlacementError(p)
+    return p
+
+
+# -- fixed policies ---------------------------------------------------------------------------
+
+def _no_client_notes(ns: ResolvedNamespace) -> list[str]:
+    notes = []
+    for p in ns.ports:
+        if p.note:
+            notes.append(f"{p.label}: {p.note}")
+    if not ns.nic_clients:
+        notes.append("no port of this namespace has a p2p client: the provider only has to suit "
+                     "the NVMe (the kernel checks provider <-> NVMe at enable); no p2p memory "
+                     "is used in flight")
+    return notes
+
+
+def _kernel_mode(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
+                 providers: list[str]) -> Decision:
+    d = Decision(ns, "1", None, "kernel", list(clients), ns.demand,
+                 "p2pmem=1: the kernel chooses a provider per host connection", notes=[])
+    if not clients:
+        d.status, d.error = "error", "no PCI NVMe behind this namespace"
+        return d
+    at_enable = oracle.find_many([clients[0]])
+    if not at_enable.ties:
+        d.status = "error"
+        d.error = ("the kernel would refuse enable (EINVAL, 'no peer-to-peer memory is "
+                   f"available for {ns.ns.device_path}'): " + "; ".join(at_enable.reasons))
+        return d
+    nics = ns.nic_clients
+    for nic in nics or [None]:
+        cl = [clients[0]] + ([nic] if nic else [])
+        fm = oracle.find_many(cl)
+        who = f"connections through {nic}" if nic else "at enable"
+        if not fm.ties:
+            d.notes.append(f"{who}: no provider serves NVMe and NIC: host memory")
+        elif len(fm.ties) == 1:
+            d.notes.append(f"{who}: the kernel will use {fm.ties[0]} (the only provider at "
+                           f"distance {fm.best_distance})")
+        else:
+            kinds = sorted({oracle.many(t, tuple(cl)).map_type for t in fm.ties})
+            d.notes.append(f"{who}: the kernel picks at random among {len(fm.ties)} providers at "
+                           f"distance {fm.best_distance} ({', '.join(fm.ties[:8])}"
+                           f"{' ...' if len(fm.ties) > 8 else ''}; {' and '.join(kinds)})")
+    d.notes += _no_client_notes(ns)
+    return d
+
+
+def _pinned(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
+            avail: dict[str, int], assigned: dict[str, int]) -> Decision:
+    bdf = ns.pinned
+    v = oracle.many(bdf, clients) if clients else None
+    d = Decision(ns, bdf, bdf, "pinned", list(clients), ns.demand,
+                 f"pinned to {bdf} by the profile", map_type=v.map_type if v else None)
+    # a NIC the provider cannot serve makes the kernel skip p2p for those connections only
+    if v is not None and v.map_type == NOT_SUPPORTED:
+        served = [p.client.name for p in v.pairs if p.map_type != NOT_SUPPORTED]
+        d.map_type = oracle.many(bdf, tuple(c for c in clients if c in served)).map_type \
+            if served else NOT_SUPPORTED
+        for p in v.pairs:
+            if p.map_type == NOT_SUPPORTED:
+                d.notes.append(f"{p.client.name}: {'; '.join(p.reasons)}: connections through "
+                               "it use host memory")
+    if bdf in avail:
+        free = avail[bdf] - assigned[bdf]
+        assigned[bdf] += ns.demand
+        if ns.demand > free:
+            d.notes.append(f"{bdf} has {format_size(max(free, 0))} free for a budget of "
+                           f"{format_size(ns.demand)}: the excess falls back to host memory "
+                           "request by request")
+    d.notes += _no_client_notes(ns)
+    return d
+
+
+# -- placed -----------------------------------------------------------------------------------
+
+def _placed(ns: ResolvedNamespace, clients: tuple[str, ...], rk: list[_Static], oracle: _Oracle,
+            providers: list[str], avail: dict[str, int], assigned: dict[str, int],
+            numa: dict, unpublished: list[str], explain: bool, ranked_fn) -> Decision:
+    demand = ns.demand
+    notes = _no_client_notes(ns)
+    d = Decision(ns, "0", None, "placed", list(clients), demand, "", notes=notes)
+    if not clients:
+        d.status, d.error = "error", "no PCI NVMe behind this namespace"
+        return d
+
+    if not rk:
+        return _none_serves(d, ns, clients, oracle, providers, avail, assigned, numa,
+                            unpublished, explain, ranked_fn)
+
+    choice = _pick(rk, demand, avail, assigned)
+    best = rk[0]
+    full = choice is None
+    if full:
+        # nobody has room: say so, name the knobs, then follow when_full
+        d.knobs = _knobs(ns, max(0, avail[best.provider] - assigned[best.provider]))
+        short = (f"no candidate has room for the budget of {format_size(demand)} "
+                 f"({_budget_text(ns)}); most free: "
+                 + ", ".join(f"{s.provider} {format_size(max(0, avail[s.provider] - assigned[s.provider]))}"
+                             for s in sorted(rk, key=lambda s: -(avail[s.provider] - assigned[s.provider]))[:3]))
+        if ns.when_full == "error":
+            d.status, d.error = "error", short + " (when_full: error)"
+            if explain:
+                d.candidates = _explain(rk, None, demand, avail, assigned)
+            return d
+        if ns.when_full == "off":
+            d.status, d.summary = "fallback", "p2p off: " + short + " (when_full: off)"
+            d.notes.append(d.summary)
+            if explain:
+                d.candidates = _explain(rk, None, demand, avail, assigned)
+            return d
+        choice = min(rk, key=lambda s: (_overflow(s.provider, demand, avail, assigned), s.key,
+                                        bdf_sort_key(s.provider)))
+        over = _overflow(choice.provider, demand, avail, assigned)
+        d.status = "shared"
+        d.notes.append(short + f"; sharing {choice.provider}: about {format_size(over)} of the "
+                       "budget would fall back to host memory, request by request (when_full: share)")
+
+    if explain:
+        d.candidates = _explain(rk, choice, demand, avail, assigned)
+        d.rejected = _rejected(ns, clients, oracle, providers, avail, assigned, numa, unpublished)
+    assigned[choice.provider] += demand
+    d.provider = d.p2pmem = choice.provider
+    d.map_type = choice.verdict.map_type
+    d.summary = _why(choice, len(rk), demand)
+    return d
+
+
+def _pick(rk: list[_Static], demand: int, avail, assigned) -> _Static | None:
+    """First static-rank group with room; inside it the most free, then the lowest BDF."""
+    group_key = None
+    best: _Static | None = None
+    best_free = -1
+    for s in rk:
+        free = avail[s.provider] - assigned[s.provider]
+        if free < demand:
+            continue
+        if group_key is None:
+            group_key = s.key
+        elif s.key != group_key:
+            break
+        if free > best_free:        # rk is BDF-ordered inside a group: '>' keeps the lowest
+            best, best_free = s, free
+    return best
+
+
+def _overflow(p: str, demand: int, avail, assigned) -> int:
+    before = max(0, assigned[p] - avail[p])
+    after = max(0, assigned[p] + demand - avail[p])
+    return after - before
+
+
+def _budget_text(ns: ResolvedNamespace) -> str:
+    e = ns.effective
+    return (f"{e['hosts']} host(s) x {e['queues']} queue(s) x depth {e['queue_depth']} x "
+            f"{format_size(e['io_size'])}")
+
+
+def _knobs(ns: ResolvedNamespace, room: int) -> list[str]:
+    """Settings that would bound this namespace's in-flight bytes to ``room``."""
+    e = ns.effective
+    hosts, queues, depth, io = e["hosts"], e["queues"], e["queue_depth"], e["io_size"]
+    out = []
+    ports = [p for p in ns.ports if p.clients]
+    pids = ", ".join(str(p.portid) for p in ports) or "?"
+    q = room // max(1, hosts * queues * io)
+    if q >= 16:
+        out.append(f"port {pids}: param_max_queue_size={min(q, 1024)} (max_queue_size: "
+                   f"{min(q, 1024)}) caps the queue depth at {min(q, 1024)}")
+    qid = room // max(1, hosts * depth * io)
+    if qid >= 1:
+        out.append(f"subsystem {ns.subsystem}: attr_qid_max={min(qid, 128)} (qid_max: "
+                   f"{min(qid, 128)}) gives each host at most {min(qid, 128)} I/O queue(s); "
+                   "connected hosts reconnect when it changes")
+    per_io = room // max(1, hosts * queues * depth)
+    if per_io >= 4096:
+        mdts = int(math.log2(per_io // 4096))
+        mdts = min(mdts, 8)
+        out.append(f"port {pids}: param_mdts={mdts} (mdts: {mdts}; kernels that have it) "
+                   f"limits transfers to {format_size(4096 << mdts)}")
+    if not out:
+        out.append(f"even one host x 1 queue x depth 16 x 4 KiB does not fit in "
+                   f"{format_size(room)}: use another provider or p2p: off")
+    out.append("or lower the budget in the profile if fewer hosts/queues will really connect")
+    return out
+
+
+def _why(choice: _Static, n: int, demand: int) -> str:
+    v = choice.verdict
+    bits = ["below the root complex (bus_addr)" if v.map_type == BUS_ADDR
+            else "through the root complex (thru_host_bridge)"]
+    if choice.own:
+        bits.append("the namespace's own CMB")
+    bits.append(f"distance {v.distance}")
+    if choice.numa:
+        bits.append(f"{choice.numa} client(s) on another NUMA node")
+    bits.append(f"best of {n} candidate(s)")
+    if demand:
+        bits.append(f"budget {format_size(demand)}")
+    return ", ".join(bits)
+
+
+def _explain(rk: list[_Static], choice: _Static | None, demand: int, avail, assigned
+             ) -> list[Candidate]:
+    """Every candidate, ranked as the choice was made, with the first rule that set it back."""
+    def cand(s: _Static) -> Candidate:
+        free = avail[s.provider] - assigned[s.provider]
+        return Candidate(provider=s.provider, map_type=s.verdict.map_type,
+                         distance=s.verdict.distance, own_cmb=s.own, numa_mismatch=s.numa,
+                         available=avail[s.provider], free=free, fits=free >= demand,
+                         reasons=list(s.verdict.reasons),
+                         kernel_parameter=s.verdict.kernel_parameter, host_bridge_paths=s.thb)
+    cands = [cand(s) for s in rk]
+    order = sorted(cands, key=lambda c: (
+        c.provider != (choice.provider if choice else None), not c.fits,
+        c.host_bridge_paths, not c.own_cmb, c.distance, c.numa_mismatch, -c.free,
+        bdf_sort_key(c.provider)))
+    win = order[0] if choice else None
+    for rank, c in enumerate(order, 1):
+        c.rank = rank
+        if win is not None and c is not win:
+            c.lost = _lost(c, win, demand)
+        elif win is None:
+            c.lost = (f"full: {format_size(max(c.free, 0))} free, the budget needs "
+                      f"{format_size(demand)}")
+    return order
+
+
+def _lost(c: Candidate, w: Candidate, demand: int) -> str:
+    if not c.fits and w.fits:
+        return (f"full: {format_size(max(c.free, 0))} free, the budget needs "
+                f"{format_size(demand)}")
+    if c.host_bridge_paths != w.host_bridge_paths:
+        if w.host_bridge_paths == 0:
+            return (f"its path crosses the root complex (thru_host_bridge); {w.provider}'s "
+                    "stays below it (bus_addr)")
+        return (f"{c.host_bridge_paths} of its client paths cross the root complex, "
+                f"{w.provider}: {w.host_bridge_paths}")
+    if c.own_cmb != w.own_cmb:
+        return f"not the namespace's own CMB ({w.provider} is)"
+    if c.distance != w.distance:
+        return f"distance {c.distance} > {w.distance}"
+    if c.numa_mismatch != w.numa_mismatch:
+        return (f"{c.numa_mismatch} client(s) on another NUMA node ({w.provider}: "
+                f"{w.numa_mismatch})")
+    if not c.fits and not w.fits:
+        return f"more would fall back to host memory than with {w.provider}"
+    if c.free != w.free:
+        return f"less free after this plan's assignments: {format_size(max(c.free, 0))} < " \
+               f"{format_size(w.free)}"
+    return f"tie on every rule; lower BDF wins ({w.provider})"
+
+
+def _rejected(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
+              providers: list[str], avail, assigned, numa, unpublished: list[str]
+              ) -> list[Candidate]:
+    out = []
+    for p in providers:
+        v = oracle.many(p, clients)
+        lost = None
+        if v.map_type == NOT_SUPPORTED:
+            bad = [f"{pv.client.name}: {'; '.join(pv.reasons)}" for pv in v.pairs
+                   if pv.map_type == NOT_SUPPORTED]
+            lost = "the kernel refuses it: " + " | ".join(bad)
+        elif ns.require == BUS_ADDR and v.map_type != BUS_ADDR:
+            lost = "its path crosses the root complex; the profile says require: bus_addr"
+        if lost:
+            out.append(Candidate(provider=p, map_type=v.map_type, distance=v.distance,
+                                 own_cmb=p == ns.nvme_pci, numa_mismatch=0,
+                                 available=avail[p], free=avail[p] - assigned[p],
+                                 fits=False, reasons=list(v.reasons),
+                                 kernel_parameter=v.kernel_parameter, lost=lost))
+    for p in unpublished:
+        out.append(Candidate(provider=p, map_type=NOT_SUPPORTED, distance=-1,
+                             own_cmb=p == ns.nvme_pci, numa_mismatch=0, available=0, free=0,
+                             fits=False, lost="its p2pmem is not published (the kernel "
+                                              "refuses it with ENODEV)"))
+    return out
+
+
+def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
+                 providers: list[str], avail, assigned, numa, unpublished, explain,
+                 ranked_fn) -> Decision:
+    """No provider is accepted for the NVMe and every NIC together."""
+    nvme = clients[0]
+    nics = list(clients[1:])
+    req = " with require: bus_addr" if ns.require == BUS_ADDR else ""
+
+    def ok(v) -> bool:
+        return v.map_type != NOT_SUPPORTED and (ns.require != BUS_ADDR or v.map_type == BUS_ADDR)
+
+    for_nvme = [p for p in providers if ok(oracle.many(p, (nvme,)))]
+    if not providers:
+        why = "this machine has no published p2pmem provider"
+        if unpublished:
+            why += f" ({', '.join(unpublished)} have unpublished pools)"
+    elif not for_nvme:
+        v = oracle.many(providers[0], (nvme,))
+        why = (f"no provider is accepted{req} for the NVMe {nvme} itself (e.g. {providers[0]}: "
+               f"{'; '.join(v.reasons) or v.map_type})")
+        if v.kernel_parameter:
+            why += f"; {v.kernel_parameter} would change that"
+    else:
+        per_nic = []
+        for nic in nics:
+            both = [p for p in for_nvme if ok(oracle.many(p, (nvme, nic)))]
+            per_nic.append(f"{nvme}+{nic}: {', '.join(both) or 'none'}")
+        why = (f"no single provider serves the NVMe and every port's NIC{req} "
+               f"({'; '.join(per_nic)})")
+    if explain:
+        d.rejected = _rejected(ns, clients, oracle, providers, avail, assigned, numa, unpublished)
+    if ns.when_none == "off" or (ns.when_none == "best_effort" and not for_nvme):
+        d.status, d.summary = "fallback", f"p2p off: {why} (when_none: {ns.when_none})"
+        d.notes.append(d.summary)
+        return d
+    if ns.when_none == "error":
+        d.status = "error"
+        d.error = (why + "; set p2p: off for it, or when_none: off / best_effort" +
+                   (", or drop require: bus_addr" if req else ""))
+        return d
+    # best_effort: the NVMe plus as many NICs as possible
+    best_n, best_set = -1, []
+    for p in for_nvme:
+        served = tuple(n for n in nics if ok(oracle.many(p, (nvme, n))))
+        if len(served) > best_n:
+            best_n, best_set = len(served), [(p, served)]
+        elif len(served) == best_n:
+            best_set.append((p, served))
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for p, served in best_set:
+        groups.setdefault(served, []).append(p)
+    options = []
+    for served, _ in groups.items():
+        sub = ranked_fn(ns, (nvme,) + served)
+        options += [(s, served) for s in sub if s.provider in groups[served]]
+    choice_s = None
+    for s, served in sorted(options, key=lambda t: (t[0].key, bdf_sort_key(t[0].provider))):
+        if avail[s.provider] - assigned[s.provider] >= ns.demand:
+            choice_s = (s, served)
+            break
+    if choice_s is None:
+        choice_s = min(options, key=lambda t: (_overflow(t[0].provider, ns.demand, avail,
+                                                         assigned), t[0].key))
+    s, served = choice_s
+    left_out = [n for n in nics if n not in served]
+    assigned[s.provider] += ns.demand
+    d.provider = d.p2pmem = s.provider
+    d.map_type = s.verdict.map_type
+    d.status = "best_effort"
+    d.summary = (f"{s.provider}: serves the NVMe and {len(served)} of {len(nics)} NIC(s); "
+                 f"connections through {', '.join(left_out)} use host memory (when_none: "
+                 "best_effort)")
+    d.notes.append(why)
+    if explain:
+        d.candidates = _explain([s], s, ns.demand, avail, {**assigned,
+                                                           s.provider: assigned[s.provider] - ns.demand})
+    return d
+
+
+# =============================================================================================
+# Desired state
+# =============================================================================================
+
+def _state(res: Resolved, decisions: list[Decision]) -> TargetState:
+    st = TargetState()
+    for nqn, attrs in res.hosts.items():
+        st.hosts[nqn] = Host(nqn=nqn, attrs=dict(attrs))
+    for pid, p in res.ports.items():
+        attrs = {"addr_trtype": p.transport, "addr_adrfam": p.adrfam, "addr_traddr": p.address,
+                 "addr_trsvcid": str(p.trsvcid)}
+        attrs.update(p.params)
+        st.ports[pid] = Port(portid=pid, attrs=attrs)
+    by_ns = {(d.namespace.subsystem, d.namespace.nsid): d for d in decisions}
+    for s in res.subsystems:
+        sub = Subsystem(nqn=s.nqn, attrs=dict(s.attrs), allowed_hosts=list(s.allowed_hosts))
+        for ns in sorted(s.namespaces, key=lambda n: n.nsid):
+            d = by_ns[(s.nqn, ns.nsid)]
+            sub.namespaces[ns.nsid] = Namespace(nsid=ns.nsid, enable=True, attrs={
+                "device_path": ns.ns.device_path, "p2pmem": d.p2pmem})
+        st.subsystems[s.nqn] = sub
+        for pid in s.ports:
+            if s.nqn not in st.ports[pid].subsystems:
+                st.ports[pid].subsystems.append(s.nqn)
+    return st
+
+
+# =============================================================================================
+# Rendering (plain text for ``plan --explain``)
+# =============================================================================================
+
+def render(p: Placement, explain: bool = False) -> str:
+    """Per namespace: the choice in one line; with ``explain`` the p2p clients and budget, the
+    ranked candidates with the rule each lost on, the providers the kernel refuses, notes and
+    knobs. Port-level facts (soft RDMA, tcp) are said once, above the namespaces."""
+    lines = [f"placement ({p.file}; kernel {p.kernel} p2pdma rules)"]
+    port_notes: dict[int, str] = {}
+    for d in p.decisions:
+        for port in d.namespace.ports:
+            if port.note and port.portid not in port_notes:
+                port_notes[port.portid] = f"{port.label}: {port.note}"
+    for pid in sorted(port_notes):
+        lines.append(f"  {port_notes[pid]}")
+    for d in p.decisions:
+        ns = d.namespace
+        lines.append(f"  {ns.subsystem} nsid {ns.nsid} <- {ns.backing}")
+        lines.append(f"      p2pmem={d.p2pmem} [{d.status}]"
+                     + (f" {d.summary}" if d.summary and not d.error else ""))
+        if d.error:
+            lines.append(f"      ERROR: {d.error}")
+        if explain:
+            if d.clients:
+                nics = d.clients[1:]
+                lines.append(f"      p2p clients: NVMe {d.clients[0]}"
+                             + (f", NIC {', '.join(nics)}" if nics else " (no port has a PCI "
+                                "RDMA NIC)")
+                             + (f"; budget {format_size(d.demand)} = {_budget_text(ns)}"
+                                if d.demand else "; nothing in flight to budget"))
+            for c in d.candidates:
+                lines.append(f"      {c.rank:>3}. {c.provider}  {c.map_type:<16} distance "
+                             f"{c.distance:<3} free {format_size(max(c.free, 0)):>10}"
+                             + ("  own CMB" if c.own_cmb else "")
+                             + (f"  lost: {c.lost}" if c.lost else "  <- chosen"))
+            for c in d.rejected:
+                lines.append(f"        -  {c.provider}  not a candidate: {c.lost}")
+        port_lines = {v for v in port_notes.values()}
+        for n in d.notes:
+            if n != d.summary and n not in port_lines and (explain or "p2p client" not in n):
+                lines.append(f"      note: {n}")
+        for k in d.knobs:
+            lines.append(f"      knob: {k}")
+    if p.usage:
+        lines.append("  providers (budget assigned by this plan / available now):")
+        for b, u in p.usage.items():
+            a, used = u["available"], u["assigned"]
+            pct = f" ({100 * used / a:.0f}%)" if a else ""
+            lines.append(f"    {b}: {format_size(used)} / {format_size(a)}{pct}")
+    for w in p.warnings:
+        lines.append(f"  warning: {w}")
+    return "\n".join(lines)
