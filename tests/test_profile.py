@@ -435,10 +435,7 @@ def test_p2p_policy_inherits_profile_subsystem_namespace(tmp_path):
         "    ports: [1]\n", "    ports: [1]\n    p2p: kernel\n").replace(
         "- select: {serial: cmbA}", "- select: {serial: cmbA}\n      - select: {serial: cmbB}\n"
         "        p2p: {pinned: '0000:03:00.0'}\n      - select: {serial: cmbC}\n        p2p: placed")
-    r = profile.resolve(profile.load(write(tmp_path, text)), lab_machine()) \
-        if _has_distance() else None
-    if r is None:
-        pytest.skip("pinned providers are checked by nvmet_p2p.distance, not on this branch yet")
+    r = profile.resolve(profile.load(write(tmp_path, text)), lab_machine())
     a, b, c = r.namespaces
     assert (a.policy, a.pinned, a.require, a.when_full) == ("kernel", None, "bus_addr", "off")
     assert (b.policy, b.pinned, b.require) == ("pinned", "0000:03:00.0", "bus_addr")
@@ -534,11 +531,3 @@ def test_json_schema_describes_every_key_and_forbids_others():
     port = s["properties"]["ports"]["items"]
     assert port["properties"]["max_queue_size"]["minimum"] == 16
     assert {"required": ["rdma_device"]} in port["anyOf"]
-
-
-def _has_distance() -> bool:
-    try:
-        from nvmet_p2p import distance  # noqa: F401
-    except ImportError:
-        return False
-    return True
