@@ -633,10 +633,12 @@ class P2pdma:
         if v < R.P2PDMA_FIRST:
             return PairVerdict(provider, client, NOT_SUPPORTED, -1, reasons=[
                 f"kernel {self.kernel} has no PCI peer-to-peer DMA (p2pdma arrived in 4.20)"])
+        extra: list[str] = []
         if client.soft:
             soft = self._soft_client(provider, client)
-            if soft is not None:
+            if isinstance(soft, PairVerdict):
                 return soft
+            extra = soft
         if client.bdf is None:
             dev = client.device or client.name
             return PairVerdict(
@@ -646,10 +648,10 @@ class P2pdma:
                          f"pci_p2pdma_distance() returns -1"],
                 kernel_messages=[f"{_class_prefix(client)} {dev}: cannot be used for "
                                  f"peer-to-peer DMA as it is not a PCI device"],
-                uncertain=list(client.notes))
-        return self._calc(provider, client)
+                uncertain=list(client.notes) + extra)
+        return self._calc(provider, client, extra)
 
-    def _soft_client(self, provider: str, client: Client) -> PairVerdict | None:
+    def _soft_client(self, provider: str, client: Client) -> PairVerdict | list[str]:
         v = self.version
         drv = client.driver or "a soft RDMA driver"
         if v >= R.SOFT_RDMA_NEVER_CLIENT:
@@ -669,11 +671,10 @@ class P2pdma:
                                     "5.0 itself it may be missing")
             return pv
         # 4.20 and 5.11-5.19: not verified; fall through to the topology with a caveat.
-        client.notes.append(f"soft RDMA ({drv}) on kernel {self.kernel} is not verified: the "
-                            f"verdict follows its PCI parent if it has one")
-        return None
+        return [f"soft RDMA ({drv}) on kernel {self.kernel} is not verified: the verdict "
+                f"follows its PCI parent if it has one"]
 
-    def _calc(self, provider: str, client: Client) -> PairVerdict:
+    def _calc(self, provider: str, client: Client, extra: Sequence[str] = ()) -> PairVerdict:
         """``calc_map_type_and_dist()`` (5.4+) / ``upstream_bridge_distance()`` (4.20-5.3)."""
         cbdf = client.bdf
         assert cbdf is not None
@@ -702,7 +703,7 @@ class P2pdma:
                                               self.host_bridge_of(cbdf))) if h]
             path = pch + hbs + list(reversed(cch))
 
-        uncertain: list[str] = list(client.notes)
+        uncertain: list[str] = list(client.notes) + list(extra)
         for b in (provider, cbdf):
             uncertain.extend(self._chain_notes.get(b, []))
 
@@ -866,7 +867,9 @@ class P2pdma:
                 pv.reasons.append(c.get("why", ""))
         if acs and first_fail is not None:
             fail = next(c for c in checks if c["host_bridge"] == first_fail)
-            if fail.get("device") and fail.get("id") and v >= (6, 0):
+            # printed only when no table entry matched (not for REQ_SAME_HOST_BRIDGE), and only
+            # by kernels whose host_bridge_whitelist() has the warn argument (6.x; approx)
+            if fail.get("device") and fail.get("entry") is None and v >= (6, 0):
                 pv.kernel_messages.append(
                     f"{self._dev_prefix(fail['device'])}: Host bridge not in P2PDMA whitelist: "
                     f"{fail['id']}")
