@@ -88,3 +88,51 @@ class TargetState:
     ports: dict[int, Port] = field(default_factory=dict)
     subsystems: dict[str, Subsystem] = field(default_factory=dict)
     discovery_nqn: str | None = None
+
+
+# -- plain-dict form (JSON of plans and digests; additive to the dataclasses above) ----------
+
+def state_to_dict(state: TargetState) -> dict:
+    """A JSON-ready dict of ``state`` (keys sorted where the kernel has no order)."""
+    return {
+        "discovery_nqn": state.discovery_nqn,
+        "hosts": {n: {"attrs": dict(sorted(h.attrs.items()))} for n, h in sorted(state.hosts.items())},
+        "subsystems": {
+            n: {"attrs": dict(sorted(s.attrs.items())),
+                "allowed_hosts": sorted(s.allowed_hosts),
+                "passthru": dict(sorted(s.passthru.items())) if s.passthru is not None else None,
+                "namespaces": {str(i): {"enable": ns.enable, "attrs": dict(sorted(ns.attrs.items()))}
+                               for i, ns in sorted(s.namespaces.items())}}
+            for n, s in sorted(state.subsystems.items())},
+        "ports": {
+            str(i): {"attrs": dict(sorted(p.attrs.items())),
+                     "subsystems": sorted(p.subsystems),
+                     "referrals": {r: {"enable": ref.enable, "attrs": dict(sorted(ref.attrs.items()))}
+                                   for r, ref in sorted(p.referrals.items())},
+                     "ana_groups": {str(g): s for g, s in sorted(p.ana_groups.items())}}
+            for i, p in sorted(state.ports.items())},
+    }
+
+
+def state_from_dict(d: dict) -> TargetState:
+    """Inverse of :func:`state_to_dict`."""
+    out = TargetState(discovery_nqn=d.get("discovery_nqn"))
+    for n, h in (d.get("hosts") or {}).items():
+        out.hosts[n] = Host(nqn=n, attrs=dict(h.get("attrs") or {}))
+    for n, s in (d.get("subsystems") or {}).items():
+        sub = Subsystem(nqn=n, attrs=dict(s.get("attrs") or {}),
+                        allowed_hosts=list(s.get("allowed_hosts") or []),
+                        passthru=dict(s["passthru"]) if s.get("passthru") is not None else None)
+        for i, ns in (s.get("namespaces") or {}).items():
+            sub.namespaces[int(i)] = Namespace(nsid=int(i), enable=bool(ns.get("enable", True)),
+                                               attrs=dict(ns.get("attrs") or {}))
+        out.subsystems[n] = sub
+    for i, p in (d.get("ports") or {}).items():
+        port = Port(portid=int(i), attrs=dict(p.get("attrs") or {}),
+                    subsystems=list(p.get("subsystems") or []),
+                    ana_groups={int(g): s for g, s in (p.get("ana_groups") or {}).items()})
+        for r, ref in (p.get("referrals") or {}).items():
+            port.referrals[r] = Referral(name=r, enable=bool(ref.get("enable", True)),
+                                         attrs=dict(ref.get("attrs") or {}))
+        out.ports[int(i)] = port
+    return out

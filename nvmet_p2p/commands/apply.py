@@ -1,0 +1,46 @@
+"""``nvmet-p2p apply``: bring configfs to a desired state, all or nothing."""
+
+from __future__ import annotations
+
+import json
+
+from nvmet_p2p import statefile
+from nvmet_p2p.apply import ApplyFailed, apply_saved_plan, reconcile
+from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, print_plan
+from nvmet_p2p.errors import InputError
+from nvmet_p2p.output import Progress
+from nvmet_p2p.plan import Plan
+
+NAME = "apply"
+ORDER = 41
+HELP = "apply a desired state (or a saved plan) to configfs; rolled back if the kernel refuses a step"
+
+
+def register(p) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--state", metavar="FILE", help="desired state (nvmetcli config.json format)")
+    src.add_argument("--plan", metavar="PLANFILE", help="a plan saved with `plan --out`")
+    p.add_argument("--prune", action="store_true",
+                   help="also remove managed objects that are not in the desired state")
+    p.add_argument("--steps", action="store_true", help="list every configfs operation in order")
+    add_state_dir(p)
+
+
+def run(args) -> int:
+    progress = Progress(quiet=args.json)
+    try:
+        if args.plan:
+            try:
+                with open(args.plan, encoding="utf-8") as f:
+                    plan = Plan.from_dict(json.load(f), where=args.plan)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read the plan: {exc}", where=args.plan) from None
+            outcome = apply_saved_plan(args.root, plan, directory(args), progress=progress)
+        else:
+            desired = statefile.load(args.state)
+            outcome = reconcile(args.root, desired, directory(args), prune=args.prune,
+                                progress=progress, kernel=args.kernel)
+    except ApplyFailed as exc:
+        return failure_report(args, exc)
+    print_plan(args, outcome, steps=args.steps)
+    return 0

@@ -1,0 +1,31 @@
+"""``nvmet-p2p clear``: remove what nvmet-p2p manages (or, with --all --yes, everything)."""
+
+from __future__ import annotations
+
+from nvmet_p2p.apply import ApplyFailed, clear
+from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, print_plan
+from nvmet_p2p.errors import InputError
+
+NAME = "clear"
+ORDER = 45
+HELP = "remove the objects nvmet-p2p manages (--all --yes: the whole nvmet configuration)"
+
+
+def register(p) -> None:
+    p.add_argument("--all", action="store_true",
+                   help="remove every subsystem, port and host, including hand-made ones")
+    p.add_argument("--yes", action="store_true", help="confirm --all")
+    p.add_argument("--dry-run", action="store_true", help="only show the plan")
+    add_state_dir(p)
+
+
+def run(args) -> int:
+    if args.all and not args.yes and not args.dry_run:
+        raise InputError("--all removes every export on this machine, including ones nvmet-p2p "
+                         "did not create; add --yes to confirm (or --dry-run to see the plan)")
+    try:
+        outcome = clear(args.root, directory(args), everything=args.all, dry_run=args.dry_run)
+    except ApplyFailed as exc:
+        return failure_report(args, exc)
+    print_plan(args, outcome)
+    return 0

@@ -1,0 +1,40 @@
+"""``nvmet-p2p plan``: what ``apply`` would change in configfs, as a readable diff or JSON."""
+
+from __future__ import annotations
+
+import json
+
+from nvmet_p2p import statefile
+from nvmet_p2p.apply import reconcile
+from nvmet_p2p.commands._target import add_state_dir, directory, print_plan
+from nvmet_p2p.statefile import write_atomic
+
+NAME = "plan"
+ORDER = 40
+HELP = "show the configfs changes that would bring the target to a desired state"
+
+
+def register(p) -> None:
+    p.add_argument("--state", metavar="FILE", required=True,
+                   help="desired state (nvmetcli config.json format, plus p2pmem/buffered_io)")
+    p.add_argument("--prune", action="store_true",
+                   help="also remove managed objects that are not in the desired state")
+    p.add_argument("--steps", action="store_true", help="list every configfs operation in order")
+    p.add_argument("--out", metavar="PLANFILE",
+                   help="save the complete plan (mode 0600, secrets included) for `apply --plan`")
+    add_state_dir(p)
+
+
+def desired_from_args(args):
+    return statefile.load(args.state)
+
+
+def run(args) -> int:
+    desired = desired_from_args(args)
+    outcome = reconcile(args.root, desired, directory(args), prune=args.prune, dry_run=True,
+                        kernel=args.kernel)
+    if args.out:
+        write_atomic(args.out, json.dumps(outcome.plan.to_dict(secrets=True), indent=2) + "\n",
+                     mode=0o600, backups=0)
+    print_plan(args, outcome, steps=args.steps)
+    return 0

@@ -1,0 +1,34 @@
+"""``nvmet-p2p save [FILE]``: write the live configfs tree as nvmetcli-compatible JSON."""
+
+from __future__ import annotations
+
+import os
+
+from nvmet_p2p import output, statefile
+from nvmet_p2p.apply import open_configfs
+from nvmet_p2p.commands._target import default_save_file
+from nvmet_p2p.configfs import read_state
+
+NAME = "save"
+ORDER = 43
+HELP = "save the live target configuration (nvmetcli format + p2pmem/buffered_io; 0600, with backup)"
+
+
+def register(p) -> None:
+    p.add_argument("file", nargs="?", default=None,
+                   help="file to write (default /etc/nvmet/config.json, or $NVMET_P2P_SAVE_FILE)")
+
+
+def run(args) -> int:
+    path = args.file or default_save_file()
+    live = read_state(open_configfs(args.root, load_module=False))
+    backup = statefile.save(live, path)
+    info = {"file": os.path.abspath(path), "backup": backup, "mode": "0600",
+            "hosts": len(live.hosts), "subsystems": len(live.subsystems),
+            "namespaces": sum(len(s.namespaces) for s in live.subsystems.values()),
+            "ports": len(live.ports)}
+    output.emit(args.json, info, lambda d: (
+        f"Saved {d['subsystems']} subsystem(s), {d['namespaces']} namespace(s), {d['ports']} port(s), "
+        f"{d['hosts']} host(s) to {d['file']} (mode 0600)"
+        + (f"; previous file kept as {d['backup']}" if d["backup"] else "")))
+    return 0
