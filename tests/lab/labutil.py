@@ -1,0 +1,231 @@
+"""Helpers for the lab tier: the device map, raw configfs writes, userspace p2p DMA, the CLI.
+
+Everything here talks to the real kernel directly (configfs, sysfs, O_DIRECT) so the lab
+tests check the project's predictions against the kernel, not against the project itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+
+NVMET = "/sys/kernel/config/nvmet"
+
+
+def devmap() -> dict | None:
+    """The device map of the booted topology, or None outside the lab."""
+    path = os.environ.get("NVMET_P2P_LAB_DEVICES")
+    if os.environ.get("NVMET_P2P_LAB") != "1" or not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+@dataclass(frozen=True)
+class Pair:
+    provider: str          # serial of the providing NVMe
+    provider_bdf: str
+    client: str            # serial of the NVMe behind the namespace
+    client_bdf: str
+    ns: str                # /dev/nvmeXnY
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider}->{self.client}"
+
+
+def provider_client_pairs(dm: dict) -> list[Pair]:
+    """Every (p2pmem provider, NVMe namespace) pair of the booted topology."""
+    nv = dm["nvme"]
+    out = []
+    for ps, p in sorted(nv.items()):
+        if not p.get("p2pmem"):
+            continue
+        for cs, c in sorted(nv.items()):
+            if c["namespaces"]:
+                out.append(Pair(ps, p["bdf"], cs, c["bdf"], c["namespaces"][0]))
+    return out
+
+
+def lab_params(build) -> tuple[list, list[str]]:
+    """(params, ids) for parametrize: ``build(devmap)`` in the lab, one skipped placeholder elsewhere."""
+    dm = devmap()
+    if dm is None:
+        return [None], ["outside-lab"]
+    items = build(dm)
+    return items, [getattr(i, "id", str(i)) for i in items]
+
+
+# -- kernel log ----------------------------------------------------------------------------------
+
+class Dmesg:
+    """Kernel log lines printed since construction (``dmesg`` output, counted by lines)."""
+
+    def __init__(self) -> None:
+        self.mark = len(self._lines())
+
+    @staticmethod
+    def _lines() -> list[str]:
+        return subprocess.run(["dmesg"], stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()
+
+    def since(self) -> list[str]:
+        return [ln for ln in self._lines()[self.mark:] if ln.strip()]
+
+
+# -- nvmet configfs ------------------------------------------------------------------------------
+
+@dataclass
+class EnableResult:
+    accepted: bool
+    stage: str                       # "p2pmem" (the write was refused) | "enable" | "ok"
+    errno: int | None = None
+    dmesg: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        what = "accepted" if self.accepted else \
+            f"refused at {self.stage} ({errno.errorcode.get(self.errno, self.errno)})"
+        return what + ("; dmesg: " + " | ".join(self.dmesg) if self.dmesg else "; no dmesg line")
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def ensure_nvmet() -> None:
+    if not os.path.isdir(NVMET):
+        subprocess.run(["modprobe", "nvmet"], check=True)
+
+
+def nvmet_try_p2pmem(ns_dev: str, provider_bdf: str) -> EnableResult:
+    """Raw configfs: a scratch subsystem + namespace on ``ns_dev`` with ``p2pmem=<provider>``,
+    then ``enable=1``. Returns the kernel's answer; removes everything it created."""
+    ensure_nvmet()
+    nqn = f"nqn.2026-11.io.nvmet-p2p.labtest:{uuid.uuid4().hex[:12]}"
+    sub = f"{NVMET}/subsystems/{nqn}"
+    ns = f"{sub}/namespaces/1"
+    os.mkdir(sub)
+    try:
+        os.mkdir(ns)
+        try:
+            _write(f"{ns}/device_path", ns_dev)
+            log = Dmesg()
+            try:
+                _write(f"{ns}/p2pmem", provider_bdf)
+            except OSError as e:
+                return EnableResult(False, "p2pmem", e.errno, log.since())
+            try:
+                _write(f"{ns}/enable", "1")
+            except OSError as e:
+                return EnableResult(False, "enable", e.errno, log.since())
+            res = EnableResult(True, "ok", None, log.since())
+            _write(f"{ns}/enable", "0")
+            return res
+        finally:
+            os.rmdir(ns)
+    finally:
+        os.rmdir(sub)
+
+
+# -- userspace p2p DMA ---------------------------------------------------------------------------
+
+def pattern(tag: str, size: int) -> bytes:
+    """Deterministic, block-unique bytes (a misplaced 4 KiB block cannot compare equal)."""
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{tag}:{i}".encode()).digest() * 128   # 4 KiB per block
+        i += 1
+    return bytes(out[:size])
+
+
+def write_direct(dev: str, data: bytes, offset: int = 0) -> None:
+    """O_DIRECT write from an ordinary page-aligned buffer (host RAM)."""
+    buf = mmap.mmap(-1, len(data))
+    buf[:] = data
+    fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
+    try:
+        assert os.pwritev(fd, [buf], offset) == len(data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        buf.close()
+
+
+@dataclass
+class P2pRead:
+    ok: bool                     # the read completed
+    errno: int | None
+    nbytes: int
+    matches: bool | None         # byte-for-byte equal (None if the read failed)
+    dmesg: list[str]
+    available_before: int
+    available_during: int
+
+
+def p2p_read(provider_bdf: str, src_dev: str, expected: bytes) -> P2pRead:
+    """mmap ``p2pmem/allocate`` of the provider, O_DIRECT read ``len(expected)`` bytes of
+    ``src_dev`` into it (the NVMe DMAs into the provider's BAR), compare from the CPU."""
+    base = f"/sys/bus/pci/devices/{provider_bdf}/p2pmem"
+    size = len(expected)
+    avail0 = int(open(f"{base}/available").read())
+    fd = os.open(f"{base}/allocate", os.O_RDWR)
+    try:
+        buf = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    try:
+        avail1 = int(open(f"{base}/available").read())
+        buf[:] = b"\xee" * size                       # poison through the CPU
+        log = Dmesg()
+        dfd = os.open(src_dev, os.O_RDONLY | os.O_DIRECT)
+        try:
+            n = os.preadv(dfd, [buf], 0)
+        except OSError as e:
+            return P2pRead(False, e.errno, 0, None, log.since(), avail0, avail1)
+        finally:
+            os.close(dfd)
+        return P2pRead(True, None, n, bytes(buf[:n]) == expected, log.since(), avail0, avail1)
+    finally:
+        buf.close()
+
+
+# -- the project's CLI ---------------------------------------------------------------------------
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("nvmet-p2p")
+    argv = [exe] if exe else [sys.executable, "-m", "nvmet_p2p"]
+    return subprocess.run(argv + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def require_command(name: str, issue: str) -> None:
+    """Skip (with the reason) when the CLI has no such subcommand yet."""
+    proc = cli(name, "--help")
+    if proc.returncode != 0:
+        pytest.skip(f"`nvmet-p2p {name}` is not available in this checkout yet ({issue}); "
+                    f"it said: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+
+
+def cli_json(*args: str):
+    proc = cli(*args, "--json")
+    assert proc.returncode == 0, f"nvmet-p2p {' '.join(args)} --json exited {proc.returncode}: {proc.stderr.strip()}"
+    try:
+        return json.loads(proc.stdout)
+    except ValueError as e:
+        raise AssertionError(f"nvmet-p2p {' '.join(args)} --json printed no JSON ({e}): {proc.stdout[:300]}")
+
+
+def predicted_supported(verdict: dict) -> bool:
+    mt = verdict["map_type"]
+    assert mt in ("bus_addr", "thru_host_bridge", "not_supported"), f"unknown map_type {mt!r}"
+    return mt != "not_supported"

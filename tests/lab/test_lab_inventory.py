@@ -1,0 +1,52 @@
+"""Lab tier: ``nvmet-p2p topology --json`` lists exactly what the topology file declares.
+
+The CMB NVMe of the topology are the p2pmem providers (no more, no fewer), every declared NVMe
+controller is there with its serial at the BDF the kernel gave it, the plain NVMe have no
+p2pmem, and the soft-RoCE devices are reported as soft RDMA without a PCI function.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import labutil
+
+pytestmark = [pytest.mark.lab, pytest.mark.topology("all")]
+
+
+def _doc():
+    labutil.require_command("topology", "issue 2")
+    doc = labutil.cli_json("topology")
+    return doc.get("inventory", doc)
+
+
+def test_lab_booted_what_was_declared(lab_devices):
+    # the lab itself: every declared CMB registered p2pmem, no plain NVMe did
+    for serial, n in lab_devices["nvme"].items():
+        assert bool(n["p2pmem"]) == n["cmb"], f"{serial}: declared cmb={n['cmb']}, kernel p2pmem={n['p2pmem']}"
+
+
+def test_providers_are_exactly_the_declared_cmbs(lab_devices):
+    inv = _doc()
+    reported = sorted(bdf for bdf, f in inv["pci"].items() if f.get("p2pmem"))
+    declared = sorted(n["bdf"] for n in lab_devices["nvme"].values() if n["cmb"])
+    assert reported == declared
+
+
+def test_nvme_controllers_by_serial(lab_devices):
+    inv = _doc()
+    reported = {c["serial"].strip(): c["pci"] for c in inv["nvme"].values() if c["transport"] == "pcie"}
+    declared = {s: n["bdf"] for s, n in lab_devices["nvme"].items()}
+    assert reported == declared
+    for serial, n in lab_devices["nvme"].items():
+        if not n["cmb"]:
+            assert not inv["pci"][n["bdf"]].get("p2pmem"), f"plain NVMe {serial} reported as a provider"
+
+
+def test_soft_roce_devices(lab_devices):
+    inv = _doc()
+    assert set(inv["rdma"]) == set(lab_devices["rdma"])
+    for name, r in lab_devices["rdma"].items():
+        got = inv["rdma"][name]
+        assert got["pci"] is None and got["soft"] is True, got
+        assert r["netdev"] in got["netdevs"], got
