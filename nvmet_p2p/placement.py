@@ -202,7 +202,7 @@ def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
 
     def ranked(ns: ResolvedNamespace, clients: tuple[str, ...]) -> list[_Static]:
         """Accepted providers for ``clients`` in capacity-independent rank order."""
-        key = (ns.nvme_pci or "", clients, ns.require)
+        key = (ns.nvme_pci or "", clients, ns.require, ns.numa)
         got = statics.get(key)
         if got is None:
             got = []
@@ -215,6 +215,8 @@ def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
                 own = p == ns.nvme_pci
                 mism = sum(1 for c in clients if numa.get(c) is not None
                            and numa.get(p) is not None and numa[c] != numa[p])
+                if mism and ns.numa == "strict":
+                    continue
                 thb = sum(1 for pv in v.pairs if pv.map_type != BUS_ADDR)
                 got.append(_Static(key=(thb, not own, v.distance, mism),
                                    provider=p, verdict=v, own=own, numa=mism, thb=thb))
@@ -378,7 +380,10 @@ def _placed(ns: ResolvedNamespace, clients: tuple[str, ...], rk: list[_Static], 
             if explain:
                 d.candidates = _explain(rk, None, demand, avail, assigned)
             return d
-        choice = min(rk, key=lambda s: (_overflow(s.provider, demand, avail, assigned), s.key,
+        # the fewest bytes falling back; among providers already full, the one left least
+        # oversubscribed (spread the excess), then the usual rank
+        choice = min(rk, key=lambda s: (_overflow(s.provider, demand, avail, assigned),
+                                        _load_after(s.provider, demand, avail, assigned), s.key,
                                         bdf_sort_key(s.provider)))
         over = _overflow(choice.provider, demand, avail, assigned)
         d.status = "shared"
@@ -417,6 +422,10 @@ def _overflow(p: str, demand: int, avail, assigned) -> int:
     before = max(0, assigned[p] - avail[p])
     after = max(0, assigned[p] + demand - avail[p])
     return after - before
+
+
+def _load_after(p: str, demand: int, avail, assigned) -> float:
+    return (assigned[p] + demand) / avail[p] if avail[p] else float("inf")
 
 
 def _budget_text(ns: ResolvedNamespace) -> str:
@@ -513,7 +522,8 @@ def _lost(c: Candidate, w: Candidate, demand: int) -> str:
         return (f"{c.numa_mismatch} client(s) on another NUMA node ({w.provider}: "
                 f"{w.numa_mismatch})")
     if not c.fits and not w.fits:
-        return f"more would fall back to host memory than with {w.provider}"
+        return (f"already more loaded: sharing it would leave it more oversubscribed than "
+                f"{w.provider}")
     if c.free != w.free:
         return f"less free after this plan's assignments: {format_size(max(c.free, 0))} < " \
                f"{format_size(w.free)}"
@@ -533,6 +543,11 @@ def _rejected(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
             lost = "the kernel refuses it: " + " | ".join(bad)
         elif ns.require == BUS_ADDR and v.map_type != BUS_ADDR:
             lost = "its path crosses the root complex; the profile says require: bus_addr"
+        elif ns.numa == "strict" and any(
+                numa.get(c) is not None and numa.get(p) is not None and numa[c] != numa[p]
+                for c in clients):
+            lost = (f"on NUMA node {numa.get(p)}, a client is not; the profile says "
+                    "numa: strict")
         if lost:
             out.append(Candidate(provider=p, map_type=v.map_type, distance=v.distance,
                                  own_cmb=p == ns.nvme_pci, numa_mismatch=0,
@@ -554,11 +569,18 @@ def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], o
     nvme = clients[0]
     nics = list(clients[1:])
     req = " with require: bus_addr" if ns.require == BUS_ADDR else ""
+    if ns.numa == "strict":
+        req += (" and " if req else " with ") + "numa: strict"
 
-    def ok(v) -> bool:
-        return v.map_type != NOT_SUPPORTED and (ns.require != BUS_ADDR or v.map_type == BUS_ADDR)
+    def ok(p: str, cl: tuple[str, ...]) -> bool:
+        v = oracle.many(p, cl)
+        if v.map_type == NOT_SUPPORTED or (ns.require == BUS_ADDR and v.map_type != BUS_ADDR):
+            return False
+        return ns.numa != "strict" or not any(
+            numa.get(c) is not None and numa.get(p) is not None and numa[c] != numa[p]
+            for c in cl)
 
-    for_nvme = [p for p in providers if ok(oracle.many(p, (nvme,)))]
+    for_nvme = [p for p in providers if ok(p, (nvme,))]
     if not providers:
         why = "this machine has no published p2pmem provider"
         if unpublished:
@@ -572,7 +594,7 @@ def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], o
     else:
         per_nic = []
         for nic in nics:
-            both = [p for p in for_nvme if ok(oracle.many(p, (nvme, nic)))]
+            both = [p for p in for_nvme if ok(p, (nvme, nic))]
             per_nic.append(f"{nvme}+{nic}: {', '.join(both) or 'none'}")
         why = (f"no single provider serves the NVMe and every port's NIC{req} "
                f"({'; '.join(per_nic)})")
@@ -585,12 +607,12 @@ def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], o
     if ns.when_none == "error":
         d.status = "error"
         d.error = (why + "; set p2p: off for it, or when_none: off / best_effort" +
-                   (", or drop require: bus_addr" if req else ""))
+                   (f", or relax{req.replace(' with', '')}" if req else ""))
         return d
     # best_effort: the NVMe plus as many NICs as possible
     best_n, best_set = -1, []
     for p in for_nvme:
-        served = tuple(n for n in nics if ok(oracle.many(p, (nvme, n))))
+        served = tuple(n for n in nics if ok(p, (nvme, n)))
         if len(served) > best_n:
             best_n, best_set = len(served), [(p, served)]
         elif len(served) == best_n:
@@ -608,8 +630,10 @@ def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], o
             choice_s = (s, served)
             break
     if choice_s is None:
-        choice_s = min(options, key=lambda t: (_overflow(t[0].provider, ns.demand, avail,
-                                                         assigned), t[0].key))
+        choice_s = min(options, key=lambda t: (
+            _overflow(t[0].provider, ns.demand, avail, assigned),
+            _load_after(t[0].provider, ns.demand, avail, assigned), t[0].key,
+            bdf_sort_key(t[0].provider)))
     s, served = choice_s
     left_out = [n for n in nics if n not in served]
     assigned[s.provider] += ns.demand
@@ -706,3 +730,17 @@ def render(p: Placement, explain: bool = False) -> str:
     for w in p.warnings:
         lines.append(f"  warning: {w}")
     return "\n".join(lines)
+
+
+def place_profile(path: str, inv: Inventory, kernel: str | None = None, *,
+                  explain: bool = False, root: str | None = None) -> Placement:
+    """The ``--profile`` path of ``plan``/``apply``: load and validate the profile (every
+    error at once), resolve it against ``inv``, place it. Raises
+    :class:`~nvmet_p2p.profile.ProfileError` or :class:`PlacementError` (nothing written).
+    ``root`` (the filesystem root the inventory came from) is only used to read the
+    ``/dev/disk/by-id`` links a ``by_id`` selector may name."""
+    from nvmet_p2p import profile as _profile
+    prof = _profile.load(path, strict=False)
+    links = _profile.read_by_id_links(root) if root else {}
+    res = _profile.resolve(prof, inv, kernel=kernel, by_id_links=links)
+    return place_or_raise(res, inv, kernel, explain=explain)

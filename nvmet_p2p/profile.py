@@ -54,8 +54,9 @@ POLICIES = ("off", "kernel", "placed", "pinned")
 REQUIRE = ("any", "bus_addr")
 WHEN_FULL = ("share", "off", "error")
 WHEN_NONE = ("error", "off", "best_effort")
-DEFAULT_P2P = {"policy": "placed", "pinned": None, "require": "any", "when_full": "share",
-               "when_none": "error"}
+NUMA = ("prefer", "strict")
+DEFAULT_P2P = {"policy": "placed", "pinned": None, "require": "any", "numa": "prefer",
+               "when_full": "share", "when_none": "error"}
 DEFAULT_BUDGET = {"hosts": 1, "queues": 4, "queue_depth": 128, "io_size": 128 * KiB}
 
 
@@ -470,6 +471,10 @@ P2P_FULL = Record("p2p", [
           "policy pinned."),
     Field("require", Enum(REQUIRE), "bus_addr: accept only providers whose path to every "
           "client stays below the root complex (never through the host bridge). Default any."),
+    Field("numa", Enum(NUMA), "prefer (default): a provider on the clients' NUMA node ranks "
+          "higher, but one with room on another node beats an oversubscribed local one. "
+          "strict: never a provider on another NUMA node than the NVMe or a NIC (cross-socket "
+          "p2p is often slower than local host memory)."),
     Field("when_full", Enum(WHEN_FULL), "No candidate has room for the budget: share "
           "(default: use the least oversubscribed candidate; requests beyond the pool fall back "
           "to host memory one by one), off (p2pmem 0), error (refuse to plan)."),
@@ -489,7 +494,7 @@ def _expand_p2p(value: str, mark: Mark) -> Obj:
 
 P2P = Either(Enum(("off", "kernel", "placed")), P2P_FULL, _expand_p2p,
              doc="p2p policy: off | kernel | placed, or a mapping (policy, pinned, require, "
-                 "when_full, when_none). Namespaces inherit it from their subsystem, which "
+                 "numa, when_full, when_none). Namespaces inherit it from their subsystem, which "
                  "inherits it from the profile.")
 
 _NVMEXNY_HINT = ("select namespaces by a stable identity (serial, model, wwid, eui, nguid, uuid, "
@@ -758,6 +763,7 @@ class ResolvedNamespace:
     policy: str                     # off | kernel | placed | pinned
     pinned: str | None
     require: str                    # any | bus_addr
+    numa: str                       # prefer | strict
     when_full: str
     when_none: str
     budget: dict[str, int]          # hosts, queues, queue_depth, io_size as written/inherited
@@ -1109,7 +1115,8 @@ def _namespace(nqn, nsid, ns, ctrl, ports, p2p, budget, qid_max, where) -> Resol
         demand = eff["hosts"] * eff["queues"] * eff["queue_depth"] * eff["io_size"]
     return ResolvedNamespace(subsystem=nqn, nsid=nsid, ns=ns, controller=ctrl, ports=ports,
                              policy=p2p["policy"], pinned=p2p.get("pinned"),
-                             require=p2p["require"], when_full=p2p["when_full"],
+                             require=p2p["require"], numa=p2p["numa"],
+                             when_full=p2p["when_full"],
                              when_none=p2p["when_none"], budget=budget, effective=eff,
                              demand=demand, where=where)
 
@@ -1289,3 +1296,23 @@ def _resolve_port(p: Obj, portid: int, inv: Inventory, rep: Report) -> ResolvedP
     elif dev is not None:
         rp.clients = [dev.pci]
     return rp
+
+
+def read_by_id_links(root: str = "/") -> dict[str, str]:
+    """Edge helper: ``<root>/dev/disk/by-id`` names of NVMe namespaces -> block device names
+    (what udev made on this machine; empty when there is no udev, as in the lab's guest)."""
+    base = os.path.join(root, "dev/disk/by-id")
+    out: dict[str, str] = {}
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return out
+    for name in names:
+        if not name.startswith("nvme-"):
+            continue
+        try:
+            target = os.readlink(os.path.join(base, name))
+        except OSError:
+            continue
+        out[name] = os.path.basename(target)
+    return out

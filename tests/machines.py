@@ -299,6 +299,21 @@ def jbof_machine(cmb: int = 256 * MiB) -> Inventory:
     return m.build()
 
 
+def jbof_single_switch_machine(cmb: int = 256 * MiB) -> Inventory:
+    """A single-switch JBOF: one 27-port switch with a dual-port RDMA NIC (mlx5_0, mlx5_1) and
+    24 NVMe bays, every third drive with a CMB (8 of 24)."""
+    m = Machine()
+    hb = m.host_bridge(vendor=0x8086, device=0x6f00, numa=0)
+    dsps = m.switch(m.root_port(hb, vendor=0x8086, device=0x6f08), ports=26, vendor=0x10b5,
+                    usp=0x9797, dsp=0x9797)
+    for k in range(2):
+        m.rdma_nic(dsps[k], f"mlx5_{k}", netdev=f"ens1f{k}", ip=f"10.0.{k}.1/24")
+    for i in range(24):
+        m.nvme(dsps[i + 2], f"JB{i:02d}", model="JBOF-SSD", cmb=cmb if i % 3 == 0 else None,
+               vendor=0x144d, device=0xa824)
+    return m.build()
+
+
 def amd_machine(cmb: int = 128 * MiB) -> Inventory:
     """A dual-socket AMD EPYC server (family 0x19: the kernel allows every host-bridge path),
     four host bridges per socket, NVMe directly on root ports (12 per socket, every third with
