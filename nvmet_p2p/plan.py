@@ -650,13 +650,14 @@ class _Builder:
                         ch.notes.append(f"ANA group {gid} removed")
             # links
             for n in sorted(live_links - want_links):
+                if n in self._pruned_subsystems():
+                    self.removed.port_links.add((pid, n))
+                    continue  # unlinked by the subsystem pass (or by the detach above)
                 if (pid, n) in self.managed.port_links:
                     if not detached:
                         self.op("detach", "unlink", f"{base}/subsystems/{n}", obj=obj)
                     self.removed.port_links.add((pid, n))
                     ch.notes.append(f"subsystem {n} no longer exported here")
-                elif n in self._pruned_subsystems():
-                    pass
                 else:
                     self.warnings.append(f"port {pid}: subsystem {n} is exported but not in the desired "
                                          f"state (nvmet-p2p did not link it; left in place)")
