@@ -31,11 +31,15 @@ with room for the namespace's budget, the rank is:
 none has, ``when_full`` decides (share the candidate that leaves the fewest bytes to fall back,
 switch p2p off, or refuse) and the decision names the knobs that would bound the demand.
 Namespaces are placed most-constrained first (own CMB, then fewest candidates, then largest
-budget) so that a flexible namespace does not take the only room a constrained one had.
+budget), in phases: first every namespace that fits in its own best rank group, then every
+namespace that fits anywhere, and only then the ones that fit nowhere share (again their best
+group first). So one namespace's second choice never takes the room that was another's first,
+and nothing is shared while something could still fit.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,7 +107,7 @@ class Decision:
     demand: int
     summary: str
     notes: list[str] = field(default_factory=list)
-    knobs: list[str] = field(default_factory=list)
+    knob_room: int | None = None     # set when no candidate had room: what the best had
     candidates: list[Candidate] = field(default_factory=list)   # ranked, chosen first
     rejected: list[Candidate] = field(default_factory=list)     # the kernel (or require) refuses
     map_type: str | None = None
@@ -112,6 +116,12 @@ class Decision:
     @property
     def label(self) -> str:
         return self.namespace.label
+
+    @property
+    def knobs(self) -> list[str]:
+        """Settings that would bound the budget to what the best candidate has free (only
+        when no candidate had room); computed when asked."""
+        return [] if self.knob_room is None else _knobs(self.namespace, self.knob_room)
 
     def to_dict(self) -> dict:
         ns = self.namespace
@@ -157,12 +167,20 @@ class _Oracle:
         self.p2p = distance.P2pdma(inv, kernel)
         self.kernel = self.p2p.kernel
         self._many: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._clients: dict[str, Any] = {}
+
+    def client(self, bdf: str):
+        c = self._clients.get(bdf)
+        if c is None:
+            c = self._clients[bdf] = distance.resolve_client(self.p2p.inv, bdf)
+        return c
 
     def many(self, provider: str, clients: tuple[str, ...]):
         key = (provider, clients)
         v = self._many.get(key)
         if v is None:
-            v = self._many[key] = self.p2p.distance_many(provider, list(clients))
+            v = self._many[key] = self.p2p.distance_many(provider,
+                                                         [self.client(c) for c in clients])
         return v
 
     def find_many(self, clients: list[str]):
@@ -179,6 +197,7 @@ class _Static:
     own: bool
     numa: int
     thb: int                         # client paths that cross the root complex
+    order: tuple = ()                # (key, BDF key): the full static order
 
 
 # =============================================================================================
@@ -198,6 +217,7 @@ def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
     avail = {b: max(0, inv.pci[b].p2pmem.available) for b in providers}
     assigned = {b: 0 for b in providers}
     numa = {b: f.numa_node for b, f in inv.pci.items()}
+    bdfkey = {b: bdf_sort_key(b) for b in providers}
     statics: dict[tuple[str, tuple[str, ...], str], list[_Static]] = {}
 
     def ranked(ns: ResolvedNamespace, clients: tuple[str, ...]) -> list[_Static]:
@@ -218,9 +238,10 @@ def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
                 if mism and ns.numa == "strict":
                     continue
                 thb = sum(1 for pv in v.pairs if pv.map_type != BUS_ADDR)
-                got.append(_Static(key=(thb, not own, v.distance, mism),
-                                   provider=p, verdict=v, own=own, numa=mism, thb=thb))
-            got.sort(key=lambda s: (s.key, bdf_sort_key(s.provider)))
+                rank = (thb, not own, v.distance, mism)
+                got.append(_Static(key=rank, provider=p, verdict=v, own=own, numa=mism,
+                                   thb=thb, order=(rank, bdfkey[p])))
+            got.sort(key=lambda s: s.order)
             statics[key] = got
         return got
 
@@ -246,11 +267,29 @@ def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
             own = any(s.own for s in rk)
             todo.append(((not own, len(rk), -ns.demand, i), i, ns, clients))
 
-    # 2. placed namespaces, most constrained first
+    # 2. placed namespaces, most constrained first, in phases (see _PHASES): everything that
+    #    fits is placed before anything is shared, and at each stage a namespace's first choice
+    #    goes before another namespace's second choice.
     todo.sort(key=lambda t: t[0])
-    for _, i, ns, clients in todo:
-        decisions[i] = _placed(ns, clients, ranked(ns, clients), oracle, providers, avail,
-                               assigned, numa, unpublished, explain, ranked)
+    pending = []
+    for item in todo:
+        _, i, ns, clients = item
+        rk = ranked(ns, clients)
+        if not clients or not rk:
+            decisions[i] = _placed(ns, clients, rk, None, oracle, providers, avail, assigned,
+                                   numa, unpublished, explain, ranked)
+        else:
+            pending.append((i, ns, clients, rk))
+    for phase in _PHASES:
+        rest = []
+        for i, ns, clients, rk in pending:
+            choice = _choose(phase, ns, rk, avail, assigned)
+            if choice is None and phase != "share":
+                rest.append((i, ns, clients, rk))
+                continue
+            decisions[i] = _placed(ns, clients, rk, choice, oracle, providers, avail, assigned,
+                                   numa, unpublished, explain, ranked, shared=phase.startswith("share"))
+        pending = rest
 
     ordered = [decisions[i] for i in range(len(all_ns))]
     for d in ordered:
@@ -345,46 +384,71 @@ def _pinned(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
 
 # -- placed -----------------------------------------------------------------------------------
 
-def _placed(ns: ResolvedNamespace, clients: tuple[str, ...], rk: list[_Static], oracle: _Oracle,
-            providers: list[str], avail: dict[str, int], assigned: dict[str, int],
-            numa: dict, unpublished: list[str], explain: bool, ranked_fn) -> Decision:
+#: Phases of placement: "fit_top" a provider of the namespace's best rank group with room;
+#: "fit" any candidate with room (in rank order); then, for what is left, when_full decides:
+#: "share_top" the best rank group while it still has some room, "share" the candidate leaving
+#: the fewest bytes to fall back (then rank, then the least oversubscribed).
+_PHASES = ("fit_top", "fit", "share_top", "share")
+
+
+def _top(rk: list[_Static]) -> list[_Static]:
+    return [s for s in rk if s.key == rk[0].key]
+
+
+def _choose(phase: str, ns: ResolvedNamespace, rk: list[_Static], avail, assigned
+            ) -> _Static | None:
+    demand = ns.demand
+    if phase == "fit_top":
+        return _pick(_top(rk), demand, avail, assigned)
+    if phase == "fit":
+        return _pick(rk, demand, avail, assigned)
+    if ns.when_full != "share":
+        return None if phase == "share_top" else _NO_ROOM
+    if phase == "share_top":
+        roomy = [s for s in _top(rk) if avail[s.provider] > assigned[s.provider]]
+        return _share(roomy, demand, avail, assigned) if roomy else None
+    return _share(rk, demand, avail, assigned)
+
+
+_NO_ROOM = _Static(key=(), provider="", verdict=None, own=False, numa=0, thb=0)
+
+
+def _placed(ns: ResolvedNamespace, clients: tuple[str, ...], rk: list[_Static],
+            choice: _Static | None, oracle: _Oracle, providers: list[str],
+            avail: dict[str, int], assigned: dict[str, int], numa: dict,
+            unpublished: list[str], explain: bool, ranked_fn, shared: bool = False) -> Decision:
+    """The decision for one placed namespace, given the phase's ``choice`` (``shared``: no
+    candidate had room; ``_NO_ROOM``: none had, and when_full is off or error)."""
     demand = ns.demand
     notes = _no_client_notes(ns)
     d = Decision(ns, "0", None, "placed", list(clients), demand, "", notes=notes)
     if not clients:
         d.status, d.error = "error", "no PCI NVMe behind this namespace"
         return d
-
     if not rk:
         return _none_serves(d, ns, clients, oracle, providers, avail, assigned, numa,
                             unpublished, explain, ranked_fn)
 
-    choice = _pick(rk, demand, avail, assigned)
-    best = rk[0]
-    full = choice is None
-    if full:
+    if shared:
         # nobody has room: say so, name the knobs, then follow when_full
-        d.knobs = _knobs(ns, max(0, avail[best.provider] - assigned[best.provider]))
+        best = rk[0]
+        d.knob_room = max(0, avail[best.provider] - assigned[best.provider])
         short = (f"no candidate has room for the budget of {format_size(demand)} "
                  f"({_budget_text(ns)}); most free: "
                  + ", ".join(f"{s.provider} {format_size(max(0, avail[s.provider] - assigned[s.provider]))}"
-                             for s in sorted(rk, key=lambda s: -(avail[s.provider] - assigned[s.provider]))[:3]))
-        if ns.when_full == "error":
+                             for s in heapq.nlargest(
+                                 3, rk, key=lambda s: avail[s.provider] - assigned[s.provider])))
+        if choice is _NO_ROOM and ns.when_full == "error":
             d.status, d.error = "error", short + " (when_full: error)"
             if explain:
                 d.candidates = _explain(rk, None, demand, avail, assigned)
             return d
-        if ns.when_full == "off":
+        if choice is _NO_ROOM:
             d.status, d.summary = "fallback", "p2p off: " + short + " (when_full: off)"
             d.notes.append(d.summary)
             if explain:
                 d.candidates = _explain(rk, None, demand, avail, assigned)
             return d
-        # the fewest bytes falling back; among providers already full, the one left least
-        # oversubscribed (spread the excess), then the usual rank
-        choice = min(rk, key=lambda s: (_overflow(s.provider, demand, avail, assigned),
-                                        _load_after(s.provider, demand, avail, assigned), s.key,
-                                        bdf_sort_key(s.provider)))
         over = _overflow(choice.provider, demand, avail, assigned)
         d.status = "shared"
         d.notes.append(short + f"; sharing {choice.provider}: about {format_size(over)} of the "
@@ -422,6 +486,19 @@ def _overflow(p: str, demand: int, avail, assigned) -> int:
     before = max(0, assigned[p] - avail[p])
     after = max(0, assigned[p] + demand - avail[p])
     return after - before
+
+
+def _share(rk: list[_Static], demand: int, avail, assigned) -> _Static:
+    best, best_k = None, None
+    for s in rk:
+        p = s.provider
+        a = avail[p]
+        free = a - assigned[p]
+        k = (demand - max(free, 0), s.key, (assigned[p] + demand) / a if a else float("inf"),
+             s.order[1])
+        if best_k is None or k < best_k:
+            best, best_k = s, k
+    return best
 
 
 def _load_after(p: str, demand: int, avail, assigned) -> float:
@@ -631,8 +708,8 @@ def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], o
             break
     if choice_s is None:
         choice_s = min(options, key=lambda t: (
-            _overflow(t[0].provider, ns.demand, avail, assigned),
-            _load_after(t[0].provider, ns.demand, avail, assigned), t[0].key,
+            _overflow(t[0].provider, ns.demand, avail, assigned), t[0].key,
+            _load_after(t[0].provider, ns.demand, avail, assigned),
             bdf_sort_key(t[0].provider)))
     s, served = choice_s
     left_out = [n for n in nics if n not in served]
