@@ -405,6 +405,7 @@ class _Builder:
         for nqn, s in sorted(self.desired.subsystems.items()):
             ls = self.live.subsystems.get(nqn)
             obj = f"subsystem {nqn}"
+            pos = len(self.changes)   # the subsystem's line goes before its namespaces' lines
             for a in s.attrs:
                 self.check_attr("subsystem", a, obj)
             created = ls is None
@@ -475,9 +476,9 @@ class _Builder:
             if not created and not ch.attrs and not ch.notes:
                 if nqn not in self.managed.subsystems:
                     ch.action = "adopt"
-                    self.changes.append(ch)
+                    self.changes.insert(pos, ch)
                 continue
-            self.changes.append(ch)
+            self.changes.insert(pos, ch)
         for nqn in sorted(set(self.live.subsystems) - set(self.desired.subsystems)):
             if nqn not in self.managed.subsystems:
                 continue
@@ -739,6 +740,8 @@ class _Builder:
         self.subsystems()   # before hosts(): host removal depends on the links removed here
         self.hosts()
         self.ports()
+        rank = {"root": 0, "host": 1, "subsystem": 2, "namespace": 2, "port": 3, "referral": 3}
+        self.changes.sort(key=lambda c: rank.get(c.kind, 4))
         if self.errors:
             raise PlanError("the desired state cannot be applied (nothing was changed):\n  "
                             + "\n  ".join(self.errors))

@@ -36,9 +36,7 @@ def failure_report(args, exc) -> int:
     if args.json:
         output.dump_json({"applied": False, **exc.to_dict()})
     else:
-        print(f"nvmet-p2p {args.command}: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        for line in exc.dmesg:
-            print(f"  kernel: {line}", file=sys.stderr)
+        print(f"nvmet-p2p {args.command}: error: {exc}", file=sys.stderr)
     return exc.exit_status
 
 
