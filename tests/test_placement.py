@@ -437,3 +437,30 @@ def test_share_spreads_the_excess_evenly():
     assert loads[1] - loads[0] <= 64 * MiB         # 3 + 3, never 5 + 1
     shared = [d for d in p.decisions if d.status == "shared"]
     assert len(shared) == 4
+
+
+def test_a_second_choice_never_takes_another_namespaces_first():
+    # two sockets, one 100 MiB CMB and two CMB-less namespaces each (64 MiB budgets). Placed
+    # one by one, socket 0's second namespace would grab socket 1's CMB before socket 1's own
+    # namespaces were looked at; in phases, each socket keeps its own.
+    m = Machine(cpu_vendor="AuthenticAMD", cpu_family=0x19)
+    for s in range(2):
+        hb = m.host_bridge(bus=s * 0x80, vendor=0x1022, device=0x1480, numa=s)
+        m.nvme(m.root_port(hb), f"P{s}", cmb=100 * MiB)
+        m.rdma_nic(m.root_port(hb), f"mlx5_{s}", netdev=f"ens{s}", ip=f"10.0.{s}.1/24")
+        for x in "ab":
+            m.nvme(m.root_port(hb), f"X{s}{x}")
+    inv = m.build()
+    ports = ("  - {id: 1, transport: rdma, rdma_device: mlx5_0}\n"
+             "  - {id: 2, transport: rdma, rdma_device: mlx5_1}")
+    text = (f"version: 1\nports:\n{ports}\nsubsystems:\n"
+            f"  - nqn: {SUB}0\n    allow_any_host: true\n    ports: [1]\n    namespaces:\n"
+            "      - {select: {serial: X0a}}\n      - {select: {serial: X0b}}\n"
+            f"  - nqn: {SUB}1\n    allow_any_host: true\n    ports: [2]\n    namespaces:\n"
+            "      - {select: {serial: X1a}}\n      - {select: {serial: X1b}}\n")
+    data = profile.parse(text, "t.yaml")
+    res = profile.resolve(profile.Profile(file="t.yaml", data=data), inv)
+    p = placement.place(res, inv)
+    got = [(d.namespace.controller.serial, d.p2pmem, d.status) for d in p.decisions]
+    assert got == [("X0a", pci_of(inv, "P0"), "placed"), ("X0b", pci_of(inv, "P0"), "shared"),
+                   ("X1a", pci_of(inv, "P1"), "placed"), ("X1b", pci_of(inv, "P1"), "shared")]
