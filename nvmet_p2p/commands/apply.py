@@ -6,6 +6,7 @@ import json
 
 from nvmet_p2p import statefile
 from nvmet_p2p.apply import ApplyFailed, apply_saved_plan, reconcile
+from nvmet_p2p.commands import _profile
 from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, print_plan
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.output import Progress
@@ -20,6 +21,7 @@ def register(p) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--state", metavar="FILE", help="desired state (nvmetcli config.json format)")
     src.add_argument("--plan", metavar="PLANFILE", help="a plan saved with `plan --out`")
+    _profile.add_profile_options(p, src)
     p.add_argument("--prune", action="store_true",
                    help="also remove managed objects that are not in the desired state")
     p.add_argument("--steps", action="store_true", help="list every configfs operation in order")
@@ -29,6 +31,8 @@ def register(p) -> None:
 def run(args) -> int:
     progress = Progress(quiet=args.json)
     try:
+        if args.profile:
+            return _profile.run_apply(args, progress)
         if args.plan:
             try:
                 with open(args.plan, encoding="utf-8") as f:

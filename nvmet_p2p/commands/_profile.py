@@ -1,0 +1,88 @@
+"""The ``--profile`` path of ``plan`` and ``apply``: inventory + profile -> placement ->
+desired TargetState, handed to the reconciler like a state file would be.
+
+``plan --profile P [--explain]`` prints the placement (per namespace the provider and why; with
+``--explain`` the ranked candidates and the rule each lost on) and then the configfs diff.
+Both read the machine from ``--root`` (live ``/`` or a snapshot directory) or ``--inventory``;
+a snapshot without an nvmet configfs tree is planned against an empty target.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from nvmet_p2p import output, placement
+from nvmet_p2p.apply import Outcome, reconcile
+from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
+from nvmet_p2p.commands._target import directory, print_plan
+from nvmet_p2p.configfs import Configfs, capabilities
+from nvmet_p2p.plan import build_plan
+from nvmet_p2p.state import TargetState
+from nvmet_p2p.statefile import write_atomic
+
+
+def add_profile_options(parser, group) -> None:
+    """``group``: the mutually exclusive source group (--state / --plan / --profile)."""
+    group.add_argument("--profile", metavar="PROFILE",
+                       help="a profile (YAML, see profiles/): nvmet-p2p places the p2pmem "
+                            "providers and derives the desired state")
+    parser.add_argument("--explain", action="store_true",
+                        help="with --profile: per namespace the ranked candidates and why each lost")
+    add_inventory_option(parser)
+
+
+def placement_from_args(args) -> placement.Placement:
+    """Place the profile on the machine; on a placement error print the explanation first
+    (with --explain), then raise (nothing is written)."""
+    inv = load_inventory(args)
+    try:
+        return placement.place_profile(args.profile, inv, args.kernel,
+                                       explain=args.explain or args.json, root=args.root)
+    except placement.PlacementError as exc:
+        if args.explain and not args.json:
+            sys.stdout.write(placement.render(exc.placement, explain=True) + "\n")
+        raise
+
+
+def run_plan(args) -> int:
+    p = placement_from_args(args)
+    kernel = args.kernel or p.kernel
+    cfs = Configfs(args.root)
+    if cfs.present():
+        outcome = reconcile(args.root, p.state, directory(args), prune=args.prune, dry_run=True,
+                            kernel=args.kernel)
+    else:
+        # offline planning on a snapshot that holds no nvmet tree: against an empty target
+        plan = build_plan(TargetState(), p.state, None, prune=False,
+                          caps=capabilities(cfs, kernel))
+        outcome = Outcome(plan, extra={"note": f"{cfs.base} does not exist: planned against "
+                                               "an empty nvmet target"})
+    if getattr(args, "out", None):
+        write_atomic(args.out, json.dumps(outcome.plan.to_dict(secrets=True), indent=2) + "\n",
+                     mode=0o600, backups=0)
+    _print(args, p, outcome)
+    return 0
+
+
+def run_apply(args, progress) -> int:
+    p = placement_from_args(args)
+    if not args.json:
+        sys.stdout.write(placement.render(p, explain=args.explain) + "\n\n")
+    outcome = reconcile(args.root, p.state, directory(args), prune=args.prune,
+                        progress=progress, kernel=args.kernel)
+    if args.json:
+        output.dump_json({"placement": p.to_dict(), **outcome.to_dict()})
+    else:
+        print_plan(args, outcome, steps=args.steps)
+    return 0
+
+
+def _print(args, p: placement.Placement, outcome: Outcome) -> None:
+    if args.json:
+        output.dump_json({"placement": p.to_dict(), **outcome.to_dict()})
+        return
+    sys.stdout.write(placement.render(p, explain=args.explain) + "\n\n")
+    if "note" in outcome.extra:
+        sys.stdout.write(f"note: {outcome.extra['note']}\n")
+    print_plan(args, outcome, steps=args.steps)
