@@ -781,8 +781,9 @@ class P2pdma:
                              and self.fn(b).acs_ctrl is not None)
             pv.reasons.append(f"ACS redirect (RR/CR/EC) is set on {what}" +
                               (f" [{bits}]" if bits else "") +
-                              f"; clear it with the kernel parameter {param} (quote it in the "
-                              f"bootloader because of ';')")
+                              f"; clear it with the kernel parameter {param}" +
+                              (" (quote it in the bootloader because of ';')" if len(acs) > 1
+                               else ""))
             printed = ";".join(acs)
             if v >= R.ACS_LIST_BUFFER_128 and len(printed) > 127:
                 printed = printed[:127]

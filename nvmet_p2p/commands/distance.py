@@ -105,8 +105,10 @@ def _human_find(r, eng: P2pdma) -> str:
         out.append(f"   {b}  skipped: p2pmem not published")
     out.append("")
     out.extend(r.reasons)
-    if r.ties:
+    if len(r.ties) > 1:
         out.append("* = at the minimum distance (the kernel picks one of them at random)")
+    elif r.ties:
+        out.append("* = the provider the kernel would choose")
     if r.uncertain:
         out.append("uncertain:")
         out.extend(f"  - {u}" for u in r.uncertain)
