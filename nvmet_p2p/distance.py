@@ -114,6 +114,9 @@ class PairVerdict:
     acs_redirect: list[str] = field(default_factory=list)   # kernel's order, as printed
     kernel_parameter: str | None = None
     reasons: list[str] = field(default_factory=list)
+    #: the pci-p2pdma warnings the kernel logs when it evaluates this pair verbosely
+    #: (pci_p2pdma_distance() at nvmet namespace enable and at connect). The DMA-mapping path
+    #: caches the map type per pair and logs only on the first evaluation.
     kernel_messages: list[str] = field(default_factory=list)
     uncertain: list[str] = field(default_factory=list)
     host_bridge_check: dict | None = None

@@ -479,3 +479,50 @@ def test_resolve_client_forms():
 def test_unknown_provider_is_a_clear_error():
     with pytest.raises(InputError, match="unknown provider '0000:99:00.0'"):
         D.distance_many(q35_lab().inv, "0000:99:00.0", [B])
+
+
+def test_path_names_the_host_bridges_it_crosses():
+    t = _two_host_bridges((0x8086, 0x2020))
+    pv = D.pair(t.inv, "0000:01:00.0", "mlx5_1")
+    assert pv.path == ["0000:01:00.0", "0000:00:02.0", "pci0000:00", "pci0000:80",
+                       "0000:80:02.0", "0000:81:00.0"]
+
+
+def test_long_acs_list_full_parameter_truncated_kernel_message():
+    """Five nested switches with ACS on every port: 10 bridges on the provider side (up to and
+    including the common upstream port) + 1 on the client side = 11 devices (142 characters). The
+    kernel (6.x) prints the list from a 128-byte buffer; kernel_parameter keeps all of it."""
+    t = Topo()
+    t.host_device("0000:00:00.0", 0x8086, 0x2020)
+    parent = t.root_port("0000:00:01.0", acs=RR_CR)
+    bus = 1
+    for level in range(5):
+        dsps = [f"0000:{bus + 1:02x}:00.0"] + ([f"0000:{bus + 1:02x}:01.0"] if level == 0 else [])
+        got = t.switch(f"0000:{bus:02x}:00.0", parent, dsps, acs=RR_CR)
+        t.inv.pci[f"0000:{bus:02x}:00.0"].acs_ctrl = RR_CR
+        if level == 0:
+            top_second = got[1]
+        parent = got[0]
+        bus += 2
+    t.nvme("0000:40:00.0", parent, "nvme0")
+    t.rnic("0000:41:00.0", top_second, "mlx5_0", "eth0")
+    v = D.distance_many(t.inv, "0000:40:00.0", ["mlx5_0"])
+    listed = v.kernel_parameter.split("=", 2)[2].split(";")
+    assert len(listed) == 11 and listed[-1] == "0000:02:01.0"
+    assert listed[:2] == ["0000:0a:00.0", "0000:09:00.0"]          # provider side first
+    msg = v.pairs[0].kernel_messages[1]
+    printed = msg.split("pci=disable_acs_redir=", 1)[1]
+    assert len(printed) == 127 and v.kernel_parameter.endswith(";0000:02:01.0")
+    assert any("128-byte buffer" in u for u in v.uncertain)
+    old = D.distance_many(t.inv, "0000:40:00.0", ["mlx5_0"], kernel="5.10")
+    assert old.pairs[0].kernel_messages[1].endswith(v.kernel_parameter.split("=", 1)[1])
+
+
+def test_soft_rdma_with_a_pci_parent_on_4_20_follows_the_topology():
+    t = _lab_with_nic()
+    t.inv.rdma["rxe1"] = type(t.inv.rdma["mlx5_0"])(name="rxe1", pci="0000:07:00.0",
+                                                     driver="rdma_rxe", soft=True)
+    pv = D.pair(t.inv, P, "rxe1", kernel="4.20")
+    assert (pv.map_type, pv.distance) == (D.BUS_ADDR, 4)
+    assert any("not verified" in u for u in pv.uncertain)
+    assert D.pair(t.inv, P, "rxe1", kernel="6.1").map_type == D.NOT_SUPPORTED
