@@ -296,3 +296,172 @@ def test_env_file_quotes_the_command():
     out = subprocess.run(["bash", "-c", text + 'printf "%s|" "$A" "$B" "${LAB_ARGV[@]}"'],
                          stdout=subprocess.PIPE, text=True, check=True).stdout
     assert out == "x y|it's|bash|-c|echo $HOME; exit 3|"
+
+
+# -- provisioning offline: fake packages built with dpkg-deb -------------------------------------
+
+def _fake_deb(tmp: Path, name: str, release: str, files: dict[str, bytes]) -> Path:
+    root = tmp / f"pkg-{name}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: t <t@t>\nDescription: t\n")
+    for rel, data in files.items():
+        p = root / rel.format(release=release)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    out = tmp / f"{name}_1.0-1_amd64.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+class FakeApt:
+    """Stands in for the network side of PrivateApt; everything after download is real."""
+
+    def __init__(self, debs: dict[str, Path], index: str):
+        self.debs, self.index, self.suite, self.root = debs, index, "fake-suite", Path("/nonexistent")
+
+    def update(self):
+        pass
+
+    def index_text(self):
+        return self.index
+
+    def download(self, stanza, dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / os.path.basename(stanza["Filename"])
+        target.write_bytes(self.debs[stanza["Package"]].read_bytes())
+        kernel._verify(target, stanza)
+        return target
+
+
+def _stanza(name: str, deb: Path, version: str, depends: str = "") -> str:
+    import hashlib
+    data = deb.read_bytes()
+    return (f"Package: {name}\nVersion: {version}\n" + (f"Depends: {depends}\n" if depends else "")
+            + f"Filename: pool/{deb.name}\nSize: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\n\n")
+
+
+@pytest.mark.skipif(subprocess.run(["which", "dpkg-deb"], stdout=subprocess.DEVNULL).returncode != 0,
+                    reason="needs dpkg-deb (Debian host)")
+def test_provisioning_skips_kernels_without_p2pdma(tmp_path, monkeypatch):
+    good, bad = "6.16.3+deb13-amd64", "6.17.1+deb13-amd64"   # the newer one lacks P2PDMA
+    mods = {"usr/lib/modules/{release}/kernel/fs/x.ko": b"\x7fELF"}
+    cfg_ok = b"CONFIG_PCI_P2PDMA=y\n" + b"".join(f"{k}=m\n".encode() for k in kernel.LAB_CONFIG)
+    debs = {
+        f"linux-image-{good}": _fake_deb(tmp_path, f"linux-image-{good}", good, {
+            "boot/vmlinuz-{release}": b"kernel", "boot/config-{release}": cfg_ok, **mods}),
+        f"linux-image-{bad}": _fake_deb(tmp_path, f"linux-image-{bad}", bad, {
+            "boot/vmlinuz-{release}": b"kernel", "boot/config-{release}": b"# CONFIG_PCI_P2PDMA is not set\n", **mods}),
+    }
+    index = "".join(_stanza(n, d, ("6.16.3-1" if good in n else "6.17.1-1")) for n, d in debs.items())
+    apt = FakeApt(debs, index)
+    monkeypatch.setattr(kernel, "PrivateApt", lambda *a, **k: apt)
+    monkeypatch.setenv("NVMET_P2P_LAB_SUITE", "fake-suite")
+    logs = []
+    k, cached = kernel.ensure_kernel(tmp_path / "cache", logs.append)
+    assert k.release == good and not cached
+    assert any("rejected 6.17.1+deb13-amd64: CONFIG_PCI_P2PDMA=n" in m for m in logs)
+    assert (Path(k.moddir) / "modules.dep").exists()          # depmod ran on the extracted tree
+    assert Path(k.vmlinuz).read_bytes() == b"kernel"
+    # second call: from the cache, no apt at all
+    monkeypatch.setattr(kernel, "PrivateApt", None)
+    k2, cached2 = kernel.ensure_kernel(tmp_path / "cache", logs.append)
+    assert cached2 and k2.release == good
+
+
+@pytest.mark.skipif(subprocess.run(["which", "dpkg-deb"], stdout=subprocess.DEVNULL).returncode != 0,
+                    reason="needs dpkg-deb (Debian host)")
+def test_provisioning_without_p2pdma_kernel_is_one_clear_error(tmp_path, monkeypatch):
+    rel = "6.12.1+deb13-amd64"
+    deb = _fake_deb(tmp_path, f"linux-image-{rel}", rel, {
+        "boot/vmlinuz-{release}": b"k", "boot/config-{release}": b"# CONFIG_PCI_P2PDMA is not set\n"})
+    apt = FakeApt({f"linux-image-{rel}": deb}, _stanza(f"linux-image-{rel}", deb, "6.12.1-1"))
+    monkeypatch.setattr(kernel, "PrivateApt", lambda *a, **k: apt)
+    monkeypatch.setenv("NVMET_P2P_LAB_SUITE", "fake-suite")
+    with pytest.raises(LabError, match=r"no p2pdma-enabled kernel in fake-suite: .*6.12.1\+deb13-amd64: CONFIG_PCI_P2PDMA=n"):
+        kernel.ensure_kernel(tmp_path / "cache", lambda m: None)
+
+
+def test_tampered_download_is_refused(tmp_path, monkeypatch):
+    rel = "6.16.3+deb13-amd64"
+    deb = tmp_path / "x.deb"
+    deb.write_bytes(b"original")
+    stanza = _stanza(f"linux-image-{rel}", deb, "1")
+    deb.write_bytes(b"tampered")
+    apt = FakeApt({f"linux-image-{rel}": deb}, stanza)
+    monkeypatch.setattr(kernel, "PrivateApt", lambda *a, **k: apt)
+    monkeypatch.setenv("NVMET_P2P_LAB_SUITE", "fake-suite")
+    with pytest.raises(LabError, match="SHA256/size does not match the apt index"):
+        kernel.ensure_kernel(tmp_path / "cache", lambda m: None)
+
+
+# -- the runner as a command -------------------------------------------------------------------
+
+def _run_tool(args, env_extra, cwd=ROOT):
+    env = dict(os.environ, **env_extra)
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "lab" / "run"), *args], cwd=cwd, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+
+
+def test_missing_qemu_is_one_line_and_125(tmp_path):
+    p = _run_tool(["--results", str(tmp_path / "r"), "--", "true"], {"PATH": str(tmp_path)})
+    assert p.returncode == 125
+    errs = [ln for ln in p.stderr.splitlines() if ln.startswith("lab: error:")]
+    assert errs == ["lab: error: qemu-system-x86_64 not found: install qemu-system-x86 (bash tools/lab/setup)"], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_bad_topology_is_one_line_and_125(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("root_ports:\n  - name: rp1\n    nvme: {serial: a, cmb: lots}\n")
+    p = _run_tool(["--topology", str(bad), "--", "true"], {})
+    assert p.returncode == 125 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == f"lab: error: {bad}: root_ports[0].nvme.cmb: 'lots' is not a size (e.g. 64M, 1G)"
+
+
+def test_unreachable_mirror_is_one_line_and_125(tmp_path):
+    p = _run_tool(["--results", str(tmp_path / "r"), "--", "true"],
+                  {"NVMET_P2P_LAB_CACHE": str(tmp_path / "cache"),
+                   "NVMET_P2P_LAB_MIRROR": "http://127.0.0.1:9/debian"})
+    assert p.returncode == 125 and "Traceback" not in p.stderr
+    errs = [ln for ln in p.stderr.splitlines() if ln.startswith("lab: error:")]
+    assert len(errs) == 1 and ("kernel download failed" in errs[0] or "apt-get update failed" in errs[0]), p.stderr
+
+
+# -- conftest: topology selection --------------------------------------------------------------
+
+def test_topology_marker_selection(tmp_path):
+    (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (tmp_path / "test_sel.py").write_text(
+        "import pytest\n"
+        "@pytest.mark.lab\ndef test_default_only(): pass\n"
+        "@pytest.mark.lab\n@pytest.mark.topology('two-switches')\ndef test_two(): pass\n"
+        "@pytest.mark.lab\n@pytest.mark.topology('all')\ndef test_all(): pass\n"
+        "def test_fast(): pass\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    lab: lab\n")
+
+    def outcomes(env):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("NVMET_P2P_LAB")}
+        e.update(env)
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", str(tmp_path)],
+                             env=e, cwd=tmp_path, stdout=subprocess.PIPE, text=True).stdout
+        res = {}
+        for line in out.splitlines():
+            for word in ("PASSED", "SKIPPED"):
+                if line.startswith(word):
+                    name = line.split("::")[-1].split()[0] if "::" in line else line
+                    res[name] = word
+        return out, res
+
+    out, res = outcomes({"NVMET_P2P_LAB": "1", "NVMET_P2P_LAB_TOPOLOGY": "two-switches"})
+    assert "test_two" in res and res["test_two"] == "PASSED", out
+    assert res.get("test_all") == "PASSED", out
+    assert "lab test for topology default; this boot is two-switches" in out
+    out, res = outcomes({})
+    assert res.get("test_fast") == "PASSED" and "NVMET_P2P_LAB is not set here" in out
+    listing = tmp_path / "list.json"
+    outcomes({"NVMET_P2P_LAB_LIST_TOPOLOGIES": str(listing)})
+    import json
+    got = {k.split("::")[-1]: v for k, v in json.loads(listing.read_text()).items()}
+    assert got == {"test_default_only": ["default"], "test_two": ["two-switches"], "test_all": ["all"]}

@@ -39,6 +39,9 @@ cd "$LAB_CWD" 2>/dev/null || cd /
 echo "LAB_COMMAND_START uptime=$(up) cwd=$PWD"
 if [ -n "$LAB_TIMEOUT" ] && [ "$LAB_TIMEOUT" -gt 0 ]; then
   timeout -k 5 "$LAB_TIMEOUT" "${LAB_ARGV[@]}" < /dev/null > $CTL/stdout 2> $CTL/stderr
+  rc=$?
+  [ $rc = 124 ] && echo "LAB_COMMAND_TIMEOUT after ${LAB_TIMEOUT}s"
+  finish $rc
 else
   "${LAB_ARGV[@]}" < /dev/null > $CTL/stdout 2> $CTL/stderr
 fi

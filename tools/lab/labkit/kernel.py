@@ -195,11 +195,17 @@ class PrivateApt:
         (r / "sources.list").write_text(
             f"deb [signed-by={self.keyring}] {self.mirror} {self.suite} main\n")
 
+    last_warning = ""
+
     def _run(self, args: list[str], cwd: Path | None = None) -> None:
         if not shutil.which("apt-get"):
             raise LabError("apt-get not found: the lab provisions its kernel through apt (Debian host needed)")
         proc = subprocess.run(["apt-get", *self._opts(), *args], cwd=cwd, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        warns = [ln.strip() for ln in proc.stdout.splitlines() if ln.startswith(("W:", "E:", "Err:"))
+                 and "unsandboxed" not in ln]
+        warns.sort(key=lambda ln: {"E:": 0, "W:": 1}.get(ln[:2], 2))
+        self.last_warning = warns[0][:300] if warns else ""
         if proc.returncode != 0:
             errs = [ln for ln in proc.stdout.splitlines() if ln.startswith(("E:", "Err"))]
             last = (errs or proc.stdout.strip().splitlines() or ["(no output)"])[-1]
@@ -213,8 +219,9 @@ class PrivateApt:
         lists = self.root / "lists"
         files = sorted(p for p in lists.glob(f"*_dists_{self.suite}_main_binary-{ARCH}_Packages*"))
         if not files:
-            raise LabError(f"no {self.suite} package index for {ARCH} after apt-get update "
-                           f"(looked in {lists})")
+            why = f": {self.last_warning}" if self.last_warning else f" (looked in {lists})"
+            raise LabError(f"kernel download failed: no {self.suite} package index for {ARCH} "
+                           f"after apt-get update{why}")
         texts = []
         for f in files:
             proc = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", str(f)],

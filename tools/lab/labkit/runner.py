@@ -254,7 +254,7 @@ class Boot:
             if not self.quiet:
                 log(f"command starts: {now:.1f} s after QEMU start (guest uptime {m.group(1)} s)")
             return
-        if line.startswith(("LAB_USERSPACE", "LAB_COMMAND_RC")):
+        if line.startswith(("LAB_USERSPACE", "LAB_COMMAND_RC", "LAB_COMMAND_TIMEOUT")):
             return
         if not self.quiet:
             print(f"  [guest] {line}", file=sys.stderr, flush=True)
@@ -269,13 +269,15 @@ def main(argv: list[str] | None = None) -> int:
 
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
+    # Ctrl-C must work even when SIGINT was inherited as ignored (background jobs of a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _main(args, t0)
     except LabError as exc:
         log(f"error: {exc}")
         return exc.exit_status
     except (KeyboardInterrupt, Interrupted) as exc:
-        log(f"interrupted ({exc or 'SIGINT'}); QEMU stopped")
+        log(f"interrupted ({str(exc) or 'SIGINT'}); QEMU stopped")
         return EXIT_INTERRUPTED
 
 
@@ -384,6 +386,10 @@ def _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks
         status = EXIT_TIMEOUT
         where = "before the command started" if boot.t_command is None else "while the command ran"
         msg = f"timeout after {args.timeout:.0f} s {where}; QEMU killed (console: {results / last['console']})"
+    elif verdict.kind == "ok" and "LAB_COMMAND_TIMEOUT" in boot.text:
+        status = EXIT_TIMEOUT
+        msg = (f"the command did not finish within {env['LAB_TIMEOUT']} s in the guest and was killed "
+               f"(--timeout {args.timeout:.0f} minus {GUEST_TIMEOUT_MARGIN} s for boot and shutdown)")
     elif verdict.kind == "ok":
         status = verdict.rc
         msg = None
