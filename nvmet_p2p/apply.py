@@ -238,33 +238,41 @@ class Applier:
         undo: list[tuple[int, Callable[[], None]]] = []
         total = len(plan.ops)
         last_report = 0.0
-        for i, op in enumerate(plan.ops, 1):
-            mark = self.klog.mark() if self.klog else None
-            try:
-                recipe = self._undo_for(op)
-                self._run(op)
-            except ConfigfsError as exc:
-                dmesg = self._kernel_lines(mark)
-                forward = self.cfs.writes - w0
-                rolled, rb_errors = self._rollback(undo)
-                raise self._failure(op, i, total, exc, dmesg, rolled, rb_errors, forward) from None
-            undo.extend((i, r) for r in recipe)
-            if self.progress and (time.monotonic() - last_report > 2.0) and total > 50:
-                last_report = time.monotonic()
-                self.progress(f"{i}/{total} configfs writes")
+        follower = self.klog.follow() if self.klog and total else None
+        try:
+            for i, op in enumerate(plan.ops, 1):
+                if follower:
+                    follower.drain()          # forget what earlier steps printed
+                try:
+                    recipe = self._undo_for(op)
+                    self._run(op)
+                except ConfigfsError as exc:
+                    dmesg = self._kernel_lines(follower)
+                    forward = self.cfs.writes - w0
+                    rolled, rb_errors = self._rollback(undo)
+                    raise self._failure(op, i, total, exc, dmesg, rolled, rb_errors, forward) from None
+                undo.extend((i, r) for r in recipe)
+                if self.progress and (time.monotonic() - last_report > 2.0) and total > 50:
+                    last_report = time.monotonic()
+                    self.progress(f"{i}/{total} configfs writes")
+        finally:
+            if follower:
+                follower.close()
         return ApplyResult(steps=total, writes=self.cfs.writes - w0, seconds=time.monotonic() - t0)
 
-    def _kernel_lines(self, mark) -> list[str]:
-        if not self.klog or mark is None:
+    @staticmethod
+    def _kernel_lines(follower) -> list[str]:
+        """What the kernel printed while the failing step ran (some lines arrive late)."""
+        if follower is None:
             return []
+        lines: list[str] = []
         for delay in (0.0, 0.05, 0.2):
             if delay:
                 time.sleep(delay)
-            with contextlib.suppress(OSError):
-                lines = self.klog.lines_since(mark)
-                if lines:
-                    return lines
-        return []
+            lines += [r.text for r in follower.drain()]
+            if lines:
+                break
+        return lines
 
     def _rollback(self, undo) -> tuple[int, list[str]]:
         errors = []

@@ -235,7 +235,83 @@ class KernelLog:
         """Just the texts of :meth:`records_since`."""
         return [r.text for r in self.records_since(mark)]
 
+    def follow(self) -> "Follower":
+        """A :class:`Follower` positioned at the current end of the log."""
+        return Follower(self)
+
     def grep_since(self, mark: Mark, pattern: str | re.Pattern) -> list[KmsgRecord]:
         """Records since ``mark`` whose text matches the regular expression ``pattern``."""
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern
         return [r for r in self.records_since(mark) if rx.search(r.text)]
+
+
+class Follower:
+    """New kernel log records since the follower was opened, read cheaply.
+
+    On ``/dev/kmsg`` it keeps a descriptor positioned at the end of the log (``SEEK_END``), so
+    each :meth:`drain` is one non-blocking read per new record (nothing to read: one syscall).
+    For a plain text log (tests, snapshots) it remembers the file size. The apply engine
+    drains before every configfs step and again after a failure, so the lines it reports are
+    exactly the ones printed while the failing step ran.
+    """
+
+    def __init__(self, log: "KernelLog"):
+        self.log = log
+        self.fd: int | None = None
+        self.offset = 0
+        path = log.kmsg_path
+        try:
+            st_ = os.stat(path)
+        except OSError:
+            self.mode = "none"
+            return
+        if stat.S_ISCHR(st_.st_mode):
+            try:
+                self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+                os.lseek(self.fd, 0, os.SEEK_END)
+                self.mode = "kmsg"
+            except OSError:
+                self.mode = "none"
+        else:
+            self.mode = "file"
+            self.offset = st_.st_size
+
+    def drain(self) -> list[KmsgRecord]:
+        if self.mode == "kmsg":
+            out = []
+            while True:
+                try:
+                    raw = os.read(self.fd, 16384)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EPIPE:
+                        continue
+                    break
+                if not raw:
+                    break
+                rec = parse_record(raw.decode("utf-8", errors="replace"))
+                if rec:
+                    out.append(rec)
+            return out
+        if self.mode == "file":
+            try:
+                with open(self.log.kmsg_path, encoding="utf-8", errors="replace") as f:
+                    f.seek(self.offset)
+                    text = f.read()
+                    self.offset = f.tell()
+            except OSError:
+                return []
+            return parse_text(text)
+        return []
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -70,3 +70,21 @@ def test_live_dev_kmsg_reads_records():
     earlier = kmsg.Mark(seq=seqs[-2], time=0.0, source="kmsg")
     assert recs[-1].seq in [r.seq for r in log.records_since(earlier)]
     assert seqs[-2] not in [r.seq for r in log.records_since(earlier)]
+
+
+def test_follower_returns_only_new_records(tmp_path):
+    log = _tree(tmp_path, SAMPLE)
+    with log.follow() as f:
+        assert f.drain() == []
+        with open(tmp_path / "dev" / "kmsg", "a") as fh:
+            fh.write("3,1044,6000000,-;nvmet: failed to open block device /dev/nope: (-2)\n")
+        assert [r.seq for r in f.drain()] == [1044]
+        assert f.drain() == []
+
+
+@pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg is not readable here")
+def test_follower_on_live_dev_kmsg_starts_at_the_end():
+    with kmsg.KernelLog().follow() as f:
+        assert f.mode == "kmsg"
+        old = {r.seq for r in kmsg.KernelLog().records()}
+        assert not ({r.seq for r in f.drain()} & old)
