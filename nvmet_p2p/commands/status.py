@@ -1,0 +1,66 @@
+"""``nvmet-p2p status``: configured provider, ports, host controllers, and whether p2p is used."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from nvmet_p2p import evidence as ev
+from nvmet_p2p import status as st
+from nvmet_p2p.errors import InputError
+from nvmet_p2p.output import emit
+
+NAME = "status"
+ORDER = 60
+HELP = "running target: providers, ports, host controllers, and an offload verdict per namespace x controller"
+DESCRIPTION = (
+    "Show each subsystem and namespace the way the kernel runs it: the p2pmem provider read back, "
+    "enable state, ports (and the RDMA device behind each RDMA port), host controllers from the "
+    "kernel log, and per namespace x controller whether the NIC's DMA really goes to p2p memory "
+    "('offload active') or why not. --sample/--watch also sample p2pmem/available, the only "
+    "runtime signal of p2p use.")
+
+
+def register(p):
+    p.add_argument("--all", action="store_true",
+                   help="show every subsystem, not only the ones nvmet-p2p manages")
+    p.add_argument("--sample", type=float, metavar="SECONDS", default=0.0,
+                   help="sample p2pmem/available for SECONDS before reporting (run it while I/O runs)")
+    p.add_argument("--io", action="store_true",
+                   help="I/O is running while sampling: a pool that never moves then means fallback")
+    p.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
+                   help="sampling interval (default 0.1)")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                   help="refresh every SECONDS (default 2) until Ctrl-C; pools are sampled continuously "
+                        "and min/max are since the start (with --json: one JSON document per line)")
+
+
+def run(args) -> int:
+    if args.sample < 0 or args.interval <= 0 or (args.watch is not None and args.watch <= 0):
+        raise InputError("--sample must be >= 0, --interval and --watch > 0")
+    if args.watch is None:
+        rep = st.collect(args.root, sample_seconds=args.sample, interval=args.interval,
+                         io_during_sampling=args.io, all_subsystems=args.all, kernel=args.kernel)
+        emit(args.json, rep.to_dict(), lambda _d: st.render(rep))
+        return 0
+    inv = st.read_inventory(args.root)
+    sampler = ev.PoolSampler([f.bdf for f in inv.providers(published_only=False)], root=args.root,
+                             interval=args.interval).start()
+    try:
+        while True:
+            time.sleep(args.watch)
+            rep = st.collect(args.root, sampler=sampler, io_during_sampling=args.io,
+                             all_subsystems=args.all, kernel=args.kernel,
+                             inventory=st.read_inventory(args.root))
+            if args.json:
+                import json
+                sys.stdout.write(json.dumps(rep.to_dict(), default=str) + "\n")
+            else:
+                sys.stdout.write(f"\n=== {time.strftime('%H:%M:%S')} ===\n{st.render(rep)}\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sampler.stop()
+
+

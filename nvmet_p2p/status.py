@@ -1,0 +1,554 @@
+"""``nvmet-p2p status``: the target as it runs, and whether each host connection gets p2p.
+
+For every subsystem (by default the ones nvmet-p2p manages, when that record exists) and each
+of its namespaces: the configured provider (``p2pmem`` read back), ``enable``, the ports the
+subsystem is linked to (with the RDMA device behind each RDMA port), the host controllers the
+kernel created, and a verdict per namespace × controller from :mod:`nvmet_p2p.evidence`.
+
+Sources, all below an injectable root:
+
+* the nvmet configfs tree (``sys/kernel/config/nvmet``);
+* the inventory (p2pmem pools, RDMA devices and whether they are soft, netdev addresses,
+  the PCI function behind each namespace's block device);
+* the kernel log (:class:`nvmet_p2p.kmsg.KernelLog`: ``/dev/kmsg``, or ``dmesg``);
+* nvmet's debugfs (``sys/kernel/debug/nvmet/<nqn>/ctrl<N>/{port,hostnqn,state}``) when the
+  kernel has ``CONFIG_NVME_TARGET_DEBUGFS`` — the only place that says which controllers are
+  alive *now* and through which port; without it, controllers come from the log and their
+  port is inferred (see :func:`nvmet_p2p.evidence.decide`);
+* ``p2pmem/available`` sampled over a window (``sample_seconds``) or continuously
+  (``--watch``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from dataclasses import dataclass, field
+
+from nvmet_p2p import evidence as ev
+from nvmet_p2p.model import Inventory, NetDevice, P2pMem, PciFunction, RdmaDevice
+from nvmet_p2p.state import Namespace, Port, Subsystem, TargetState
+
+SCHEMA = "nvmet-p2p/status"
+SCHEMA_VERSION = 1
+NVMET = "sys/kernel/config/nvmet"
+DEBUGFS = "sys/kernel/debug/nvmet"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# Readers (edges). The configfs tree and the inventory come from their own modules once
+# those are on main; the small fallbacks below read only what status needs.
+# --------------------------------------------------------------------------------------
+
+def read_target(root: str = "/") -> TargetState:
+    """The live nvmet tree as a :class:`TargetState`."""
+    try:
+        from nvmet_p2p.configfs import read_state  # the nvmet developer's reader
+    except ImportError:
+        return _read_target_fallback(root)
+    return read_state(root)
+
+
+def _read_target_fallback(root: str) -> TargetState:
+    base = os.path.join(root, NVMET)
+    st = TargetState()
+    if not os.path.isdir(base):
+        return st
+    sdir = os.path.join(base, "subsystems")
+    for nqn in sorted(os.listdir(sdir)) if os.path.isdir(sdir) else []:
+        d = os.path.join(sdir, nqn)
+        sub = Subsystem(nqn=nqn)
+        for f in sorted(os.listdir(d)):
+            if f.startswith("attr_"):
+                v = _read(os.path.join(d, f))
+                if v is not None:
+                    sub.attrs[f] = v
+        ah = os.path.join(d, "allowed_hosts")
+        sub.allowed_hosts = sorted(os.listdir(ah)) if os.path.isdir(ah) else []
+        nsd = os.path.join(d, "namespaces")
+        for n in sorted(os.listdir(nsd), key=lambda x: int(x) if x.isdigit() else 0) if os.path.isdir(nsd) else []:
+            if not n.isdigit():
+                continue
+            nd = os.path.join(nsd, n)
+            ns = Namespace(nsid=int(n), enable=_read(os.path.join(nd, "enable")) == "1")
+            for f in ("device_path", "p2pmem", "buffered_io", "device_nguid", "device_uuid"):
+                v = _read(os.path.join(nd, f))
+                if v is not None:
+                    ns.attrs[f] = v
+            sub.namespaces[ns.nsid] = ns
+        st.subsystems[nqn] = sub
+    pdir = os.path.join(base, "ports")
+    for p in sorted(os.listdir(pdir), key=lambda x: int(x) if x.isdigit() else 0) if os.path.isdir(pdir) else []:
+        if not p.isdigit():
+            continue
+        d = os.path.join(pdir, p)
+        port = Port(portid=int(p))
+        for f in sorted(os.listdir(d)):
+            if f.startswith(("addr_", "param_")):
+                v = _read(os.path.join(d, f))
+                if v is not None:
+                    port.attrs[f] = v
+        sl = os.path.join(d, "subsystems")
+        port.subsystems = sorted(os.listdir(sl)) if os.path.isdir(sl) else []
+        st.ports[port.portid] = port
+    return st
+
+
+def read_inventory(root: str = "/") -> Inventory:
+    """The machine's inventory (the inventory developer's readers when present)."""
+    try:
+        from nvmet_p2p.inventory import read_inventory as full  # type: ignore[attr-defined]
+    except ImportError:
+        return _read_inventory_fallback(root)
+    return full(root)
+
+
+def _read_inventory_fallback(root: str) -> Inventory:
+    """Providers, RDMA devices, netdevs and namespace -> PCI, nothing else."""
+    inv = Inventory(source=root)
+    pci = os.path.join(root, "sys/bus/pci/devices")
+    for bdf in sorted(os.listdir(pci)) if os.path.isdir(pci) else []:
+        pm = os.path.join(pci, bdf, "p2pmem")
+        if os.path.isdir(pm):
+            size, avail, pub = (_read(os.path.join(pm, f)) for f in ("size", "available", "published"))
+            real = os.path.realpath(os.path.join(pci, bdf))
+            hb = next((c for c in real.split("/") if c.startswith("pci")), "")
+            inv.pci[bdf] = PciFunction(bdf=bdf, host_bridge=hb, p2pmem=P2pMem(
+                size=int(size or 0), available=int(avail or 0), published=pub == "1",
+                allocate=os.path.exists(os.path.join(pm, "allocate"))))
+    ib = os.path.join(root, "sys/class/infiniband")
+    for name in sorted(os.listdir(ib)) if os.path.isdir(ib) else []:
+        d = os.path.join(ib, name)
+        real = os.path.realpath(d)
+        dev = os.path.join(d, "device")
+        bdf = None
+        if os.path.exists(dev):
+            for comp in reversed(os.path.realpath(dev).split("/")):
+                if comp.count(":") == 2 and "." in comp:
+                    bdf = comp
+                    break
+        netdevs: set[str] = set()
+        ports = os.path.join(d, "ports")
+        for p in os.listdir(ports) if os.path.isdir(ports) else []:
+            nd = os.path.join(ports, p, "gid_attrs", "ndevs")
+            for g in os.listdir(nd) if os.path.isdir(nd) else []:
+                v = _read(os.path.join(nd, g))
+                if v:
+                    netdevs.add(v)
+        if os.path.isdir(os.path.join(dev, "net")):
+            netdevs.update(os.listdir(os.path.join(dev, "net")))
+        drv = None
+        if name.startswith("rxe"):
+            drv = "rdma_rxe"
+        elif name.startswith("siw"):
+            drv = "siw"
+        soft = bdf is None or "/devices/virtual/" in real
+        inv.rdma[name] = RdmaDevice(name=name, pci=None if soft else bdf, driver=drv, soft=soft,
+                                    netdevs=sorted(netdevs))
+    if os.path.realpath(root) == "/":
+        try:
+            from pyroute2 import IPRoute
+            with IPRoute() as ipr:
+                names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+                for a in ipr.get_addr():
+                    ifn = names.get(a["index"])
+                    if not ifn:
+                        continue
+                    nd = inv.net.setdefault(ifn, NetDevice(name=ifn))
+                    nd.addresses.append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+        except Exception as exc:  # no netlink (container) -> ports just show no RDMA device
+            inv.warnings.append(f"could not read interface addresses: {exc}")
+    return inv
+
+
+def read_debugfs_controllers(root: str = "/") -> dict[str, dict[int, dict]] | None:
+    """``{subsysnqn: {cntlid: {"port": int, "hostnqn": str, "state": str, ...}}}`` from nvmet's
+    debugfs, or ``None`` when the kernel has none (Debian: CONFIG_NVME_TARGET_DEBUGFS unset)."""
+    base = os.path.join(root, DEBUGFS)
+    if not os.path.isdir(base):
+        return None
+    out: dict[str, dict[int, dict]] = {}
+    for nqn in os.listdir(base):
+        d = os.path.join(base, nqn)
+        if not os.path.isdir(d):
+            continue
+        for c in os.listdir(d):
+            if not (c.startswith("ctrl") and c[4:].isdigit()):
+                continue
+            cd = os.path.join(d, c)
+            info = {k: _read(os.path.join(cd, k)) for k in ("port", "hostnqn", "state", "host_traddr", "kato")}
+            if info.get("port") and info["port"].isdigit():
+                info["port"] = int(info["port"])
+            out.setdefault(nqn, {})[int(c[4:])] = info
+    return out
+
+
+def managed_subsystems(root: str = "/") -> set[str] | None:
+    """NQNs nvmet-p2p manages (the nvmet developer's state record), or None if unknown."""
+    try:
+        from nvmet_p2p import statefile  # noqa: F401
+        fn = getattr(statefile, "managed_subsystems", None)
+    except ImportError:
+        return None
+    if fn is None:
+        return None
+    try:
+        return set(fn(root))
+    except Exception:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# Pure assembly
+# --------------------------------------------------------------------------------------
+
+def port_facts(port: Port, inv: Inventory) -> ev.PortFacts:
+    """Which RDMA device serves an RDMA port's address, and is it soft."""
+    a = port.attrs
+    pf = ev.PortFacts(portid=port.portid, trtype=a.get("addr_trtype", ""), traddr=a.get("addr_traddr", ""))
+    if pf.trtype != "rdma":
+        return pf
+    ibdevs = rdma_devices_for_address(pf.traddr, inv)
+    if len(ibdevs) == 1:
+        d = ibdevs[0]
+        pf.rdma_device, pf.rdma_soft, pf.rdma_pci, pf.rdma_driver = d.name, bool(d.soft or d.pci is None), d.pci, d.driver
+    elif ibdevs and all(d.soft or d.pci is None for d in ibdevs):
+        pf.rdma_device = ",".join(d.name for d in ibdevs)
+        pf.rdma_soft = True
+    return pf
+
+
+def rdma_devices_for_address(traddr: str, inv: Inventory) -> list[RdmaDevice]:
+    """RDMA devices that can accept connections on ``traddr`` (every one for a wildcard)."""
+    try:
+        ip = ipaddress.ip_address(traddr)
+    except ValueError:
+        return []
+    if ip.is_unspecified:
+        return list(inv.rdma.values())
+    netdevs = set()
+    for nd in inv.net.values():
+        for cidr in nd.addresses:
+            try:
+                if ipaddress.ip_interface(cidr).ip == ip:
+                    netdevs.add(nd.name)
+            except ValueError:
+                continue
+    out = []
+    for d in inv.rdma.values():
+        names = set(d.netdevs) | {n for p in d.ports for n in p.netdevs}
+        if names & netdevs:
+            out.append(d)
+    return out
+
+
+def backing_pci(device_path: str, inv: Inventory) -> str | None:
+    name = os.path.basename(device_path or "")
+    ns = inv.namespaces.get(name)
+    return ns.pci if ns else None
+
+
+def distance_facts(provider: str, client: str | list[str], inv: Inventory,
+                   kernel: str | None = None) -> ev.DistanceFacts | None:
+    """The distance module's verdict for provider -> client(s), or None when it cannot say."""
+    try:
+        from nvmet_p2p import distance as dist  # the distance developer's module
+    except ImportError:
+        return None
+    clients = [client] if isinstance(client, str) else list(client)
+    try:
+        if hasattr(dist, "P2pdma"):
+            r = dist.P2pdma(inv, kernel).distance_many(provider, clients)
+        else:
+            r = dist.distance(inv, provider, clients)
+    except Exception:
+        return None
+    d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
+    return ev.DistanceFacts(map_type=str(d.get("map_type")), reasons=list(d.get("reasons") or []),
+                            kernel_parameter=d.get("kernel_parameter"))
+
+
+@dataclass
+class HostControllerHint:
+    """What an initiator on the same run knows about its own connection (from ``bench``)."""
+
+    subsystem: str
+    cntlid: int
+    transport: str
+    traddr: str = ""
+    trsvcid: str = ""
+    hostnqn: str = ""
+
+
+@dataclass
+class StatusReport:
+    kernel: str = ""
+    time: float = 0.0
+    log: dict = field(default_factory=dict)
+    debugfs: bool = False
+    providers: dict = field(default_factory=dict)
+    subsystems: list = field(default_factory=list)
+    refusals: list = field(default_factory=list)     # enable-time refusals from the log
+    notes: list = field(default_factory=list)
+    sampling: dict | None = None
+
+    def verdicts(self) -> list[ev.Verdict]:
+        return [v for s in self.subsystems for n in s["namespaces"] for v in n["_verdicts"]]
+
+    def to_dict(self) -> dict:
+        subs = []
+        for s in self.subsystems:
+            s2 = {k: v for k, v in s.items()}
+            s2["namespaces"] = [{k: v for k, v in n.items() if k != "_verdicts"} | {
+                "verdicts": [v.to_dict() for v in n["_verdicts"]]} for n in s["namespaces"]]
+            subs.append(s2)
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kernel": self.kernel,
+                "time": self.time, "log": self.log, "debugfs": self.debugfs,
+                "sampling": self.sampling, "providers": self.providers, "subsystems": subs,
+                "refusals": self.refusals, "notes": self.notes}
+
+
+def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
+             debugfs: dict | None = None, pools: dict[str, ev.PoolStats] | None = None,
+             io_during_sampling: bool = False, only: set[str] | None = None,
+             hints: list[HostControllerHint] | None = None, kernel: str | None = None,
+             log_info: dict | None = None) -> StatusReport:
+    """Pure: configfs state + inventory + log events (+ pools) -> report with verdicts."""
+    rep = StatusReport(kernel=kernel or inv.system.kernel_release, time=time.time(),
+                       log=dict(log_info or {}), debugfs=debugfs is not None)
+    ctrls = ev.correlate(events)
+    pools = pools or {}
+    for f in sorted(inv.pci.values(), key=lambda f: f.bdf):
+        if f.p2pmem is None:
+            continue
+        st = pools.get(f.bdf)
+        rep.providers[f.bdf] = {"size": f.p2pmem.size, "available": f.p2pmem.available,
+                                "published": f.p2pmem.published,
+                                "sampled": st.to_dict() if st else None}
+    ports_of: dict[str, list[ev.PortFacts]] = {}
+    port_by_id: dict[int, ev.PortFacts] = {}
+    for p in sorted(state.ports.values(), key=lambda p: p.portid):
+        pf = port_facts(p, inv)
+        port_by_id[p.portid] = pf
+        for nqn in p.subsystems:
+            ports_of.setdefault(nqn, []).append(pf)
+    hints = hints or []
+    for nqn, sub in sorted(state.subsystems.items()):
+        if only is not None and nqn not in only:
+            continue
+        sports = ports_of.get(nqn, [])
+        live = (debugfs or {}).get(nqn) if debugfs is not None else None
+        cands = [c for c in ctrls if c.subsystem == nqn and c.ctrl_type == "nvm" and not c.superseded]
+        if live is not None:
+            cands = [c for c in cands if c.cntlid in live]
+        hinted = {h.cntlid: h for h in hints if h.subsystem == nqn}
+        if hints and hinted:
+            cands = [c for c in cands if c.cntlid in hinted] or cands
+        ctrl_rows = []
+        ctrl_port: dict[int, ev.PortFacts | None] = {}
+        for c in cands:
+            port = None
+            if live is not None and isinstance(live.get(c.cntlid, {}).get("port"), int):
+                port = port_by_id.get(live[c.cntlid]["port"])
+            elif c.cntlid in hinted:
+                h = hinted[c.cntlid]
+                m = [p for p in sports if p.trtype == h.transport and
+                     (h.transport == "loop" or (p.traddr == h.traddr and (not h.trsvcid or
+                                                                         str(h.trsvcid) == _svc(state, p.portid))))]
+                port = m[0] if len(m) == 1 else None
+            elif len(sports) == 1:
+                port = sports[0]
+            ctrl_port[c.cntlid] = port
+            row = c.to_dict()
+            row["port"] = port.portid if port else None
+            row["live"] = (c.cntlid in live) if live is not None else None
+            if live is not None and c.cntlid in live:
+                row["state"] = live[c.cntlid].get("state")
+            ctrl_rows.append(row)
+        ns_rows = []
+        for nsid, ns in sorted(sub.namespaces.items()):
+            p2p = ns.attrs.get("p2pmem", "")
+            dev = ns.attrs.get("device_path", "")
+            prov = rep.providers.get(p2p) if p2p not in ("0", "1", "") else None
+            verdicts = []
+            targets = cands or [None]
+            for c in targets:
+                port = ctrl_port.get(c.cntlid) if c else None
+                dist = None
+                cand_ports = [port] if port else sports
+                nic = next((p.rdma_pci for p in cand_ports if p and p.rdma_pci), None)
+                if p2p not in ("0", "1", "") and nic:
+                    dist = distance_facts(p2p, nic, inv, kernel)
+                verdicts.append(ev.decide(subsystem=nqn, nsid=nsid, ns_enabled=ns.enable, p2pmem=p2p,
+                                          ports=sports, ctrl=c, port=port, distance=dist, pools=pools,
+                                          io_during_sampling=io_during_sampling))
+            ns_rows.append({"nsid": nsid, "enabled": ns.enable, "device_path": dev, "p2pmem": p2p,
+                            "mode": "off" if p2p in ("0", "") else ("auto" if p2p == "1" else "pinned"),
+                            "backing_pci": backing_pci(dev, inv), "provider": prov,
+                            "_verdicts": verdicts})
+        rep.subsystems.append({
+            "nqn": nqn,
+            "allow_any_host": sub.attrs.get("attr_allow_any_host") == "1",
+            "allowed_hosts": list(sub.allowed_hosts),
+            "ports": [_port_dict(p, state) for p in sports],
+            "controllers": ctrl_rows,
+            "namespaces": ns_rows,
+        })
+    rep.refusals = [e.to_dict() for e in events if e.kind in (ev.KIND_NO_P2P_FOR_NS, ev.KIND_NOT_BDEV,
+                                                              ev.KIND_DRIVER_NO_P2P)]
+    if debugfs is None:
+        rep.notes.append("controllers come from the kernel log ('Created nvm controller' lines; "
+                         "superseded ids dropped); without nvmet debugfs it cannot say which are still "
+                         "connected nor, when a subsystem has several ports, through which port")
+    if log_info and not log_info.get("complete", True):
+        rep.notes.append("the kernel log no longer reaches back to boot: controllers created "
+                         "earlier are missing from it")
+    return rep
+
+
+def _svc(state: TargetState, portid: int) -> str:
+    return state.ports[portid].attrs.get("addr_trsvcid", "") if portid in state.ports else ""
+
+
+def _port_dict(p: ev.PortFacts, state: TargetState) -> dict:
+    return {"portid": p.portid, "trtype": p.trtype, "traddr": p.traddr,
+            "trsvcid": _svc(state, p.portid), "rdma_device": p.rdma_device,
+            "rdma_soft": p.rdma_soft, "rdma_pci": p.rdma_pci}
+
+
+# --------------------------------------------------------------------------------------
+# Collect (edges + assemble)
+# --------------------------------------------------------------------------------------
+
+def read_log(root: str = "/") -> tuple[list, dict]:
+    """All kernel-log records the ring buffer still holds, and a summary of the source."""
+    from nvmet_p2p.kmsg import KernelLog
+    log = KernelLog(root=root)
+    try:
+        recs = log.records()
+    except OSError as exc:
+        return [], {"source": "none", "records": 0, "error": str(exc)}
+    seqs = [r.seq for r in recs if r.seq is not None]
+    info = {"source": "kmsg" if seqs else ("dmesg" if recs else "none"), "records": len(recs),
+            "first_time": recs[0].time if recs else None,
+            "complete": (min(seqs) == 0) if seqs else (bool(recs) and recs[0].time == 0.0)}
+    return recs, info
+
+
+def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0.1,
+            io_during_sampling: bool = False, all_subsystems: bool = False,
+            sampler: ev.PoolSampler | None = None, hints: list[HostControllerHint] | None = None,
+            kernel: str | None = None, inventory: Inventory | None = None,
+            log_records: list | None = None) -> StatusReport:
+    """Read everything and decide. ``sampler``: an already running/finished sampler whose
+    statistics to use (``bench`` samples around each fio run)."""
+    inv = inventory or read_inventory(root)
+    pools = None
+    sampling = None
+    if sampler is not None:
+        pools = sampler.stats
+        sampling = {"seconds": (sampler.stopped or time.time()) - (sampler.started or time.time()),
+                    "interval": sampler.interval, "io_running": io_during_sampling}
+    elif sample_seconds > 0:
+        s = ev.PoolSampler([f.bdf for f in inv.providers(published_only=False)], root=root, interval=interval)
+        with s:
+            time.sleep(sample_seconds)
+        pools = s.stats
+        sampling = {"seconds": sample_seconds, "interval": interval, "io_running": io_during_sampling}
+    state = read_target(root)
+    if log_records is None:
+        log_records, info = read_log(root)
+    else:
+        info = {"source": "given", "records": len(log_records), "complete": True}
+    events = ev.parse_log(log_records)
+    only = None
+    notes = []
+    if not all_subsystems:
+        managed = managed_subsystems(root)
+        if managed is not None:
+            only = managed
+        else:
+            notes.append("no record of managed subsystems found: showing every subsystem")
+    rep = assemble(state, inv, events, debugfs=read_debugfs_controllers(root), pools=pools,
+                   io_during_sampling=io_during_sampling, only=only, hints=hints,
+                   kernel=kernel, log_info=info)
+    rep.sampling = sampling
+    rep.notes = notes + rep.notes
+    if not os.path.isdir(os.path.join(root, NVMET)):
+        rep.notes.insert(0, f"no nvmet configfs tree at {os.path.join(root, NVMET)} "
+                            "(modprobe nvmet; configfs mounted?)")
+    return rep
+
+
+# --------------------------------------------------------------------------------------
+# Human rendering
+# --------------------------------------------------------------------------------------
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1048576:.1f} MiB"
+
+
+def render(rep: StatusReport) -> str:
+    from nvmet_p2p.output import table
+    out = []
+    for n in rep.notes:
+        out.append(f"note: {n}")
+    if rep.providers:
+        rows = []
+        for bdf, p in rep.providers.items():
+            s = p.get("sampled") or {}
+            rows.append([bdf, _mib(p["size"]), _mib(p["available"]), "yes" if p["published"] else "no",
+                         f"{_mib(s.get('min'))}..{_mib(s.get('max'))}" if s else "-",
+                         ("yes" if s.get("moved") else "no") if s else "-"])
+        out.append("p2pmem providers")
+        out.append(table(["provider", "size", "available", "published", "sampled min..max", "moved"], rows))
+    for s in rep.subsystems:
+        out.append("")
+        hosts = "any host" if s["allow_any_host"] else f"{len(s['allowed_hosts'])} allowed host(s)"
+        out.append(f"subsystem {s['nqn']} ({hosts})")
+        for p in s["ports"]:
+            extra = ""
+            if p["trtype"] == "rdma":
+                extra = (f" via {p['rdma_device']}" + (" (soft RDMA)" if p["rdma_soft"] else
+                                                       f" (PCI {p['rdma_pci']})" if p["rdma_pci"] else "")
+                         if p["rdma_device"] else " (RDMA device not known)")
+            out.append(f"  port {p['portid']}: {p['trtype']} {p['traddr']}:{p['trsvcid']}{extra}")
+        if not s["ports"]:
+            out.append("  not linked to any port")
+        if s["controllers"]:
+            for c in s["controllers"]:
+                live = "" if c["live"] is None else (" live" if c["live"] else " gone")
+                port = f" port {c['port']}" if c["port"] is not None else ""
+                maps = ", ".join(f"nsid {k} -> {v}" for k, v in c["mappings"].items()) or "no p2p mapping"
+                out.append(f"  controller {c['cntlid']}{port}{live}: {c['hostnqn']} ({maps})")
+        else:
+            out.append("  no host controllers in the kernel log")
+        rows = []
+        for n in s["namespaces"]:
+            prov = n["provider"]
+            rows.append([n["nsid"], "yes" if n["enabled"] else "no", n["device_path"], n["p2pmem"],
+                         f"{_mib(prov['available'])} of {_mib(prov['size'])}" if prov else "-"])
+        out.append(table(["nsid", "enabled", "device", "p2pmem", "provider available"], rows))
+        for n in s["namespaces"]:
+            for v in n["_verdicts"]:
+                who = f"controller {v.cntlid}" if v.cntlid is not None else "no controller"
+                out.append(f"  nsid {v.nsid} × {who}: {v.headline()}")
+                if v.kernel_parameter:
+                    out.append(f"      kernel parameter that would fix it: {v.kernel_parameter}")
+    if rep.refusals:
+        out.append("")
+        out.append("kernel refusals at namespace enable:")
+        for r in rep.refusals:
+            out.append(f"  {r['message']}")
+    if not rep.subsystems:
+        out.append("no subsystems")
+    return "\n".join(out)
