@@ -1,0 +1,101 @@
+"""PNG plots of a bench run (matplotlib, the optional ``plots`` extra).
+
+* ``throughput_vs_qd.png``: GB/s against queue depth, one line per sequential workload
+  family (read/write × block size);
+* ``latency_percentiles.png``: p50/p99/p99.9 completion latency per workload;
+* ``ab.png``: median p2p-on vs p2p-off per workload, with the ratio on top.
+
+Without matplotlib nothing is drawn and :func:`make_plots` returns a note saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+NOTE_MISSING = ("plots skipped: matplotlib is not installed "
+                "(pip install 'nvmet-p2p[plots]')")
+
+
+def _title(results: dict, text: str) -> str:
+    return f"{text}\n{results['emulated']}" if results.get("emulated") else text
+
+
+def make_plots(out_dir: str, results: dict) -> tuple[list[str], str | None]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], NOTE_MISSING
+    made = []
+    runs = [r for r in results.get("runs", []) if r.get("summary") and r["fio"].get("ok")]
+    base = [r for r in runs if not r.get("variant") or r.get("variant") == "p2p-on"]
+
+    # throughput vs queue depth
+    fam: dict[str, dict[int, list[float]]] = {}
+    for r in base:
+        m = re.match(r"^(seq-(?:read|write)-\w+)-qd(\d+)$", r["workload"]["name"])
+        if m:
+            fam.setdefault(m.group(1), {}).setdefault(int(m.group(2)), []).append(r["summary"]["gb_per_s"])
+    if fam:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, pts in sorted(fam.items()):
+            qds = sorted(pts)
+            ax.plot(qds, [sum(pts[q]) / len(pts[q]) for q in qds], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("queue depth")
+        ax.set_ylabel("GB/s (10^9 B/s)")
+        ax.set_title(_title(results, "Throughput vs queue depth"))
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        p = os.path.join(out_dir, "throughput_vs_qd.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+
+    # latency percentiles
+    lat = [r for r in base if r["summary"].get("p50_ns") is not None and r["workload"].get("kind") != "integrity"]
+    if lat:
+        names = [r["workload"]["name"] for r in lat]
+        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 4.5))
+        width = 0.27
+        for i, (key, label) in enumerate((("p50_ns", "p50"), ("p99_ns", "p99"), ("p999_ns", "p99.9"))):
+            ax.bar([x + (i - 1) * width for x in range(len(names))],
+                   [(r["summary"].get(key) or 0) / 1000 for r in lat], width, label=label)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=45, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel("completion latency (µs)")
+        ax.set_title(_title(results, "Latency percentiles"))
+        ax.legend()
+        fig.tight_layout()
+        p = os.path.join(out_dir, "latency_percentiles.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+
+    # A/B
+    ab = (results.get("ab") or {}).get("workloads") or {}
+    rows = [(n, t) for n, t in ab.items() if t.get("median_on") is not None and t.get("median_off") is not None]
+    if rows:
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 4.5))
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], [t["median_on"] for _, t in rows], 0.4, label="p2p on")
+        ax.bar([x + 0.2 for x in xs], [t["median_off"] for _, t in rows], 0.4, label="p2p off")
+        for x, (_, t) in zip(xs, rows):
+            if t.get("ratio_on_off"):
+                ax.annotate(f"{t['ratio_on_off']:.2f}x", (x, max(t["median_on"], t["median_off"])),
+                            ha="center", va="bottom")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([f"{n}\n({t['metric']})" for n, t in rows], rotation=30, ha="right")
+        ax.set_ylabel("median (GB/s or IOPS, see label)")
+        ax.set_title(_title(results, "A/B: p2p on vs off (medians, ratio on/off)"))
+        ax.legend()
+        fig.tight_layout()
+        p = os.path.join(out_dir, "ab.png")
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+    return made, None

@@ -1,0 +1,132 @@
+"""``bench`` end to end on plain files with the real fio (no target): matrix, integrity verdict,
+corruption between the phases, results.json / CSV / Markdown / plots, A/B bookkeeping."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+
+import pytest
+
+from nvmet_p2p import cli
+from nvmet_p2p.harness import bench as B
+from nvmet_p2p.harness import results as R
+from nvmet_p2p.harness import workloads as W
+
+pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt-get install fio)")
+
+
+def disk(tmp_path, name="disk.img", mib=24):
+    p = tmp_path / name
+    with open(p, "wb") as f:
+        f.truncate(mib << 20)
+    return str(p)
+
+
+def test_bench_command_on_a_file_catches_the_corrupted_block(tmp_path, capsys):
+    img = disk(tmp_path)
+    out = tmp_path / "out"
+    rc = cli.main(["bench", "--device", img, "--matrix", "quick", "--runtime", "1", "--ramp", "0",
+                   "--integrity-size", "8m", "--allow-write", "--out", str(out), "--no-plots",
+                   "--between-phases", f"dd if=/dev/urandom of={img} bs=4096 seek=700 count=1 conv=notrunc status=none"])
+    assert rc == 1
+    text = capsys.readouterr().out
+    assert "integrity: fail" in text and f"offset {700 * 4096}" in text
+    r = json.loads((out / "results.json").read_text())
+    assert r["schema"] == "nvmet-p2p/bench-results" and r["schema_version"] == 1
+    assert [x["workload"]["name"] for x in r["runs"]] == [
+        "seq-read-128k-qd16", "seq-write-128k-qd16", "rand-read-4k-qd16", "integrity-write", "integrity-verify"]
+    (f,) = r["integrity"]["failures"]
+    assert f["offset"] == 700 * 4096 and f["file"] == img and f["job"] == f"integrity-verify@{os.path.basename(img)}"
+    assert r["integrity"]["verdict"] == "fail" and not r["ok"]
+    s = r["runs"][0]["summary"]
+    assert s["gb_per_s"] > 0 and s["iops"] > 0 and s["p99_ns"] >= s["p50_ns"] > 0
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert len(rows) == 5 and rows[0]["workload"] == "seq-read-128k-qd16" and float(rows[0]["read_gb_per_s"]) > 0
+    md = (out / "summary.md").read_text()
+    assert "## Integrity: **fail**" in md and str(700 * 4096) in md
+    assert (out / "fio" / "integrity-verify.fio").exists() and (out / "fio" / "integrity-verify.stderr").exists()
+
+
+def test_bench_clean_run_passes(tmp_path, capsys):
+    img = disk(tmp_path)
+    out = tmp_path / "out"
+    rc = cli.main(["bench", "--device", img, "--matrix", "integrity", "--integrity-size", "4m",
+                   "--allow-write", "--out", str(out), "--no-plots", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and d["ok"] and d["integrity"]["verdict"] == "pass"
+
+
+def test_writes_need_permission(tmp_path, capsys):
+    assert cli.main(["bench", "--device", disk(tmp_path), "--matrix", "quick"]) == 2
+    assert "--allow-write" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["bench", "--matrix", "quick"], "say where to run"),
+    (["bench", "-t", "rdma", "--device", "/dev/x"], "exactly one"),
+    (["bench", "-t", "tcp"], "needs --traddr"),
+    (["bench", "--device", "/dev/x", "--workload", "nope"], "unknown workload"),
+    (["bench", "--device", "/dev/x", "--qd", "0"], "queue depths"),
+    (["bench", "--fio-server", "host1", "--workload", "seq-read-128k-qd1"], "HOST[,PORT]=DEVICE"),
+])
+def test_bad_arguments(argv, msg, capsys):
+    assert cli.main(argv) == 2
+    assert msg in capsys.readouterr().err
+
+
+class FlipToggle:
+    def __init__(self):
+        self.calls = []
+
+    def set(self, v):
+        self.calls.append(v)
+
+
+def test_ab_rounds_interleave_and_give_medians_and_ratio(tmp_path):
+    img = disk(tmp_path)
+    wl = W.select(W.build_matrix("quick", runtime=1, ramp=0), ["seq-read-128k-qd16"])
+    tog = FlipToggle()
+    cfg = B.BenchConfig(workloads=wl, out_dir=str(tmp_path / "ab"), devices=[img], ab_rounds=2, plots=False)
+    r = B.Bench(cfg, toggle=tog).run()
+    assert tog.calls == ["p2p-on", "p2p-off", "p2p-on", "p2p-off"] and r["ab"]["order"] == tog.calls
+    t = r["ab"]["workloads"]["seq-read-128k-qd16"]
+    assert t["metric"] == "gb_per_s" and len(t["p2p-on"]) == 2 and len(t["p2p-off"]) == 2
+    assert t["ratio_on_off"] == pytest.approx(t["median_on"] / t["median_off"])
+    assert [(x["variant"], x["round"]) for x in r["runs"]] == [("p2p-on", 1), ("p2p-off", 1), ("p2p-on", 2), ("p2p-off", 2)]
+
+
+def test_ab_table_and_markdown_from_plain_data():
+    def run(name, variant, v, bs="128k"):
+        return {"workload": {"name": name, "bs": bs, "kind": "throughput", "rw": "read", "iodepth": 1},
+                "variant": variant, "round": 1, "summary": {"gb_per_s": v, "iops": v * 1000},
+                "fio": {"ok": True, "problems": [], "jobs": []}}
+    runs = [run("a", "p2p-on", 2.0), run("a", "p2p-off", 1.0), run("a", "p2p-on", 4.0), run("a", "p2p-off", 1.0),
+            run("r", "p2p-on", 1.0, "4k"), run("r", "p2p-off", 2.0, "4k")]
+    t = R.ab_table(runs)
+    assert t["a"]["median_on"] == 3.0 and t["a"]["ratio_on_off"] == 3.0
+    assert t["r"]["metric"] == "iops" and t["r"]["ratio_on_off"] == 0.5
+    md = R.markdown({"runs": runs, "ab": {"rounds": 2, "order": ["p2p-on", "p2p-off"], "workloads": t},
+                     "emulated": R.EMULATED_LABEL})
+    assert "QEMU, emulated; not a performance claim" in md and "| a | gb_per_s | 3.000 | 1.000 | 3.000 |" in md
+
+
+def test_plots_are_drawn_or_skipped_with_a_note(tmp_path):
+    from nvmet_p2p.harness import plots
+    img = disk(tmp_path)
+    wl = W.select(W.build_matrix("default", runtime=0.5, ramp=0, qds=(1, 4)),
+                  ["seq-read-128k-qd1", "seq-read-128k-qd4", "rand-read-4k-qd1"])
+    cfg = B.BenchConfig(workloads=wl, out_dir=str(tmp_path / "p"), devices=[img], ab_rounds=1, plots=True)
+    r = B.Bench(cfg, toggle=FlipToggle()).run()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert plots.NOTE_MISSING in r["notes"]
+        return
+    for png in ("throughput_vs_qd.png", "latency_percentiles.png", "ab.png"):
+        p = tmp_path / "p" / png
+        assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
