@@ -1,0 +1,123 @@
+"""``p2p-test`` logic on a file tree: seeding, verification, interleaving, medians, refusal text.
+
+The real thing (a CMB's p2pmem/allocate and NVMe DMA into it) only exists in the lab:
+tests/lab/test_lab_harness.py runs it against the kernel. Here the "allocate" file is an
+ordinary file, so everything but the DMA itself runs for real (mmap MAP_SHARED, O_DIRECT
+preadv/pwritev, byte comparison)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+
+from nvmet_p2p import cli, p2ptest
+from nvmet_p2p.errors import InputError
+
+BDF = "0000:03:00.0"
+
+
+def tree(tmp_path, available=66977792):
+    p = tmp_path / "sys/bus/pci/devices" / BDF / "p2pmem"
+    p.mkdir(parents=True)
+    (p / "size").write_text("67108864\n")
+    (p / "available").write_text(f"{available}\n")
+    (p / "published").write_text("1\n")
+    with open(p / "allocate", "wb") as f:
+        f.truncate(64 << 20)
+    devs = []
+    for name, bdf in (("nvme1n1", "0000:04:00.0"), ("nvme2n1", "0000:05:00.0")):
+        d = tmp_path / "sys/devices/pci0000:00/0000:00:04.0" / bdf / "nvme" / name[:-2] / name
+        d.mkdir(parents=True)
+        (tmp_path / "sys/block").mkdir(exist_ok=True)
+        os.symlink(d, tmp_path / "sys/block" / name)
+        img = tmp_path / name
+        with open(img, "wb") as f:
+            f.truncate(32 << 20)
+        devs.append(str(img))
+    return devs
+
+
+def o_direct_works(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def test_seeded_transfer_verified_and_interleaved(tmp_path):
+    src, dst = tree(tmp_path)
+    if not o_direct_works(src):
+        pytest.skip("the test filesystem refuses O_DIRECT")
+    res = p2ptest.run(BDF, src, dst, size=1 << 20, repeat=3, root=str(tmp_path))
+    assert res.verdict == "verified" and res.refusal is None and res.seeded
+    kinds = [(t.direction, t.path, t.repeat) for t in res.transfers]
+    # interleaved: repeat 1 host first, repeat 2 p2p first, ...
+    assert kinds[:4] == [("read", "host", 1), ("read", "p2p", 1), ("write", "host", 1), ("write", "p2p", 1)]
+    assert kinds[4:8] == [("read", "p2p", 2), ("read", "host", 2), ("write", "p2p", 2), ("write", "host", 2)]
+    assert all(t.verified for t in res.transfers) and len(res.transfers) == 12
+    m = res.medians()
+    assert m["read_p2p_mb_per_s"] > 0 and m["read_ratio_p2p_host"] > 0
+    # the data really went to the "CMB" (the allocate file): its first MiB is the seed pattern
+    import random
+    with open(tmp_path / "sys/bus/pci/devices" / BDF / "p2pmem/allocate", "rb") as f:
+        assert f.read(1 << 20) == random.Random(20261125).randbytes(1 << 20)
+    text = p2ptest.render(res)
+    assert "verdict: verified" in text and "prediction: " in text
+
+
+def test_read_only_source_compares_with_a_host_read(tmp_path):
+    src, _ = tree(tmp_path)
+    if not o_direct_works(src):
+        pytest.skip("the test filesystem refuses O_DIRECT")
+    with open(src, "r+b") as f:
+        f.write(os.urandom(1 << 20))
+    res = p2ptest.run(BDF, src, size=1 << 20, repeat=1, seed_source=False, root=str(tmp_path))
+    assert res.verdict == "verified" and not res.seeded and res.seed is None
+
+
+def test_refusal_explanation_uses_prediction_and_kernel_lines():
+    res = p2ptest.P2pTestResult(provider=BDF, source="/dev/nvme3n1", destination=None, size=4096, offset=0,
+                                repeat=1, seeded=True, seed=1, emulated=None)
+    res.prediction = {"/dev/nvme3n1": {"pci": "0000:06:00.0", "map_type": "not_supported",
+                                       "reasons": ["no common upstream bridge; host bridge 8086:29c0 not whitelisted"],
+                                       "kernel_parameter": None}}
+    res.refusal = {"direction": "read", "device": "/dev/nvme3n1", "errno": errno.EINVAL, "errname": "EINVAL"}
+    res.kernel_log = ["nvme 0000:06:00.0: cannot be used for peer-to-peer DMA as the client and provider "
+                      "(0000:03:00.0) do not share an upstream bridge or whitelisted host bridge"]
+    p2ptest._explain(res)
+    t = res.refusal["explanation"]
+    assert "as predicted" in t and "8086:29c0" in t and "do not share an upstream bridge" in t
+    res.kernel_log = []
+    res.prediction["/dev/nvme3n1"]["map_type"] = "bus_addr"
+    p2ptest._explain(res)
+    assert res.refusal["explanation"].startswith("UNEXPECTED") and "caches the answer" in res.refusal["explanation"]
+    assert res.verdict == "refused"
+
+
+def test_input_errors(tmp_path, capsys):
+    src, dst = tree(tmp_path, available=1 << 20)
+    with pytest.raises(InputError, match="available"):
+        p2ptest.run(BDF, src, size=2 << 20, root=str(tmp_path))
+    with pytest.raises(InputError, match="no PCI device"):
+        p2ptest.run("0000:99:00.0", src, root=str(tmp_path))
+    with pytest.raises(InputError, match="multiple of"):
+        p2ptest.parse_size("1000")
+    assert p2ptest.parse_size("16M") == 16 << 20
+    assert cli.main(["p2p-test", "--root", str(tmp_path), BDF, src, dst]) == 2
+    assert "--allow-write" in capsys.readouterr().err
+
+
+def test_command_json(tmp_path, capsys):
+    src, dst = tree(tmp_path)
+    if not o_direct_works(src):
+        pytest.skip("the test filesystem refuses O_DIRECT")
+    rc = cli.main(["p2p-test", "--root", str(tmp_path), "--json", "--size", "256k", "--repeat", "1",
+                   "--allow-write", BDF, src, dst])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and d["verdict"] == "verified" and d["medians"]["write_p2p_mb_per_s"] > 0
+    assert d["prediction"][src]["pci"] == "0000:04:00.0"
