@@ -50,57 +50,9 @@ def _read(path: str) -> str | None:
 # --------------------------------------------------------------------------------------
 
 def read_target(root: str = "/") -> TargetState:
-    """The live nvmet tree as a :class:`TargetState`."""
-    try:
-        from nvmet_p2p.configfs import read_state  # the nvmet developer's reader
-    except ImportError:
-        return _read_target_fallback(root)
-    return read_state(root)
-
-
-def _read_target_fallback(root: str) -> TargetState:
-    base = os.path.join(root, NVMET)
-    st = TargetState()
-    if not os.path.isdir(base):
-        return st
-    sdir = os.path.join(base, "subsystems")
-    for nqn in sorted(os.listdir(sdir)) if os.path.isdir(sdir) else []:
-        d = os.path.join(sdir, nqn)
-        sub = Subsystem(nqn=nqn)
-        for f in sorted(os.listdir(d)):
-            if f.startswith("attr_"):
-                v = _read(os.path.join(d, f))
-                if v is not None:
-                    sub.attrs[f] = v
-        ah = os.path.join(d, "allowed_hosts")
-        sub.allowed_hosts = sorted(os.listdir(ah)) if os.path.isdir(ah) else []
-        nsd = os.path.join(d, "namespaces")
-        for n in sorted(os.listdir(nsd), key=lambda x: int(x) if x.isdigit() else 0) if os.path.isdir(nsd) else []:
-            if not n.isdigit():
-                continue
-            nd = os.path.join(nsd, n)
-            ns = Namespace(nsid=int(n), enable=_read(os.path.join(nd, "enable")) == "1")
-            for f in ("device_path", "p2pmem", "buffered_io", "device_nguid", "device_uuid"):
-                v = _read(os.path.join(nd, f))
-                if v is not None:
-                    ns.attrs[f] = v
-            sub.namespaces[ns.nsid] = ns
-        st.subsystems[nqn] = sub
-    pdir = os.path.join(base, "ports")
-    for p in sorted(os.listdir(pdir), key=lambda x: int(x) if x.isdigit() else 0) if os.path.isdir(pdir) else []:
-        if not p.isdigit():
-            continue
-        d = os.path.join(pdir, p)
-        port = Port(portid=int(p))
-        for f in sorted(os.listdir(d)):
-            if f.startswith(("addr_", "param_")):
-                v = _read(os.path.join(d, f))
-                if v is not None:
-                    port.attrs[f] = v
-        sl = os.path.join(d, "subsystems")
-        port.subsystems = sorted(os.listdir(sl)) if os.path.isdir(sl) else []
-        st.ports[port.portid] = port
-    return st
+    """The live nvmet tree as a :class:`TargetState` (the nvmet developer's reader)."""
+    from nvmet_p2p.configfs import Configfs, read_state
+    return read_state(Configfs(root))
 
 
 def read_inventory(root: str = "/") -> Inventory:
@@ -192,17 +144,15 @@ def read_debugfs_controllers(root: str = "/") -> dict[str, dict[int, dict]] | No
     return out
 
 
-def managed_subsystems(root: str = "/") -> set[str] | None:
-    """NQNs nvmet-p2p manages (the nvmet developer's state record), or None if unknown."""
-    try:
-        from nvmet_p2p import statefile  # noqa: F401
-        fn = getattr(statefile, "managed_subsystems", None)
-    except ImportError:
-        return None
-    if fn is None:
+def managed_subsystems(state_dir: str | None = None) -> set[str] | None:
+    """NQNs nvmet-p2p manages (``<state dir>/managed.json`` of the reconciler), or None when
+    there is no such record."""
+    from nvmet_p2p.apply import ManagedStore, state_dir as _state_dir
+    store = ManagedStore(_state_dir(state_dir))
+    if not os.path.exists(store.path):
         return None
     try:
-        return set(fn(root))
+        return set(store.load().subsystems)
     except Exception:
         return None
 
@@ -259,22 +209,15 @@ def backing_pci(device_path: str, inv: Inventory) -> str | None:
 
 def distance_facts(provider: str, client: str | list[str], inv: Inventory,
                    kernel: str | None = None) -> ev.DistanceFacts | None:
-    """The distance module's verdict for provider -> client(s), or None when it cannot say."""
-    try:
-        from nvmet_p2p import distance as dist  # the distance developer's module
-    except ImportError:
-        return None
+    """The distance module's verdict for provider -> client(s), or None when it cannot say
+    (an inventory without the PCI tree, an unknown device)."""
+    from nvmet_p2p import distance as dist
     clients = [client] if isinstance(client, str) else list(client)
     try:
-        if hasattr(dist, "P2pdma"):
-            r = dist.P2pdma(inv, kernel).distance_many(provider, clients)
-        else:
-            r = dist.distance(inv, provider, clients)
+        r = dist.distance_many(inv, provider, clients, kernel)
     except Exception:
         return None
-    d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
-    return ev.DistanceFacts(map_type=str(d.get("map_type")), reasons=list(d.get("reasons") or []),
-                            kernel_parameter=d.get("kernel_parameter"))
+    return ev.DistanceFacts(map_type=r.map_type, reasons=list(r.reasons), kernel_parameter=r.kernel_parameter)
 
 
 @dataclass
@@ -448,7 +391,7 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
             io_during_sampling: bool = False, all_subsystems: bool = False,
             sampler: ev.PoolSampler | None = None, hints: list[HostControllerHint] | None = None,
             kernel: str | None = None, inventory: Inventory | None = None,
-            log_records: list | None = None) -> StatusReport:
+            log_records: list | None = None, state_dir: str | None = None) -> StatusReport:
     """Read everything and decide. ``sampler``: an already running/finished sampler whose
     statistics to use (``bench`` samples around each fio run)."""
     inv = inventory or read_inventory(root)
@@ -473,11 +416,12 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
     only = None
     notes = []
     if not all_subsystems:
-        managed = managed_subsystems(root)
+        managed = managed_subsystems(state_dir)
         if managed is not None:
             only = managed
         else:
-            notes.append("no record of managed subsystems found: showing every subsystem")
+            notes.append("no record of subsystems managed by nvmet-p2p (managed.json in the state "
+                         "directory): showing every subsystem")
     rep = assemble(state, inv, events, debugfs=read_debugfs_controllers(root), pools=pools,
                    io_during_sampling=io_during_sampling, only=only, hints=hints,
                    kernel=kernel, log_info=info)

@@ -130,3 +130,40 @@ def test_plots_are_drawn_or_skipped_with_a_note(tmp_path):
     for png in ("throughput_vs_qd.png", "latency_percentiles.png", "ab.png"):
         p = tmp_path / "p" / png
         assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_local_toggle_goes_through_the_reconciler(tmp_path):
+    """A/B on the local target: only the namespaces' p2pmem change, through reconcile()."""
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from fakenvmet import FakeNvmet
+    from nvmet_p2p import statefile
+    from nvmet_p2p.apply import reconcile
+    from nvmet_p2p.configfs import read_state
+    from nvmet_p2p.errors import InputError
+    from nvmet_p2p.harness.ab import LocalToggle
+    from test_apply_fake import DOC, S1, S2
+
+    cfs = FakeNvmet(str(tmp_path / "root"))
+    sd = str(tmp_path / "state")
+    reconcile(cfs.root, statefile.parse(DOC), sd, cfs=cfs)
+    before = read_state(cfs)
+    t = LocalToggle(cfs.root, [S1], state_dir=sd, cfs=cfs)
+    w0 = cfs.writes
+    t.set("p2p-off")
+    live = read_state(cfs)
+    assert [live.subsystems[S1].namespaces[i].attrs["p2pmem"] for i in (1, 2)] == ["0", "0"]
+    assert all(ns.enable for ns in live.subsystems[S1].namespaces.values())
+    assert live.subsystems[S2] == before.subsystems[S2] and live.ports == before.ports
+    assert cfs.writes - w0 == 6          # per namespace: enable 0, p2pmem, enable 1
+    t.set("p2p-on")
+    t.set("p2p-on")                      # already on: zero writes
+    assert t.outcomes[-1]["writes"] == 0
+    assert read_state(cfs) == before
+    t.set("p2p-off")
+    t.restore()
+    assert read_state(cfs) == before
+    with pytest.raises(InputError, match="p2pmem 0"):
+        LocalToggle(cfs.root, [S2], state_dir=sd, cfs=cfs)
+    with pytest.raises(InputError, match="not on this machine"):
+        LocalToggle(cfs.root, ["nqn.x:none"], state_dir=sd, cfs=cfs)

@@ -6,6 +6,7 @@ import os
 import sys
 import time
 
+from nvmet_p2p.commands._target import add_state_dir
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import bench as B
 from nvmet_p2p.harness import workloads as W
@@ -82,6 +83,7 @@ def register(p):
                    help="A/B: the 'on' p2pmem value (default: each namespace's value before the run)")
     g.add_argument("--ab-on-cmd", metavar="CMD", help="A/B on a remote target: command that turns p2p on")
     g.add_argument("--ab-off-cmd", metavar="CMD", help="A/B on a remote target: command that turns p2p off")
+    add_state_dir(g)
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="results directory (default results/bench-<time>)")
     g.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
@@ -153,7 +155,8 @@ def run(args) -> int:
             if not args.nqn:
                 raise InputError("A/B on the local target needs the subsystem(s): --nqn", where="--nqn")
             from nvmet_p2p.harness.ab import LocalToggle
-            bench.toggle = LocalToggle(args.root, args.nqn, args.nsid, args.ab_p2pmem, progress=progress)
+            bench.toggle = LocalToggle(args.root, args.nqn, args.nsid, args.ab_p2pmem,
+                                       state_dir=args.state_dir, progress=progress)
 
     results = bench.run()
     emit(args.json, {"out": out, "ok": results["ok"], "integrity": results["integrity"],

@@ -7,6 +7,7 @@ import time
 
 from nvmet_p2p import evidence as ev
 from nvmet_p2p import status as st
+from nvmet_p2p.commands._target import add_state_dir
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.output import emit
 
@@ -22,6 +23,7 @@ DESCRIPTION = (
 
 
 def register(p):
+    add_state_dir(p)
     p.add_argument("--all", action="store_true",
                    help="show every subsystem, not only the ones nvmet-p2p manages")
     p.add_argument("--sample", type=float, metavar="SECONDS", default=0.0,
@@ -40,7 +42,8 @@ def run(args) -> int:
         raise InputError("--sample must be >= 0, --interval and --watch > 0")
     if args.watch is None:
         rep = st.collect(args.root, sample_seconds=args.sample, interval=args.interval,
-                         io_during_sampling=args.io, all_subsystems=args.all, kernel=args.kernel)
+                         io_during_sampling=args.io, all_subsystems=args.all, kernel=args.kernel,
+                         state_dir=args.state_dir)
         emit(args.json, rep.to_dict(), lambda _d: st.render(rep))
         return 0
     inv = st.read_inventory(args.root)
@@ -51,7 +54,7 @@ def run(args) -> int:
             time.sleep(args.watch)
             rep = st.collect(args.root, sampler=sampler, io_during_sampling=args.io,
                              all_subsystems=args.all, kernel=args.kernel,
-                             inventory=st.read_inventory(args.root))
+                             inventory=st.read_inventory(args.root), state_dir=args.state_dir)
             if args.json:
                 import json
                 sys.stdout.write(json.dumps(rep.to_dict(), default=str) + "\n")

@@ -2,94 +2,82 @@
 
 "On" is each namespace's ``p2pmem`` as configured when the run starts (a provider BDF or
 ``1``), or a value the user gives; "off" is ``0``. The kernel accepts a ``p2pmem`` change only
-while the namespace is disabled, and the p2p mapping of a controller is fixed when it
-connects, so the bench disconnects before toggling and reconnects after.
+while the namespace is disabled, and a controller's p2p mapping is fixed when it connects, so
+the bench disconnects before toggling and reconnects after.
 
-The change goes through the reconciler (``nvmet_p2p.apply``: minimal, ordered, rolled back on
-failure) when it is installed; until then through the same three configfs writes the
-reconciler would make (``enable`` 0, ``p2pmem``, ``enable`` 1), restoring the previous
-value if the kernel refuses.
+Every change goes through the reconciler (:func:`nvmet_p2p.apply.reconcile`): the desired
+state is the subsystem as it is live with only ``p2pmem`` changed, so the plan cycles exactly
+those namespaces (``enable`` 0, ``p2pmem``, ``enable`` 1), rolls back if the kernel refuses,
+and holds the apply lock. The subsystem joins nvmet-p2p's managed set, as with any apply.
 """
 
 from __future__ import annotations
 
-import os
-
-from nvmet_p2p.errors import InputError, KernelError
-
-NVMET = "sys/kernel/config/nvmet"
+from nvmet_p2p import state as st
+from nvmet_p2p.errors import InputError
 
 
 class LocalToggle:
     def __init__(self, root: str, subsystems: list[str], nsids: list[int] | None = None,
-                 on_value: str | None = None, progress=None):
+                 on_value: str | None = None, state_dir: str | None = None, progress=None, cfs=None):
+        from nvmet_p2p.apply import state_dir as _state_dir
+        from nvmet_p2p.configfs import Configfs, read_state
         self.root = root
+        self.cfs = cfs            # tests pass a fake configfs; None: the live tree under root
+        self.directory = _state_dir(state_dir)
         self.progress = progress or (lambda m: None)
+        self.outcomes: list[dict] = []
+        live = read_state(cfs or Configfs(root))
         self.targets: dict[tuple[str, int], str] = {}
+        self.original: dict[tuple[str, int], str] = {}
         for nqn in subsystems:
-            nsdir = os.path.join(root, NVMET, "subsystems", nqn, "namespaces")
-            if not os.path.isdir(nsdir):
-                raise InputError(f"A/B: subsystem {nqn} is not on this machine's target "
-                                 f"({nsdir} missing); use --ab-on-cmd/--ab-off-cmd for a remote target")
-            for n in sorted(os.listdir(nsdir), key=lambda x: int(x) if x.isdigit() else -1):
-                if not n.isdigit() or (nsids and int(n) not in nsids):
+            sub = live.subsystems.get(nqn)
+            if sub is None:
+                raise InputError(f"A/B: subsystem {nqn} is not on this machine's target; use "
+                                 f"--ab-on-cmd/--ab-off-cmd for a remote target", where="--nqn")
+            for nsid, ns in sorted(sub.namespaces.items()):
+                if nsids and nsid not in nsids:
                     continue
-                cur = self._read(nqn, int(n), "p2pmem")
+                cur = ns.attrs.get("p2pmem")
+                if cur is None:
+                    raise InputError(f"A/B: {nqn} nsid {nsid} has no p2pmem attribute (kernel without "
+                                     f"CONFIG_PCI_P2PDMA?)")
                 val = on_value or cur
-                if val in (None, "0"):
-                    raise InputError(f"A/B: {nqn} nsid {n} has p2pmem 0, so 'p2p on' is undefined; "
-                                     f"configure a provider first or pass --ab-p2pmem BDF|1")
-                self.targets[(nqn, int(n))] = val
+                if val == "0":
+                    raise InputError(f"A/B: {nqn} nsid {nsid} has p2pmem 0, so 'p2p on' is undefined; "
+                                     f"configure a provider first or pass --ab-p2pmem BDF|1", where="--ab-p2pmem")
+                self.targets[(nqn, nsid)] = val
+                self.original[(nqn, nsid)] = cur
         if not self.targets:
-            raise InputError("A/B: no namespace to toggle")
-        self.original = {k: self._read(*k, "p2pmem") for k in self.targets}
+            raise InputError("A/B: no namespace to toggle", where="--nsid")
 
-    def _path(self, nqn: str, nsid: int, attr: str) -> str:
-        return os.path.join(self.root, NVMET, "subsystems", nqn, "namespaces", str(nsid), attr)
+    def desired(self, values: dict[tuple[str, int], str]) -> st.TargetState:
+        """The subsystems as they are now (a named subsystem's allowed hosts and namespaces are
+        authoritative in a desired state), with only ``p2pmem`` changed."""
+        import copy
+        from nvmet_p2p.configfs import Configfs, read_state
+        live = read_state(self.cfs or Configfs(self.root))
+        d = st.TargetState()
+        for (nqn, nsid), v in values.items():
+            if nqn not in d.subsystems:
+                sub = copy.deepcopy(live.subsystems[nqn])
+                d.subsystems[nqn] = sub
+                for h in sub.allowed_hosts:
+                    if h in live.hosts:
+                        d.hosts[h] = copy.deepcopy(live.hosts[h])
+            d.subsystems[nqn].namespaces[nsid].attrs["p2pmem"] = v
+        return d
 
-    def _read(self, nqn: str, nsid: int, attr: str) -> str | None:
-        try:
-            with open(self._path(nqn, nsid, attr)) as f:
-                return f.read().strip()
-        except OSError:
-            return None
-
-    def _write(self, nqn: str, nsid: int, attr: str, value: str) -> None:
-        p = self._path(nqn, nsid, attr)
-        try:
-            with open(p, "w") as f:
-                f.write(value)
-        except OSError as exc:
-            raise KernelError(f"writing {value!r} to {p} failed: {exc.strerror}", errno=exc.errno, path=p) from None
-
-    def _apply_ns(self, nqn: str, nsid: int, value: str) -> None:
-        cur = self._read(nqn, nsid, "p2pmem")
-        if cur == value:
-            return
-        enabled = self._read(nqn, nsid, "enable") == "1"
-        if enabled:
-            self._write(nqn, nsid, "enable", "0")
-        try:
-            self._write(nqn, nsid, "p2pmem", value)
-            if enabled:
-                self._write(nqn, nsid, "enable", "1")
-        except KernelError:
-            # back to how it was, then report the kernel's refusal
-            try:
-                self._write(nqn, nsid, "p2pmem", cur or "0")
-                if enabled:
-                    self._write(nqn, nsid, "enable", "1")
-            finally:
-                pass
-            raise
+    def _apply(self, values: dict[tuple[str, int], str], label: str) -> None:
+        from nvmet_p2p.apply import reconcile
+        out = reconcile(self.root, self.desired(values), self.directory, cfs=self.cfs)
+        r = out.result
+        self.outcomes.append({"to": label, "writes": r.writes if r else 0,
+                              "ops": [op.describe() for op in out.plan.ops]})
+        self.progress(f"target -> {label}: {r.writes if r else 0} configfs writes")
 
     def set(self, variant: str) -> None:
-        for (nqn, nsid), on in self.targets.items():
-            value = on if variant == "p2p-on" else "0"
-            self._apply_ns(nqn, nsid, value)
-            self.progress(f"{nqn} nsid {nsid}: p2pmem {value}")
+        self._apply({k: (v if variant == "p2p-on" else "0") for k, v in self.targets.items()}, variant)
 
     def restore(self) -> None:
-        for (nqn, nsid), v in self.original.items():
-            if v is not None:
-                self._apply_ns(nqn, nsid, v)
+        self._apply(dict(self.original), "original p2pmem values")

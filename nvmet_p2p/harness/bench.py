@@ -533,7 +533,9 @@ class Bench:
             "runs": self.runs,
             "integrity": {"verdict": verdict, "failures": failures},
             "ab": ({"rounds": self.cfg.ab_rounds, "order": self.order,
-                    "workloads": res.ab_table(self.runs)} if self.cfg.ab_rounds else None),
+                    "workloads": res.ab_table(self.runs),
+                    "target_changes": list(getattr(self.toggle, "outcomes", []))}
+                   if self.cfg.ab_rounds else None),
             "evidence": getattr(self, "_final", None),
             "interrupted": interrupted,
             "problems": list(self.problems),
