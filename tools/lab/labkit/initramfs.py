@@ -185,6 +185,7 @@ def ensure_initramfs(cache: Path, kernel: Kernel) -> tuple[Path, bool]:
     key = content_key(files)
     path = cache / "initramfs" / f"initramfs-{kernel.release}-{key}.cpio.gz"
     if path.exists():
+        os.utime(path)  # mark as recently used
         return path, True
     with locked(cache / "initramfs.lock"):
         if path.exists():
@@ -193,8 +194,12 @@ def ensure_initramfs(cache: Path, kernel: Kernel) -> tuple[Path, bool]:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(build_bytes(files))
         tmp.rename(path)
-        # keep the cache small: drop other images of this kernel
-        for old in path.parent.glob(f"initramfs-{kernel.release}-*.cpio.gz"):
-            if old != path:
+        # keep the cache small, but never pull an image from under a run that may be booting it
+        # (several checkouts with different guest scripts share the cache): keep the 8 newest
+        # and anything used in the last hour
+        import time
+        olds = sorted(path.parent.glob("initramfs-*.cpio.gz"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in olds[8:]:
+            if time.time() - old.stat().st_mtime > 3600:
                 old.unlink(missing_ok=True)
     return path, False
