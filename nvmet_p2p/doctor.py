@@ -18,7 +18,15 @@ from nvmet_p2p import distance as D
 from nvmet_p2p.model import Inventory, parse_kernel_version
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-STATUS_ORDER = {FAIL: 0, WARN: 1, SKIP: 2, OK: 3}
+
+#: Which problem the one-line summary names first (most fundamental first).
+PRIORITY = ("kernel", "p2pdma", "nvmet", "nvmet_rdma", "rdma", "providers", "namespaces",
+            "paths", "configfs", "cmb-registered", "multipath", "config-space", "addresses",
+            "cmb-sqes", "iommu")
+
+
+def _rank(c: "Check") -> int:
+    return PRIORITY.index(c.id) if c.id in PRIORITY else len(PRIORITY)
 
 P2PDMA_FIX = ("Debian's stable kernels (bookworm 6.1, trixie 6.12) are built without "
               "CONFIG_PCI_P2PDMA; install the trixie-backports kernel (7.x: "
@@ -55,8 +63,8 @@ class Report:
 
     @property
     def summary(self) -> str:
-        fails = [c for c in self.checks if c.status == FAIL]
-        warns = [c for c in self.checks if c.status == WARN]
+        fails = sorted((c for c in self.checks if c.status == FAIL), key=_rank)
+        warns = sorted((c for c in self.checks if c.status == WARN), key=_rank)
         if fails:
             more = f" (and {len(fails) - 1} more blocking problem{'s' if len(fails) > 2 else ''})" \
                 if len(fails) > 1 else ""
@@ -75,7 +83,10 @@ class Report:
 
 
 def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.0f} MiB" if n >= (1 << 20) else f"{n} bytes"
+    if n >= (1 << 20):
+        v = n / (1 << 20)
+        return f"{v:.0f} MiB" if n % (1 << 20) == 0 else f"{v:.2f} MiB"
+    return f"{n} bytes"
 
 
 def _module_state(inv: Inventory, name: str, config_key: str) -> tuple[str, str]:
@@ -377,6 +388,19 @@ def check_iommu(inv: Inventory) -> Check:
                  f"turns switch paths into root-complex paths (see the ACS path check)")
 
 
+def _pair_reason(v) -> str:
+    """The short 'why' of a verdict: ACS devices and host-bridge refusals, not the topology."""
+    parts = []
+    if v.acs_redirect:
+        parts.append(f"ACS redirect is set on {', '.join(v.acs_redirect)}")
+    for c in (v.host_bridge_check or {}).get("checks", []):
+        if not c.get("ok") and c.get("why"):
+            parts.append(c["why"])
+    if not parts and v.reasons:
+        parts.append(v.reasons[-1])
+    return "; ".join(_uniq(parts)) or "not supported"
+
+
 def check_paths(inv: Inventory, kernel: str | None) -> Check:
     """Every published provider x every PCI RDMA NIC, as the kernel would judge them."""
     title = "p2p paths provider <-> RDMA NIC (ACS, host bridge)"
@@ -386,50 +410,53 @@ def check_paths(inv: Inventory, kernel: str | None) -> Check:
         why = "no published provider" if not provs else "no PCI RDMA device"
         return Check("paths", title, SKIP, f"nothing to check: {why}")
     engine = D.P2pdma(inv, kernel)
-    items, best, acs_params, uncertain = [], [], [], []
+    items, verdicts, acs_devs, uncertain = [], [], [], []
     for f in provs:
         for r in nics:
             v = engine.pair(f.bdf, r.name)
+            verdicts.append(v)
             items.append({"provider": f.bdf, "client": r.name, "client_bdf": r.pci,
                           "map_type": v.map_type, "distance": v.distance,
                           "acs_redirect": list(v.acs_redirect),
                           "kernel_parameter": v.kernel_parameter,
                           "reasons": list(v.reasons), "uncertain": list(v.uncertain)})
-            if v.map_type == D.BUS_ADDR:
-                best.append(f"{f.bdf}<->{r.name}")
-            if v.kernel_parameter:
-                acs_params.append(v.kernel_parameter)
+            acs_devs.extend(v.acs_redirect)
             uncertain.extend(v.uncertain)
-    types = {i["map_type"] for i in items}
     n = len(items)
-    if types == {D.NOT_SUPPORTED}:
-        fix = ("put the RDMA NIC and a CMB NVMe under one PCIe switch (or use a root complex the "
-               "kernel whitelists / an AMD Zen CPU)")
-        if acs_params:
-            fix = f"clear ACS redirect at boot: {_uniq(acs_params)[0]} (quote it for the bootloader); or " + fix
+    bus = [i for i in items if i["map_type"] == D.BUS_ADDR]
+    thru = [i for i in items if i["map_type"] == D.THRU_HOST_BRIDGE]
+    refused = n - len(bus) - len(thru)
+    acs_param = f"pci=disable_acs_redir={';'.join(_uniq(acs_devs))}" if acs_devs else None
+    counts = (f"{len(bus)} map by PCI bus address, {len(thru)} go through the root complex, "
+              f"{refused} refused")
+    if not bus and not thru:
+        fix = ("put the RDMA NIC and a CMB NVMe under one PCIe switch, or use a root complex the "
+               "kernel whitelists (or an AMD Zen CPU)")
+        if acs_param:
+            fix = f"clear ACS redirect at boot with {acs_param} (quote it in the bootloader); " + fix
         return Check("paths", title, FAIL,
                      f"the kernel would refuse all {n} provider<->NIC pair(s): "
-                     f"{items[0]['reasons'][0] if items[0]['reasons'] else 'not supported'}",
-                     fix, items=items)
-    if acs_params:
+                     f"{_pair_reason(verdicts[0])}", fix, items=items)
+    if acs_param:
+        hit = sum(1 for i in items if i["acs_redirect"])
         return Check("paths", title, WARN,
-                     f"ACS redirect forces {len(acs_params)} of {n} pair(s) through the root "
-                     f"complex (or refuses them); {len(best)} pair(s) map by bus address",
-                     f"boot with {_uniq(acs_params)[0]} (quote it in the bootloader; devices "
-                     f"behind those ports then share an IOMMU group)", items=items)
-    if not best:
+                     f"ACS redirect affects {hit} of {n} provider<->NIC pair(s) ({counts})",
+                     f"boot with {acs_param} (quote it in the bootloader; devices behind those "
+                     f"ports then share an IOMMU group)", items=items)
+    if not bus:
         return Check("paths", title, WARN,
-                     f"no provider shares a switch with a NIC: all {n} usable pair(s) go through "
-                     f"the root complex (THRU_HOST_BRIDGE)",
+                     f"no provider shares a PCIe switch with an RDMA NIC ({counts} of {n} pairs)",
                      "for the best path put the NIC and a CMB NVMe under one PCIe switch",
                      items=items)
     if uncertain:
         return Check("paths", title, WARN,
-                     f"{len(best)} of {n} pair(s) map by bus address, but some ACS states are "
-                     f"unknown: {uncertain[0]}", "run as root to read ACS", items=items)
+                     f"{counts} of {n} pairs, but some ACS states are unknown: {uncertain[0]}",
+                     "run as root so that ACS control words can be read", items=items)
+    best = [f"{i['provider']}<->{i['client']}" for i in bus]
     return Check("paths", title, OK,
-                 f"{len(best)} of {n} provider<->NIC pair(s) map by PCI bus address "
-                 f"({', '.join(best[:4])}{' ...' if len(best) > 4 else ''})", items=items)
+                 f"{counts} of {n} provider<->NIC pairs "
+                 f"(bus address: {', '.join(best[:4])}{' ...' if len(best) > 4 else ''})",
+                 items=items)
 
 
 def _uniq(seq):

@@ -123,36 +123,30 @@ class SysRoot:
 
     def resolve(self, path: str, follow_last: bool = True) -> str:
         """``realpath`` inside the root. Missing components are kept as they are."""
-        path = posixpath.normpath("/" + path.lstrip("/"))
+        return self._resolve(posixpath.normpath("/" + path.lstrip("/")), follow_last, 0, path)
+
+    def _resolve(self, path: str, follow_last: bool, hops: int, orig: str) -> str:
+        if path == "/":
+            return "/"
         key = f"{int(follow_last)}{path}"
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        parts = [p for p in path.split("/") if p]
-        cur = "/"
-        hops = 0
-        i = 0
-        while i < len(parts):
-            comp = parts[i]
-            cand = posixpath.join(cur, comp)
-            last = i == len(parts) - 1
-            target = None if (last and not follow_last) else self._lstat_link(cand)
-            if target is None:
-                cur = cand
-                i += 1
-                continue
-            hops += 1
-            if hops > self.MAX_LINKS:
-                raise InputError("too many levels of symbolic links", where=self.host(path))
+        parent, name = posixpath.split(path)
+        rparent = self._resolve(parent, True, hops, orig)
+        cand = posixpath.join(rparent, name)
+        target = self._lstat_link(cand) if follow_last else None
+        if target is None:
+            real = cand
+        else:
+            if hops >= self.MAX_LINKS:
+                raise InputError("too many levels of symbolic links", where=self.host(orig))
             self._on_link(cand, target)
-            base = "/" if target.startswith("/") else cur
-            rest = parts[i + 1:]
-            new = posixpath.normpath(posixpath.join(base, target))
-            parts = [p for p in new.split("/") if p] + rest
-            cur = "/"
-            i = 0
-        self._cache[key] = cur
-        return cur
+            base = "/" if target.startswith("/") else rparent
+            real = self._resolve(posixpath.normpath(posixpath.join(base, target)), True,
+                                 hops + 1, orig)
+        self._cache[key] = real
+        return real
 
     # -- reads (all take absolute in-root paths) ----------------------------------------------
     def read_bytes(self, path: str) -> bytes:

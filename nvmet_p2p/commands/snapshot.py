@@ -33,7 +33,7 @@ def _human(s: dict) -> str:
              f"  verified: reading {s['path']} gives the same inventory as {s['source']}"]
     for w in s["warnings"]:
         lines.append(f"  warning: {w}")
-    lines.append(f"use it with: nvmet-p2p topology --root {s['path']}")
+    lines.append(f"use it with: nvmet-p2p doctor --root {s['path']}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,52 @@
+"""``nvmet-p2p doctor``: can this machine offload NVMe-oF to p2p memory, and what to fix."""
+
+from __future__ import annotations
+
+import textwrap
+
+from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
+from nvmet_p2p.output import emit
+
+NAME = "doctor"
+ORDER = 3
+HELP = "check kernel, modules, CMBs, RDMA, IOMMU/ACS paths; say what blocks the offload"
+DESCRIPTION = (
+    "Run every check nvmet-p2p knows on the machine (or a snapshot with --root): kernel "
+    "CONFIG_PCI_P2PDMA, configfs, nvmet and nvmet-rdma modules, p2pmem providers, CMBs that "
+    "were not registered or are eaten by submission queues, multipath head disks, soft-only "
+    "RDMA, IOMMU and ACS on the provider<->NIC paths. Each check says ok/warn/fail/skip and how "
+    "to fix it. The first line is the verdict; the exit status is 1 when the machine cannot "
+    "offload at all (any check failed), 0 otherwise.")
+
+_TAG = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]", "skip": "[skip]"}
+
+
+def register(parser) -> None:
+    add_inventory_option(parser)
+
+
+def _human(doc: dict) -> str:
+    out = [doc["summary"], ""]
+    wrap = textwrap.TextWrapper(width=100, subsequent_indent=" " * 7)
+    for c in doc["checks"]:
+        out.append(wrap.fill(f"{_TAG[c['status']]} {c['title']}: {c['detail']}"))
+        if c["status"] != "ok" and c["fix"]:
+            out.append(textwrap.fill(f"fix: {c['fix']}", width=100, initial_indent=" " * 7,
+                                     subsequent_indent=" " * 12))
+    n = doc["counts"]
+    out += ["", f"{sum(n.values())} checks: {n['ok']} ok, {n['warn']} warn, {n['fail']} fail, "
+                f"{n['skip']} skip (source: {doc['source']}, kernel {doc['kernel'] or 'unknown'})"]
+    for w in doc.get("warnings", []):
+        out.append(f"reader warning: {w}")
+    return "\n".join(out)
+
+
+def run(args) -> int:
+    from nvmet_p2p.doctor import diagnose
+
+    inv = load_inventory(args)
+    report = diagnose(inv, kernel=args.kernel)
+    doc = report.to_dict()
+    doc["warnings"] = list(inv.warnings)
+    emit(args.json, doc, _human)
+    return 0 if report.can_offload else 1
