@@ -13,6 +13,7 @@ import os
 
 import pytest
 
+import sysfsfixture as sf
 from nvmet_p2p import cli, p2ptest
 from nvmet_p2p.errors import InputError
 
@@ -20,19 +21,15 @@ BDF = "0000:03:00.0"
 
 
 def tree(tmp_path, available=66977792):
-    p = tmp_path / "sys/bus/pci/devices" / BDF / "p2pmem"
-    p.mkdir(parents=True)
-    (p / "size").write_text("67108864\n")
-    (p / "available").write_text(f"{available}\n")
-    (p / "published").write_text("1\n")
-    with open(p / "allocate", "wb") as f:
+    """The lab's sysfs layout (tests/sysfsfixture.py): 03:00.0 provides, nvme1n1/nvme2n1 sit on
+    04:00.0/05:00.0 behind the same switch; "allocate" is an ordinary 64 MiB file here."""
+    m = sf.q35_lab(tmp_path, write=False)
+    m.set_p2pmem(BDF, available=available)
+    m.write()
+    with open(tmp_path / "sys/bus/pci/devices" / BDF / "p2pmem/allocate", "wb") as f:
         f.truncate(64 << 20)
     devs = []
-    for name, bdf in (("nvme1n1", "0000:04:00.0"), ("nvme2n1", "0000:05:00.0")):
-        d = tmp_path / "sys/devices/pci0000:00/0000:00:04.0" / bdf / "nvme" / name[:-2] / name
-        d.mkdir(parents=True)
-        (tmp_path / "sys/block").mkdir(exist_ok=True)
-        os.symlink(d, tmp_path / "sys/block" / name)
+    for name in ("nvme1n1", "nvme2n1"):
         img = tmp_path / name
         with open(img, "wb") as f:
             f.truncate(32 << 20)

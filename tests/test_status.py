@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+import sysfsfixture as sf
 from nvmet_p2p import cli
 from nvmet_p2p import evidence as ev
 from nvmet_p2p import status as st
@@ -177,13 +178,8 @@ def test_status_command_on_a_tree(tmp_path, capsys, monkeypatch):
 
 
 def test_status_sample_reads_the_pools(tmp_path, capsys, monkeypatch):
+    sf.q35_lab(tmp_path)   # real sysfs layout; 0000:03:00.0 p2pmem 67108864/66977792/published
     write_configfs(tmp_path, lab_state())
-    for bdf in ("0000:03:00.0",):
-        p = tmp_path / "sys/bus/pci/devices" / bdf / "p2pmem"
-        p.mkdir(parents=True)
-        (p / "size").write_text("67108864\n")
-        (p / "available").write_text("66977792\n")
-        (p / "published").write_text("1\n")
     monkeypatch.setattr(st, "read_log", lambda root: ([], {"source": "none", "records": 0}))
     assert cli.main(["status", "--root", str(tmp_path), "--all", "--json", "--sample", "0.2",
                      "--interval", "0.05"]) == 0
@@ -201,5 +197,6 @@ def test_status_rejects_bad_arguments(capsys):
 @pytest.mark.parametrize("missing", ["nvmet"])
 def test_status_without_nvmet(tmp_path, capsys, missing, monkeypatch):
     monkeypatch.setattr(st, "read_log", lambda root: ([], {"source": "none", "records": 0}))
+    sf.q35_lab(tmp_path, write=False).update_system(nvmet_configfs=False).write()
     assert cli.main(["status", "--root", str(tmp_path)]) == 0
     assert "no nvmet configfs tree" in capsys.readouterr().out
