@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from nvmet_p2p import evidence as ev
-from nvmet_p2p.model import Inventory, NetDevice, P2pMem, PciFunction, RdmaDevice
+from nvmet_p2p.model import Inventory
 from nvmet_p2p.state import Namespace, Port, Subsystem, TargetState
 
 SCHEMA = "nvmet-p2p/status"
@@ -56,70 +56,9 @@ def read_target(root: str = "/") -> TargetState:
 
 
 def read_inventory(root: str = "/") -> Inventory:
-    """The machine's inventory (the inventory developer's readers when present)."""
-    try:
-        from nvmet_p2p.inventory import read_inventory as full  # type: ignore[attr-defined]
-    except ImportError:
-        return _read_inventory_fallback(root)
-    return full(root)
-
-
-def _read_inventory_fallback(root: str) -> Inventory:
-    """Providers, RDMA devices, netdevs and namespace -> PCI, nothing else."""
-    inv = Inventory(source=root)
-    pci = os.path.join(root, "sys/bus/pci/devices")
-    for bdf in sorted(os.listdir(pci)) if os.path.isdir(pci) else []:
-        pm = os.path.join(pci, bdf, "p2pmem")
-        if os.path.isdir(pm):
-            size, avail, pub = (_read(os.path.join(pm, f)) for f in ("size", "available", "published"))
-            real = os.path.realpath(os.path.join(pci, bdf))
-            hb = next((c for c in real.split("/") if c.startswith("pci")), "")
-            inv.pci[bdf] = PciFunction(bdf=bdf, host_bridge=hb, p2pmem=P2pMem(
-                size=int(size or 0), available=int(avail or 0), published=pub == "1",
-                allocate=os.path.exists(os.path.join(pm, "allocate"))))
-    ib = os.path.join(root, "sys/class/infiniband")
-    for name in sorted(os.listdir(ib)) if os.path.isdir(ib) else []:
-        d = os.path.join(ib, name)
-        real = os.path.realpath(d)
-        dev = os.path.join(d, "device")
-        bdf = None
-        if os.path.exists(dev):
-            for comp in reversed(os.path.realpath(dev).split("/")):
-                if comp.count(":") == 2 and "." in comp:
-                    bdf = comp
-                    break
-        netdevs: set[str] = set()
-        ports = os.path.join(d, "ports")
-        for p in os.listdir(ports) if os.path.isdir(ports) else []:
-            nd = os.path.join(ports, p, "gid_attrs", "ndevs")
-            for g in os.listdir(nd) if os.path.isdir(nd) else []:
-                v = _read(os.path.join(nd, g))
-                if v:
-                    netdevs.add(v)
-        if os.path.isdir(os.path.join(dev, "net")):
-            netdevs.update(os.listdir(os.path.join(dev, "net")))
-        drv = None
-        if name.startswith("rxe"):
-            drv = "rdma_rxe"
-        elif name.startswith("siw"):
-            drv = "siw"
-        soft = bdf is None or "/devices/virtual/" in real
-        inv.rdma[name] = RdmaDevice(name=name, pci=None if soft else bdf, driver=drv, soft=soft,
-                                    netdevs=sorted(netdevs))
-    if os.path.realpath(root) == "/":
-        try:
-            from pyroute2 import IPRoute
-            with IPRoute() as ipr:
-                names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-                for a in ipr.get_addr():
-                    ifn = names.get(a["index"])
-                    if not ifn:
-                        continue
-                    nd = inv.net.setdefault(ifn, NetDevice(name=ifn))
-                    nd.addresses.append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-        except Exception as exc:  # no netlink (container) -> ports just show no RDMA device
-            inv.warnings.append(f"could not read interface addresses: {exc}")
-    return inv
+    """The machine's inventory (the inventory developer's readers)."""
+    from nvmet_p2p.inventory import read_inventory as _read
+    return _read(root)
 
 
 def read_debugfs_controllers(root: str = "/") -> dict[str, dict[int, dict]] | None:

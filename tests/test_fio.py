@@ -209,3 +209,14 @@ def test_run_fio_catches_corruption_between_phases(tmp_path):
     assert (tmp_path / "v.stderr").read_text().count("verify") >= 1
 
 
+
+
+def test_lab_verify_failure_stderr_with_dump_file():
+    """stderr of the verify pass in the lab tier run (block 777 of the backing device
+    overwritten between the passes): the offset, and the block fio dumped for inspection."""
+    (f,) = F.parse_verify_failures(load("labrun1", "integrity-verify.stderr"))
+    assert (f.kind, f.file, f.offset, f.length) == ("bad magic", "/dev/nvme4n1", 777 * 4096, 512)
+    assert (f.block_offset, f.block_length) == (2787840, 612864)
+    assert f.dumps == ["nvme4n1.3182592.hdr_fail"]
+    (j,), _, _ = F.parse_fio_output(doc("labrun1", "integrity-verify.json"))
+    assert j.error == 84 and j.name == "integrity-verify@nvme4n1"

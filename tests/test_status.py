@@ -200,3 +200,23 @@ def test_status_without_nvmet(tmp_path, capsys, missing, monkeypatch):
     sf.q35_lab(tmp_path, write=False).update_system(nvmet_configfs=False).write()
     assert cli.main(["status", "--root", str(tmp_path)]) == 0
     assert "no nvmet configfs tree" in capsys.readouterr().out
+
+
+def test_pci_nic_across_root_ports_is_unreachable_by_the_distance_rules(tmp_path, monkeypatch):
+    """Real inventory reader + distance module on the lab layout plus a ConnectX on a third root
+    port: the pinned CMB behind the switch cannot be reached through the q35 host bridge."""
+    m = sf.q35_lab(tmp_path, write=False)
+    m.root_port("0000:00:06.0", secondary=7, role="rp3")
+    m.nic("0000:07:00.0", parent="0000:00:06.0", ibdev="mlx5_0", netdev="ens6", addresses=["10.0.0.1/24"])
+    m.write()
+    state = lab_state(("mlx",))
+    write_configfs(tmp_path, state)
+    monkeypatch.setattr(st, "read_log", lambda root: ([f"nvmet: Created nvm controller 3 for subsystem {SUB} for NQN {HOST}."],
+                                                      {"source": "given", "records": 1}))
+    rep = st.collect(str(tmp_path), all_subsystems=True)
+    v = verdicts(rep)
+    assert v[(1, 3)].reason == ev.R_UNREACHABLE and "mlx5_0" in v[(1, 3)].detail
+    assert "0000:03:00.0" in v[(1, 3)].detail
+    sub = rep.to_dict()["subsystems"][0]
+    assert sub["ports"][0]["rdma_pci"] == "0000:07:00.0" and sub["ports"][0]["rdma_soft"] is False
+    assert v[(2, 3)].reason == ev.R_NO_MAPPING      # auto mode: only the log can tell

@@ -164,10 +164,17 @@ class LocalEvidence:
         self.interval = interval
         self.sampler: ev.PoolSampler | None = None
         self.all_pools: dict[str, ev.PoolStats] = {}
+        self._inv = None
+
+    def inventory(self):
+        """Read once per run: the PCI tree, pools' existence and RDMA devices do not change
+        when hosts connect (and a full read is not cheap)."""
+        if self._inv is None:
+            self._inv = self.st.read_inventory(self.root)
+        return self._inv
 
     def _providers(self) -> list[str]:
-        inv = self.st.read_inventory(self.root)
-        return [f.bdf for f in inv.providers(published_only=False)]
+        return [f.bdf for f in self.inventory().providers(published_only=False)]
 
     def start(self, seconds_hint: float) -> None:
         self.sampler = ev.PoolSampler(self._providers(), root=self.root, interval=self.interval).start()
@@ -182,12 +189,12 @@ class LocalEvidence:
                 if v is not None:
                     tot.add(v)
         rep = self.st.collect(self.root, sampler=self.sampler, io_during_sampling=io_ran,
-                              all_subsystems=True, hints=self.hints())
+                              all_subsystems=True, hints=self.hints(), inventory=self.inventory())
         self.sampler = None
         return filter_evidence(rep.to_dict(), self.subsystems(), self.hints())
 
     def final(self) -> dict | None:
-        rep = self.st.collect(self.root, all_subsystems=True, hints=self.hints())
+        rep = self.st.collect(self.root, all_subsystems=True, hints=self.hints(), inventory=self.inventory())
         d = filter_evidence(rep.to_dict(), self.subsystems(), self.hints())
         d["pools_over_run"] = {b: s.to_dict() for b, s in self.all_pools.items()}
         return d

@@ -266,6 +266,7 @@ class VerifyFailure:
     host: str | None = None         # fio server that saw it (client/server mode)
     job: str | None = None
     message: str = ""
+    dumps: list[str] = field(default_factory=list)   # verify_dump files fio wrote (its cwd)
 
     def describe(self) -> str:
         where = f"{self.file} offset {self.offset} (length {self.length}"
@@ -294,6 +295,7 @@ _VERIFY_RES = [
 ]
 _EXPECTED_RE = re.compile(r"^\s*Expected (?:CRC|MD5|SHA\w*|hash)?:?\s*(?P<v>\S+)\s*$")
 _RECEIVED_RE = re.compile(r"^\s*Received (?:CRC|MD5|SHA\w*|hash)?:?\s*(?P<v>\S+)\s*$")
+_DUMP_RE = re.compile(r"^\s*(?:\w+ )?data dumped as (?P<file>\S+)\s*$")
 _HOST_PREFIX_RE = re.compile(r"^<(?P<host>[^>]+)>\s?(?P<rest>.*)$")
 _JOB_ERROR_RE = re.compile(r"fio: pid=(?P<pid>\d+), err=(?P<err>\d+)/(?P<where>\S+), func=(?P<func>[^,]+), "
                            r"error=(?P<msg>.*)$")
@@ -313,6 +315,9 @@ def parse_verify_failures(text: str) -> list[VerifyFailure]:
             continue
         if out and (rm := _RECEIVED_RE.match(line)):
             out[-1].received = rm.group("v")
+            continue
+        if out and (dm := _DUMP_RE.match(line)):
+            out[-1].dumps.append(dm.group("file"))
             continue
         for kind, rx in _VERIFY_RES:
             vm = rx.search(line)
