@@ -112,6 +112,7 @@ class Decision:
     rejected: list[Candidate] = field(default_factory=list)     # the kernel (or require) refuses
     map_type: str | None = None
     error: str | None = None
+    step: int = 0                    # when it was decided (capacity is what was left then)
 
     @property
     def label(self) -> str:
@@ -133,7 +134,7 @@ class Decision:
             "provider": self.provider, "map_type": self.map_type, "status": self.status,
             "clients": list(self.clients), "demand": self.demand,
             "budget": dict(ns.effective), "summary": self.summary, "notes": list(self.notes),
-            "knobs": list(self.knobs), "error": self.error,
+            "knobs": list(self.knobs), "error": self.error, "step": self.step,
             "candidates": [c.to_dict() for c in self.candidates],
             "rejected": [c.to_dict() for c in self.rejected],
         }
@@ -292,6 +293,8 @@ def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
         pending = rest
 
     ordered = [decisions[i] for i in range(len(all_ns))]
+    for step, i in enumerate(decisions, 1):      # dict order = the order decisions were made
+        decisions[i].step = step
     for d in ordered:
         if d.error:
             where = d.namespace.where
@@ -576,15 +579,18 @@ def _explain(rk: list[_Static], choice: _Static | None, demand: int, avail, assi
         if win is not None and c is not win:
             c.lost = _lost(c, win, demand)
         elif win is None:
-            c.lost = (f"full: {format_size(max(c.free, 0))} free, the budget needs "
-                      f"{format_size(demand)}")
+            c.lost = f"full: {_signed(c.free)} free, the budget needs {format_size(demand)}"
     return order
+
+
+def _signed(n: int) -> str:
+    """Free bytes; negative when the plan already oversubscribed the pool."""
+    return format_size(n) if n >= 0 else "-" + format_size(-n)
 
 
 def _lost(c: Candidate, w: Candidate, demand: int) -> str:
     if not c.fits and w.fits:
-        return (f"full: {format_size(max(c.free, 0))} free, the budget needs "
-                f"{format_size(demand)}")
+        return f"full: {_signed(c.free)} free, the budget needs {format_size(demand)}"
     if c.host_bridge_paths != w.host_bridge_paths:
         if w.host_bridge_paths == 0:
             return (f"its path crosses the root complex (thru_host_bridge); {w.provider}'s "
@@ -598,12 +604,11 @@ def _lost(c: Candidate, w: Candidate, demand: int) -> str:
     if c.numa_mismatch != w.numa_mismatch:
         return (f"{c.numa_mismatch} client(s) on another NUMA node ({w.provider}: "
                 f"{w.numa_mismatch})")
-    if not c.fits and not w.fits:
-        return (f"already more loaded: sharing it would leave it more oversubscribed than "
-                f"{w.provider}")
+    if not c.fits and not w.fits and c.free != w.free:
+        return (f"already more loaded: {_signed(c.free)} free < {_signed(w.free)}; sharing it "
+                "would let more fall back to host memory")
     if c.free != w.free:
-        return f"less free after this plan's assignments: {format_size(max(c.free, 0))} < " \
-               f"{format_size(w.free)}"
+        return f"less free after this plan's assignments: {_signed(c.free)} < {_signed(w.free)}"
     return f"tie on every rule; lower BDF wins ({w.provider})"
 
 
@@ -773,7 +778,8 @@ def render(p: Placement, explain: bool = False) -> str:
     for d in p.decisions:
         ns = d.namespace
         lines.append(f"  {ns.subsystem} nsid {ns.nsid} <- {ns.backing}")
-        lines.append(f"      p2pmem={d.p2pmem} [{d.status}]"
+        when = f", decision {d.step} of {len(p.decisions)}" if explain else ""
+        lines.append(f"      p2pmem={d.p2pmem} [{d.status}{when}]"
                      + (f" {d.summary}" if d.summary and not d.error else ""))
         if d.error:
             lines.append(f"      ERROR: {d.error}")
@@ -787,7 +793,7 @@ def render(p: Placement, explain: bool = False) -> str:
                                 if d.demand else "; nothing in flight to budget"))
             for c in d.candidates:
                 lines.append(f"      {c.rank:>3}. {c.provider}  {c.map_type:<16} distance "
-                             f"{c.distance:<3} free {format_size(max(c.free, 0)):>10}"
+                             f"{c.distance:<3} free {_signed(c.free):>10}"
                              + ("  own CMB" if c.own_cmb else "")
                              + (f"  lost: {c.lost}" if c.lost else "  <- chosen"))
             for c in d.rejected:
