@@ -464,3 +464,21 @@ def test_a_second_choice_never_takes_another_namespaces_first():
     got = [(d.namespace.controller.serial, d.p2pmem, d.status) for d in p.decisions]
     assert got == [("X0a", pci_of(inv, "P0"), "placed"), ("X0b", pci_of(inv, "P0"), "shared"),
                    ("X1a", pci_of(inv, "P1"), "placed"), ("X1b", pci_of(inv, "P1"), "shared")]
+
+
+def test_acs_redirect_refusals_name_the_kernel_parameter():
+    # q35-like host (not whitelisted); the switch's downstream ports redirect (ACS RR|CR, as an
+    # IOMMU sets them): siblings are refused and the kernel would print the parameter to fix it
+    m = Machine()
+    hb = m.host_bridge()
+    d = m.switch(m.root_port(hb), ports=3, acs_ctrl=0x001d)
+    m.nvme(d[0], "X")
+    m.rdma_nic(d[1], "mlx5_0", netdev="ens1", ip="10.0.0.1/24")
+    m.nvme(d[2], "P", cmb=256 * MiB)
+    inv = m.build()
+    p = run(inv, "- select: {serial: X}")
+    d0 = p.decisions[0]
+    assert d0.status == "error" and "pci=disable_acs_redir=" in d0.error
+    with pytest.raises(profile.ProfileError) as ei:
+        run(inv, f"- select: {{serial: X}}\n  p2p: {{pinned: '{pci_of(inv, 'P')}'}}")
+    assert "fix: boot with pci=disable_acs_redir=" in str(ei.value)
