@@ -105,3 +105,18 @@ def test_apply_profile_then_replan_is_empty(tmp_path, inv_file, capsys, monkeypa
         capsys.readouterr().out
     assert nvmet(tmp_path, inv_file, "apply", "--profile", LAB) == 0
     assert fake.writes == writes
+
+
+def test_plan_profile_reads_a_sysfs_tree_through_the_inventory_readers(tmp_path, capsys):
+    import sysfsfixture as sf
+    root = tmp_path / "root"
+    sf.q35_lab(str(root), rxe=True)
+    prof = tmp_path / "p.yaml"
+    prof.write_text(Path(LAB).read_text().replace("rdma_device: rxe0", "rdma_device: rxe_dummy"))
+    assert cli.main(["plan", "--profile", str(prof), "--root", str(root), "--json",
+                     "--state-dir", str(tmp_path / "state")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    got = [(d["nsid"], d["serial"], d["p2pmem"], d["map_type"]) for d in doc["placement"]["decisions"]]
+    assert got == [(1, "cmbA", "0000:03:00.0", "bus_addr"), (2, "cmbB", "0000:04:00.0", "bus_addr"),
+                   (3, "cmbC", "0000:05:00.0", "bus_addr"), (1, "plain", "0", None)]
+    assert doc["applied"] is False and "plan" in doc
