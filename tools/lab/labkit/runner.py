@@ -234,6 +234,13 @@ class Boot:
                     dst.write(data)
                     dst.flush()
                 src.close()
+        # keep the command's output next to the console log
+        for name in ("stdout", "stderr"):
+            try:
+                shutil.copyfile(self.ctl / name, self.console_log.with_name(
+                    self.console_log.name.replace("console", name)))
+            except OSError:
+                pass
         self.reap()
         rc = None
         try:
