@@ -120,3 +120,19 @@ def test_plan_profile_reads_a_sysfs_tree_through_the_inventory_readers(tmp_path,
     assert got == [(1, "cmbA", "0000:03:00.0", "bus_addr"), (2, "cmbB", "0000:04:00.0", "bus_addr"),
                    (3, "cmbC", "0000:05:00.0", "bus_addr"), (1, "plain", "0", None)]
     assert doc["applied"] is False and "plan" in doc
+
+
+def test_dhchap_secrets_never_reach_plan_output(tmp_path, inv_file, capsys):
+    key = "DHHC-1:00:ia6zGodOr4SEG0Zzaw398rpY0wqipUWj4jWjUh4HWUz6aQ2n:"
+    (tmp_path / "host.key").write_text(key + "\n")
+    (tmp_path / "host.key").chmod(0o600)
+    prof = tmp_path / "p.yaml"
+    prof.write_text(Path(LAB).read_text().replace(
+        "  - nqn: nqn.2014-08.org.nvmexpress:uuid:6e7670ee-7032-4c61-6200-000000000001\n",
+        "  - nqn: nqn.2014-08.org.nvmexpress:uuid:6e7670ee-7032-4c61-6200-000000000001\n"
+        "    dhchap_key_file: host.key\n", 1))
+    for extra in ([], ["--explain"], ["--json"]):
+        assert nvmet(tmp_path, inv_file, "plan", "--profile", str(prof), *extra) == 0
+        cap = capsys.readouterr()
+        assert 'dhchap_key: "(secret)"' in cap.out or '"(secret)"' in cap.out
+        assert key not in cap.out and key[10:30] not in cap.out and key not in cap.err
