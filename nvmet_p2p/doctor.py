@@ -426,14 +426,23 @@ def check_paths(inv: Inventory, kernel: str | None) -> Check:
     bus = [i for i in items if i["map_type"] == D.BUS_ADDR]
     thru = [i for i in items if i["map_type"] == D.THRU_HOST_BRIDGE]
     refused = n - len(bus) - len(thru)
-    acs_param = f"pci=disable_acs_redir={';'.join(_uniq(acs_devs))}" if acs_devs else None
+    # One pair: the kernel's exact string. Several: the union (sorted), which clears them all;
+    # each pair's own string is in its item.
+    params = _uniq(i["kernel_parameter"] for i in items if i["kernel_parameter"])
+    if len(params) == 1:
+        acs_param = params[0]
+    elif acs_devs:
+        acs_param = "pci=disable_acs_redir=" + ";".join(sorted(set(acs_devs)))
+    else:
+        acs_param = None
     counts = (f"{len(bus)} map by PCI bus address, {len(thru)} go through the root complex, "
               f"{refused} refused")
     if not bus and not thru:
         fix = ("put the RDMA NIC and a CMB NVMe under one PCIe switch, or use a root complex the "
                "kernel whitelists (or an AMD Zen CPU)")
         if acs_param:
-            fix = f"clear ACS redirect at boot with {acs_param} (quote it in the bootloader); " + fix
+            fix = (f"clear ACS redirect at boot with {acs_param} (quote it in the bootloader; "
+                   f"the devices behind those ports then share an IOMMU group)")
         return Check("paths", title, FAIL,
                      f"the kernel would refuse all {n} provider<->NIC pair(s): "
                      f"{_pair_reason(verdicts[0])}", fix, items=items)

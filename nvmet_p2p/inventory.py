@@ -359,21 +359,21 @@ def parse_kernel_config(text: str) -> dict[str, str]:
     """``CONFIG_X=y`` / ``# CONFIG_X is not set`` lines -> ``{"CONFIG_X": "y"|"m"|"n"|value}``."""
     out: dict[str, str] = {}
     for line in text.splitlines():
-        line = line.strip()
-        m = re.match(r"^# (CONFIG_\w+) is not set$", line)
-        if m:
-            out[m.group(1)] = "n"
-            continue
-        m = re.match(r"^(CONFIG_\w+)=(.*)$", line)
-        if m:
-            out[m.group(1)] = m.group(2).strip('"')
+        if line.startswith("CONFIG_"):
+            key, sep, val = line.partition("=")
+            if sep:
+                out[key.strip()] = val.strip().strip('"')
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            out[line[2:-len(" is not set")].strip()] = "n"
     return out
 
 
 def module_name(path: str) -> str:
     """``kernel/drivers/nvme/target/nvmet-rdma.ko.xz`` -> ``nvmet_rdma``."""
     base = path.rsplit("/", 1)[-1]
-    base = re.sub(r"\.ko(\.\w+)?$", "", base)
+    i = base.find(".ko")
+    if i > 0:
+        base = base[:i]
     return base.replace("-", "_")
 
 

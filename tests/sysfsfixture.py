@@ -94,21 +94,48 @@ P2P_KERNEL_CONFIG = {
 #: The same for Debian's stable 6.1/6.12 kernels: everything but p2pdma.
 NO_P2P_KERNEL_CONFIG = dict(P2P_KERNEL_CONFIG, CONFIG_PCI_P2PDMA=None)
 
-#: Module files the lab's modules.dep lists for what nvmet-p2p cares about.
+#: Module files the lab's modules.dep lists for what nvmet-p2p cares about (the reader keeps
+#: only these names; the list is the one the 7.3 lab kernel gives).
 LAB_MODULES = {
     "nvme": "kernel/drivers/nvme/host/nvme.ko.xz",
     "nvme_core": "kernel/drivers/nvme/host/nvme-core.ko.xz",
+    "nvme_auth": "kernel/drivers/nvme/common/nvme-auth.ko.xz",
+    "nvme_keyring": "kernel/drivers/nvme/common/nvme-keyring.ko.xz",
     "nvme_rdma": "kernel/drivers/nvme/host/nvme-rdma.ko.xz",
     "nvme_tcp": "kernel/drivers/nvme/host/nvme-tcp.ko.xz",
+    "nvme_fc": "kernel/drivers/nvme/host/nvme-fc.ko.xz",
     "nvme_fabrics": "kernel/drivers/nvme/host/nvme-fabrics.ko.xz",
     "nvmet": "kernel/drivers/nvme/target/nvmet.ko.xz",
     "nvmet_rdma": "kernel/drivers/nvme/target/nvmet-rdma.ko.xz",
     "nvmet_tcp": "kernel/drivers/nvme/target/nvmet-tcp.ko.xz",
+    "nvmet_fc": "kernel/drivers/nvme/target/nvmet-fc.ko.xz",
+    "nvme_fcloop": "kernel/drivers/nvme/target/nvme-fcloop.ko.xz",
     "nvme_loop": "kernel/drivers/nvme/target/nvme-loop.ko.xz",
     "rdma_rxe": "kernel/drivers/infiniband/sw/rxe/rdma_rxe.ko.xz",
     "ib_core": "kernel/drivers/infiniband/core/ib_core.ko.xz",
+    "ib_cm": "kernel/drivers/infiniband/core/ib_cm.ko.xz",
+    "iw_cm": "kernel/drivers/infiniband/core/iw_cm.ko.xz",
     "rdma_cm": "kernel/drivers/infiniband/core/rdma_cm.ko.xz",
+    "rdma_ucm": "kernel/drivers/infiniband/core/rdma_ucm.ko.xz",
+    "ib_umad": "kernel/drivers/infiniband/core/ib_umad.ko.xz",
+    "ib_uverbs": "kernel/drivers/infiniband/core/ib_uverbs.ko.xz",
+    "ib_uverbs_support": "kernel/drivers/infiniband/core/ib_uverbs_support.ko.xz",
+    "ib_ipoib": "kernel/drivers/infiniband/ulp/ipoib/ib_ipoib.ko.xz",
+    "ib_iser": "kernel/drivers/infiniband/ulp/iser/ib_iser.ko.xz",
+    "ib_isert": "kernel/drivers/infiniband/ulp/isert/ib_isert.ko.xz",
+    "ib_srp": "kernel/drivers/infiniband/ulp/srp/ib_srp.ko.xz",
+    "ib_srpt": "kernel/drivers/infiniband/ulp/srpt/ib_srpt.ko.xz",
+    "ib_mthca": "kernel/drivers/infiniband/hw/mthca/ib_mthca.ko.xz",
+    "bnxt_re": "kernel/drivers/infiniband/hw/bnxt_re/bnxt_re.ko.xz",
+    "irdma": "kernel/drivers/infiniband/hw/irdma/irdma.ko.xz",
+    "qedr": "kernel/drivers/infiniband/hw/qedr/qedr.ko.xz",
+    "mlx4_core": "kernel/drivers/net/ethernet/mellanox/mlx4/mlx4_core.ko.xz",
+    "mlx4_en": "kernel/drivers/net/ethernet/mellanox/mlx4/mlx4_en.ko.xz",
+    "mlx4_ib": "kernel/drivers/infiniband/hw/mlx4/mlx4_ib.ko.xz",
+    "mlx5_core": "kernel/drivers/net/ethernet/mellanox/mlx5/core/mlx5_core.ko.xz",
+    "mlx5_ib": "kernel/drivers/infiniband/hw/mlx5/mlx5_ib.ko.xz",
     "configfs": "kernel/fs/configfs/configfs.ko.xz",
+    "dummy": "kernel/drivers/net/dummy.ko.xz",
 }
 
 
@@ -255,9 +282,10 @@ class Machine:
     ``root`` is the directory that stands for ``/``; ``m.root`` is a :class:`~pathlib.Path`.
     """
 
-    def __init__(self, root: str | os.PathLike, *, privileged: bool = True):
+    def __init__(self, root: str | os.PathLike, *, privileged: bool = True, loopback: bool = True):
         self.root = Path(root)
         self.privileged = privileged
+        self.loopback = loopback
         self.pcis: dict[str, Pci] = {}
         self.nvmes: dict[str, _Nvme] = {}
         self.rdmas: dict[str, _Rdma] = {}
@@ -574,7 +602,11 @@ class Machine:
             self._write_nvme(c)
         for h in self.heads:
             self._write_head(h)
-        for n in self.nets.values():
+        nets = list(self.nets.values())
+        if self.loopback and "lo" not in self.nets:
+            nets.append(_Net(name="lo", bdf=None, mac="00:00:00:00:00:00", mtu=65536,
+                             operstate="unknown", addresses=["127.0.0.1/8", "::1/128"], ifindex=1))
+        for n in nets:
             self._write_net(n)
         for r in self.rdmas.values():
             self._write_rdma(r)
@@ -876,6 +908,8 @@ class Machine:
                 "netlink": {n.name: {"addresses": list(n.addresses), "operstate": n.operstate,
                                      "mtu": n.mtu, "mac": n.mac}
                             for n in self.nets.values()}}
+        if self.loopback and "lo" not in self.nets:
+            meta["netlink"]["lo"] = {"addresses": ["127.0.0.1/8", "::1/128"]}
         (self.root / "nvmet-p2p-snapshot.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -917,14 +951,19 @@ def _cpulist(nums: tuple[int, ...]) -> str:
 # Ready-made machines. Each returns a written Machine; roles are listed in the docstring.
 # ------------------------------------------------------------------------------------------
 
-def _q35_base(m: Machine) -> None:
+#: Slots of the virtio-9p devices: the project's lab (tools/lab) puts four at 00:18.0-00:1b.0,
+#: the reference recipe (shared/lab-reference) two at 00:01.0/00:02.0.
+LAB_VIRTIO_SLOTS = (0x18, 0x19, 0x1A, 0x1B)
+REFERENCE_VIRTIO_SLOTS = (0x01, 0x02)
+
+
+def _q35_base(m: Machine, virtio_slots=LAB_VIRTIO_SLOTS) -> None:
     """q35 chipset devices as the lab shows them (host bridge at 00.0, 9p virtio, ICH9)."""
     m.host_bridge_device("0000:00:00.0", 0x8086, 0x29C0, role="host",
                          subsystem_vendor=0x1AF4, subsystem_device=0x1100)
-    m.pci("0000:00:01.0", vendor=0x1AF4, device=0x1009, class_code=0x000200,
-          driver="virtio-pci", subsystem_vendor=0x1AF4, subsystem_device=0x0009)
-    m.pci("0000:00:02.0", vendor=0x1AF4, device=0x1009, class_code=0x000200,
-          driver="virtio-pci", subsystem_vendor=0x1AF4, subsystem_device=0x0009)
+    for slot in virtio_slots:
+        m.pci(f"0000:00:{slot:02x}.0", vendor=0x1AF4, device=0x1009, class_code=0x000200,
+              driver="virtio-pci", subsystem_vendor=0x1AF4, subsystem_device=0x0009)
     m.pci("0000:00:1f.0", vendor=0x8086, device=0x2918, class_code=0x060100, revision=2,
           multifunction=True, subsystem_vendor=0x1AF4, subsystem_device=0x1100)
     m.pci("0000:00:1f.2", vendor=0x8086, device=0x2922, class_code=0x010601, revision=2,
@@ -934,6 +973,7 @@ def _q35_base(m: Machine) -> None:
 
 
 def q35_lab(root, *, rxe: bool = False, privileged: bool = True, cmb_mb: int = 64,
+            rxe_name: str = "rxe_dummy", virtio_slots=LAB_VIRTIO_SLOTS, nvmet_loaded: bool = False,
             write: bool = True) -> Machine:
     """The lab's default topology, as the real 7.3 guest shows it::
 
@@ -947,15 +987,27 @@ def q35_lab(root, *, rxe: bool = False, privileged: bool = True, cmb_mb: int = 6
         00:05.0 root port                                        role "rp2"
           06:00.0 NVMe without CMB, nvme3 / nvme3n1              role "plain"
 
+    plus the virtio-9p devices at ``virtio_slots`` and the ICH9 functions at 00:1f.*.
+
     CPU as QEMU TCG ``-cpu max`` reports it: AuthenticAMD family 15 (so *not* the AMD
-    Zen rule). No IOMMU, use_cmb_sqes=Y, kernel 7.3.4 with CONFIG_PCI_P2PDMA=y.
-    ``rxe=True`` adds ``rxe_dummy`` on ``dummy0`` with 10.77.0.1/24 (role-less; see soft_roce).
+    Zen rule). No IOMMU, use_cmb_sqes=Y, kernel 7.3.4 with CONFIG_PCI_P2PDMA=y, configfs
+    mounted; nvmet is available but not loaded (``nvmet_loaded=True`` loads nvmet and
+    nvmet-rdma and creates /sys/kernel/config/nvmet), as in a fresh ``tools/lab/run`` guest.
+    ``rxe=True`` adds ``rxe_name`` on ``dummy0`` with 10.77.0.1/24 and fd00::1/64 (default name
+    ``rxe_dummy``, kept for compatibility; tools/lab calls it ``rxe0``: pass
+    ``rxe_name="rxe0"`` to mirror it). ``virtio_slots=REFERENCE_VIRTIO_SLOTS`` reproduces the
+    shared/lab-reference recipe's slots.
     """
     m = Machine(root, privileged=privileged)
+    loaded = ["9p", "9pnet", "9pnet_virtio", "configfs", "netfs", "nvme", "nvme_auth",
+              "nvme_core", "nvme_keyring", "overlay"]
+    if nvmet_loaded:
+        loaded += ["nvmet", "nvmet_rdma", "rdma_cm", "iw_cm", "ib_cm", "ib_core"]
     m.system(cpu_vendor="AuthenticAMD", cpu_family=15, cpu_model=107,
              cpu_model_name="QEMU TCG CPU version 2.5+",
-             cmdline="console=ttyS0,115200 panic=-1 loglevel=6")
-    _q35_base(m)
+             cmdline="console=ttyS0,115200 loglevel=4 panic=-1 oops=panic printk.devkmsg=on",
+             modules_loaded=sorted(loaded), nvmet_configfs=nvmet_loaded)
+    _q35_base(m, virtio_slots)
     m.root_port("0000:00:04.0", secondary=1, subordinate=5, role="rp1")
     m.switch("0000:01:00.0", parent="0000:00:04.0",
              downstream=["0000:02:00.0", "0000:02:01.0", "0000:02:02.0"], secondary=2, role="usp")
@@ -966,8 +1018,9 @@ def q35_lab(root, *, rxe: bool = False, privileged: bool = True, cmb_mb: int = 6
     m.root_port("0000:00:05.0", secondary=6, role="rp2")
     m.nvme("0000:06:00.0", parent="0000:00:05.0", ctrl="nvme3", serial="plain", role="plain")
     if rxe:
-        m.rxe("rxe_dummy", netdev="dummy0", addresses=["10.77.0.1/24", "fd00::1/64"])
-        m.update_system(modules_loaded=m.sys["modules_loaded"] + ["rdma_rxe", "dummy"])
+        m.rxe(rxe_name, netdev="dummy0", addresses=["10.77.0.1/24", "fd00::1/64"])
+        m.update_system(modules_loaded=sorted(set(m.sys["modules_loaded"]) | {
+            "rdma_rxe", "dummy", "ib_core", "ip6_udp_tunnel", "udp_tunnel"}))
     return m.write() if write else m
 
 
@@ -1225,13 +1278,15 @@ def multifunction_acs(root, *, endpoint_acs_ctrl: int = ACS_SV | ACS_RR | ACS_CR
     return m.write() if write else m
 
 
-def soft_roce(root, *, siw: bool = False, write: bool = True) -> Machine:
-    """The lab topology with soft RDMA only: ``rxe_dummy`` on ``dummy0`` (10.77.0.1/24).
+def soft_roce(root, *, siw: bool = False, write: bool = True, **lab_kw) -> Machine:
+    """The lab topology with soft RDMA only: ``rxe_dummy`` on ``dummy0`` (10.77.0.1/24);
+    ``soft_roce(root, rxe_name="rxe0")`` is exactly what ``tools/lab/run --topology default``
+    boots (``lab_kw`` go to :func:`q35_lab`).
 
     ``siw=True`` adds ``siw0`` on a second dummy (``dummy1``, 10.78.0.1/24). Neither has a
     PCI parent: nvmet-rdma never uses p2pmem with them.
     """
-    m = q35_lab(root, rxe=True, write=False)
+    m = q35_lab(root, rxe=True, write=False, **lab_kw)
     if siw:
         m.siw("siw0", netdev="dummy1", addresses=["10.78.0.1/24"])
     return m.write() if write else m

@@ -178,7 +178,11 @@ def test_acs_on_switch_gives_exact_kernel_parameter(tmp_path):
     report, c = run_doctor(m)
     p = c["paths"]
     assert p.status == FAIL          # q35 host bridge is not whitelisted: ACS makes it refuse
-    assert "pci=disable_acs_redir=0000:02:00.0;0000:02:02.0" in p.fix
+    # both pairs need clearing: the fix is the union; each pair carries the kernel's own string
+    assert "pci=disable_acs_redir=0000:02:00.0;0000:02:01.0;0000:02:02.0 (quote" in p.fix
+    assert {i["provider"]: i["kernel_parameter"] for i in p.items} == {
+        "0000:03:00.0": "pci=disable_acs_redir=0000:02:00.0;0000:02:02.0",
+        "0000:04:00.0": "pci=disable_acs_redir=0000:02:01.0;0000:02:02.0"}
     assert "ACS redirect is set on 0000:02:00.0, 0000:02:02.0" in p.detail
     assert c["iommu"].status == OK and "IOMMU is active" in c["iommu"].detail
     m.set_acs("0000:02:00.0", 0).set_acs("0000:02:01.0", 0).set_acs("0000:02:02.0", 0).write()
@@ -192,7 +196,10 @@ def test_acs_with_amd_zen_cpu_downgrades_instead(tmp_path):
     _, c = run_doctor(m.write())
     p = c["paths"]
     assert p.status == WARN and "0 map by PCI bus address, 2 go through the root complex" in p.detail
-    assert "pci=disable_acs_redir=0000:02:00.0;0000:02:02.0" in p.fix
+    assert "pci=disable_acs_redir=0000:02:00.0;0000:02:01.0;0000:02:02.0" in p.fix
+    m.set_p2pmem("0000:04:00.0", remove=True).write()      # one pair left: the kernel's string
+    _, c = run_doctor(m)
+    assert "boot with pci=disable_acs_redir=0000:02:00.0;0000:02:02.0 (quote" in c["paths"].fix
 
 
 def test_multifunction_endpoint_acs(tmp_path):

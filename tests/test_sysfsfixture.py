@@ -49,7 +49,9 @@ def _parse_config(b: bytes) -> dict:
 
 @pytest.fixture
 def lab(tmp_path):
-    return sf.soft_roce(tmp_path / "root")   # q35_lab + rxe_dummy on dummy0
+    # the reference recipe's machine: q35_lab with its virtio slots + rxe_dummy on dummy0
+    return sf.soft_roce(tmp_path / "root", virtio_slots=sf.REFERENCE_VIRTIO_SLOTS,
+                        nvmet_loaded=True)
 
 
 def test_kernel_release_matches_capture(lab):
@@ -159,3 +161,23 @@ def test_big_machine_shape(tmp_path):
     m = sf.big_machine(tmp_path)
     assert len(m.nvmes) == 64 and len(m.rdmas) == 8
     assert sum(1 for p in m.pcis.values() if p.p2pmem) == 64
+
+
+def test_q35_lab_reads_like_the_real_lab_default(tmp_path):
+    """The reader gives the same Inventory for the fixture as for the real tools/lab guest.
+
+    ``lab_default_inventory.json`` is ``read_inventory("/")`` run as root inside
+    ``tools/lab/run --topology default`` (7.3.4+deb13-amd64). Only the dummy0 MAC and its
+    link-local address (random per boot) may differ.
+    """
+    from nvmet_p2p.inventory import read_inventory
+
+    real = json.loads((Path(__file__).parent / "data" / "lab_default_inventory.json").read_text())
+    got = read_inventory(sf.soft_roce(tmp_path, rxe_name="rxe0").root).to_dict()
+    for d in (real, got):
+        d.pop("source", None)
+        d["net"]["dummy0"].pop("mac")
+        d["net"]["dummy0"]["addresses"] = [a for a in d["net"]["dummy0"]["addresses"]
+                                           if not a.startswith(("fe80:", "fd00:"))]
+    for key in real:
+        assert got[key] == real[key], key
