@@ -44,7 +44,8 @@ def _read(path: str) -> str | None:
         return None
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, what: str = "--size", zero_ok: bool = False) -> int:
+    """``16M``, ``4k``, ``1g``, ``65536`` -> bytes; a positive multiple of the page size."""
     t = text.strip().lower()
     mult = 1
     for suf, m in (("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("k", 1 << 10), ("m", 1 << 20),
@@ -53,11 +54,12 @@ def parse_size(text: str) -> int:
             t, mult = t[: -len(suf)], m
             break
     try:
-        n = int(float(t) * mult)
+        n = int(t, 0) * mult if t.startswith("0x") else int(float(t) * mult)
     except ValueError:
-        raise InputError(f"not a size: {text!r} (e.g. 16M)", where="--size") from None
-    if n <= 0 or n % PAGE:
-        raise InputError(f"size must be a positive multiple of {PAGE} bytes, got {text!r}", where="--size")
+        raise InputError(f"not a size: {text!r} (e.g. 16M)", where=what) from None
+    if n < 0 or (n == 0 and not zero_ok) or n % PAGE:
+        raise InputError(f"must be a {'' if zero_ok else 'positive '}multiple of {PAGE} bytes, got {text!r}",
+                         where=what)
     return n
 
 

@@ -108,6 +108,10 @@ def test_input_errors(tmp_path, capsys):
     with pytest.raises(InputError, match="multiple of"):
         p2ptest.parse_size("1000")
     assert p2ptest.parse_size("16M") == 16 << 20
+    assert p2ptest.parse_size("0", "--offset", zero_ok=True) == 0
+    assert p2ptest.parse_size(str(128 << 20), "--offset", zero_ok=True) == 128 << 20
+    with pytest.raises(InputError, match="--offset"):
+        p2ptest.parse_size("-4096", "--offset", zero_ok=True)
     assert cli.main(["p2p-test", "--root", str(tmp_path), BDF, src, dst]) == 2
     assert "--allow-write" in capsys.readouterr().err
 

@@ -77,6 +77,8 @@ def register(p):
     g.add_argument("--target-status-cmd", metavar="CMD",
                    help="command printing the target's 'nvmet-p2p status --json' for a window; {seconds} is "
                         "replaced by the window length, e.g. \"ssh tgt nvmet-p2p status --json --sample {seconds} --io\"")
+    g.add_argument("--sample-interval", type=float, default=0.5, metavar="SECONDS",
+                   help="how often the local target's p2pmem/available is read while fio runs (default 0.5)")
     g.add_argument("--ab-rounds", type=int, default=0, metavar="N",
                    help="A/B: N rounds of p2p-on then p2p-off (interleaved ABAB), medians and ratio")
     g.add_argument("--ab-p2pmem", metavar="BDF|1",
@@ -117,6 +119,8 @@ def run(args) -> int:
                          "(exactly one of them)")
     if args.transport and args.transport != "loop" and not args.traddr:
         raise InputError(f"--transport {args.transport} needs --traddr", where="--traddr")
+    if args.sample_interval <= 0:
+        raise InputError("--sample-interval must be > 0", where="--sample-interval")
     if args.ab_rounds < 0:
         raise InputError("--ab-rounds must be >= 0", where="--ab-rounds")
     if bool(args.ab_on_cmd) != bool(args.ab_off_cmd):
@@ -145,7 +149,8 @@ def run(args) -> int:
         local = args.target_status == "local" or (args.transport == "loop") or any(
             os.path.isdir(os.path.join(args.root, "sys/kernel/config/nvmet/subsystems", n)) for n in args.nqn)
         if local:
-            bench.evidence = B.LocalEvidence(args.root, hints=bench.hints, subsystems=bench.subsystems)
+            bench.evidence = B.LocalEvidence(args.root, hints=bench.hints, subsystems=bench.subsystems,
+                                             interval=args.sample_interval)
         else:
             bench.evidence = B.NoEvidence()
     if args.ab_rounds:

@@ -21,7 +21,7 @@ def register(p):
     p.add_argument("source", metavar="SRC", help="namespace block device to read from (/dev/nvmeXnY)")
     p.add_argument("destination", metavar="DST", nargs="?", help="namespace to write the buffer to (optional)")
     p.add_argument("--size", default="16M", help="bytes per transfer, a multiple of the page size (default 16M)")
-    p.add_argument("--offset", default="0", help="byte offset on the namespaces (default 0)")
+    p.add_argument("--offset", default="0", help="byte offset on the namespaces, e.g. 128M (default 0)")
     p.add_argument("--repeat", type=int, default=3, help="interleaved repetitions (default 3)")
     p.add_argument("--seed", type=int, default=20261125, help="seed of the pattern written to SRC")
     p.add_argument("--read-only-source", action="store_true",
@@ -32,10 +32,7 @@ def register(p):
 
 def run(args) -> int:
     size = p2ptest.parse_size(args.size)
-    try:
-        offset = int(args.offset, 0)
-    except ValueError:
-        raise InputError(f"not an offset: {args.offset!r}", where="--offset") from None
+    offset = p2ptest.parse_size(args.offset, "--offset", zero_ok=True)
     writes = [d for d in ([] if args.read_only_source else [args.source]) + [args.destination] if d]
     if writes and not args.allow_write:
         raise InputError(f"this overwrites {size} bytes at offset {offset} of {', '.join(writes)}; pass "

@@ -155,7 +155,7 @@ class LocalEvidence:
     """The target runs on this machine: sample its pools, read its log and configfs."""
 
     def __init__(self, root: str = "/", hints: Callable[[], list] = lambda: [], subsystems: Callable[[], set] = set,
-                 interval: float = 0.1):
+                 interval: float = 0.5):
         from nvmet_p2p import status as st
         self.st = st
         self.root = root
@@ -413,11 +413,14 @@ class Bench:
             self.evidence.start(hint)
         self.progress(f"{tag}: fio on {', '.join(files.values())}")
         interrupted = None
+        cpu0, wall0 = time.process_time(), time.monotonic()
         try:
             run = self.fio_runner(w, jobfile, os.path.join(jdir, f"{tag}.json"), cwd=jdir, fio=self.cfg.fio,
                                   clients=clients or None, progress=self.progress, job_files=files)
         except FioInterrupted as exc:
             run, interrupted = exc.run, exc
+        # what the harness itself (progress parsing, evidence sampling) cost while fio ran
+        harness_cpu = {"cpu_s": round(time.process_time() - cpu0, 4), "wall_s": round(time.monotonic() - wall0, 4)}
         evid = None
         if self.evidence:
             try:
@@ -426,7 +429,8 @@ class Bench:
                 evid = {"error": str(exc)}
         fd = run.to_dict()
         entry = {"workload": w.to_dict(), "variant": variant, "round": rnd, "fio": fd,
-                 "summary": res.summarize(fd) if run.jobs else None, "evidence": evid}
+                 "summary": res.summarize(fd) if run.jobs else None, "evidence": evid,
+                 "harness": harness_cpu}
         self.runs.append(entry)
         if not run.ok:
             for p in run.problems():

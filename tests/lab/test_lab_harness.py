@@ -14,7 +14,8 @@ one on a TCP port only, each with a namespace whose p2pmem is pinned to a CMB), 
 * ``p2p-test``: a verified NVMe -> CMB -> NVMe transfer behind the switch, and the kernel's
   refusal (EINVAL) across root ports.
 
-Every bench run must leave no fabric controller behind.
+Every bench run must leave no fabric controller behind. The commands run in this process
+(``cli.main``): under TCG a fresh Python with the whole package costs 10-20 s per command.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from nvmet_p2p import statefile
-from nvmet_p2p.apply import reconcile
+from nvmet_p2p import cli, statefile
+from nvmet_p2p.apply import clear, reconcile
 
 pytestmark = pytest.mark.lab
 
@@ -45,8 +45,12 @@ def sh(*cmd, check=True, env=None):
     return r
 
 
-def nvmet_p2p(*args, check=False):
-    return sh(sys.executable, "-m", "nvmet_p2p", *args, check=check)
+def nvmet_p2p(capsys, *args):
+    """``nvmet-p2p ARGS`` in this process: (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    rc = cli.main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
 
 
 def fabric_ctrls() -> list[str]:
@@ -95,17 +99,17 @@ def target(tmp_path_factory):
     yield env
     for c in fabric_ctrls():
         sh("nvme", "disconnect", "-d", c, check=False)
-    nvmet_p2p("clear", "--yes")
+    clear("/", str(work / "state"))
     if old_env is None:
         os.environ.pop("NVMET_P2P_STATE_DIR", None)
     else:
         os.environ["NVMET_P2P_STATE_DIR"] = old_env
 
 
-def bench(target, name, *args):
+def bench(capsys, target, name, *args):
     out = os.path.join(target["results"], "harness", name)
-    r = nvmet_p2p("bench", "--hostnqn", HOSTNQN, "--hostid", HOSTID, "--runtime", "2", "--ramp", "0",
-                  "--integrity-size", "16m", "--allow-write", "--no-plots", "--out", out, *args)
+    r = nvmet_p2p(capsys, "bench", "--hostnqn", HOSTNQN, "--hostid", HOSTID, "--runtime", "2", "--ramp", "0",
+                  "--integrity-size", "8m", "--allow-write", "--no-plots", "--out", out, *args)
     with open(os.path.join(out, "results.json")) as f:
         return r, json.load(f)
 
@@ -115,14 +119,14 @@ def verdicts(results, nqn):
             for n in s["namespaces"] for v in n["verdicts"]]
 
 
-def test_rdma_bench_catches_a_block_overwritten_behind_the_target(target):
+def test_rdma_bench_catches_a_block_overwritten_behind_the_target(target, capsys):
     backing = target["dev"]["cmbB"]["namespaces"][0]
     corrupt = (f"dd if=/dev/urandom of={backing} bs=4096 seek={CORRUPT_BLOCK} count=1 "
                f"oflag=direct conv=notrunc status=none")
-    r, res = bench(target, "rdma", "-t", "rdma", "-a", target["ip"], "-s", "4420", "-n", S_RDMA,
+    (rc, stdout, stderr), res = bench(capsys, target, "rdma", "-t", "rdma", "-a", target["ip"], "-s", "4420", "-n", S_RDMA,
                    "--matrix", "quick", "--workload", "seq-read-128k-qd16", "--workload", "integrity",
                    "--between-phases", corrupt)
-    assert r.returncode == 1, r.stdout + r.stderr
+    assert rc == 1, stdout + stderr
     assert res["emulated"] == "QEMU, emulated; not a performance claim"
     (conn,) = res["connections"]
     assert conn["transport"] == "rdma" and conn["connected_by_us"] and conn["disconnected"]
@@ -134,17 +138,17 @@ def test_rdma_bench_catches_a_block_overwritten_behind_the_target(target):
     (f,) = res["integrity"]["failures"]
     assert f["offset"] == CORRUPT_BLOCK * 4096, f
     assert f["file"] == conn["namespaces"][0]["device"] and f["job"].startswith("integrity-verify@")
-    assert f"offset {CORRUPT_BLOCK * 4096}" in r.stdout
+    assert f"offset {CORRUPT_BLOCK * 4096}" in stdout
     (v,) = verdicts(res, S_RDMA)
     assert v["verdict"] == "inactive" and v["reason"] == "soft_rdma", v
     assert target["ibdev"] in v["detail"] and v["cntlid"] == conn["cntlid"]
     assert fabric_ctrls() == []
 
 
-def test_tcp_bench_clean_run_passes(target):
-    r, res = bench(target, "tcp", "-t", "tcp", "-a", "127.0.0.1", "-s", "4421", "-n", S_TCP,
+def test_tcp_bench_clean_run_passes(target, capsys):
+    (rc, stdout, stderr), res = bench(capsys, target, "tcp", "-t", "tcp", "-a", "127.0.0.1", "-s", "4421", "-n", S_TCP,
                    "--matrix", "quick", "--workload", "seq-read-128k-qd16", "--workload", "integrity")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert rc == 0, stdout + stderr
     assert res["ok"] and res["integrity"] == {"verdict": "pass", "failures": []}
     s = {x["workload"]["name"]: x["summary"] for x in res["runs"]}
     assert s["seq-read-128k-qd16"]["gb_per_s"] > 0 and s["seq-read-128k-qd16"]["p99_ns"] > 0
@@ -153,10 +157,11 @@ def test_tcp_bench_clean_run_passes(target):
     assert fabric_ctrls() == []
 
 
-def test_status_alone_reaches_the_verdicts(target):
+def test_status_alone_reaches_the_verdicts(target, capsys):
     """No initiator hints: each subsystem has one port, so status can tell by itself."""
-    r = nvmet_p2p("status", "--json", check=True)
-    d = json.loads(r.stdout)
+    rc, stdout, stderr = nvmet_p2p(capsys, "status", "--json")
+    assert rc == 0, stderr
+    d = json.loads(stdout)
     assert {s["nqn"] for s in d["subsystems"]} == {S_RDMA, S_TCP}     # the managed ones
     rd = next(s for s in d["subsystems"] if s["nqn"] == S_RDMA)
     assert rd["ports"][0]["rdma_device"] == target["ibdev"] and rd["ports"][0]["rdma_soft"] is True
@@ -165,15 +170,16 @@ def test_status_alone_reaches_the_verdicts(target):
     assert vs and all(v["reason"] == "soft_rdma" for v in vs), vs
     tc = next(s for s in d["subsystems"] if s["nqn"] == S_TCP)
     assert all(v["reason"] == "transport_without_p2p_client" for n in tc["namespaces"] for v in n["verdicts"])
-    text = nvmet_p2p("status", check=True).stdout
-    assert "(soft RDMA)" in text and "inactive: soft RDMA" in text
+    rc, text, _ = nvmet_p2p(capsys, "status")
+    assert rc == 0 and "(soft RDMA)" in text and "inactive: soft RDMA" in text
 
 
-def test_ab_toggles_p2pmem_through_the_reconciler(target):
+def test_ab_toggles_p2pmem_through_the_reconciler(target, capsys):
     cmba = target["dev"]["cmbA"]["bdf"]
-    r, res = bench(target, "ab", "-t", "tcp", "-a", "127.0.0.1", "-s", "4421", "-n", S_TCP,
-                   "--matrix", "quick", "--workload", "seq-read-128k-qd16", "--ab-rounds", "2")
-    assert r.returncode == 0, r.stdout + r.stderr
+    (rc, stdout, stderr), res = bench(capsys, target, "ab", "-t", "tcp", "-a", "127.0.0.1", "-s", "4421",
+                                      "-n", S_TCP, "--matrix", "quick", "--workload", "seq-read-128k-qd16",
+                                      "--ab-rounds", "2", "--runtime", "1")
+    assert rc == 0, stdout + stderr
     ab = res["ab"]
     assert ab["order"] == ["p2p-on", "p2p-off", "p2p-on", "p2p-off"]
     t = ab["workloads"]["seq-read-128k-qd16"]
@@ -185,12 +191,13 @@ def test_ab_toggles_p2pmem_through_the_reconciler(target):
     assert fabric_ctrls() == []
 
 
-def test_p2p_test_verified_through_a_cmb_behind_the_switch(target):
+def test_p2p_test_verified_through_a_cmb_behind_the_switch(target, capsys):
     nv = target["dev"]
-    r = nvmet_p2p("p2p-test", nv["cmbA"]["bdf"], nv["cmbB"]["namespaces"][0], nv["cmbC"]["namespaces"][0],
-                  "--size", "4M", "--offset", str(128 << 20), "--repeat", "1", "--allow-write", "--json")
-    assert r.returncode == 0, r.stdout + r.stderr
-    d = json.loads(r.stdout)
+    rc, stdout, stderr = nvmet_p2p(capsys, "p2p-test", nv["cmbA"]["bdf"], nv["cmbB"]["namespaces"][0],
+                                   nv["cmbC"]["namespaces"][0], "--size", "4M", "--offset", str(128 << 20),
+                                   "--repeat", "1", "--allow-write", "--json")
+    assert rc == 0, stdout + stderr
+    d = json.loads(stdout)
     assert d["verdict"] == "verified" and d["emulated"] == "QEMU, emulated; not a performance claim"
     assert {(t["direction"], t["path"]) for t in d["transfers"]} == {
         ("read", "p2p"), ("read", "host"), ("write", "p2p"), ("write", "host")}
@@ -201,12 +208,13 @@ def test_p2p_test_verified_through_a_cmb_behind_the_switch(target):
     assert (pred["pci"], pred["map_type"]) == (nv["cmbB"]["bdf"], "bus_addr")
 
 
-def test_p2p_test_refused_across_root_ports(target):
+def test_p2p_test_refused_across_root_ports(target, capsys):
     nv = target["dev"]
-    r = nvmet_p2p("p2p-test", nv["cmbA"]["bdf"], nv["plain"]["namespaces"][0], "--size", "1M",
-                  "--offset", str(128 << 20), "--repeat", "1", "--allow-write", "--json")
-    assert r.returncode == 3, r.stdout + r.stderr
-    d = json.loads(r.stdout)
+    rc, stdout, stderr = nvmet_p2p(capsys, "p2p-test", nv["cmbA"]["bdf"], nv["plain"]["namespaces"][0],
+                                   "--size", "1M", "--offset", str(128 << 20), "--repeat", "1",
+                                   "--allow-write", "--json")
+    assert rc == 3, stdout + stderr
+    d = json.loads(stdout)
     assert d["verdict"] == "refused" and d["refusal"]["errname"] == "EINVAL"
     assert d["refusal"]["device"] == nv["plain"]["namespaces"][0]
     host = [t for t in d["transfers"] if t["path"] == "host"]
