@@ -38,9 +38,22 @@ def _common_parser() -> argparse.ArgumentParser:
     return common
 
 
-def command_modules():
+def command_modules(only: str | None = None):
+    """The command modules, in --help order. ``only``: the subcommand on the command line;
+    when a module of that name (``-`` -> ``_``) defines it, import just that one: the other
+    modules' imports (YAML, the harness, pyroute2 ...) cost seconds under the lab's TCG."""
     import nvmet_p2p.commands as pkg
 
+    if only and not only.startswith(("_", ".")):
+        name = f"{pkg.__name__}.{only.replace('-', '_')}"
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+        else:
+            if getattr(mod, "NAME", None) == only and hasattr(mod, "run"):
+                return [mod]
     mods = []
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name.startswith("_"):
@@ -51,7 +64,7 @@ def command_modules():
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nvmet-p2p",
         description="Export NVMe namespaces over NVMe-oF with PCI peer-to-peer (CMB) memory, "
@@ -59,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nvmet-p2p {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     common = _common_parser()
-    for mod in command_modules():
+    for mod in command_modules(only):
         p = sub.add_parser(mod.NAME, parents=[common], help=getattr(mod, "HELP", None),
                            description=getattr(mod, "DESCRIPTION", getattr(mod, "HELP", None)))
         if hasattr(mod, "register"):
@@ -69,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the top-level parser has no option taking a value: the first word is the subcommand
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -165,3 +165,13 @@ def test_cli_on_root(tmp_path, capsys):
     assert cli.main(["topology", "--root", str(m.root), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["matrix"]["summary"]["providers"] == 2
+
+
+def test_cli_resolves_an_ip_client_on_a_snapshot_root(tmp_path, capsys):
+    m = sf.soft_roce(tmp_path)
+    # addresses come from the snapshot's recorded netlink data (or live netlink on /)
+    assert (m.root / "nvmet-p2p-snapshot.json").exists()
+    assert cli.main(["distance", "--root", str(m.root), "--json", m.bdf("cmbA"),
+                     "10.77.0.1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["pairs"][0]["client"]["kind"] == D.KIND_SOFT_RDMA

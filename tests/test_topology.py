@@ -164,3 +164,20 @@ def test_topology_command_json_roundtrip(tmp_path, capsys):
     assert cli.main(["topology", "--inventory", str(again), "--no-matrix"]) == 0
     out = capsys.readouterr().out
     assert "03:00.0 1b36:0010" in out and "pairs:" not in out
+
+
+def test_cli_imports_only_the_chosen_command():
+    """`nvmet-p2p distance ...` must not pay for every other command's imports (seconds under
+    the lab's TCG); `nvmet-p2p --help` still lists them all."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom nvmet_p2p import cli\n"
+            "try:\n    cli.main(['distance', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('nvmet_p2p.commands.')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == \
+        "['nvmet_p2p.commands._inventory', 'nvmet_p2p.commands.distance']"
+    r = subprocess.run([sys.executable, "-m", "nvmet_p2p", "--help"], capture_output=True,
+                       text=True)
+    assert "distance" in r.stdout and "topology" in r.stdout and "snapshot" in r.stdout

@@ -20,7 +20,9 @@ def add_inventory_option(parser) -> None:
                              "instead of --root")
 
 
-def load_inventory(args) -> Inventory:
+def load_inventory(args, *, addresses: bool = True) -> Inventory:
+    """``addresses=False`` skips the interface addresses (netlink through pyroute2, whose import
+    alone takes seconds under the lab's TCG) when the command does not need them."""
     path = getattr(args, "inventory", None)
     if path:
         return inventory_from_file(path)
@@ -29,7 +31,9 @@ def load_inventory(args) -> Inventory:
     except ImportError as exc:   # the readers live in nvmet_p2p/inventory.py
         raise NvmetP2PError(f"cannot read {args.root}: the sysfs readers are not available "
                             f"({exc}); use --inventory FILE") from None
-    return read_inventory(args.root)
+    if addresses:
+        return read_inventory(args.root)
+    return read_inventory(args.root, netlink=dict)
 
 
 def inventory_from_file(path: str) -> Inventory:

@@ -8,6 +8,8 @@ in the way, the exact ``pci=disable_acs_redir=`` parameter the kernel would prin
 
 from __future__ import annotations
 
+import ipaddress
+
 from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
 from nvmet_p2p.distance import P2pdma, Verdict
 from nvmet_p2p.errors import InputError
@@ -25,9 +27,11 @@ DESCRIPTION = (
 
 
 def register(parser) -> None:
-    parser.add_argument("devices", nargs="+", metavar="PROVIDER CLIENT",
-                        help="provider BDF followed by one or more clients "
-                             "(with --find: clients only)")
+    parser.usage = ("%(prog)s [options] PROVIDER CLIENT [CLIENT ...]\n"
+                    "       %(prog)s [options] --find CLIENT [CLIENT ...]")
+    parser.add_argument("devices", nargs="+", metavar="DEVICE",
+                        help="PROVIDER (a BDF) followed by one or more CLIENTs "
+                             "(with --find: CLIENTs only)")
     parser.add_argument("--find", action="store_true",
                         help="no provider: list the published providers the kernel would "
                              "consider for the clients (pci_p2pmem_find_many), with all ties")
@@ -35,7 +39,8 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
-    inv = load_inventory(args)
+    # interface addresses are needed only to resolve a client given as an IP address
+    inv = load_inventory(args, addresses=any(_is_ip(d) for d in args.devices))
     eng = P2pdma(inv, args.kernel)
     if args.find:
         res = eng.find_many(args.devices)
@@ -47,6 +52,14 @@ def run(args) -> int:
     v = eng.distance_many(args.devices[0], args.devices[1:])
     emit(args.json, v, lambda v: _human(v, eng))
     return 0
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _provider_text(eng: P2pdma, bdf: str) -> str:
