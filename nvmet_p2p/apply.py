@@ -322,6 +322,10 @@ class Outcome:
     result: ApplyResult | None = None
     applied: bool = False
     extra: dict = field(default_factory=dict)
+    #: seconds spent per phase of :func:`reconcile`: "read" (open, lock, read the live tree),
+    #: "plan", "apply" (the configfs steps), "record" (the managed-set file); for
+    #: benchmarks (tools/bench/bench_apply.py prints them), not part of :meth:`to_dict`
+    timings: dict = field(default_factory=dict)
 
     def to_dict(self, secrets: bool = False) -> dict:
         d = {"applied": self.applied, "plan": self.plan.to_dict(secrets)}
@@ -339,16 +343,26 @@ def reconcile(root: str, desired: st.TargetState, directory: str, *, prune: bool
     This is the function ``plan``/``apply``/``restore`` call and the placement code can call
     with the ``TargetState`` it computed from a profile.
     """
+    t0 = time.perf_counter()
     cfs = cfs or open_configfs(root, load_module=not dry_run)
     store = ManagedStore(directory)
     ctx = contextlib.nullcontext() if dry_run else apply_lock(directory)
     with ctx:
-        live = read_state(cfs)
-        caps = capabilities(cfs, kernel)
-        plan = build_plan(live, desired, store.load(), prune=prune, caps=caps)
+        # A plan that is only shown may be saved and applied later: it is made from the whole
+        # tree and carries its fingerprint. Applying right away needs only what the desired
+        # state names (every named attribute is still read, so drift in it is still seen).
+        live = read_state(cfs) if dry_run else read_state(cfs, only=desired)
+        t1 = time.perf_counter()
+        caps = capabilities(cfs, kernel, live=live)
+        managed = store.load()
+        plan = build_plan(live, desired, managed, prune=prune, caps=caps, fingerprint=dry_run)
+        t2 = time.perf_counter()
         if dry_run:
-            return Outcome(plan)
-        return _execute(cfs, plan, store, root, progress)
+            out = Outcome(plan)
+        else:
+            out = _execute(cfs, plan, store, root, progress, managed_before=managed)
+    out.timings = {"read": t1 - t0, "plan": t2 - t1, **out.timings}
+    return out
 
 
 def apply_saved_plan(root: str, plan: Plan, directory: str, progress=None,
@@ -357,6 +371,10 @@ def apply_saved_plan(root: str, plan: Plan, directory: str, progress=None,
     cfs = cfs or open_configfs(root)
     store = ManagedStore(directory)
     with apply_lock(directory):
+        if not plan.live_digest:
+            raise NvmetP2PError("this plan carries no fingerprint of the configfs tree it was made "
+                                "for (it was printed by `apply`); save one with `nvmet-p2p plan "
+                                "--out FILE` (nothing was changed)")
         live = read_state(cfs)
         if digest(live) != plan.live_digest:
             raise NvmetP2PError("configfs changed since this plan was made; run `nvmet-p2p plan` "
@@ -377,8 +395,13 @@ def clear(root: str, directory: str, everything: bool = False, dry_run: bool = F
         return _execute(cfs, plan, store, root, None)
 
 
-def _execute(cfs: Configfs, plan: Plan, store: ManagedStore, root: str, progress) -> Outcome:
+def _execute(cfs: Configfs, plan: Plan, store: ManagedStore, root: str, progress,
+             managed_before: Managed | None = None) -> Outcome:
+    t0 = time.perf_counter()
     klog = KernelLog(root=root)
     res = Applier(cfs, klog, progress).apply(plan)
-    store.save(plan.managed_after)
-    return Outcome(plan, res, applied=True)
+    t1 = time.perf_counter()
+    if plan.managed_after != managed_before or not os.path.exists(store.path):
+        store.save(plan.managed_after)   # (unchanged: no rewrite, no fsync, no backup rotation)
+    return Outcome(plan, res, applied=True,
+                   timings={"apply": t1 - t0, "record": time.perf_counter() - t1})

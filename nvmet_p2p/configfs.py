@@ -34,6 +34,21 @@ NVMET_DIR = "sys/kernel/config/nvmet"
 #: the kernel prints this for a namespace or passthru ``device_path`` never set
 NULL_PATH = "(null)"
 
+#: open a directory only to resolve paths relative to it (no read access, cheapest open)
+_O_DIRPATH = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
+
+
+def _read_fd(fd: int) -> bytes:
+    """The whole content of an attribute (configfs serves it in one read of <= PAGE_SIZE)."""
+    b = os.read(fd, 8192)
+    if len(b) < 8192:
+        return b
+    chunks = [b]
+    while len(b) == 8192:
+        b = os.read(fd, 8192)
+        chunks.append(b)
+    return b"".join(chunks)
+
 
 @dataclass(frozen=True)
 class AttrInfo:
@@ -214,20 +229,77 @@ class Configfs:
             return []
 
     def files(self, rel: str) -> dict[str, int]:
-        """Attribute files of a directory: name -> permission bits."""
+        """Attribute files of a directory: name -> permission bits (one ``lstat`` per file)."""
         out = {}
-        base = self.path(rel)
-        for name in self.listdir(rel):
-            p = os.path.join(base, name)
-            if os.path.islink(p) or not os.path.isfile(p):
-                continue
-            out[name] = os.stat(p).st_mode & 0o777
-        return out
+        try:
+            with os.scandir(self.path(rel)) as it:
+                for e in it:
+                    if e.is_file(follow_symlinks=False):
+                        out[e.name] = e.stat(follow_symlinks=False).st_mode & 0o777
+        except FileNotFoundError:
+            pass
+        return dict(sorted(out.items()))
+
+    def attr_names(self, rel: str) -> list[str]:
+        """Names of the attribute files of a directory, without a ``stat`` per file (configfs
+        reports each entry's type in the directory listing itself)."""
+        try:
+            with os.scandir(self.path(rel)) as it:
+                return sorted(e.name for e in it if e.is_file(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
 
     def read(self, rel: str) -> str:
         """An attribute's value as the kernel shows it, without the trailing newline."""
-        with open(self.path(rel), encoding="utf-8", errors="replace") as f:
-            return f.read().rstrip("\n")
+        fd = os.open(self.path(rel), os.O_RDONLY)
+        try:
+            return _read_fd(fd).decode("utf-8", errors="replace").rstrip("\n")
+        finally:
+            os.close(fd)
+
+    def read_attrs(self, rel: str, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, str]]:
+        """Read some attributes of some children of the directory ``rel``, cheaply.
+
+        ``wanted`` maps a child directory name (``"7"`` for namespace 7) to the attribute
+        names to read there (``""`` as the child: the directory ``rel`` itself). Returns
+        ``{child: {name: value}}``, values stripped of surrounding blanks and the newline (as
+        :func:`read_state` gives them, like nvmetcli). An attribute file this
+        kernel does not have, and a write-only one, is simply absent from the answer; a child
+        directory that does not exist gives ``{}``.
+
+        Reading configfs is expensive mostly for the path walk and the per-open allocation of
+        a fresh inode (configfs drops attribute dentries as soon as they are closed), so this
+        resolves ``rel`` once and opens ``child/name`` relative to it: 3 syscalls per value
+        and no ``stat`` at all.
+        """
+        out: dict[str, dict[str, str]] = {}
+        try:
+            dfd = os.open(self.path(rel), _O_DIRPATH)
+        except FileNotFoundError:
+            return {child: {} for child in wanted}
+        open_, read, close, rdonly = os.open, os.read, os.close, os.O_RDONLY   # (hot loop)
+        try:
+            for child, names in wanted.items():
+                vals: dict[str, str] = {}
+                pre = f"{child}/" if child else ""
+                for name in names:
+                    try:
+                        fd = open_(pre + name, rdonly, dir_fd=dfd)
+                    except (FileNotFoundError, NotADirectoryError, PermissionError):
+                        continue   # no such attribute (or object) on this kernel; write-only
+                    try:
+                        b = read(fd, 8192)
+                        if len(b) == 8192:
+                            b += _read_fd(fd)
+                    except PermissionError:
+                        continue
+                    finally:
+                        close(fd)
+                    vals[name] = b.decode("utf-8", "replace").strip()
+                out[child] = vals
+        finally:
+            os.close(dfd)
+        return out
 
     def readlink(self, rel: str) -> str:
         return os.readlink(self.path(rel))
@@ -462,11 +534,24 @@ def _attrs(node: Node, skip: tuple[str, ...] = ()) -> dict[str, str]:
     return {k: _clean(k, v) for k, v in sorted(node.readable_attrs().items()) if k not in skip}
 
 
-def read_state(cfs: Configfs) -> st.TargetState:
-    """The whole live nvmet tree as a :class:`TargetState` (values as the kernel prints them,
-    trailing blanks stripped as nvmetcli does; an unset ``device_path`` reads ``""``)."""
+def read_state(cfs: Configfs, only: st.TargetState | None = None) -> st.TargetState:
+    """The live nvmet tree as a :class:`TargetState` (values as the kernel prints them,
+    trailing blanks stripped as nvmetcli does; an unset ``device_path`` reads ``""``).
+
+    Without ``only``: the whole tree, every readable attribute (what ``save`` writes).
+
+    With ``only`` (a desired state): just what a plan against it needs, which is what the
+    reconciler reads on every apply. Every object and every link is listed, but attribute
+    files are read only where ``only`` names them: for each object ``only`` has, the
+    attributes it gives (so drift in any of them is seen), plus ``enable`` of every namespace
+    and referral, ``ana_state`` of every ANA group and ``discovery_nqn``. Objects ``only``
+    does not have come back with empty ``attrs``. With 1000 namespaces that is 3 reads per
+    namespace instead of 9 reads and 18 ``stat`` calls.
+    """
     if not cfs.present():
         return st.TargetState()
+    if only is not None:
+        return _read_named(cfs, only)
     root = Root(cfs)
     out = st.TargetState()
     if root.has_attr("discovery_nqn"):
@@ -493,6 +578,111 @@ def read_state(cfs: Configfs) -> st.TargetState:
         for g in p.ana_groups():
             port.ana_groups[g.grpid] = g.get("ana_state").strip()
         out.ports[p.portid] = port
+    return out
+
+
+def _cleaned(vals: dict[str, str]) -> dict[str, str]:
+    """Values from :meth:`Configfs.read_attrs` (already stripped) as :func:`read_state` gives
+    them: an unset ``device_path`` is ``""``. Changes and returns ``vals``."""
+    if vals.get("device_path") == NULL_PATH:
+        vals["device_path"] = ""
+    return vals
+
+
+def _numbered(names: list[str]) -> list[tuple[int, str]]:
+    """(number, name) of the directory names that are numbers (nsid, port id ...), sorted."""
+    out = []
+    for n in names:
+        try:
+            out.append((int(n), n))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def _ids(names: list[str]) -> list[int]:
+    return [i for i, _ in _numbered(names)]
+
+
+def _read_named(cfs: Configfs, only: st.TargetState) -> st.TargetState:
+    """:func:`read_state` limited to the attributes ``only`` names (see there)."""
+    out = st.TargetState()
+    top = cfs.read_attrs("", {"": ("discovery_nqn",)})[""]
+    if "discovery_nqn" in top:
+        out.discovery_nqn = top["discovery_nqn"].strip()
+
+    names = cfs.listdir("hosts")
+    got = cfs.read_attrs("hosts", {n: tuple(only.hosts[n].attrs) for n in names
+                                   if n in only.hosts and only.hosts[n].attrs})
+    for n in names:
+        out.hosts[n] = st.Host(nqn=n, attrs=_cleaned(got.get(n, {})))
+
+    names = cfs.listdir("subsystems")
+    want: dict[str, tuple[str, ...]] = {}
+    for n in names:
+        d = only.subsystems.get(n)
+        if d is None:
+            continue
+        if d.attrs:
+            want[n] = tuple(d.attrs)
+        if d.passthru is not None:
+            want[f"{n}/passthru"] = tuple(dict.fromkeys(("enable", "device_path", *d.passthru)))
+    got = cfs.read_attrs("subsystems", want)
+    for n in names:
+        d = only.subsystems.get(n)
+        rel = f"subsystems/{n}"
+        sub = st.Subsystem(nqn=n, attrs=_cleaned(got.get(n, {})),
+                           allowed_hosts=cfs.listdir(f"{rel}/allowed_hosts"))
+        nsids = _numbered(cfs.listdir(f"{rel}/namespaces"))
+        if nsids:
+            # (the loops below run once per namespace: kept lean, it is what a re-apply costs)
+            dns = d.namespaces if d is not None else {}
+            shapes: dict[tuple[str, ...], tuple[str, ...]] = {(): ("enable",)}
+            want_ns = {}
+            for i, name in nsids:
+                dn = dns.get(i)
+                keys = tuple(dn.attrs) if dn is not None else ()
+                names_ = shapes.get(keys)
+                if names_ is None:
+                    names_ = shapes[keys] = ("enable",) + keys
+                want_ns[name] = names_
+            got_ns = cfs.read_attrs(f"{rel}/namespaces", want_ns)
+            for i, name in nsids:
+                a = got_ns[name]
+                enable = a.pop("enable", "0")
+                if a.get("device_path") == NULL_PATH:
+                    a["device_path"] = ""
+                sub.namespaces[i] = st.Namespace(i, enable == "1", a)
+        pt = _cleaned(got.get(f"{n}/passthru", {}))
+        if pt and (pt.get("enable", "0") != "0" or pt.get("device_path")):
+            sub.passthru = pt
+        out.subsystems[n] = sub
+
+    pids = _ids(cfs.listdir("ports"))
+    got = cfs.read_attrs("ports", {str(p): tuple(only.ports[p].attrs) for p in pids
+                                   if p in only.ports and only.ports[p].attrs})
+    for pid in pids:
+        d = only.ports.get(pid)
+        rel = f"ports/{pid}"
+        port = st.Port(portid=pid, attrs=_cleaned(got.get(str(pid), {})),
+                       subsystems=cfs.listdir(f"{rel}/subsystems"))
+        refs = cfs.listdir(f"{rel}/referrals")
+        if refs:
+            want = {}
+            for r in refs:
+                dr = d.referrals.get(r) if d is not None else None
+                want[r] = ("enable",) + tuple(dr.attrs) if dr is not None else ("enable",)
+            got_r = cfs.read_attrs(f"{rel}/referrals", want)
+            for r in refs:
+                a = _cleaned(got_r[r])
+                enable = a.pop("enable", "0")
+                port.referrals[r] = st.Referral(name=r, enable=enable == "1", attrs=a)
+        gids = _ids(cfs.listdir(f"{rel}/ana_groups"))
+        if gids:
+            got_g = cfs.read_attrs(f"{rel}/ana_groups", {str(g): ("ana_state",) for g in gids})
+            for g in gids:
+                port.ana_groups[g] = got_g[str(g)].get("ana_state", "").strip()
+        out.ports[pid] = port
     return out
 
 
@@ -547,8 +737,13 @@ def _expected(kind: str, release: tuple[int, int] | None) -> list[str]:
     return sorted(out)
 
 
-def capabilities(cfs: Configfs, kernel_release: str | None = None) -> Capabilities:
-    """Which attribute files each object kind has on the kernel behind ``cfs``."""
+def capabilities(cfs: Configfs, kernel_release: str | None = None,
+                 live: st.TargetState | None = None) -> Capabilities:
+    """Which attribute files each object kind has on the kernel behind ``cfs``.
+
+    ``live``: the tree as just read by :func:`read_state` (whole or partial), to pick the
+    sample objects from without listing the directories again.
+    """
     if kernel_release is None and os.path.realpath(cfs.root) == "/":
         kernel_release = os.uname().release
     try:
@@ -559,26 +754,36 @@ def capabilities(cfs: Configfs, kernel_release: str | None = None) -> Capabiliti
     samples: dict[str, Node | None] = {k: None for k in KNOWN_ATTRS}
     if cfs.present():
         samples["root"] = root
-        for s in root.subsystems():
-            samples["subsystem"] = samples["subsystem"] or s
+        # (name, child ids) of each object kind, from ``live`` or listed here
+        if live is not None:
+            subs = [(n, sorted(live.subsystems[n].namespaces)) for n in sorted(live.subsystems)]
+            ports = [(p, sorted(live.ports[p].referrals), sorted(live.ports[p].ana_groups))
+                     for p in sorted(live.ports)]
+            hosts = sorted(live.hosts)
+        else:
+            subs = [(s.nqn, _ids(cfs.listdir(f"{s.rel}/namespaces"))) for s in root.subsystems()]
+            ports = [(p.portid, cfs.listdir(f"{p.rel}/referrals"),
+                      _ids(cfs.listdir(f"{p.rel}/ana_groups"))) for p in root.ports()]
+            hosts = cfs.listdir("hosts")
+        for nqn, nsids in subs:
+            sub = Subsystem(cfs, nqn)
+            samples["subsystem"] = samples["subsystem"] or sub
             if samples["passthru"] is None:
-                samples["passthru"] = s.passthru()
-            for ns in s.namespaces():
-                samples["namespace"] = samples["namespace"] or ns
-                break
-        for p in root.ports():
-            samples["port"] = samples["port"] or p
-            for r in p.referrals():
-                samples["referral"] = samples["referral"] or r
-            for g in p.ana_groups():
-                samples["ana_group"] = samples["ana_group"] or g
-        for h in root.hosts():
-            samples["host"] = h
-            break
+                samples["passthru"] = sub.passthru()
+            if samples["namespace"] is None and nsids:
+                samples["namespace"] = Namespace(cfs, nqn, nsids[0])
+        for pid, refs, gids in ports:
+            samples["port"] = samples["port"] or Port(cfs, pid)
+            if samples["referral"] is None and refs:
+                samples["referral"] = Referral(cfs, pid, refs[0])
+            if samples["ana_group"] is None and gids:
+                samples["ana_group"] = ANAGroup(cfs, pid, gids[0])
+        if hosts:
+            samples["host"] = Host(cfs, hosts[0])
     kinds = {}
     for kind, node in samples.items():
         if node is not None:
-            names = sorted(n for n in node.attr_files() if n != "enable")
+            names = [n for n in cfs.attr_names(node.rel) if n != "enable"]
             known = set(KNOWN_ATTRS[kind])
             kinds[kind] = KindCapability(kind, names, "observed", node.rel or "/",
                                          missing=sorted(known - set(names)))

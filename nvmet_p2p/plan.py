@@ -35,7 +35,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from nvmet_p2p import state as st
 from nvmet_p2p.configfs import KNOWN_ATTRS, is_secret, mask
@@ -109,7 +109,7 @@ def normalize(name: str, value: str | None) -> Any:
         b = _kbool(v)
         return v if b is None else b
     if name in ("device_uuid", "device_nguid"):
-        return re.sub(r"[-:]", "", v).lower()
+        return v.replace("-", "").replace(":", "").lower()
     if name == "attr_version":
         m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?$", v)
         if m:
@@ -118,7 +118,7 @@ def normalize(name: str, value: str | None) -> Any:
 
 
 def same(name: str, live: str | None, desired: str | None) -> bool:
-    return normalize(name, live) == normalize(name, desired)
+    return live == desired or normalize(name, live) == normalize(name, desired)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,6 +329,8 @@ class _Builder:
         self.warnings: list[str] = []
         self.errors: list[str] = []
         self.removed = Managed()
+        # attributes per kind that the kernel is known to have (checked once, not per object)
+        self._known: dict[str, set[str]] = {k: set() for k in KNOWN_ATTRS}
 
     def op(self, phase: str, *a, **k) -> Op:
         o = Op(*a, **k)
@@ -336,9 +338,11 @@ class _Builder:
         return o
 
     def check_attr(self, kind: str, name: str, where: str) -> None:
-        if self.caps is None:
+        if self.caps is None or name in self._known[kind]:
             return
         has = self.caps.has(kind, name)
+        if has is not False:
+            self._known[kind].add(name)
         if has is False:
             kc = self.caps.kinds[kind]
             info = KNOWN_ATTRS.get(kind, {}).get(name)
@@ -505,11 +509,23 @@ class _Builder:
                                        notes=[f"{len(ls.namespaces)} namespace(s) removed with it"] if ls.namespaces else []))
 
     def namespace(self, nqn: str, ns: st.Namespace, lns: st.Namespace | None):
+        if self.caps is not None and not self._known["namespace"].issuperset(ns.attrs):
+            for a in ns.attrs:
+                self.check_attr("namespace", a, f"namespace {nqn}/{ns.nsid}")
+        if lns is not None and ns.enable == lns.enable:
+            # the common case of a re-apply, kept lean (it runs once per namespace)
+            la = lns.attrs
+            for a, v in ns.attrs.items():
+                lv = la.get(a)
+                if lv != v and not same(a, lv, v):
+                    break
+            else:
+                if (nqn, ns.nsid) not in self.managed.namespaces:
+                    self.changes.append(Change("adopt", "namespace", f"{nqn}/{ns.nsid}"))
+                return
         key = f"{nqn}/{ns.nsid}"
         obj = f"namespace {key}"
         base = f"subsystems/{nqn}/namespaces/{ns.nsid}"
-        for a in ns.attrs:
-            self.check_attr("namespace", a, obj)
         if lns is None:
             ch = Change("create", "namespace", key)
             self.op("ns", "mkdir", base, obj=obj)
@@ -751,9 +767,10 @@ class _Builder:
         return ops
 
 
-def _ordered(attrs: dict[str, str], order: Iterable[str]) -> list[str]:
-    order = list(order)
+def _ordered(attrs: dict[str, str], order: tuple[str, ...]) -> list[str]:
     known = [a for a in order if a in attrs]
+    if len(known) == len(attrs):
+        return known
     return known + sorted(a for a in attrs if a not in order)
 
 
@@ -797,13 +814,15 @@ def _is_kernel_default_new_port(name: str, value: str, trtype: str) -> bool:
 
 
 def build_plan(live: st.TargetState, desired: st.TargetState, managed: Managed | None = None,
-               prune: bool = False, caps=None) -> Plan:
+               prune: bool = False, caps=None, fingerprint: bool = True) -> Plan:
     """Diff ``live`` against ``desired`` into an ordered :class:`Plan`.
 
     ``managed``: what nvmet-p2p manages today (objects outside it are never removed or
     changed unless ``desired`` names them); ``prune``: remove managed objects that are not in
     ``desired``; ``caps``: :class:`nvmet_p2p.configfs.Capabilities` of the kernel, to refuse
-    attributes it does not have before anything is written.
+    attributes it does not have before anything is written. ``fingerprint=False`` when
+    ``live`` is not the whole tree (``read_state(cfs, only=desired)``, what ``apply`` reads):
+    the plan then carries no :func:`digest` and cannot be applied later as a saved plan.
     """
     managed = managed or Managed()
     b = _Builder(live, desired, managed, prune, caps)
@@ -811,7 +830,7 @@ def build_plan(live: st.TargetState, desired: st.TargetState, managed: Managed |
     exists_after = Managed.of_state(desired).union(_minus(Managed.of_state(live), b.removed))
     managed_after = _minus(managed.union(Managed.of_state(desired)), b.removed).intersect(exists_after)
     return Plan(ops=ops, changes=b.changes, managed_after=managed_after, warnings=b.warnings,
-                live_digest=digest(live), prune=prune)
+                live_digest=digest(live) if fingerprint else "", prune=prune)
 
 
 def _minus(a: Managed, b: Managed) -> Managed:

@@ -230,6 +230,11 @@ def _int(s: str) -> int | None:
 def value_problem(name: str, value: str) -> str | None:
     """Why the kernel would refuse ``value`` for the attribute file ``name`` (or ``None``)."""
     v = value.strip()
+    # the attributes every namespace has first (each rule below is for its own names only)
+    if name == "device_path":
+        return None
+    if name == "device_uuid":
+        return f"{value!r} is not a UUID" if v and not _UUID.match(v) else None
     boolish = ("attr_allow_any_host", "attr_pi_enable", "attr_tbkas", "buffered_io",
                "resv_enable", "param_pi_enable")
     if name in boolish:
@@ -407,7 +412,8 @@ def _subsystem(v: _V, path: str, s: Any, out: st.TargetState) -> None:
         v.err(f"{path}.namespaces", f"{len(nss)} namespaces; the kernel allows at most "
                                     f"{NVMET_MAX_NAMESPACES} per subsystem (NVMET_MAX_NAMESPACES)")
     for j, n in enumerate(nss):
-        _namespace(v, f"{path}.namespaces[{j}]", n, sub)
+        if not _namespace_fast(n, sub):
+            _namespace(v, f"{path}.namespaces[{j}]", n, sub)
     if "passthru" in so:
         pts = v.lst(f"{path}.passthru", so["passthru"])
         if len(pts) > 1:
@@ -436,6 +442,48 @@ def _subsystem(v: _V, path: str, s: Any, out: st.TargetState) -> None:
                 if nss:
                     v.err(pp, "a passthru subsystem cannot also have namespaces")
     out.subsystems[nqn] = sub
+
+
+_NS_FAST_KEYS = frozenset(("nsid", "enable", "device"))
+_NS_DEVICE_KEYS = frozenset(NS_DEVICE)
+
+
+def _namespace_fast(n: Any, sub: st.Subsystem) -> bool:
+    """Take the usual namespace entry (only ``nsid``, ``enable``, ``device``) if it is valid,
+    without building a single JSON path (a state file can hold 1024 namespaces per subsystem,
+    and each is parsed on every apply). Anything else, and anything wrong, returns ``False``
+    and goes through :func:`_namespace`, which checks the same rules and says what is wrong.
+    """
+    if type(n) is not dict or not n.keys() <= _NS_FAST_KEYS:
+        return False
+    nsid = n.get("nsid")
+    if type(nsid) is not int or not 1 <= nsid <= NSID_MAX or nsid in sub.namespaces:
+        return False
+    enable = n.get("enable", True)
+    if type(enable) is not bool:
+        if type(enable) is not int or enable not in (0, 1):
+            return False
+        enable = enable == 1
+    attrs: dict[str, str] = {}
+    if "device" in n:
+        dev = n["device"]
+        if type(dev) is not dict or not dev.keys() <= _NS_DEVICE_KEYS:
+            return False
+        for k, val in dev.items():
+            if type(val) is not str:
+                return False
+            if val == "":
+                continue    # every device_* is in _EMPTY_MEANS_UNSET
+            name = "device_" + k
+            if name == "device_path" and val == "(null)":
+                continue
+            if value_problem(name, val) is not None:
+                return False
+            attrs[name] = val
+    if enable and not attrs.get("device_path"):
+        return False
+    sub.namespaces[nsid] = st.Namespace(nsid, enable, attrs)
+    return True
 
 
 def _namespace(v: _V, path: str, n: Any, sub: st.Subsystem) -> None:

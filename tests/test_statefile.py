@@ -193,3 +193,61 @@ def test_atomic_save_mode_0600_and_rotating_backups(tmp_path):
     assert names == ["config.json", "config.json.1", "config.json.2", "config.json.3"]
     assert all(stat.S_IMODE(os.stat(tmp_path / "etc" / n).st_mode) == 0o600 for n in names)
     assert not [n for n in names if n.endswith(".tmp")]
+
+
+UUID1 = "00000000-0000-4000-8000-000000000001"
+FAST_SHAPE = [   # namespace entries of the shape _namespace_fast takes (or must hand over)
+    {"nsid": 1, "enable": 1, "device": {"path": "/dev/nullb0", "uuid": UUID1}},
+    {"nsid": 2, "enable": True, "device": {"uuid": UUID1, "path": "/dev/nullb0"}},
+    {"nsid": 3, "enable": 0, "device": {}},
+    {"nsid": 4, "enable": False},
+    {"nsid": 5, "device": {"path": "/dev/nullb0", "nguid": "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff"}},
+    {"nsid": 6, "enable": 0, "device": {"path": "(null)", "uuid": ""}},
+    {"nsid": 4294967294, "enable": 1, "device": {"path": "/dev/nullb0"}},
+    # each of these is wrong; the fast path must hand it over so that it is reported
+    {"nsid": 7, "enable": 2, "device": {"path": "/dev/nullb0"}},
+    {"nsid": 8, "enable": "1", "device": {"path": "/dev/nullb0"}},
+    {"nsid": True, "enable": 1, "device": {"path": "/dev/nullb0"}},
+    {"nsid": "9", "enable": 1, "device": {"path": "/dev/nullb0"}},
+    {"nsid": 9.0, "enable": 1, "device": {"path": "/dev/nullb0"}},
+    {"nsid": 0, "enable": 1, "device": {"path": "/dev/nullb0"}},
+    {"nsid": 4294967295, "enable": 1, "device": {"path": "/dev/nullb0"}},
+    {"enable": 1, "device": {"path": "/dev/nullb0"}},
+    {"nsid": 10, "enable": 1, "device": None},
+    {"nsid": 11, "enable": 1, "device": "/dev/nullb0"},
+    {"nsid": 12, "enable": 1, "device": {"path": 1}},
+    {"nsid": 13, "enable": 1, "device": {"path": ""}},
+    {"nsid": 14, "enable": 1, "device": {"path": "(null)"}},
+    {"nsid": 15, "enable": 1},
+    {"nsid": 16, "enable": 1, "device": {"path": "/dev/nullb0", "uuid": "not-a-uuid"}},
+    {"nsid": 17, "enable": 1, "device": {"path": "/dev/nullb0", "nguid": "xyz"}},
+    {"nsid": 18, "enable": 1, "device": {"path": "/dev/nullb0", "colour": "red"}},
+    {"nsid": 1, "enable": 1, "device": {"path": "/dev/nullb0"}},      # nsid 1 again
+    "not an object",
+]
+
+
+def test_fast_namespace_path_agrees_with_the_full_validator():
+    """statefile parses the usual namespace entry without building JSON paths; for every entry
+    it takes, the full validator must give the same namespace, and everything the full
+    validator refuses must be handed over to it (so it is reported with its path)."""
+    from nvmet_p2p import state as st
+    fast, slow = st.Subsystem(S1), st.Subsystem(S1)
+    took = 0
+    for j, n in enumerate(FAST_SHAPE):
+        v = statefile._V()
+        statefile._namespace(v, f"$.ns[{j}]", copy.deepcopy(n), slow)
+        if statefile._namespace_fast(copy.deepcopy(n), fast):
+            took += 1
+            assert not v.problems, (n, v.problems)
+        else:
+            statefile._namespace(statefile._V(), f"$.ns[{j}]", copy.deepcopy(n), fast)
+    assert took == 7
+    assert fast.namespaces == slow.namespaces
+    assert [list(ns.attrs) for ns in fast.namespaces.values()] == \
+        [list(ns.attrs) for ns in slow.namespaces.values()]          # same order too
+    # and through parse(): the wrong ones are reported with their JSON paths
+    d = {"subsystems": [{"nqn": S1, "namespaces": FAST_SHAPE}]}
+    probs = _problems(d)
+    for j in range(7, len(FAST_SHAPE)):
+        assert any(p.startswith(f"$.subsystems[0].namespaces[{j}]") for p in probs), (j, probs)
