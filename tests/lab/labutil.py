@@ -98,8 +98,13 @@ class EnableResult:
 
 
 def _write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value)
+    # one write(2): a buffered open(path, "w") repeats a refused write when it closes (the
+    # kernel then evaluates, and logs, every refused enable twice)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 def ensure_nvmet() -> None:
