@@ -223,6 +223,10 @@ def render_tree(inv: Inventory, kernel: str | None = None, engine: P2pdma | None
                  + (f"; config space {'read' if s.is_root else 'NOT readable (not root): ACS unknown'}"))
     for note in eng.notes:
         lines.append(f"note: {note}")
+    for w in inv.warnings[:10]:
+        lines.append(f"warning: {w}")
+    if len(inv.warnings) > 10:
+        lines.append(f"warning: ... {len(inv.warnings) - 10} more (see --json: inventory.warnings)")
 
     for hb in host_bridge_summary(inv, eng):
         lines.append("")

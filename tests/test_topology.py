@@ -181,3 +181,12 @@ def test_cli_imports_only_the_chosen_command():
     r = subprocess.run([sys.executable, "-m", "nvmet_p2p", "--help"], capture_output=True,
                        text=True)
     assert "distance" in r.stdout and "topology" in r.stdout and "snapshot" in r.stdout
+
+
+def test_tree_shows_reader_warnings_and_unknown_acs():
+    t = q35_lab(readable=False)
+    t.inv.warnings = [f"w{i}" for i in range(12)]
+    text = render_tree(t.inv)
+    assert "warning: w0" in text and "warning: w9" in text and "warning: w10" not in text
+    assert "warning: ... 2 more" in text
+    assert "switch downstream port  [pcieport]  ACS ?" in text
