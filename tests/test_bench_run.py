@@ -167,3 +167,63 @@ def test_local_toggle_goes_through_the_reconciler(tmp_path):
         LocalToggle(cfs.root, [S2], state_dir=sd, cfs=cfs)
     with pytest.raises(InputError, match="not on this machine"):
         LocalToggle(cfs.root, ["nqn.x:none"], state_dir=sd, cfs=cfs)
+
+
+def test_many_initiators_through_fio_client_server(tmp_path):
+    """Two 'initiators' = two fio servers (here both on localhost, different ports) driven by
+    fio's own --client mode; the harness reads client_stats and fio's All-clients aggregate."""
+    import socket
+    import subprocess
+    import time as _t
+
+    ports, procs = [], []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    try:
+        for p in ports:
+            procs.append(subprocess.Popen(["fio", f"--server=ip:127.0.0.1,{p}"], stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        _t.sleep(1.0)
+        a, b = disk(tmp_path, "a.img"), disk(tmp_path, "b.img")
+        wl = W.select(W.build_matrix("quick", runtime=1, ramp=0), ["seq-read-128k-qd16"])
+        cfg = B.BenchConfig(workloads=wl, out_dir=str(tmp_path / "cs"), plots=False,
+                            fio_servers=[(f"ip:127.0.0.1,{ports[0]}", a), (f"ip:127.0.0.1,{ports[1]}", b)])
+        r = B.Bench(cfg).run()
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+    assert r["ok"], r["problems"]
+    (run,) = r["runs"]
+    assert sorted(j["filename"] for j in run["fio"]["jobs"]) == [a, b]
+    assert {j["host"] for j in run["fio"]["jobs"]} == {"127.0.0.1"}
+    agg = run["fio"]["aggregate"]
+    assert agg is not None and agg["read"]["io_bytes"] == sum(j["read"]["io_bytes"] for j in run["fio"]["jobs"])
+    assert run["summary"]["gb_per_s"] == pytest.approx(agg["bw_bytes"] / 1e9)
+
+
+def test_target_evidence_from_a_command(tmp_path):
+    """--target-status-cmd: the target's status JSON for the window, filtered to our controllers."""
+    status = {"schema": "nvmet-p2p/status", "subsystems": [
+        {"nqn": "nqn.a", "controllers": [{"cntlid": 1}, {"cntlid": 2}],
+         "namespaces": [{"nsid": 1, "verdicts": [{"cntlid": 1, "headline": "offload active"},
+                                                  {"cntlid": 2, "headline": "inactive: x"}]}]},
+        {"nqn": "nqn.other", "controllers": [], "namespaces": []}]}
+    f = tmp_path / "status.json"
+    f.write_text(json.dumps(status))
+    from nvmet_p2p.status import HostControllerHint
+    hints = [HostControllerHint("nqn.a", 1, "rdma")]
+    ev = B.CommandEvidence(f"sleep 0; cat {f} # window {{seconds}}", hints=lambda: hints,
+                           subsystems=lambda: {"nqn.a"})
+    assert ev._cmd(2.4) .endswith("window 2")
+    ev.start(2.4)
+    d = ev.stop(io_ran=True)
+    (s,) = d["subsystems"]
+    assert s["controllers"] == [{"cntlid": 1}] and s["namespaces"][0]["verdicts"] == [
+        {"cntlid": 1, "headline": "offload active"}]
+    bad = B.CommandEvidence("echo oops; exit 3")
+    bad.start(1)
+    assert "no JSON (exit 3)" in bad.stop(True)["error"]
+    assert B.NoEvidence().final()["error"].startswith("target not reachable")

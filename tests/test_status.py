@@ -220,3 +220,22 @@ def test_pci_nic_across_root_ports_is_unreachable_by_the_distance_rules(tmp_path
     sub = rep.to_dict()["subsystems"][0]
     assert sub["ports"][0]["rdma_pci"] == "0000:07:00.0" and sub["ports"][0]["rdma_soft"] is False
     assert v[(2, 3)].reason == ev.R_NO_MAPPING      # auto mode: only the log can tell
+
+
+def test_status_watch_refreshes_until_interrupted(tmp_path, capsys, monkeypatch):
+    sf.q35_lab(tmp_path)
+    write_configfs(tmp_path, lab_state())
+    monkeypatch.setattr(st, "read_log", lambda root: ([], {"source": "none", "records": 0}))
+    import nvmet_p2p.commands.status as cmd
+    ticks = []
+
+    def fake_sleep(s):
+        ticks.append(s)
+        if len(ticks) > 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cmd.time, "sleep", fake_sleep)
+    assert cli.main(["status", "--root", str(tmp_path), "--all", "--json", "--watch", "0.5"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and ticks == [0.5, 0.5, 0.5]
+    assert lines[-1]["providers"]["0000:03:00.0"]["sampled"]["samples"] >= 2

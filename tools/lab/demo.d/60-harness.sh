@@ -1,5 +1,6 @@
-# Export a CMB-backed namespace over soft-RoCE, then: status, a short bench as a host (fio with
-# integrity check), and p2p-test (a verified NVMe -> CMB -> NVMe transfer, and a refusal).
+# Export a CMB-backed namespace over soft-RoCE, then: a short bench as a host (fio with integrity
+# check), status, the integrity job catching a block overwritten behind the target's back, and
+# p2p-test (a verified NVMe -> CMB -> NVMe transfer, and a refusal across root ports).
 nvmet-p2p bench --help >/dev/null 2>&1 || exit 77
 W=$(mktemp -d)
 export NVMET_P2P_STATE_DIR=$W/state
@@ -24,11 +25,16 @@ EOF
 for m in nvmet nvmet-rdma nvme-rdma; do modprobe $m; done
 run() { echo "\$ $*"; "$@"; }
 run nvmet-p2p apply --state "$W/target.json" >/dev/null || exit 1
-run nvmet-p2p status
-echo
 run nvmet-p2p bench -t rdma -a "$IP" -n "$NQN" --matrix quick --runtime 3 --ramp 1 --integrity-size 16m \
     --allow-write --no-plots --out "$OUT"
 rc=$?
+echo
+run nvmet-p2p status
+echo
+run nvmet-p2p bench -t rdma -a "$IP" -n "$NQN" --matrix integrity --integrity-size 16m --allow-write \
+    --no-plots --out "$OUT-corrupt" \
+    --between-phases "dd if=/dev/urandom of=$CMBB_NS bs=4096 seek=777 count=1 oflag=direct conv=notrunc status=none"
+[ $? = 1 ] || rc=1       # the overwritten block must be caught
 echo
 run nvmet-p2p p2p-test "$CMBA" "$CMBB_NS" "$CMBC_NS" --size 8M --offset 128M --repeat 3 --allow-write
 echo
