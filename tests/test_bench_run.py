@@ -227,3 +227,11 @@ def test_target_evidence_from_a_command(tmp_path):
     bad.start(1)
     assert "no JSON (exit 3)" in bad.stop(True)["error"]
     assert B.NoEvidence().final()["error"].startswith("target not reachable")
+
+
+def test_auto_evidence_is_local_only_when_the_subsystem_is_here(tmp_path):
+    (tmp_path / "sys/kernel/config/nvmet/subsystems/nqn.here").mkdir(parents=True)
+    here = B.AutoEvidence(str(tmp_path), subsystems=lambda: {"nqn.here"})
+    assert isinstance(here._pick(), B.LocalEvidence)
+    away = B.AutoEvidence(str(tmp_path), subsystems=lambda: {"nqn.elsewhere"})
+    assert isinstance(away._pick(), B.NoEvidence) and away.final()["error"].startswith("target not reachable")

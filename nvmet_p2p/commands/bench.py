@@ -73,12 +73,13 @@ def register(p):
                         "(env NVMET_P2P_BENCH_DEVICES lists the devices)")
     g = p.add_argument_group("target evidence and A/B")
     g.add_argument("--target-status", choices=("auto", "local", "none"), default="auto",
-                   help="read offload evidence from the local target (auto: when the subsystem is on this machine)")
+                   help="read offload evidence from the local target (auto: when the connected subsystem "
+                        "is on this machine)")
     g.add_argument("--target-status-cmd", metavar="CMD",
                    help="command printing the target's 'nvmet-p2p status --json' for a window; {seconds} is "
                         "replaced by the window length, e.g. \"ssh tgt nvmet-p2p status --json --sample {seconds} --io\"")
-    g.add_argument("--sample-interval", type=float, default=0.5, metavar="SECONDS",
-                   help="how often the local target's p2pmem/available is read while fio runs (default 0.5)")
+    g.add_argument("--sample-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="how often the local target's p2pmem/available is read while fio runs (default 1)")
     g.add_argument("--ab-rounds", type=int, default=0, metavar="N",
                    help="A/B: N rounds of p2p-on then p2p-off (interleaved ABAB), medians and ratio")
     g.add_argument("--ab-p2pmem", metavar="BDF|1",
@@ -145,14 +146,12 @@ def run(args) -> int:
 
     if args.target_status_cmd:
         bench.evidence = B.CommandEvidence(args.target_status_cmd, hints=bench.hints, subsystems=bench.subsystems)
-    elif args.target_status != "none":
-        local = args.target_status == "local" or (args.transport == "loop") or any(
-            os.path.isdir(os.path.join(args.root, "sys/kernel/config/nvmet/subsystems", n)) for n in args.nqn)
-        if local:
-            bench.evidence = B.LocalEvidence(args.root, hints=bench.hints, subsystems=bench.subsystems,
-                                             interval=args.sample_interval)
-        else:
-            bench.evidence = B.NoEvidence()
+    elif args.target_status == "local":
+        bench.evidence = B.LocalEvidence(args.root, hints=bench.hints, subsystems=bench.subsystems,
+                                         interval=args.sample_interval)
+    elif args.target_status == "auto" and args.transport:
+        bench.evidence = B.AutoEvidence(args.root, hints=bench.hints, subsystems=bench.subsystems,
+                                        interval=args.sample_interval)
     if args.ab_rounds:
         if args.ab_on_cmd:
             bench.toggle = B.CommandToggle(args.ab_on_cmd, args.ab_off_cmd)

@@ -155,7 +155,7 @@ class LocalEvidence:
     """The target runs on this machine: sample its pools, read its log and configfs."""
 
     def __init__(self, root: str = "/", hints: Callable[[], list] = lambda: [], subsystems: Callable[[], set] = set,
-                 interval: float = 0.5):
+                 interval: float = 1.0):
         from nvmet_p2p import status as st
         self.st = st
         self.root = root
@@ -198,6 +198,34 @@ class LocalEvidence:
         d = filter_evidence(rep.to_dict(), self.subsystems(), self.hints())
         d["pools_over_run"] = {b: s.to_dict() for b, s in self.all_pools.items()}
         return d
+
+
+class AutoEvidence:
+    """Local evidence when this run's subsystems turn out to be on this machine's target
+    (known only after discovery/connect), none otherwise."""
+
+    def __init__(self, root: str = "/", hints: Callable[[], list] = lambda: [], subsystems: Callable[[], set] = set,
+                 interval: float = 1.0):
+        self.args = (root, hints, subsystems, interval)
+        self.delegate: Evidence | None = None
+
+    def _pick(self) -> Evidence:
+        if self.delegate is None:
+            root, hints, subsystems, interval = self.args
+            base = os.path.join(root, "sys/kernel/config/nvmet/subsystems")
+            local = any(os.path.isdir(os.path.join(base, n)) for n in subsystems())
+            self.delegate = (LocalEvidence(root, hints=hints, subsystems=subsystems, interval=interval)
+                             if local else NoEvidence())
+        return self.delegate
+
+    def start(self, seconds_hint: float) -> None:
+        self._pick().start(seconds_hint)
+
+    def stop(self, io_ran: bool) -> dict | None:
+        return self._pick().stop(io_ran)
+
+    def final(self) -> dict | None:
+        return self._pick().final()
 
 
 class CommandEvidence:

@@ -278,7 +278,8 @@ class VerifyFailure:
             what += f" (expected {self.expected}, received {self.received})"
         job = f"job {self.job}: " if self.job else ""
         host = f"[{self.host}] " if self.host else ""
-        return f"{host}{job}{what} at {where}"
+        dumps = f"; fio saved what it read in {', '.join(self.dumps)}" if self.dumps else ""
+        return f"{host}{job}{what} at {where}{dumps}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -509,7 +510,7 @@ def run_fio(workload: Workload, jobfile: str, json_path: str, *, cwd: str | None
     its jobs and still writes its JSON), then re-raised after parsing.
     """
     cmd = [fio, "--output-format=json", f"--output={json_path}", "--eta=always",
-           "--eta-newline=1", "--eta-interval=1"]
+           "--eta-newline=2", "--eta-interval=2"]
     if clients:
         for server, jf in clients:
             cmd += [f"--client={server}", jf]
@@ -588,6 +589,8 @@ def run_fio(workload: Workload, jobfile: str, json_path: str, *, cwd: str | None
     run.stderr_tail = [ln for ln in stderr.splitlines() if ln.strip()][-20:]
     text = stderr + "\n" + stdout
     run.verify_failures = parse_verify_failures(text)
+    for f in run.verify_failures:     # fio writes its dumps into its working directory
+        f.dumps = [os.path.join(cwd, d) if cwd and not os.path.isabs(d) else d for d in f.dumps]
     run.job_errors = parse_job_errors(text)
     try:
         with open(json_path) as f:

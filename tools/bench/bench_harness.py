@@ -7,8 +7,8 @@ The same fio job file runs on the same block device, interleaved, in one boot:
 
 * **bare**: ``fio --output-format=json <job file>`` and nothing else;
 * **harness**: ``nvmet-p2p bench --device DEV --workload W ...`` — the full command: fio with
-  ETA lines streamed and parsed for progress, stderr drained, the target-evidence sampler
-  reading ``p2pmem/available`` of every provider every 0.1 s (``--target-status local``),
+  ETA lines (every 2 s) streamed and parsed for progress, stderr drained, the target-evidence sampler
+  reading ``p2pmem/available`` of every provider every second (``--target-status local``),
   results.json / CSV / summary written afterwards.
 
 Order alternates (bare, harness), (harness, bare), ... so drift hits both alike. Printed: every
@@ -107,8 +107,8 @@ def main() -> int:
     ap.add_argument("--ramp", type=float, default=1.0)
     ap.add_argument("--target-status", default="local", choices=("local", "none"),
                     help="harness samples the local p2pmem pools while fio runs (default local)")
-    ap.add_argument("--sample-interval", type=float, default=0.5,
-                    help="harness's p2pmem sampling interval (bench --sample-interval; default 0.5)")
+    ap.add_argument("--sample-interval", type=float, default=1.0,
+                    help="harness's p2pmem sampling interval (bench --sample-interval; default 1)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     device = args.device or lab_device()
