@@ -78,6 +78,7 @@ INTERESTING_MODULE = re.compile(
 
 HOST_BRIDGE_RE = re.compile(r"^pci([0-9a-f]{4,}):([0-9a-f]{2})$")
 PCI_DEVICES_RE = re.compile(r"^/sys/devices/(pci[0-9a-f]{4,}:[0-9a-f]{2})((?:/[^/]+)*)$")
+HOST_BRIDGE_RE = re.compile(r"^pci[0-9a-f]{4,}:[0-9a-f]{2}$")
 
 PCI_CAP_EXP = 0x10
 PCI_EXT_CAP_ACS = 0x000D
@@ -440,12 +441,18 @@ def _read_pci(r: _Reader) -> dict[str, PciFunction]:
         real = r.fs.resolve(link)
         m = PCI_DEVICES_RE.match(real)
         comps = [c for c in (m.group(2).split("/") if m else []) if c]
+        host_bridge = m.group(1) if m else None
+        # A domain hosted by a PCI device (Intel VMD: .../0000:00:0e.0/pci10000:00/10000:...)
+        # has its own host bridge: the kernel's chain starts at the innermost pciDDDD:BB.
+        nested = [i for i, c in enumerate(comps) if HOST_BRIDGE_RE.match(c)]
+        if nested:
+            host_bridge, comps = comps[nested[-1]], comps[nested[-1] + 1:]
         if not m or not comps or comps[-1] != name or not all(is_bdf(c) for c in comps):
             raise InputError(f"does not resolve to /sys/devices/pciDDDD:BB/.../{name} "
                              f"(resolves to {real}); a snapshot must keep the symlinks",
                              where=r.fs.host(link))
         d = real
-        f = PciFunction(bdf=name, host_bridge=m.group(1), upstream=comps[:-1])
+        f = PciFunction(bdf=name, host_bridge=host_bridge, upstream=comps[:-1])
         f.vendor = r.hexint(f"{d}/vendor")
         f.device = r.hexint(f"{d}/device")
         f.class_code = r.hexint(f"{d}/class")

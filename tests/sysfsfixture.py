@@ -293,6 +293,7 @@ class Machine:
         self.heads: list[dict] = []
         self.roles: dict[str, str] = {}
         self.sys: dict[str, Any] = {}
+        self.host_parents: dict[str, str] = {}   # "pci10000:00" -> BDF of the VMD endpoint
         self.system()
 
     # -- lookups -----------------------------------------------------------------------------
@@ -318,7 +319,14 @@ class Machine:
             chain.append(cur)
             cur = p.parent
         top = self.pcis[chain[-1]]
-        return "/sys/devices/" + _host_bridge_of(top.bdf) + "/" + "/".join(reversed(chain))
+        return self._hb_dir(top.bdf) + "/" + "/".join(reversed(chain))
+
+    def _hb_dir(self, top_bdf: str) -> str:
+        """The host bridge directory above a root-bus function: ``/sys/devices/pciDDDD:BB``, or,
+        for a bus behind an Intel VMD endpoint, ``<VMD function dir>/pciDDDD:BB``."""
+        hb = _host_bridge_of(top_bdf)
+        vmd = self.host_parents.get(hb)
+        return (self.sysfs_dir(vmd) if vmd else "/sys/devices") + "/" + hb
 
     def path(self, sys_path: str) -> Path:
         """Host path of an absolute path inside the machine (``m.path("/proc/cmdline")``)."""
@@ -394,6 +402,18 @@ class Machine:
         """The device at the top of a root bus that the kernel's whitelist looks at."""
         return self.pci(bdf, vendor=vendor, device=device, class_code=CLASS_HOST_BRIDGE,
                         pcie_type=PCIE_RC_ENDPOINT if pcie else None, role=role, **kw)
+
+    def vmd(self, bdf: str, *, parent: str | None = None, domain: str = "10000",
+            role: str | None = None) -> str:
+        """An Intel VMD endpoint (8086:201d) that hosts its own PCI domain: functions added
+        with BDFs in ``domain`` and ``parent=None`` sit on the root bus of the host bridge
+        ``pci<domain>:00``, whose sysfs directory is a child of the VMD function's
+        (``.../0000:00:0e.0/pci10000:00/10000:00:02.0/...``). Returns the host bridge name."""
+        self.pci(bdf, parent=parent, vendor=0x8086, device=0x201D, class_code=0x010400,
+                 pcie_type=PCIE_RC_ENDPOINT, driver="vmd", role=role)
+        hb = f"pci{domain}:00"
+        self.host_parents[hb] = bdf
+        return hb
 
     def root_port(self, bdf: str, *, secondary: int, subordinate: int | None = None,
                   vendor: int = 0x1B36, device: int = 0x000C, acs_ctrl: int | None = 0,
@@ -640,7 +660,7 @@ class Machine:
 
     def _write_pci(self, p: Pci) -> None:
         d = self.sysfs_dir(p.bdf)
-        hb = "/sys/devices/" + _host_bridge_of(self._top(p.bdf))
+        hb = self._hb_dir(self._top(p.bdf))
         self._mkdir(hb)
         self._file(hb + "/uevent", "", 0o644)
         hb_bus = f"{hb}/pci_bus/{_host_bridge_of(self._top(p.bdf))[3:]}"

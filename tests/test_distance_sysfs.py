@@ -15,10 +15,7 @@ import sysfsfixture as sf
 from nvmet_p2p import cli
 from nvmet_p2p import distance as D
 
-inventory = pytest.importorskip(
-    "nvmet_p2p.inventory",
-    reason="the sysfs readers (nvmet_p2p/inventory.py, inventory developer) are not on this "
-           "branch yet: these end-to-end tests need them")
+from nvmet_p2p import inventory
 
 
 def read(m: sf.Machine):
@@ -175,3 +172,28 @@ def test_cli_resolves_an_ip_client_on_a_snapshot_root(tmp_path, capsys):
                      "10.77.0.1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["pairs"][0]["client"]["kind"] == D.KIND_SOFT_RDMA
+
+
+def test_intel_vmd_domain_is_its_own_host_bridge(tmp_path):
+    """NVMe behind an Intel VMD endpoint sit in a synthetic domain whose host bridge directory is
+    a child of the VMD function (.../0000:3a:05.5/pci10000:00/10000:00:02.0/10000:01:00.0).
+    The kernel's chain starts at that innermost host bridge; its root ports here (8086:a0bc)
+    are not whitelisted, so two NVMe on different VMD root ports cannot do p2p."""
+    m = sf.skylake_sp(tmp_path, write=False)
+    hb = m.vmd("0000:3a:05.5", parent=None, domain="10000", role="vmd")
+    m.root_port("10000:00:02.0", secondary=1, vendor=0x8086, device=0xA0BC, role="vrp1")
+    m.root_port("10000:00:03.0", secondary=2, vendor=0x8086, device=0xA0BC, role="vrp2")
+    m.nvme("10000:01:00.0", parent="10000:00:02.0", ctrl="nvme2", serial="VMDCMB", cmb_mb=64,
+           role="vcmb")
+    m.nvme("10000:02:00.0", parent="10000:00:03.0", ctrl="nvme3", serial="VMDPLAIN", role="vssd")
+    m.write()
+    inv = read(m)
+    f = inv.pci[m.bdf("vcmb")]
+    assert (hb, f.host_bridge, f.upstream) == ("pci10000:00", "pci10000:00", ["10000:00:02.0"])
+    assert inv.pci[m.bdf("vmd")].host_bridge == "pci0000:3a"
+    v = D.distance_many(inv, m.bdf("vcmb"), ["nvme3n1"])
+    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)
+    assert any("a0bc" in r for r in v.reasons)
+    # the same CMB for its own namespace is distance 0 (BUS_ADDR) inside the VMD domain
+    assert (D.pair(inv, m.bdf("vcmb"), "nvme2n1").map_type,
+            D.pair(inv, m.bdf("vcmb"), "nvme2n1").distance) == (D.BUS_ADDR, 0)
