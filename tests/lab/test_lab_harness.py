@@ -142,6 +142,12 @@ def test_rdma_bench_catches_a_block_overwritten_behind_the_target(target, capsys
     (v,) = verdicts(res, S_RDMA)
     assert v["verdict"] == "inactive" and v["reason"] == "soft_rdma", v
     assert target["ibdev"] in v["detail"] and v["cntlid"] == conn["cntlid"]
+    # the pools were sampled while fio ran, and (no p2p client) never moved
+    cmba = target["dev"]["cmbA"]["bdf"]
+    for x in res["runs"]:
+        sampled = x["evidence"]["providers"][cmba]["sampled"]
+        assert sampled["samples"] >= 2 and sampled["errors"] == 0 and sampled["moved"] is False, sampled
+        assert x["evidence"]["sampling"]["io_running"] is True
     assert fabric_ctrls() == []
 
 
@@ -225,3 +231,25 @@ def test_p2p_test_refused_across_root_ports(target, capsys):
     assert "as predicted" in expl and "whitelist" in expl
     # the kernel prints its reason the first time it evaluates a pair, then caches the answer
     assert "do not share an upstream bridge" in expl or "caches the answer" in expl
+
+
+def test_pool_sampler_sees_a_real_allocation(target):
+    """The runtime signal itself, on the real kernel: a userspace p2pmem mapping takes pages
+    from the pool and the sampler sees ``available`` drop by exactly that much, then recover."""
+    import mmap
+    import time
+
+    from nvmet_p2p.evidence import PoolSampler
+    bdf = target["dev"]["cmbA"]["bdf"]
+    s = PoolSampler([bdf], interval=0.05).start()
+    time.sleep(0.2)
+    fd = os.open(f"/sys/bus/pci/devices/{bdf}/p2pmem/allocate", os.O_RDWR)
+    try:
+        m = mmap.mmap(fd, 2 << 20, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        time.sleep(0.3)
+        m.close()
+    finally:
+        os.close(fd)
+    time.sleep(0.2)
+    st = s.stop()[bdf]
+    assert st.moved and st.max_in_use == 2 << 20 and st.last == st.first == st.maximum, st.to_dict()
