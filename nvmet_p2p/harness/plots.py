@@ -44,6 +44,9 @@ def make_plots(out_dir: str, results: dict) -> tuple[list[str], str | None]:
             qds = sorted(pts)
             ax.plot(qds, [sum(pts[q]) / len(pts[q]) for q in qds], marker="o", label=name)
         ax.set_xscale("log", base=2)
+        all_qds = sorted({q for pts in fam.values() for q in pts})
+        ax.set_xticks(all_qds)
+        ax.set_xticklabels([str(q) for q in all_qds])
         ax.set_xlabel("queue depth")
         ax.set_ylabel("GB/s (10^9 B/s)")
         ax.set_title(_title(results, "Throughput vs queue depth"))
@@ -76,23 +79,28 @@ def make_plots(out_dir: str, results: dict) -> tuple[list[str], str | None]:
         plt.close(fig)
         made.append(p)
 
-    # A/B
+    # A/B: one panel per metric (GB/s and IOPS never share an axis)
     ab = (results.get("ab") or {}).get("workloads") or {}
     rows = [(n, t) for n, t in ab.items() if t.get("median_on") is not None and t.get("median_off") is not None]
     if rows:
-        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows) + 2), 4.5))
-        xs = range(len(rows))
-        ax.bar([x - 0.2 for x in xs], [t["median_on"] for _, t in rows], 0.4, label="p2p on")
-        ax.bar([x + 0.2 for x in xs], [t["median_off"] for _, t in rows], 0.4, label="p2p off")
-        for x, (_, t) in zip(xs, rows):
-            if t.get("ratio_on_off"):
-                ax.annotate(f"{t['ratio_on_off']:.2f}x", (x, max(t["median_on"], t["median_off"])),
-                            ha="center", va="bottom")
-        ax.set_xticks(list(xs))
-        ax.set_xticklabels([f"{n}\n({t['metric']})" for n, t in rows], rotation=30, ha="right")
-        ax.set_ylabel("median (GB/s or IOPS, see label)")
-        ax.set_title(_title(results, "A/B: p2p on vs off (medians, ratio on/off)"))
-        ax.legend()
+        metrics = sorted({t["metric"] for _, t in rows})
+        widths = [max(1, sum(1 for _, t in rows if t["metric"] == m)) for m in metrics]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.1 * len(rows) + 2), 4.8),
+                                 gridspec_kw={"width_ratios": widths}, squeeze=False)
+        for ax, m in zip(axes[0], metrics):
+            sel = [(n, t) for n, t in rows if t["metric"] == m]
+            xs = list(range(len(sel)))
+            ax.bar([x - 0.2 for x in xs], [t["median_on"] for _, t in sel], 0.4, label="p2p on")
+            ax.bar([x + 0.2 for x in xs], [t["median_off"] for _, t in sel], 0.4, label="p2p off")
+            for x, (_, t) in zip(xs, sel):
+                if t.get("ratio_on_off"):
+                    ax.annotate(f"{t['ratio_on_off']:.2f}x", (x, max(t["median_on"], t["median_off"])),
+                                ha="center", va="bottom")
+            ax.set_xticks(xs)
+            ax.set_xticklabels([n for n, _ in sel], rotation=30, ha="right")
+            ax.set_ylabel({"gb_per_s": "median GB/s (10^9 B/s)", "iops": "median IOPS"}.get(m, m))
+            ax.legend()
+        fig.suptitle(_title(results, "A/B: p2p on vs off (medians; on/off ratio above the bars)"))
         fig.tight_layout()
         p = os.path.join(out_dir, "ab.png")
         fig.savefig(p, dpi=110)
