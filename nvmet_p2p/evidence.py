@@ -94,6 +94,7 @@ KIND_NO_SUCH_PROVIDER = "no_such_pci_device"      # configfs p2pmem write: No su
 KIND_PROVIDER_WITHOUT_P2PMEM = "provider_without_p2pmem"  # PCI device has no peer-to-peer memory
 KIND_CTRL_CREATED = "ctrl_created"                # Created nvm controller N ...
 KIND_ACS_CONFIGURED = "acs_configured"            # boot-time ACS lines
+KIND_ACS_PARAM_ERROR = "acs_parameter_unparsed"   # PCI: Can't parse ACS command line parameter
 
 #: Kinds that mean "the kernel refused or downgraded a p2p path".
 REFUSAL_KINDS = frozenset({
@@ -151,6 +152,7 @@ _RULES: list[tuple[str, re.Pattern, str]] = [
     (KIND_CMB_FAILED, _rx(_DEV_PREFIX + r"failed to register the CMB"), "current"),
     (KIND_ACS_CONFIGURED, _rx(_DEV_PREFIX + r"(?:Configured ACS to (?P<acs>0x[0-9a-fA-F]+)|disabled ACS redirect"
                               r"|cannot disable ACS redirect for this hardware.*)"), "current"),
+    (KIND_ACS_PARAM_ERROR, _rx(r"PCI: Can't parse ACS command line parameter"), "current"),
 ]
 
 

@@ -70,6 +70,10 @@ LINES = [
      ev.KIND_PROVIDER_ADDED, {"provider": "0000:04:00.0"}, "current"),
     ("nvme 0000:04:00.0: failed to register the CMB", ev.KIND_CMB_FAILED, {"provider": "0000:04:00.0"}, "current"),
     ("pcieport 0000:02:00.0: Configured ACS to 0x001d", ev.KIND_ACS_CONFIGURED, {}, "current"),
+    ("pcieport 0000:00:04.0: disabled ACS redirect", ev.KIND_ACS_CONFIGURED, {"client": "0000:00:04.0"}, "current"),
+    ("pcieport 0000:00:05.0: cannot disable ACS redirect for this hardware as it does not have ACS capabilities",
+     ev.KIND_ACS_CONFIGURED, {}, "current"),
+    ("PCI: Can't parse ACS command line parameter", ev.KIND_ACS_PARAM_ERROR, {}, "current"),
     # controller creation, three generations + suffixes
     (f"[    9.912292] nvmet: Created nvm controller 1 for subsystem {SUB} for NQN {HOST}.",
      ev.KIND_CTRL_CREATED, {"cntlid": 1, "subsystem": SUB, "hostnqn": HOST, "ctrl_type": "nvm"}, "current"),
