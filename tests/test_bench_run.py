@@ -235,3 +235,13 @@ def test_auto_evidence_is_local_only_when_the_subsystem_is_here(tmp_path):
     assert isinstance(here._pick(), B.LocalEvidence)
     away = B.AutoEvidence(str(tmp_path), subsystems=lambda: {"nqn.elsewhere"})
     assert isinstance(away._pick(), B.NoEvidence) and away.final()["error"].startswith("target not reachable")
+
+
+def test_integrity_blocks_fit_a_4k_native_device(tmp_path):
+    (tmp_path / "sys/block/nvme7n1/queue").mkdir(parents=True)
+    (tmp_path / "sys/block/nvme7n1/queue/logical_block_size").write_text("4096\n")
+    wl = W.integrity_workloads(size="4m")
+    b = B.Bench(B.BenchConfig(workloads=wl, out_dir=str(tmp_path / "o"), devices=["/dev/nvme7n1"],
+                              root=str(tmp_path)))
+    b._fit_block_sizes()
+    assert [w.bsrange for w in wl] == ["4096-1028k", "4096-1028k"]

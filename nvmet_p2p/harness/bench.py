@@ -384,7 +384,23 @@ class Bench:
         lbs = 512
         for n in (self.conns.devices() if self.conns else []):
             lbs = max(lbs, n.logical_block_size)
+        for dev in self.cfg.devices:
+            try:
+                with open(os.path.join(self.cfg.root, "sys/block", os.path.basename(os.path.realpath(dev)),
+                                       "queue/logical_block_size")) as f:
+                    lbs = max(lbs, int(f.read().strip()))
+            except (OSError, ValueError):
+                pass
         return lbs
+
+    def _fit_block_sizes(self) -> None:
+        """The integrity job's smallest block must be a whole logical block of every device."""
+        lbs = self._lbs()
+        for w in self.cfg.workloads:
+            if w.bsrange:
+                lo, hi = w.bsrange.split("-", 1)
+                if lo.isdigit() and int(lo) < lbs:
+                    w.bsrange = f"{lbs}-{hi}"
 
     def connect(self) -> None:
         if self.cfg.target is None:
@@ -400,13 +416,7 @@ class Bench:
                                   f"over any of those paths")
         if not self._devices():
             raise NvmetP2PError("connected, but no namespace block devices to run on")
-        # the integrity job's smallest block must be a whole logical block of every device
-        lbs = self._lbs()
-        for w in self.cfg.workloads:
-            if w.bsrange:
-                lo, hi = w.bsrange.split("-", 1)
-                if lo.isdigit() and int(lo) < lbs:
-                    w.bsrange = f"{lbs}-{hi}"
+        self._fit_block_sizes()
 
     def disconnect(self) -> None:
         if self.conns:
@@ -517,6 +527,8 @@ class Bench:
                             self.run_round(variant, rnd)
                 else:
                     self.connect()
+                    if self.cfg.devices:
+                        self._fit_block_sizes()
                     self.run_round(None, 1)
                 if self.evidence:
                     try:
