@@ -213,25 +213,21 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-_AVAILABLE: dict[str, str | None] = {}
+_CHECKED: set[str] = set()
 
 
 def require_command(name: str, issue: str) -> None:
-    """Skip (with the reason) when the CLI has no such subcommand yet, or when the command says
-    a part it needs has not landed ("... not available ..."). Checked once per session, on the
-    live system (``nvmet-p2p topology --json`` reads everything ``distance`` reads)."""
-    if name not in _AVAILABLE:
-        why = None
-        proc = cli(name, "--help")
-        if proc.returncode != 0:
-            why = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
-        else:
-            probe = cli("topology", "--json")
-            if probe.returncode != 0 and "not available" in probe.stderr:
-                why = probe.stderr.strip().splitlines()[-1:]
-        _AVAILABLE[name] = f"{why}" if why else None
-    if _AVAILABLE[name]:
-        pytest.skip(f"`nvmet-p2p {name}` cannot run in this checkout yet ({issue}); it said: {_AVAILABLE[name]}")
+    """Fail (not skip) when the CLI cannot run ``name``: every subcommand has landed, so a
+    broken ``--help`` or an unreadable live inventory is a bug the lab must report. Checked
+    once per session (``topology --json`` reads everything ``distance`` reads)."""
+    if name in _CHECKED:
+        return
+    proc = cli(name, "--help")
+    assert proc.returncode == 0, (f"`nvmet-p2p {name} --help` failed ({issue}): "
+                                  f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
+    probe = cli("topology", "--json")
+    assert probe.returncode == 0, f"`nvmet-p2p topology --json` failed: {probe.stderr.strip()[-2000:]}"
+    _CHECKED.add(name)
 
 
 _PREDICTIONS: dict[tuple[str, str], dict] = {}
