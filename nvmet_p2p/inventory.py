@@ -295,6 +295,18 @@ class _Reader:
             return []
 
 
+def block_device_name(root: str | os.PathLike, path: str) -> str | None:
+    """The block device a ``/dev`` path names, following links inside ``root``:
+    ``/dev/disk/by-id/nvme-eui.0123...`` -> ``nvme1n1``, ``/dev/nvme1n1`` -> ``nvme1n1``.
+    ``None`` when ``path`` is not under ``/dev`` or does not lead to a ``/dev/<name>`` node
+    (a snapshot holds no ``/dev``: a by-id path then stays unresolved)."""
+    if not path or not path.startswith("/dev/"):
+        return None
+    real = SysRoot(root).resolve(path)
+    name = real[len("/dev/"):] if real.startswith("/dev/") else ""
+    return name if name and "/" not in name else None
+
+
 def pci_parent(real: str) -> str | None:
     """The PCI function a device path sits below (the kernel's ``find_parent_pci_dev``).
 

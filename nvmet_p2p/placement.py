@@ -127,7 +127,7 @@ class Decision:
     def to_dict(self) -> dict:
         ns = self.namespace
         return {
-            "subsystem": ns.subsystem, "nsid": ns.nsid, "device_path": ns.ns.device_path,
+            "subsystem": ns.subsystem, "nsid": ns.nsid, "device_path": ns.device_path,
             "serial": ns.controller.serial.strip(), "backing_nsid": ns.ns.nsid,
             "nvme": ns.nvme_pci, "ports": [p.portid for p in ns.ports],
             "policy": ns.policy, "require": ns.require, "p2pmem": self.p2pmem,
@@ -338,7 +338,7 @@ def _kernel_mode(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracl
     if not at_enable.ties:
         d.status = "error"
         d.error = ("the kernel would refuse enable (EINVAL, 'no peer-to-peer memory is "
-                   f"available for {ns.ns.device_path}'): " + "; ".join(at_enable.reasons))
+                   f"available for {ns.device_path}'): " + "; ".join(at_enable.reasons))
         return d
     nics = ns.nic_clients
     for nic in nics or [None]:
@@ -751,7 +751,7 @@ def _state(res: Resolved, decisions: list[Decision]) -> TargetState:
         for ns in sorted(s.namespaces, key=lambda n: n.nsid):
             d = by_ns[(s.nqn, ns.nsid)]
             sub.namespaces[ns.nsid] = Namespace(nsid=ns.nsid, enable=True, attrs={
-                "device_path": ns.ns.device_path, "p2pmem": d.p2pmem})
+                "device_path": ns.device_path, "p2pmem": d.p2pmem})
         st.subsystems[s.nqn] = sub
         for pid in s.ports:
             if s.nqn not in st.ports[pid].subsystems:

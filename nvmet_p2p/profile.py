@@ -770,6 +770,14 @@ class ResolvedNamespace:
     effective: dict[str, int]       # the same after the port/subsystem bounds
     demand: int                     # in-flight p2p bytes to plan for (0: no p2p client)
     where: Mark | None = None
+    stable_path: str | None = None  # /dev/disk/by-id/... for device_path when udev made one
+
+    @property
+    def device_path(self) -> str:
+        """What goes into the namespace's ``device_path``: a ``/dev/disk/by-id`` link when
+        this machine has one (it survives reboots; ``nvmeXnY`` names do not), else
+        ``/dev/nvmeXnY``."""
+        return self.stable_path or self.ns.device_path
 
     @property
     def nvme_pci(self) -> str | None:
@@ -1057,8 +1065,30 @@ def resolve(prof: Profile, inv: Inventory, *, kernel: str | None = None,
         subsystems.append(rs)
 
     rep.raise_if_errors()
+    for rs in subsystems:
+        for rn in rs.namespaces:
+            name = stable_by_id_name(rn.ns.name, links)
+            rn.stable_path = f"/dev/disk/by-id/{name}" if name else None
     return Resolved(file=prof.file, hosts=hosts, ports=ports, subsystems=subsystems,
                     warnings=rep.warnings)
+
+
+#: Preference among the ``/dev/disk/by-id`` names udev gives one NVMe namespace: the
+#: namespace's own world-wide identifiers first, then the controller-model/serial forms.
+_BY_ID_PREFERENCE = ("nvme-eui.", "nvme-uuid.", "nvme-nvme.")
+
+
+def stable_by_id_name(block: str, links: dict[str, str]) -> str | None:
+    """The ``/dev/disk/by-id`` name to use for block device ``block`` (deterministic), or
+    ``None`` when no link points at it (no udev, as in the lab's guest)."""
+    names = sorted(n for n, dev in links.items() if dev == block and "-part" not in n)
+    if not names:
+        return None
+    for prefix in _BY_ID_PREFERENCE:
+        for n in names:
+            if n.startswith(prefix):
+                return n
+    return names[0]
 
 
 def _merge_p2p(*layers: dict | None) -> dict:

@@ -140,8 +140,11 @@ def rdma_devices_for_address(traddr: str, inv: Inventory) -> list[RdmaDevice]:
     return out
 
 
-def backing_pci(device_path: str, inv: Inventory) -> str | None:
-    name = os.path.basename(device_path or "")
+def backing_pci(device_path: str, inv: Inventory, dev_names: dict[str, str] | None = None
+                ) -> str | None:
+    """PCI function behind a namespace's ``device_path``; ``dev_names`` maps paths such as
+    ``/dev/disk/by-id/...`` to block device names (read at the edge, see :func:`collect`)."""
+    name = (dev_names or {}).get(device_path) or os.path.basename(device_path or "")
     ns = inv.namespaces.get(name)
     return ns.pci if ns else None
 
@@ -203,8 +206,10 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
              debugfs: dict | None = None, pools: dict[str, ev.PoolStats] | None = None,
              io_during_sampling: bool = False, only: set[str] | None = None,
              hints: list[HostControllerHint] | None = None, kernel: str | None = None,
-             log_info: dict | None = None) -> StatusReport:
-    """Pure: configfs state + inventory + log events (+ pools) -> report with verdicts."""
+             log_info: dict | None = None, dev_names: dict[str, str] | None = None
+             ) -> StatusReport:
+    """Pure: configfs state + inventory + log events (+ pools) -> report with verdicts.
+    ``dev_names``: ``device_path`` -> block device name for paths that are links."""
     rep = StatusReport(kernel=kernel or inv.system.kernel_release, time=time.time(),
                        log=dict(log_info or {}), debugfs=debugfs is not None)
     ctrls = ev.correlate(events)
@@ -275,7 +280,7 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
                                           io_during_sampling=io_during_sampling))
             ns_rows.append({"nsid": nsid, "enabled": ns.enable, "device_path": dev, "p2pmem": p2p,
                             "mode": "off" if p2p in ("0", "") else ("auto" if p2p == "1" else "pinned"),
-                            "backing_pci": backing_pci(dev, inv), "provider": prov,
+                            "backing_pci": backing_pci(dev, inv, dev_names), "provider": prov,
                             "_verdicts": verdicts})
         rep.subsystems.append({
             "nqn": nqn,
@@ -361,9 +366,17 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
         else:
             notes.append("no record of subsystems managed by nvmet-p2p (managed.json in the state "
                          "directory): showing every subsystem")
+    from nvmet_p2p.inventory import block_device_name
+    dev_names = {}
+    for sub in state.subsystems.values():
+        for ns in sub.namespaces.values():
+            path = ns.attrs.get("device_path", "")
+            name = block_device_name(root, path)
+            if name:
+                dev_names[path] = name
     rep = assemble(state, inv, events, debugfs=read_debugfs_controllers(root), pools=pools,
                    io_during_sampling=io_during_sampling, only=only, hints=hints,
-                   kernel=kernel, log_info=info)
+                   kernel=kernel, log_info=info, dev_names=dev_names)
     rep.sampling = sampling
     rep.notes = notes + rep.notes
     if not os.path.isdir(os.path.join(root, NVMET)):

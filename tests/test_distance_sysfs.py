@@ -197,3 +197,18 @@ def test_intel_vmd_domain_is_its_own_host_bridge(tmp_path):
     # the same CMB for its own namespace is distance 0 (BUS_ADDR) inside the VMD domain
     assert (D.pair(inv, m.bdf("vcmb"), "nvme2n1").map_type,
             D.pair(inv, m.bdf("vcmb"), "nvme2n1").distance) == (D.BUS_ADDR, 0)
+
+
+def test_cli_client_given_as_a_by_id_link(tmp_path, capsys):
+    """nvmetcli configs usually name /dev/disk/by-id paths: the command follows the link on
+    the machine it reads (the rules themselves stay pure)."""
+    import os
+    m = sf.q35_lab(tmp_path)
+    (m.root / "dev/disk/by-id").mkdir(parents=True)
+    (m.root / "dev/nvme3n1").write_text("")
+    os.symlink("../../nvme3n1", m.root / "dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_plain")
+    assert cli.main(["distance", "--root", str(m.root), "--json", m.bdf("cmbA"),
+                     "/dev/disk/by-id/nvme-QEMU_NVMe_Ctrl_plain"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["map_type"], out["distance"]) == ("not_supported", -1)
+    assert out["pairs"][0]["client"]["bdf"] == "0000:06:00.0"

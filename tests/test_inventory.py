@@ -543,3 +543,16 @@ def test_live_read_of_this_machine():
     assert "127.0.0.1/8" in inv.net["lo"].addresses
     for f in inv.pci.values():
         assert f.host_bridge.startswith("pci")
+
+
+def test_block_device_name_follows_dev_links_inside_the_root(tmp_path):
+    from nvmet_p2p.inventory import block_device_name
+    (tmp_path / "dev/disk/by-id").mkdir(parents=True)
+    (tmp_path / "dev/nvme1n1").write_text("")
+    os.symlink("../../nvme1n1", tmp_path / "dev/disk/by-id/nvme-eui.0011223344556677")
+    os.symlink("/dev/nvme1n1", tmp_path / "dev/disk/by-id/nvme-absolute")
+    assert block_device_name(tmp_path, "/dev/disk/by-id/nvme-eui.0011223344556677") == "nvme1n1"
+    assert block_device_name(tmp_path, "/dev/disk/by-id/nvme-absolute") == "nvme1n1"
+    assert block_device_name(tmp_path, "/dev/nvme1n1") == "nvme1n1"
+    assert block_device_name(tmp_path, "/dev/disk/by-id/missing") is None
+    assert block_device_name(tmp_path, "/var/tmp/file.img") is None

@@ -531,3 +531,23 @@ def test_json_schema_describes_every_key_and_forbids_others():
     port = s["properties"]["ports"]["items"]
     assert port["properties"]["max_queue_size"]["minimum"] == 16
     assert {"required": ["rdma_device"]} in port["anyOf"]
+
+
+def test_device_path_is_the_stable_by_id_link_when_udev_made_one(tmp_path):
+    links = {"nvme-QEMU_NVMe_Ctrl_cmbA": "nvme0n1", "nvme-QEMU_NVMe_Ctrl_cmbA_1": "nvme0n1",
+             "nvme-eui.0011223344556677": "nvme0n1", "nvme-eui.0011223344556677-part1": "nvme0n1p1",
+             "nvme-eui.8899aabbccddeeff": "nvme1n1"}
+    r = resolve(tmp_path, BASE, by_id_links=links)
+    assert r.namespaces[0].ns.name == "nvme0n1"
+    assert r.namespaces[0].device_path == "/dev/disk/by-id/nvme-eui.0011223344556677"
+    # no udev (the lab): the kernel name, which is all there is
+    r = resolve(tmp_path, BASE)
+    assert r.namespaces[0].device_path == "/dev/nvme0n1"
+
+
+def test_stable_by_id_name_preference():
+    links = {"nvme-Model_SER": "nvme3n1", "nvme-nvme.1b36-53455231-4d6f64656c-00000001": "nvme3n1",
+             "nvme-uuid.6b2f1c0e-0000-4000-8000-000000000001": "nvme3n1"}
+    assert profile.stable_by_id_name("nvme3n1", links).startswith("nvme-uuid.")
+    assert profile.stable_by_id_name("nvme3n1", {"nvme-Model_SER": "nvme3n1"}) == "nvme-Model_SER"
+    assert profile.stable_by_id_name("nvme4n1", links) is None

@@ -239,3 +239,16 @@ def test_status_watch_refreshes_until_interrupted(tmp_path, capsys, monkeypatch)
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2 and ticks == [0.5, 0.5, 0.5]
     assert lines[-1]["providers"]["0000:03:00.0"]["sampled"]["samples"] >= 2
+
+
+def test_backing_pci_follows_by_id_device_paths():
+    state = lab_state()
+    link = "/dev/disk/by-id/nvme-eui.0011223344556677"
+    state.subsystems[SUB].namespaces[1].attrs["device_path"] = link
+    rows = {n["nsid"]: n for n in st.assemble(state, lab_inventory(), [])
+            .subsystems[0]["namespaces"]}
+    assert rows[1]["backing_pci"] is None            # unresolved without the edge's map
+    rows = {n["nsid"]: n for n in st.assemble(state, lab_inventory(), [],
+                                              dev_names={link: "nvme1n1"}).subsystems[0]["namespaces"]}
+    assert rows[1]["backing_pci"] == "0000:04:00.0"
+    assert rows[1]["device_path"] == link

@@ -41,6 +41,8 @@ def register(parser) -> None:
 def run(args) -> int:
     # interface addresses are needed only to resolve a client given as an IP address
     inv = load_inventory(args, addresses=any(_is_ip(d) for d in args.devices))
+    if not getattr(args, "inventory", None):
+        args.devices = [_follow_dev_link(args.root, d) for d in args.devices]
     eng = P2pdma(inv, args.kernel)
     if args.find:
         res = eng.find_many(args.devices)
@@ -52,6 +54,14 @@ def run(args) -> int:
     v = eng.distance_many(args.devices[0], args.devices[1:])
     emit(args.json, v, lambda v: _human(v, eng))
     return 0
+
+
+def _follow_dev_link(root: str, dev: str) -> str:
+    """``/dev/disk/by-id/nvme-...`` (any /dev link) -> ``/dev/nvme1n1`` on the machine read;
+    anything else unchanged. The distance rules themselves never touch the filesystem."""
+    from nvmet_p2p.inventory import block_device_name
+    name = block_device_name(root, dev) if dev.startswith("/dev/") else None
+    return f"/dev/{name}" if name else dev
 
 
 def _is_ip(text: str) -> bool:
