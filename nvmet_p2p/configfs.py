@@ -169,6 +169,23 @@ ATTR_GROUPS = {
 }
 
 
+def kstrtobool(s: str) -> bool | None:
+    """The kernel's ``kstrtobool()`` behind boolean attributes (and ``p2pmem``'s non-BDF
+    values): the first character decides (``1 y Y t T`` true, ``0 n N f F`` false), plus
+    ``on``/``off``; ``None`` where the kernel returns -EINVAL."""
+    if not s:
+        return None
+    if s[0] in "1yYtT":
+        return True
+    if s[0] in "0nNfF":
+        return False
+    if s[:2].lower() == "on":
+        return True
+    if s[:3].lower() == "off":
+        return False
+    return None
+
+
 def is_secret(name: str) -> bool:
     return name in SECRET_ATTRS
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvmet_p2p import state as st
-from nvmet_p2p.configfs import KNOWN_ATTRS, is_secret, mask
+from nvmet_p2p.configfs import KNOWN_ATTRS, is_secret, kstrtobool, mask
 from nvmet_p2p.errors import InputError, NvmetP2PError
 
 PLAN_FORMAT = 1
@@ -73,28 +73,13 @@ class PlanError(NvmetP2PError):
 # Comparing values the way the kernel parses them
 # ----------------------------------------------------------------------------------------------
 
-def _kbool(s: str) -> bool | None:
-    s = s.strip()
-    if not s:
-        return None
-    if s[0] in "1yYtT":
-        return True
-    if s[0] in "0nNfF":
-        return False
-    if s[:2].lower() == "on":
-        return True
-    if s[:3].lower() == "off":
-        return False
-    return None
-
-
 def normalize(name: str, value: str | None) -> Any:
     """The value the kernel would store for ``value`` written to the file ``name``."""
     if value is None:
         return None
     v = value.strip()
     if name in _BOOL:
-        b = _kbool(v)
+        b = kstrtobool(v)
         return v if b is None else b
     if name in _INT:
         try:
@@ -106,7 +91,7 @@ def normalize(name: str, value: str | None) -> Any:
             return v == "1"
         if re.match(r"^[0-9a-fA-F]{4}:", v):
             return v.lower()
-        b = _kbool(v)
+        b = kstrtobool(v)
         return v if b is None else b
     if name in ("device_uuid", "device_nguid"):
         return v.replace("-", "").replace(":", "").lower()

@@ -32,7 +32,7 @@ import tempfile
 from typing import Any
 
 from nvmet_p2p import state as st
-from nvmet_p2p.configfs import KNOWN_ATTRS
+from nvmet_p2p.configfs import KNOWN_ATTRS, kstrtobool
 from nvmet_p2p.errors import InputError
 
 DEFAULT_FILE = "/etc/nvmet/config.json"
@@ -204,22 +204,6 @@ def nqn_problem(nqn: str) -> str | None:
     return None
 
 
-def _kbool(s: str) -> bool | None:
-    """kstrtobool: first character decides (1/y/Y/t/T true, 0/n/N/f/F false, on/off)."""
-    if not s:
-        return None
-    c = s[0]
-    if c in "1yYtT":
-        return True
-    if c in "0nNfF":
-        return False
-    if s[:2].lower() == "on":
-        return True
-    if s[:3].lower() == "off":
-        return False
-    return None
-
-
 def _int(s: str) -> int | None:
     try:
         return int(s, 0)
@@ -238,7 +222,7 @@ def value_problem(name: str, value: str) -> str | None:
     boolish = ("attr_allow_any_host", "attr_pi_enable", "attr_tbkas", "buffered_io",
                "resv_enable", "param_pi_enable")
     if name in boolish:
-        return None if _kbool(v) is not None else f"{value!r} is not a boolean (use 0 or 1)"
+        return None if kstrtobool(v) is not None else f"{value!r} is not a boolean (use 0 or 1)"
     if name == "p2pmem":
         if v.lower() == "auto":
             return ("'auto' is refused by the kernel (ENODEV); write 1 to let the kernel pick "
@@ -247,7 +231,7 @@ def value_problem(name: str, value: str) -> str | None:
             return None
         if re.match(r"^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$", v):
             return f"{value!r} lacks the PCI domain; the kernel needs the full name 0000:{v}"
-        if len(v) == 1 and v in "01" or (v[:1] not in "01" and _kbool(v) is not None):
+        if len(v) == 1 and v in "01" or (v[:1] not in "01" and kstrtobool(v) is not None):
             return None
         return f"{value!r} is neither 0, 1 nor a full PCI BDF (DDDD:BB:DD.F)"
     if name == "attr_serial":
@@ -618,7 +602,7 @@ def _cross_checks(v: _V, top: dict, out: st.TargetState) -> None:
                 v.err(f"$.subsystems[{i}].allowed_hosts[{j}]",
                       f"host {h!r} is not defined in $.hosts (the link needs hosts/{h})")
         aah = sub.attrs.get("attr_allow_any_host")
-        if aah is not None and _kbool(aah) and sub.allowed_hosts:
+        if aah is not None and kstrtobool(aah) and sub.allowed_hosts:
             v.err(f"$.subsystems[{i}].attr.allow_any_host",
                   "allow_any_host=1 cannot coexist with explicit allowed_hosts (the kernel "
                   "refuses it); remove one of them")
