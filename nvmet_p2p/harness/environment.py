@@ -7,22 +7,15 @@ import platform
 import subprocess
 
 from nvmet_p2p import __version__
+from nvmet_p2p.harness.hostsys import read_text
 
 EMULATED_LABEL = "QEMU, emulated; not a performance claim"
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def emulation_label(root: str = "/") -> str | None:
     """The label numbers must carry when measured inside QEMU (DMI vendor/product), else None."""
     dmi = os.path.join(root, "sys/class/dmi/id")
-    text = " ".join(_read(os.path.join(dmi, f)) for f in ("sys_vendor", "product_name", "bios_vendor"))
+    text = " ".join(read_text(os.path.join(dmi, f)) for f in ("sys_vendor", "product_name", "bios_vendor"))
     if "QEMU" in text or "Bochs" in text:
         return EMULATED_LABEL
     return None

@@ -26,7 +26,8 @@ from nvmet_p2p.errors import NvmetP2PError
 _NS_DIR_RE = re.compile(r"^nvme(?P<s>\d+)(?:c(?P<c>\d+))?n(?P<h>\d+)$")
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """A sysfs/procfs file's text, stripped; "" when it cannot be read."""
     try:
         with open(path) as f:
             return f.read().strip()
@@ -76,10 +77,10 @@ def read_controller(name: str, root: str = "/") -> HostController:
     base = os.path.join(root, "sys/class/nvme", name)
     if not os.path.isdir(base):
         raise NvmetP2PError(f"no NVMe controller {name} (/sys/class/nvme/{name} missing)")
-    c = HostController(name=name, transport=_read(f"{base}/transport"), address=_read(f"{base}/address"),
-                       subsysnqn=_read(f"{base}/subsysnqn"), state=_read(f"{base}/state"),
-                       hostnqn=_read(f"{base}/hostnqn"))
-    cid = _read(f"{base}/cntlid")
+    c = HostController(name=name, transport=read_text(f"{base}/transport"), address=read_text(f"{base}/address"),
+                       subsysnqn=read_text(f"{base}/subsysnqn"), state=read_text(f"{base}/state"),
+                       hostnqn=read_text(f"{base}/hostnqn"))
+    cid = read_text(f"{base}/cntlid")
     c.cntlid = int(cid) if cid.isdigit() else None
     c.namespaces = read_namespaces(name, root)
     return c
@@ -96,14 +97,14 @@ def read_namespaces(ctrl: str, root: str = "/") -> list[HostNamespace]:
         m = _NS_DIR_RE.match(e)
         if not m:
             continue
-        nsid = _read(os.path.join(base, e, "nsid"))
+        nsid = read_text(os.path.join(base, e, "nsid"))
         if not nsid.isdigit():
             continue
         multipath = m.group("c") is not None
         block = f"nvme{m.group('s')}n{m.group('h')}" if multipath else e
         bdir = os.path.join(root, "sys/block", block)
-        size = _read(os.path.join(bdir, "size"))
-        lbs = _read(os.path.join(bdir, "queue/logical_block_size"))
+        size = read_text(os.path.join(bdir, "size"))
+        lbs = read_text(os.path.join(bdir, "queue/logical_block_size"))
         out.append(HostNamespace(nsid=int(nsid), block=block, path_disk=e, multipath=multipath,
                                  size_bytes=int(size) * 512 if size.isdigit() else 0,
                                  logical_block_size=int(lbs) if lbs.isdigit() else 512))
@@ -117,7 +118,7 @@ def other_paths(ctrl: HostController, root: str = "/") -> list[str]:
             os.path.join(root, "sys/class/nvme")) else []):
         if c == ctrl.name:
             continue
-        if _read(os.path.join(root, "sys/class/nvme", c, "subsysnqn")) == ctrl.subsysnqn:
+        if read_text(os.path.join(root, "sys/class/nvme", c, "subsysnqn")) == ctrl.subsysnqn:
             out.append(c)
     return out
 
@@ -165,9 +166,9 @@ def find_controller(subsysnqn: str, transport: str, traddr: str | None, trsvcid:
         return None
     for c in sorted(os.listdir(base)):
         d = os.path.join(base, c)
-        if _read(f"{d}/subsysnqn") != subsysnqn or _read(f"{d}/transport") != transport:
+        if read_text(f"{d}/subsysnqn") != subsysnqn or read_text(f"{d}/transport") != transport:
             continue
-        addr = dict(kv.split("=", 1) for kv in _read(f"{d}/address").split(",") if "=" in kv)
+        addr = dict(kv.split("=", 1) for kv in read_text(f"{d}/address").split(",") if "=" in kv)
         if transport == "loop" or (addr.get("traddr") == traddr and
                                    (not trsvcid or addr.get("trsvcid") == str(trsvcid))):
             return c
