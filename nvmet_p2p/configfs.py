@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass, field
 
 from nvmet_p2p import state as st
+from nvmet_p2p.defs import rel_path_problem
 from nvmet_p2p.model import parse_kernel_version
 
 NVMET_DIR = "sys/kernel/config/nvmet"
@@ -167,23 +168,6 @@ ATTR_GROUPS = {
     "ana_group": ("ana",),
     "host": ("dhchap",),
 }
-
-
-def kstrtobool(s: str) -> bool | None:
-    """The kernel's ``kstrtobool()`` behind boolean attributes (and ``p2pmem``'s non-BDF
-    values): the first character decides (``1 y Y t T`` true, ``0 n N f F`` false), plus
-    ``on``/``off``; ``None`` where the kernel returns -EINVAL."""
-    if not s:
-        return None
-    if s[0] in "1yYtT":
-        return True
-    if s[0] in "0nNfF":
-        return False
-    if s[:2].lower() == "on":
-        return True
-    if s[:3].lower() == "off":
-        return False
-    return None
 
 
 def is_secret(name: str) -> bool:
@@ -334,6 +318,17 @@ class Configfs:
         return os.readlink(self.path(rel))
 
     # -- mutating (counted) ----------------------------------------------------------------
+    @staticmethod
+    def _named(op: str, *rels: str) -> None:
+        """Refuse to mutate anything but named objects below nvmet/ (names never become
+        paths; the planner checked them already, this is the last line). Raised as a refused
+        operation, so an apply in progress rolls back."""
+        for rel in rels:
+            problem = rel_path_problem(rel)
+            if problem:
+                raise ConfigfsError(op, rel, OSError(_errno.EINVAL, f"refused by nvmet-p2p: path "
+                                                                   f"{problem}"))
+
     def _mut(self, op: str, rel: str, fn, *extra) -> None:
         self.writes += 1
         if self.journal is not None:
@@ -345,6 +340,8 @@ class Configfs:
 
     def write(self, rel: str, value: str) -> None:
         """One ``write(2)`` of ``value`` (as ``echo -n``); the kernel parses it."""
+        self._named("write", rel)
+
         def do():
             fd = os.open(self.path(rel), os.O_WRONLY)
             try:
@@ -354,17 +351,21 @@ class Configfs:
         self._mut("write", rel, do, value)
 
     def mkdir(self, rel: str) -> None:
+        self._named("mkdir", rel)
         self._mut("mkdir", rel, lambda: os.mkdir(self.path(rel)))
 
     def rmdir(self, rel: str) -> None:
+        self._named("rmdir", rel)
         self._mut("rmdir", rel, lambda: os.rmdir(self.path(rel)))
 
     def symlink(self, target_rel: str, link_rel: str) -> None:
         """Link ``link_rel`` to the object ``target_rel`` (both relative to nvmet)."""
+        self._named("link", link_rel, target_rel)
         self._mut("link", link_rel, lambda: os.symlink(self.path(target_rel), self.path(link_rel)),
                   target_rel)
 
     def unlink(self, rel: str) -> None:
+        self._named("unlink", rel)
         self._mut("unlink", rel, lambda: os.unlink(self.path(rel)))
 
 

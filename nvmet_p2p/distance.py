@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from nvmet_p2p import p2pdma_rules as R
+from nvmet_p2p.defs import MapType, is_bdf
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import (
     ACS_CMPLT_REDIR,
@@ -48,14 +49,9 @@ from nvmet_p2p.model import (
     Inventory,
     PciFunction,
     bdf_sort_key,
-    is_bdf,
     parse_kernel_version,
 )
 
-BUS_ADDR = "bus_addr"
-THRU_HOST_BRIDGE = "thru_host_bridge"
-NOT_SUPPORTED = "not_supported"
-MAP_TYPES = (BUS_ADDR, THRU_HOST_BRIDGE, NOT_SUPPORTED)
 
 #: ``pci_p2pmem_find_many()`` keeps at most PAGE_SIZE / sizeof(pointer) tied providers.
 FIND_MANY_MAX_TIES = 512
@@ -123,7 +119,7 @@ class PairVerdict:
 
     @property
     def supported(self) -> bool:
-        return self.map_type != NOT_SUPPORTED
+        return self.map_type != MapType.NOT_SUPPORTED
 
     def to_dict(self) -> dict:
         return {
@@ -634,7 +630,7 @@ class P2pdma:
     def _pair(self, provider: str, client: Client) -> PairVerdict:
         v = self.version
         if v < R.P2PDMA_FIRST:
-            return PairVerdict(provider, client, NOT_SUPPORTED, -1, reasons=[
+            return PairVerdict(provider, client, MapType.NOT_SUPPORTED, -1, reasons=[
                 f"kernel {self.kernel} has no PCI peer-to-peer DMA (p2pdma arrived in 4.20)"])
         extra: list[str] = []
         if client.soft:
@@ -645,7 +641,7 @@ class P2pdma:
         if client.bdf is None:
             dev = client.device or client.name
             return PairVerdict(
-                provider, client, NOT_SUPPORTED, -1,
+                provider, client, MapType.NOT_SUPPORTED, -1,
                 reasons=[f"{client.name}: {client.reason or 'no PCI device behind it'}; the "
                          f"kernel's find_parent_pci_dev() finds no PCI ancestor, so "
                          f"pci_p2pdma_distance() returns -1"],
@@ -658,12 +654,12 @@ class P2pdma:
         v = self.version
         drv = client.driver or "a soft RDMA driver"
         if v >= R.SOFT_RDMA_NEVER_CLIENT:
-            return PairVerdict(provider, client, NOT_SUPPORTED, -1, reasons=[
+            return PairVerdict(provider, client, MapType.NOT_SUPPORTED, -1, reasons=[
                 f"{client.name} is a soft RDMA device ({drv}) with virtual DMA: since 6.0 "
                 f"nvmet-rdma sets no p2p client for it (ib_dma_pci_p2p_dma_supported() is false), "
                 f"so connections through it silently use system memory; no kernel message"])
         if R.in_range(v, R.DMA_VIRT_OPS_REJECT):
-            pv = PairVerdict(provider, client, NOT_SUPPORTED, -1, reasons=[
+            pv = PairVerdict(provider, client, MapType.NOT_SUPPORTED, -1, reasons=[
                 f"{client.name} is a soft RDMA device ({drv}) using dma_virt_ops: kernel "
                 f"{self.kernel} rejects it as a p2p client"],
                 kernel_messages=[f"infiniband {client.device or client.name}: cannot be used for "
@@ -750,7 +746,7 @@ class P2pdma:
                                      f"would be {alt.kernel_parameter or 'unnecessary'}")
         primary.uncertain = _dedup(uncertain + primary.uncertain)
         primary.reasons.extend(self._config_note)
-        if self._config_note and primary.map_type != NOT_SUPPORTED:
+        if self._config_note and primary.map_type != MapType.NOT_SUPPORTED:
             primary.uncertain.append("the topology allows it, but this kernel has no p2pdma")
         return primary
 
@@ -760,7 +756,7 @@ class P2pdma:
         cbdf = client.bdf or ""
         cpfx = self._dev_prefix(cbdf)
         hbp, hbc = self.host_bridge_of(provider), self.host_bridge_of(cbdf)
-        pv = PairVerdict(provider, client, NOT_SUPPORTED, -1, hops=hops, common_upstream=common,
+        pv = PairVerdict(provider, client, MapType.NOT_SUPPORTED, -1, hops=hops, common_upstream=common,
                          same_host_bridge=(hbp == hbc) if hbp and hbc else None)
         param = "pci=disable_acs_redir=" + ";".join(acs) if acs else None
         pv.acs_redirect = list(acs)
@@ -805,7 +801,7 @@ class P2pdma:
 
         # -- switch path, clean -------------------------------------------------------------
         if common is not None and not acs:
-            pv.map_type, pv.distance = BUS_ADDR, hops
+            pv.map_type, pv.distance = MapType.BUS_ADDR, hops
             pv.reasons.append("no ACS redirect on the path: the traffic stays below "
                               + ("the device" if hops <= 2 else "the switch")
                               + " and uses PCI bus addresses (BUS_ADDR)")
@@ -824,7 +820,7 @@ class P2pdma:
                 pv.host_bridge_check = {"rule": "root_complex_whitelist (5.2-5.3)",
                                         "provider": whyp, "client": whyc, "ok": okp and okc}
                 if okp and okc:
-                    pv.map_type = THRU_HOST_BRIDGE
+                    pv.map_type = MapType.THRU_HOST_BRIDGE
                     pv.distance = R.HOST_BRIDGE_PENALTY + hops
                     pv.reasons.append(f"kernel {self.kernel} trusts the AMD Zen root complex "
                                       f"(1022:1450) and adds 0x1000 to the distance: "
@@ -844,7 +840,7 @@ class P2pdma:
         pv.kernel_messages = list(acs_msgs)
         cpu_ok, cpu_why = self.cpu_rule()
         if cpu_ok:
-            pv.map_type, pv.distance = THRU_HOST_BRIDGE, hops
+            pv.map_type, pv.distance = MapType.THRU_HOST_BRIDGE, hops
             pv.host_bridge_check = {"rule": "AMD CPU family >= 0x17 (5.9+)", "ok": True}
             pv.reasons.append(cpu_why + ": THRU_HOST_BRIDGE (the root complex forwards it; "
                               "performance depends on its peer-to-peer forwarding)")
@@ -860,7 +856,7 @@ class P2pdma:
             pv.reasons.append(cpu_why)
         checks = info.get("checks", [])
         if ok:
-            pv.map_type, pv.distance = THRU_HOST_BRIDGE, hops
+            pv.map_type, pv.distance = MapType.THRU_HOST_BRIDGE, hops
             pv.reasons.append(checks[0]["why"] + (" (both host bridges)" if len(checks) > 1
                                                   else "") +
                               ": THRU_HOST_BRIDGE, mapped through the root complex (and the IOMMU "
@@ -892,17 +888,17 @@ class P2pdma:
         f = self.fn(provider)
         has = f is not None and f.p2pmem is not None
         pub = has and bool(f.p2pmem.published)
-        if any(p.map_type == NOT_SUPPORTED for p in pairs):
-            mt, dist = NOT_SUPPORTED, -1
+        if any(p.map_type == MapType.NOT_SUPPORTED for p in pairs):
+            mt, dist = MapType.NOT_SUPPORTED, -1
         else:
-            mt = THRU_HOST_BRIDGE if any(p.map_type == THRU_HOST_BRIDGE for p in pairs) else BUS_ADDR
+            mt = MapType.THRU_HOST_BRIDGE if any(p.map_type == MapType.THRU_HOST_BRIDGE for p in pairs) else MapType.BUS_ADDR
             dist = sum(p.distance for p in pairs)
         reasons: list[str] = []
         multi = len(pairs) > 1
         for p in pairs:
             for r in p.reasons:
                 reasons.append(f"{p.client.name}: {r}" if multi else r)
-        if multi and mt != NOT_SUPPORTED:
+        if multi and mt != MapType.NOT_SUPPORTED:
             reasons.append(f"distance {dist} = " + " + ".join(str(p.distance) for p in pairs)
                            + " (the kernel sums the clients and does not tell host-bridge paths "
                              "from switch paths)")
@@ -918,7 +914,7 @@ class P2pdma:
                 if b not in acs:
                     acs.append(b)
         uncertain = _dedup(self.notes + [u for p in pairs for u in p.uncertain])
-        if mt == NOT_SUPPORTED or not pairs:
+        if mt == MapType.NOT_SUPPORTED or not pairs:
             crosses = None if all(p.crosses_root_complex is None for p in pairs) else \
                 any(bool(p.crosses_root_complex) for p in pairs)
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nvmet_p2p import distance as D
+from nvmet_p2p.defs import MapType
 from nvmet_p2p.model import Inventory, parse_kernel_version
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -423,8 +424,8 @@ def check_paths(inv: Inventory, kernel: str | None) -> Check:
             acs_devs.extend(v.acs_redirect)
             uncertain.extend(v.uncertain)
     n = len(items)
-    bus = [i for i in items if i["map_type"] == D.BUS_ADDR]
-    thru = [i for i in items if i["map_type"] == D.THRU_HOST_BRIDGE]
+    bus = [i for i in items if i["map_type"] == MapType.BUS_ADDR]
+    thru = [i for i in items if i["map_type"] == MapType.THRU_HOST_BRIDGE]
     refused = n - len(bus) - len(thru)
     # One pair: the kernel's exact string. Several: the union (sorted), which clears them all;
     # each pair's own string is in its item.

@@ -30,6 +30,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
+from nvmet_p2p.defs import MapType
+
 # --------------------------------------------------------------------------------------
 # Log line parsing
 # --------------------------------------------------------------------------------------
@@ -41,7 +43,6 @@ _DMESG_RE = re.compile(r"^(?:<(?P<prio>\d+)>)?\[\s*(?P<sec>\d+\.\d+)\]\s?(?P<msg
 #: syslog/journal style ``kernel: msg`` (``journalctl -k`` without timestamps).
 _JOURNAL_RE = re.compile(r"^(?:\S+\s+\d+\s+[\d:]+\s+\S+\s+)?kernel:\s(?P<msg>.*)$")
 
-_BDF = r"[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
 #: ``<driver> <BDF>: `` prefix of pci_warn/pci_info/dev_* messages, e.g. ``nvme 0000:06:00.0: ``
 _DEV_PREFIX = r"(?:(?P<driver>[\w.-]+) )?(?P<dev>\S+): "
 
@@ -487,7 +488,7 @@ class Verdict:
 class DistanceFacts:
     """The distance module's answer for (provider, [NIC]) in plain data."""
 
-    map_type: str                     # "bus_addr" | "thru_host_bridge" | "not_supported"
+    map_type: str                     # a MapType value
     reasons: list[str] = field(default_factory=list)
     kernel_parameter: str | None = None
 
@@ -583,7 +584,7 @@ def decide(*, subsystem: str, nsid: int, ns_enabled: bool, p2pmem: str,
                     f"data goes through system memory")
         v.evidence.append("controller's port not known (no nvmet debugfs); every candidate lacks a p2p client")
         return v
-    if distance is not None and distance.map_type == "not_supported":
+    if distance is not None and distance.map_type == MapType.NOT_SUPPORTED:
         nic = next((p.rdma_device for p in candidates if p.rdma_device), "the NIC")
         v.reason = R_UNREACHABLE
         v.detail = (f"provider {p2pmem} is not reachable from {nic}"

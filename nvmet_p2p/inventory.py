@@ -43,6 +43,7 @@ import re
 import struct
 from typing import Callable, Iterable
 
+from nvmet_p2p.defs import is_bdf
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import (
     CmbInfo,
@@ -56,7 +57,6 @@ from nvmet_p2p.model import (
     RdmaPort,
     SystemInfo,
     bdf_sort_key,
-    is_bdf,
 )
 
 #: File at the top of a snapshot with what sysfs cannot hold (netlink addresses, metadata).

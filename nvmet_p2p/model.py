@@ -18,8 +18,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-BDF_RE = re.compile(r"^[0-9a-f]{4,}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
-
 #: ACS Control bits whose presence makes the kernel treat a device as redirecting p2p
 #: traffic upstream (``pci_acs_enabled``-style check in p2pdma.c): RR | CR | EC.
 ACS_REQ_REDIR = 0x0004
@@ -35,11 +33,6 @@ PCIE_SWITCH_UPSTREAM = 0x5
 PCIE_SWITCH_DOWNSTREAM = 0x6
 PCIE_PCIE_TO_PCI_BRIDGE = 0x7
 PCIE_RC_INTEGRATED_ENDPOINT = 0x9
-
-
-def is_bdf(text: str) -> bool:
-    """True for a full PCI device name with domain, e.g. ``0000:03:00.0``."""
-    return bool(BDF_RE.match(text))
 
 
 def _asdict(obj: Any) -> Any:

@@ -30,6 +30,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from nvmet_p2p import evidence as ev
+from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import InputError, KernelError, NvmetP2PError
 from nvmet_p2p.harness.environment import emulation_label
 
@@ -161,7 +162,7 @@ def predict(provider: str, devices: list[str], root: str = "/", kernel: str | No
         pci = block_pci(dev, root)
         entry: dict = {"pci": pci, "map_type": None, "reasons": [], "kernel_parameter": None}
         if pci is None:
-            entry["map_type"] = "not_supported"
+            entry["map_type"] = MapType.NOT_SUPPORTED
             entry["reasons"] = [f"{dev} has no PCI parent (a native-multipath head disk or a virtual "
                                 f"disk): the kernel cannot use it as a p2p client"]
         else:
@@ -365,10 +366,10 @@ def _explain(res: P2pTestResult) -> None:
     kp = next((e.kernel_parameter for e in events if e.kernel_parameter), None) or pred.get("kernel_parameter")
     who = f"{dev} ({pred.get('pci') or 'no PCI parent'})"
     if r["errno"] == _errno.EINVAL:
-        if pred.get("map_type") == "not_supported":
+        if pred.get("map_type") == MapType.NOT_SUPPORTED:
             text = (f"the kernel refused the p2p DMA between {who} and provider {res.provider} (EINVAL), "
                     f"as predicted: " + "; ".join(pred.get("reasons") or ["not supported"]))
-        elif pred.get("map_type") in ("bus_addr", "thru_host_bridge"):
+        elif pred.get("map_type") in (MapType.BUS_ADDR, MapType.THRU_HOST_BRIDGE):
             text = (f"UNEXPECTED: predicted {pred['map_type']} for {who} -> {res.provider}, but the kernel "
                     f"refused with EINVAL")
         else:

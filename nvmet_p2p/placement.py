@@ -45,14 +45,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvmet_p2p import distance
+from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.model import Inventory, bdf_sort_key
 from nvmet_p2p.profile import Resolved, ResolvedNamespace, format_size
 from nvmet_p2p.state import Host, Namespace, Port, Subsystem, TargetState
 
-BUS_ADDR = "bus_addr"
-THRU_HOST_BRIDGE = "thru_host_bridge"
-NOT_SUPPORTED = "not_supported"
 
 
 class PlacementError(NvmetP2PError):
@@ -229,16 +227,16 @@ def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
             got = []
             for p in providers:
                 v = oracle.many(p, clients)
-                if v.map_type == NOT_SUPPORTED:
+                if v.map_type == MapType.NOT_SUPPORTED:
                     continue
-                if ns.require == BUS_ADDR and v.map_type != BUS_ADDR:
+                if ns.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR:
                     continue
                 own = p == ns.nvme_pci
                 mism = sum(1 for c in clients if numa.get(c) is not None
                            and numa.get(p) is not None and numa[c] != numa[p])
                 if mism and ns.numa == "strict":
                     continue
-                thb = sum(1 for pv in v.pairs if pv.map_type != BUS_ADDR)
+                thb = sum(1 for pv in v.pairs if pv.map_type != MapType.BUS_ADDR)
                 rank = (thb, not own, v.distance, mism)
                 got.append(_Static(key=rank, provider=p, verdict=v, own=own, numa=mism,
                                    thb=thb, order=(rank, bdfkey[p])))
@@ -366,12 +364,12 @@ def _pinned(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
     d = Decision(ns, bdf, bdf, "pinned", list(clients), ns.demand,
                  f"pinned to {bdf} by the profile", map_type=v.map_type if v else None)
     # a NIC the provider cannot serve makes the kernel skip p2p for those connections only
-    if v is not None and v.map_type == NOT_SUPPORTED:
-        served = [p.client.name for p in v.pairs if p.map_type != NOT_SUPPORTED]
+    if v is not None and v.map_type == MapType.NOT_SUPPORTED:
+        served = [p.client.name for p in v.pairs if p.map_type != MapType.NOT_SUPPORTED]
         d.map_type = oracle.many(bdf, tuple(c for c in clients if c in served)).map_type \
-            if served else NOT_SUPPORTED
+            if served else MapType.NOT_SUPPORTED
         for p in v.pairs:
-            if p.map_type == NOT_SUPPORTED:
+            if p.map_type == MapType.NOT_SUPPORTED:
                 d.notes.append(f"{p.client.name}: {'; '.join(p.reasons)}: connections through "
                                "it use host memory")
     if bdf in avail:
@@ -545,7 +543,7 @@ def _knobs(ns: ResolvedNamespace, room: int) -> list[str]:
 
 def _why(choice: _Static, n: int, demand: int) -> str:
     v = choice.verdict
-    bits = ["below the root complex (bus_addr)" if v.map_type == BUS_ADDR
+    bits = ["below the root complex (bus_addr)" if v.map_type == MapType.BUS_ADDR
             else "through the root complex (thru_host_bridge)"]
     if choice.own:
         bits.append("the namespace's own CMB")
@@ -619,11 +617,11 @@ def _rejected(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
     for p in providers:
         v = oracle.many(p, clients)
         lost = None
-        if v.map_type == NOT_SUPPORTED:
+        if v.map_type == MapType.NOT_SUPPORTED:
             bad = [f"{pv.client.name}: {'; '.join(pv.reasons)}" for pv in v.pairs
-                   if pv.map_type == NOT_SUPPORTED]
+                   if pv.map_type == MapType.NOT_SUPPORTED]
             lost = "the kernel refuses it: " + " | ".join(bad)
-        elif ns.require == BUS_ADDR and v.map_type != BUS_ADDR:
+        elif ns.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR:
             lost = "its path crosses the root complex; the profile says require: bus_addr"
         elif ns.numa == "strict" and any(
                 numa.get(c) is not None and numa.get(p) is not None and numa[c] != numa[p]
@@ -637,7 +635,7 @@ def _rejected(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
                                  fits=False, reasons=list(v.reasons),
                                  kernel_parameter=v.kernel_parameter, lost=lost))
     for p in unpublished:
-        out.append(Candidate(provider=p, map_type=NOT_SUPPORTED, distance=-1,
+        out.append(Candidate(provider=p, map_type=MapType.NOT_SUPPORTED, distance=-1,
                              own_cmb=p == ns.nvme_pci, numa_mismatch=0, available=0, free=0,
                              fits=False, lost="its p2pmem is not published (the kernel "
                                               "refuses it with ENODEV)"))
@@ -650,13 +648,13 @@ def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], o
     """No provider is accepted for the NVMe and every NIC together."""
     nvme = clients[0]
     nics = list(clients[1:])
-    req = " with require: bus_addr" if ns.require == BUS_ADDR else ""
+    req = " with require: bus_addr" if ns.require == MapType.BUS_ADDR else ""
     if ns.numa == "strict":
         req += (" and " if req else " with ") + "numa: strict"
 
     def ok(p: str, cl: tuple[str, ...]) -> bool:
         v = oracle.many(p, cl)
-        if v.map_type == NOT_SUPPORTED or (ns.require == BUS_ADDR and v.map_type != BUS_ADDR):
+        if v.map_type == MapType.NOT_SUPPORTED or (ns.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR):
             return False
         return ns.numa != "strict" or not any(
             numa.get(c) is not None and numa.get(p) is not None and numa[c] != numa[p]

@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvmet_p2p import state as st
-from nvmet_p2p.configfs import KNOWN_ATTRS, is_secret, kstrtobool, mask
+from nvmet_p2p.configfs import KNOWN_ATTRS, is_secret, mask
+from nvmet_p2p.defs import (ANA_GRPID_MAX, DISCOVERY_NQN, NSID_MAX, PORTID_MAX, kstrtobool,
+                            name_problem, nqn_problem, rel_path_problem, subsystem_nqn_problem)
 from nvmet_p2p.errors import InputError, NvmetP2PError
 
 PLAN_FORMAT = 1
-DEFAULT_DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 
 HOST_ORDER = ("dhchap_hash", "dhchap_dhgroup", "dhchap_key", "dhchap_ctrl_key")
 NS_OFFLINE = ("device_path", "device_uuid", "device_nguid", "buffered_io", "resv_enable", "p2pmem")
@@ -280,6 +281,13 @@ class Plan:
         if d.get("secrets_masked"):
             raise InputError("this plan was printed with its secrets masked and cannot be "
                              "applied; save plans with `plan --out FILE`", where=where)
+        for o in d.get("ops", []):
+            for key in ("path", "target"):
+                rel = o.get(key) if isinstance(o, dict) else None
+                problem = rel_path_problem(rel) if isinstance(rel, str) else None
+                if problem or (key == "path" and not isinstance(rel, str)):
+                    raise InputError(f"operation {key} {rel!r} is not a configfs path below "
+                                     f"nvmet/: {problem or 'missing'}", where=where)
         changes = [Change(c["action"], c["kind"], c["key"],
                           [(a["name"], a.get("old"), a.get("new")) for a in c.get("attrs", [])],
                           list(c.get("notes", []))) for c in d.get("changes", [])]
@@ -730,9 +738,9 @@ class _Builder:
             if have != want:
                 self.op("root", "write", "discovery_nqn", want, old=have, obj="root")
                 self.changes.append(Change("update", "root", "discovery_nqn", [("discovery_nqn", have, want)]))
-        elif self.managed.discovery_nqn and self.prune and have not in (None, DEFAULT_DISCOVERY_NQN):
-            self.op("root", "write", "discovery_nqn", DEFAULT_DISCOVERY_NQN, old=have, obj="root")
-            self.changes.append(Change("update", "root", "discovery_nqn", [("discovery_nqn", have, DEFAULT_DISCOVERY_NQN)],
+        elif self.managed.discovery_nqn and self.prune and have not in (None, DISCOVERY_NQN):
+            self.op("root", "write", "discovery_nqn", DISCOVERY_NQN, old=have, obj="root")
+            self.changes.append(Change("update", "root", "discovery_nqn", [("discovery_nqn", have, DISCOVERY_NQN)],
                                        notes=["back to the well-known discovery NQN (--prune)"]))
 
     def build(self) -> list[Op]:
@@ -798,17 +806,55 @@ def _is_kernel_default_new_port(name: str, value: str, trtype: str) -> bool:
     return d is not None and same(name, d, value)
 
 
+def name_problems(desired: st.TargetState) -> list[str]:
+    """Every name or id in ``desired`` that could not be one configfs object, whatever made
+    the state (a state file, a profile, a caller): NQNs by the kernel's rules, referral names
+    as directory names, ids in the kernel's ranges. Names never become paths."""
+    out: list[str] = []
+
+    def bad(what: str, name, problem: str | None) -> None:
+        if problem:
+            out.append(f"{what} {name!r}: {problem}")
+
+    def id_in(what: str, n, lo: int, hi: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= hi:
+            out.append(f"{what} {n!r} is out of range {lo}..{hi}")
+
+    for nqn in desired.hosts:
+        bad("host NQN", nqn, nqn_problem(nqn))
+    for nqn, sub in desired.subsystems.items():
+        bad("subsystem NQN", nqn, subsystem_nqn_problem(nqn))
+        for h in sub.allowed_hosts:
+            bad(f"subsystem {nqn!r}: allowed host", h, nqn_problem(h))
+        for nsid in sub.namespaces:
+            id_in(f"subsystem {nqn!r}: nsid", nsid, 1, NSID_MAX)
+    for pid, port in desired.ports.items():
+        id_in("port id", pid, 0, PORTID_MAX)
+        for n in port.subsystems:
+            bad(f"port {pid}: subsystem", n, nqn_problem(n))
+        for name in port.referrals:
+            bad(f"port {pid}: referral", name, name_problem(name))
+        for gid in port.ana_groups:
+            id_in(f"port {pid}: ANA group", gid, 1, ANA_GRPID_MAX)
+    return out
+
+
 def build_plan(live: st.TargetState, desired: st.TargetState, managed: Managed | None = None,
                prune: bool = False, caps=None, fingerprint: bool = True) -> Plan:
     """Diff ``live`` against ``desired`` into an ordered :class:`Plan`.
 
-    ``managed``: what nvmet-p2p manages today (objects outside it are never removed or
+    Every name in ``desired`` is checked first (:func:`name_problems`): :class:`PlanError`
+    before any operation exists. ``managed``: what nvmet-p2p manages today (objects outside it are never removed or
     changed unless ``desired`` names them); ``prune``: remove managed objects that are not in
     ``desired``; ``caps``: :class:`nvmet_p2p.configfs.Capabilities` of the kernel, to refuse
     attributes it does not have before anything is written. ``fingerprint=False`` when
     ``live`` is not the whole tree (``read_state(cfs, only=desired)``, what ``apply`` reads):
     the plan then carries no :func:`digest` and cannot be applied later as a saved plan.
     """
+    problems = name_problems(desired)
+    if problems:
+        raise PlanError("the desired state names objects configfs cannot hold (nothing was "
+                        "changed):\n  " + "\n  ".join(problems))
     managed = managed or Managed()
     b = _Builder(live, desired, managed, prune, caps)
     ops = b.build()

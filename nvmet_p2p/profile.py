@@ -36,22 +36,19 @@ from typing import Any, Callable
 
 import yaml
 
+from nvmet_p2p.defs import (DEFAULT_TRSVCID, DHCHAP_GROUPS, DHCHAP_HASHES, DHCHAP_KEY_RE,
+                            DISCOVERY_NQN, MAX_NAMESPACES, MAX_QUEUES, NQN_NAMED_RE, NSID_MAX,
+                            PORTID_MAX, RDMA_MAX_IO, MapType, is_bdf, nqn_problem)
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, RdmaDevice, bdf_sort_key, is_bdf
+from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, RdmaDevice, bdf_sort_key
 
 KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
 
-#: nvmet-rdma's largest data transfer: NVMET_RDMA_MAX_MDTS 8 -> 2**8 * 4 KiB.
-RDMA_MAX_IO = 1 * MiB
-#: NVMET_NR_QUEUES: the most I/O queues a host can get from one subsystem.
-MAX_QUEUES = 128
-NQN_MAX = 223
-DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 
 POLICIES = ("off", "kernel", "placed", "pinned")
-REQUIRE = ("any", "bus_addr")
+REQUIRE = ("any", MapType.BUS_ADDR.value)
 WHEN_FULL = ("share", "off", "error")
 WHEN_NONE = ("error", "off", "best_effort")
 NUMA = ("prefer", "strict")
@@ -422,9 +419,12 @@ def _doc(s: dict, doc: str) -> dict:
 # ============================================================================================
 
 def _nqn_problem(text: str) -> str | None:
-    if len(text.encode()) > NQN_MAX:
-        return f"NQN {_show(text)} is longer than {NQN_MAX} bytes"
-    if not re.fullmatch(r"nqn\.[0-9]{4}-[0-9]{2}\.[^:\s]+:\S+", text):
+    """The kernel's NQN rules (:func:`nvmet_p2p.defs.nqn_problem`), and a profile names NQNs
+    in NVMe's full ``nqn.yyyy-mm.<reverse domain>:<name>`` form."""
+    problem = nqn_problem(text)
+    if problem:
+        return f"NQN {_show(text)} {problem}"
+    if not NQN_NAMED_RE.match(text):
         return (f"{_show(text)} is not an NQN (nqn.YYYY-MM.<reverse domain>:<name>, e.g. "
                 "nqn.2024-01.io.example:storage1)")
     return None
@@ -504,7 +504,7 @@ SELECT = Record("select", [
     Field("serial", Str(), "Serial number of the NVMe controller (as `nvme list` shows it)."),
     Field("model", Str(), "Model of the NVMe controller; shell-style wildcards allowed "
           "(e.g. 'SAMSUNG MZ*')."),
-    Field("nsid", Int(lo=1, hi=0xFFFFFFFE), "Namespace ID on the NVMe controller (not the "
+    Field("nsid", Int(lo=1, hi=NSID_MAX), "Namespace ID on the NVMe controller (not the "
           "exported nsid)."),
     Field("wwid", Str(), "The namespace's `wwid` (e.g. eui.0025385b71b07e2f)."),
     Field("eui", Str(), "EUI-64 of the namespace (16 hex digits)."),
@@ -527,7 +527,7 @@ NAMESPACE = Record("namespace", [
     Field("each", Bool(), "true: export every namespace the selector matches (at least one), "
           "in serial/nsid order, with consecutive nsids; false (default): it must match "
           "exactly one."),
-    Field("nsid", Int(lo=1, hi=0xFFFFFFFE), "Exported namespace ID (default: the next free "
+    Field("nsid", Int(lo=1, hi=NSID_MAX), "Exported namespace ID (default: the next free "
           "one in the subsystem; with each: the first of the range)."),
     Field("p2p", P2P),
     Field("budget", BUDGET),
@@ -540,7 +540,7 @@ SUBSYSTEM = Record("subsystem", [
           "be combined with hosts."),
     Field("hosts", ListOf(NQN), "Host NQNs allowed to connect (declare DH-HMAC-CHAP keys "
           "under the top-level hosts)."),
-    Field("ports", ListOf(Int(lo=0, hi=65535)), "IDs of the ports (top-level ports) that "
+    Field("ports", ListOf(Int(lo=0, hi=PORTID_MAX)), "IDs of the ports (top-level ports) that "
           "export this subsystem."),
     Field("serial", Str(max_len=20, pattern=r"[\x20-\x7e]+", what="printable ASCII"),
           "attr_serial (up to 20 printable ASCII characters)."),
@@ -555,7 +555,7 @@ SUBSYSTEM = Record("subsystem", [
 ])
 
 PORT = Record("port", [
-    Field("id", Int(lo=0, hi=65535), "configfs port ID (default: position in the list, "
+    Field("id", Int(lo=0, hi=PORTID_MAX), "configfs port ID (default: position in the list, "
           "from 1)."),
     Field("transport", Enum(("rdma", "tcp")), "rdma (the only transport that uses p2pmem) or "
           "tcp.", required=True),
@@ -583,9 +583,8 @@ HOST = Record("host", [
           "read at plan time, never printed. Relative to the profile's directory."),
     Field("dhchap_ctrl_key_file", Str(), "File holding the controller secret for "
           "bidirectional authentication."),
-    Field("dhchap_hash", Enum(("hmac(sha256)", "hmac(sha384)", "hmac(sha512)"))),
-    Field("dhchap_dhgroup", Enum(("null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144",
-                                  "ffdhe8192"))),
+    Field("dhchap_hash", Enum(DHCHAP_HASHES)),
+    Field("dhchap_dhgroup", Enum(DHCHAP_GROUPS)),
 ])
 
 PROFILE = Record("profile", [
@@ -684,9 +683,6 @@ def load(path: str, *, read_secrets: bool = True, strict: bool = True) -> Profil
     return prof
 
 
-_DHHC_RE = re.compile(r"DHHC-1:0[0-3]:[A-Za-z0-9+/]+={0,2}:")
-
-
 def _read_secret(name: str, base: str, where: Mark, rep: Report) -> Secret | None:
     """Read a DH-HMAC-CHAP key file. Messages name the file, never its content."""
     path = name if os.path.isabs(name) else os.path.join(base, name)
@@ -700,7 +696,7 @@ def _read_secret(name: str, base: str, where: Mark, rep: Report) -> Secret | Non
     except UnicodeDecodeError:
         rep.error(where, f"key file {path} is not a DH-HMAC-CHAP secret (not ASCII)")
         return None
-    if not _DHHC_RE.fullmatch(text):
+    if not DHCHAP_KEY_RE.match(text):
         rep.error(where, f"key file {path} does not hold one DH-HMAC-CHAP secret "
                          "(DHHC-1:<hh>:<base64>:, as `nvme gen-dhchap-key` prints)")
         return None
@@ -1051,7 +1047,7 @@ def resolve(prof: Profile, inv: Inventory, *, kernel: str | None = None,
                               f"nsid {nsid} is used twice in {nqn} (also at line "
                               f"{used_nsids[nsid].line})")
                     continue
-                if nsid > 0xFFFFFFFE:
+                if nsid > NSID_MAX:
                     rep.error(n.at("nsid"), f"nsid {nsid} is out of range")
                     continue
                 used_nsids[nsid] = where
@@ -1059,9 +1055,9 @@ def resolve(prof: Profile, inv: Inventory, *, kernel: str | None = None,
                                 where)
                 _check_namespace(rn, inv, kernel, p2p_mark, n.at("select"), rep)
                 rs.namespaces.append(rn)
-        if len(used_nsids) > 1024:
-            rep.error(s.mark, f"{nqn} has {len(used_nsids)} namespaces; nvmet allows 1024 per "
-                              "subsystem")
+        if len(used_nsids) > MAX_NAMESPACES:
+            rep.error(s.mark, f"{nqn} has {len(used_nsids)} namespaces; nvmet allows "
+                              f"{MAX_NAMESPACES} per subsystem")
         subsystems.append(rs)
 
     rep.raise_if_errors()
@@ -1176,23 +1172,23 @@ def _check_namespace(rn: ResolvedNamespace, inv: Inventory, kernel: str | None, 
         return
     from nvmet_p2p import distance  # the kernel's rules live there, only there
     v = distance.pair(inv, bdf, rn.ns.pci, kernel)
-    if v.map_type == "not_supported":
+    if v.map_type == MapType.NOT_SUPPORTED:
         rep.error(p2p_mark, f"pinned provider {bdf} cannot serve {rn.backing}: "
                   f"{'; '.join(v.reasons)}" +
                   (f" (fix: boot with {v.kernel_parameter})" if v.kernel_parameter else "") +
                   "; the kernel refuses enable with EINVAL")
         return
-    if rn.require == "bus_addr" and v.map_type != "bus_addr":
+    if rn.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR:
         rep.error(p2p_mark, f"pinned provider {bdf} reaches {rn.backing} only through the host "
                             "bridge, but require: bus_addr")
     for port in rn.ports:
         for client in port.clients:
             pv = distance.pair(inv, bdf, client, kernel)
-            if pv.map_type == "not_supported":
+            if pv.map_type == MapType.NOT_SUPPORTED:
                 rep.warn(p2p_mark, f"pinned provider {bdf} cannot serve the NIC {client} of "
                          f"{port.label}: connections through it will use host memory "
                          f"({'; '.join(pv.reasons)})")
-            elif rn.require == "bus_addr" and pv.map_type != "bus_addr":
+            elif rn.require == MapType.BUS_ADDR and pv.map_type != MapType.BUS_ADDR:
                 rep.error(p2p_mark, f"pinned provider {bdf} reaches the NIC {client} of "
                           f"{port.label} only through the host bridge, but require: bus_addr")
 
@@ -1308,7 +1304,7 @@ def _resolve_port(p: Obj, portid: int, inv: Inventory, rep: Report) -> ResolvedP
         params["param_mdts"] = str(p["mdts"])
     rp = ResolvedPort(portid=portid, transport=transport, address=address,
                       adrfam="ipv6" if ":" in address else "ipv4",
-                      trsvcid=p.get("trsvcid", 4420), netdev=netdev, rdma=dev, params=params,
+                      trsvcid=p.get("trsvcid", DEFAULT_TRSVCID), netdev=netdev, rdma=dev, params=params,
                       where=p.mark)
     if transport == "tcp":
         rp.note = "tcp: nvmet-tcp never uses p2pmem (data goes through host memory)"

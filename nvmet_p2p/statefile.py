@@ -32,33 +32,15 @@ import tempfile
 from typing import Any
 
 from nvmet_p2p import state as st
-from nvmet_p2p.configfs import KNOWN_ATTRS, kstrtobool
+from nvmet_p2p.configfs import KNOWN_ATTRS
+from nvmet_p2p.defs import (ANA_GRPID_MAX, DISCOVERY_NQN_MAX, MAX_NAMESPACES, NSID_MAX,
+                            PORTID_MAX, attr_value_problem, kstrtobool, name_problem,
+                            nqn_problem, subsystem_nqn_problem)
 from nvmet_p2p.errors import InputError
 
 DEFAULT_FILE = "/etc/nvmet/config.json"
 BACKUPS = 3
 
-DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
-NQN_MAX = 223                    # NVMF_NQN_SIZE: the longest NQN a host can connect with
-NSID_MAX = 0xFFFFFFFE            # 0 and 0xFFFFFFFF (NVME_NSID_ALL) are refused by the kernel
-PORTID_MAX = 0xFFFF              # ports/<id> is parsed with kstrtou16
-ANA_GRPID_MAX = 128              # NVMET_MAX_ANAGRPS
-NVMET_MAX_NAMESPACES = 1024      # per subsystem; the mkdir fails with ENOMEM beyond
-
-TRTYPES = ("rdma", "fc", "tcp", "pci", "loop")
-ADRFAMS = ("ipv4", "ipv6", "ib", "fc", "pci", "pcie", "loop")
-TREQS = ("not specified", "required", "not required")
-TSAS = ("connected", "datagram", "none", "tls1.3")
-ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
-DHCHAP_HASHES = ("hmac(sha256)", "hmac(sha384)", "hmac(sha512)")
-DHCHAP_GROUPS = ("null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144", "ffdhe8192")
-
-_NQN_FORMAT = re.compile(r"^nqn\.(\d{4})-(\d{2})\.[A-Za-z0-9][A-Za-z0-9.-]*(:.+)?$")
-_BDF = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_NGUID = re.compile(r"^([0-9a-fA-F]{2}[-:]?){15}[0-9a-fA-F]{2}$")
-_DHCHAP_KEY = re.compile(r"^DHHC-1:0[0-3]:[A-Za-z0-9+/]+={0,2}:$")
-_BOOL_TRUE = ("1", "y", "Y", "on", "true", "yes", "t", "T")
 
 
 def _group_names(kind: str, prefix: str) -> tuple[str, ...]:
@@ -178,123 +160,11 @@ def _ident(k: str) -> bool:
     return bool(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k))
 
 
-def nqn_problem(nqn: str) -> str | None:
-    """Why ``nqn`` cannot name a subsystem or host, or ``None``.
-
-    The kernel takes any configfs name, but a host can only connect with an NQN of at most
-    223 bytes (NVMF_NQN_SIZE), and names that start with ``nqn.`` follow NVMe's
-    ``nqn.yyyy-mm.reverse.domain[:string]`` form. Short names such as nvmetcli's examples'
-    ``testnqn`` are accepted as they are.
-    """
-    if not nqn:
-        return "must not be empty"
-    b = nqn.encode("utf-8", errors="replace")
-    if len(b) > NQN_MAX:
-        return f"is {len(b)} bytes long; an NQN has at most {NQN_MAX}"
-    if "/" in nqn:
-        return "must not contain '/' (it is a configfs directory name)"
-    if any(not (0x21 <= ord(c) <= 0x7e) for c in nqn):
-        return "must be printable ASCII without blanks"
-    if nqn.startswith("nqn."):
-        m = _NQN_FORMAT.match(nqn)
-        if not m:
-            return "malformed: expected nqn.yyyy-mm.reverse.domain[:name]"
-        if not 1 <= int(m.group(2)) <= 12:
-            return f"malformed: month {m.group(2)} in the date field"
-    return None
-
-
 def _int(s: str) -> int | None:
     try:
         return int(s, 0)
     except ValueError:
         return None
-
-
-def value_problem(name: str, value: str) -> str | None:
-    """Why the kernel would refuse ``value`` for the attribute file ``name`` (or ``None``)."""
-    v = value.strip()
-    # the attributes every namespace has first (each rule below is for its own names only)
-    if name == "device_path":
-        return None
-    if name == "device_uuid":
-        return f"{value!r} is not a UUID" if v and not _UUID.match(v) else None
-    boolish = ("attr_allow_any_host", "attr_pi_enable", "attr_tbkas", "buffered_io",
-               "resv_enable", "param_pi_enable")
-    if name in boolish:
-        return None if kstrtobool(v) is not None else f"{value!r} is not a boolean (use 0 or 1)"
-    if name == "p2pmem":
-        if v.lower() == "auto":
-            return ("'auto' is refused by the kernel (ENODEV); write 1 to let the kernel pick "
-                    "a provider, or a full BDF such as 0000:03:00.0 to pin one")
-        if _BDF.match(v):
-            return None
-        if re.match(r"^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$", v):
-            return f"{value!r} lacks the PCI domain; the kernel needs the full name 0000:{v}"
-        if len(v) == 1 and v in "01" or (v[:1] not in "01" and kstrtobool(v) is not None):
-            return None
-        return f"{value!r} is neither 0, 1 nor a full PCI BDF (DDDD:BB:DD.F)"
-    if name == "attr_serial":
-        if not v or len(v) > 20 or any(not 0x20 <= ord(c) <= 0x7e for c in v):
-            return "serial must be 1..20 printable ASCII characters"
-    if name == "attr_model":
-        if not v or len(v) > 40 or any(not 0x20 <= ord(c) <= 0x7e for c in v):
-            return "model must be 1..40 printable ASCII characters"
-    if name == "attr_firmware":
-        if not v or len(v) > 8 or any(not 0x20 <= ord(c) <= 0x7e for c in v):
-            return "firmware revision must be 1..8 printable ASCII characters"
-    if name == "attr_version":
-        if not re.match(r"^\d+\.\d+(\.\d+)?$", v):
-            return f"{value!r} is not a version M.m or M.m.t"
-    if name == "attr_ieee_oui":
-        n = _int(v)
-        if n is None or not 0 <= n < 0x1000000:
-            return f"{value!r} is not an OUI below 0x1000000"
-    if name in ("attr_cntlid_min", "attr_cntlid_max", "attr_vendor_id", "attr_subsys_vendor_id"):
-        n = _int(v)
-        lo = 1 if "cntlid" in name else 0
-        if n is None or not lo <= n <= 0xFFFF:
-            return f"{value!r} is not an integer {lo}..65535"
-    if name == "attr_qid_max":
-        n = _int(v)
-        if n is None or not 1 <= n <= 128:
-            return f"{value!r} is not an integer 1..128"
-    if name == "ana_grpid":
-        n = _int(v)
-        if n is None or not 1 <= n <= ANA_GRPID_MAX:
-            return f"{value!r} is not an ANA group 1..{ANA_GRPID_MAX}"
-    if name == "device_uuid" and v and not _UUID.match(v):
-        return f"{value!r} is not a UUID"
-    if name == "device_nguid" and v and not _NGUID.match(v):
-        return f"{value!r} is not an NGUID (16 hex bytes, '-' or ':' allowed)"
-    if name == "addr_trtype" and v and v not in TRTYPES:
-        return f"{value!r} is not a transport ({', '.join(TRTYPES)})"
-    if name == "addr_adrfam" and v and v not in ADRFAMS:
-        return f"{value!r} is not an address family ({', '.join(ADRFAMS)})"
-    if name == "addr_treq" and v not in TREQS:
-        return f"{value!r} is not one of {', '.join(TREQS)}"
-    if name == "addr_tsas" and v and v not in TSAS:
-        return f"{value!r} is not one of {', '.join(TSAS)}"
-    if name == "addr_traddr" and len(v) > 256:
-        return "traddr is longer than 256 characters"
-    if name == "addr_trsvcid" and len(v) > 32:
-        return "trsvcid is longer than 32 characters"
-    if name == "addr_portid":
-        n = _int(v)
-        if n is None or not 0 <= n <= PORTID_MAX:
-            return f"{value!r} is not a port id 0..65535"
-    if name in ("param_inline_data_size", "param_max_queue_size", "param_mdts"):
-        if _int(v) is None:
-            return f"{value!r} is not an integer"
-    if name in ("dhchap_key", "dhchap_ctrl_key") and v and not _DHCHAP_KEY.match(v):
-        return "not a DH-HMAC-CHAP secret of the form DHHC-1:0N:<base64>: (value not shown)"
-    if name == "dhchap_hash" and v not in DHCHAP_HASHES:
-        return f"{value!r} is not one of {', '.join(DHCHAP_HASHES)}"
-    if name == "dhchap_dhgroup" and v not in DHCHAP_GROUPS:
-        return f"{value!r} is not one of {', '.join(DHCHAP_GROUPS)}"
-    if name == "ana_state" and v not in ANA_STATES:
-        return f"{value!r} is not one of {', '.join(ANA_STATES)}"
-    return None
 
 
 def _attr_values(v: _V, path: str, prefix: str, group: dict[str, str], into: dict[str, str]):
@@ -304,7 +174,7 @@ def _attr_values(v: _V, path: str, prefix: str, group: dict[str, str], into: dic
             continue
         if name == "device_path" and val == "(null)":
             continue
-        p = value_problem(name, val)
+        p = attr_value_problem(name, val)
         if p:
             v.err(f"{path}.{k}", p)
         into[name] = val
@@ -330,8 +200,8 @@ def parse(doc: Any, where: str = "<state>") -> st.TargetState:
         if d is not None and "nqn" in d:
             s = v.string("$.discovery.nqn", d["nqn"])
             if s is not None:
-                if not s or len(s.encode()) > 255:
-                    v.err("$.discovery.nqn", "discovery NQN must be 1..255 bytes")
+                if not s or len(s.encode()) > DISCOVERY_NQN_MAX:
+                    v.err("$.discovery.nqn", f"discovery NQN must be 1..{DISCOVERY_NQN_MAX} bytes")
                 out.discovery_nqn = s
 
     for i, h in enumerate(v.lst("$.hosts", top.get("hosts", []))):
@@ -370,9 +240,9 @@ def _subsystem(v: _V, path: str, s: Any, out: st.TargetState) -> None:
     nqn = v.nqn(f"{path}.nqn", so["nqn"], "subsystem NQN")
     if nqn is None:
         return
-    if nqn == DISCOVERY_NQN:
-        v.err(f"{path}.nqn", "the well-known discovery NQN cannot be a subsystem (the kernel "
-                             "refuses it with EINVAL)")
+    discovery = subsystem_nqn_problem(nqn)
+    if discovery:
+        v.err(f"{path}.nqn", discovery)
         return
     if nqn in out.subsystems:
         v.err(f"{path}.nqn", f"subsystem {nqn!r} is defined twice")
@@ -392,9 +262,9 @@ def _subsystem(v: _V, path: str, s: Any, out: st.TargetState) -> None:
         seen.add(hn)
         sub.allowed_hosts.append(hn)
     nss = v.lst(f"{path}.namespaces", so.get("namespaces", []))
-    if len(nss) > NVMET_MAX_NAMESPACES:
+    if len(nss) > MAX_NAMESPACES:
         v.err(f"{path}.namespaces", f"{len(nss)} namespaces; the kernel allows at most "
-                                    f"{NVMET_MAX_NAMESPACES} per subsystem (NVMET_MAX_NAMESPACES)")
+                                    f"{MAX_NAMESPACES} per subsystem (NVMET_MAX_NAMESPACES)")
     for j, n in enumerate(nss):
         if not _namespace_fast(n, sub):
             _namespace(v, f"{path}.namespaces[{j}]", n, sub)
@@ -461,7 +331,7 @@ def _namespace_fast(n: Any, sub: st.Subsystem) -> bool:
             name = "device_" + k
             if name == "device_path" and val == "(null)":
                 continue
-            if value_problem(name, val) is not None:
+            if attr_value_problem(name, val) is not None:
                 return False
             attrs[name] = val
     if enable and not attrs.get("device_path"):
@@ -507,7 +377,7 @@ def _namespace(v: _V, path: str, n: Any, sub: st.Subsystem) -> None:
         if k in no:
             s = v.string(f"{path}.{k}", no[k])
             if s is not None:
-                p = value_problem(k, s)
+                p = attr_value_problem(k, s)
                 if p:
                     v.err(f"{path}.{k}", p)
                 ns.attrs[k] = s
@@ -556,8 +426,9 @@ def _port(v: _V, path: str, p: Any, out: st.TargetState) -> None:
         name = v.string(f"{rp}.name", ro["name"])
         if name is None:
             continue
-        if not name or "/" in name:
-            v.err(f"{rp}.name", f"referral name {name!r} is not a valid directory name")
+        bad = name_problem(name)
+        if bad:
+            v.err(f"{rp}.name", f"referral name {name!r} is not a valid directory name: {bad}")
             continue
         if name in port.referrals:
             v.err(f"{rp}.name", f"referral {name!r} is defined twice")
@@ -584,7 +455,7 @@ def _port(v: _V, path: str, p: Any, out: st.TargetState) -> None:
             continue
         a = v.group(f"{gp}.ana", go.get("ana", {}), ("state",))
         state = a.get("state", "optimized" if gid == 1 else "inaccessible")
-        p_ = value_problem("ana_state", state)
+        p_ = attr_value_problem("ana_state", state)
         if p_:
             v.err(f"{gp}.ana.state", p_)
         port.ana_groups[gid] = state

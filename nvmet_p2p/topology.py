@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nvmet_p2p.defs import MapType
 from nvmet_p2p.distance import (
-    BUS_ADDR,
-    NOT_SUPPORTED,
-    THRU_HOST_BRIDGE,
     Client,
     P2pdma,
     acs_bits_text,
@@ -87,7 +85,7 @@ def build_matrix(inv: Inventory, engine: P2pdma | None = None) -> dict:
     provs = matrix_providers(inv)
     clients = matrix_clients(inv)
     pairs = []
-    counts = {BUS_ADDR: 0, THRU_HOST_BRIDGE: 0, NOT_SUPPORTED: 0}
+    counts = {MapType.BUS_ADDR: 0, MapType.THRU_HOST_BRIDGE: 0, MapType.NOT_SUPPORTED: 0}
     uncertain_pairs = 0
     for p in provs:
         for mc in clients:
@@ -131,9 +129,9 @@ def topology_document(inv: Inventory, kernel: str | None = None) -> dict:
 
 def _cell(pair: dict) -> str:
     mt = pair["map_type"]
-    if mt == BUS_ADDR:
+    if mt == MapType.BUS_ADDR:
         s = f"bus {pair['distance']}"
-    elif mt == THRU_HOST_BRIDGE:
+    elif mt == MapType.THRU_HOST_BRIDGE:
         s = f"host {pair['distance']}"
     else:
         s = "no"
@@ -169,8 +167,8 @@ def render_matrix(matrix: dict, width: int = 10) -> str:
     lines.append(f"bus N = BUS_ADDR (below a common switch/device), host N = THRU_HOST_BRIDGE "
                  f"(through the root complex), no = NOT_SUPPORTED, ? = uncertain (run "
                  f"'nvmet-p2p distance PROVIDER CLIENT'); N is the kernel's distance")
-    lines.append(f"{s['pairs']} pairs: {s[BUS_ADDR]} bus_addr, {s[THRU_HOST_BRIDGE]} "
-                 f"thru_host_bridge, {s[NOT_SUPPORTED]} not_supported, {s['uncertain']} uncertain")
+    lines.append(f"{s['pairs']} pairs: {s[MapType.BUS_ADDR]} bus_addr, {s[MapType.THRU_HOST_BRIDGE]} "
+                 f"thru_host_bridge, {s[MapType.NOT_SUPPORTED]} not_supported, {s['uncertain']} uncertain")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from nvmet_p2p import distance as D
+from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import InputError
 from p2ptopo import RR_CR, ACS_SV_UF, Topo, q35_lab
 
@@ -21,7 +22,7 @@ PLAIN = "0000:06:00.0"  # plain NVMe on root port 00:05.0
 
 def test_same_switch_siblings_bus_addr_4():
     v = D.distance_many(q35_lab().inv, P, [B])
-    assert (v.map_type, v.distance) == (D.BUS_ADDR, 4)
+    assert (v.map_type, v.distance) == (MapType.BUS_ADDR, 4)
     pv = v.pairs[0]
     assert pv.common_upstream == "0000:01:00.0"
     assert pv.path == [P, "0000:02:00.0", "0000:01:00.0", "0000:02:01.0", B]
@@ -33,7 +34,7 @@ def test_device_and_its_own_cmb_distance_0():
     inv = q35_lab().inv
     for client in ("nvme0n1", "/dev/nvme0n1", "nvme0", P):
         v = D.distance_many(inv, P, [client])
-        assert (v.map_type, v.distance) == (D.BUS_ADDR, 0), client
+        assert (v.map_type, v.distance) == (MapType.BUS_ADDR, 0), client
 
 
 def test_two_functions_of_one_device_distance_2():
@@ -43,7 +44,7 @@ def test_two_functions_of_one_device_distance_2():
     t.endpoint("0000:01:00.0", rp, p2pmem=(64 << 20, 64 << 20, True))
     t.endpoint("0000:01:00.1", rp, vendor=0x15b3, class_code=0x020000, driver="mlx5_core")
     v = D.distance_many(t.inv, "0000:01:00.0", ["0000:01:00.1"])
-    assert (v.map_type, v.distance) == (D.BUS_ADDR, 2)
+    assert (v.map_type, v.distance) == (MapType.BUS_ADDR, 2)
     assert v.pairs[0].common_upstream == rp
 
 
@@ -78,7 +79,7 @@ def test_nested_switches_add_two_per_level():
     t.nvme("0000:05:00.0", d2a, "nvme0")
     t.rnic("0000:06:00.0", d1b, "mlx5_0", "eth0")
     pv = D.pair(t.inv, "0000:05:00.0", "mlx5_0")
-    assert (pv.map_type, pv.distance, pv.common_upstream) == (D.BUS_ADDR, 6, "0000:01:00.0")
+    assert (pv.map_type, pv.distance, pv.common_upstream) == (MapType.BUS_ADDR, 6, "0000:01:00.0")
     # a device directly below the root port meets it after 5 hops up + 1 hop up
     t.nvme("0000:07:00.0", None, "nvme1", host_bridge="pci0000:00")
     t.inv.pci["0000:07:00.0"].upstream = [rp]
@@ -89,7 +90,7 @@ def test_nested_switches_add_two_per_level():
 
 def test_q35_separate_root_ports_not_supported():
     v = D.distance_many(q35_lab().inv, P, [PLAIN])
-    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)
+    assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
     pv = v.pairs[0]
     assert pv.hops == 4 + 2 and pv.common_upstream is None and pv.crosses_root_complex
     assert any("8086:29c0" in r and "not in kernel 7.3's P2PDMA whitelist" in r for r in v.reasons)
@@ -111,16 +112,16 @@ def _two_root_ports(root_id=(0x8086, 0x2020), kernel="6.12.0", **kw) -> Topo:
 
 def test_skylake_sp_root_ports_thru_host_bridge():
     v = D.distance_many(_two_root_ports().inv, "0000:01:00.0", ["mlx5_0"])
-    assert (v.map_type, v.distance) == (D.THRU_HOST_BRIDGE, 4)
+    assert (v.map_type, v.distance) == (MapType.THRU_HOST_BRIDGE, 4)
     assert v.crosses_root_complex is True
     assert v.pairs[0].host_bridge_check["checks"][0]["entry"]["id"] == "8086:2020"
 
 
 def test_skylake_before_its_whitelist_entry():
     assert D.distance_many(_two_root_ports().inv, "0000:01:00.0", ["mlx5_0"],
-                           kernel="5.5").map_type == D.NOT_SUPPORTED
+                           kernel="5.5").map_type == MapType.NOT_SUPPORTED
     assert D.distance_many(_two_root_ports().inv, "0000:01:00.0", ["mlx5_0"],
-                           kernel="5.6").map_type == D.THRU_HOST_BRIDGE
+                           kernel="5.6").map_type == MapType.THRU_HOST_BRIDGE
 
 
 def test_skylake_root_port_at_nonzero_devfn_needs_5_19():
@@ -130,10 +131,10 @@ def test_skylake_root_port_at_nonzero_devfn_needs_5_19():
     del t.inv.pci["0000:00:01.0"]          # port A missing -> first device is 00:02.0 (2031)
     t.root_port("0000:00:03.0", 0x8086, 0x2032, acs=0)
     t.nvme("0000:03:00.0", "0000:00:03.0", "nvme5")
-    assert D.pair(t.inv, "0000:03:00.0", "mlx5_0", kernel="5.18").map_type == D.NOT_SUPPORTED
+    assert D.pair(t.inv, "0000:03:00.0", "mlx5_0", kernel="5.18").map_type == MapType.NOT_SUPPORTED
     r = D.pair(t.inv, "0000:03:00.0", "mlx5_0", kernel="5.18").reasons
     assert any("not at devfn 00.0" in x for x in r)
-    assert D.pair(t.inv, "0000:03:00.0", "mlx5_0", kernel="5.19").map_type == D.THRU_HOST_BRIDGE
+    assert D.pair(t.inv, "0000:03:00.0", "mlx5_0", kernel="5.19").map_type == MapType.THRU_HOST_BRIDGE
 
 
 def test_first_root_device_neither_00_0_nor_root_port():
@@ -142,7 +143,7 @@ def test_first_root_device_neither_00_0_nor_root_port():
                driver=None, host_bridge="pci0000:00")
     # first in bus order is 00:00.3 (devfn 3): not 00.0 and not a root port
     pv = D.pair(t.inv, "0000:01:00.0", "mlx5_0")
-    assert pv.map_type == D.NOT_SUPPORTED
+    assert pv.map_type == MapType.NOT_SUPPORTED
     assert any("neither devfn 00.0 nor a PCIe Root Port" in r for r in pv.reasons)
 
 
@@ -163,52 +164,52 @@ def _two_host_bridges(root_id, kernel="6.12.0", **kw) -> Topo:
 def test_req_same_host_bridge_haswell():
     t = _two_host_bridges((0x8086, 0x2f00))
     same = D.pair(t.inv, "0000:01:00.0", "mlx5_0")
-    assert (same.map_type, same.distance, same.same_host_bridge) == (D.THRU_HOST_BRIDGE, 4, True)
+    assert (same.map_type, same.distance, same.same_host_bridge) == (MapType.THRU_HOST_BRIDGE, 4, True)
     cross = D.pair(t.inv, "0000:01:00.0", "mlx5_1")
-    assert (cross.map_type, cross.distance, cross.same_host_bridge) == (D.NOT_SUPPORTED, -1, False)
+    assert (cross.map_type, cross.distance, cross.same_host_bridge) == (MapType.NOT_SUPPORTED, -1, False)
     assert any("REQ_SAME_HOST_BRIDGE" in r for r in cross.reasons)
 
 
 def test_skylake_across_host_bridges_allowed():
     t = _two_host_bridges((0x8086, 0x2020))
-    assert D.pair(t.inv, "0000:01:00.0", "mlx5_1").map_type == D.THRU_HOST_BRIDGE
+    assert D.pair(t.inv, "0000:01:00.0", "mlx5_1").map_type == MapType.THRU_HOST_BRIDGE
 
 
 def test_amd_zen_cpu_rule_any_host_bridge_5_9_plus():
     t = _two_host_bridges((0x1022, 0x1480), cpu_vendor="AuthenticAMD", cpu_family=0x19)
     pv = D.pair(t.inv, "0000:01:00.0", "mlx5_1")
-    assert (pv.map_type, pv.distance) == (D.THRU_HOST_BRIDGE, 4)
+    assert (pv.map_type, pv.distance) == (MapType.THRU_HOST_BRIDGE, 4)
     assert any("family 0x19" in r for r in pv.reasons)
     # 5.8 has no CPU rule and 1022:1480 is not in its table
-    assert D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.8").map_type == D.NOT_SUPPORTED
+    assert D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.8").map_type == MapType.NOT_SUPPORTED
 
 
 def test_amd_zen_table_entry_5_4_to_5_8_and_dropped_in_5_9():
     t = _two_host_bridges((0x1022, 0x1450), cpu_vendor="GenuineIntel", cpu_family=6)
-    assert D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.4").map_type == D.THRU_HOST_BRIDGE
+    assert D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.4").map_type == MapType.THRU_HOST_BRIDGE
     pv = D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.9")
-    assert pv.map_type == D.NOT_SUPPORTED     # entry dropped; the CPU is not AMD
+    assert pv.map_type == MapType.NOT_SUPPORTED     # entry dropped; the CPU is not AMD
     assert any("dropped in 5.9" in r for r in pv.reasons)
 
 
 def test_amd_family_below_zen_gets_no_cpu_rule():
     t = q35_lab(cpu_vendor="AuthenticAMD", cpu_family=15)  # QEMU TCG -cpu max
-    assert D.pair(t.inv, P, PLAIN).map_type == D.NOT_SUPPORTED
+    assert D.pair(t.inv, P, PLAIN).map_type == MapType.NOT_SUPPORTED
     t = q35_lab(cpu_vendor="AuthenticAMD", cpu_family=0x17)
     assert (D.pair(t.inv, P, PLAIN).map_type, D.pair(t.inv, P, PLAIN).distance) == \
-        (D.THRU_HOST_BRIDGE, 6)
+        (MapType.THRU_HOST_BRIDGE, 6)
 
 
 def test_amd_zen_5_2_root_complex_whitelist_penalty_and_iommu_veto():
     t = _two_host_bridges((0x1022, 0x1450), cpu_vendor="AuthenticAMD", cpu_family=0x17)
     pv = D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.3")
-    assert (pv.map_type, pv.distance) == (D.THRU_HOST_BRIDGE, 0x1000 + 4)
+    assert (pv.map_type, pv.distance) == (MapType.THRU_HOST_BRIDGE, 0x1000 + 4)
     t.inv.system.iommu = True
     pv = D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.2")
-    assert pv.map_type == D.NOT_SUPPORTED
+    assert pv.map_type == MapType.NOT_SUPPORTED
     assert any("IOMMU" in r for r in pv.reasons)
     t.inv.system.iommu = False
-    assert D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.1").map_type == D.NOT_SUPPORTED
+    assert D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.1").map_type == MapType.NOT_SUPPORTED
     assert D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.1").kernel_messages == [
         "mlx5_core 0000:81:00.0: cannot be used for peer-to-peer DMA as the client and provider "
         "(0000:01:00.0) do not share an upstream bridge"]
@@ -216,14 +217,14 @@ def test_amd_zen_5_2_root_complex_whitelist_penalty_and_iommu_veto():
 
 def test_ice_lake_entry_from_5_18():
     t = _two_root_ports(root_id=(0x8086, 0x09a2))
-    assert D.pair(t.inv, "0000:01:00.0", "mlx5_0", kernel="5.17").map_type == D.NOT_SUPPORTED
-    assert D.pair(t.inv, "0000:01:00.0", "mlx5_0", kernel="5.18").map_type == D.THRU_HOST_BRIDGE
+    assert D.pair(t.inv, "0000:01:00.0", "mlx5_0", kernel="5.17").map_type == MapType.NOT_SUPPORTED
+    assert D.pair(t.inv, "0000:01:00.0", "mlx5_0", kernel="5.18").map_type == MapType.THRU_HOST_BRIDGE
 
 
 def test_cpu_vendor_unknown_is_uncertain():
     t = q35_lab(cpu_vendor="", cpu_family=None)
     pv = D.pair(t.inv, P, PLAIN)
-    assert pv.map_type == D.NOT_SUPPORTED
+    assert pv.map_type == MapType.NOT_SUPPORTED
     assert any("CPU vendor is unknown" in u for u in pv.uncertain)
 
 
@@ -232,7 +233,7 @@ def test_cpu_vendor_unknown_is_uncertain():
 def test_acs_rr_on_downstream_ports_exact_parameter():
     t = q35_lab(dsp_acs=RR_CR)
     v = D.distance_many(t.inv, P, [B])
-    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)   # q35 not whitelisted
+    assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)   # q35 not whitelisted
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:02:00.0;0000:02:01.0"
     assert v.pairs[0].kernel_messages[:2] == [
         "nvme 0000:04:00.0: ACS redirect is set between the client and provider (0000:03:00.0)",
@@ -249,11 +250,11 @@ def test_acs_downgrades_to_thru_host_bridge_when_whitelisted():
     t.nvme("0000:07:00.0", d1, "nvme7")
     t.rnic("0000:08:00.0", d2, "mlx5_8", "eth8")
     v = D.distance_many(t.inv, "0000:07:00.0", ["mlx5_8"])
-    assert (v.map_type, v.distance) == (D.THRU_HOST_BRIDGE, 4)
+    assert (v.map_type, v.distance) == (MapType.THRU_HOST_BRIDGE, 4)
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:06:00.0;0000:06:01.0"
     # before 5.4 the same path was rejected outright
     old = D.distance_many(t.inv, "0000:07:00.0", ["mlx5_8"], kernel="5.3")
-    assert (old.map_type, old.distance) == (D.NOT_SUPPORTED, -1)
+    assert (old.map_type, old.distance) == (MapType.NOT_SUPPORTED, -1)
     assert old.pairs[0].kernel_messages[0] == (
         "mlx5_core 0000:08:00.0: cannot be used for peer-to-peer DMA as ACS redirect is set "
         "between the client and provider (0000:07:00.0)")
@@ -271,7 +272,7 @@ def test_acs_order_provider_side_including_common_then_client_side():
     t.rnic("0000:04:00.0", d1, "mlx5_0", "eth0")                 # client below 02:00.0
     v = D.distance_many(t.inv, "0000:03:00.0", ["mlx5_0"])
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:02:08.0;0000:01:00.0;0000:02:00.0"
-    assert v.map_type == D.THRU_HOST_BRIDGE
+    assert v.map_type == MapType.THRU_HOST_BRIDGE
 
 
 def test_acs_ignored_without_common_bridge():
@@ -279,12 +280,12 @@ def test_acs_ignored_without_common_bridge():
     t.inv.pci["0000:00:01.0"].acs_ctrl = RR_CR
     t.inv.pci["0000:00:02.0"].acs_ctrl = RR_CR
     pv = D.pair(t.inv, "0000:01:00.0", "mlx5_0")
-    assert pv.map_type == D.THRU_HOST_BRIDGE and pv.kernel_parameter is None
+    assert pv.map_type == MapType.THRU_HOST_BRIDGE and pv.kernel_parameter is None
 
 
 def test_acs_bits_that_count():
     t = q35_lab(dsp_acs=ACS_SV_UF | 0x0002)      # SV, TB, UF: no redirect
-    assert D.pair(t.inv, P, B).map_type == D.BUS_ADDR
+    assert D.pair(t.inv, P, B).map_type == MapType.BUS_ADDR
     for bit in (0x0004, 0x0008, 0x0020):
         t = q35_lab(dsp_acs=bit)
         assert D.pair(t.inv, P, B).acs_redirect == ["0000:02:00.0", "0000:02:01.0"], hex(bit)
@@ -301,24 +302,24 @@ def test_multifunction_endpoint_with_acs():
     t.rnic("0000:01:00.1", rp, "mlx5_0", "eth0", acs=RR_CR)
     v = D.distance_many(t.inv, "0000:01:00.0", ["mlx5_0"])
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:01:00.0;0000:01:00.1"
-    assert v.pairs[0].hops == 2 and v.map_type == D.NOT_SUPPORTED   # 29c0 not whitelisted
+    assert v.pairs[0].hops == 2 and v.map_type == MapType.NOT_SUPPORTED   # 29c0 not whitelisted
     # clearing them (pci=disable_acs_redir) gives BUS_ADDR 2
     t.inv.pci["0000:01:00.0"].acs_ctrl = 0
     t.inv.pci["0000:01:00.1"].acs_ctrl = 0
     assert (D.pair(t.inv, "0000:01:00.0", "mlx5_0").map_type,
-            D.pair(t.inv, "0000:01:00.0", "mlx5_0").distance) == (D.BUS_ADDR, 2)
+            D.pair(t.inv, "0000:01:00.0", "mlx5_0").distance) == (MapType.BUS_ADDR, 2)
 
 
 def test_unknown_acs_is_not_silently_clear():
     t = q35_lab(readable=False, iommu=True)
     pv = D.pair(t.inv, P, B)
-    assert pv.map_type == D.NOT_SUPPORTED                  # assumed set (IOMMU active)
+    assert pv.map_type == MapType.NOT_SUPPORTED                  # assumed set (IOMMU active)
     assert any("unknown" in u and "0000:02:00.0" in u for u in pv.uncertain)
     assert any("clear on all of" in u and "bus_addr (distance 4) instead of not_supported" in u
                for u in pv.uncertain)
     t = q35_lab(readable=False, iommu=False)
     pv = D.pair(t.inv, P, B)
-    assert pv.map_type == D.BUS_ADDR                       # assumed clear (no IOMMU) ...
+    assert pv.map_type == MapType.BUS_ADDR                       # assumed clear (no IOMMU) ...
     assert any("assumed clear" in u for u in pv.uncertain)  # ... but says so
     assert any("set on all of" in u and "instead of bus_addr" in u for u in pv.uncertain)
 
@@ -329,7 +330,7 @@ def test_unreadable_acs_cleared_by_cmdline():
     t.inv.system.cmdline = cmd
     # the three switch ports are listed; the endpoints are single-function (assumed clear)
     pv = D.pair(t.inv, P, B)
-    assert pv.map_type == D.BUS_ADDR and pv.distance == 4
+    assert pv.map_type == MapType.BUS_ADDR and pv.distance == 4
     assert any("disable_acs_redir" in r for r in pv.reasons)
 
 
@@ -337,7 +338,7 @@ def test_unreadable_acs_cleared_by_path_spec_and_ids():
     t = q35_lab(readable=False, iommu=True)
     t.inv.system.cmdline = "pci=disable_acs_redir=00:04.0/00.0/00.0;pci:104c:8233"
     # 00:04.0/00.0/00.0 = root port -> 01:00.0 -> 02:00.0 ; pci:104c:8233 = all downstream ports
-    assert D.pair(t.inv, P, B).map_type == D.BUS_ADDR
+    assert D.pair(t.inv, P, B).map_type == MapType.BUS_ADDR
 
 
 # -- clients without a PCI parent, versions ------------------------------------------------------------
@@ -346,14 +347,14 @@ def test_soft_roce_client_7x_silently_no_p2p():
     inv = q35_lab().inv
     for name in ("rxe0", "dummy0", "10.77.0.1"):
         v = D.distance_many(inv, P, [name])
-        assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1), name
+        assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1), name
         assert "soft RDMA" in v.reasons[0] and "system memory" in v.reasons[0]
         assert v.pairs[0].kernel_messages == []
 
 
 def test_soft_roce_dma_virt_ops_5_x():
     v = D.distance_many(q35_lab().inv, P, ["rxe0"], kernel="5.10")
-    assert v.map_type == D.NOT_SUPPORTED
+    assert v.map_type == MapType.NOT_SUPPORTED
     assert v.pairs[0].kernel_messages == [
         "infiniband rxe0: cannot be used for peer-to-peer DMA because the driver makes use of "
         "dma_virt_ops"]
@@ -361,7 +362,7 @@ def test_soft_roce_dma_virt_ops_5_x():
 
 def test_soft_roce_unverified_window_is_uncertain():
     v = D.distance_many(q35_lab().inv, P, ["rxe0"], kernel="5.15")
-    assert v.map_type == D.NOT_SUPPORTED
+    assert v.map_type == MapType.NOT_SUPPORTED
     assert any("not verified" in u for u in v.uncertain)
     assert "not a PCI device" in v.pairs[0].kernel_messages[0]
 
@@ -370,7 +371,7 @@ def test_multipath_head_is_not_a_pci_device():
     t = q35_lab()
     t.multipath_head("nvme1n1", "nvme1")
     v = D.distance_many(t.inv, P, ["/dev/nvme1n1"])
-    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)
+    assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
     assert v.pairs[0].client.kind == D.KIND_MULTIPATH_HEAD
     assert "multipath head" in v.reasons[0] and "nvme_core.multipath=N" in v.reasons[0]
     assert v.pairs[0].kernel_messages == [
@@ -379,15 +380,15 @@ def test_multipath_head_is_not_a_pci_device():
 
 def test_no_p2pdma_before_4_20():
     v = D.distance_many(q35_lab().inv, P, [B], kernel="4.19")
-    assert v.map_type == D.NOT_SUPPORTED and "4.20" in v.reasons[0]
+    assert v.map_type == MapType.NOT_SUPPORTED and "4.20" in v.reasons[0]
 
 
 def test_kernel_default_is_inventory_and_override():
     t = _two_root_ports(kernel="5.5.0-1")
     v = D.distance_many(t.inv, "0000:01:00.0", ["mlx5_0"])
-    assert (v.kernel, v.kernel_source, v.map_type) == ("5.5", "inventory", D.NOT_SUPPORTED)
+    assert (v.kernel, v.kernel_source, v.map_type) == ("5.5", "inventory", MapType.NOT_SUPPORTED)
     v = D.distance_many(t.inv, "0000:01:00.0", ["mlx5_0"], kernel="6.1")
-    assert (v.kernel, v.kernel_source, v.map_type) == ("6.1", "--kernel", D.THRU_HOST_BRIDGE)
+    assert (v.kernel, v.kernel_source, v.map_type) == ("6.1", "--kernel", MapType.THRU_HOST_BRIDGE)
     with pytest.raises(InputError, match="not a kernel version"):
         D.distance_many(t.inv, "0000:01:00.0", ["mlx5_0"], kernel="latest")
 
@@ -420,11 +421,11 @@ def _lab_with_nic() -> Topo:
 def test_distance_many_sums_like_the_kernel():
     inv = _lab_with_nic().inv
     v = D.distance_many(inv, P, ["mlx5_0", "/dev/nvme0n1"])
-    assert (v.map_type, v.distance) == (D.BUS_ADDR, 4 + 0)
+    assert (v.map_type, v.distance) == (MapType.BUS_ADDR, 4 + 0)
     v = D.distance_many(inv, B, ["192.168.7.1", "nvme0n1"])
     assert v.distance == 8 and [p.distance for p in v.pairs] == [4, 4]
     v = D.distance_many(inv, P, ["mlx5_0", "nvme3n1"])
-    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)
+    assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
 
 
 def test_find_many_minimum_and_all_ties_in_enumeration_order():
@@ -523,6 +524,6 @@ def test_soft_rdma_with_a_pci_parent_on_4_20_follows_the_topology():
     t.inv.rdma["rxe1"] = type(t.inv.rdma["mlx5_0"])(name="rxe1", pci="0000:07:00.0",
                                                      driver="rdma_rxe", soft=True)
     pv = D.pair(t.inv, P, "rxe1", kernel="4.20")
-    assert (pv.map_type, pv.distance) == (D.BUS_ADDR, 4)
+    assert (pv.map_type, pv.distance) == (MapType.BUS_ADDR, 4)
     assert any("not verified" in u for u in pv.uncertain)
-    assert D.pair(t.inv, P, "rxe1", kernel="6.1").map_type == D.NOT_SUPPORTED
+    assert D.pair(t.inv, P, "rxe1", kernel="6.1").map_type == MapType.NOT_SUPPORTED

@@ -14,6 +14,7 @@ import pytest
 import sysfsfixture as sf
 from nvmet_p2p import cli
 from nvmet_p2p import distance as D
+from nvmet_p2p.defs import MapType
 
 from nvmet_p2p import inventory
 
@@ -30,11 +31,11 @@ def dm(m, provider_role: str, *clients: str, kernel=None) -> D.Verdict:
 def test_q35_same_switch_siblings_own_cmb_and_other_root_port(tmp_path):
     m = sf.q35_lab(tmp_path)
     v = dm(m, "cmbA", "/dev/nvme1n1")
-    assert (v.map_type, v.distance) == (D.BUS_ADDR, 4)
+    assert (v.map_type, v.distance) == (MapType.BUS_ADDR, 4)
     assert v.pairs[0].common_upstream == m.bdf("usp")
-    assert (dm(m, "cmbA", "nvme0n1").distance, dm(m, "cmbA", "nvme0n1").map_type) == (0, D.BUS_ADDR)
+    assert (dm(m, "cmbA", "nvme0n1").distance, dm(m, "cmbA", "nvme0n1").map_type) == (0, MapType.BUS_ADDR)
     v = dm(m, "cmbA", "nvme3n1")
-    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)
+    assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
     assert any("8086:29c0" in r for r in v.reasons)
     assert v.pairs[0].kernel_messages[-1] == (
         "nvme 0000:06:00.0: cannot be used for peer-to-peer DMA as the client and provider "
@@ -48,7 +49,7 @@ def test_functions_of_one_device_and_vfs(tmp_path):
     assert D.pair(inv, pf, vf0).distance == 2
     assert D.pair(inv, vf0, vf1).distance == 2
     pv = D.pair(inv, m.bdf("cmb"), "mlx5_1")          # mlx5_1 is VF 0
-    assert (pv.map_type, pv.distance, pv.common_upstream) == (D.BUS_ADDR, 4, m.bdf("usp"))
+    assert (pv.map_type, pv.distance, pv.common_upstream) == (MapType.BUS_ADDR, 4, m.bdf("usp"))
     assert pv.client.bdf == vf0
 
 
@@ -57,22 +58,22 @@ def test_nested_switches(tmp_path):
     assert dm(m, "cmbA", "nvme1").distance == 4
     v = dm(m, "cmbA", "mlx5_0")
     assert (v.map_type, v.distance, v.pairs[0].common_upstream) == \
-        (D.BUS_ADDR, 6, m.bdf("outer_usp"))
+        (MapType.BUS_ADDR, 6, m.bdf("outer_usp"))
 
 
 def test_skylake_sp_whitelisted_root_ports(tmp_path):
     m = sf.skylake_sp(tmp_path)
     v = dm(m, "cmb", "mlx5_0")
-    assert (v.map_type, v.distance, v.crosses_root_complex) == (D.THRU_HOST_BRIDGE, 4, True)
-    assert dm(m, "cmb", "mlx5_0", kernel="5.5").map_type == D.NOT_SUPPORTED   # before 8086:2030
+    assert (v.map_type, v.distance, v.crosses_root_complex) == (MapType.THRU_HOST_BRIDGE, 4, True)
+    assert dm(m, "cmb", "mlx5_0", kernel="5.5").map_type == MapType.NOT_SUPPORTED   # before 8086:2030
 
 
 def test_req_same_host_bridge_across_two_host_bridges(tmp_path):
     m = sf.two_host_bridges(tmp_path)
     assert (dm(m, "cmb0", "mlx5_0").map_type, dm(m, "cmb0", "mlx5_0").distance) == \
-        (D.THRU_HOST_BRIDGE, 4)
+        (MapType.THRU_HOST_BRIDGE, 4)
     v = dm(m, "cmb0", "mlx5_1")
-    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)
+    assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
     assert any("REQ_SAME_HOST_BRIDGE" in r for r in v.reasons)
     r = D.find_many(read(m), ["mlx5_1"])
     assert r.ties == [m.bdf("cmb1")]
@@ -81,31 +82,31 @@ def test_req_same_host_bridge_across_two_host_bridges(tmp_path):
 def test_amd_zen(tmp_path):
     m = sf.amd_zen(tmp_path)
     v = dm(m, "cmb", "mlx5_0")
-    assert (v.map_type, v.distance) == (D.THRU_HOST_BRIDGE, 4)
+    assert (v.map_type, v.distance) == (MapType.THRU_HOST_BRIDGE, 4)
     assert any("family 0x17" in r for r in v.reasons)
-    assert dm(m, "cmb", "mlx5_0", kernel="5.8").map_type == D.THRU_HOST_BRIDGE  # 1022:1450 entry
+    assert dm(m, "cmb", "mlx5_0", kernel="5.8").map_type == MapType.THRU_HOST_BRIDGE  # 1022:1450 entry
     m2 = sf.amd_zen(tmp_path / "pre", cpu_family=0x15)
-    assert dm(m2, "cmb", "mlx5_0").map_type == D.NOT_SUPPORTED                  # entry dropped 5.9
+    assert dm(m2, "cmb", "mlx5_0").map_type == MapType.NOT_SUPPORTED                  # entry dropped 5.9
 
 
 def test_acs_rr_on_downstream_ports_exact_parameter(tmp_path):
     m = sf.acs_switch(tmp_path)
     v = dm(m, "cmbA", "mlx5_0")
-    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)
+    assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:02:00.0;0000:02:02.0"
     assert v.pairs[0].kernel_messages[1] == (
         "mlx5_core 0000:05:00.0: to disable ACS redirect for this path, add the kernel parameter: "
         "pci=disable_acs_redir=0000:02:00.0;0000:02:02.0")
     m.set_acs(m.bdf("dsp1"), 0x11).set_acs(m.bdf("dsp3"), 0x11).write()   # SV|UF only
     assert (dm(m, "cmbA", "mlx5_0").map_type, dm(m, "cmbA", "mlx5_0").distance) == \
-        (D.BUS_ADDR, 4)
+        (MapType.BUS_ADDR, 4)
 
 
 def test_multifunction_endpoint_with_acs(tmp_path):
     m = sf.multifunction_acs(tmp_path)
     v = dm(m, "cmb", "mlx5_0")
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:04:00.0"
-    assert v.pairs[0].hops == 4 and v.map_type == D.NOT_SUPPORTED
+    assert v.pairs[0].hops == 4 and v.map_type == MapType.NOT_SUPPORTED
     inv = read(m)
     pv = D.pair(inv, m.bdf("nic0"), "mlx5_1")
     assert (pv.hops, pv.kernel_parameter) == (2, "pci=disable_acs_redir=0000:04:00.0;0000:04:00.1")
@@ -115,7 +116,7 @@ def test_soft_roce_and_siw_clients(tmp_path):
     m = sf.soft_roce(tmp_path, siw=True)
     for client in ("rxe_dummy", "10.77.0.1", "siw0"):
         v = dm(m, "cmbA", client)
-        assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1), client
+        assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1), client
         assert "soft RDMA" in v.reasons[0]
     assert "dma_virt_ops" in dm(m, "cmbA", "rxe_dummy", kernel="5.4").pairs[0].kernel_messages[0]
 
@@ -123,7 +124,7 @@ def test_soft_roce_and_siw_clients(tmp_path):
 def test_multipath_head_client(tmp_path):
     m = sf.multipath(tmp_path)
     v = dm(m, "cmbA", "/dev/" + m.head)
-    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)
+    assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
     assert v.pairs[0].client.kind == D.KIND_MULTIPATH_HEAD
     assert v.pairs[0].kernel_messages == [
         f"block {m.head}: cannot be used for peer-to-peer DMA as it is not a PCI device"]
@@ -146,7 +147,7 @@ def test_non_root_config_reads_make_acs_uncertain(tmp_path):
     m.write()
     v = dm(m, "cmbA", "mlx5_0")
     # IOMMU active -> downstream ports assumed to redirect, and said so
-    assert v.map_type == D.NOT_SUPPORTED
+    assert v.map_type == MapType.NOT_SUPPORTED
     assert any("unknown" in u and "0000:02:00.0" in u for u in v.uncertain)
     assert any("clear on all of" in u and "bus_addr" in u for u in v.uncertain)
 
@@ -192,11 +193,11 @@ def test_intel_vmd_domain_is_its_own_host_bridge(tmp_path):
     assert (hb, f.host_bridge, f.upstream) == ("pci10000:00", "pci10000:00", ["10000:00:02.0"])
     assert inv.pci[m.bdf("vmd")].host_bridge == "pci0000:3a"
     v = D.distance_many(inv, m.bdf("vcmb"), ["nvme3n1"])
-    assert (v.map_type, v.distance) == (D.NOT_SUPPORTED, -1)
+    assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
     assert any("a0bc" in r for r in v.reasons)
     # the same CMB for its own namespace is distance 0 (BUS_ADDR) inside the VMD domain
     assert (D.pair(inv, m.bdf("vcmb"), "nvme2n1").map_type,
-            D.pair(inv, m.bdf("vcmb"), "nvme2n1").distance) == (D.BUS_ADDR, 0)
+            D.pair(inv, m.bdf("vcmb"), "nvme2n1").distance) == (MapType.BUS_ADDR, 0)
 
 
 def test_cli_client_given_as_a_by_id_link(tmp_path, capsys):

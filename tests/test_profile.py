@@ -551,3 +551,25 @@ def test_stable_by_id_name_preference():
     assert profile.stable_by_id_name("nvme3n1", links).startswith("nvme-uuid.")
     assert profile.stable_by_id_name("nvme3n1", {"nvme-Model_SER": "nvme3n1"}) == "nvme-Model_SER"
     assert profile.stable_by_id_name("nvme4n1", links) is None
+
+
+# -- names never become paths; NQN limits at N and N+1 (issue 14) ------------------------------
+
+@pytest.mark.parametrize("nqn,needle", [
+    ("nqn.2026-13.io.example:lab/plain", "must not contain '/'"),
+    ("nqn.2026-11.io.x:../../hosts/evil", "must not contain '/'"),
+    ("nqn.2026-13.io.example:lab-plain", "month 13"),
+    ("nqn.2026-00.io.example:lab-plain", "month 00"),
+])
+def test_profile_nqn_follows_the_kernel_rules_of_a_state_file(tmp_path, nqn, needle):
+    errs = errors(tmp_path, BASE.replace(f"nqn: {SUB}", f"nqn: '{nqn}'"))
+    assert any(needle in e and ":9:" in e for e in errs), errs
+
+
+def test_profile_nqn_length_limit_is_223_bytes(tmp_path):
+    head = "nqn.2026-01.io.x:"
+    ok = head + "a" * (223 - len(head))
+    r = resolve(tmp_path, BASE.replace(f"nqn: {SUB}", f"nqn: {ok}"))
+    assert r.subsystems[0].nqn == ok and len(ok) == 223
+    err = one_error(tmp_path, BASE.replace(f"nqn: {SUB}", f"nqn: {ok}a"))
+    assert "224 bytes long, longer than 223 bytes" in err

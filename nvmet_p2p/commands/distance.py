@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 
 from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
+from nvmet_p2p.defs import MapType
 from nvmet_p2p.distance import P2pdma, Verdict
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.output import emit
@@ -96,7 +97,7 @@ def _human(v: Verdict, eng: P2pdma) -> str:
     out.append("")
     head = v.map_type.upper()
     out.append(f"{head}, distance {v.distance}" + (
-        "  (through the root complex)" if v.crosses_root_complex and v.map_type != "not_supported"
+        "  (through the root complex)" if v.crosses_root_complex and v.map_type != MapType.NOT_SUPPORTED
         else ""))
     for r in v.reasons:
         out.append(f"  - {r}")

@@ -21,9 +21,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+from nvmet_p2p.defs import NQN_MAX
 from nvmet_p2p.errors import InputError, NvmetP2PError
-
-DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 
 
 class NvmeCliError(NvmetP2PError):
@@ -93,7 +92,7 @@ def host_identity(hostnqn: str | None = None, hostid: str | None = None, root: s
         source = "generated"
     if not hostid:
         hostid = str(uuid.uuid4())
-    if not hostnqn.startswith("nqn.") or len(hostnqn) > 223:
+    if not hostnqn.startswith("nqn.") or len(hostnqn.encode()) > NQN_MAX:
         raise InputError(f"not a valid host NQN: {hostnqn!r}", where="--hostnqn")
     try:
         uuid.UUID(hostid)
