@@ -314,9 +314,39 @@ def late_mappings(events: list[LogEvent]) -> list[LogEvent]:
 # Pool sampling (the only edge in this module)
 # --------------------------------------------------------------------------------------
 
+#: Bytes nvmet-rdma moves in one command at most (``NVMET_RDMA_MAX_MDTS`` 8: 2^8 x 4 KiB): the
+#: host splits larger I/O, so no single p2pmem allocation is bigger.
+NVMET_RDMA_MAX_TRANSFER = 1 << 20
+#: p2pmem is handed out in whole pages (the provider's ``gen_pool`` has PAGE_SIZE granules).
+P2PMEM_GRANULE = 4096
+
+
+def near_zero_threshold(size: int | None, io_size: int | None = None) -> int:
+    """Below how many available bytes a pool counts as exhausted.
+
+    ``nvmet_req_alloc_sgls()`` needs one contiguous chunk of the request's transfer length; when
+    the pool has less, that request silently gets system memory (kernel ``sgl_alloc()``). With
+    the hosts' I/O size known (``bench`` knows each workload's; ``status --io-size``), the pool
+    is exhausted once ``available`` is below it. Without it: below 1/64 of the pool. Always at
+    least one page and at most :data:`NVMET_RDMA_MAX_TRANSFER`."""
+    if io_size:
+        want = io_size
+    elif size:
+        want = size // 64
+    else:
+        want = NVMET_RDMA_MAX_TRANSFER
+    return max(P2PMEM_GRANULE, min(NVMET_RDMA_MAX_TRANSFER, want))
+
+
 @dataclass
 class PoolStats:
-    """``p2pmem/available`` of one provider sampled over a window."""
+    """``p2pmem/available`` of one provider sampled over a window.
+
+    Samples added with a time (seconds, any monotonic clock) also measure *how long* the pool
+    was exhausted: each reading holds until the next one (sample and hold), so
+    ``seconds_near_zero`` is the time ``available`` spent below :attr:`near_zero_below` (see
+    :func:`near_zero_threshold`) and ``seconds_at_zero`` the time at exactly 0.
+    """
 
     provider: str
     size: int | None = None
@@ -326,6 +356,13 @@ class PoolStats:
     last: int | None = None
     samples: int = 0
     errors: int = 0
+    io_size: int | None = None          # largest I/O the hosts send, when known
+    samples_near_zero: int = 0
+    samples_at_zero: int = 0
+    seconds_near_zero: float = 0.0
+    seconds_at_zero: float = 0.0
+    window: float = 0.0                 # seconds from the first to the last timed sample
+    _t_last: float | None = field(default=None, repr=False, compare=False)
 
     @property
     def moved(self) -> bool:
@@ -339,19 +376,84 @@ class PoolStats:
             return None
         return self.maximum - self.minimum
 
-    def add(self, value: int) -> None:
+    @property
+    def near_zero_below(self) -> int:
+        return near_zero_threshold(self.size, self.io_size)
+
+    @property
+    def exhausted(self) -> bool:
+        """Was ``available`` below :attr:`near_zero_below` in any sample?"""
+        return self.samples_near_zero > 0
+
+    def add(self, value: int, t: float | None = None) -> None:
+        """One reading; ``t`` (seconds) makes the time spent near zero measurable."""
+        if t is not None and self._t_last is not None and self.last is not None:
+            dt = max(0.0, t - self._t_last)
+            self.window += dt
+            if self.last < self.near_zero_below:
+                self.seconds_near_zero += dt
+            if self.last == 0:
+                self.seconds_at_zero += dt
+        if t is not None:
+            self._t_last = t
         self.samples += 1
+        if value < self.near_zero_below:
+            self.samples_near_zero += 1
+        if value == 0:
+            self.samples_at_zero += 1
         if self.first is None:
             self.first = value
         self.last = value
         self.minimum = value if self.minimum is None else min(self.minimum, value)
         self.maximum = value if self.maximum is None else max(self.maximum, value)
 
+    def merge(self, other: "PoolStats") -> None:
+        """Fold another window of the same provider into this one (totals over a run)."""
+        if other.samples == 0:
+            self.errors += other.errors
+            return
+        self.size = self.size if self.size is not None else other.size
+        self.first = self.first if self.first is not None else other.first
+        self.last = other.last
+        for v in (other.minimum, other.maximum):
+            self.minimum = v if self.minimum is None else min(self.minimum, v)
+            self.maximum = v if self.maximum is None else max(self.maximum, v)
+        self.samples += other.samples
+        self.errors += other.errors
+        self.samples_near_zero += other.samples_near_zero
+        self.samples_at_zero += other.samples_at_zero
+        self.seconds_near_zero += other.seconds_near_zero
+        self.seconds_at_zero += other.seconds_at_zero
+        self.window += other.window
+        if other.io_size and (not self.io_size or other.io_size > self.io_size):
+            self.io_size = other.io_size
+
+    def usage(self) -> dict:
+        """The numbers a verdict quotes: pool size, lowest ``available``, peak in use, and the
+        time (seconds and share of the window) spent near and at zero."""
+        def pct(s: float) -> float | None:
+            return round(100.0 * s / self.window, 1) if self.window > 0 else None
+        return {"provider": self.provider, "size": self.size, "min_available": self.minimum,
+                "max_available": self.maximum, "peak_in_use": self.max_in_use, "moved": self.moved,
+                "samples": self.samples, "window_s": round(self.window, 3),
+                "near_zero_below": self.near_zero_below, "io_size": self.io_size,
+                "samples_near_zero": self.samples_near_zero,
+                "seconds_near_zero": round(self.seconds_near_zero, 3),
+                "pct_near_zero": pct(self.seconds_near_zero),
+                "samples_at_zero": self.samples_at_zero,
+                "seconds_at_zero": round(self.seconds_at_zero, 3), "pct_at_zero": pct(self.seconds_at_zero),
+                "exhausted": self.exhausted}
+
     def to_dict(self) -> dict:
-        return {"provider": self.provider, "size": self.size, "first": self.first,
-                "min": self.minimum, "max": self.maximum, "last": self.last,
-                "samples": self.samples, "errors": self.errors, "moved": self.moved,
-                "max_in_use": self.max_in_use}
+        d = {"provider": self.provider, "size": self.size, "first": self.first,
+             "min": self.minimum, "max": self.maximum, "last": self.last,
+             "samples": self.samples, "errors": self.errors, "moved": self.moved,
+             "max_in_use": self.max_in_use}
+        u = self.usage()
+        d.update({k: u[k] for k in ("window_s", "io_size", "near_zero_below", "samples_near_zero",
+                                    "seconds_near_zero", "pct_near_zero", "samples_at_zero",
+                                    "seconds_at_zero", "pct_at_zero", "exhausted")})
+        return d
 
 
 def _p2pmem_dir(root: str, bdf: str) -> str:
@@ -367,17 +469,21 @@ class PoolSampler:
     """Samples ``p2pmem/available`` of some providers in a background thread.
 
     Use as a context manager around the I/O; ``stats`` holds one :class:`PoolStats` per
-    provider. ``interval`` is in seconds (default 0.1 s: cheap, a sysfs read each).
+    provider. ``interval`` is in seconds (default 0.1 s: cheap, a sysfs read each);
+    ``io_size`` the largest I/O the hosts send, when known (what "exhausted" means, see
+    :func:`near_zero_threshold`); ``clock`` the time source of the samples.
     """
 
     def __init__(self, providers: Iterable[str], root: str = "/", interval: float = 0.1,
-                 reader: Callable[[str, str], int] = read_available):
+                 reader: Callable[[str, str], int] = read_available, io_size: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.root = root
         self.interval = interval
         self.reader = reader
+        self.clock = clock
         self.stats: dict[str, PoolStats] = {}
         for bdf in providers:
-            st = PoolStats(provider=bdf)
+            st = PoolStats(provider=bdf, io_size=io_size)
             try:
                 with open(os.path.join(_p2pmem_dir(root, bdf), "size")) as f:
                     st.size = int(f.read().strip())
@@ -392,9 +498,11 @@ class PoolSampler:
     def sample_once(self) -> None:
         for bdf, st in self.stats.items():
             try:
-                st.add(self.reader(self.root, bdf))
+                value = self.reader(self.root, bdf)
             except (OSError, ValueError):
                 st.errors += 1
+                continue
+            st.add(value, self.clock())
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -428,6 +536,7 @@ class PoolSampler:
 # --------------------------------------------------------------------------------------
 
 ACTIVE = "offload active"
+PARTIAL = "offload partial"
 INACTIVE = "inactive"
 
 # Reason codes (stable, for --json consumers); the text says it in words.
@@ -440,6 +549,7 @@ R_UNREACHABLE = "provider_unreachable_from_nic"
 R_NO_PROVIDER = "no_provider_for_nic_and_device"
 R_NO_MAPPING = "no_mapping_logged"
 R_POOL_UNUSED = "pool_never_used"
+R_POOL_EXHAUSTED = "pool_exhausted"
 R_NOT_CONNECTED = "no_controller"
 
 
@@ -454,29 +564,47 @@ class PortFacts:
     rdma_soft: bool | None = None     # rxe/siw (virtual DMA): never a p2p client
     rdma_pci: str | None = None       # PCI function of the RDMA device
     rdma_driver: str | None = None
+    rdma_emulated: str | None = None  # the inventory's words when the device is an emulation
 
 
 @dataclass
 class Verdict:
-    """Whether one namespace's I/O through one controller used peer-to-peer memory."""
+    """Whether one namespace's I/O through one controller used peer-to-peer memory.
+
+    ``verdict`` is ``offload active`` (the kernel mapped p2pmem and, when sampled, the pool was
+    used), ``offload partial`` (mapped and used, but the pool ran out while I/O ran: the
+    requests arriving then got system memory) or ``inactive``. ``pool`` carries the sampled
+    numbers of the provider's pool; ``emulated`` says which part of the evidence comes from an
+    emulated device (the lab's NIC), in words.
+    """
 
     subsystem: str
     nsid: int
     cntlid: int | None
-    verdict: str                      # ACTIVE or INACTIVE
-    reason: str | None = None         # R_* code when inactive
+    verdict: str                      # ACTIVE, PARTIAL or INACTIVE
+    reason: str | None = None         # R_* code unless active
     detail: str = ""                  # one sentence a user can act on
     provider: str | None = None       # provider the mapping names, or the configured one
     port: int | None = None
     evidence: list[str] = field(default_factory=list)
     kernel_parameter: str | None = None
+    pool: dict | None = None          # PoolStats.usage() of the provider, when sampled
+    emulated: str | None = None
 
     @property
     def active(self) -> bool:
         return self.verdict == ACTIVE
 
+    @property
+    def partial(self) -> bool:
+        return self.verdict == PARTIAL
+
     def headline(self) -> str:
-        return self.verdict if self.active else f"{INACTIVE}: {self.detail or self.reason}"
+        if self.active:
+            text = self.verdict
+        else:
+            text = f"{self.verdict}: {self.detail or self.reason}"
+        return text + (" (emulated NIC)" if self.emulated else "")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -491,6 +619,17 @@ class DistanceFacts:
     map_type: str                     # a MapType value
     reasons: list[str] = field(default_factory=list)
     kernel_parameter: str | None = None
+    distance: int | None = None       # the kernel's number (-1 when not supported)
+
+
+def _mib(n: int | None) -> str:
+    """Bytes in the largest binary unit, exact when it divides (``128 KiB``, ``1.9 MiB``)."""
+    if n is None:
+        return "?"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n // size} {unit}" if n % size == 0 else f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def decide(*, subsystem: str, nsid: int, ns_enabled: bool, p2pmem: str,
@@ -504,65 +643,128 @@ def decide(*, subsystem: str, nsid: int, ns_enabled: bool, p2pmem: str,
     ``p2pmem`` is the namespace attribute read back (``"0"``, ``"1"`` or a provider BDF);
     ``ports`` the ports the subsystem is linked to; ``port`` the port this controller came
     through when known (host side, or nvmet debugfs), else every port in ``ports`` is a
-    candidate; ``distance`` the distance module's verdict for (provider, NIC) when an explicit
-    provider and a PCI RDMA device are known; ``pools`` the sampled ``available`` statistics;
-    ``io_during_sampling`` whether the caller knows I/O ran while the pools were sampled.
-    Rules, first match wins (kernel.md §4):
+    candidate; ``distance`` the distance module's verdict for (provider, NIC) when the provider
+    (configured, or mapped in auto mode) and a PCI RDMA device are known; ``pools`` the sampled
+    ``available`` statistics; ``io_during_sampling`` whether the caller knows I/O ran while the
+    pools were sampled. Rules, first match wins (kernel.md §4):
 
     1. ``p2pmem`` 0 -> inactive (off);   2. namespace disabled -> inactive;
-    3. a ``using p2pmem`` line for this controller and nsid -> active, unless the pool was
-       sampled during I/O and never moved (-> inactive, pool never used);
+    3. a ``using p2pmem`` line for this controller and nsid -> active; with pool samples:
+       partial when ``available`` went near zero while the pool was in use (requests then fall
+       back, silently), inactive when it sat near zero or never moved while I/O ran;
     4. every candidate port is a non-RDMA transport -> inactive (no p2p client);
     5. every candidate port is RDMA on a soft device -> inactive (soft RDMA); a mix of soft
        RDMA and other transports -> inactive (no p2p client on any port);
-    6. explicit provider the distance module says the NIC cannot reach -> inactive;
+    6. explicit provider the distance module says the NIC cannot reach -> inactive, quoting
+       the kernel's refusal printed at connect time;
     7. auto-mode connect refusal logged for this controller -> inactive (no provider);
     8. otherwise -> inactive, no mapping logged.
     """
     cntlid = ctrl.cntlid if ctrl else None
+    candidates = [port] if port is not None else list(ports)
     v = Verdict(subsystem=subsystem, nsid=nsid, cntlid=cntlid, verdict=INACTIVE,
-                port=port.portid if port else None)
-    explicit = p2pmem not in ("0", "1", "")
-    if explicit:
+                port=port.portid if port else None, emulated=_emulated(candidates))
+    if p2pmem not in ("0", "1", ""):
         v.provider = p2pmem
     if p2pmem in ("0", ""):
         v.reason, v.detail = R_P2PMEM_OFF, "p2pmem is 0 for this namespace (system memory by configuration)"
+        v.emulated = None
         return v
     if not ns_enabled:
         v.reason, v.detail = R_NS_DISABLED, "namespace is not enabled"
+        v.emulated = None
         return v
     if ctrl is None:
         v.reason, v.detail = R_NOT_CONNECTED, "no host controller of this subsystem in the kernel log"
+        v.emulated = None
         return v
-
-    mapped = ctrl.mappings.get(nsid)
-    if mapped:
-        v.provider = mapped
-        v.evidence.append(f"kernel: nvmet: using p2pmem on {mapped} for nsid {nsid} "
-                          f"(controller {ctrl.cntlid})")
-        if explicit and mapped != p2pmem:
-            v.evidence.append(f"note: configured provider is {p2pmem}, the kernel mapped {mapped}")
-        st = (pools or {}).get(mapped)
-        if st is not None and st.samples:
-            if st.moved:
-                v.evidence.append(f"p2pmem/available of {mapped} moved during I/O: "
-                                  f"min {st.minimum}, max {st.maximum} ({st.max_in_use} bytes in use at peak)")
-            elif io_during_sampling:
-                v.reason = R_POOL_UNUSED
-                v.detail = (f"mapping logged but p2pmem/available of {mapped} stayed at {st.maximum} "
-                            f"for all {st.samples} samples while I/O ran: every request fell back to "
-                            f"system memory (pool exhausted, inline writes only, or no I/O to this namespace)")
-                return v
-            else:
-                v.evidence.append(f"p2pmem/available of {mapped} did not move in {st.samples} samples "
-                                  f"(no I/O known to run while sampling)")
-        else:
-            v.evidence.append("pool use not sampled (sample p2pmem/available while I/O runs to confirm)")
-        v.verdict, v.reason = ACTIVE, None
-        v.detail = f"NIC DMA goes to p2pmem on {mapped}"
+    if ctrl.mappings.get(nsid):
+        return _mapped(v, ctrl, p2pmem, candidates, distance, pools or {}, io_during_sampling)
+    if _no_p2p_client(v, candidates, port):
+        v.emulated = None
         return v
+    if distance is not None and distance.map_type == MapType.NOT_SUPPORTED:
+        return _unreachable(v, ctrl, p2pmem, candidates, distance)
+    return _not_mapped(v, ctrl, candidates)
 
-    candidates = [port] if port is not None else list(ports)
+
+def _emulated(candidates: list[PortFacts]) -> str | None:
+    labels = sorted({p.rdma_emulated for p in candidates if p and p.rdma_emulated})
+    return "; ".join(labels) or None
+
+
+def _nic_words(candidates: list[PortFacts]) -> str:
+    p = next((p for p in candidates if p.rdma_device), None)
+    if p is None:
+        return "the NIC"
+    return p.rdma_device + (f" (PCI {p.rdma_pci})" if p.rdma_pci else "")
+
+
+def _distance_words(d: DistanceFacts, provider: str, nic: str) -> str:
+    dist = f", distance {d.distance}" if d.distance is not None else ""
+    return f"distance {provider} -> {nic}: {d.map_type}{dist}"
+
+
+def _mapped(v: Verdict, ctrl: ControllerEvidence, p2pmem: str, candidates: list[PortFacts],
+            distance: DistanceFacts | None, pools: dict[str, PoolStats], io_ran: bool) -> Verdict:
+    """Rule 3: the kernel logged a mapping for this controller and nsid."""
+    mapped = ctrl.mappings[v.nsid]
+    v.provider = mapped
+    v.evidence.append(f"kernel: nvmet: using p2pmem on {mapped} for nsid {v.nsid} "
+                      f"(controller {ctrl.cntlid})")
+    if p2pmem not in ("0", "1", "") and mapped != p2pmem:
+        v.evidence.append(f"note: configured provider is {p2pmem}, the kernel mapped {mapped}")
+    if p2pmem == "1":
+        v.evidence.append(f"auto mode (p2pmem=1): the kernel chose {mapped} when the host connected")
+    if distance is not None:
+        v.evidence.append(_distance_words(distance, mapped, _nic_words(candidates)))
+    v.verdict, v.reason = ACTIVE, None
+    v.detail = f"NIC DMA goes to p2pmem on {mapped}"
+    st = pools.get(mapped)
+    if st is None or not st.samples:
+        v.evidence.append("pool use not sampled (sample p2pmem/available while I/O runs to confirm)")
+        return v
+    v.pool = st.usage()
+    return _pool_verdict(v, st, io_ran)
+
+
+def _pool_verdict(v: Verdict, st: PoolStats, io_ran: bool) -> Verdict:
+    """What the samples of the mapped provider's pool add to a logged mapping."""
+    u, mapped = v.pool, st.provider
+    span = (f"{u['seconds_near_zero']:.1f} s of {u['window_s']:.1f} s ({u['pct_near_zero']:.0f}%)"
+            if u["pct_near_zero"] is not None else f"{st.samples_near_zero} of {st.samples} samples")
+    below = f"below {_mib(st.near_zero_below)}" + (f" (the I/O size)" if st.io_size else "")
+    if st.exhausted and st.moved:
+        v.verdict, v.reason = PARTIAL, R_POOL_EXHAUSTED
+        v.detail = (f"pool exhausted: p2pmem/available of {mapped} was {below} for {span}, lowest "
+                    f"{_mib(st.minimum)}; peak in use {_mib(st.max_in_use)} of a {_mib(st.size)} pool. "
+                    f"Requests arriving then silently used system memory")
+        v.evidence.append(f"p2pmem/available of {mapped} moved during I/O: min {st.minimum}, max {st.maximum} "
+                          f"({st.max_in_use} bytes in use at peak); at 0 for {u['seconds_at_zero']:.1f} s")
+        return v
+    if st.exhausted:       # and never moved: it sat near zero the whole window
+        v.verdict, v.reason = INACTIVE, R_POOL_EXHAUSTED
+        v.detail = (f"pool exhausted: p2pmem/available of {mapped} stayed {below} (at {_mib(st.maximum)} "
+                    f"of a {_mib(st.size)} pool) for all {st.samples} samples: "
+                    + ("every request got system memory" if io_ran else "any request gets system memory"))
+        return v
+    if st.moved:
+        v.evidence.append(f"p2pmem/available of {mapped} moved during I/O: min {st.minimum}, max {st.maximum} "
+                          f"({st.max_in_use} bytes in use at peak)")
+        return v
+    if io_ran:
+        v.verdict, v.reason = INACTIVE, R_POOL_UNUSED
+        v.detail = (f"mapping logged but p2pmem/available of {mapped} stayed at {st.maximum} "
+                    f"for all {st.samples} samples while I/O ran: every request fell back to "
+                    f"system memory (inline writes only, or no I/O to this namespace)")
+        return v
+    v.evidence.append(f"p2pmem/available of {mapped} did not move in {st.samples} samples "
+                      f"(no I/O known to run while sampling)")
+    return v
+
+
+def _no_p2p_client(v: Verdict, candidates: list[PortFacts], port: PortFacts | None) -> bool:
+    """Rules 4 and 5: no candidate port can give the controller a p2p client."""
     if candidates and all(p.trtype != "rdma" for p in candidates):
         kinds = sorted({p.trtype for p in candidates})
         v.reason = R_TRANSPORT
@@ -570,29 +772,44 @@ def decide(*, subsystem: str, nsid: int, ns_enabled: bool, p2pmem: str,
                     f"device DMAs into p2pmem; data goes through system memory")
         if port is None and len(candidates) > 1:
             v.evidence.append("controller's port not known; every port of the subsystem is " + "/".join(kinds))
-        return v
+        return True
     if candidates and all(p.trtype == "rdma" and p.rdma_soft for p in candidates):
         devs = ", ".join(sorted({p.rdma_device or "?" for p in candidates}))
         v.reason = R_SOFT_RDMA
         v.detail = (f"soft RDMA ({devs}: virtual DMA, no PCI parent): nvmet-rdma sets no p2p client, "
                     f"so the kernel never maps p2pmem for this controller")
-        return v
+        return True
     if candidates and all(p.trtype != "rdma" or p.rdma_soft for p in candidates):
         parts = sorted({f"soft RDMA {p.rdma_device}" if p.trtype == "rdma" else p.trtype for p in candidates})
         v.reason = R_NO_P2P_CLIENT
         v.detail = (f"no port of this subsystem can give the controller a p2p client ({', '.join(parts)}); "
                     f"data goes through system memory")
         v.evidence.append("controller's port not known (no nvmet debugfs); every candidate lacks a p2p client")
-        return v
-    if distance is not None and distance.map_type == MapType.NOT_SUPPORTED:
-        nic = next((p.rdma_device for p in candidates if p.rdma_device), "the NIC")
-        v.reason = R_UNREACHABLE
-        v.detail = (f"provider {p2pmem} is not reachable from {nic}"
-                    + (f": {'; '.join(distance.reasons)}" if distance.reasons else ""))
-        v.kernel_parameter = distance.kernel_parameter
-        for r in ctrl.refusals:
-            v.evidence.append("kernel: " + r.message)
-        return v
+        return True
+    return False
+
+
+def _unreachable(v: Verdict, ctrl: ControllerEvidence, p2pmem: str, candidates: list[PortFacts],
+                 distance: DistanceFacts) -> Verdict:
+    """Rule 6: the configured provider is one the NIC cannot reach (the kernel refused it when
+    the host connected; the connection itself succeeded, on system memory)."""
+    nic = _nic_words(candidates)
+    v.reason = R_UNREACHABLE
+    mine = [r for r in ctrl.refusals if r.provider in (None, p2pmem)]
+    said = [r for r in mine if r.kind != KIND_ACS_PARAMETER]
+    v.detail = (f"provider {p2pmem} is not reachable from {nic}"
+                + (f": {'; '.join(distance.reasons)}" if distance.reasons else "")
+                + ("; the kernel refused it when the host connected" if said else "")
+                + "; the connection runs on system memory")
+    v.kernel_parameter = distance.kernel_parameter or next(
+        (r.kernel_parameter for r in mine if r.kernel_parameter), None)
+    v.evidence.extend("kernel: " + r.message for r in mine)
+    v.evidence.append(_distance_words(distance, p2pmem, nic))
+    return v
+
+
+def _not_mapped(v: Verdict, ctrl: ControllerEvidence, candidates: list[PortFacts]) -> Verdict:
+    """Rules 7 and 8: a p2p client was possible, but the kernel logged no mapping."""
     auto_refusals = [r for r in ctrl.refusals if r.kind == KIND_NO_P2P_FOR_CTRL]
     if auto_refusals:
         r = auto_refusals[0]
@@ -602,7 +819,7 @@ def decide(*, subsystem: str, nsid: int, ns_enabled: bool, p2pmem: str,
         v.evidence.extend("kernel: " + x.message for x in ctrl.refusals)
         return v
     v.reason = R_NO_MAPPING
-    v.detail = (f"no 'using p2pmem ... for nsid {nsid}' line for controller {ctrl.cntlid}: the kernel "
+    v.detail = (f"no 'using p2pmem ... for nsid {v.nsid}' line for controller {ctrl.cntlid}: the kernel "
                 f"did not map p2pmem for it")
     for r in ctrl.refusals:
         v.evidence.append("kernel: " + r.message)

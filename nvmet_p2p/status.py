@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from nvmet_p2p import evidence as ev
-from nvmet_p2p.model import Inventory
+from nvmet_p2p.model import Inventory, RdmaDevice
 from nvmet_p2p.state import Namespace, Port, Subsystem, TargetState
 
 SCHEMA = "nvmet-p2p/status"
@@ -110,10 +110,16 @@ def port_facts(port: Port, inv: Inventory) -> ev.PortFacts:
     if len(ibdevs) == 1:
         d = ibdevs[0]
         pf.rdma_device, pf.rdma_soft, pf.rdma_pci, pf.rdma_driver = d.name, bool(d.soft or d.pci is None), d.pci, d.driver
+        pf.rdma_emulated = emulated_nic(d)
     elif ibdevs and all(d.soft or d.pci is None for d in ibdevs):
         pf.rdma_device = ",".join(d.name for d in ibdevs)
         pf.rdma_soft = True
     return pf
+
+
+def emulated_nic(dev: RdmaDevice) -> str | None:
+    """The inventory's words when an RDMA device is an emulation (the lab's NIC), else None."""
+    return getattr(dev, "emulated", None) or None
 
 
 def rdma_devices_for_address(traddr: str, inv: Inventory) -> list[RdmaDevice]:
@@ -159,7 +165,8 @@ def distance_facts(provider: str, client: str | list[str], inv: Inventory,
         r = dist.distance_many(inv, provider, clients, kernel)
     except Exception:
         return None
-    return ev.DistanceFacts(map_type=r.map_type, reasons=list(r.reasons), kernel_parameter=r.kernel_parameter)
+    return ev.DistanceFacts(map_type=r.map_type, reasons=list(r.reasons), kernel_parameter=r.kernel_parameter,
+                            distance=r.distance)
 
 
 @dataclass
@@ -273,8 +280,9 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
                 dist = None
                 cand_ports = [port] if port else sports
                 nic = next((p.rdma_pci for p in cand_ports if p and p.rdma_pci), None)
-                if p2p not in ("0", "1", "") and nic:
-                    dist = distance_facts(p2p, nic, inv, kernel)
+                judged = (c.mappings.get(nsid) if c else None) or (p2p if p2p not in ("0", "1", "") else None)
+                if judged and nic:
+                    dist = distance_facts(judged, nic, inv, kernel)
                 verdicts.append(ev.decide(subsystem=nqn, nsid=nsid, ns_enabled=ns.enable, p2pmem=p2p,
                                           ports=sports, ctrl=c, port=port, distance=dist, pools=pools,
                                           io_during_sampling=io_during_sampling))
@@ -309,7 +317,7 @@ def _svc(state: TargetState, portid: int) -> str:
 def _port_dict(p: ev.PortFacts, state: TargetState) -> dict:
     return {"portid": p.portid, "trtype": p.trtype, "traddr": p.traddr,
             "trsvcid": _svc(state, p.portid), "rdma_device": p.rdma_device,
-            "rdma_soft": p.rdma_soft, "rdma_pci": p.rdma_pci}
+            "rdma_soft": p.rdma_soft, "rdma_pci": p.rdma_pci, "rdma_emulated": p.rdma_emulated}
 
 
 # --------------------------------------------------------------------------------------
@@ -332,7 +340,7 @@ def read_log(root: str = "/") -> tuple[list, dict]:
 
 
 def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0.1,
-            io_during_sampling: bool = False, all_subsystems: bool = False,
+            io_during_sampling: bool = False, io_size: int | None = None, all_subsystems: bool = False,
             sampler: ev.PoolSampler | None = None, hints: list[HostControllerHint] | None = None,
             kernel: str | None = None, inventory: Inventory | None = None,
             log_records: list | None = None, state_dir: str | None = None) -> StatusReport:
@@ -344,13 +352,16 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
     if sampler is not None:
         pools = sampler.stats
         sampling = {"seconds": (sampler.stopped or time.time()) - (sampler.started or time.time()),
-                    "interval": sampler.interval, "io_running": io_during_sampling}
+                    "interval": sampler.interval, "io_running": io_during_sampling,
+                    "io_size": next((s.io_size for s in pools.values() if s.io_size), None)}
     elif sample_seconds > 0:
-        s = ev.PoolSampler([f.bdf for f in inv.providers(published_only=False)], root=root, interval=interval)
+        s = ev.PoolSampler([f.bdf for f in inv.providers(published_only=False)], root=root, interval=interval,
+                           io_size=io_size)
         with s:
             time.sleep(sample_seconds)
         pools = s.stats
-        sampling = {"seconds": sample_seconds, "interval": interval, "io_running": io_during_sampling}
+        sampling = {"seconds": sample_seconds, "interval": interval, "io_running": io_during_sampling,
+                    "io_size": io_size}
     state = read_target(root)
     if log_records is None:
         log_records, info = read_log(root)
@@ -393,53 +404,106 @@ def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 1048576:.1f} MiB"
 
 
+def _near_zero(s: dict) -> str:
+    """``1.2 s (30%)`` of the window below the pool's near-zero mark, from a sampled dict."""
+    if not s or not s.get("samples"):
+        return "-"
+    secs, pct = s.get("seconds_near_zero"), s.get("pct_near_zero")
+    if pct is None:
+        return f"{s.get('samples_near_zero', 0)} sample(s)"
+    return f"{secs:.1f} s ({pct:.0f}%)"
+
+
+def _render_providers(rep: StatusReport) -> list[str]:
+    from nvmet_p2p.output import table
+    rows = []
+    for bdf, p in rep.providers.items():
+        s = p.get("sampled") or {}
+        rows.append([bdf, _mib(p["size"]), _mib(p["available"]), "yes" if p["published"] else "no",
+                     f"{_mib(s.get('min'))}..{_mib(s.get('max'))}" if s else "-",
+                     ("yes" if s.get("moved") else "no") if s else "-",
+                     _mib(s.get("max_in_use")) if s else "-", _near_zero(s)])
+    out = ["p2pmem providers",
+           table(["provider", "size", "available", "published", "sampled min..max", "moved", "peak in use",
+                  "near zero"], rows)]
+    if rep.sampling:
+        sm = rep.sampling
+        out.append(f"sampled {sm['seconds']:.1f} s every {sm['interval']:g} s"
+                   + (" while I/O ran" if sm.get("io_running") else "")
+                   + "; near zero = available below the largest I/O"
+                   + (f" ({_mib(sm['io_size'])})" if sm.get("io_size") else
+                      " (unknown: 1/64 of the pool, give --io-size)"))
+    return out
+
+
+def _render_ports(s: dict) -> list[str]:
+    out = []
+    for p in s["ports"]:
+        extra = ""
+        if p["trtype"] == "rdma":
+            if not p["rdma_device"]:
+                extra = " (RDMA device not known)"
+            elif p["rdma_soft"]:
+                extra = f" via {p['rdma_device']} (soft RDMA)"
+            elif p["rdma_pci"]:
+                extra = f" via {p['rdma_device']} (PCI {p['rdma_pci']}"
+                extra += (", the lab's emulated NIC)" if p.get("rdma_emulated") else ")")
+            else:
+                extra = f" via {p['rdma_device']}"
+        out.append(f"  port {p['portid']}: {p['trtype']} {p['traddr']}:{p['trsvcid']}{extra}")
+    if not s["ports"]:
+        out.append("  not linked to any port")
+    return out
+
+
+def _render_controllers(s: dict) -> list[str]:
+    if not s["controllers"]:
+        return ["  no host controllers in the kernel log"]
+    out = []
+    for c in s["controllers"]:
+        live = "" if c["live"] is None else (" live" if c["live"] else " gone")
+        port = f" port {c['port']}" if c["port"] is not None else ""
+        maps = ", ".join(f"nsid {k} -> {v}" for k, v in c["mappings"].items()) or "no p2p mapping"
+        out.append(f"  controller {c['cntlid']}{port}{live}: {c['hostnqn']} ({maps})")
+    return out
+
+
+def _render_verdicts(s: dict) -> list[str]:
+    out = []
+    emulated = set()
+    for n in s["namespaces"]:
+        for v in n["_verdicts"]:
+            who = f"controller {v.cntlid}" if v.cntlid is not None else "no controller"
+            out.append(f"  nsid {v.nsid} × {who}: {v.headline()}")
+            for e in v.evidence:
+                out.append(f"      {e}")
+            if v.kernel_parameter:
+                out.append(f"      kernel parameter that would fix it: {v.kernel_parameter}")
+            if v.emulated:
+                emulated.add(v.emulated)
+    for e in sorted(emulated):
+        out.append(f"  emulated: {e}")
+    return out
+
+
 def render(rep: StatusReport) -> str:
     from nvmet_p2p.output import table
-    out = []
-    for n in rep.notes:
-        out.append(f"note: {n}")
+    out = [f"note: {n}" for n in rep.notes]
     if rep.providers:
-        rows = []
-        for bdf, p in rep.providers.items():
-            s = p.get("sampled") or {}
-            rows.append([bdf, _mib(p["size"]), _mib(p["available"]), "yes" if p["published"] else "no",
-                         f"{_mib(s.get('min'))}..{_mib(s.get('max'))}" if s else "-",
-                         ("yes" if s.get("moved") else "no") if s else "-"])
-        out.append("p2pmem providers")
-        out.append(table(["provider", "size", "available", "published", "sampled min..max", "moved"], rows))
+        out += _render_providers(rep)
     for s in rep.subsystems:
         out.append("")
         hosts = "any host" if s["allow_any_host"] else f"{len(s['allowed_hosts'])} allowed host(s)"
         out.append(f"subsystem {s['nqn']} ({hosts})")
-        for p in s["ports"]:
-            extra = ""
-            if p["trtype"] == "rdma":
-                extra = (f" via {p['rdma_device']}" + (" (soft RDMA)" if p["rdma_soft"] else
-                                                       f" (PCI {p['rdma_pci']})" if p["rdma_pci"] else "")
-                         if p["rdma_device"] else " (RDMA device not known)")
-            out.append(f"  port {p['portid']}: {p['trtype']} {p['traddr']}:{p['trsvcid']}{extra}")
-        if not s["ports"]:
-            out.append("  not linked to any port")
-        if s["controllers"]:
-            for c in s["controllers"]:
-                live = "" if c["live"] is None else (" live" if c["live"] else " gone")
-                port = f" port {c['port']}" if c["port"] is not None else ""
-                maps = ", ".join(f"nsid {k} -> {v}" for k, v in c["mappings"].items()) or "no p2p mapping"
-                out.append(f"  controller {c['cntlid']}{port}{live}: {c['hostnqn']} ({maps})")
-        else:
-            out.append("  no host controllers in the kernel log")
+        out += _render_ports(s)
+        out += _render_controllers(s)
         rows = []
         for n in s["namespaces"]:
             prov = n["provider"]
             rows.append([n["nsid"], "yes" if n["enabled"] else "no", n["device_path"], n["p2pmem"],
                          f"{_mib(prov['available'])} of {_mib(prov['size'])}" if prov else "-"])
         out.append(table(["nsid", "enabled", "device", "p2pmem", "provider available"], rows))
-        for n in s["namespaces"]:
-            for v in n["_verdicts"]:
-                who = f"controller {v.cntlid}" if v.cntlid is not None else "no controller"
-                out.append(f"  nsid {v.nsid} × {who}: {v.headline()}")
-                if v.kernel_parameter:
-                    out.append(f"      kernel parameter that would fix it: {v.kernel_parameter}")
+        out += _render_verdicts(s)
     if rep.refusals:
         out.append("")
         out.append("kernel refusals at namespace enable:")

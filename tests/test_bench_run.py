@@ -36,7 +36,7 @@ def test_bench_command_on_a_file_catches_the_corrupted_block(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "integrity: fail" in text and f"offset {700 * 4096}" in text
     r = json.loads((out / "results.json").read_text())
-    assert r["schema"] == "nvmet-p2p/bench-results" and r["schema_version"] == 1
+    assert r["schema"] == "nvmet-p2p/bench-results" and r["schema_version"] == 2
     assert [x["workload"]["name"] for x in r["runs"]] == [
         "seq-read-128k-qd16", "seq-write-128k-qd16", "rand-read-4k-qd16", "integrity-write", "integrity-verify"]
     (f,) = r["integrity"]["failures"]
@@ -245,3 +245,103 @@ def test_integrity_blocks_fit_a_4k_native_device(tmp_path):
                               root=str(tmp_path)))
     b._fit_block_sizes()
     assert [w.bsrange for w in wl] == ["4096-1028k", "4096-1028k"]
+
+
+class PoolEvidence:
+    """A target whose provider's pool runs out in every p2p-on round and is untouched in the
+    p2p-off rounds (the evidence the local target would give; here made by a real PoolStats
+    and evidence.decide from a synthetic series)."""
+
+    BDF = "0000:03:00.0"
+
+    def __init__(self, toggle):
+        self.toggle = toggle
+        self.io_sizes = []
+
+    def start(self, seconds_hint, io_size=None):
+        self.io_sizes.append(io_size)
+
+    def stop(self, io_ran):
+        from nvmet_p2p import evidence as ev
+        on = self.toggle.calls[-1] == "p2p-on"
+        st = ev.PoolStats(self.BDF, size=2 << 20, io_size=self.io_sizes[-1])
+        for i, v in enumerate([1920 << 10, 0, 0, 1920 << 10] if on else [1920 << 10] * 4):
+            st.add(v, i * 0.5)
+        ctrl = ev.ControllerEvidence(cntlid=4, subsystem="nqn.a", hostnqn="h",
+                                     mappings={1: self.BDF} if on else {})
+        nic = ev.PortFacts(1, "rdma", "10.0.0.1", "rxp1", False, "0000:02:00.0",
+                           rdma_emulated="rxp1 is the lab's emulated RDMA NIC")
+        v = ev.decide(subsystem="nqn.a", nsid=1, ns_enabled=True, p2pmem=self.BDF if on else "0",
+                      ports=[nic], ctrl=ctrl, pools={self.BDF: st}, io_during_sampling=io_ran)
+        return {"providers": {self.BDF: {"size": 2 << 20, "sampled": st.to_dict()},
+                              "0000:04:00.0": {"size": 2 << 20, "sampled": {"samples": 4, "min": 5, "max": 5}}},
+                "subsystems": [{"nqn": "nqn.a", "namespaces": [
+                    {"nsid": 1, "mode": "pinned" if on else "off", "p2pmem": self.BDF if on else "0",
+                     "verdicts": [v.to_dict()]}]}]}
+
+    def final(self):
+        return None
+
+
+def test_ab_reports_the_pool_usage_of_every_round(tmp_path):
+    img = disk(tmp_path)
+    wl = W.select(W.build_matrix("quick", runtime=0.5, ramp=0), ["seq-read-128k-qd16"])
+    tog = FlipToggle()
+    cfg = B.BenchConfig(workloads=wl, out_dir=str(tmp_path / "ab"), devices=[img], ab_rounds=2, plots=True)
+    evid = PoolEvidence(tog)
+    r = B.Bench(cfg, toggle=tog, evidence=evid).run()
+    assert evid.io_sizes == [128 << 10] * 4                    # the workload's block size
+    assert r["pool_providers"] == [PoolEvidence.BDF]            # the other pool is not ours
+    on, off = r["runs"][0], r["runs"][1]
+    assert list(on["pool"]) == [PoolEvidence.BDF] and list(off["pool"]) == [PoolEvidence.BDF]
+    u = on["pool"][PoolEvidence.BDF]
+    assert (u["min_available"], u["peak_in_use"], u["moved"], u["seconds_at_zero"]) == (0, 1920 << 10, True, 1.0)
+    assert u["pct_near_zero"] == pytest.approx(66.7) and u["exhausted"]
+    assert off["pool"][PoolEvidence.BDF]["moved"] is False and off["pool"][PoolEvidence.BDF]["peak_in_use"] == 0
+    (row,) = on["offload"]
+    assert row["verdict"] == "offload partial" and row["reason"] == "pool_exhausted"
+    assert row["headline"].startswith("offload partial: pool exhausted") and row["emulated"]
+    assert off["offload"][0]["reason"] == "p2pmem_off"
+    p = r["ab"]["pool"]["seq-read-128k-qd16"]
+    assert p["median_peak_on"] == 1920 << 10 and p["median_peak_off"] == 0
+    assert [x["round"] for x in p["p2p-on"]] == [1, 2]
+    saved = json.loads((tmp_path / "ab" / "results.json").read_text())
+    assert saved["schema_version"] == 2 and saved["ab"]["pool"]["seq-read-128k-qd16"] == p
+    md = (tmp_path / "ab" / "summary.md").read_text()
+    assert "| seq-read-128k-qd16 | gb_per_s |" in md and "| 1.9 MiB | 0.0 MiB |" in md
+    assert "## p2pmem pools while each run ran (target side)" in md
+    assert f"| seq-read-128k-qd16 | p2p-on | 1 | {PoolEvidence.BDF} | 2.0 MiB | 0.0 MiB | 1.9 MiB | yes | 1.0 s (67%) | offload partial |" in md
+    assert "**offload partial: pool exhausted" in md
+
+
+def test_csv_carries_the_pool_of_each_job_and_the_off_rounds_control():
+    res = {"connections": [{"subsysnqn": "nqn.a", "namespaces": [{"nsid": 1, "device": "/dev/nvme4n1"}]}],
+           "runs": []}
+    job = {"name": "j", "filename": "/dev/nvme4n1", "read": {"total_ios": 5, "bw_bytes": 1e9}, "iops": 1.0,
+           "write": {"total_ios": 0, "bw_bytes": 0}, "cpu_pct": 1.0, "error": 0}
+    wl = {"name": "w", "rw": "read", "bs": "128k", "iodepth": 1}
+    pool = {"0000:03:00.0": {"min_available": 0, "peak_in_use": 7, "moved": True, "seconds_near_zero": 1.5,
+                             "pct_near_zero": 37.5}}
+    res["runs"] = [
+        {"workload": wl, "variant": "p2p-on", "round": 1, "fio": {"jobs": [job]}, "pool": pool,
+         "offload": [{"subsystem": "nqn.a", "nsid": 1, "verdict": "offload partial", "provider": "0000:03:00.0"}]},
+        {"workload": wl, "variant": "p2p-off", "round": 1, "fio": {"jobs": [job]},
+         "pool": {"0000:03:00.0": {"min_available": 9, "peak_in_use": 0, "moved": False, "seconds_near_zero": 0.0,
+                                   "pct_near_zero": 0.0}},
+         "offload": [{"subsystem": "nqn.a", "nsid": 1, "verdict": "inactive", "provider": None}]}]
+    rows = list(csv.DictReader(io.StringIO(R.csv_text(res))))
+    assert list(rows[0])[-7:] == ["offload", "pool_provider", "pool_min_available", "pool_peak_in_use",
+                                  "pool_moved", "pool_near_zero_s", "pool_near_zero_pct"]
+    assert [rows[0][k] for k in ("offload", "pool_provider", "pool_peak_in_use", "pool_moved", "pool_near_zero_s")] \
+        == ["offload partial", "0000:03:00.0", "7", "yes", "1.5"]
+    assert [rows[1][k] for k in ("offload", "pool_provider", "pool_peak_in_use", "pool_moved")] \
+        == ["inactive", "0000:03:00.0", "0", "no"]
+
+
+def test_largest_io_of_a_workload():
+    from nvmet_p2p.harness.fio import Workload
+    assert B.largest_io(Workload("a", "read", bs="128k")) == 128 << 10
+    assert B.largest_io(Workload("b", "randwrite", bsrange="512-1028k")) == 1028 << 10
+    assert B.largest_io(Workload("c", "read", bs="4096")) == 4096
+    assert B.largest_io(Workload("d", "read", bs="1m")) == 1 << 20
+    assert B.largest_io(Workload("e", "read")) is None

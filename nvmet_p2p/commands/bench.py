@@ -78,8 +78,9 @@ def register(p):
     g.add_argument("--target-status-cmd", metavar="CMD",
                    help="command printing the target's 'nvmet-p2p status --json' for a window; {seconds} is "
                         "replaced by the window length, e.g. \"ssh tgt nvmet-p2p status --json --sample {seconds} --io\"")
-    g.add_argument("--sample-interval", type=float, default=1.0, metavar="SECONDS",
-                   help="how often the local target's p2pmem/available is read while fio runs (default 1)")
+    g.add_argument("--sample-interval", type=float, default=0.25, metavar="SECONDS",
+                   help="how often the local target's p2pmem/available is read while fio runs "
+                        "(default 0.25; the time a pool spends near zero is measured at this resolution)")
     g.add_argument("--ab-rounds", type=int, default=0, metavar="N",
                    help="A/B: N rounds of p2p-on then p2p-off (interleaved ABAB), medians and ratio")
     g.add_argument("--ab-p2pmem", metavar="BDF|1",
@@ -174,10 +175,25 @@ def run(args) -> int:
     return 0 if results["ok"] else 1
 
 
+def _mib(n) -> str:
+    return "-" if n is None else f"{n / 1048576:.1f} MiB"
+
+
+def _pool_cells(r: dict) -> list[str]:
+    """Peak in use and time near zero of the pools the run's namespaces use ("/" between several)."""
+    us = [u for _, u in sorted((r.get("pool") or {}).items())]
+    if not us:
+        return ["-", "-"]
+    near = [f"{u['seconds_near_zero']:.1f} s ({u['pct_near_zero']:.0f}%)" if u.get("pct_near_zero") is not None
+            else "-" for u in us]
+    return ["/".join(_mib(u.get("peak_in_use")) for u in us), "/".join(near)]
+
+
 def _human(results: dict, out: str) -> str:
     lines = []
     if results.get("emulated"):
         lines.append(f"[{results['emulated']}]")
+    pools = any(r.get("pool") for r in results["runs"])
     rows = []
     for r in results["runs"]:
         s = r["summary"] or {}
@@ -187,17 +203,22 @@ def _human(results: dict, out: str) -> str:
                      f"{s['p99_ns'] / 1000:.0f}" if s.get("p99_ns") else "-",
                      f"{s['p999_ns'] / 1000:.0f}" if s.get("p999_ns") else "-",
                      f"{s['cpu_pct']:.1f}" if s.get("cpu_pct") is not None else "-",
-                     "ok" if r["fio"]["ok"] else "FAILED"])
-    lines.append(table(["workload", "variant", "GB/s", "IOPS", "p50 us", "p99 us", "p99.9 us", "CPU %", "status"], rows))
+                     "ok" if r["fio"]["ok"] else "FAILED"] + (_pool_cells(r) if pools else []))
+    head = ["workload", "variant", "GB/s", "IOPS", "p50 us", "p99 us", "p99.9 us", "CPU %", "status"]
+    lines.append(table(head + (["pool peak", "near zero"] if pools else []), rows))
+    if pools:
+        lines.append(f"pool = target p2pmem of {', '.join(results.get('pool_providers') or [])}; near zero = "
+                     f"available below the workload's largest I/O (those requests got system memory)")
     integ = results["integrity"]
     lines.append(f"integrity: {integ['verdict']}")
     for f in integ["failures"]:
         lines.append(f"  {f['description']}")
-    if results.get("ab"):
-        lines.append("A/B (medians):")
-        for name, t in results["ab"]["workloads"].items():
-            ratio = f"{t['ratio_on_off']:.3f}" if t["ratio_on_off"] else "-"
-            lines.append(f"  {name}: on {t['median_on']} / off {t['median_off']} {t['metric']} -> ratio {ratio}")
+    lines += _human_ab(results)
+    for r in results["runs"]:
+        for x in r.get("offload") or []:
+            if x.get("reason") == "pool_exhausted":
+                tag = r["workload"]["name"] + (f" {r['variant']} r{r['round']}" if r.get("variant") else "")
+                lines.append(f"{tag}: nsid {x['nsid']} × controller {x['cntlid']}: {x['headline']}")
     evid = results.get("evidence") or {}
     for s in evid.get("subsystems", []):
         for n in s.get("namespaces", []):
@@ -211,3 +232,18 @@ def _human(results: dict, out: str) -> str:
         lines.append(f"note: {n}")
     lines.append(f"results: {out}/results.json, results.csv, summary.md")
     return "\n".join(lines)
+
+
+def _human_ab(results: dict) -> list[str]:
+    ab = results.get("ab")
+    if not ab:
+        return []
+    lines = ["A/B (medians):"]
+    pool = ab.get("pool") or {}
+    for name, t in ab["workloads"].items():
+        ratio = f"{t['ratio_on_off']:.3f}" if t["ratio_on_off"] else "-"
+        p = pool.get(name) or {}
+        extra = (f"; pool peak in use on {_mib(p.get('median_peak_on'))} / off {_mib(p.get('median_peak_off'))}"
+                 if p.get("median_peak_on") is not None or p.get("median_peak_off") is not None else "")
+        lines.append(f"  {name}: on {t['median_on']} / off {t['median_off']} {t['metric']} -> ratio {ratio}{extra}")
+    return lines

@@ -30,6 +30,9 @@ def register(p):
                    help="sample p2pmem/available for SECONDS before reporting (run it while I/O runs)")
     p.add_argument("--io", action="store_true",
                    help="I/O is running while sampling: a pool that never moves then means fallback")
+    p.add_argument("--io-size", metavar="SIZE",
+                   help="largest I/O the hosts send (e.g. 128k): with --sample, the pool counts as exhausted "
+                        "while p2pmem/available is below it (default: below 1/64 of the pool)")
     p.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
                    help="sampling interval (default 0.1)")
     p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
@@ -37,18 +40,30 @@ def register(p):
                         "and min/max are since the start (with --json: one JSON document per line)")
 
 
+def _io_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    from nvmet_p2p.profile import parse_size
+    n = parse_size(text)
+    if not n:
+        raise InputError(f"--io-size: expected a size such as 4096, 128k or 1MiB, got {text!r}",
+                         where="--io-size")
+    return n
+
+
 def run(args) -> int:
     if args.sample < 0 or args.interval <= 0 or (args.watch is not None and args.watch <= 0):
         raise InputError("--sample must be >= 0, --interval and --watch > 0")
+    io_size = _io_size(args.io_size)
     if args.watch is None:
         rep = st.collect(args.root, sample_seconds=args.sample, interval=args.interval,
-                         io_during_sampling=args.io, all_subsystems=args.all, kernel=args.kernel,
-                         state_dir=args.state_dir)
+                         io_during_sampling=args.io, io_size=io_size, all_subsystems=args.all,
+                         kernel=args.kernel, state_dir=args.state_dir)
         emit(args.json, rep.to_dict(), lambda _d: st.render(rep))
         return 0
     inv = st.read_inventory(args.root)
     sampler = ev.PoolSampler([f.bdf for f in inv.providers(published_only=False)], root=args.root,
-                             interval=args.interval).start()
+                             interval=args.interval, io_size=io_size).start()
     try:
         while True:
             time.sleep(args.watch)

@@ -133,7 +133,7 @@ class Connections:
 # --------------------------------------------------------------------------------------
 
 class Evidence(Protocol):
-    def start(self, seconds_hint: float) -> None: ...
+    def start(self, seconds_hint: float, io_size: int | None = None) -> None: ...
     def stop(self, io_ran: bool) -> dict | None: ...
     def final(self) -> dict | None: ...
 
@@ -141,7 +141,7 @@ class Evidence(Protocol):
 class NoEvidence:
     reason = "target not reachable from this host (give --target-status-cmd)"
 
-    def start(self, seconds_hint: float) -> None:
+    def start(self, seconds_hint: float, io_size: int | None = None) -> None:
         pass
 
     def stop(self, io_ran: bool) -> dict | None:
@@ -176,18 +176,16 @@ class LocalEvidence:
     def _providers(self) -> list[str]:
         return [f.bdf for f in self.inventory().providers(published_only=False)]
 
-    def start(self, seconds_hint: float) -> None:
-        self.sampler = ev.PoolSampler(self._providers(), root=self.root, interval=self.interval).start()
+    def start(self, seconds_hint: float, io_size: int | None = None) -> None:
+        self.sampler = ev.PoolSampler(self._providers(), root=self.root, interval=self.interval,
+                                      io_size=io_size).start()
 
     def stop(self, io_ran: bool) -> dict | None:
         if self.sampler is None:
             return None
         self.sampler.stop()
         for bdf, s in self.sampler.stats.items():
-            tot = self.all_pools.setdefault(bdf, ev.PoolStats(provider=bdf, size=s.size))
-            for v in (s.minimum, s.maximum):
-                if v is not None:
-                    tot.add(v)
+            self.all_pools.setdefault(bdf, ev.PoolStats(provider=bdf, size=s.size)).merge(s)
         rep = self.st.collect(self.root, sampler=self.sampler, io_during_sampling=io_ran,
                               all_subsystems=True, hints=self.hints(), inventory=self.inventory())
         self.sampler = None
@@ -218,8 +216,8 @@ class AutoEvidence:
                              if local else NoEvidence())
         return self.delegate
 
-    def start(self, seconds_hint: float) -> None:
-        self._pick().start(seconds_hint)
+    def start(self, seconds_hint: float, io_size: int | None = None) -> None:
+        self._pick().start(seconds_hint, io_size)
 
     def stop(self, io_ran: bool) -> dict | None:
         return self._pick().stop(io_ran)
@@ -242,12 +240,13 @@ class CommandEvidence:
         self.seconds = 0.0
         self.last: dict | None = None
 
-    def _cmd(self, seconds: float) -> str:
-        return self.command.replace("{seconds}", str(max(1, int(round(seconds)))))
+    def _cmd(self, seconds: float, io_size: int | None = None) -> str:
+        cmd = self.command.replace("{seconds}", str(max(1, int(round(seconds)))))
+        return cmd.replace("{io_size}", str(io_size or 0))
 
-    def start(self, seconds_hint: float) -> None:
+    def start(self, seconds_hint: float, io_size: int | None = None) -> None:
         self.seconds = seconds_hint
-        self.proc = subprocess.Popen(self._cmd(seconds_hint), shell=True, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(self._cmd(seconds_hint, io_size), shell=True, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
 
     def stop(self, io_ran: bool) -> dict | None:
@@ -448,7 +447,7 @@ class Bench:
             files = {job_name(w, d): d for d in devices}
         hint = (w.runtime or 0) + (w.ramp_time or 0) or 10.0
         if self.evidence:
-            self.evidence.start(hint)
+            self.evidence.start(hint, io_size=largest_io(w))
         self.progress(f"{tag}: fio on {', '.join(files.values())}")
         interrupted = None
         cpu0, wall0 = time.process_time(), time.monotonic()
@@ -468,6 +467,7 @@ class Bench:
         fd = run.to_dict()
         entry = {"workload": w.to_dict(), "variant": variant, "round": rnd, "fio": fd,
                  "summary": res.summarize(fd) if run.jobs else None, "evidence": evid,
+                 "offload": res.offload_rows(evid), "pool": res.pool_usage(evid),
                  "harness": harness_cpu}
         self.runs.append(entry)
         if not run.ok:
@@ -565,6 +565,8 @@ class Bench:
             if r["workload"].get("kind") != "integrity":
                 failures += r["fio"]["verify_failures"]
         conns = (self.conns.history if self.conns else [])
+        providers = res.pool_providers(self.runs)
+        res.restrict_pools(self.runs, providers)
         results = {
             "schema": res.SCHEMA, "schema_version": res.SCHEMA_VERSION,
             "tool": {"nvmet_p2p": environment.host_facts()["nvmet_p2p"],
@@ -584,9 +586,10 @@ class Bench:
             "runs": self.runs,
             "integrity": {"verdict": verdict, "failures": failures},
             "ab": ({"rounds": self.cfg.ab_rounds, "order": self.order,
-                    "workloads": res.ab_table(self.runs),
+                    "workloads": res.ab_table(self.runs), "pool": res.ab_pool(self.runs),
                     "target_changes": list(getattr(self.toggle, "outcomes", []))}
                    if self.cfg.ab_rounds else None),
+            "pool_providers": providers,
             "evidence": getattr(self, "_final", None),
             "interrupted": interrupted,
             "problems": list(self.problems),
@@ -611,6 +614,18 @@ def _install_signal_handlers() -> Callable[[], None]:
         for s, h in old.items():
             signal.signal(s, h)
     return restore
+
+
+_FIO_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def largest_io(w: Workload) -> int | None:
+    """Bytes of the workload's largest I/O (``bs``, or the top of ``bsrange``; fio's units are
+    binary), or None when it cannot be told. The target sees at most 1 MiB per command."""
+    import re
+    text = w.bs or (w.bsrange.split("-", 1)[-1] if w.bsrange else "")
+    m = re.fullmatch(r"(\d+)([kmg]?)i?b?", text.strip().lower())
+    return int(m.group(1)) * _FIO_UNITS[m.group(2)] if m else None
 
 
 def parse_fio_server(spec: str) -> tuple[str, str]:

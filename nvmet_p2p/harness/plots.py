@@ -3,7 +3,9 @@
 * ``throughput_vs_qd.png``: GB/s against queue depth, one line per sequential workload
   family (read/write × block size);
 * ``latency_percentiles.png``: p50/p99/p99.9 completion latency per workload;
-* ``ab.png``: median p2p-on vs p2p-off per workload, with the ratio on top.
+* ``ab.png``: median p2p-on vs p2p-off per workload, with the ratio on top (one panel per
+  metric), and a panel with the target's p2pmem pool peak in use per variant (median over
+  rounds; "off" should be zero: that is the control) when the pools were sampled.
 
 Without matplotlib nothing is drawn and :func:`make_plots` returns a note saying so.
 """
@@ -79,31 +81,54 @@ def make_plots(out_dir: str, results: dict) -> tuple[list[str], str | None]:
         plt.close(fig)
         made.append(p)
 
-    # A/B: one panel per metric (GB/s and IOPS never share an axis)
-    ab = (results.get("ab") or {}).get("workloads") or {}
-    rows = [(n, t) for n, t in ab.items() if t.get("median_on") is not None and t.get("median_off") is not None]
-    if rows:
-        metrics = sorted({t["metric"] for _, t in rows})
-        widths = [max(1, sum(1 for _, t in rows if t["metric"] == m)) for m in metrics]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.1 * len(rows) + 2), 4.8),
-                                 gridspec_kw={"width_ratios": widths}, squeeze=False)
-        for ax, m in zip(axes[0], metrics):
-            sel = [(n, t) for n, t in rows if t["metric"] == m]
-            xs = list(range(len(sel)))
-            ax.bar([x - 0.2 for x in xs], [t["median_on"] for _, t in sel], 0.4, label="p2p on")
-            ax.bar([x + 0.2 for x in xs], [t["median_off"] for _, t in sel], 0.4, label="p2p off")
-            for x, (_, t) in zip(xs, sel):
-                if t.get("ratio_on_off"):
-                    ax.annotate(f"{t['ratio_on_off']:.2f}x", (x, max(t["median_on"], t["median_off"])),
-                                ha="center", va="bottom")
-            ax.set_xticks(xs)
-            ax.set_xticklabels([n for n, _ in sel], rotation=30, ha="right")
-            ax.set_ylabel({"gb_per_s": "median GB/s (10^9 B/s)", "iops": "median IOPS"}.get(m, m))
-            ax.legend()
-        fig.suptitle(_title(results, "A/B: p2p on vs off (medians; on/off ratio above the bars)"))
-        fig.tight_layout()
-        p = os.path.join(out_dir, "ab.png")
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
+    # A/B: one panel per metric (GB/s and IOPS never share an axis), then the pool panel
+    p = _ab_plot(plt, out_dir, results)
+    if p:
         made.append(p)
     return made, None
+
+
+def _ab_plot(plt, out_dir: str, results: dict) -> str | None:
+    ab = (results.get("ab") or {}).get("workloads") or {}
+    rows = [(n, t) for n, t in ab.items() if t.get("median_on") is not None and t.get("median_off") is not None]
+    if not rows:
+        return None
+    pool = (results.get("ab") or {}).get("pool") or {}
+    prow = [(n, pool[n]) for n, _ in rows if n in pool and
+            (pool[n].get("median_peak_on") is not None or pool[n].get("median_peak_off") is not None)]
+    metrics = sorted({t["metric"] for _, t in rows})
+    widths = [max(1, sum(1 for _, t in rows if t["metric"] == m)) for m in metrics]
+    if prow:
+        widths.append(len(prow))
+    fig, axes = plt.subplots(1, len(widths), figsize=(max(6, 1.1 * (len(rows) + len(prow)) + 2), 4.8),
+                             gridspec_kw={"width_ratios": widths}, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        sel = [(n, t) for n, t in rows if t["metric"] == m]
+        _bars(ax, [n for n, _ in sel], [t["median_on"] for _, t in sel], [t["median_off"] for _, t in sel],
+              [t.get("ratio_on_off") for _, t in sel])
+        ax.set_ylabel({"gb_per_s": "median GB/s (10^9 B/s)", "iops": "median IOPS"}.get(m, m))
+    if prow:
+        ax = axes[0][len(metrics)]
+        mib = [(t.get("median_peak_on") or 0) / 1048576 for _, t in prow]
+        off = [(t.get("median_peak_off") or 0) / 1048576 for _, t in prow]
+        _bars(ax, [n for n, _ in prow], mib, off, [None] * len(prow))
+        ax.set_ylabel("p2pmem pool peak in use (MiB, median)")
+        ax.set_title("target pool", fontsize=9)
+    fig.suptitle(_title(results, "A/B: p2p on vs off (medians; on/off ratio above the bars)"))
+    fig.tight_layout()
+    p = os.path.join(out_dir, "ab.png")
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def _bars(ax, names, on, off, ratios) -> None:
+    xs = list(range(len(names)))
+    ax.bar([x - 0.2 for x in xs], on, 0.4, label="p2p on")
+    ax.bar([x + 0.2 for x in xs], off, 0.4, label="p2p off")
+    for x, a, b, r in zip(xs, on, off, ratios):
+        if r:
+            ax.annotate(f"{r:.2f}x", (x, max(a, b)), ha="center", va="bottom")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(names, rotation=30, ha="right")
+    ax.legend()
