@@ -622,7 +622,7 @@ class DistanceFacts:
     distance: int | None = None       # the kernel's number (-1 when not supported)
 
 
-def _mib(n: int | None) -> str:
+def format_bytes(n: int | None) -> str:
     """Bytes in the largest binary unit, exact when it divides (``128 KiB``, ``1.9 MiB``)."""
     if n is None:
         return "?"
@@ -733,19 +733,19 @@ def _pool_verdict(v: Verdict, st: PoolStats, io_ran: bool) -> Verdict:
     u, mapped = v.pool, st.provider
     span = (f"{u['seconds_near_zero']:.1f} s of {u['window_s']:.1f} s ({u['pct_near_zero']:.0f}%)"
             if u["pct_near_zero"] is not None else f"{st.samples_near_zero} of {st.samples} samples")
-    below = f"below {_mib(st.near_zero_below)}" + (f" (the I/O size)" if st.io_size else "")
+    below = f"below {format_bytes(st.near_zero_below)}" + (f" (the I/O size)" if st.io_size else "")
     if st.exhausted and st.moved:
         v.verdict, v.reason = PARTIAL, R_POOL_EXHAUSTED
         v.detail = (f"pool exhausted: p2pmem/available of {mapped} was {below} for {span}, lowest "
-                    f"{_mib(st.minimum)}; peak in use {_mib(st.max_in_use)} of a {_mib(st.size)} pool. "
-                    f"Requests arriving then silently used system memory")
+                    f"{format_bytes(st.minimum)}; peak in use {format_bytes(st.max_in_use)} of a {format_bytes(st.size)} pool. "
+                    f"requests arriving then got system memory (the kernel falls back per request, silently)")
         v.evidence.append(f"p2pmem/available of {mapped} moved during I/O: min {st.minimum}, max {st.maximum} "
                           f"({st.max_in_use} bytes in use at peak); at 0 for {u['seconds_at_zero']:.1f} s")
         return v
     if st.exhausted:       # and never moved: it sat near zero the whole window
         v.verdict, v.reason = INACTIVE, R_POOL_EXHAUSTED
-        v.detail = (f"pool exhausted: p2pmem/available of {mapped} stayed {below} (at {_mib(st.maximum)} "
-                    f"of a {_mib(st.size)} pool) for all {st.samples} samples: "
+        v.detail = (f"pool exhausted: p2pmem/available of {mapped} stayed {below} (at {format_bytes(st.maximum)} "
+                    f"of a {format_bytes(st.size)} pool) for all {st.samples} samples: "
                     + ("every request got system memory" if io_ran else "any request gets system memory"))
         return v
     if st.moved:

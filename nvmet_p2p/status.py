@@ -431,7 +431,7 @@ def _render_providers(rep: StatusReport) -> list[str]:
         out.append(f"sampled {sm['seconds']:.1f} s every {sm['interval']:g} s"
                    + (" while I/O ran" if sm.get("io_running") else "")
                    + "; near zero = available below the largest I/O"
-                   + (f" ({_mib(sm['io_size'])})" if sm.get("io_size") else
+                   + (f" ({ev.format_bytes(sm['io_size'])})" if sm.get("io_size") else
                       " (unknown: 1/64 of the pool, give --io-size)"))
     return out
 

@@ -77,7 +77,8 @@ def register(p):
                         "is on this machine)")
     g.add_argument("--target-status-cmd", metavar="CMD",
                    help="command printing the target's 'nvmet-p2p status --json' for a window; {seconds} is "
-                        "replaced by the window length, e.g. \"ssh tgt nvmet-p2p status --json --sample {seconds} --io\"")
+                        "replaced by the window length and {io_size} by the workload's largest I/O in bytes, e.g. "
+                        "\"ssh tgt nvmet-p2p status --json --sample {seconds} --io --io-size {io_size}\"")
     g.add_argument("--sample-interval", type=float, default=0.25, metavar="SECONDS",
                    help="how often the local target's p2pmem/available is read while fio runs "
                         "(default 0.25; the time a pool spends near zero is measured at this resolution)")
