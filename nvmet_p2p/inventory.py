@@ -1,7 +1,7 @@
 """Read the machine: sysfs and procfs below an injectable root -> :class:`~nvmet_p2p.model.Inventory`.
 
 The root is the live system (``/``) or a directory captured by ``nvmet-p2p snapshot`` (or a
-test tree from ``tests/sysfsfixture.py``). There is one code path for all of them: plain file
+test tree from ``tests/support/sysfs.py``). There is one code path for all of them: plain file
 reads, directory listings and symlink resolution *inside* the root (:class:`SysRoot`) --
 libudev itself does nothing more than this. The only thing sysfs cannot hold are the IP
 addresses of network interfaces: on a live system they come from netlink (pyroute2), in a

@@ -1,12 +1,12 @@
 """The apply engine's bookkeeping on a fake configfs that follows the lab kernel's rules
-(tests/fakenvmet.py). The real kernel is exercised by tests/lab/test_lab_nvmet.py."""
+(tests/support/fakenvmet.py). The real kernel is exercised by tests/lab/test_lab_nvmet.py."""
 
 import copy
 import json
 
 import pytest
 
-from fakenvmet import FakeNvmet, dump
+from support.fakenvmet import FakeNvmet, dump
 from nvmet_p2p import statefile
 from nvmet_p2p.apply import ApplyFailed, ManagedStore, apply_lock, clear, reconcile
 from nvmet_p2p.configfs import capabilities, read_state

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from fakenvmet import FakeNvmet
+from support.fakenvmet import FakeNvmet
 from nvmet_p2p import statefile
 from nvmet_p2p.apply import ManagedStore, apply_saved_plan, reconcile
 from nvmet_p2p.configfs import capabilities, read_state

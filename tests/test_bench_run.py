@@ -136,7 +136,7 @@ def test_local_toggle_goes_through_the_reconciler(tmp_path):
     """A/B on the local target: only the namespaces' p2pmem change, through reconcile()."""
     import sys
     sys.path.insert(0, os.path.dirname(__file__))
-    from fakenvmet import FakeNvmet
+    from support.fakenvmet import FakeNvmet
     from nvmet_p2p import statefile
     from nvmet_p2p.apply import reconcile
     from nvmet_p2p.configfs import read_state

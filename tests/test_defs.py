@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from fakenvmet import FakeNvmet, dump
+from support.fakenvmet import FakeNvmet, dump
 from nvmet_p2p import defs, statefile
 from nvmet_p2p import state as st
 from nvmet_p2p.apply import reconcile

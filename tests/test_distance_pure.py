@@ -11,7 +11,7 @@ import pytest
 from nvmet_p2p import distance as D
 from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import InputError
-from p2ptopo import RR_CR, ACS_SV_UF, Topo, q35_lab
+from support.machine import ACS_SV_UF, Machine, RR_CR, lab
 
 P = "0000:03:00.0"  # cmbA behind switch port 02:00.0
 B = "0000:04:00.0"  # cmbB behind switch port 02:01.0
@@ -21,7 +21,7 @@ PLAIN = "0000:06:00.0"  # plain NVMe on root port 00:05.0
 # -- distances -----------------------------------------------------------------------------------
 
 def test_same_switch_siblings_bus_addr_4():
-    v = D.distance_many(q35_lab().inv, P, [B])
+    v = D.distance_many(lab().inv, P, [B])
     assert (v.map_type, v.distance) == (MapType.BUS_ADDR, 4)
     pv = v.pairs[0]
     assert pv.common_upstream == "0000:01:00.0"
@@ -31,16 +31,16 @@ def test_same_switch_siblings_bus_addr_4():
 
 
 def test_device_and_its_own_cmb_distance_0():
-    inv = q35_lab().inv
+    inv = lab().inv
     for client in ("nvme0n1", "/dev/nvme0n1", "nvme0", P):
         v = D.distance_many(inv, P, [client])
         assert (v.map_type, v.distance) == (MapType.BUS_ADDR, 0), client
 
 
 def test_two_functions_of_one_device_distance_2():
-    t = Topo()
+    t = Machine()
     t.host_device("0000:00:00.0", 0x8086, 0x29c0)
-    rp = t.root_port("0000:00:02.0", acs=0)
+    rp = t.root_port_at("0000:00:02.0", acs=0)
     t.endpoint("0000:01:00.0", rp, p2pmem=(64 << 20, 64 << 20, True))
     t.endpoint("0000:01:00.1", rp, vendor=0x15b3, class_code=0x020000, driver="mlx5_core")
     v = D.distance_many(t.inv, "0000:01:00.0", ["0000:01:00.1"])
@@ -51,16 +51,16 @@ def test_two_functions_of_one_device_distance_2():
 def test_vf_uses_its_pf_to_go_up():
     """VF 0000:01:00.2 of PF 01:00.0 sits (in sysfs) on a virtual bus; the kernel substitutes the
     PF before pci_upstream_bridge(), so VF<->PF and VF<->VF are 2, VF<->sibling is 4."""
-    t = Topo()
+    t = Machine()
     t.host_device("0000:00:00.0", 0x8086, 0x29c0)
-    rp = t.root_port("0000:00:02.0", acs=0)
+    rp = t.root_port_at("0000:00:02.0", acs=0)
     usp = "0000:01:00.0"
-    d1, d2 = t.switch(usp, rp, ["0000:02:00.0", "0000:02:01.0"], acs=0)
-    t.nvme("0000:03:00.0", d1, "nvme0")
-    pf = t.rnic("0000:04:00.0", d2, "mlx5_0", "ens1f0", ip="10.0.0.1", acs=0)
+    d1, d2 = t.switch_at(usp, rp, ["0000:02:00.0", "0000:02:01.0"], acs=0)
+    t.nvme_at("0000:03:00.0", d1, "nvme0")
+    pf = t.rdma_nic_at("0000:04:00.0", d2, "mlx5_0", "ens1f0", ip="10.0.0.1", acs=0)
     # the VF's own sysfs parent is a different (virtual) bus: give it a misleading chain
-    t.rnic("0000:04:00.2", d2, "mlx5_2", "ens1f0v0", physfn=pf, acs=0)
-    t.rnic("0000:04:00.3", d2, "mlx5_3", "ens1f0v1", physfn=pf, acs=0)
+    t.rdma_nic_at("0000:04:00.2", d2, "mlx5_2", "ens1f0v0", physfn=pf, acs=0)
+    t.rdma_nic_at("0000:04:00.3", d2, "mlx5_3", "ens1f0v1", physfn=pf, acs=0)
     t.inv.pci["0000:04:00.2"].upstream = ["0000:00:02.0"]      # would give 3 if used
     assert D.pair(t.inv, "0000:03:00.0", "mlx5_2").distance == 4
     assert D.pair(t.inv, "0000:03:00.0", "mlx5_2").common_upstream == usp
@@ -71,17 +71,17 @@ def test_vf_uses_its_pf_to_go_up():
 def test_nested_switches_add_two_per_level():
     """rp -> sw1 (usp 01:00.0; dsp 02:00.0, 02:01.0); sw2 below 02:00.0 (usp 03:00.0;
     dsp 04:00.0) -> nvme 05:00.0; NIC 06:00.0 below 02:01.0: 3 up + 2 up = 6."""
-    t = Topo()
+    t = Machine()
     t.host_device("0000:00:00.0", 0x8086, 0x29c0)
-    rp = t.root_port("0000:00:02.0", acs=0)
-    d1a, d1b = t.switch("0000:01:00.0", rp, ["0000:02:00.0", "0000:02:01.0"], acs=0)
-    (d2a,) = t.switch("0000:03:00.0", d1a, ["0000:04:00.0"], acs=0)
-    t.nvme("0000:05:00.0", d2a, "nvme0")
-    t.rnic("0000:06:00.0", d1b, "mlx5_0", "eth0")
+    rp = t.root_port_at("0000:00:02.0", acs=0)
+    d1a, d1b = t.switch_at("0000:01:00.0", rp, ["0000:02:00.0", "0000:02:01.0"], acs=0)
+    (d2a,) = t.switch_at("0000:03:00.0", d1a, ["0000:04:00.0"], acs=0)
+    t.nvme_at("0000:05:00.0", d2a, "nvme0")
+    t.rdma_nic_at("0000:06:00.0", d1b, "mlx5_0", "eth0")
     pv = D.pair(t.inv, "0000:05:00.0", "mlx5_0")
     assert (pv.map_type, pv.distance, pv.common_upstream) == (MapType.BUS_ADDR, 6, "0000:01:00.0")
     # a device directly below the root port meets it after 5 hops up + 1 hop up
-    t.nvme("0000:07:00.0", None, "nvme1", host_bridge="pci0000:00")
+    t.nvme_at("0000:07:00.0", None, "nvme1", host_bridge="pci0000:00")
     t.inv.pci["0000:07:00.0"].upstream = [rp]
     assert D.pair(t.inv, "0000:05:00.0", "nvme1").distance == 5 + 1
 
@@ -89,7 +89,7 @@ def test_nested_switches_add_two_per_level():
 # -- host bridge rules -----------------------------------------------------------------------------
 
 def test_q35_separate_root_ports_not_supported():
-    v = D.distance_many(q35_lab().inv, P, [PLAIN])
+    v = D.distance_many(lab().inv, P, [PLAIN])
     assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
     pv = v.pairs[0]
     assert pv.hops == 4 + 2 and pv.common_upstream is None and pv.crosses_root_complex
@@ -100,13 +100,13 @@ def test_q35_separate_root_ports_not_supported():
 
 
 def _two_root_ports(root_id=(0x8086, 0x2020), kernel="6.12.0", **kw) -> Topo:
-    t = Topo(kernel=kernel, **kw)
+    t = Machine(kernel=kernel, **kw)
     if root_id is not None:
         t.host_device("0000:00:00.0", *root_id)
-    rp1 = t.root_port("0000:00:01.0", 0x8086, 0x2030, acs=0)
-    rp2 = t.root_port("0000:00:02.0", 0x8086, 0x2031, acs=0)
-    t.nvme("0000:01:00.0", rp1, "nvme0")
-    t.rnic("0000:02:00.0", rp2, "mlx5_0", "eth0")
+    rp1 = t.root_port_at("0000:00:01.0", 0x8086, 0x2030, acs=0)
+    rp2 = t.root_port_at("0000:00:02.0", 0x8086, 0x2031, acs=0)
+    t.nvme_at("0000:01:00.0", rp1, "nvme0")
+    t.rdma_nic_at("0000:02:00.0", rp2, "mlx5_0", "eth0")
     return t
 
 
@@ -129,8 +129,8 @@ def test_skylake_root_port_at_nonzero_devfn_needs_5_19():
     Here 00:01.0 (port A absent); kernels before 5.19 look only at devfn 00.0."""
     t = _two_root_ports(root_id=None)
     del t.inv.pci["0000:00:01.0"]          # port A missing -> first device is 00:02.0 (2031)
-    t.root_port("0000:00:03.0", 0x8086, 0x2032, acs=0)
-    t.nvme("0000:03:00.0", "0000:00:03.0", "nvme5")
+    t.root_port_at("0000:00:03.0", 0x8086, 0x2032, acs=0)
+    t.nvme_at("0000:03:00.0", "0000:00:03.0", "nvme5")
     assert D.pair(t.inv, "0000:03:00.0", "mlx5_0", kernel="5.18").map_type == MapType.NOT_SUPPORTED
     r = D.pair(t.inv, "0000:03:00.0", "mlx5_0", kernel="5.18").reasons
     assert any("not at devfn 00.0" in x for x in r)
@@ -149,15 +149,15 @@ def test_first_root_device_neither_00_0_nor_root_port():
 
 def _two_host_bridges(root_id, kernel="6.12.0", **kw) -> Topo:
     """Two sockets: pci0000:00 and pci0000:80, each with a root port and one device."""
-    t = Topo(kernel=kernel, **kw)
+    t = Machine(kernel=kernel, **kw)
     t.host_device("0000:00:00.0", *root_id)
     t.host_device("0000:80:00.0", *root_id)
-    rp0 = t.root_port("0000:00:02.0", acs=0)
-    rp0b = t.root_port("0000:00:03.0", acs=0)
-    rp1 = t.root_port("0000:80:02.0", acs=0)
-    t.nvme("0000:01:00.0", rp0, "nvme0", numa=0)
-    t.rnic("0000:02:00.0", rp0b, "mlx5_0", "eth0", numa=0)
-    t.rnic("0000:81:00.0", rp1, "mlx5_1", "eth1", numa=1)
+    rp0 = t.root_port_at("0000:00:02.0", acs=0)
+    rp0b = t.root_port_at("0000:00:03.0", acs=0)
+    rp1 = t.root_port_at("0000:80:02.0", acs=0)
+    t.nvme_at("0000:01:00.0", rp0, "nvme0", numa=0)
+    t.rdma_nic_at("0000:02:00.0", rp0b, "mlx5_0", "eth0", numa=0)
+    t.rdma_nic_at("0000:81:00.0", rp1, "mlx5_1", "eth1", numa=1)
     return t
 
 
@@ -193,9 +193,9 @@ def test_amd_zen_table_entry_5_4_to_5_8_and_dropped_in_5_9():
 
 
 def test_amd_family_below_zen_gets_no_cpu_rule():
-    t = q35_lab(cpu_vendor="AuthenticAMD", cpu_family=15)  # QEMU TCG -cpu max
+    t = lab(cpu_vendor="AuthenticAMD", cpu_family=15)  # QEMU TCG -cpu max
     assert D.pair(t.inv, P, PLAIN).map_type == MapType.NOT_SUPPORTED
-    t = q35_lab(cpu_vendor="AuthenticAMD", cpu_family=0x17)
+    t = lab(cpu_vendor="AuthenticAMD", cpu_family=0x17)
     assert (D.pair(t.inv, P, PLAIN).map_type, D.pair(t.inv, P, PLAIN).distance) == \
         (MapType.THRU_HOST_BRIDGE, 6)
 
@@ -222,7 +222,7 @@ def test_ice_lake_entry_from_5_18():
 
 
 def test_cpu_vendor_unknown_is_uncertain():
-    t = q35_lab(cpu_vendor="", cpu_family=None)
+    t = lab(cpu_vendor="", cpu_family=None)
     pv = D.pair(t.inv, P, PLAIN)
     assert pv.map_type == MapType.NOT_SUPPORTED
     assert any("CPU vendor is unknown" in u for u in pv.uncertain)
@@ -231,7 +231,7 @@ def test_cpu_vendor_unknown_is_uncertain():
 # -- ACS ---------------------------------------------------------------------------------------------
 
 def test_acs_rr_on_downstream_ports_exact_parameter():
-    t = q35_lab(dsp_acs=RR_CR)
+    t = lab(dsp_acs=RR_CR)
     v = D.distance_many(t.inv, P, [B])
     assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)   # q35 not whitelisted
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:02:00.0;0000:02:01.0"
@@ -246,9 +246,9 @@ def test_acs_rr_on_downstream_ports_exact_parameter():
 def test_acs_downgrades_to_thru_host_bridge_when_whitelisted():
     t = _two_root_ports()
     # put both devices behind one switch below root port A, with RR on both downstream ports
-    d1, d2 = t.switch("0000:05:00.0", "0000:00:01.0", ["0000:06:00.0", "0000:06:01.0"], acs=RR_CR)
-    t.nvme("0000:07:00.0", d1, "nvme7")
-    t.rnic("0000:08:00.0", d2, "mlx5_8", "eth8")
+    d1, d2 = t.switch_at("0000:05:00.0", "0000:00:01.0", ["0000:06:00.0", "0000:06:01.0"], acs=RR_CR)
+    t.nvme_at("0000:07:00.0", d1, "nvme7")
+    t.rdma_nic_at("0000:08:00.0", d2, "mlx5_8", "eth8")
     v = D.distance_many(t.inv, "0000:07:00.0", ["mlx5_8"])
     assert (v.map_type, v.distance) == (MapType.THRU_HOST_BRIDGE, 4)
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:06:00.0;0000:06:01.0"
@@ -263,13 +263,13 @@ def test_acs_downgrades_to_thru_host_bridge_when_whitelisted():
 def test_acs_order_provider_side_including_common_then_client_side():
     """The kernel checks the provider chain up to AND including the common upstream port, then
     the client chain below it: here provider DSP, common USP, client DSP."""
-    t = Topo()
+    t = Machine()
     t.host_device("0000:00:00.0", 0x8086, 0x2020)
-    rp = t.root_port("0000:00:01.0", acs=RR_CR)                # above the common port: not checked
-    d1, d2 = t.switch("0000:01:00.0", rp, ["0000:02:00.0", "0000:02:08.0"], acs=RR_CR)
+    rp = t.root_port_at("0000:00:01.0", acs=RR_CR)                # above the common port: not checked
+    d1, d2 = t.switch_at("0000:01:00.0", rp, ["0000:02:00.0", "0000:02:08.0"], acs=RR_CR)
     t.inv.pci["0000:01:00.0"].acs_ctrl = 0x0020                 # EC on the upstream port
-    t.nvme("0000:03:00.0", d2, "nvme0")                         # provider below 02:08.0
-    t.rnic("0000:04:00.0", d1, "mlx5_0", "eth0")                 # client below 02:00.0
+    t.nvme_at("0000:03:00.0", d2, "nvme0")                         # provider below 02:08.0
+    t.rdma_nic_at("0000:04:00.0", d1, "mlx5_0", "eth0")                 # client below 02:00.0
     v = D.distance_many(t.inv, "0000:03:00.0", ["mlx5_0"])
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:02:08.0;0000:01:00.0;0000:02:00.0"
     assert v.map_type == MapType.THRU_HOST_BRIDGE
@@ -284,22 +284,22 @@ def test_acs_ignored_without_common_bridge():
 
 
 def test_acs_bits_that_count():
-    t = q35_lab(dsp_acs=ACS_SV_UF | 0x0002)      # SV, TB, UF: no redirect
+    t = lab(dsp_acs=ACS_SV_UF | 0x0002)      # SV, TB, UF: no redirect
     assert D.pair(t.inv, P, B).map_type == MapType.BUS_ADDR
     for bit in (0x0004, 0x0008, 0x0020):
-        t = q35_lab(dsp_acs=bit)
+        t = lab(dsp_acs=bit)
         assert D.pair(t.inv, P, B).acs_redirect == ["0000:02:00.0", "0000:02:01.0"], hex(bit)
 
 
 def test_multifunction_endpoint_with_acs():
     """One card with two functions below a root port: an NVMe function with a CMB (01:00.0) and
     an RDMA function (01:00.1), both with ACS RR/CR set (what Linux does with an IOMMU on)."""
-    t = Topo()
+    t = Machine()
     t.host_device("0000:00:00.0", 0x8086, 0x29c0)
-    rp = t.root_port("0000:00:02.0", acs=0)
+    rp = t.root_port_at("0000:00:02.0", acs=0)
     t.endpoint("0000:01:00.0", rp, vendor=0x1d1d, class_code=0x010802, acs=RR_CR,
                p2pmem=(64 << 20, 64 << 20, True))
-    t.rnic("0000:01:00.1", rp, "mlx5_0", "eth0", acs=RR_CR)
+    t.rdma_nic_at("0000:01:00.1", rp, "mlx5_0", "eth0", acs=RR_CR)
     v = D.distance_many(t.inv, "0000:01:00.0", ["mlx5_0"])
     assert v.kernel_parameter == "pci=disable_acs_redir=0000:01:00.0;0000:01:00.1"
     assert v.pairs[0].hops == 2 and v.map_type == MapType.NOT_SUPPORTED   # 29c0 not whitelisted
@@ -311,13 +311,13 @@ def test_multifunction_endpoint_with_acs():
 
 
 def test_unknown_acs_is_not_silently_clear():
-    t = q35_lab(readable=False, iommu=True)
+    t = lab(readable=False, iommu=True)
     pv = D.pair(t.inv, P, B)
     assert pv.map_type == MapType.NOT_SUPPORTED                  # assumed set (IOMMU active)
     assert any("unknown" in u and "0000:02:00.0" in u for u in pv.uncertain)
     assert any("clear on all of" in u and "bus_addr (distance 4) instead of not_supported" in u
                for u in pv.uncertain)
-    t = q35_lab(readable=False, iommu=False)
+    t = lab(readable=False, iommu=False)
     pv = D.pair(t.inv, P, B)
     assert pv.map_type == MapType.BUS_ADDR                       # assumed clear (no IOMMU) ...
     assert any("assumed clear" in u for u in pv.uncertain)  # ... but says so
@@ -326,7 +326,7 @@ def test_unknown_acs_is_not_silently_clear():
 
 def test_unreadable_acs_cleared_by_cmdline():
     cmd = 'BOOT_IMAGE=/vmlinuz pci="disable_acs_redir=0000:02:00.0;0000:02:01.0;0000:01:00.0"'
-    t = q35_lab(readable=False, iommu=True)
+    t = lab(readable=False, iommu=True)
     t.inv.system.cmdline = cmd
     # the three switch ports are listed; the endpoints are single-function (assumed clear)
     pv = D.pair(t.inv, P, B)
@@ -335,7 +335,7 @@ def test_unreadable_acs_cleared_by_cmdline():
 
 
 def test_unreadable_acs_cleared_by_path_spec_and_ids():
-    t = q35_lab(readable=False, iommu=True)
+    t = lab(readable=False, iommu=True)
     t.inv.system.cmdline = "pci=disable_acs_redir=00:04.0/00.0/00.0;pci:104c:8233"
     # 00:04.0/00.0/00.0 = root port -> 01:00.0 -> 02:00.0 ; pci:104c:8233 = all downstream ports
     assert D.pair(t.inv, P, B).map_type == MapType.BUS_ADDR
@@ -344,7 +344,7 @@ def test_unreadable_acs_cleared_by_path_spec_and_ids():
 # -- clients without a PCI parent, versions ------------------------------------------------------------
 
 def test_soft_roce_client_7x_silently_no_p2p():
-    inv = q35_lab().inv
+    inv = lab().inv
     for name in ("rxe0", "dummy0", "10.77.0.1"):
         v = D.distance_many(inv, P, [name])
         assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1), name
@@ -353,7 +353,7 @@ def test_soft_roce_client_7x_silently_no_p2p():
 
 
 def test_soft_roce_dma_virt_ops_5_x():
-    v = D.distance_many(q35_lab().inv, P, ["rxe0"], kernel="5.10")
+    v = D.distance_many(lab().inv, P, ["rxe0"], kernel="5.10")
     assert v.map_type == MapType.NOT_SUPPORTED
     assert v.pairs[0].kernel_messages == [
         "infiniband rxe0: cannot be used for peer-to-peer DMA because the driver makes use of "
@@ -361,14 +361,14 @@ def test_soft_roce_dma_virt_ops_5_x():
 
 
 def test_soft_roce_unverified_window_is_uncertain():
-    v = D.distance_many(q35_lab().inv, P, ["rxe0"], kernel="5.15")
+    v = D.distance_many(lab().inv, P, ["rxe0"], kernel="5.15")
     assert v.map_type == MapType.NOT_SUPPORTED
     assert any("not verified" in u for u in v.uncertain)
     assert "not a PCI device" in v.pairs[0].kernel_messages[0]
 
 
 def test_multipath_head_is_not_a_pci_device():
-    t = q35_lab()
+    t = lab()
     t.multipath_head("nvme1n1", "nvme1")
     v = D.distance_many(t.inv, P, ["/dev/nvme1n1"])
     assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
@@ -379,7 +379,7 @@ def test_multipath_head_is_not_a_pci_device():
 
 
 def test_no_p2pdma_before_4_20():
-    v = D.distance_many(q35_lab().inv, P, [B], kernel="4.19")
+    v = D.distance_many(lab().inv, P, [B], kernel="4.19")
     assert v.map_type == MapType.NOT_SUPPORTED and "4.20" in v.reasons[0]
 
 
@@ -394,14 +394,14 @@ def test_kernel_default_is_inventory_and_override():
 
 
 def test_unknown_kernel_release_uses_newest_rules_and_says_so():
-    t = q35_lab(kernel="")
+    t = lab(kernel="")
     v = D.distance_many(t.inv, P, [B])
     assert v.kernel_source == "default" and any("kernel release is unknown" in u
                                                 for u in v.uncertain)
 
 
 def test_kernel_without_config_pci_p2pdma():
-    t = q35_lab(kernel="6.12.57+deb13-amd64")
+    t = lab(kernel="6.12.57+deb13-amd64")
     t.inv.system.kernel_config = {"CONFIG_PCI_P2PDMA": "n"}
     v = D.distance_many(t.inv, P, [B])
     assert any("without CONFIG_PCI_P2PDMA" in r for r in v.reasons)
@@ -412,9 +412,9 @@ def test_kernel_without_config_pci_p2pdma():
 
 def _lab_with_nic() -> Topo:
     """q35 lab plus a PCI RNIC on a 4th switch port 02:03.0 (bus 07)."""
-    t = q35_lab()
-    (d4,) = t.switch("0000:01:00.0", "0000:00:04.0", ["0000:02:03.0"], acs=0)
-    t.rnic("0000:07:00.0", d4, "mlx5_0", "ens7", ip="192.168.7.1")
+    t = lab()
+    (d4,) = t.switch_at("0000:01:00.0", "0000:00:04.0", ["0000:02:03.0"], acs=0)
+    t.rdma_nic_at("0000:07:00.0", d4, "mlx5_0", "ens7", ip="192.168.7.1")
     return t
 
 
@@ -479,7 +479,7 @@ def test_resolve_client_forms():
 
 def test_unknown_provider_is_a_clear_error():
     with pytest.raises(InputError, match="unknown provider '0000:99:00.0'"):
-        D.distance_many(q35_lab().inv, "0000:99:00.0", [B])
+        D.distance_many(lab().inv, "0000:99:00.0", [B])
 
 
 def test_path_names_the_host_bridges_it_crosses():
@@ -493,20 +493,20 @@ def test_long_acs_list_full_parameter_truncated_kernel_message():
     """Five nested switches with ACS on every port: 10 bridges on the provider side (up to and
     including the common upstream port) + 1 on the client side = 11 devices (142 characters). The
     kernel (6.x) prints the list from a 128-byte buffer; kernel_parameter keeps all of it."""
-    t = Topo()
+    t = Machine()
     t.host_device("0000:00:00.0", 0x8086, 0x2020)
-    parent = t.root_port("0000:00:01.0", acs=RR_CR)
+    parent = t.root_port_at("0000:00:01.0", acs=RR_CR)
     bus = 1
     for level in range(5):
         dsps = [f"0000:{bus + 1:02x}:00.0"] + ([f"0000:{bus + 1:02x}:01.0"] if level == 0 else [])
-        got = t.switch(f"0000:{bus:02x}:00.0", parent, dsps, acs=RR_CR)
+        got = t.switch_at(f"0000:{bus:02x}:00.0", parent, dsps, acs=RR_CR)
         t.inv.pci[f"0000:{bus:02x}:00.0"].acs_ctrl = RR_CR
         if level == 0:
             top_second = got[1]
         parent = got[0]
         bus += 2
-    t.nvme("0000:40:00.0", parent, "nvme0")
-    t.rnic("0000:41:00.0", top_second, "mlx5_0", "eth0")
+    t.nvme_at("0000:40:00.0", parent, "nvme0")
+    t.rdma_nic_at("0000:41:00.0", top_second, "mlx5_0", "eth0")
     v = D.distance_many(t.inv, "0000:40:00.0", ["mlx5_0"])
     listed = v.kernel_parameter.split("=", 2)[2].split(";")
     assert len(listed) == 11 and listed[-1] == "0000:02:01.0"

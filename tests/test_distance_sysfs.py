@@ -1,4 +1,4 @@
-"""End to end: synthetic sysfs trees (tests/sysfsfixture.py, real file layout and binary config
+"""End to end: synthetic sysfs trees (tests/support/sysfs.py, real file layout and binary config
 space) -> the inventory readers -> distance / topology, including the CLI on ``--root``.
 
 The expected values are the kernel's for each fixture's topology (see the fixture docstrings
@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-import sysfsfixture as sf
+from support import sysfs as sf
 from nvmet_p2p import cli
 from nvmet_p2p import distance as D
 from nvmet_p2p.defs import MapType
@@ -114,11 +114,11 @@ def test_multifunction_endpoint_with_acs(tmp_path):
 
 def test_soft_roce_and_siw_clients(tmp_path):
     m = sf.soft_roce(tmp_path, siw=True)
-    for client in ("rxe_dummy", "10.77.0.1", "siw0"):
+    for client in ("rxe0", "10.77.0.1", "siw0"):
         v = dm(m, "cmbA", client)
         assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1), client
         assert "soft RDMA" in v.reasons[0]
-    assert "dma_virt_ops" in dm(m, "cmbA", "rxe_dummy", kernel="5.4").pairs[0].kernel_messages[0]
+    assert "dma_virt_ops" in dm(m, "cmbA", "rxe0", kernel="5.4").pairs[0].kernel_messages[0]
 
 
 def test_multipath_head_client(tmp_path):

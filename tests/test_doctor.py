@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-import sysfsfixture as sf
+from support import sysfs as sf
 from nvmet_p2p.doctor import FAIL, OK, SKIP, WARN, diagnose
 from nvmet_p2p.inventory import read_inventory
 
@@ -58,7 +58,7 @@ def test_only_soft_rdma_is_a_blocker(tmp_path):
     report, c = run_doctor(m)
     assert c["rdma"].status == FAIL
     assert "only soft RDMA present" in c["rdma"].detail
-    assert "rxe_dummy (rdma_rxe)" in c["rdma"].detail and "siw0 (siw)" in c["rdma"].detail
+    assert "rxe0 (rdma_rxe)" in c["rdma"].detail and "siw0 (siw)" in c["rdma"].detail
     assert c["paths"].status == SKIP
     assert not report.can_offload
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import sysfsfixture as sf
+from support import sysfs as sf
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.inventory import (
     SysRoot,
@@ -173,7 +173,7 @@ def test_namespaces_and_block_devices(lab):
 
 def test_soft_roce_device(lab):
     inv = read_inventory(lab.root)
-    r = inv.rdma["rxe_dummy"]
+    r = inv.rdma["rxe0"]
     assert r.pci is None and r.soft and r.driver == "rdma_rxe"
     assert r.netdevs == ["dummy0"]
     assert r.ports[0].state == "4: ACTIVE" and r.ports[0].link_layer == "Ethernet"

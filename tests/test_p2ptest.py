@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-import sysfsfixture as sf
+from support import sysfs as sf
 from nvmet_p2p import cli, p2ptest
 from nvmet_p2p.errors import InputError
 
@@ -21,7 +21,7 @@ BDF = "0000:03:00.0"
 
 
 def tree(tmp_path, available=66977792):
-    """The lab's sysfs layout (tests/sysfsfixture.py): 03:00.0 provides, nvme1n1/nvme2n1 sit on
+    """The lab's sysfs layout (tests/support/sysfs.py): 03:00.0 provides, nvme1n1/nvme2n1 sit on
     04:00.0/05:00.0 behind the same switch; "allocate" is an ordinary 64 MiB file here."""
     m = sf.q35_lab(tmp_path, write=False)
     m.set_p2pmem(BDF, available=available)

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from machines import GiB, MiB, Machine, amd_machine, jbof_machine, lab_machine
+from support.machine import GiB, MiB, Machine, amd_machine, jbof_machine, lab_machine
 from nvmet_p2p import placement, profile
 from nvmet_p2p.placement import PlacementError
 

@@ -1,8 +1,8 @@
 """``plan --profile`` / ``apply --profile``: profile -> placement -> the reconciler.
 
-The machine comes from an inventory JSON (the lab topology as tests/machines.py builds it);
+The machine comes from an inventory JSON (the lab topology as tests/support/machine.py builds it);
 configfs is either absent (offline planning on a snapshot) or the kernel-rule fake of
-tests/fakenvmet.py, whose devices are the lab's."""
+tests/support/fakenvmet.py, whose devices are the lab's."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import nvmet_p2p.apply as apply_mod
-from fakenvmet import FakeNvmet
-from machines import lab_machine
+from support.fakenvmet import FakeNvmet
+from support.machine import lab_machine
 from nvmet_p2p import cli
 from nvmet_p2p.configfs import read_state
 
@@ -108,12 +108,10 @@ def test_apply_profile_then_replan_is_empty(tmp_path, inv_file, capsys, monkeypa
 
 
 def test_plan_profile_reads_a_sysfs_tree_through_the_inventory_readers(tmp_path, capsys):
-    import sysfsfixture as sf
+    from support import sysfs as sf
     root = tmp_path / "root"
     sf.q35_lab(str(root), rxe=True)
-    prof = tmp_path / "p.yaml"
-    prof.write_text(Path(LAB).read_text().replace("rdma_device: rxe0", "rdma_device: rxe_dummy"))
-    assert cli.main(["plan", "--profile", str(prof), "--root", str(root), "--json",
+    assert cli.main(["plan", "--profile", LAB, "--root", str(root), "--json",
                      "--state-dir", str(tmp_path / "state")]) == 0
     doc = json.loads(capsys.readouterr().out)
     got = [(d["nsid"], d["serial"], d["p2pmem"], d["map_type"]) for d in doc["placement"]["decisions"]]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from machines import MiB, Machine, lab_machine
+from support.machine import MiB, Machine, lab_machine
 from nvmet_p2p import profile
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.profile import ProfileError
@@ -221,7 +221,7 @@ def test_each_exports_every_match_in_serial_order_with_consecutive_nsids(tmp_pat
 
 
 def test_selectors_by_every_stable_identity(tmp_path):
-    inv = lab_machine()
+    inv = lab_machine(ns_ids=True)
     ns = inv.namespaces["nvme1n1"]           # cmbB
     ctrl = inv.nvme[ns.controller]
     for sel in (f"{{wwid: '{ns.wwid}'}}", f"{{eui: '{ns.eui.upper()}'}}",

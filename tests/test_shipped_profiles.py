@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from machines import amd_machine, jbof_single_switch_machine, lab_machine
+from support.machine import amd_machine, jbof_single_switch_machine, lab_machine
 from nvmet_p2p import placement, profile
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"

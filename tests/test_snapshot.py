@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import sysfsfixture as sf
+from support import sysfs as sf
 from nvmet_p2p import snapshot as snapmod
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.inventory import read_inventory

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-import sysfsfixture as sf
+from support import sysfs as sf
 from nvmet_p2p import cli
 from nvmet_p2p import evidence as ev
 from nvmet_p2p import status as st

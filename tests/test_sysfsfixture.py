@@ -8,6 +8,7 @@ same config-space facts. A fixture that drifts from the kernel's layout fails he
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import struct
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import sysfsfixture as sf
+from support import sysfs as sf
 
 TRUTH = json.loads((Path(__file__).parent / "data" / "lab_q35_7.3.json").read_text())
 
@@ -49,9 +50,9 @@ def _parse_config(b: bytes) -> dict:
 
 @pytest.fixture
 def lab(tmp_path):
-    # the reference recipe's machine: q35_lab with its virtio slots + rxe_dummy on dummy0
+    # the captured boot: q35_lab with its virtio slots + rxe_dummy on dummy0
     return sf.soft_roce(tmp_path / "root", virtio_slots=sf.REFERENCE_VIRTIO_SLOTS,
-                        nvmet_loaded=True)
+                        nvmet_loaded=True, rxe_name="rxe_dummy")
 
 
 def test_kernel_release_matches_capture(lab):
@@ -181,3 +182,66 @@ def test_q35_lab_reads_like_the_real_lab_default(tmp_path):
                                            if not a.startswith(("fe80:", "fd00:"))]
     for key in real:
         assert got[key] == real[key], key
+
+
+#: Paths the fixture writes that the capture did not record, each with why that is fine and
+#: where else it is checked. A fixture path neither captured nor listed here fails
+#: ``test_fixture_has_nothing_the_kernel_capture_does_not_account_for``.
+NOT_IN_CAPTURE = {
+    "/sys/devices/pci*/**/config": "binary; compared field by field in test_config_space_facts",
+    "/sys/devices/pci*/**/enable": "PCI attribute not read by nvmet-p2p (snapshot copies it)",
+    "/sys/devices/pci*/**/local_cpulist": "PCI attribute not read by nvmet-p2p",
+    "/sys/devices/pci*/**/modalias": "PCI attribute not read by nvmet-p2p",
+    "/sys/devices/**/uevent": "uevent files exist for every device; never read",
+    "/sys/devices/pci*/**/nvme/nvme*/dev": "char device numbers; never read",
+    "/sys/devices/pci*/**/nvme/nvme*/nvme*n*/ro": "block attribute; never read",
+    "/sys/devices/pci*/**/p2pmem/allocate": "mmap-only file (6.2+): only its existence counts",
+    "/sys/devices/system/node/online": "NUMA nodes; the lab has one",
+    "/sys/devices/virtual/infiniband/*/ports/*/gid_attrs/**": "GID table; only ndevs is read",
+    "/sys/devices/virtual/infiniband/*/ports/*/lid": "RoCE has no LID; never read",
+    "/sys/devices/virtual/net/*/*": "netdev attributes; addresses come from netlink",
+    "/sys/kernel/config/nvmet/discovery_nqn": "configfs, not sysfs: the lab nvmet tests read it",
+    "/proc/*": "checked: cpuinfo in test_cpuinfo_of_lab_is_amd_family_15, the rest by the "
+               "inventory tests against lab_default_inventory.json",
+    "/proc/sys/kernel/osrelease": "checked in test_kernel_release_matches_capture",
+    "/lib/modules/*/modules.*": "module lists; the inventory comparison checks what is read",
+    "/lib/modules/*/config": "kernel config; lab_default_inventory.json has what is read",
+    "/sys/devices/pci*/**/nvme/nvme*/nvme*n*/subsystem": "class link of a disk; captured for one",
+    "/nvmet-p2p-snapshot.json": "written by snapshots, not by the kernel",
+    "/sys/block/*": "links; /sys/class/block is the captured twin",
+    "/sys/bus/pci/devices/*": "links; their targets are the captured /sys/devices paths",
+    "/sys/bus/pci/drivers/*/*": "driver bind links; the captured driver links say the same",
+    "/sys/devices/pci*/**/nvme/nvme*/nvme*n*/device": "block device -> controller link",
+    "/sys/devices/virtual/nvme-subsystem/*": "subsystem entries of single-controller NVMe; "
+                                             "the multipath capture checks the layout",
+    "/sys/devices/virtual/nvme-subsystem/*/*": "as above",
+}
+
+
+def _fixture_paths(root: Path) -> set[str]:
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            if p.is_symlink() or p.is_file():
+                out.add("/" + str(p.relative_to(root)))
+    return out
+
+
+def test_fixture_has_nothing_the_kernel_capture_does_not_account_for(lab):
+    """The other direction: every file or link the fixture writes is in the capture or
+    accounted for in NOT_IN_CAPTURE (and every entry there still matches something), and the
+    fixture has exactly the PCI functions of the captured boot."""
+    captured = set(TRUTH["links"]) | set(TRUTH["files"])
+    paths = _fixture_paths(Path(lab.root))
+    unexplained, used = [], set()
+    for path in sorted(paths - captured):
+        # fnmatch's * also matches '/', so "**" is written for readability only
+        hits = {pat for pat in NOT_IN_CAPTURE if fnmatch.fnmatchcase(path, pat.replace("**", "*"))}
+        if not hits:
+            unexplained.append(path)
+        used |= hits
+    assert not unexplained, f"fixture paths the kernel capture does not have: {unexplained[:10]}"
+    assert not set(NOT_IN_CAPTURE) - used, f"stale entries: {set(NOT_IN_CAPTURE) - used}"
+    fixture_bdfs = {p.rsplit("/", 1)[1] for p in paths if p.startswith("/sys/bus/pci/devices/")}
+    assert fixture_bdfs == set(TRUTH["config"])

@@ -9,7 +9,7 @@ import pytest
 
 from nvmet_p2p import cli
 from nvmet_p2p.topology import build_matrix, render_matrix, render_tree, topology_document
-from p2ptopo import RR_CR, Topo, q35_lab
+from support.machine import Machine, RR_CR, lab
 
 
 def _cells(matrix: dict) -> dict[tuple[str, str], tuple[str, int]]:
@@ -17,7 +17,7 @@ def _cells(matrix: dict) -> dict[tuple[str, str], tuple[str, int]]:
 
 
 def test_matrix_q35_lab():
-    m = build_matrix(q35_lab().inv)
+    m = build_matrix(lab().inv)
     assert [c["name"] for c in m["clients"]] == ["nvme0", "nvme1", "nvme2", "nvme3", "rxe0"]
     assert [p["bdf"] for p in m["providers"]] == ["0000:03:00.0", "0000:04:00.0", "0000:05:00.0"]
     c = _cells(m)
@@ -31,14 +31,14 @@ def test_matrix_q35_lab():
 
 
 def test_matrix_uncertain_count_when_config_unreadable():
-    m = build_matrix(q35_lab(readable=False, iommu=True).inv)
+    m = build_matrix(lab(readable=False, iommu=True).inv)
     # the 6 same-switch pairs between different devices depend on unreadable downstream ports
     assert m["summary"]["uncertain"] == 6
     assert "no?" in render_matrix(m)
 
 
 def test_render_matrix_blocks_and_unpublished_label():
-    t = q35_lab()
+    t = lab()
     t.inv.pci["0000:05:00.0"].p2pmem.published = False
     text = render_matrix(build_matrix(t.inv), width=2)
     assert text.count("provider ") == 3             # 5 clients in blocks of 2
@@ -47,7 +47,7 @@ def test_render_matrix_blocks_and_unpublished_label():
 
 
 def test_tree_annotations():
-    t = q35_lab(dsp_acs=RR_CR, iommu=True)
+    t = lab(dsp_acs=RR_CR, iommu=True)
     t.inv.pci["0000:03:00.0"].numa_node = 0
     t.multipath_head("nvme9n1", "nvme1")
     text = render_tree(t.inv)
@@ -62,17 +62,17 @@ def test_tree_annotations():
 
 
 def test_tree_skylake_whitelist_line_and_pci_rnic():
-    t = Topo()
+    t = Machine()
     t.host_device("0000:00:00.0", 0x8086, 0x2020)
-    rp = t.root_port("0000:00:01.0", 0x8086, 0x2030, acs=0)
-    t.rnic("0000:01:00.0", rp, "mlx5_0", "ens1f0np0", ip="192.168.10.1")
+    rp = t.root_port_at("0000:00:01.0", 0x8086, 0x2030, acs=0)
+    t.rdma_nic_at("0000:01:00.0", rp, "mlx5_0", "ens1f0np0", ip="192.168.10.1")
     text = render_tree(t.inv)
     assert "8086:2020: whitelisted for p2pdma" in text
     assert "RDMA mlx5_0 on ens1f0np0 192.168.10.1/24" in text
 
 
 def test_topology_document_has_inventory_and_matrix():
-    doc = topology_document(q35_lab().inv, kernel="5.3")
+    doc = topology_document(lab().inv, kernel="5.3")
     assert doc["kernel"] == "5.3" and doc["kernel_source"] == "--kernel"
     assert set(doc) == {"kernel", "kernel_source", "host_bridges", "inventory", "matrix"}
     assert doc["inventory"]["pci"]["0000:03:00.0"]["p2pmem"]["published"] is True
@@ -91,7 +91,7 @@ def _inv_file(tmp_path, topo: Topo, wrap: bool = False) -> str:
 
 
 def test_distance_command_json(tmp_path, capsys):
-    f = _inv_file(tmp_path, q35_lab(dsp_acs=RR_CR))
+    f = _inv_file(tmp_path, lab(dsp_acs=RR_CR))
     assert cli.main(["distance", "--inventory", f, "--json", "0000:03:00.0", "nvme1n1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {k: out[k] for k in ("provider", "clients", "map_type", "distance",
@@ -102,12 +102,12 @@ def test_distance_command_json(tmp_path, capsys):
 
 
 def test_distance_command_kernel_override_and_human(tmp_path, capsys):
-    t = Topo()
+    t = Machine()
     t.host_device("0000:00:00.0", 0x8086, 0x2020)
-    rp = t.root_port("0000:00:01.0", 0x8086, 0x2030, acs=0)
-    rp2 = t.root_port("0000:00:02.0", 0x8086, 0x2031, acs=0)
-    t.nvme("0000:01:00.0", rp, "nvme0")
-    t.rnic("0000:02:00.0", rp2, "mlx5_0", "eth0", ip="10.1.1.1")
+    rp = t.root_port_at("0000:00:01.0", 0x8086, 0x2030, acs=0)
+    rp2 = t.root_port_at("0000:00:02.0", 0x8086, 0x2031, acs=0)
+    t.nvme_at("0000:01:00.0", rp, "nvme0")
+    t.rdma_nic_at("0000:02:00.0", rp2, "mlx5_0", "eth0", ip="10.1.1.1")
     f = _inv_file(tmp_path, t, wrap=True)
     assert cli.main(["distance", "--inventory", f, "0000:01:00.0", "10.1.1.1"]) == 0
     out = capsys.readouterr().out
@@ -120,7 +120,7 @@ def test_distance_command_kernel_override_and_human(tmp_path, capsys):
 
 
 def test_distance_command_find(tmp_path, capsys):
-    f = _inv_file(tmp_path, q35_lab())
+    f = _inv_file(tmp_path, lab())
     assert cli.main(["distance", "--inventory", f, "--find", "--json", "nvme2n1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["best_distance"], out["ties"], out["random_choice"]) == (0, ["0000:05:00.0"], False)
@@ -135,7 +135,7 @@ def test_distance_command_find(tmp_path, capsys):
     (["--kernel", "five", "0000:03:00.0", "nvme0n1"], "not a kernel version: 'five'", 2),
 ])
 def test_distance_command_errors(tmp_path, capsys, argv, needle, status):
-    f = _inv_file(tmp_path, q35_lab())
+    f = _inv_file(tmp_path, lab())
     assert cli.main(["distance", "--inventory", f] + argv) == status
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
@@ -154,7 +154,7 @@ def test_inventory_file_errors(tmp_path, capsys):
 
 
 def test_topology_command_json_roundtrip(tmp_path, capsys):
-    f = _inv_file(tmp_path, q35_lab())
+    f = _inv_file(tmp_path, lab())
     assert cli.main(["topology", "--inventory", f, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["matrix"]["summary"]["pairs"] == 15
@@ -184,7 +184,7 @@ def test_cli_imports_only_the_chosen_command():
 
 
 def test_tree_shows_reader_warnings_and_unknown_acs():
-    t = q35_lab(readable=False)
+    t = lab(readable=False)
     t.inv.warnings = [f"w{i}" for i in range(12)]
     text = render_tree(t.inv)
     assert "warning: w0" in text and "warning: w9" in text and "warning: w10" not in text

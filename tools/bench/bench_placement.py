@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: placement quality against the kernel's own auto mode, and planning speed.
 
-Quality. On four synthetic reference machines (tests/machines.py) a profile exports every
+Quality. On four synthetic reference machines (tests/support/machine.py) a profile exports every
 namespace through the RDMA NIC(s) its subsystem names, with a budget per namespace of hosts x
 queues x depth x I/O size. Every host connection is one namespace x NIC path:
 
@@ -20,7 +20,7 @@ node than the NIC. Ratios are nvmet-p2p / kernel. The run fails (exit 1) unless 
 at least as good as the kernel on every machine and strictly better on the AMD and small-CMB
 machines.
 
-Speed. Planning 4096 namespaces over 64 providers and 8 NICs (tests/machines.py
+Speed. Planning 4096 namespaces over 64 providers and 8 NICs (tests/support/machine.py
 ``big_machine``: load + resolve + place, without and with the per-candidate explanation),
 against a baseline run in the same process: one ``find_many`` verdict per namespace x NIC,
 i.e. only asking the kernel's rules what auto mode would consider. Target: < 1 s.
@@ -44,7 +44,7 @@ CHECKOUT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, CHECKOUT)
 sys.path.insert(0, os.path.join(CHECKOUT, "tests"))
 
-import machines  # noqa: E402
+from support import machine as machines  # noqa: E402
 
 from nvmet_p2p import placement, profile  # noqa: E402
 from nvmet_p2p.distance import P2pdma  # noqa: E402

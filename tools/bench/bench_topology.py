@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: ``nvmet-p2p topology --json`` on a large synthetic machine.
 
-Builds (tests/sysfsfixture.py ``big_machine``) a 2-socket Skylake-SP server with 64 CMB NVMe
+Builds (tests/support/sysfs.py ``big_machine``) a 2-socket Skylake-SP server with 64 CMB NVMe
 behind 8 PCIe switches and 8 ConnectX NICs as a real sysfs tree, then times, in this process:
 
 * baseline:  the inventory read alone (``read_inventory``),
@@ -33,7 +33,7 @@ CHECKOUT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, CHECKOUT)
 sys.path.insert(0, os.path.join(CHECKOUT, "tests"))
 
-import sysfsfixture as sf  # noqa: E402
+from support import sysfs as sf  # noqa: E402
 
 from nvmet_p2p import cli  # noqa: E402
 from nvmet_p2p.distance import P2pdma  # noqa: E402
