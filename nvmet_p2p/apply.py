@@ -27,11 +27,22 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from nvmet_p2p import state as st
-from nvmet_p2p.configfs import (Configfs, ConfigfsError, NULL_PATH, capabilities, read_state)
+from nvmet_p2p.configfs import NULL_PATH, Configfs, ConfigfsError, capabilities, read_state
 from nvmet_p2p.errors import Busy, KernelError, NvmetP2PError
 from nvmet_p2p.kmsg import KernelLog
-from nvmet_p2p.plan import (HOST_ORDER, NS_ORDER, PORT_ORDER, REF_ORDER, Managed, Op, Plan,
-                            build_plan, clear_plan, digest, same)
+from nvmet_p2p.plan import (
+    HOST_ORDER,
+    NS_ORDER,
+    PORT_ORDER,
+    REF_ORDER,
+    Managed,
+    Op,
+    Plan,
+    build_plan,
+    clear_plan,
+    digest,
+    same,
+)
 from nvmet_p2p.statefile import write_atomic
 
 DEFAULT_STATE_DIR = "/var/lib/nvmet-p2p"

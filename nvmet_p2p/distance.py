@@ -52,7 +52,6 @@ from nvmet_p2p.model import (
     parse_kernel_version,
 )
 
-
 #: ``pci_p2pmem_find_many()`` keeps at most PAGE_SIZE / sizeof(pointer) tied providers.
 FIND_MANY_MAX_TIES = 512
 
@@ -454,8 +453,8 @@ class P2pdma:
             note = f"ACS control not readable; {src} on the kernel command line"
             n_specs = len(self._disable_acs) + len(self._config_acs)
             if R.in_range(self.version, R.CONFIG_ACS_MULTI_BUG) and n_specs > 1:
-                return _Acs(None, note + f", but kernels 6.11-6.13 mis-parse a list of several "
-                                         f"devices")
+                return _Acs(None, note + ", but kernels 6.11-6.13 mis-parse a list of several "
+                                         "devices")
             return _Acs(forced, note)
         return _Acs(None, "config space not readable (non-root read stops at 64 bytes)")
 
@@ -891,7 +890,8 @@ class P2pdma:
         if any(p.map_type == MapType.NOT_SUPPORTED for p in pairs):
             mt, dist = MapType.NOT_SUPPORTED, -1
         else:
-            mt = MapType.THRU_HOST_BRIDGE if any(p.map_type == MapType.THRU_HOST_BRIDGE for p in pairs) else MapType.BUS_ADDR
+            thru = any(p.map_type == MapType.THRU_HOST_BRIDGE for p in pairs)
+            mt = MapType.THRU_HOST_BRIDGE if thru else MapType.BUS_ADDR
             dist = sum(p.distance for p in pairs)
         reasons: list[str] = []
         multi = len(pairs) > 1
@@ -1196,7 +1196,7 @@ def find_many(inv: Inventory, clients: Sequence["Client | str"],
 
 
 __all__ = [
-    "BUS_ADDR", "THRU_HOST_BRIDGE", "NOT_SUPPORTED", "Client", "PairVerdict", "Verdict",
+    "Client", "PairVerdict", "Verdict",
     "FindResult", "P2pdma", "resolve_client", "pair", "distance_many", "find_many",
     "normalize_bdf", "device_role", "acs_bits_text", "kernel_rules_version",
 ]

@@ -34,14 +34,13 @@ Bad input (a missing file the kernel always has, a value that does not parse) ra
 
 from __future__ import annotations
 
-import errno
 import gzip
 import json
 import os
 import posixpath
 import re
 import struct
-from typing import Callable, Iterable
+from typing import Callable
 
 from nvmet_p2p.defs import is_bdf
 from nvmet_p2p.errors import InputError
@@ -76,7 +75,6 @@ INTERESTING_MODULE = re.compile(
     r"^(nvme|nvme_\w+|nvmet|nvmet_\w+|rdma_\w+|ib_\w+|iw_cm|siw|configfs|mlx[45]_\w+|irdma|"
     r"bnxt_re|qedr|efa|erdma|rdma_rxe)$")
 
-HOST_BRIDGE_RE = re.compile(r"^pci([0-9a-f]{4,}):([0-9a-f]{2})$")
 PCI_DEVICES_RE = re.compile(r"^/sys/devices/(pci[0-9a-f]{4,}:[0-9a-f]{2})((?:/[^/]+)*)$")
 HOST_BRIDGE_RE = re.compile(r"^pci[0-9a-f]{4,}:[0-9a-f]{2}$")
 
@@ -727,16 +725,16 @@ def _read_system(r: _Reader) -> SystemInfo:
     s = SystemInfo()
     s.kernel_release = r.text("/proc/sys/kernel/osrelease") or ""
     if not s.kernel_release:
-        r.warn(f"kernel release unknown (/proc/sys/kernel/osrelease missing): "
-               f"pass --kernel X.Y")
+        r.warn("kernel release unknown (/proc/sys/kernel/osrelease missing): "
+               "pass --kernel X.Y")
     cmdline = r.text("/proc/cmdline")
     if cmdline is None:
-        r.warn(f"/proc/cmdline missing: boot parameters (ACS, IOMMU) unknown")
+        r.warn("/proc/cmdline missing: boot parameters (ACS, IOMMU) unknown")
     s.cmdline = cmdline or ""
     cpuinfo = r.text("/proc/cpuinfo")
     if cpuinfo is None:
-        r.warn(f"/proc/cpuinfo missing: CPU vendor unknown (the AMD rule cannot "
-               f"be applied)")
+        r.warn("/proc/cpuinfo missing: CPU vendor unknown (the AMD rule cannot "
+               "be applied)")
     else:
         first = cpuinfo.split("\n\n", 1)[0]
         for line in first.splitlines():
@@ -765,12 +763,12 @@ def _read_system(r: _Reader) -> SystemInfo:
                              where=r.fs.host("/sys/devices/system/node/online")) from None
     mods = r.text("/proc/modules")
     if mods is None:
-        r.warn(f"/proc/modules missing: loaded modules unknown")
+        r.warn("/proc/modules missing: loaded modules unknown")
     else:
         s.modules_loaded = sorted({line.split()[0] for line in mods.splitlines() if line.strip()})
     mounts = r.text("/proc/mounts")
     if mounts is None:
-        r.warn(f"/proc/mounts missing: configfs mount unknown")
+        r.warn("/proc/mounts missing: configfs mount unknown")
     else:
         for line in mounts.splitlines():
             f = line.split()

@@ -33,16 +33,13 @@ from nvmet_p2p import evidence as ev
 from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import InputError, KernelError, NvmetP2PError
 from nvmet_p2p.harness.environment import emulation_label
+from nvmet_p2p.harness.hostsys import read_text
 
 PAGE = mmap.PAGESIZE
 
 
 def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+    return read_text(path, None)
 
 
 def parse_size(text: str, what: str = "--size", zero_ok: bool = False) -> int:

@@ -52,7 +52,6 @@ from nvmet_p2p.profile import Resolved, ResolvedNamespace, format_size
 from nvmet_p2p.state import Host, Namespace, Port, Subsystem, TargetState
 
 
-
 class PlacementError(NvmetP2PError):
     """The profile cannot be placed on this machine (``when_none``/``when_full: error``)."""
 

@@ -39,8 +39,17 @@ from typing import Any
 
 from nvmet_p2p import state as st
 from nvmet_p2p.configfs import KNOWN_ATTRS, is_secret, mask
-from nvmet_p2p.defs import (ANA_GRPID_MAX, DISCOVERY_NQN, NSID_MAX, PORTID_MAX, kstrtobool,
-                            name_problem, nqn_problem, rel_path_problem, subsystem_nqn_problem)
+from nvmet_p2p.defs import (
+    ANA_GRPID_MAX,
+    DISCOVERY_NQN,
+    NSID_MAX,
+    PORTID_MAX,
+    kstrtobool,
+    name_problem,
+    nqn_problem,
+    rel_path_problem,
+    subsystem_nqn_problem,
+)
 from nvmet_p2p.errors import InputError, NvmetP2PError
 
 PLAN_FORMAT = 1
@@ -62,6 +71,9 @@ _INT = {"attr_cntlid_min", "attr_cntlid_max", "attr_vendor_id", "attr_subsys_ven
         "param_max_queue_size", "param_mdts", "addr_portid", "clear_ids", "admin_timeout",
         "io_timeout"}
 _TRANSPORT_DEFAULTED = {"param_inline_data_size", "param_max_queue_size", "param_mdts"}
+
+
+_LEFT_NOTE = "not in the desired state; --prune removes it"
 
 
 class PlanError(NvmetP2PError):
@@ -378,7 +390,7 @@ class _Builder:
             if nqn not in self.managed.hosts:
                 continue
             if not self.prune:
-                self.changes.append(Change("left", "host", nqn, notes=["not in the desired state; --prune removes it"]))
+                self.changes.append(Change("left", "host", nqn, notes=[_LEFT_NOTE]))
                 continue
             users = [s for s, sub in self.live.subsystems.items() if nqn in sub.allowed_hosts]
             remaining = [s for s in users if s not in self.removed.subsystems
@@ -480,7 +492,7 @@ class _Builder:
             if nqn not in self.managed.subsystems:
                 continue
             if not self.prune:
-                self.changes.append(Change("left", "subsystem", nqn, notes=["not in the desired state; --prune removes it"]))
+                self.changes.append(Change("left", "subsystem", nqn, notes=[_LEFT_NOTE]))
                 continue
             ls = self.live.subsystems[nqn]
             obj = f"subsystem {nqn}"
@@ -488,7 +500,8 @@ class _Builder:
                 if nqn in port.subsystems and not self._port_detached(pid):
                     self.op("detach", "unlink", f"ports/{pid}/subsystems/{nqn}", obj=obj)
                     if (pid, nqn) not in self.managed.port_links:
-                        self.warnings.append(f"port {pid} (link not made by nvmet-p2p) loses subsystem {nqn}, which is pruned")
+                        self.warnings.append(f"port {pid} (link not made by nvmet-p2p) loses subsystem "
+                                             f"{nqn}, which is pruned")
                     self.removed.port_links.add((pid, nqn))
             for h in sorted(ls.allowed_hosts):
                 self.op("unhost", "unlink", f"subsystems/{nqn}/allowed_hosts/{h}", obj=obj)
@@ -499,7 +512,8 @@ class _Builder:
             self.op("delete_subsys", "rmdir", f"subsystems/{nqn}", obj=obj)
             self.removed.subsystems.add(nqn)
             self.changes.append(Change("delete", "subsystem", nqn,
-                                       notes=[f"{len(ls.namespaces)} namespace(s) removed with it"] if ls.namespaces else []))
+                                       notes=[f"{len(ls.namespaces)} namespace(s) removed with it"]
+                                       if ls.namespaces else []))
 
     def namespace(self, nqn: str, ns: st.Namespace, lns: st.Namespace | None):
         if self.caps is not None and not self._known["namespace"].issuperset(ns.attrs):
@@ -564,7 +578,7 @@ class _Builder:
             return
         key = f"{nqn}/{nsid}"
         if not self.prune:
-            self.changes.append(Change("left", "namespace", key, notes=["not in the desired state; --prune removes it"]))
+            self.changes.append(Change("left", "namespace", key, notes=[_LEFT_NOTE]))
             return
         self.op("delete_ns", "rmdir", f"subsystems/{nqn}/namespaces/{nsid}", obj=f"namespace {key}")
         self.removed.namespaces.add((nqn, nsid))
@@ -639,7 +653,7 @@ class _Builder:
                         ch.notes.append(f"referral {name} removed")
                     else:
                         self.changes.append(Change("left", "referral", f"{pid}/{name}",
-                                                   notes=["not in the desired state; --prune removes it"]))
+                                                   notes=[_LEFT_NOTE]))
             # ANA groups
             lgroups = {1: "optimized"} if created else lp.ana_groups
             for gid, state in sorted(p.ana_groups.items()):
@@ -687,7 +701,7 @@ class _Builder:
             if pid not in self.managed.ports:
                 continue
             if not self.prune:
-                self.changes.append(Change("left", "port", str(pid), notes=["not in the desired state; --prune removes it"]))
+                self.changes.append(Change("left", "port", str(pid), notes=[_LEFT_NOTE]))
                 continue
             lp = self.live.ports[pid]
             obj = f"port {pid}"

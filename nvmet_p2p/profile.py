@@ -36,9 +36,22 @@ from typing import Any, Callable
 
 import yaml
 
-from nvmet_p2p.defs import (DEFAULT_TRSVCID, DHCHAP_GROUPS, DHCHAP_HASHES, DHCHAP_KEY_RE,
-                            DISCOVERY_NQN, MAX_NAMESPACES, MAX_QUEUES, NQN_NAMED_RE, NSID_MAX,
-                            PORTID_MAX, RDMA_MAX_IO, MapType, is_bdf, nqn_problem)
+from nvmet_p2p.defs import (
+    DEFAULT_TRSVCID,
+    DHCHAP_GROUPS,
+    DHCHAP_HASHES,
+    DHCHAP_KEY_RE,
+    DISCOVERY_NQN,
+    MAX_NAMESPACES,
+    MAX_QUEUES,
+    NQN_NAMED_RE,
+    NSID_MAX,
+    PORTID_MAX,
+    RDMA_MAX_IO,
+    MapType,
+    is_bdf,
+    nqn_problem,
+)
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, RdmaDevice, bdf_sort_key
 

@@ -33,9 +33,18 @@ from typing import Any
 
 from nvmet_p2p import state as st
 from nvmet_p2p.configfs import KNOWN_ATTRS
-from nvmet_p2p.defs import (ANA_GRPID_MAX, DISCOVERY_NQN_MAX, MAX_NAMESPACES, NSID_MAX,
-                            PORTID_MAX, attr_value_problem, kstrtobool, name_problem,
-                            nqn_problem, subsystem_nqn_problem)
+from nvmet_p2p.defs import (
+    ANA_GRPID_MAX,
+    DISCOVERY_NQN_MAX,
+    MAX_NAMESPACES,
+    NSID_MAX,
+    PORTID_MAX,
+    attr_value_problem,
+    kstrtobool,
+    name_problem,
+    nqn_problem,
+    subsystem_nqn_problem,
+)
 from nvmet_p2p.errors import InputError
 
 DEFAULT_FILE = "/etc/nvmet/config.json"

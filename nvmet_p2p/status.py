@@ -27,8 +27,9 @@ import time
 from dataclasses import dataclass, field
 
 from nvmet_p2p import evidence as ev
+from nvmet_p2p.harness.hostsys import read_text
 from nvmet_p2p.model import Inventory, RdmaDevice
-from nvmet_p2p.state import Namespace, Port, Subsystem, TargetState
+from nvmet_p2p.state import Port, TargetState
 
 SCHEMA = "nvmet-p2p/status"
 SCHEMA_VERSION = 1
@@ -37,11 +38,7 @@ DEBUGFS = "sys/kernel/debug/nvmet"
 
 
 def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+    return read_text(path, None)
 
 
 # --------------------------------------------------------------------------------------
@@ -86,7 +83,8 @@ def read_debugfs_controllers(root: str = "/") -> dict[str, dict[int, dict]] | No
 def managed_subsystems(state_dir: str | None = None) -> set[str] | None:
     """NQNs nvmet-p2p manages (``<state dir>/managed.json`` of the reconciler), or None when
     there is no such record."""
-    from nvmet_p2p.apply import ManagedStore, state_dir as _state_dir
+    from nvmet_p2p.apply import ManagedStore
+    from nvmet_p2p.apply import state_dir as _state_dir
     store = ManagedStore(_state_dir(state_dir))
     if not os.path.exists(store.path):
         return None
@@ -109,7 +107,8 @@ def port_facts(port: Port, inv: Inventory) -> ev.PortFacts:
     ibdevs = rdma_devices_for_address(pf.traddr, inv)
     if len(ibdevs) == 1:
         d = ibdevs[0]
-        pf.rdma_device, pf.rdma_soft, pf.rdma_pci, pf.rdma_driver = d.name, bool(d.soft or d.pci is None), d.pci, d.driver
+        pf.rdma_device, pf.rdma_pci, pf.rdma_driver = d.name, d.pci, d.driver
+        pf.rdma_soft = bool(d.soft or d.pci is None)
         pf.rdma_emulated = emulated_nic(d)
     elif ibdevs and all(d.soft or d.pci is None for d in ibdevs):
         pf.rdma_device = ",".join(d.name for d in ibdevs)

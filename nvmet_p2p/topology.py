@@ -164,9 +164,9 @@ def render_matrix(matrix: dict, width: int = 10) -> str:
         lines.extend(fmt.format(*r).rstrip() for r in rows)
     s = matrix["summary"]
     lines.append("")
-    lines.append(f"bus N = BUS_ADDR (below a common switch/device), host N = THRU_HOST_BRIDGE "
-                 f"(through the root complex), no = NOT_SUPPORTED, ? = uncertain (run "
-                 f"'nvmet-p2p distance PROVIDER CLIENT'); N is the kernel's distance")
+    lines.append("bus N = BUS_ADDR (below a common switch/device), host N = THRU_HOST_BRIDGE "
+                 "(through the root complex), no = NOT_SUPPORTED, ? = uncertain (run "
+                 "'nvmet-p2p distance PROVIDER CLIENT'); N is the kernel's distance")
     lines.append(f"{s['pairs']} pairs: {s[MapType.BUS_ADDR]} bus_addr, {s[MapType.THRU_HOST_BRIDGE]} "
                  f"thru_host_bridge, {s[MapType.NOT_SUPPORTED]} not_supported, {s['uncertain']} uncertain")
     return "\n".join(lines)

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from support.fakenvmet import FakeNvmet, dump
 from nvmet_p2p import statefile
 from nvmet_p2p.apply import ApplyFailed, ManagedStore, apply_lock, clear, reconcile
 from nvmet_p2p.configfs import capabilities, read_state
 from nvmet_p2p.errors import Busy
+from support.fakenvmet import FakeNvmet, dump
 
 S1, S2 = "nqn.2026-11.io.lab:s1", "nqn.2026-11.io.lab:s2"
 H1 = "nqn.2014-08.org.nvmexpress:uuid:host1"

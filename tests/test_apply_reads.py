@@ -13,12 +13,12 @@ import os
 
 import pytest
 
-from support.fakenvmet import FakeNvmet
 from nvmet_p2p import statefile
 from nvmet_p2p.apply import ManagedStore, apply_saved_plan, reconcile
 from nvmet_p2p.configfs import capabilities, read_state
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.plan import build_plan
+from support.fakenvmet import FakeNvmet
 
 S1, S2 = "nqn.2026-11.io.lab:s1", "nqn.2026-11.io.lab:s2"
 H1 = "nqn.2014-08.org.nvmexpress:uuid:host1"

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from support.fakenvmet import FakeNvmet, dump
 from nvmet_p2p import defs, statefile
 from nvmet_p2p import state as st
 from nvmet_p2p.apply import reconcile
 from nvmet_p2p.configfs import ConfigfsError
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.plan import Plan, PlanError, build_plan
+from support.fakenvmet import FakeNvmet, dump
 
 S1 = "nqn.2026-11.io.lab:s1"
 H1 = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"

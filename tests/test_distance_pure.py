@@ -11,7 +11,7 @@ import pytest
 from nvmet_p2p import distance as D
 from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import InputError
-from support.machine import ACS_SV_UF, Machine, RR_CR, lab
+from support.machine import ACS_SV_UF, RR_CR, Machine, lab
 
 P = "0000:03:00.0"  # cmbA behind switch port 02:00.0
 B = "0000:04:00.0"  # cmbB behind switch port 02:01.0
@@ -99,7 +99,7 @@ def test_q35_separate_root_ports_not_supported():
         "(0000:03:00.0) do not share an upstream bridge or whitelisted host bridge"]
 
 
-def _two_root_ports(root_id=(0x8086, 0x2020), kernel="6.12.0", **kw) -> Topo:
+def _two_root_ports(root_id=(0x8086, 0x2020), kernel="6.12.0", **kw) -> Machine:
     t = Machine(kernel=kernel, **kw)
     if root_id is not None:
         t.host_device("0000:00:00.0", *root_id)
@@ -147,7 +147,7 @@ def test_first_root_device_neither_00_0_nor_root_port():
     assert any("neither devfn 00.0 nor a PCIe Root Port" in r for r in pv.reasons)
 
 
-def _two_host_bridges(root_id, kernel="6.12.0", **kw) -> Topo:
+def _two_host_bridges(root_id, kernel="6.12.0", **kw) -> Machine:
     """Two sockets: pci0000:00 and pci0000:80, each with a root port and one device."""
     t = Machine(kernel=kernel, **kw)
     t.host_device("0000:00:00.0", *root_id)
@@ -410,7 +410,7 @@ def test_kernel_without_config_pci_p2pdma():
 
 # -- distance_many / find_many -----------------------------------------------------------------------
 
-def _lab_with_nic() -> Topo:
+def _lab_with_nic() -> Machine:
     """q35 lab plus a PCI RNIC on a 4th switch port 02:03.0 (bus 07)."""
     t = lab()
     (d4,) = t.switch_at("0000:01:00.0", "0000:00:04.0", ["0000:02:03.0"], acs=0)

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from support import sysfs as sf
-from nvmet_p2p import cli
+from nvmet_p2p import cli, inventory
 from nvmet_p2p import distance as D
 from nvmet_p2p.defs import MapType
-
-from nvmet_p2p import inventory
+from support import sysfs as sf
 
 
 def read(m: sf.Machine):

@@ -6,11 +6,9 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-from support import sysfs as sf
 from nvmet_p2p.doctor import FAIL, OK, SKIP, WARN, diagnose
 from nvmet_p2p.inventory import read_inventory
+from support import sysfs as sf
 
 
 def run_doctor(m, kernel=None):

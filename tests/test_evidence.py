@@ -90,7 +90,8 @@ LINES = [
 ]
 
 
-@pytest.mark.parametrize("line,kind,fields,wording", LINES, ids=[f"{k}-{w}-{i}" for i, (_, k, _f, w) in enumerate(LINES)])
+@pytest.mark.parametrize("line,kind,fields,wording", LINES,
+                         ids=[f"{k}-{w}-{i}" for i, (_, k, _f, w) in enumerate(LINES)])
 def test_every_wording_parses(line, kind, fields, wording):
     e = ev.parse_line(line)
     assert e is not None, line

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 
-
 import pytest
 
 from nvmet_p2p.harness import fio as F
@@ -122,7 +121,7 @@ crc32c: verify failed at file /dev/nvme4n1 offset 10485760, length 512 (requeste
        Expected CRC: 3cb9ea60
        Received CRC: 1228cb7c
 <10.0.0.2> verify: bad magic header 8cf7, wanted acca at file /dev/nvme1n1 offset 9437184, length 512 (requested block: offset=9293824, length=288256)
-"""
+"""  # noqa: E501 (fio's own lines)
 
 
 def test_verify_failure_kinds():

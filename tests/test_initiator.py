@@ -11,8 +11,14 @@ import pytest
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.harness import bench as B
 from nvmet_p2p.harness import hostsys
-from nvmet_p2p.harness.nvmecli import (AlreadyConnected, NvmeCli, NvmeCliError, host_identity,
-                                       parse_connect, parse_discovery)
+from nvmet_p2p.harness.nvmecli import (
+    AlreadyConnected,
+    NvmeCli,
+    NvmeCliError,
+    host_identity,
+    parse_connect,
+    parse_discovery,
+)
 
 LAB = os.path.join(os.path.dirname(__file__), "fixtures", "lab", "capture1")
 NQN = "nqn.2026-11.io.lab:harness"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from support import sysfs as sf
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.inventory import (
     SysRoot,
@@ -24,6 +22,7 @@ from nvmet_p2p.inventory import (
     read_inventory,
 )
 from nvmet_p2p.model import PCIE_ROOT_PORT, PCIE_SWITCH_DOWNSTREAM, PCIE_SWITCH_UPSTREAM
+from support import sysfs as sf
 
 TRUTH = json.loads((Path(__file__).parent / "data" / "lab_q35_7.3.json").read_text())
 

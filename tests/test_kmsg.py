@@ -10,7 +10,7 @@ SAMPLE = """6,1040,5120000,-;nvmet: adding nsid 1 to subsystem nqn.2026-11.io.la
  SUBSYSTEM=pci
  DEVICE=+pci:0000:06:00.0
 6,1043,5150000,c;nvmet: using p2pmem on 0000:03:00.0 for nsid 1
-"""
+"""  # noqa: E501 (kernel log lines as /dev/kmsg gives them)
 
 
 def _tree(tmp_path, text):
@@ -33,7 +33,8 @@ def test_mark_then_lines_since(tmp_path):
     mark = log.mark()
     assert mark.seq == 1043
     assert log.lines_since(mark) == []
-    (tmp_path / "dev" / "kmsg").write_text(SAMPLE + "3,1044,6000000,-;nvmet: failed to open block device /dev/nope: (-2)\n")
+    (tmp_path / "dev" / "kmsg").write_text(
+        SAMPLE + "3,1044,6000000,-;nvmet: failed to open block device /dev/nope: (-2)\n")
     assert log.lines_since(mark) == ["nvmet: failed to open block device /dev/nope: (-2)"]
     assert [r.seq for r in log.grep_since(kmsg.Mark(1041, 0.0, "kmsg"), r"p2pmem|peer-to-peer")] == [1042, 1043]
 

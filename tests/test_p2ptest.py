@@ -13,9 +13,9 @@ import os
 
 import pytest
 
-from support import sysfs as sf
 from nvmet_p2p import cli, p2ptest
 from nvmet_p2p.errors import InputError
+from support import sysfs as sf
 
 BDF = "0000:03:00.0"
 

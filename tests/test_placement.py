@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from support.machine import GiB, MiB, Machine, amd_machine, jbof_machine, lab_machine
 from nvmet_p2p import placement, profile
 from nvmet_p2p.placement import PlacementError
+from support.machine import GiB, Machine, MiB, amd_machine, jbof_machine, lab_machine
 
 SUB = "nqn.2026-01.io.nvmet-p2p:t"
 HOST = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"
@@ -97,6 +97,7 @@ def test_bus_addr_beats_a_closer_path_through_the_root_complex():
     deep, rp = pci_of(inv, "DEEP"), pci_of(inv, "RP")
     assert d.p2pmem == deep and d.map_type == "bus_addr"
     c_deep, c_rp = d.candidates
+    assert c_rp.provider == rp                   # the closer candidate is the one through the root port
     assert c_deep.distance > c_rp.distance       # the kernel would take RP: it only sees distance
     assert c_rp.map_type == "thru_host_bridge"
     assert c_rp.lost.startswith("its path crosses the root complex (thru_host_bridge)")

@@ -126,14 +126,16 @@ def test_allow_any_host_transitions():
     d.subsystems[S1].allowed_hosts = []
     d.subsystems[S1].attrs["attr_allow_any_host"] = "1"
     p = build_plan(live, d, Managed.of_state(desired()))
-    assert idx(p, "unlink", f"subsystems/{S1}/allowed_hosts/{H1}") < idx(p, "write", f"subsystems/{S1}/attr_allow_any_host")
+    assert idx(p, "unlink", f"subsystems/{S1}/allowed_hosts/{H1}") < \
+        idx(p, "write", f"subsystems/{S1}/attr_allow_any_host")
     # any host -> explicit hosts: allow_any_host=0 before the link
     d2 = desired()
     live2 = live_after(d2)
     d2.subsystems[S2].attrs["attr_allow_any_host"] = "0"
     d2.subsystems[S2].allowed_hosts = [H1]
     p2 = build_plan(live2, d2, Managed.of_state(desired()))
-    assert idx(p2, "write", f"subsystems/{S2}/attr_allow_any_host") < idx(p2, "link", f"subsystems/{S2}/allowed_hosts/{H1}")
+    assert idx(p2, "write", f"subsystems/{S2}/attr_allow_any_host") < \
+        idx(p2, "link", f"subsystems/{S2}/allowed_hosts/{H1}")
 
 
 def test_allow_any_host_refused_while_a_foreign_host_link_remains():
@@ -187,7 +189,8 @@ def test_clear_removes_managed_objects_in_reverse_dependency_order():
     assert ("rmdir", "hosts/nqn.user:h") not in acts
     assert idx(p, "unlink", f"subsystems/{S1}/allowed_hosts/{H1}") < idx(p, "rmdir", f"hosts/{H1}")
     assert idx(p, "unlink", f"ports/1/subsystems/{S1}") < idx(p, "rmdir", "ports/1")
-    assert max(i for i, (a, _) in enumerate(acts) if a == "unlink") < min(i for i, (a, _) in enumerate(acts) if a == "rmdir")
+    assert max(i for i, (a, _) in enumerate(acts) if a == "unlink") < \
+        min(i for i, (a, _) in enumerate(acts) if a == "rmdir")
     pall = clear_plan(live, Managed(), everything=True)
     assert ("rmdir", "hosts/nqn.user:h") in [(o.action, o.path) for o in pall.ops]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 import nvmet_p2p.apply as apply_mod
-from support.fakenvmet import FakeNvmet
-from support.machine import lab_machine
 from nvmet_p2p import cli
 from nvmet_p2p.configfs import read_state
+from support.fakenvmet import FakeNvmet
+from support.machine import lab_machine
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = str(REPO / "profiles" / "lab-default.yaml")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from support.machine import MiB, Machine, lab_machine
 from nvmet_p2p import profile
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.profile import ProfileError
+from support.machine import Machine, MiB, lab_machine
 
 HOST = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"
 SUB = "nqn.2026-01.io.nvmet-p2p:test"

@@ -7,12 +7,12 @@ import os
 
 import pytest
 
-from support import sysfs as sf
 from nvmet_p2p import cli
 from nvmet_p2p import evidence as ev
 from nvmet_p2p import status as st
 from nvmet_p2p.model import Inventory, NetDevice, NvmeNamespace, P2pMem, PciFunction, RdmaDevice
 from nvmet_p2p.state import Namespace, Port, Subsystem, TargetState
+from support import sysfs as sf
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "lab", "capture1")
 SUB = "nqn.2026-11.io.lab:harness"
@@ -211,7 +211,8 @@ def test_pci_nic_across_root_ports_is_unreachable_by_the_distance_rules(tmp_path
     m.write()
     state = lab_state(("mlx",))
     write_configfs(tmp_path, state)
-    monkeypatch.setattr(st, "read_log", lambda root: ([f"nvmet: Created nvm controller 3 for subsystem {SUB} for NQN {HOST}."],
+    created = f"nvmet: Created nvm controller 3 for subsystem {SUB} for NQN {HOST}."
+    monkeypatch.setattr(st, "read_log", lambda root: ([created],
                                                       {"source": "given", "records": 1}))
     rep = st.collect(str(tmp_path), all_subsystems=True)
     v = verdicts(rep)

@@ -9,7 +9,7 @@ import pytest
 
 from nvmet_p2p import cli
 from nvmet_p2p.topology import build_matrix, render_matrix, render_tree, topology_document
-from support.machine import Machine, RR_CR, lab
+from support.machine import RR_CR, Machine, lab
 
 
 def _cells(matrix: dict) -> dict[tuple[str, str], tuple[str, int]]:
@@ -81,7 +81,7 @@ def test_topology_document_has_inventory_and_matrix():
 
 # -- commands -------------------------------------------------------------------------------------
 
-def _inv_file(tmp_path, topo: Topo, wrap: bool = False) -> str:
+def _inv_file(tmp_path, topo: Machine, wrap: bool = False) -> str:
     p = tmp_path / "inv.json"
     doc = topo.inv.to_dict()
     if wrap:

@@ -93,7 +93,9 @@ def _human(v: Verdict, eng: P2pdma) -> str:
         c = p.client
         target = c.bdf or "no PCI device"
         out.append(f"client    {c.name} -> {target} ({c.kind})")
-    out.append(f"kernel    {v.kernel} rules ({'from --kernel' if v.kernel_source == '--kernel' else 'from the inventory' if v.kernel_source == 'inventory' else 'default: release unknown'})")
+    source = {"--kernel": "from --kernel", "inventory": "from the inventory"}.get(
+        v.kernel_source, "default: release unknown")
+    out.append(f"kernel    {v.kernel} rules ({source})")
     out.append("")
     head = v.map_type.upper()
     out.append(f"{head}, distance {v.distance}" + (

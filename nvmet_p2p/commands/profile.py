@@ -9,7 +9,6 @@ error with file, line and offending value; with ``--no-machine`` only the struct
 
 from __future__ import annotations
 
-
 from nvmet_p2p import profile
 from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
 from nvmet_p2p.output import dump_json, emit

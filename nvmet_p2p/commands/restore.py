@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from nvmet_p2p import statefile
 from nvmet_p2p.apply import ApplyFailed, reconcile
-from nvmet_p2p.commands._target import (add_state_dir, default_save_file, directory,
-                                         failure_report, print_plan)
+from nvmet_p2p.commands._target import add_state_dir, default_save_file, directory, failure_report, print_plan
 from nvmet_p2p.output import Progress
 
 NAME = "restore"

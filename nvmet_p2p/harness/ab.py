@@ -55,6 +55,7 @@ class LocalToggle:
         """The subsystems as they are now (a named subsystem's allowed hosts and namespaces are
         authoritative in a desired state), with only ``p2pmem`` changed."""
         import copy
+
         from nvmet_p2p.configfs import Configfs, read_state
         live = read_state(self.cfs or Configfs(self.root))
         d = st.TargetState()

@@ -26,10 +26,10 @@ from typing import Callable, Protocol
 
 from nvmet_p2p import evidence as ev
 from nvmet_p2p.errors import InputError, NvmetP2PError
-from nvmet_p2p.harness import environment, hostsys, results as res
+from nvmet_p2p.harness import environment, hostsys
+from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.fio import FioInterrupted, FioRun, Workload, job_file, job_name, run_fio
 from nvmet_p2p.harness.nvmecli import AlreadyConnected, HostIdentity, NvmeCli
-
 
 # --------------------------------------------------------------------------------------
 # Connections
@@ -410,9 +410,9 @@ class Bench:
         self.conns.open(self.cfg.target)
         for c in self.conns.items:
             if c.other_paths:
+                block = c.ctrl.namespaces[0].block if c.ctrl.namespaces else "?"
                 self.notes.append(f"{c.ctrl.subsysnqn} is also connected through {', '.join(c.other_paths)}: "
-                                  f"native multipath may send I/O on /dev/{c.ctrl.namespaces[0].block if c.ctrl.namespaces else '?'} "
-                                  f"over any of those paths")
+                                  f"native multipath may send I/O on /dev/{block} over any of those paths")
         if not self._devices():
             raise NvmetP2PError("connected, but no namespace block devices to run on")
         self._fit_block_sizes()
@@ -516,7 +516,8 @@ class Bench:
             try:
                 if self.cfg.ab_rounds:
                     if self.toggle is None:
-                        raise InputError("A/B needs a way to toggle the target (--ab-state or --ab-on-cmd/--ab-off-cmd)")
+                        raise InputError("A/B needs a way to toggle the target (--ab-state or "
+                                         "--ab-on-cmd/--ab-off-cmd)")
                     for rnd in range(1, self.cfg.ab_rounds + 1):
                         for variant in ("p2p-on", "p2p-off"):
                             self.disconnect()

@@ -26,13 +26,13 @@ from nvmet_p2p.errors import NvmetP2PError
 _NS_DIR_RE = re.compile(r"^nvme(?P<s>\d+)(?:c(?P<c>\d+))?n(?P<h>\d+)$")
 
 
-def read_text(path: str) -> str:
-    """A sysfs/procfs file's text, stripped; "" when it cannot be read."""
+def read_text(path: str, default: str | None = "") -> str | None:
+    """A sysfs/procfs file's text, stripped; ``default`` when it cannot be read."""
     try:
         with open(path) as f:
             return f.read().strip()
     except OSError:
-        return ""
+        return default
 
 
 @dataclass

@@ -17,8 +17,6 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 
-import pytest
-
 NVMET = "/sys/kernel/config/nvmet"
 
 

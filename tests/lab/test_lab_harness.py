@@ -123,7 +123,8 @@ def test_rdma_bench_catches_a_block_overwritten_behind_the_target(target, capsys
     backing = target["dev"]["cmbB"]["namespaces"][0]
     corrupt = (f"dd if=/dev/urandom of={backing} bs=4096 seek={CORRUPT_BLOCK} count=1 "
                f"oflag=direct conv=notrunc status=none")
-    (rc, stdout, stderr), res = bench(capsys, target, "rdma", "-t", "rdma", "-a", target["ip"], "-s", "4420", "-n", S_RDMA,
+    (rc, stdout, stderr), res = bench(capsys, target, "rdma", "-t", "rdma", "-a", target["ip"], "-s", "4420",
+                                      "-n", S_RDMA,
                    "--matrix", "quick", "--workload", "seq-read-128k-qd16", "--workload", "integrity",
                    "--between-phases", corrupt)
     assert rc == 1, stdout + stderr

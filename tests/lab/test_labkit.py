@@ -78,7 +78,7 @@ Size: 105000000
 Package: linux-image-amd64
 Version: 7.3.4-1~bpo13+1
 Depends: linux-image-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1)
-"""
+"""  # noqa: E501 (an apt index as the archive serves it)
 
 
 def test_kernel_candidates_newest_first_both_layouts():
@@ -379,7 +379,8 @@ def test_provisioning_without_p2pdma_kernel_is_one_clear_error(tmp_path, monkeyp
     apt = FakeApt({f"linux-image-{rel}": deb}, _stanza(f"linux-image-{rel}", deb, "6.12.1-1"))
     monkeypatch.setattr(kernel, "PrivateApt", lambda *a, **k: apt)
     monkeypatch.setenv("NVMET_P2P_LAB_SUITE", "fake-suite")
-    with pytest.raises(LabError, match=r"no p2pdma-enabled kernel in fake-suite: .*6.12.1\+deb13-amd64: CONFIG_PCI_P2PDMA=n"):
+    with pytest.raises(LabError, match=r"no p2pdma-enabled kernel in fake-suite: "
+                                       r".*6.12.1\+deb13-amd64: CONFIG_PCI_P2PDMA=n"):
         kernel.ensure_kernel(tmp_path / "cache", lambda m: None)
 
 
@@ -408,7 +409,8 @@ def test_missing_qemu_is_one_line_and_125(tmp_path):
     p = _run_tool(["--results", str(tmp_path / "r"), "--", "true"], {"PATH": str(tmp_path)})
     assert p.returncode == 125
     errs = [ln for ln in p.stderr.splitlines() if ln.startswith("lab: error:")]
-    assert errs == ["lab: error: qemu-system-x86_64 not found: install qemu-system-x86 (bash tools/lab/setup)"], p.stderr
+    assert errs == ["lab: error: qemu-system-x86_64 not found: install qemu-system-x86 "
+                    "(bash tools/lab/setup)"], p.stderr
     assert "Traceback" not in p.stderr
 
 

@@ -36,9 +36,22 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from nvmet_p2p.model import (PCIE_ENDPOINT, PCIE_ROOT_PORT, PCIE_SWITCH_DOWNSTREAM,
-                             PCIE_SWITCH_UPSTREAM, CmbInfo, Inventory, NetDevice, NvmeController,
-                             NvmeNamespace, P2pMem, PciFunction, RdmaDevice, RdmaPort, SystemInfo)
+from nvmet_p2p.model import (
+    PCIE_ENDPOINT,
+    PCIE_ROOT_PORT,
+    PCIE_SWITCH_DOWNSTREAM,
+    PCIE_SWITCH_UPSTREAM,
+    CmbInfo,
+    Inventory,
+    NetDevice,
+    NvmeController,
+    NvmeNamespace,
+    P2pMem,
+    PciFunction,
+    RdmaDevice,
+    RdmaPort,
+    SystemInfo,
+)
 
 MiB = 1 << 20
 GiB = 1 << 30

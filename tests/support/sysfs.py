@@ -783,7 +783,7 @@ class Machine:
         self._file(f"{dd}/wwid", f"{wwid}\n")
         self._file(f"{dd}/hidden", f"{1 if hidden else 0}\n")
         self._file(f"{dd}/ro", "0\n")
-        self._file(f"{dd}/uevent", (f"DEVTYPE=disk\n" if hidden else
+        self._file(f"{dd}/uevent", ("DEVTYPE=disk\n" if hidden else
                                     f"MAJOR=259\nMINOR=0\nDEVNAME={name}\nDEVTYPE=disk\n"), 0o644)
         self._link(f"{dd}/device", parent)
         self._link(f"{dd}/subsystem", "/sys/class/block")

@@ -44,10 +44,9 @@ CHECKOUT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, CHECKOUT)
 sys.path.insert(0, os.path.join(CHECKOUT, "tests"))
 
-from support import machine as machines  # noqa: E402
-
 from nvmet_p2p import placement, profile  # noqa: E402
 from nvmet_p2p.distance import P2pdma  # noqa: E402
+from support import machine as machines  # noqa: E402
 
 MiB = 1 << 20
 BUDGET = "budget: {hosts: 2, queues: 4, queue_depth: 64, io_size: 128KiB}\n"   # 64 MiB/ns

@@ -33,10 +33,10 @@ CHECKOUT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, CHECKOUT)
 sys.path.insert(0, os.path.join(CHECKOUT, "tests"))
 
-from support import sysfs as sf  # noqa: E402
-
 from nvmet_p2p import cli  # noqa: E402
 from nvmet_p2p.distance import P2pdma  # noqa: E402
+from support import sysfs as sf  # noqa: E402
+
 try:
     from nvmet_p2p.inventory import read_inventory  # noqa: E402
 except ImportError as exc:  # the readers are the inventory developer's module

@@ -397,7 +397,8 @@ def ensure_kernel(cache: Path, log: Log, refresh: bool = False, release: str | N
         apt = PrivateApt(cache / "apt", suite,
                          os.environ.get("NVMET_P2P_LAB_MIRROR", DEFAULT_MIRROR),
                          os.environ.get("NVMET_P2P_LAB_KEYRING", DEFAULT_KEYRING))
-        log(f"resolving the newest {FLAVOUR} kernel with CONFIG_PCI_P2PDMA=y in {suite} (private apt state {apt.root}) ...")
+        log(f"resolving the newest {FLAVOUR} kernel with CONFIG_PCI_P2PDMA=y in {suite} "
+            f"(private apt state {apt.root}) ...")
         apt.update()
         cands = candidates(parse_packages(apt.index_text()))
         if release:

@@ -58,15 +58,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--results", metavar="DIR",
                    help="results folder (NVMET_P2P_LAB_RESULTS in the guest; default "
                         "results/lab/<topology>-<time> in the checkout)")
-    p.add_argument("--timeout", type=float, default=900, metavar="S", help="wall-clock limit for boot + command (default 900)")
-    p.add_argument("--retries", type=int, default=2, help="re-boots after a guest crash the lab attributes to the emulator (default 2)")
+    p.add_argument("--timeout", type=float, default=900, metavar="S",
+                   help="wall-clock limit for boot + command (default 900)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="re-boots after a guest crash the lab attributes to the emulator (default 2)")
     p.add_argument("--quiet", "-q", action="store_true", help="do not stream the guest console (it is still saved)")
     p.add_argument("--share", action="append", default=[], metavar="PATH",
                    help="also make PATH visible in the guest at the same path (writable, changes discarded)")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="extra environment for COMMAND")
     p.add_argument("--refresh-kernel", action="store_true", help="re-resolve the newest kernel through apt")
     p.add_argument("--kernel-release", metavar="ABI", help="use this kernel ABI (e.g. 7.3.4+deb13-amd64)")
-    p.add_argument("--tcg-thread", choices=("multi", "single"), default=os.environ.get("NVMET_P2P_LAB_TCG_THREAD", "multi"))
+    p.add_argument("--tcg-thread", choices=("multi", "single"),
+                   default=os.environ.get("NVMET_P2P_LAB_TCG_THREAD", "multi"))
     p.add_argument("--print-qemu", action="store_true", help="print the QEMU command line and exit")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...] (default: true)")
     a = p.parse_args(argv)
@@ -193,7 +196,8 @@ class Boot:
         qerr.close()
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
-        outs = [(open(self.ctl / "stdout", "rb"), sys.stdout.buffer), (open(self.ctl / "stderr", "rb"), sys.stderr.buffer)]
+        outs = [(open(self.ctl / "stdout", "rb"), sys.stdout.buffer),
+                (open(self.ctl / "stderr", "rb"), sys.stderr.buffer)]
         partial = b""
         how = "exited"
         with open(self.console_log, "wb") as clog:
@@ -337,7 +341,8 @@ def _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks
         "NVMET_P2P_LAB_CHECKOUT": str(CHECKOUT),
         "LAB_CWD": str(guest_cwd),
         "LAB_PATH_PREFIX": ":".join(path_prefix),
-        "LAB_TIMEOUT": str(int(args.timeout - GUEST_TIMEOUT_MARGIN)) if args.timeout > 2 * GUEST_TIMEOUT_MARGIN else "0",
+        "LAB_TIMEOUT": (str(int(args.timeout - GUEST_TIMEOUT_MARGIN))
+                        if args.timeout > 2 * GUEST_TIMEOUT_MARGIN else "0"),
     }
     for kv in args.env:
         key, sep, val = kv.partition("=")

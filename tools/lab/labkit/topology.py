@@ -341,7 +341,8 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
             while next_slot in used_slots:
                 next_slot += 1
             slot = next_slot
-        if not isinstance(slot, int) or isinstance(slot, bool) or not FIRST_SLOT <= slot <= LAST_SLOT or slot in used_slots:
+        if (not isinstance(slot, int) or isinstance(slot, bool) or not FIRST_SLOT <= slot <= LAST_SLOT
+                or slot in used_slots):
             raise TopologyError(f"{where}.slot", f"{slot!r}: a free pcie.0 slot 0x{FIRST_SLOT:02x}..0x{LAST_SLOT:02x}")
         used_slots.add(slot)
         next_slot = slot + 1
@@ -366,7 +367,8 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
             raise TopologyError(f"{where}.kind", f"{kind!r}: dummy or veth (rxe on lo does not work)")
         ip = n.get("ip")
         if ip is not None:
-            _str(ip, f"{where}.ip", re.compile(r"^\d+\.\d+\.\d+\.\d+/\d+$"), "an IPv4 address with prefix (10.77.0.1/24)")
+            _str(ip, f"{where}.ip", re.compile(r"^\d+\.\d+\.\d+\.\d+/\d+$"),
+                 "an IPv4 address with prefix (10.77.0.1/24)")
         peer = n.get("peer")
         if kind == "veth":
             peer = _check_keys(peer, {"name", "ip"}, f"{where}.peer", {"name"})
