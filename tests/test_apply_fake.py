@@ -141,3 +141,65 @@ def test_save_restore_round_trip_on_the_fake(env, tmp_path):
     f2 = tmp_path / "b.json"
     statefile.save(read_state(cfs), str(f2))
     assert f1.read_bytes() == f2.read_bytes()
+
+
+# -- passthru and referrals through the apply engine ------------------------------------------
+
+S3 = "nqn.2026-11.io.lab:pt"
+REFERRAL = {"name": "r1", "enable": 1, "addr": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "10.77.0.2",
+                                                "trsvcid": "4420", "portid": "2"}}
+
+
+def with_extras(passthru_device="/dev/nvme0", traddr="10.77.0.2"):
+    doc = copy.deepcopy(DOC)
+    doc["subsystems"].append({"nqn": S3, "attr": {"allow_any_host": "0"},
+                              "passthru": [{"device": {"path": passthru_device}, "enable": 1}]})
+    doc["ports"][0]["referrals"] = [dict(REFERRAL, addr=dict(REFERRAL["addr"], traddr=traddr))]
+    return doc
+
+
+def test_passthru_and_referral_apply_reapply_and_change(env):
+    cfs, sd = env
+    go(env, with_extras())
+    live = read_state(cfs)
+    assert live.subsystems[S3].passthru["device_path"] == "/dev/nvme0"
+    assert live.subsystems[S3].passthru["enable"] == "1"
+    ref = live.ports[1].referrals["r1"]
+    assert ref.enable and ref.attrs["addr_traddr"] == "10.77.0.2" and ref.attrs["addr_portid"] == "2"
+    w = cfs.writes
+    assert go(env, with_extras()).plan.ops == [] and cfs.writes == w
+    # the kernel refuses both changes while enabled: the plan disables, writes, re-enables
+    out = go(env, with_extras(passthru_device="/dev/nvme3", traddr="10.77.0.3"))
+    assert out.result.writes == 6
+    live = read_state(cfs)
+    assert live.subsystems[S3].passthru["device_path"] == "/dev/nvme3"
+    assert live.ports[1].referrals["r1"].attrs["addr_traddr"] == "10.77.0.3"
+    assert live.ports[1].referrals["r1"].enable and live.subsystems[S3].passthru["enable"] == "1"
+    assert (1, "r1") in ManagedStore(sd).load().referrals
+
+
+def test_failed_passthru_enable_rolls_back_the_referral_too(env):
+    cfs, sd = env
+    go(env, DOC)
+    before = dump(cfs)
+    with pytest.raises(ApplyFailed) as e:
+        go(env, with_extras(passthru_device="/dev/nvme9"))
+    assert e.value.to_dict()["errno_name"] == "ENOENT"
+    assert any("failed to open device /dev/nvme9" in m for m in cfs.kmsg)
+    assert dump(cfs) == before
+
+
+def test_pruned_referral_is_removed_and_rollback_recreates_it(env):
+    cfs, sd = env
+    go(env, with_extras())
+    before = dump(cfs)
+    doc = with_extras()
+    doc["ports"][0]["referrals"] = []
+    doc["ports"].append({"portid": 4, "addr": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "10.99.0.1",
+                                               "trsvcid": "1"}, "subsystems": [S1]})
+    with pytest.raises(ApplyFailed):
+        go(env, doc, prune=True)
+    assert dump(cfs) == before                   # r1 is back, enabled, with its address
+    del doc["ports"][-1]
+    go(env, doc, prune=True)
+    assert "r1" not in read_state(cfs).ports[1].referrals

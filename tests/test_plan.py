@@ -215,3 +215,97 @@ def test_plan_json_round_trip_and_secret_masking():
     full = Plan.from_dict(p.to_dict(secrets=True))
     assert [o.to_dict(True) for o in full.ops] == [o.to_dict(True) for o in p.ops]
     assert full.managed_after == p.managed_after and full.live_digest == p.live_digest
+
+
+# -- passthru and referrals (pinned before plan.py was split) --------------------------------
+
+S3 = "nqn.2026-11.io.lab:pt"
+REF = {"addr_trtype": "tcp", "addr_adrfam": "ipv4", "addr_traddr": "10.77.0.2", "addr_trsvcid": "4420",
+       "addr_portid": "2"}
+
+
+def with_passthru_and_referral(device="/dev/nvme0", enable="1", ref_enable=True, traddr="10.77.0.2"):
+    d = desired()
+    d.subsystems[S3] = st.Subsystem(S3, {"attr_allow_any_host": "0"},
+                                    passthru={"device_path": device, "enable": enable})
+    d.ports[1].referrals["r1"] = st.Referral("r1", ref_enable, dict(REF, addr_traddr=traddr))
+    return d
+
+
+def live_with(d):
+    s = live_after(d)
+    s.subsystems[S3].passthru = dict(d.subsystems[S3].passthru, clear_ids="0", admin_timeout="0",
+                                     io_timeout="0")
+    s.ports[1].referrals["r1"].attrs["addr_treq"] = "not specified"
+    return s
+
+
+def test_new_passthru_and_referral_are_written_in_the_kernels_order():
+    p = build_plan(st.TargetState(), with_passthru_and_referral())
+    pt = f"subsystems/{S3}/passthru"
+    assert idx(p, "mkdir", f"subsystems/{S3}") < idx(p, "write", f"{pt}/device_path") < \
+        idx(p, "write", f"{pt}/enable")
+    assert p.ops[idx(p, "write", f"{pt}/enable")].value == "1"
+    ref = "ports/1/referrals/r1"
+    assert idx(p, "mkdir", "ports/1") < idx(p, "mkdir", ref) < idx(p, "write", f"{ref}/addr_trtype") < \
+        idx(p, "write", f"{ref}/addr_traddr") < idx(p, "write", f"{ref}/enable")
+    assert [o.path for o in p.ops if o.path.startswith(ref)][-1] == f"{ref}/enable"
+    assert (S3 in p.managed_after.subsystems) and (1, "r1") in p.managed_after.referrals
+
+
+def test_reapplied_passthru_and_referral_are_zero_operations():
+    d = with_passthru_and_referral()
+    assert build_plan(live_with(d), d, Managed.of_state(d)).ops == []
+
+
+def test_passthru_device_change_cycles_the_passthru_controller():
+    d = with_passthru_and_referral()
+    live = live_with(d)
+    d.subsystems[S3].passthru["device_path"] = "/dev/nvme3"
+    p = build_plan(live, d, Managed.of_state(d))
+    pt = f"subsystems/{S3}/passthru"
+    assert [(o.path, o.value) for o in p.ops] == [(f"{pt}/enable", "0"), (f"{pt}/device_path", "/dev/nvme3"),
+                                                  (f"{pt}/enable", "1")]
+
+
+def test_passthru_timeouts_change_without_a_cycle_and_disable_alone():
+    d = with_passthru_and_referral()
+    live = live_with(d)
+    d.subsystems[S3].passthru["io_timeout"] = "30"
+    p = build_plan(live, d, Managed.of_state(d))
+    assert [(o.path, o.value) for o in p.ops] == [(f"subsystems/{S3}/passthru/io_timeout", "30")]
+    d2 = with_passthru_and_referral(enable="0")
+    p2 = build_plan(live_with(with_passthru_and_referral()), d2, Managed.of_state(d2))
+    assert [(o.path, o.value) for o in p2.ops] == [(f"subsystems/{S3}/passthru/enable", "0")]
+
+
+def test_referral_address_change_disables_it_first():
+    d = with_passthru_and_referral()
+    live = live_with(d)
+    d.ports[1].referrals["r1"].attrs["addr_traddr"] = "10.77.0.3"
+    p = build_plan(live, d, Managed.of_state(d))
+    ref = "ports/1/referrals/r1"
+    assert [(o.path, o.value) for o in p.ops] == [(f"{ref}/enable", "0"), (f"{ref}/addr_traddr", "10.77.0.3"),
+                                                  (f"{ref}/enable", "1")]
+    assert not [o for o in p.ops if "subsystems" in o.path]      # the port itself stays linked
+    d.ports[1].referrals["r1"].enable = False
+    p2 = build_plan(live, d, Managed.of_state(d))
+    assert [(o.path, o.value) for o in p2.ops] == [(f"{ref}/enable", "0"), (f"{ref}/addr_traddr", "10.77.0.3")]
+
+
+def test_referrals_left_or_pruned_and_foreign_ones_untouched():
+    d = with_passthru_and_referral()
+    live = live_with(d)
+    live.ports[1].referrals["theirs"] = st.Referral("theirs", True, dict(REF))
+    smaller = copy.deepcopy(d)
+    del smaller.ports[1].referrals["r1"]
+    p = build_plan(live, smaller, Managed.of_state(d))
+    assert p.ops == [] and [(c.action, c.key) for c in p.changes] == [("left", "1/r1")]
+    pp = build_plan(live, smaller, Managed.of_state(d), prune=True)
+    assert [(o.action, o.path) for o in pp.ops] == [("rmdir", "ports/1/referrals/r1")]
+    assert (1, "r1") not in pp.managed_after.referrals
+    # clearing a managed port removes its referrals (foreign or not) before the port itself
+    c = clear_plan(live, Managed.of_state(d))
+    acts = [(o.action, o.path) for o in c.ops]
+    assert idx(c, "rmdir", "ports/1/referrals/theirs") < idx(c, "rmdir", "ports/1")
+    assert ("rmdir", "ports/1/referrals/r1") in acts

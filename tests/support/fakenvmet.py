@@ -34,6 +34,7 @@ P2P_PROVIDERS = {"0000:03:00.0", "0000:04:00.0", "0000:05:00.0"}   # published C
 DEVICES = {"/dev/nvme0n1": "0000:03:00.0", "/dev/nvme1n1": "0000:04:00.0",
            "/dev/nvme2n1": "0000:05:00.0", "/dev/nvme3n1": "0000:06:00.0", "/dev/nullb0": None}
 SWITCH = {"0000:03:00.0", "0000:04:00.0", "0000:05:00.0"}
+PASSTHRU_DEVICES = {"/dev/nvme0", "/dev/nvme3"}       # NVMe controllers' char devices
 LISTEN = {"10.77.0.1", "127.0.0.1", ""}
 
 
@@ -233,6 +234,25 @@ class FakeNvmet(Configfs):
                 v = "1" if v in ("1", "y", "Y") else "0"
             if name == "p2pmem" and v in ("y", "yes", "on"):
                 v = "1"
+        elif parts[0] == "ports" and len(parts) == 5 and parts[2] == "referrals":   # referral
+            # nvmet_addr_*_store(): -EACCES while the referral (its own nvmet_port) is enabled
+            if name.startswith("addr_") and self._get(f"{d}/enable") == "1":
+                self.kmsg.append(f"nvmet: Disable port '{parts[3]}' before changing attribute")
+                raise _err(errno.EACCES)
+            if name == "enable":
+                v = "1" if v in ("1", "y", "Y") else "0"
+        elif parts[0] == "subsystems" and len(parts) == 4 and parts[2] == "passthru":
+            enabled = self._get(f"{d}/enable") == "1"
+            if name == "device_path" and enabled:          # nvmet_passthru_device_path_store()
+                raise _err(errno.EBUSY)
+            if name == "enable" and v == "1" and not enabled:   # nvmet_passthru_ctrl_enable()
+                if os.listdir(self.path(f"subsystems/{parts[1]}/namespaces")):
+                    self.kmsg.append("nvmet: cannot enable both passthru and regular namespaces "
+                                     "for a single subsystem")
+                    raise _err(errno.EINVAL)
+                if self._get(f"{d}/device_path") not in PASSTHRU_DEVICES:
+                    self.kmsg.append(f"nvmet: failed to open device {self._get(d + '/device_path')}")
+                    raise _err(errno.ENOENT)
         elif parts[0] == "ports" and len(parts) == 3:      # port attr
             if os.listdir(self.path(f"{d}/subsystems")):
                 self.kmsg.append(f"nvmet: Disable port '{parts[1]}' before changing attribute")
