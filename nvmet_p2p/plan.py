@@ -412,108 +412,131 @@ class _Builder:
     # -- subsystems ---------------------------------------------------------------------------
     def subsystems(self):
         for nqn, s in sorted(self.desired.subsystems.items()):
-            ls = self.live.subsystems.get(nqn)
-            obj = f"subsystem {nqn}"
-            pos = len(self.changes)   # the subsystem's line goes before its namespaces' lines
-            for a in s.attrs:
-                self.check_attr("subsystem", a, obj)
-            created = ls is None
-            live_attrs = {} if created else ls.attrs
-            ch = Change("create" if created else "update", "subsystem", nqn)
-            if created:
-                self.op("subsys", "mkdir", f"subsystems/{nqn}", obj=obj)
-            diff = [a for a in _subsys_order(s.attrs, live_attrs)
-                    if created or not same(a, live_attrs.get(a), s.attrs[a])]
-            aah_late = False
-            for a in diff:
-                if created and a != "attr_allow_any_host" and _is_kernel_default_new_subsys(a, s.attrs[a]):
-                    continue
-                if a == "attr_allow_any_host":
-                    want = bool(normalize(a, s.attrs[a]))
-                    if created and not want:
-                        continue  # a new subsystem starts with allow_any_host=0
-                    if want:
-                        aah_late = True
-                        self.op("allow_any", "write", f"subsystems/{nqn}/{a}", s.attrs[a],
-                                old=live_attrs.get(a), obj=obj)
-                        ch.attrs.append((a, live_attrs.get(a), s.attrs[a]))
-                        continue
-                self.op("subsys", "write", f"subsystems/{nqn}/{a}", s.attrs[a], old=live_attrs.get(a), obj=obj)
-                ch.attrs.append((a, live_attrs.get(a), s.attrs[a]))
-            # passthru
-            if s.passthru is not None:
-                lp = (ls.passthru if ls else None) or {}
-                pdiff = [a for a in ("device_path", "clear_ids", "admin_timeout", "io_timeout")
-                         if a in s.passthru and not same(a, lp.get(a), s.passthru[a])]
-                want_en = s.passthru.get("enable", "0") == "1"
-                live_en = lp.get("enable", "0") == "1"
-                cycle = live_en and any(a in PASSTHRU_OFFLINE for a in pdiff)
-                if cycle:
-                    self.op("subsys", "write", f"subsystems/{nqn}/passthru/enable", "0", old="1", obj=obj)
-                for a in pdiff:
-                    self.op("subsys", "write", f"subsystems/{nqn}/passthru/{a}", s.passthru[a],
-                            old=lp.get(a), obj=obj)
-                    ch.attrs.append((f"passthru/{a}", lp.get(a), s.passthru[a]))
-                if want_en != live_en or (cycle and want_en):
-                    self.op("subsys", "write", f"subsystems/{nqn}/passthru/enable",
-                            "1" if want_en else "0", old="0" if cycle else lp.get("enable"), obj=obj)
-                    ch.attrs.append(("passthru/enable", lp.get("enable"), "1" if want_en else "0"))
-            # namespaces
-            live_ns = {} if created else ls.namespaces
-            for nsid, ns in sorted(s.namespaces.items()):
-                self.namespace(nqn, ns, live_ns.get(nsid))
-            for nsid in sorted(set(live_ns) - set(s.namespaces)):
-                self.drop_namespace(nqn, nsid)
-            # allowed hosts
-            live_hosts = set() if created else set(ls.allowed_hosts)
-            want_hosts = set(s.allowed_hosts)
-            for h in sorted(live_hosts - want_hosts):
-                if (nqn, h) in self.managed.allowed_hosts:
-                    self.op("unhost", "unlink", f"subsystems/{nqn}/allowed_hosts/{h}", obj=obj)
-                    ch.notes.append(f"host {h} no longer allowed")
-                    self.removed.allowed_hosts.add((nqn, h))
-                else:
-                    self.warnings.append(f"subsystem {nqn}: host {h} is allowed but not in the "
-                                         f"desired state (nvmet-p2p did not add it; left in place)")
-                    if aah_late:
-                        self.errors.append(f"subsystem {nqn}: allow_any_host=1 is desired but host "
-                                           f"{h} (not managed by nvmet-p2p) is still linked; the "
-                                           f"kernel refuses allow_any_host with explicit hosts")
-            for h in sorted(want_hosts - live_hosts):
-                self.op("link_hosts", "link", f"subsystems/{nqn}/allowed_hosts/{h}", target=f"hosts/{h}", obj=obj)
-                ch.notes.append(f"host {h} allowed")
-            if not created and not ch.attrs and not ch.notes:
-                if nqn not in self.managed.subsystems:
-                    ch.action = "adopt"
-                    self.changes.insert(pos, ch)
-                continue
-            self.changes.insert(pos, ch)
+            self.subsystem(nqn, s, self.live.subsystems.get(nqn))
         for nqn in sorted(set(self.live.subsystems) - set(self.desired.subsystems)):
             if nqn not in self.managed.subsystems:
                 continue
             if not self.prune:
                 self.changes.append(Change("left", "subsystem", nqn, notes=[_LEFT_NOTE]))
                 continue
-            ls = self.live.subsystems[nqn]
-            obj = f"subsystem {nqn}"
-            for pid, port in sorted(self.live.ports.items()):
-                if nqn in port.subsystems and not self._port_detached(pid):
-                    self.op("detach", "unlink", f"ports/{pid}/subsystems/{nqn}", obj=obj)
-                    if (pid, nqn) not in self.managed.port_links:
-                        self.warnings.append(f"port {pid} (link not made by nvmet-p2p) loses subsystem "
-                                             f"{nqn}, which is pruned")
-                    self.removed.port_links.add((pid, nqn))
-            for h in sorted(ls.allowed_hosts):
+            self.prune_subsystem(nqn, self.live.subsystems[nqn])
+
+    def subsystem(self, nqn: str, s: st.Subsystem, ls: st.Subsystem | None):
+        obj = f"subsystem {nqn}"
+        pos = len(self.changes)   # the subsystem's line goes before its namespaces' lines
+        for a in s.attrs:
+            self.check_attr("subsystem", a, obj)
+        created = ls is None
+        ch = Change("create" if created else "update", "subsystem", nqn)
+        if created:
+            self.op("subsys", "mkdir", f"subsystems/{nqn}", obj=obj)
+        aah_late = self.subsystem_attrs(nqn, s, ls, ch)
+        if s.passthru is not None:
+            self.passthru(nqn, s.passthru, (ls.passthru if ls else None) or {}, ch)
+        live_ns = {} if created else ls.namespaces
+        for nsid, ns in sorted(s.namespaces.items()):
+            self.namespace(nqn, ns, live_ns.get(nsid))
+        for nsid in sorted(set(live_ns) - set(s.namespaces)):
+            self.drop_namespace(nqn, nsid)
+        self.allowed_hosts(nqn, s, ls, ch, aah_late)
+        if not created and not ch.attrs and not ch.notes:
+            if nqn not in self.managed.subsystems:
+                ch.action = "adopt"
+                self.changes.insert(pos, ch)
+            return
+        self.changes.insert(pos, ch)
+
+    def subsystem_attrs(self, nqn: str, s: st.Subsystem, ls: st.Subsystem | None, ch: Change) -> bool:
+        """The ``attr_*`` writes; ``allow_any_host=1`` goes to its late phase (after the host
+        links are gone). Returns whether it did."""
+        obj = f"subsystem {nqn}"
+        created = ls is None
+        live_attrs = {} if created else ls.attrs
+        diff = [a for a in _subsys_order(s.attrs, live_attrs)
+                if created or not same(a, live_attrs.get(a), s.attrs[a])]
+        aah_late = False
+        for a in diff:
+            if created and a != "attr_allow_any_host" and _is_kernel_default_new_subsys(a, s.attrs[a]):
+                continue
+            if a == "attr_allow_any_host":
+                want = bool(normalize(a, s.attrs[a]))
+                if created and not want:
+                    continue  # a new subsystem starts with allow_any_host=0
+                if want:
+                    aah_late = True
+                    self.op("allow_any", "write", f"subsystems/{nqn}/{a}", s.attrs[a],
+                            old=live_attrs.get(a), obj=obj)
+                    ch.attrs.append((a, live_attrs.get(a), s.attrs[a]))
+                    continue
+            self.op("subsys", "write", f"subsystems/{nqn}/{a}", s.attrs[a], old=live_attrs.get(a), obj=obj)
+            ch.attrs.append((a, live_attrs.get(a), s.attrs[a]))
+        return aah_late
+
+    def passthru(self, nqn: str, want: dict[str, str], lp: dict[str, str], ch: Change):
+        """``passthru/``: ``device_path`` only while the passthru controller is disabled
+        (``nvmet_passthru_device_path_store()`` answers EBUSY), so an enabled one is cycled."""
+        obj = f"subsystem {nqn}"
+        base = f"subsystems/{nqn}/passthru"
+        pdiff = [a for a in ("device_path", "clear_ids", "admin_timeout", "io_timeout")
+                 if a in want and not same(a, lp.get(a), want[a])]
+        want_en = want.get("enable", "0") == "1"
+        live_en = lp.get("enable", "0") == "1"
+        cycle = live_en and any(a in PASSTHRU_OFFLINE for a in pdiff)
+        if cycle:
+            self.op("subsys", "write", f"{base}/enable", "0", old="1", obj=obj)
+        for a in pdiff:
+            self.op("subsys", "write", f"{base}/{a}", want[a], old=lp.get(a), obj=obj)
+            ch.attrs.append((f"passthru/{a}", lp.get(a), want[a]))
+        if want_en != live_en or (cycle and want_en):
+            self.op("subsys", "write", f"{base}/enable", "1" if want_en else "0",
+                    old="0" if cycle else lp.get("enable"), obj=obj)
+            ch.attrs.append(("passthru/enable", lp.get("enable"), "1" if want_en else "0"))
+
+    def allowed_hosts(self, nqn: str, s: st.Subsystem, ls: st.Subsystem | None, ch: Change,
+                      aah_late: bool):
+        """``allowed_hosts/`` links: the ones nvmet-p2p made and no longer wants go first,
+        foreign ones stay (and block ``allow_any_host=1``), new ones come after the hosts."""
+        obj = f"subsystem {nqn}"
+        live_hosts = set() if ls is None else set(ls.allowed_hosts)
+        want_hosts = set(s.allowed_hosts)
+        for h in sorted(live_hosts - want_hosts):
+            if (nqn, h) in self.managed.allowed_hosts:
                 self.op("unhost", "unlink", f"subsystems/{nqn}/allowed_hosts/{h}", obj=obj)
+                ch.notes.append(f"host {h} no longer allowed")
                 self.removed.allowed_hosts.add((nqn, h))
-            for nsid in sorted(ls.namespaces):
-                self.op("delete_ns", "rmdir", f"subsystems/{nqn}/namespaces/{nsid}", obj=f"namespace {nqn}/{nsid}")
-                self.removed.namespaces.add((nqn, nsid))
-            self.op("delete_subsys", "rmdir", f"subsystems/{nqn}", obj=obj)
-            self.removed.subsystems.add(nqn)
-            self.changes.append(Change("delete", "subsystem", nqn,
-                                       notes=[f"{len(ls.namespaces)} namespace(s) removed with it"]
-                                       if ls.namespaces else []))
+            else:
+                self.warnings.append(f"subsystem {nqn}: host {h} is allowed but not in the "
+                                     f"desired state (nvmet-p2p did not add it; left in place)")
+                if aah_late:
+                    self.errors.append(f"subsystem {nqn}: allow_any_host=1 is desired but host "
+                                       f"{h} (not managed by nvmet-p2p) is still linked; the "
+                                       f"kernel refuses allow_any_host with explicit hosts")
+        for h in sorted(want_hosts - live_hosts):
+            self.op("link_hosts", "link", f"subsystems/{nqn}/allowed_hosts/{h}", target=f"hosts/{h}", obj=obj)
+            ch.notes.append(f"host {h} allowed")
+
+    def prune_subsystem(self, nqn: str, ls: st.Subsystem):
+        """Remove a managed subsystem that left the desired state: its port links, host links
+        and namespaces first (the kernel refuses to remove a busy or non-empty one)."""
+        obj = f"subsystem {nqn}"
+        for pid, port in sorted(self.live.ports.items()):
+            if nqn in port.subsystems and not self._port_detached(pid):
+                self.op("detach", "unlink", f"ports/{pid}/subsystems/{nqn}", obj=obj)
+                if (pid, nqn) not in self.managed.port_links:
+                    self.warnings.append(f"port {pid} (link not made by nvmet-p2p) loses subsystem "
+                                         f"{nqn}, which is pruned")
+                self.removed.port_links.add((pid, nqn))
+        for h in sorted(ls.allowed_hosts):
+            self.op("unhost", "unlink", f"subsystems/{nqn}/allowed_hosts/{h}", obj=obj)
+            self.removed.allowed_hosts.add((nqn, h))
+        for nsid in sorted(ls.namespaces):
+            self.op("delete_ns", "rmdir", f"subsystems/{nqn}/namespaces/{nsid}", obj=f"namespace {nqn}/{nsid}")
+            self.removed.namespaces.add((nqn, nsid))
+        self.op("delete_subsys", "rmdir", f"subsystems/{nqn}", obj=obj)
+        self.removed.subsystems.add(nqn)
+        self.changes.append(Change("delete", "subsystem", nqn,
+                                   notes=[f"{len(ls.namespaces)} namespace(s) removed with it"]
+                                   if ls.namespaces else []))
 
     def namespace(self, nqn: str, ns: st.Namespace, lns: st.Namespace | None):
         if self.caps is not None and not self._known["namespace"].issuperset(ns.attrs):
@@ -530,22 +553,33 @@ class _Builder:
                 if (nqn, ns.nsid) not in self.managed.namespaces:
                     self.changes.append(Change("adopt", "namespace", f"{nqn}/{ns.nsid}"))
                 return
-        key = f"{nqn}/{ns.nsid}"
-        obj = f"namespace {key}"
-        base = f"subsystems/{nqn}/namespaces/{ns.nsid}"
         if lns is None:
-            ch = Change("create", "namespace", key)
-            self.op("ns", "mkdir", base, obj=obj)
-            for a in _ordered(ns.attrs, NS_ORDER):
-                if _is_kernel_default_new_ns(a, ns.attrs[a]):
-                    continue
-                self.op("ns", "write", f"{base}/{a}", ns.attrs[a], obj=obj)
-                ch.attrs.append((a, None, ns.attrs[a]))
-            if ns.enable:
-                self.op("ns", "write", f"{base}/enable", "1", old="0", obj=obj)
-                ch.attrs.append(("enable", None, "1"))
-            self.changes.append(ch)
-            return
+            self.create_namespace(nqn, ns)
+        else:
+            self.update_namespace(nqn, ns, lns)
+
+    def create_namespace(self, nqn: str, ns: st.Namespace):
+        """mkdir, the attributes that differ from a new namespace's, then ``enable``."""
+        key = f"{nqn}/{ns.nsid}"
+        obj, base = f"namespace {key}", f"subsystems/{nqn}/namespaces/{ns.nsid}"
+        ch = Change("create", "namespace", key)
+        self.op("ns", "mkdir", base, obj=obj)
+        for a in _ordered(ns.attrs, NS_ORDER):
+            if _is_kernel_default_new_ns(a, ns.attrs[a]):
+                continue
+            self.op("ns", "write", f"{base}/{a}", ns.attrs[a], obj=obj)
+            ch.attrs.append((a, None, ns.attrs[a]))
+        if ns.enable:
+            self.op("ns", "write", f"{base}/enable", "1", old="0", obj=obj)
+            ch.attrs.append(("enable", None, "1"))
+        self.changes.append(ch)
+
+    def update_namespace(self, nqn: str, ns: st.Namespace, lns: st.Namespace):
+        """The changed attributes; an enabled namespace whose ``device_*``, ``buffered_io``,
+        ``resv_enable`` or ``p2pmem`` change is cycled (the kernel answers EBUSY/EINVAL to
+        those on an enabled namespace)."""
+        key = f"{nqn}/{ns.nsid}"
+        obj, base = f"namespace {key}", f"subsystems/{nqn}/namespaces/{ns.nsid}"
         diff = [a for a in _ordered(ns.attrs, NS_ORDER) if not same(a, lns.attrs.get(a), ns.attrs[a])]
         offline = [a for a in diff if a in NS_OFFLINE]
         ch = Change("update", "namespace", key)
@@ -615,110 +649,125 @@ class _Builder:
 
     def ports(self):
         for pid, p in sorted(self.desired.ports.items()):
-            lp = self.live.ports.get(pid)
-            obj = f"port {pid}"
-            base = f"ports/{pid}"
-            for a in p.attrs:
-                self.check_attr("port", a, obj)
-            created = lp is None
-            ch = Change("create" if created else "update", "port", str(pid))
-            if created:
-                self.op("ports", "mkdir", base, obj=obj)
-                diff = [a for a in _ordered(p.attrs, PORT_ORDER)
-                        if not _is_kernel_default_new_port(a, p.attrs[a], p.attrs.get("addr_trtype", ""))]
-            else:
-                diff = self._port_attr_diff(p, lp)
-            live_links = set() if created else set(lp.subsystems)
-            want_links = set(p.subsystems)
-            detached = pid in self._detached
-            if detached:
-                ch.notes.append(f"disabled while its address/parameters change: "
-                                f"{len(live_links)} subsystem link(s) removed and restored; "
-                                f"hosts connected through it reconnect")
-                for n in sorted(live_links):
-                    self.op("detach", "unlink", f"{base}/subsystems/{n}", obj=obj)
-            for a in diff:
-                self.op("ports", "write", f"{base}/{a}", p.attrs[a],
-                        old=None if created else lp.attrs.get(a), obj=obj)
-                ch.attrs.append((a, None if created else lp.attrs.get(a), p.attrs[a]))
-            # referrals
-            lrefs = {} if created else lp.referrals
-            for name, r in sorted(p.referrals.items()):
-                self.referral(pid, r, lrefs.get(name), ch)
-            for name in sorted(set(lrefs) - set(p.referrals)):
-                if (pid, name) in self.managed.referrals:
-                    if self.prune:
-                        self.op("delete_port_children", "rmdir", f"{base}/referrals/{name}", obj=obj)
-                        self.removed.referrals.add((pid, name))
-                        ch.notes.append(f"referral {name} removed")
-                    else:
-                        self.changes.append(Change("left", "referral", f"{pid}/{name}",
-                                                   notes=[_LEFT_NOTE]))
-            # ANA groups
-            lgroups = {1: "optimized"} if created else lp.ana_groups
-            for gid, state in sorted(p.ana_groups.items()):
-                gbase = f"{base}/ana_groups/{gid}"
-                if gid not in lgroups:
-                    self.op("ports", "mkdir", gbase, obj=obj)
-                    if state != "inaccessible":
-                        self.op("ports", "write", f"{gbase}/ana_state", state, obj=obj)
-                    ch.notes.append(f"ANA group {gid} created ({state})")
-                elif not same("ana_state", lgroups[gid], state):
-                    self.op("ports", "write", f"{gbase}/ana_state", state, old=lgroups[gid], obj=obj)
-                    ch.attrs.append((f"ana_groups/{gid}/ana_state", lgroups[gid], state))
-            for gid in sorted(set(lgroups) - set(p.ana_groups) - {1}):
-                if (pid, gid) in self.managed.ana_groups:
-                    if self.prune:
-                        self.op("delete_port_children", "rmdir", f"{base}/ana_groups/{gid}", obj=obj)
-                        self.removed.ana_groups.add((pid, gid))
-                        ch.notes.append(f"ANA group {gid} removed")
-            # links
-            for n in sorted(live_links - want_links):
-                if n in self._pruned_subsystems():
-                    self.removed.port_links.add((pid, n))
-                    continue  # unlinked by the subsystem pass (or by the detach above)
-                if (pid, n) in self.managed.port_links:
-                    if not detached:
-                        self.op("detach", "unlink", f"{base}/subsystems/{n}", obj=obj)
-                    self.removed.port_links.add((pid, n))
-                    ch.notes.append(f"subsystem {n} no longer exported here")
-                else:
-                    self.warnings.append(f"port {pid}: subsystem {n} is exported but not in the desired "
-                                         f"state (nvmet-p2p did not link it; left in place)")
-                    if detached:
-                        self.op("link_ports", "link", f"{base}/subsystems/{n}", target=f"subsystems/{n}", obj=obj)
-            for n in sorted(want_links):
-                if n not in live_links or detached:
-                    self.op("link_ports", "link", f"{base}/subsystems/{n}", target=f"subsystems/{n}", obj=obj)
-                    if n not in live_links:
-                        ch.notes.append(f"subsystem {n} exported here")
-            if created or ch.attrs or ch.notes:
-                self.changes.append(ch)
-            elif pid not in self.managed.ports:
-                ch.action = "adopt"
-                self.changes.append(ch)
+            self.port(pid, p, self.live.ports.get(pid))
         for pid in sorted(set(self.live.ports) - set(self.desired.ports)):
             if pid not in self.managed.ports:
                 continue
             if not self.prune:
                 self.changes.append(Change("left", "port", str(pid), notes=[_LEFT_NOTE]))
                 continue
-            lp = self.live.ports[pid]
-            obj = f"port {pid}"
-            for n in sorted(lp.subsystems):
-                if n in self._pruned_subsystems():
-                    continue  # already unlinked by the subsystem pass
-                self.op("detach", "unlink", f"ports/{pid}/subsystems/{n}", obj=obj)
-                self.removed.port_links.add((pid, n))
-            for name in sorted(lp.referrals):
-                self.op("delete_port_children", "rmdir", f"ports/{pid}/referrals/{name}", obj=obj)
+            self.prune_port(pid, self.live.ports[pid])
+
+    def port(self, pid: int, p: st.Port, lp: st.Port | None):
+        obj = f"port {pid}"
+        base = f"ports/{pid}"
+        for a in p.attrs:
+            self.check_attr("port", a, obj)
+        created = lp is None
+        ch = Change("create" if created else "update", "port", str(pid))
+        if created:
+            self.op("ports", "mkdir", base, obj=obj)
+            diff = [a for a in _ordered(p.attrs, PORT_ORDER)
+                    if not _is_kernel_default_new_port(a, p.attrs[a], p.attrs.get("addr_trtype", ""))]
+        else:
+            diff = self._port_attr_diff(p, lp)
+        live_links = set() if created else set(lp.subsystems)
+        if pid in self._detached:
+            ch.notes.append(f"disabled while its address/parameters change: "
+                            f"{len(live_links)} subsystem link(s) removed and restored; "
+                            f"hosts connected through it reconnect")
+            for n in sorted(live_links):
+                self.op("detach", "unlink", f"{base}/subsystems/{n}", obj=obj)
+        for a in diff:
+            self.op("ports", "write", f"{base}/{a}", p.attrs[a],
+                    old=None if created else lp.attrs.get(a), obj=obj)
+            ch.attrs.append((a, None if created else lp.attrs.get(a), p.attrs[a]))
+        self.port_referrals(pid, p, {} if created else lp.referrals, ch)
+        self.port_ana_groups(pid, p, {1: "optimized"} if created else lp.ana_groups, ch)
+        self.port_links(pid, p, live_links, ch)
+        if created or ch.attrs or ch.notes:
+            self.changes.append(ch)
+        elif pid not in self.managed.ports:
+            ch.action = "adopt"
+            self.changes.append(ch)
+
+    def port_referrals(self, pid: int, p: st.Port, lrefs: dict[str, st.Referral], ch: Change):
+        for name, r in sorted(p.referrals.items()):
+            self.referral(pid, r, lrefs.get(name), ch)
+        for name in sorted(set(lrefs) - set(p.referrals)):
+            if (pid, name) not in self.managed.referrals:
+                continue
+            if self.prune:
+                self.op("delete_port_children", "rmdir", f"ports/{pid}/referrals/{name}", obj=f"port {pid}")
                 self.removed.referrals.add((pid, name))
-            for gid in sorted(set(lp.ana_groups) - {1}):
+                ch.notes.append(f"referral {name} removed")
+            else:
+                self.changes.append(Change("left", "referral", f"{pid}/{name}", notes=[_LEFT_NOTE]))
+
+    def port_ana_groups(self, pid: int, p: st.Port, lgroups: dict[int, str], ch: Change):
+        """``ana_groups/<id>``: group 1 always exists; a new group starts inaccessible."""
+        obj = f"port {pid}"
+        for gid, state in sorted(p.ana_groups.items()):
+            gbase = f"ports/{pid}/ana_groups/{gid}"
+            if gid not in lgroups:
+                self.op("ports", "mkdir", gbase, obj=obj)
+                if state != "inaccessible":
+                    self.op("ports", "write", f"{gbase}/ana_state", state, obj=obj)
+                ch.notes.append(f"ANA group {gid} created ({state})")
+            elif not same("ana_state", lgroups[gid], state):
+                self.op("ports", "write", f"{gbase}/ana_state", state, old=lgroups[gid], obj=obj)
+                ch.attrs.append((f"ana_groups/{gid}/ana_state", lgroups[gid], state))
+        for gid in sorted(set(lgroups) - set(p.ana_groups) - {1}):
+            if (pid, gid) in self.managed.ana_groups and self.prune:
                 self.op("delete_port_children", "rmdir", f"ports/{pid}/ana_groups/{gid}", obj=obj)
                 self.removed.ana_groups.add((pid, gid))
-            self.op("delete_ports", "rmdir", f"ports/{pid}", obj=obj)
-            self.removed.ports.add(pid)
-            self.changes.append(Change("delete", "port", str(pid)))
+                ch.notes.append(f"ANA group {gid} removed")
+
+    def port_links(self, pid: int, p: st.Port, live_links: set[str], ch: Change):
+        """``subsystems/`` links of a port, last of all: the first link enables the port. A
+        detached port gets every link back, foreign ones included."""
+        obj = f"port {pid}"
+        base = f"ports/{pid}"
+        detached = pid in self._detached
+        want_links = set(p.subsystems)
+        for n in sorted(live_links - want_links):
+            if n in self._pruned_subsystems():
+                self.removed.port_links.add((pid, n))
+                continue  # unlinked by the subsystem pass (or by the detach above)
+            if (pid, n) in self.managed.port_links:
+                if not detached:
+                    self.op("detach", "unlink", f"{base}/subsystems/{n}", obj=obj)
+                self.removed.port_links.add((pid, n))
+                ch.notes.append(f"subsystem {n} no longer exported here")
+            else:
+                self.warnings.append(f"port {pid}: subsystem {n} is exported but not in the desired "
+                                     f"state (nvmet-p2p did not link it; left in place)")
+                if detached:
+                    self.op("link_ports", "link", f"{base}/subsystems/{n}", target=f"subsystems/{n}", obj=obj)
+        for n in sorted(want_links):
+            if n not in live_links or detached:
+                self.op("link_ports", "link", f"{base}/subsystems/{n}", target=f"subsystems/{n}", obj=obj)
+                if n not in live_links:
+                    ch.notes.append(f"subsystem {n} exported here")
+
+    def prune_port(self, pid: int, lp: st.Port):
+        """Remove a managed port that left the desired state: links, referrals and ANA groups
+        first (the kernel refuses to remove a non-empty port)."""
+        obj = f"port {pid}"
+        for n in sorted(lp.subsystems):
+            if n in self._pruned_subsystems():
+                continue  # already unlinked by the subsystem pass
+            self.op("detach", "unlink", f"ports/{pid}/subsystems/{n}", obj=obj)
+            self.removed.port_links.add((pid, n))
+        for name in sorted(lp.referrals):
+            self.op("delete_port_children", "rmdir", f"ports/{pid}/referrals/{name}", obj=obj)
+            self.removed.referrals.add((pid, name))
+        for gid in sorted(set(lp.ana_groups) - {1}):
+            self.op("delete_port_children", "rmdir", f"ports/{pid}/ana_groups/{gid}", obj=obj)
+            self.removed.ana_groups.add((pid, gid))
+        self.op("delete_ports", "rmdir", f"ports/{pid}", obj=obj)
+        self.removed.ports.add(pid)
+        self.changes.append(Change("delete", "port", str(pid)))
 
     def referral(self, pid: int, r: st.Referral, lr: st.Referral | None, ch: Change):
         base = f"ports/{pid}/referrals/{r.name}"
