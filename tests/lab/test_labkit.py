@@ -467,3 +467,21 @@ def test_topology_marker_selection(tmp_path):
     import json
     got = {k.split("::")[-1]: v for k, v in json.loads(listing.read_text()).items()}
     assert got == {"test_default_only": ["default"], "test_two": ["two-switches"], "test_all": ["all"]}
+
+
+def test_lab_slots_queue_runs_beyond_the_limit(tmp_path, monkeypatch):
+    import threading
+
+    held = runner.acquire_slot(tmp_path, count=1)
+    got = []
+    t = threading.Thread(target=lambda: got.append(runner.acquire_slot(tmp_path, count=1, poll=0.01)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and not got          # the only slot is taken: the second run waits
+    held.close()
+    t.join(5)
+    assert got                               # ... and starts once it is free
+    got[0].close()
+    monkeypatch.setenv("NVMET_P2P_LAB_SLOTS", "x")
+    with pytest.raises(LabError, match="NVMET_P2P_LAB_SLOTS"):
+        runner.acquire_slot(tmp_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import json
 import os
 import selectors
@@ -33,6 +34,43 @@ GUEST_TIMEOUT_MARGIN = 45
 
 class Interrupted(Exception):
     pass
+
+
+def _slot_count() -> int:
+    """How many lab VMs may run at once on this host (``NVMET_P2P_LAB_SLOTS``, default the
+    number of CPUs, at least 2). Several developers share one machine; TCG guests that get a
+    fraction of a core each time out, so later runs queue instead."""
+    raw = os.environ.get("NVMET_P2P_LAB_SLOTS", "")
+    try:
+        return max(1, int(raw)) if raw else max(2, os.cpu_count() or 2)
+    except ValueError:
+        raise LabError(f"NVMET_P2P_LAB_SLOTS={raw!r}: expected a number") from None
+
+
+def acquire_slot(cache: Path, count: int | None = None, poll: float = 2.0):
+    """Hold one of ``count`` flock slots in the shared cache; return the open file (the slot is
+    released when it is closed or the process exits). Waits, saying so once a minute."""
+    count = _slot_count() if count is None else count
+    slots = cache / "slots"
+    slots.mkdir(parents=True, exist_ok=True)
+    waited, said = 0.0, -60.0
+    while True:
+        for i in range(count):
+            f = open(slots / f"slot-{i}.lock", "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            if waited:
+                log(f"got lab slot {i + 1} of {count} after {waited:.0f} s")
+            return f
+        if waited - said >= 60:
+            log(f"waiting for a lab slot: {count} lab VM(s) already run on this host "
+                f"(NVMET_P2P_LAB_SLOTS)")
+            said = waited
+        time.sleep(poll)
+        waited += poll
 
 
 def log(msg: str) -> None:
@@ -312,7 +350,9 @@ def _main(args: argparse.Namespace, t0: float) -> int:
     ctl.mkdir(parents=True)
     disks.mkdir()
     try:
-        return _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks)
+        with acquire_slot(cache):
+            t0 = time.monotonic()   # --timeout covers boot + command, not the wait for a slot
+            return _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks)
     finally:
         shutil.rmtree(run, ignore_errors=True)
 
