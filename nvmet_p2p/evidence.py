@@ -733,12 +733,12 @@ def _pool_verdict(v: Verdict, st: PoolStats, io_ran: bool) -> Verdict:
     u, mapped = v.pool, st.provider
     span = (f"{u['seconds_near_zero']:.1f} s of {u['window_s']:.1f} s ({u['pct_near_zero']:.0f}%)"
             if u["pct_near_zero"] is not None else f"{st.samples_near_zero} of {st.samples} samples")
-    below = f"below {format_bytes(st.near_zero_below)}" + (" (the I/O size)" if st.io_size else "")
+    below = f"below {format_bytes(st.near_zero_below)}" + (" (the largest I/O)" if st.io_size else "")
     if st.exhausted and st.moved:
         v.verdict, v.reason = PARTIAL, R_POOL_EXHAUSTED
         v.detail = (f"pool exhausted: p2pmem/available of {mapped} was {below} for {span}, lowest "
                     f"{format_bytes(st.minimum)}; peak in use {format_bytes(st.max_in_use)} of a "
-                    f"{format_bytes(st.size)} pool. "
+                    f"{format_bytes(st.size)} pool; "
                     f"requests arriving then got system memory (the kernel falls back per request, silently)")
         v.evidence.append(f"p2pmem/available of {mapped} moved during I/O: min {st.minimum}, max {st.maximum} "
                           f"({st.max_in_use} bytes in use at peak); at 0 for {u['seconds_at_zero']:.1f} s")

@@ -117,8 +117,15 @@ def port_facts(port: Port, inv: Inventory) -> ev.PortFacts:
 
 
 def emulated_nic(dev: RdmaDevice) -> str | None:
-    """The inventory's words when an RDMA device is an emulation (the lab's NIC), else None."""
-    return getattr(dev, "emulated", None) or None
+    """Words for an RDMA device the inventory recognised as an emulation (the lab's NIC: a
+    soft-RoCE variant whose DMA device is a PCI NIC of the emulated machine), else None."""
+    mark = getattr(dev, "emulated", None)
+    if not mark:
+        return None
+    if isinstance(mark, str):
+        return f"{dev.name}: {mark}"
+    return (f"{dev.name} is the lab's emulated RDMA NIC (soft-RoCE variant on the PCI NIC {dev.pci}): "
+            f"its DMA is done by CPU copies")
 
 
 def rdma_devices_for_address(traddr: str, inv: Inventory) -> list[RdmaDevice]:
@@ -323,6 +330,14 @@ def _port_dict(p: ev.PortFacts, state: TargetState) -> dict:
 # Collect (edges + assemble)
 # --------------------------------------------------------------------------------------
 
+def pool_providers(root: str = "/") -> list[str]:
+    """Every PCI function with a p2pmem pool (``/sys/bus/pci/devices/*/p2pmem``): what the
+    sampler reads, found without the full inventory."""
+    import glob
+    return sorted(os.path.basename(os.path.dirname(p))
+                  for p in glob.glob(os.path.join(root, "sys/bus/pci/devices/*/p2pmem")))
+
+
 def read_log(root: str = "/") -> tuple[list, dict]:
     """All kernel-log records the ring buffer still holds, and a summary of the source."""
     from nvmet_p2p.kmsg import KernelLog
@@ -344,23 +359,31 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
             kernel: str | None = None, inventory: Inventory | None = None,
             log_records: list | None = None, state_dir: str | None = None) -> StatusReport:
     """Read everything and decide. ``sampler``: an already running/finished sampler whose
-    statistics to use (``bench`` samples around each fio run)."""
-    inv = inventory or read_inventory(root)
+    statistics to use (``bench`` samples around each fio run). With ``sample_seconds`` the
+    pools are sampled from the start, while the inventory is read (on a slow machine reading
+    it takes seconds: the window must not start late)."""
     pools = None
     sampling = None
     if sampler is not None:
+        inv = inventory or read_inventory(root)
         pools = sampler.stats
         sampling = {"seconds": (sampler.stopped or time.time()) - (sampler.started or time.time()),
                     "interval": sampler.interval, "io_running": io_during_sampling,
                     "io_size": next((s.io_size for s in pools.values() if s.io_size), None)}
     elif sample_seconds > 0:
-        s = ev.PoolSampler([f.bdf for f in inv.providers(published_only=False)], root=root, interval=interval,
-                           io_size=io_size)
-        with s:
-            time.sleep(sample_seconds)
+        providers = ([f.bdf for f in inventory.providers(published_only=False)] if inventory
+                     else pool_providers(root))
+        s = ev.PoolSampler(providers, root=root, interval=interval, io_size=io_size).start()
+        try:
+            inv = inventory or read_inventory(root)
+            time.sleep(max(0.0, s.started + sample_seconds - time.time()))
+        finally:
+            s.stop()
         pools = s.stats
-        sampling = {"seconds": sample_seconds, "interval": interval, "io_running": io_during_sampling,
-                    "io_size": io_size}
+        sampling = {"seconds": round(s.stopped - s.started, 3), "interval": interval,
+                    "io_running": io_during_sampling, "io_size": io_size}
+    else:
+        inv = inventory or read_inventory(root)
     state = read_target(root)
     if log_records is None:
         log_records, info = read_log(root)

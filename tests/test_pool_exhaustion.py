@@ -133,7 +133,7 @@ def test_pool_that_ran_out_while_used_is_partial_with_numbers():
     assert v.headline().startswith("offload partial: pool exhausted: p2pmem/available of 0000:03:00.0")
     assert "for 1.5 s of 2.5 s (60%)" in v.detail
     assert "peak in use 1.9 MiB of a 2 MiB pool" in v.detail and "system memory" in v.detail
-    assert "below 128 KiB (the I/O size)" in v.detail and "lowest 0 B" in v.detail
+    assert "below 128 KiB (the largest I/O)" in v.detail and "lowest 0 B" in v.detail
     assert v.pool["seconds_at_zero"] == 1.5 and v.pool["pct_near_zero"] == 60.0
     assert v.pool["peak_in_use"] == full and v.pool["size"] == 2 * MiB
     assert v.headline().endswith("(emulated NIC)") and v.emulated.startswith("rxp1")
@@ -167,3 +167,62 @@ def test_a_pci_nic_that_is_not_emulated_carries_no_label():
     v = ev.decide(subsystem=SUB, nsid=1, ns_enabled=True, p2pmem=BDF, ports=[nic], ctrl=ctrl(),
                   pools={BDF: series([64 * MiB, 60 * MiB], size=64 * MiB)}, io_during_sampling=True)
     assert v.active and v.emulated is None and v.headline() == "offload active"
+
+
+# -- status: the pool numbers and the emulated NIC in both outputs ---------------------------------
+
+def test_status_quotes_the_pool_and_labels_the_emulated_nic():
+    from test_status import HOST as H
+    from test_status import SUB as S
+    from test_status import lab_inventory, lab_state
+
+    from nvmet_p2p import status as st
+    inv = lab_inventory()
+    inv.rdma["mlx5_0"].emulated = ("the lab's emulated RDMA NIC (rxe_p2p on e1000e 0000:41:00.0): "
+                                   "its DMA is done by CPU copies")
+    log = ["nvmet: using p2pmem on 0000:03:00.0 for nsid 1",
+           f"nvmet: Created nvm controller 7 for subsystem {S} for NQN {H}."]
+    pool = series([1920 * KiB, 0, 0, 64 * KiB, 1920 * KiB], step=0.5, io_size=128 * KiB)
+    rep = st.assemble(lab_state(("mlx",)), inv, ev.parse_log(log), pools={BDF: pool}, io_during_sampling=True)
+    rep.sampling = {"seconds": 2.0, "interval": 0.5, "io_running": True, "io_size": 128 * KiB}
+    d = rep.to_dict()
+    (sub,) = d["subsystems"]
+    assert sub["ports"][0]["rdma_emulated"].startswith("mlx5_0: the lab's emulated RDMA NIC")
+    v = sub["namespaces"][0]["verdicts"][0]
+    assert v["verdict"] == "offload partial" and v["emulated"].startswith("mlx5_0: the lab's emulated")
+    assert v["pool"]["seconds_near_zero"] == 1.5 and v["pool"]["pct_near_zero"] == 75.0
+    assert "distance 0000:03:00.0 -> mlx5_0 (PCI 0000:41:00.0)" not in " ".join(v["evidence"])  # no PCI tree here
+    assert d["providers"][BDF]["sampled"]["seconds_near_zero"] == 1.5
+    text = st.render(rep)
+    assert "port 3: rdma 10.0.0.1:4420 via mlx5_0 (PCI 0000:41:00.0, the lab's emulated NIC)" in text
+    assert "nsid 1 × controller 7: offload partial: pool exhausted: p2pmem/available of 0000:03:00.0" in text
+    assert "(emulated NIC)" in text and "  emulated: mlx5_0: the lab's emulated RDMA NIC" in text
+    assert "1.5 s (75%)" in text and "near zero = available below the largest I/O (128 KiB)" in text
+    assert "      kernel: nvmet: using p2pmem on 0000:03:00.0 for nsid 1 (controller 7)" in text
+
+
+def test_status_samples_while_it_reads_the_inventory(tmp_path, monkeypatch):
+    """On a slow machine reading the inventory takes seconds: the sampling window opens first,
+    so I/O that runs meanwhile is seen (here the pool changes during the inventory read)."""
+    import time as _time
+
+    import sysfsfixture as sf
+
+    from nvmet_p2p import status as st
+    sf.q35_lab(tmp_path)                       # 0000:03:00.0 p2pmem 67108864/66977792
+    avail = tmp_path / "sys/bus/pci/devices/0000:03:00.0/p2pmem/available"
+    real = st.read_inventory
+
+    def slow_inventory(root):
+        _time.sleep(0.15)
+        avail.write_text("65929216\n")         # 1 MiB taken while the inventory is read
+        _time.sleep(0.15)
+        return real(root)
+
+    monkeypatch.setattr(st, "read_inventory", slow_inventory)
+    monkeypatch.setattr(st, "read_log", lambda root: ([], {"source": "none", "records": 0}))
+    assert st.pool_providers(str(tmp_path)) == ["0000:03:00.0", "0000:04:00.0", "0000:05:00.0"]
+    rep = st.collect(str(tmp_path), sample_seconds=0.1, interval=0.02, all_subsystems=True)
+    s = rep.providers["0000:03:00.0"]["sampled"]
+    assert s["moved"] and s["max"] == 66977792 and s["min"] == 65929216, s
+    assert rep.sampling["seconds"] >= 0.3      # the window covered the inventory read too

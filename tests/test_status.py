@@ -186,7 +186,7 @@ def test_status_sample_reads_the_pools(tmp_path, capsys, monkeypatch):
     d = json.loads(capsys.readouterr().out)
     s = d["providers"]["0000:03:00.0"]["sampled"]
     assert s["samples"] >= 3 and s["moved"] is False and s["min"] == 66977792
-    assert d["sampling"]["seconds"] == 0.2
+    assert d["sampling"]["seconds"] >= 0.2          # measured: from the first sample to the last
 
 
 def test_status_rejects_bad_arguments(capsys):
