@@ -1,0 +1,485 @@
+"""The shell itself: configshell-fb's interpreter around the nvmet tree, a session, the user's
+state directory, interactive and script runs.
+
+:class:`ShellApp` is what the nodes talk to (staging, diff, commit, completion, explain).
+:class:`NvmetShell` is configshell's :class:`~configshell.ConfigShell` with three changes:
+its preferences live in a JSON file in the user's state directory (configshell keeps a
+pickle), no log file is written (commands can carry DH-HMAC-CHAP secrets), and completions that
+carry facts (p2pmem providers, device names, addresses) are listed one per line with them.
+
+The state directory is ``$NVMET_P2P_SHELL_DIR``, else ``$XDG_STATE_HOME/nvmet-p2p/shell``,
+else ``~/.local/state/nvmet-p2p/shell``: created 0700, used only when it is a real directory
+owned by the user and closed to group and others (a looser mode on the user's own directory
+is tightened; anything else is refused, and the shell runs without saving history). It holds
+``history`` (0600, secrets replaced by ``(secret)``) and ``prefs.json`` (bookmarks, colours).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+import traceback
+import warnings
+from typing import Iterable, TextIO
+
+from configshell import ConfigShell, Console, ExecutionError, Prefs
+
+from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.shell import edits as ed
+from nvmet_p2p.shell.assist import P2pAssist
+from nvmet_p2p.shell.p2p import P2pContext
+from nvmet_p2p.shell.session import Session
+
+#: configshell preferences kept between sessions (all plain JSON values)
+KEPT_PREFS = ("bookmarks", "color_mode", "color_path", "color_command", "color_parameter",
+              "color_keyword", "color_default", "tree_round_nodes", "tree_status_mode",
+              "tree_max_depth", "tree_show_root", "prompt_length", "loglevel_console")
+
+_SECRET_ARG = re.compile(r"((?:dhchap_)?(?:ctrl_)?key=)(\S+)|(DHHC-1:\S+)")
+
+
+def scrub(line: str) -> str:
+    """``line`` with DH-HMAC-CHAP secrets replaced (for history and error messages)."""
+    return _SECRET_ARG.sub(lambda m: (m.group(1) + "(secret)") if m.group(1) else "(secret)", line)
+
+
+# ----------------------------------------------------------------------------------------------
+# The user's state directory
+# ----------------------------------------------------------------------------------------------
+
+def user_dir() -> str:
+    d = os.environ.get("NVMET_P2P_SHELL_DIR")
+    if d:
+        return d
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "nvmet-p2p", "shell")
+
+
+def secure_dir(path: str) -> tuple[bool, str | None]:
+    """Create or check the state directory: (usable, a note for the user or None)."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st_ = os.lstat(path)
+    except OSError as exc:
+        return False, f"not saving shell history: cannot create {path}: {exc.strerror}"
+    if not stat.S_ISDIR(st_.st_mode):
+        return False, f"not saving shell history: {path} is not a directory (a symlink?)"
+    if st_.st_uid != os.geteuid():
+        return False, (f"not saving shell history: {path} belongs to uid {st_.st_uid}, not to "
+                       f"you (uid {os.geteuid()})")
+    if st_.st_mode & 0o077:
+        try:
+            os.chmod(path, 0o700)
+        except OSError as exc:
+            return False, f"not saving shell history: cannot make {path} private: {exc.strerror}"
+        return True, f"{path} was open to others (mode {stat.S_IMODE(st_.st_mode):04o}); made it 0700"
+    return True, None
+
+
+def _private_file(path: str) -> None:
+    """Create ``path`` 0600 if missing (never following a symlink), tighten it otherwise."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class JsonPrefs(Prefs):
+    """configshell's shared preferences, saved as JSON (only :data:`KEPT_PREFS`)."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if key in KEPT_PREFS:
+            self.save()
+
+    def save(self, filename=None):
+        path = getattr(self, "json_path", None)
+        if not path:
+            return
+        from nvmet_p2p.statefile import write_atomic
+        data = {k: self[k] for k in KEPT_PREFS if k in self}
+        try:
+            write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n", mode=0o600,
+                         backups=0)
+        except OSError:
+            pass
+
+    def load_json(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return
+        if isinstance(data, dict):
+            for k in KEPT_PREFS:
+                if k in data and isinstance(data[k], (str, int, bool, dict, type(None))):
+                    super().__setitem__(k, data[k])
+
+
+def _fresh_prefs() -> None:
+    """configshell's Prefs, Log and Console share class-level state: start clean."""
+    state = Prefs._Prefs__borg_state
+    state.clear()
+    state["_prefs"] = {}
+
+
+# ----------------------------------------------------------------------------------------------
+# configshell
+# ----------------------------------------------------------------------------------------------
+
+class NvmetShell(ConfigShell):
+    def __init__(self, app: "ShellApp", out: TextIO, err: TextIO, prefs_path: str | None):
+        _fresh_prefs()
+        # configshell 2.0 builds its grammar with pyparsing names deprecated in pyparsing 3
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"configshell")
+        super().__init__(None)
+        self.app = app
+        self.prefs = JsonPrefs()
+        self.prefs["logfile"] = None                  # never a log file (secrets)
+        if prefs_path:
+            self.prefs.load_json(prefs_path)
+            self.prefs.json_path = prefs_path
+        self.con = Console(stdout=out, stderr=err)
+        self.log.con = self.con
+        # configshell's debug() walks the whole stack with source lines (inspect.stack) on
+        # every call, shown or not: tens of ms per command and per TAB. Only when asked.
+        full_debug = type(self.log).debug
+        self.log.debug = lambda msg: (full_debug(self.log, msg)
+                                      if self.prefs["loglevel_console"] == "debug" else None)
+        self._notes: tuple[list[str], dict[str, str]] | None = None
+
+    # -- completion ----------------------------------------------------------------------------
+    def annotate(self, header: list[str], notes: dict[str, str]) -> None:
+        self._notes = (header, notes)
+
+    def _complete(self, text, state):
+        if state == 0:
+            self._notes = None
+        try:
+            return super()._complete(text, state)
+        except Exception:  # noqa: BLE001 - readline drops completer errors; so do we
+            if os.environ.get("NVMET_P2P_DEBUG"):
+                traceback.print_exc(file=self.con._stderr)
+            return None
+
+    def _display_completions(self, substitution, matches, max_length):
+        if not self._notes:
+            return super()._display_completions(substitution, matches, max_length)
+        import readline
+        header, notes = self._notes
+        vals = {m.partition("=")[2] if "=" in m else m: m for m in matches}
+        order = [v for v in notes if v in vals] + [v for v in vals if v not in notes]
+        w = max((len(v) for v in order), default=0)
+        out = ["", *(f"  {h}" for h in header)]
+        out += [f"  {v:<{w}}  {notes.get(v, '')}".rstrip() for v in order]
+        self.con.raw_write("\n".join(out) + "\n", output=self.con._stdout)
+        self.con.raw_write(self._get_prompt() + readline.get_line_buffer(), output=self.con._stdout)
+
+    def complete_line(self, line: str) -> list[str]:
+        """What TAB at the end of ``line`` offers: configshell's own completion code, with
+        readline's view of the line given instead of read from the terminal."""
+        from configshell import shell as cs_shell
+        rl = cs_shell.readline
+        saved = rl.get_line_buffer, rl.get_begidx, rl.get_endidx
+        cut = max(line.rfind(c) for c in " \t") + 1
+        try:
+            rl.get_line_buffer = lambda: line
+            rl.get_begidx = lambda: cut
+            rl.get_endidx = lambda: len(line)
+            out, i = [], 0
+            while (m := self._complete(line[cut:], i)) is not None:
+                out.append(m)
+                i += 1
+            return out
+        finally:
+            rl.get_line_buffer, rl.get_begidx, rl.get_endidx = saved
+
+
+# ----------------------------------------------------------------------------------------------
+# The application: what the nodes call
+# ----------------------------------------------------------------------------------------------
+
+class ShellApp(P2pAssist):
+    """One shell session: the :class:`Session`, the :class:`P2pContext`, the configshell
+    interpreter and the node tree."""
+
+    def __init__(self, session: Session, p2p: P2pContext, *, out: TextIO | None = None,
+                 err: TextIO | None = None, state_path: str | None = None,
+                 interactive: bool = False):
+        from nvmet_p2p.shell.ui_tree import UIRoot
+        self.session = session
+        self.p2p = p2p
+        self.out_stream = out or sys.stdout
+        self.err_stream = err or sys.stderr
+        self.interactive = interactive
+        self.state_path = state_path
+        prefs = os.path.join(state_path, "prefs.json") if state_path else None
+        self.shell = NvmetShell(self, self.out_stream, self.err_stream, prefs)
+        self.root = UIRoot(self.shell)
+        self.committed = 0                       # commits that wrote something, this run
+
+    # -- output --------------------------------------------------------------------------------
+    def say(self, text: str = "") -> None:
+        self.out_stream.write(text + "\n")
+        self.out_stream.flush()
+
+    def warn(self, text: str) -> None:
+        self.err_stream.write(f"warning: {text}\n")
+        self.err_stream.flush()
+
+    def prompt_msg(self) -> str:
+        s = self.session
+        if s.write_through:
+            return "[write-through] "
+        return f"[{len(s.edits)} staged] " if s.edits else ""
+
+    # -- staging -------------------------------------------------------------------------------
+    def stage(self, edit: ed.Edit, messages: list[str]) -> None:
+        """Stage ``edit`` (or, write-through, apply it) and say what happened."""
+        from nvmet_p2p.apply import ApplyFailed
+        try:
+            result = self.session.stage(edit)
+        except ed.EditError as exc:
+            raise ExecutionError(f"{exc} (nothing was changed)") from None
+        except ApplyFailed as exc:              # write-through: the kernel refused it
+            raise ExecutionError(self._failure_text(exc)) from None
+        for m in messages:
+            if m.startswith("warning: "):
+                self.warn(m[9:])
+            else:
+                self.say(m)
+        for n in edit.notes:
+            self.warn(n) if n.startswith("the kernel") or "refuse" in n else self.say(f"note: {n}")
+        if result is not None:
+            self._report_commit(result)
+        else:
+            n = len(self.session.edits)
+            self.say(f"({n} staged; `diff` to review, `commit` to apply)")
+
+    def set_write_through(self, on: bool) -> None:
+        if on and self.session.edits:
+            raise ExecutionError(f"{len(self.session.edits)} staged change(s) first: `commit` "
+                                 "or `abort` them, then turn write_through on")
+        self.session.write_through = on
+
+    # -- plan, commit --------------------------------------------------------------------------
+    def diff(self, steps: bool = False) -> None:
+        plan = self.session.plan()
+        if plan.empty and self.session.edits:
+            self.say(f"No changes: the {len(self.session.edits)} staged change(s) leave configfs "
+                     "as it is (0 writes).")
+            return
+        self.say(plan.render(steps=steps))
+
+    def commit(self) -> None:
+        if not self.session.edits:
+            self.say("Nothing to commit: no staged changes.")
+            return
+        from nvmet_p2p.apply import ApplyFailed
+        try:
+            result = self.session.commit()
+        except ApplyFailed as exc:
+            raise ExecutionError(self._failure_text(exc)) from None
+        self._report_commit(result)
+
+    def _failure_text(self, exc) -> str:
+        msg = str(exc).split(" (kernel: ")[0]
+        lines = [f"commit failed: {msg}"]
+        lines += [f"  kernel: {line}" for line in exc.dmesg]
+        n = len(self.session.edits)
+        lines.append(f"The {n} staged change{'s are' if n != 1 else ' is'} kept: fix "
+                     f"{'them' if n != 1 else 'it'} (`undo`, `set ...`) and commit again, or `abort`."
+                     if not self.session.write_through else "The change was dropped.")
+        return "\n".join(lines)
+
+    def _report_commit(self, result) -> None:
+        if result.outcome is None:
+            self.say("No changes: configfs already matches (0 writes).")
+            return
+        r = result.outcome.result
+        self.committed += 1
+        if not self.session.write_through:
+            self.say(result.plan.render())
+        self.say(f"Committed: {r.writes} configfs write{'s' if r.writes != 1 else ''} in "
+                 f"{r.seconds:.2f} s.")
+
+    def leave(self):
+        """``exit``: 'EXIT', or None to stay (staged changes and the user said cancel)."""
+        n = len(self.session.edits)
+        if not n:
+            return "EXIT"
+        if not self.interactive:
+            raise ExecutionError(f"{n} staged change{'s' if n != 1 else ''} not committed: end "
+                                 "with `commit` (or `abort`) before `exit` (nothing was written)")
+        self.say(f"{n} staged change{'s are' if n != 1 else ' is'} not committed:")
+        for e in self.session.edits:
+            self.say(f"  - {e.text}")
+        try:
+            answer = input("Commit them? [y]es, [n]o: discard them, [c]ancel: ").strip().lower()
+        except (EOFError, KeyboardInterrupt):
+            answer = "c"
+        if answer in ("y", "yes"):
+            self.commit()
+            return "EXIT"
+        if answer in ("n", "no"):
+            self.session.abort()
+            self.say("Discarded; nothing was written.")
+            return "EXIT"
+        self.say("Staying in the shell.")
+        return None
+
+    # -- files ---------------------------------------------------------------------------------
+    def saveconfig(self, savefile: str | None) -> None:
+        from nvmet_p2p import statefile
+        from nvmet_p2p.configfs import read_state
+        path = savefile or os.environ.get("NVMET_P2P_SAVE_FILE", "/etc/nvmet/config.json")
+        live = read_state(self.session.cfs)
+        try:
+            backup = statefile.save(live, path)
+        except OSError as exc:
+            raise ExecutionError(f"cannot write {path}: {exc.strerror}") from None
+        n = sum(len(s.namespaces) for s in live.subsystems.values())
+        self.say(f"Saved {len(live.subsystems)} subsystem(s), {n} namespace(s), "
+                 f"{len(live.ports)} port(s), {len(live.hosts)} host(s) to {path} (mode 0600)"
+                 + (f"; previous file kept as {backup}" if backup else ""))
+        if self.session.edits:
+            self.warn(f"this is configfs as it runs: the {len(self.session.edits)} staged "
+                      "change(s) are not in it (`commit` first)")
+
+    def restoreconfig(self, savefile: str | None, clear: bool) -> None:
+        from nvmet_p2p import statefile
+        path = savefile or os.environ.get("NVMET_P2P_SAVE_FILE", "/etc/nvmet/config.json")
+        state = statefile.load(path)
+        how = "replacing the whole target" if clear else "adding and updating what it names"
+        edit = (ed.replace_all if clear else ed.merge)(state, f"restore {path} ({how})")
+        self.stage(edit, [f"Staged {path}: {len(state.subsystems)} subsystem(s), "
+                          f"{len(state.ports)} port(s), {len(state.hosts)} host(s), {how}."])
+
+    # -- running commands ----------------------------------------------------------------------
+    def run_line(self, line: str) -> str | None:
+        """Run one command line; the error message when it failed (already clean), else None."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return None
+        try:
+            self.shell.run_cmdline(line)
+        except (ExecutionError, NvmetP2PError) as exc:
+            return str(exc)
+        except ValueError as exc:               # configshell: no such path, no such command
+            return str(exc)
+        except OSError as exc:
+            return f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+        except KeyboardInterrupt:
+            return "interrupted (nothing was written)" if not self.session.write_through else "interrupted"
+        except Exception as exc:  # noqa: BLE001 - a bug: one clean line, the trace on request
+            if os.environ.get("NVMET_P2P_DEBUG"):
+                traceback.print_exc(file=self.err_stream)
+            from pyparsing import ParseBaseException
+            if isinstance(exc, ParseBaseException):
+                return f"cannot parse the command line: {exc}"
+            return (f"internal error: {type(exc).__name__}: {exc} (NVMET_P2P_DEBUG=1 shows the "
+                    "traceback)")
+        finally:
+            self._keep_current_node()
+        return None
+
+    def _keep_current_node(self) -> None:
+        """After a delete, the current node may be gone: go to its closest living ancestor."""
+        node = self.shell._current_node
+        while node is not None and not node.is_root():
+            try:
+                if self.root.get_node(node.path) is node:
+                    break
+            except ValueError:
+                pass
+            node = node.parent
+        self.shell._current_node = node or self.root
+
+    @property
+    def exiting(self) -> bool:
+        return bool(self.shell._exit)
+
+    def run_script(self, commands: Iterable[tuple[str, str]], *, finish: bool = True) -> int:
+        """Run ``(where, line)`` commands; stop at the first error (exit status 1). A script
+        that ends with staged changes fails too (``finish``): nothing is written without
+        ``commit``."""
+        for where, line in commands:
+            err = self.run_line(line)
+            if err:
+                self.err_stream.write(f"nvmet-p2p shell: error: {where}: `{scrub(line.strip())}`: "
+                                      f"{err}\n")
+                self.err_stream.write(self._stopped_note() + "\n")
+                return 1
+            if self.exiting:
+                return 0
+        if finish and self.session.edits:
+            n = len(self.session.edits)
+            self.err_stream.write(f"nvmet-p2p shell: error: the commands ended with {n} staged "
+                                  f"change{'s' if n != 1 else ''} not committed: nothing of "
+                                  f"{'them' if n != 1 else 'it'} was written; end with `commit` "
+                                  "(or `abort`)\n")
+            return 1
+        return 0
+
+    def _stopped_note(self) -> str:
+        done = (f"; {self.committed} earlier commit(s) in this run stay applied"
+                if self.committed else "")
+        if self.session.write_through:
+            return "stopped at the first error (write-through: earlier commands stay applied)"
+        n = len(self.session.edits)
+        if n:
+            return (f"stopped at the first error: {n} staged change{'s were' if n != 1 else ' was'} "
+                    f"not written{done}")
+        return f"stopped at the first error{done or ' (nothing was written)'}"
+
+    # -- interactive ---------------------------------------------------------------------------
+    def interact(self) -> int:
+        """The interactive loop: readline with TAB completion, history in the state directory."""
+        import readline
+        history = os.path.join(self.state_path, "history") if self.state_path else None
+        readline.set_completer_delims("\t\n ~!#$^&(){}\\|;'\",?")
+        readline.set_completion_display_matches_hook(self.shell._display_completions)
+        readline.parse_and_bind("tab: complete")
+        readline.parse_and_bind("set show-all-if-ambiguous on")
+        readline.set_completer(self.shell._complete)
+        readline.set_history_length(1000)
+        if history:
+            try:
+                _private_file(history)
+                readline.read_history_file(history)
+            except OSError as exc:
+                self.warn(f"not saving shell history: {history}: {exc.strerror}")
+                history = None
+        mode = ("write-through: every command is applied at once" if self.session.write_through
+                else "staged: changes are applied by `commit` (`diff` shows the plan)")
+        self.say(f"nvmet-p2p shell on {self.session.cfs.base} ({mode}). `help` lists the commands.")
+        while not self.exiting:
+            try:
+                line = input(self.shell._get_prompt())
+            except EOFError:
+                self.say("exit")
+                line = "exit"
+            except KeyboardInterrupt:
+                self.say("")
+                continue
+            err = self.run_line(line)
+            if err:
+                self.err_stream.write(f"error: {err}\n")
+            self._remember(line, history)
+        return 0
+
+    def _remember(self, line: str, history: str | None) -> None:
+        import readline
+        n = readline.get_current_history_length()
+        if n and scrub(line) != line:
+            readline.replace_history_item(n - 1, scrub(line))
+        if history:
+            try:
+                readline.write_history_file(history)
+                os.chmod(history, 0o600)
+            except OSError:
+                pass

@@ -1,0 +1,273 @@
+"""The shell's staging area: the live tree, the staged edits, and the one way to write.
+
+:class:`Session` reads configfs once (``base``) and keeps the shell's *view*: ``base`` with the
+staged :class:`~nvmet_p2p.shell.edits.Edit` list applied. Every command reads the view (no
+configfs read per keypress); a command that changes something stages an edit.
+
+Writing goes through the reconciler and nothing else. ``diff`` and ``commit`` read configfs
+again, replay the edits on that fresh read (someone else's changes since are kept; an edit
+that no longer applies is reported as a conflict), and let :func:`nvmet_p2p.plan.build_plan`
+turn "live -> desired" into ordered operations. ``commit`` hands that plan to
+:func:`nvmet_p2p.apply.apply_saved_plan`, which takes the apply lock in the state directory,
+refuses if configfs changed since the plan was read, executes it and undoes every completed
+step if the kernel refuses one (:class:`~nvmet_p2p.apply.ApplyFailed` carries the kernel's
+own log lines). The plan is built as if every live object were managed, with ``prune``, so
+a ``delete`` in the shell removes what it names; its recorded ``managed_after`` is then set
+to what the managed set really becomes: what nvmet-p2p managed before, plus what the shell
+created, minus what is gone (a shell edit never adopts an object nvmetcli made).
+
+With ``write_through`` every staged edit is committed at once (nvmetcli's behaviour); an edit
+the kernel refuses is rolled back and dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+from nvmet_p2p import state as st
+from nvmet_p2p.apply import (ApplyFailed, ManagedStore, Outcome, apply_saved_plan,
+                             open_configfs, state_dir)
+from nvmet_p2p.configfs import Configfs, capabilities, read_state
+from nvmet_p2p.errors import Busy, NvmetP2PError
+from nvmet_p2p.plan import Managed, Plan, build_plan
+from nvmet_p2p.shell.edits import Edit, EditError, Locator
+
+
+class Conflict(NvmetP2PError):
+    """A staged edit no longer applies to configfs as it is now (nothing was changed)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# What is pending: base vs view, object by object
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Pending:
+    """``created``: locators new in the view; ``changed``: locator -> what differs
+    (attribute names, ``enable``, ``links``); ``gone``: container path -> names removed."""
+
+    created: set = field(default_factory=set)
+    changed: dict = field(default_factory=dict)
+    gone: dict = field(default_factory=dict)
+
+    def mark(self, loc: Locator) -> str | None:
+        if loc in self.created:
+            return "new"
+        what = self.changed.get(loc)
+        return f"changed: {', '.join(sorted(what))}" if what else None
+
+
+def _diff_attrs(a: dict, b: dict) -> set[str]:
+    return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+
+
+def _compare(base: st.TargetState, view: st.TargetState) -> Pending:
+    p = Pending()
+
+    def objs(kind, old, new, keyf, inner):
+        for k in set(old) - set(new):
+            p.gone.setdefault(kind, []).append(str(k))
+        for k, o in new.items():
+            loc = keyf(k)
+            if k not in old:
+                p.created.add(loc)
+            else:
+                what = inner(old[k], o)
+                if what:
+                    p.changed[loc] = what
+
+    if base.discovery_nqn != view.discovery_nqn:
+        p.changed[("root",)] = {"discovery_nqn"}
+    objs(("hosts",), base.hosts, view.hosts, lambda k: ("host", k),
+         lambda a, b: _diff_attrs(a.attrs, b.attrs))
+    for nqn, sub in view.subsystems.items():
+        old = base.subsystems.get(nqn)
+        if old is None:
+            p.created.update(("namespace", nqn, i) for i in sub.namespaces)
+            continue
+        objs(("namespaces", nqn), old.namespaces, sub.namespaces,
+             lambda k, n=nqn: ("namespace", n, k),
+             lambda a, b: _diff_attrs(a.attrs, b.attrs) | ({"enable"} if a.enable != b.enable else set()))
+        for h in set(old.allowed_hosts) - set(sub.allowed_hosts):
+            p.gone.setdefault(("allowed_hosts", nqn), []).append(h)
+        if (old.passthru or {}) != (sub.passthru or {}):
+            p.changed[("passthru", nqn)] = _diff_attrs(old.passthru or {}, sub.passthru or {})
+    objs(("subsystems",), base.subsystems, view.subsystems, lambda k: ("subsystem", k),
+         lambda a, b: _diff_attrs(a.attrs, b.attrs)
+         | ({"allowed_hosts"} if sorted(a.allowed_hosts) != sorted(b.allowed_hosts) else set()))
+    for pid, port in view.ports.items():
+        old = base.ports.get(pid)
+        if old is None:
+            p.created.update(("referral", pid, r) for r in port.referrals)
+            p.created.update(("ana_group", pid, g) for g in port.ana_groups)
+            continue
+        objs(("referrals", pid), old.referrals, port.referrals,
+             lambda k, i=pid: ("referral", i, k),
+             lambda a, b: _diff_attrs(a.attrs, b.attrs) | ({"enable"} if a.enable != b.enable else set()))
+        objs(("ana_groups", pid), old.ana_groups, port.ana_groups,
+             lambda k, i=pid: ("ana_group", i, k), lambda a, b: {"ana_state"} if a != b else set())
+        for n in set(old.subsystems) - set(port.subsystems):
+            p.gone.setdefault(("port_subsystems", pid), []).append(n)
+    objs(("ports",), base.ports, view.ports, lambda k: ("port", k),
+         lambda a, b: _diff_attrs(a.attrs, b.attrs)
+         | ({"subsystems"} if sorted(a.subsystems) != sorted(b.subsystems) else set()))
+    return p
+
+
+# ----------------------------------------------------------------------------------------------
+# The managed set a shell commit records
+# ----------------------------------------------------------------------------------------------
+
+def _minus(a: Managed, b: Managed) -> Managed:
+    out = Managed()
+    for f in dataclasses.fields(Managed):
+        va, vb = getattr(a, f.name), getattr(b, f.name)
+        setattr(out, f.name, (va and not vb) if isinstance(va, bool) else va - vb)
+    return out
+
+
+def managed_after(before: Managed, live: st.TargetState, desired: st.TargetState) -> Managed:
+    """What nvmet-p2p manages after a shell commit: what it managed, plus what the commit
+    creates, limited to what still exists."""
+    after = Managed.of_state(desired)
+    created = _minus(after, Managed.of_state(live))
+    return before.union(created).intersect(after)
+
+
+# ----------------------------------------------------------------------------------------------
+# The session
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class CommitResult:
+    plan: Plan
+    outcome: Outcome | None          # None: nothing to write
+    edits: int
+
+
+class Session:
+    """Staged editing of the nvmet tree below ``root`` (see the module docstring)."""
+
+    def __init__(self, root: str = "/", directory: str | None = None, *,
+                 cfs: Configfs | None = None, kernel: str | None = None,
+                 write_through: bool = False):
+        self.root = root
+        self.directory = state_dir(directory)
+        self.kernel = kernel
+        self.cfs = cfs or open_configfs(root)
+        self.write_through = write_through
+        self.edits: list[Edit] = []
+        self.generation = 0
+        self._pending: tuple[int, Pending] | None = None
+        self.reload()
+
+    # -- reading -------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """Read configfs again as the base, the edits dropped."""
+        self.base = read_state(self.cfs)
+        self.caps = capabilities(self.cfs, self.kernel, live=self.base)
+        self.edits = []
+        self.view = copy.deepcopy(self.base)
+        self.generation += 1
+
+    def refresh(self) -> list[str]:
+        """Re-read configfs and replay the staged edits on it; edits that no longer apply are
+        dropped and named in the returned lines."""
+        base = read_state(self.cfs)
+        view = copy.deepcopy(base)
+        kept, dropped = [], []
+        for e in self.edits:
+            try:
+                e.apply(view)
+                kept.append(e)
+            except EditError as exc:
+                dropped.append(f"dropped `{e.text}`: {exc}")
+        self.base, self.view, self.edits = base, view, kept
+        self.caps = capabilities(self.cfs, self.kernel, live=base)
+        self.generation += 1
+        return dropped
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.edits)
+
+    def pending(self) -> Pending:
+        if self._pending is None or self._pending[0] != self.generation:
+            self._pending = (self.generation, _compare(self.base, self.view))
+        return self._pending[1]
+
+    # -- staging -------------------------------------------------------------------------------
+    def stage(self, edit: Edit) -> CommitResult | None:
+        """Apply ``edit`` to the view (an :class:`EditError` leaves everything as it was);
+        with ``write_through``, commit it at once."""
+        edit.apply(self.view)
+        self.edits.append(edit)
+        self.generation += 1
+        if not self.write_through:
+            return None
+        try:
+            return self.commit()
+        except (ApplyFailed, Conflict, Busy, NvmetP2PError):
+            self.undo()
+            raise
+
+    def undo(self) -> Edit:
+        if not self.edits:
+            raise EditError("nothing to undo: no staged changes")
+        e = self.edits.pop()
+        self.view = self._replay(self.base, self.edits)
+        self.generation += 1
+        return e
+
+    def abort(self) -> int:
+        n = len(self.edits)
+        self.edits = []
+        self.view = copy.deepcopy(self.base)
+        self.generation += 1
+        return n
+
+    @staticmethod
+    def _replay(base: st.TargetState, edits: list[Edit]) -> st.TargetState:
+        s = copy.deepcopy(base)
+        for e in edits:
+            try:
+                e.apply(s)
+            except EditError as exc:
+                raise Conflict(f"configfs changed since this change was staged: `{e.text}` no "
+                               f"longer applies ({exc}); `refresh` re-reads the tree, `undo` "
+                               "drops the last change (nothing was changed)") from None
+        return s
+
+    # -- planning and writing ------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """The reconciler's plan from configfs as it is now to the view (nothing written)."""
+        live = read_state(self.cfs)
+        desired = self._replay(live, self.edits)
+        caps = capabilities(self.cfs, self.kernel, live=live)
+        before = ManagedStore(self.directory).load()
+        everything = before.union(Managed.of_state(live))
+        plan = build_plan(live, desired, everything, prune=True, caps=caps, fingerprint=True)
+        plan.managed_after = managed_after(before, live, desired)
+        return plan
+
+    def commit(self) -> CommitResult:
+        """Apply the staged edits through the reconciler (all or nothing)."""
+        plan = self.plan()
+        n = len(self.edits)
+        if plan.empty:
+            self.reload()
+            return CommitResult(plan, None, n)
+        try:
+            outcome = apply_saved_plan(self.root, plan, self.directory, cfs=self.cfs)
+        except (ApplyFailed, Busy):
+            self.refresh()           # configfs is as before; the edits stay staged
+            raise
+        except NvmetP2PError as exc:
+            if str(exc).startswith("configfs changed since this plan was made"):
+                raise Conflict("configfs changed while committing (someone else wrote it); run "
+                               "`diff` and `commit` again (nothing was changed)") from None
+            raise
+        self.reload()
+        return CommitResult(plan, outcome, n)
