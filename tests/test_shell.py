@@ -111,7 +111,7 @@ def test_ls_marks_pending_changes(sh):
 def test_namespace_ls_shows_the_verdict(sh):
     sh.ok(*BUILD, "commit")
     out = sh.ok(f"cd {NS1}", "ls")
-    assert "p2pmem=0000:04:00.0 bus_addr d=4, enabled" in out
+    assert "p2pmem=0000:04:00.0 bus_addr distance 4, enabled" in out
     assert "share the upstream bridge 0000:01:00.0 (switch upstream port): 4 hops" in out
 
 

@@ -16,6 +16,7 @@ is tightened; anything else is refused, and the shell runs without saving histor
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -120,6 +121,15 @@ class JsonPrefs(Prefs):
                     super().__setitem__(k, data[k])
 
 
+def _forget_last_input() -> None:
+    """Keep an answer to a question out of the command history."""
+    if "readline" in sys.modules:
+        import readline
+        n = readline.get_current_history_length()
+        if n:
+            readline.remove_history_item(n - 1)
+
+
 def _fresh_prefs() -> None:
     """configshell's Prefs, Log and Console share class-level state: start clean."""
     state = Prefs._Prefs__borg_state
@@ -221,6 +231,8 @@ class ShellApp(P2pAssist):
         self.shell = NvmetShell(self, self.out_stream, self.err_stream, prefs)
         self.root = UIRoot(self.shell)
         self.committed = 0                       # commits that wrote something, this run
+        self._frozen = None
+        self._freeze_view()
 
     # -- output --------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
@@ -320,6 +332,7 @@ class ShellApp(P2pAssist):
             self.say(f"  - {e.text}")
         try:
             answer = input("Commit them? [y]es, [n]o: discard them, [c]ancel: ").strip().lower()
+            _forget_last_input()
         except (EOFError, KeyboardInterrupt):
             answer = "c"
         if answer in ("y", "yes"):
@@ -385,7 +398,16 @@ class ShellApp(P2pAssist):
                     "traceback)")
         finally:
             self._keep_current_node()
+            self._freeze_view()
         return None
+
+    def _freeze_view(self) -> None:
+        """Keep Python's cycle collector off the tree read from configfs: it lives as long as
+        the session and has no cycles, and scanning it (10^5 objects with 1000 namespaces) on
+        every collection would make keypresses cost more as the target grows."""
+        if self._frozen is not self.session.view:
+            gc.freeze()
+            self._frozen = self.session.view
 
     def _keep_current_node(self) -> None:
         """After a delete, the current node may be gone: go to its closest living ancestor."""
@@ -455,8 +477,9 @@ class ShellApp(P2pAssist):
                 self.warn(f"not saving shell history: {history}: {exc.strerror}")
                 history = None
         mode = ("write-through: every command is applied at once" if self.session.write_through
-                else "staged: changes are applied by `commit` (`diff` shows the plan)")
-        self.say(f"nvmet-p2p shell on {self.session.cfs.base} ({mode}). `help` lists the commands.")
+                else "staged: `diff` shows the plan, `commit` applies it")
+        self.say(f"nvmet-p2p shell on {self.session.cfs.base}; {mode}. `help` lists the commands.")
+        self.p2p.inv                              # read the machine now, not at the first TAB
         while not self.exiting:
             try:
                 line = input(self.shell._get_prompt())

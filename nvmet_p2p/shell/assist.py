@@ -13,7 +13,7 @@ import os
 from configshell import ExecutionError
 
 from nvmet_p2p import distance, placement
-from nvmet_p2p.shell.p2p import Verdict, clients_line
+from nvmet_p2p.shell.p2p import ByNamespace, Verdict, clients_line
 
 NS_OFFLINE = ("device_path", "device_uuid", "device_nguid", "buffered_io", "resv_enable",
               "p2pmem")
@@ -32,6 +32,11 @@ def _with(view, loc, values):
     return v
 
 
+def _path_of(view, nqn: str, nsid: int) -> dict[str, int]:
+    p = view.subsystems[nqn].namespaces[nsid].attrs.get("device_path")
+    return {p: 1} if p else {}
+
+
 class P2pAssist:
     # -- what ls shows -------------------------------------------------------------------------
     def verdict(self, loc) -> Verdict:
@@ -43,25 +48,16 @@ class P2pAssist:
     # -- completion ----------------------------------------------------------------------------
     def p2pmem_completions(self, loc, text: str) -> list[str]:
         s = self.session
-        choices, head = self.p2p.choices(s.view, s.generation, loc[1], loc[2])
+        choices, head = self.p2p.choices(s, loc[1], loc[2])
         got = [c for c in choices if c.value.startswith(text.lower() if text[:1].isalpha() else text)]
         self.shell.annotate([f"p2pmem for namespace {loc[2]} of {loc[1]}, best first:"] + head,
                             {c.value: f"{c.rank}. {c.note}" for c in got})
         return [c.value for c in got]
 
-    def _used_paths(self) -> dict[str, str]:
-        s = self.session
-        key = s.generation
-        cached = getattr(self, "_used", None)
-        if cached is None or cached[0] != key:
-            used = {}
-            for nqn, sub in s.view.subsystems.items():
-                for nsid, ns in sub.namespaces.items():
-                    p = ns.attrs.get("device_path")
-                    if p:
-                        used.setdefault(p, f"{nqn} namespace {nsid}")
-            self._used = cached = (key, used)
-        return cached[1]
+    def _used_paths(self) -> dict[str, int]:
+        if getattr(self, "_used", None) is None:
+            self._used = ByNamespace(_path_of)
+        return self._used.get(self.session)
 
     def device_completions(self, text: str) -> list[str]:
         choices = self.p2p.device_choices(self._used_paths())
@@ -154,7 +150,7 @@ class P2pAssist:
         s = self.session
         nqn, nsid = loc[1], loc[2]
         ns = s.view.subsystems[nqn].namespaces[nsid]
-        f, pl = self.p2p.rank(s.view, s.generation, nqn, nsid)
+        f, pl = self.p2p.rank(s, nqn, nsid)
         path = ns.attrs.get("device_path") or "(not set)"
         lines = [f"namespace {nsid} of {nqn}: device_path {path}"
                  + (f" -> {f.block}" if f.block and f"/dev/{f.block}" != path else ""),

@@ -33,11 +33,17 @@ class EditError(NvmetP2PError):
 
 @dataclass
 class Edit:
-    """One staged change: ``text`` says what it does (secrets masked), ``run`` does it."""
+    """One staged change: ``text`` says what it does (secrets masked), ``run`` does it.
+
+    ``scope``: the namespaces whose p2p situation it can change (their p2pmem, device,
+    enable, or what their budget depends on): ``(nqn, nsid)`` for one namespace, ``nqn`` for
+    every namespace of a subsystem, ``None`` for possibly all. It lets the shell's caches
+    update only what an edit touched instead of rescanning the target."""
 
     text: str
     run: Callable[[st.TargetState], None]
     notes: list[str] = field(default_factory=list)
+    scope: frozenset | None = None
 
     def apply(self, state: st.TargetState) -> None:
         self.run(state)
@@ -142,7 +148,17 @@ def set_attrs(loc: Locator, values: dict[str, str], text: str) -> Edit:
             obj.ana_groups[loc[2]] = values["ana_state"]
         else:
             obj.attrs.update(values)
-    return Edit(text, run)
+    return Edit(text, run, scope=_scope(loc, values))
+
+
+def _scope(loc: Locator, values: dict | None = None) -> frozenset | None:
+    if loc[0] == "namespace":
+        return frozenset({(loc[1], loc[2])})
+    if loc[0] == "subsystem":         # qid_max bounds the budget of all its namespaces
+        return frozenset({loc[1]}) if values is None or "attr_qid_max" in values else frozenset()
+    if loc[0] == "port":
+        return None                   # addresses and queue sizes: every subsystem it exports
+    return frozenset()                # hosts, referrals, ANA groups, passthru, the root
 
 
 def set_enable(loc: Locator, on: bool) -> Edit:
@@ -154,7 +170,7 @@ def set_enable(loc: Locator, on: bool) -> Edit:
             obj.passthru = pt
         else:
             obj.enable = on
-    return Edit(f"{'enable' if on else 'disable'} {describe(loc)}", run)
+    return Edit(f"{'enable' if on else 'disable'} {describe(loc)}", run, scope=_scope(loc))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,7 +184,7 @@ def create_subsystem(nqn: str) -> Edit:
         if s.discovery_nqn is not None and nqn == s.discovery_nqn:
             raise EditError(f"{nqn} is the discovery NQN; the kernel refuses it as a subsystem")
         s.subsystems[nqn] = st.Subsystem(nqn=nqn)
-    return Edit(f"create subsystem {nqn}", run)
+    return Edit(f"create subsystem {nqn}", run, scope=frozenset({nqn}))
 
 
 def delete_subsystem(nqn: str) -> Edit:
@@ -181,7 +197,7 @@ def delete_subsystem(nqn: str) -> Edit:
         for port in s.ports.values():
             if nqn in port.subsystems:
                 port.subsystems.remove(nqn)
-    return Edit(f"delete subsystem {nqn}", run)
+    return Edit(f"delete subsystem {nqn}", run, scope=frozenset({nqn}))
 
 
 def create_namespace(nqn: str, nsid: int, attrs: dict[str, str] | None = None) -> Edit:
@@ -192,7 +208,7 @@ def create_namespace(nqn: str, nsid: int, attrs: dict[str, str] | None = None) -
             raise EditError(f"namespace {nsid} of {nqn} already exists")
         sub.namespaces[nsid] = st.Namespace(nsid=nsid, enable=False, attrs=dict(attrs or {}))
     extra = "".join(f" {k}={v}" for k, v in (attrs or {}).items())
-    return Edit(f"create namespace {nsid} of {nqn}{extra}", run)
+    return Edit(f"create namespace {nsid} of {nqn}{extra}", run, scope=frozenset({(nqn, nsid)}))
 
 
 def delete_namespace(nqn: str, nsid: int) -> Edit:
@@ -201,7 +217,7 @@ def delete_namespace(nqn: str, nsid: int) -> Edit:
         if nsid not in sub.namespaces:
             raise EditError(f"namespace {nsid} of {nqn} does not exist")
         del sub.namespaces[nsid]
-    return Edit(f"delete namespace {nsid} of {nqn}", run)
+    return Edit(f"delete namespace {nsid} of {nqn}", run, scope=frozenset({(nqn, nsid)}))
 
 
 def create_port(portid: int) -> Edit:
@@ -209,7 +225,7 @@ def create_port(portid: int) -> Edit:
         if portid in s.ports:
             raise EditError(f"port {portid} already exists")
         s.ports[portid] = st.Port(portid=portid, ana_groups={1: "optimized"})
-    return Edit(f"create port {portid}", run)
+    return Edit(f"create port {portid}", run, scope=frozenset())
 
 
 def delete_port(portid: int) -> Edit:
@@ -217,7 +233,7 @@ def delete_port(portid: int) -> Edit:
         if portid not in s.ports:
             raise EditError(f"port {portid} does not exist")
         del s.ports[portid]
-    return Edit(f"delete port {portid}", run)
+    return Edit(f"delete port {portid}", run, scope=None)
 
 
 def create_host(nqn: str) -> Edit:
@@ -225,7 +241,7 @@ def create_host(nqn: str) -> Edit:
         if nqn in s.hosts:
             raise EditError(f"host {nqn} already exists")
         s.hosts[nqn] = st.Host(nqn=nqn)
-    return Edit(f"create host {nqn}", run)
+    return Edit(f"create host {nqn}", run, scope=frozenset())
 
 
 def delete_host(nqn: str) -> Edit:
@@ -237,7 +253,7 @@ def delete_host(nqn: str) -> Edit:
         for sub in s.subsystems.values():
             if nqn in sub.allowed_hosts:
                 sub.allowed_hosts.remove(nqn)
-    return Edit(f"delete host {nqn}", run)
+    return Edit(f"delete host {nqn}", run, scope=frozenset())
 
 
 def create_referral(portid: int, name: str) -> Edit:
@@ -246,7 +262,7 @@ def create_referral(portid: int, name: str) -> Edit:
         if name in port.referrals:
             raise EditError(f"referral {name} of port {portid} already exists")
         port.referrals[name] = st.Referral(name=name, enable=False)
-    return Edit(f"create referral {name} of port {portid}", run)
+    return Edit(f"create referral {name} of port {portid}", run, scope=frozenset())
 
 
 def delete_referral(portid: int, name: str) -> Edit:
@@ -255,7 +271,7 @@ def delete_referral(portid: int, name: str) -> Edit:
         if name not in port.referrals:
             raise EditError(f"referral {name} of port {portid} does not exist")
         del port.referrals[name]
-    return Edit(f"delete referral {name} of port {portid}", run)
+    return Edit(f"delete referral {name} of port {portid}", run, scope=frozenset())
 
 
 def create_ana_group(portid: int, grpid: int) -> Edit:
@@ -265,7 +281,7 @@ def create_ana_group(portid: int, grpid: int) -> Edit:
         if grpid in port.ana_groups:
             raise EditError(f"ANA group {grpid} of port {portid} already exists")
         port.ana_groups[grpid] = "inaccessible"
-    return Edit(f"create ANA group {grpid} of port {portid}", run)
+    return Edit(f"create ANA group {grpid} of port {portid}", run, scope=frozenset())
 
 
 def delete_ana_group(portid: int, grpid: int) -> Edit:
@@ -276,7 +292,7 @@ def delete_ana_group(portid: int, grpid: int) -> Edit:
         if grpid not in port.ana_groups:
             raise EditError(f"ANA group {grpid} of port {portid} does not exist")
         del port.ana_groups[grpid]
-    return Edit(f"delete ANA group {grpid} of port {portid}", run)
+    return Edit(f"delete ANA group {grpid} of port {portid}", run, scope=frozenset())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,7 +307,7 @@ def allow_host(nqn: str, host: str) -> Edit:
         if host in sub.allowed_hosts:
             raise EditError(f"host {host} is already allowed by {nqn}")
         sub.allowed_hosts.append(host)
-    return Edit(f"allow host {host} on {nqn}", run)
+    return Edit(f"allow host {host} on {nqn}", run, scope=frozenset())
 
 
 def disallow_host(nqn: str, host: str) -> Edit:
@@ -300,7 +316,7 @@ def disallow_host(nqn: str, host: str) -> Edit:
         if host not in sub.allowed_hosts:
             raise EditError(f"host {host} is not allowed by {nqn}")
         sub.allowed_hosts.remove(host)
-    return Edit(f"disallow host {host} on {nqn}", run)
+    return Edit(f"disallow host {host} on {nqn}", run, scope=frozenset())
 
 
 def link_port(portid: int, nqn: str) -> Edit:
@@ -311,7 +327,7 @@ def link_port(portid: int, nqn: str) -> Edit:
         if nqn in port.subsystems:
             raise EditError(f"port {portid} already exports {nqn}")
         port.subsystems.append(nqn)
-    return Edit(f"export {nqn} on port {portid}", run)
+    return Edit(f"export {nqn} on port {portid}", run, scope=frozenset({nqn}))
 
 
 def unlink_port(portid: int, nqn: str) -> Edit:
@@ -320,7 +336,7 @@ def unlink_port(portid: int, nqn: str) -> Edit:
         if nqn not in port.subsystems:
             raise EditError(f"port {portid} does not export {nqn}")
         port.subsystems.remove(nqn)
-    return Edit(f"stop exporting {nqn} on port {portid}", run)
+    return Edit(f"stop exporting {nqn} on port {portid}", run, scope=frozenset({nqn}))
 
 
 # ----------------------------------------------------------------------------------------------

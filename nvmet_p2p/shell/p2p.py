@@ -89,7 +89,7 @@ class P2pContext:
         self._blocks: dict[str, str | None] = {}
         self._ports: dict[tuple, profile.ResolvedPort] = {}
         self._rank: dict[tuple, placement.Placement] = {}
-        self._assigned: tuple[int, dict[str, int]] | None = None
+        self._assigned = ByNamespace(self._contribution)
 
     # -- the machine ---------------------------------------------------------------------------
     @property
@@ -226,34 +226,33 @@ class P2pContext:
             return e, 0
         return e, e["hosts"] * e["queues"] * e["queue_depth"] * e["io_size"]
 
-    def assigned(self, view: TargetState, generation: int) -> dict[str, int]:
-        """Budget bytes the view's enabled namespaces with a pinned provider take from each
-        pool (computed once per change of the view, not per keypress)."""
-        if self._assigned is None or self._assigned[0] != generation:
-            out: dict[str, int] = {}
-            for nqn, sub in view.subsystems.items():
-                dem = None
-                for ns in sub.namespaces.values():
-                    v = ns.attrs.get("p2pmem", "0").lower()
-                    if not ns.enable or not distance.normalize_bdf(v):
-                        continue
-                    if dem is None:
-                        ports = [self.port(p) for p in view.ports.values() if nqn in p.subsystems]
-                        dem = self.budget(view, nqn, ports)[1]
-                    out[v] = out.get(v, 0) + dem
-            self._assigned = (generation, out)
-        return self._assigned[1]
+    def _contribution(self, view: TargetState, nqn: str, nsid: int) -> dict[str, int]:
+        """Budget bytes an enabled namespace with a pinned provider takes from its pool."""
+        ns = view.subsystems[nqn].namespaces[nsid]
+        v = ns.attrs.get("p2pmem", "0")
+        bdf = distance.normalize_bdf(v) if ns.enable and len(v) >= 12 else None
+        if bdf is None:
+            return {}
+        ports = [self.port(p) for p in view.ports.values() if nqn in p.subsystems]
+        dem = self.budget(view, nqn, ports)[1]
+        return {bdf: dem} if dem else {}
+
+    def assigned(self, session) -> dict[str, int]:
+        """What the view's namespaces with a pinned provider take from each pool, updated
+        for the subsystems each change touched (not rescanned per keypress or per change)."""
+        return self._assigned.get(session)
 
     # -- ranking -------------------------------------------------------------------------------
-    def rank(self, view: TargetState, generation: int, nqn: str, nsid: int
+    def rank(self, session, nqn: str, nsid: int
              ) -> tuple[NsFacts, placement.Placement | None]:
         """Placement's answer for this one namespace (``None`` when it has no PCI NVMe)."""
+        view = session.view
         f = self.facts(view, nqn, nsid)
         if f.nvme is None or f.why_no_nvme:
             return f, None
         ns = view.subsystems[nqn].namespaces[nsid]
         eff, dem = self.budget(view, nqn, f.ports)
-        taken = dict(self.assigned(view, generation))
+        taken = dict(self.assigned(session))
         mine = distance.normalize_bdf(ns.attrs.get("p2pmem", "0"))
         if mine and ns.enable and mine in taken:
             taken[mine] -= dem                       # its own budget is not someone else's
@@ -286,10 +285,9 @@ class P2pContext:
             inv.pci[bdf] = fn
         return inv
 
-    def choices(self, view: TargetState, generation: int, nqn: str, nsid: int
-                ) -> tuple[list[Choice], list[str]]:
+    def choices(self, session, nqn: str, nsid: int) -> tuple[list[Choice], list[str]]:
         """What ``set p2pmem=<TAB>`` offers, best first, and header lines (clients, refusals)."""
-        f, pl = self.rank(view, generation, nqn, nsid)
+        f, pl = self.rank(session, nqn, nsid)
         head = [clients_line(f)]
         out: list[Choice] = []
         if pl is None:
@@ -348,10 +346,10 @@ class P2pContext:
         lines = [f"{p.client.name}: {'; '.join(p.reasons)}" for p in v.pairs if p.reasons]
         bad = [p.client.name for p in nic_pairs if p.map_type == distance.NOT_SUPPORTED]
         if bad:
-            return Verdict(f"p2pmem={bdf} {nvme_pair.map_type} d={nvme_pair.distance}; "
+            return Verdict(f"p2pmem={bdf} {nvme_pair.map_type} distance {nvme_pair.distance}; "
                            f"NOT via {', '.join(bad)}", False,
                            lines + [f"connections through {', '.join(bad)} use host memory"])
-        return Verdict(f"p2pmem={bdf} {v.map_type} d={v.distance}", True, lines)
+        return Verdict(f"p2pmem={bdf} {v.map_type} distance {v.distance}", True, lines)
 
     def _auto_verdict(self, f: NsFacts) -> "Verdict":
         fm = self.oracle.find_many([f.nvme.pci])
@@ -360,13 +358,13 @@ class P2pContext:
                            fm.reasons + [f"the kernel logs 'no peer-to-peer memory is available "
                                          f"for {f.nvme.device_path}' and enable fails (EINVAL)"])
         lines = list(fm.reasons)
-        return Verdict(f"p2pmem=1 kernel picks ({len(fm.ties)} at d={fm.best_distance})",
+        return Verdict(f"p2pmem=1 kernel picks ({len(fm.ties)} at distance {fm.best_distance})",
                        True, lines)
 
     # -- names to complete ---------------------------------------------------------------------
-    def device_choices(self, used: dict[str, str]) -> list[Choice]:
-        """Block devices to export, stable ``/dev/disk/by-id`` names first; ``used`` maps
-        device paths already in the view to the namespace using them."""
+    def device_choices(self, used: dict[str, int]) -> list[Choice]:
+        """Block devices to export, stable ``/dev/disk/by-id`` names first; ``used`` counts
+        the view's namespaces on each device path."""
         links = self.by_id_links()
         out: list[Choice] = []
         for name, nv in sorted(self.inv.namespaces.items()):
@@ -383,7 +381,9 @@ class P2pContext:
             stable = profile.stable_by_id_name(name, links)
             paths = ([f"/dev/disk/by-id/{stable}"] if stable else []) + [nv.device_path]
             for p in paths:
-                note = ", ".join(bits + ([f"in use by {used[p]}"] if p in used else []))
+                n = used.get(p, 0)
+                note = ", ".join(bits + ([f"in {n} namespace{'s' if n != 1 else ''} already"]
+                                         if n else []))
                 if p.startswith("/dev/nvme") and stable:
                     note += " (this name can change at boot; the by-id name does not)"
                 out.append(Choice(p, note, len(out) + 1))
@@ -403,6 +403,55 @@ class P2pContext:
                                  for d in devs) or "no RDMA device (tcp only)"
                 out.append(Choice(ip, f"{nd.name}: {what}", len(out) + 1))
         return out
+
+
+class ByNamespace:
+    """Counts over the view's namespaces (``compute(view, nqn, nsid) -> {key: n}``), kept per
+    namespace with a running total: after a change only the namespaces it touched
+    (``Session.changed_since``) are computed again, so the cost follows the change, not the
+    size of the target."""
+
+    def __init__(self, compute):
+        self.compute = compute
+        self.gen: int | None = None
+        self.parts: dict[tuple, dict] = {}
+        self.total: dict = {}
+
+    def _put(self, view, key) -> None:
+        for k, v in self.parts.pop(key, {}).items():
+            self.total[k] -= v
+            if not self.total[k]:
+                del self.total[k]
+        sub = view.subsystems.get(key[0])
+        if sub is None or key[1] not in sub.namespaces:
+            return
+        part = self.compute(view, *key)
+        if part:
+            self.parts[key] = part
+            for k, v in part.items():
+                self.total[k] = self.total.get(k, 0) + v
+
+    def get(self, session) -> dict:
+        view, gen = session.view, session.generation
+        if self.gen == gen:
+            return self.total
+        scope = None if self.gen is None else session.changed_since(self.gen)
+        if scope is None:
+            self.parts, self.total = {}, {}
+            keys = [(n, i) for n, sub in view.subsystems.items() for i in sub.namespaces]
+        else:
+            keys = set()
+            for s in scope:
+                if isinstance(s, tuple):
+                    keys.add(s)
+                else:                                   # a whole subsystem
+                    keys |= {k for k in self.parts if k[0] == s}
+                    sub = view.subsystems.get(s)
+                    keys |= {(s, i) for i in (sub.namespaces if sub else ())}
+        for key in keys:
+            self._put(view, key)
+        self.gen = gen
+        return self.total
 
 
 @dataclass

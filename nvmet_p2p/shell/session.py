@@ -161,7 +161,29 @@ class Session:
         self.edits: list[Edit] = []
         self.generation = 0
         self._pending: tuple[int, Pending] | None = None
+        self._changes: list[tuple[int, frozenset | None]] = []
         self.reload()
+
+    def _changed(self, scope: frozenset | None = None) -> None:
+        """A new generation of the view; ``scope``: the subsystems it may have changed."""
+        self.generation += 1
+        self._changes.append((self.generation, scope))
+        if len(self._changes) > 256:
+            self._changes = [(self.generation, None)]
+
+    def changed_since(self, generation: int) -> frozenset | None:
+        """Subsystems whose p2p facts may differ from ``generation`` (``None``: any)."""
+        if generation == self.generation:
+            return frozenset()
+        if not self._changes or self._changes[0][0] > generation + 1:
+            return None
+        out: set = set()
+        for g, scope in self._changes:
+            if g > generation:
+                if scope is None:
+                    return None
+                out |= scope
+        return frozenset(out)
 
     # -- reading -------------------------------------------------------------------------------
     def reload(self) -> None:
@@ -170,7 +192,7 @@ class Session:
         self.caps = capabilities(self.cfs, self.kernel, live=self.base)
         self.edits = []
         self.view = copy.deepcopy(self.base)
-        self.generation += 1
+        self._changed()
 
     def refresh(self) -> list[str]:
         """Re-read configfs and replay the staged edits on it; edits that no longer apply are
@@ -186,7 +208,7 @@ class Session:
                 dropped.append(f"dropped `{e.text}`: {exc}")
         self.base, self.view, self.edits = base, view, kept
         self.caps = capabilities(self.cfs, self.kernel, live=base)
-        self.generation += 1
+        self._changed()
         return dropped
 
     @property
@@ -204,7 +226,7 @@ class Session:
         with ``write_through``, commit it at once."""
         edit.apply(self.view)
         self.edits.append(edit)
-        self.generation += 1
+        self._changed(edit.scope)
         if not self.write_through:
             return None
         try:
@@ -218,14 +240,14 @@ class Session:
             raise EditError("nothing to undo: no staged changes")
         e = self.edits.pop()
         self.view = self._replay(self.base, self.edits)
-        self.generation += 1
+        self._changed()
         return e
 
     def abort(self) -> int:
         n = len(self.edits)
         self.edits = []
         self.view = copy.deepcopy(self.base)
-        self.generation += 1
+        self._changed()
         return n
 
     @staticmethod
