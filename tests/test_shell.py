@@ -14,13 +14,13 @@ import sys
 
 import pytest
 
-from fakenvmet import FakeNvmet, dump
-from machines import lab_machine
 from nvmet_p2p.apply import ManagedStore, apply_lock
 from nvmet_p2p.configfs import read_state
 from nvmet_p2p.shell.app import ShellApp, scrub, secure_dir
 from nvmet_p2p.shell.p2p import P2pContext
 from nvmet_p2p.shell.session import Session
+from support.fakenvmet import FakeNvmet, dump
+from support.machine import lab_machine
 
 S = "nqn.2026-12.io.lab:s1"
 H = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000a1"
@@ -180,6 +180,9 @@ def test_delete_removes_a_hand_made_object_without_adopting_the_rest(tmp_path):
     live = read_state(sh.cfs)
     assert set(live.subsystems) == {"nqn.user:keep", S}
     assert ManagedStore(sh.state).load().subsystems == {S}       # keep stays unmanaged
+    w = sh.cfs.writes
+    rc, _, err = sh.run("/subsystems/nqn.user:keep set attr allow_any_host=1", "commit")
+    assert rc == 1 and "subsystem NQN 'nqn.user:keep': malformed" in err and sh.cfs.writes == w
 
 
 def test_edits_replay_on_configfs_as_it_is_now(sh):
@@ -307,7 +310,7 @@ def test_completion_reads_no_configfs(sh):
 # -- errors and scripts -------------------------------------------------------------------------
 
 def test_bad_input_is_refused_before_staging(sh):
-    for cmd, words in ((f"/subsystems create bad/name", "must not contain '/'"),
+    for cmd, words in (("/subsystems create bad/name", "must not contain '/'"),
                        (f"{NS1} set p2pmem=1", "No such path"),
                        ("cd /nowhere", "No such path"),
                        ("frobnicate", "Command not found"),

@@ -42,10 +42,10 @@ def _stdin_lines():
 
 
 def run(args) -> int:
+    from nvmet_p2p.output import Progress
     from nvmet_p2p.shell.app import ShellApp, secure_dir, user_dir
     from nvmet_p2p.shell.p2p import P2pContext
     from nvmet_p2p.shell.session import Session
-    from nvmet_p2p.output import Progress
 
     if args.json:
         raise InputError("--json: the shell prints for people; use `nvmet-p2p save`, `plan --json` "

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 
 from nvmet_p2p import distance, placement, profile
+from nvmet_p2p.defs import MapType
 from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, bdf_sort_key
 from nvmet_p2p.state import Port, TargetState
 
@@ -339,12 +340,12 @@ class P2pContext:
         if not v.provider_has_p2pmem or not v.provider_published:
             return Verdict(f"p2pmem={bdf} REFUSED (ENODEV)", False, v.reasons[-1:])
         nvme_pair, nic_pairs = v.pairs[0], v.pairs[1:]
-        if nvme_pair.map_type == distance.NOT_SUPPORTED:
+        if nvme_pair.map_type == MapType.NOT_SUPPORTED:
             return Verdict(f"p2pmem={bdf} REFUSED at enable (not_supported)", False,
                            nvme_pair.reasons + ([f"fix: {v.kernel_parameter}"]
                                                 if v.kernel_parameter else []))
         lines = [f"{p.client.name}: {'; '.join(p.reasons)}" for p in v.pairs if p.reasons]
-        bad = [p.client.name for p in nic_pairs if p.map_type == distance.NOT_SUPPORTED]
+        bad = [p.client.name for p in nic_pairs if p.map_type == MapType.NOT_SUPPORTED]
         if bad:
             return Verdict(f"p2pmem={bdf} {nvme_pair.map_type} distance {nvme_pair.distance}; "
                            f"NOT via {', '.join(bad)}", False,

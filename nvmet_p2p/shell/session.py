@@ -26,9 +26,9 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 
+from nvmet_p2p import defs
 from nvmet_p2p import state as st
-from nvmet_p2p.apply import (ApplyFailed, ManagedStore, Outcome, apply_saved_plan,
-                             open_configfs, state_dir)
+from nvmet_p2p.apply import ApplyFailed, ManagedStore, Outcome, apply_saved_plan, open_configfs, state_dir
 from nvmet_p2p.configfs import Configfs, capabilities, read_state
 from nvmet_p2p.errors import Busy, NvmetP2PError
 from nvmet_p2p.plan import Managed, Plan, build_plan
@@ -126,6 +126,38 @@ def _minus(a: Managed, b: Managed) -> Managed:
         va, vb = getattr(a, f.name), getattr(b, f.name)
         setattr(out, f.name, (va and not vb) if isinstance(va, bool) else va - vb)
     return out
+
+
+def set_aside(live: st.TargetState, desired: st.TargetState, managed: Managed) -> list[str]:
+    """Leave alone what the kernel holds under a name nvmet-p2p cannot manage (``mkdir``
+    took it, the planner refuses it: see :func:`nvmet_p2p.plan.name_problems`) when no staged
+    edit touched it: such hosts and subsystems, and the links to them that are still wanted,
+    leave ``desired`` and ``managed`` (changed in place), so the plan neither checks nor
+    touches them. What the user did change under such a name stays, and the plan refuses it.
+    Returns one line per object set aside."""
+    hosts = {h for h in live.hosts if defs.nqn_problem(h)
+             and h in desired.hosts and desired.hosts[h] == live.hosts[h]}
+    subs = {n for n in live.subsystems if defs.subsystem_nqn_problem(n)
+            and n in desired.subsystems and desired.subsystems[n] == live.subsystems[n]}
+    for h in hosts:
+        del desired.hosts[h]
+        managed.hosts.discard(h)
+    for n in subs:
+        del desired.subsystems[n]
+        managed.subsystems.discard(n)
+        managed.namespaces -= {k for k in managed.namespaces if k[0] == n}
+    odd_hosts = {h for h in live.hosts if defs.nqn_problem(h)}
+    odd_subs = {n for n in live.subsystems if defs.subsystem_nqn_problem(n)}
+    for n, sub in desired.subsystems.items():
+        for h in [h for h in sub.allowed_hosts if h in odd_hosts]:
+            sub.allowed_hosts.remove(h)
+            managed.allowed_hosts.discard((n, h))
+    for pid, port in desired.ports.items():
+        for n in [n for n in port.subsystems if n in odd_subs]:
+            port.subsystems.remove(n)
+            managed.port_links.discard((pid, n))
+    return ([f"left alone: host {h!r} (nvmet-p2p cannot manage that name)" for h in sorted(hosts)]
+            + [f"left alone: subsystem {n!r} (nvmet-p2p cannot manage that name)" for n in sorted(subs)])
 
 
 def managed_after(before: Managed, live: st.TargetState, desired: st.TargetState) -> Managed:
@@ -270,8 +302,10 @@ class Session:
         caps = capabilities(self.cfs, self.kernel, live=live)
         before = ManagedStore(self.directory).load()
         everything = before.union(Managed.of_state(live))
+        aside = set_aside(live, desired, everything)
         plan = build_plan(live, desired, everything, prune=True, caps=caps, fingerprint=True)
         plan.managed_after = managed_after(before, live, desired)
+        plan.warnings = [w for w in plan.warnings if not any(a.split("'")[1] in w for a in aside)]
         return plan
 
     def commit(self) -> CommitResult:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from configshell import ConfigNode, ExecutionError
 
+from nvmet_p2p import defs
 from nvmet_p2p.configfs import ATTR_GROUPS, KNOWN_ATTRS, is_secret, mask
 from nvmet_p2p.shell import edits as ed
 
@@ -27,10 +28,9 @@ BOOLS = ("0", "1")
 
 
 def enum_values(name: str) -> tuple[str, ...] | None:
-    from nvmet_p2p import statefile as sf
-    table = {"addr_trtype": sf.TRTYPES, "addr_adrfam": sf.ADRFAMS, "addr_treq": sf.TREQS,
-             "addr_tsas": sf.TSAS, "ana_state": sf.ANA_STATES, "dhchap_hash": sf.DHCHAP_HASHES,
-             "dhchap_dhgroup": sf.DHCHAP_GROUPS}
+    table = {"addr_trtype": defs.TRTYPES, "addr_adrfam": defs.ADRFAMS, "addr_treq": defs.TREQS,
+             "addr_tsas": defs.TSAS, "ana_state": defs.ANA_STATES,
+             "dhchap_hash": defs.DHCHAP_HASHES, "dhchap_dhgroup": defs.DHCHAP_GROUPS}
     if name in table:
         return table[name]
     if name in ("attr_allow_any_host", "attr_pi_enable", "attr_tbkas", "buffered_io",
@@ -237,9 +237,8 @@ class UINode(ConfigNode):
                            for k, v in values.items()])
 
     def check_values(self, values: dict[str, str]) -> list[str]:
-        from nvmet_p2p.statefile import value_problem
         for k, v in values.items():
-            problem = value_problem(k, v)
+            problem = defs.attr_value_problem(k, v)
             if problem:
                 raise ExecutionError(f"{k}: {problem} (nothing was changed)")
         return []

@@ -13,6 +13,7 @@ import uuid
 
 from configshell import ExecutionError
 
+from nvmet_p2p import defs
 from nvmet_p2p.shell import edits as ed
 from nvmet_p2p.shell.ui_base import UINode
 
@@ -20,9 +21,8 @@ NS_OFFLINE = ("device_path", "device_uuid", "device_nguid", "buffered_io", "resv
               "p2pmem")
 
 
-def _nqn_checked(nqn: str) -> str:
-    from nvmet_p2p.statefile import nqn_problem
-    problem = nqn_problem(nqn)
+def _nqn_checked(nqn: str, subsystem: bool = False) -> str:
+    problem = (defs.subsystem_nqn_problem if subsystem else defs.nqn_problem)(nqn)
     if problem:
         raise ExecutionError(f"NQN {nqn!r} {problem} (nothing was changed)")
     return nqn
@@ -165,7 +165,8 @@ class UISubsystems(UINode):
         nvmetcli does (nqn.2014-08.org.nvmexpress:NVMf:uuid:<uuid>).
         '''
         nqn = nqn or f"nqn.2014-08.org.nvmexpress:NVMf:uuid:{uuid.uuid4()}"
-        self.app.stage(ed.create_subsystem(_nqn_checked(nqn)), [f"Created subsystem {nqn}."])
+        self.app.stage(ed.create_subsystem(_nqn_checked(nqn, subsystem=True)),
+                       [f"Created subsystem {nqn}."])
 
     def ui_command_delete(self, nqn):
         '''
@@ -590,8 +591,9 @@ class UIReferrals(UINode):
         '''
         Create a referral (staged, disabled). Then `set addr ...` and `enable`.
         '''
-        if "/" in name or name in (".", ".."):
-            raise ExecutionError(f"{name!r} cannot name a configfs directory")
+        problem = defs.name_problem(name)
+        if problem:
+            raise ExecutionError(f"referral name {name!r} {problem} (nothing was changed)")
         self.app.stage(ed.create_referral(self.portid, name), [f"Created referral {name}."])
 
     def ui_command_delete(self, name):

@@ -6,13 +6,15 @@
 Builds, through the reconciler, one subsystem exported on an RDMA port with N enabled
 namespaces: namespace 1 on cmbA's namespace (the one completed), the others on cmbB's with
 ``p2pmem`` pinned to cmbB (the kernel accepts the same block device in many namespaces).
-First N = 10, then the same target grown to N = 1000, both in this one VM. For each size a
-shell session is opened in-process, ``cd`` to namespace 1, and each completion is timed the
-way readline calls it (configshell's completer on the line; ``complete_line``):
+N = 10, then the same target grown to N = 1000, then pruned back to 10 and grown again
+(``--rounds``), all in this one VM, so a slow spell of the host does not land on one size
+only. For each size a shell session is opened in-process, ``cd`` to namespace 1, and each
+completion is timed the way readline calls it (configshell's completer on the line;
+``complete_line``), the lines in turn, a few timings at a time:
 ``set p2pmem=`` (ranked providers), ``set p2pmem=0000:0``, ``set device path=/dev/nvme``,
 ``set `` (attribute names), and ``set p2pmem=`` as the first TAB after a staged change (the
-per-change caches are rebuilt then). Prints the median of ``--reps`` runs per size and the
-ratio 1000 / 10; the target is <= 1.5 for every line. Cleans up afterwards.
+per-change caches are updated then). Prints the median per line and size over all rounds and
+the ratio 1000 / 10; the target is <= 1.5 for every line. Cleans up afterwards.
 
 The lab is QEMU TCG: absolute times are emulation numbers; the ratio is the result.
 """
@@ -70,6 +72,9 @@ def open_shell(sd: str):
     return app, time.perf_counter() - t
 
 
+AFTER = "set p2pmem= (first TAB after a change)"
+
+
 def timed(app, line: str, reps: int, after_change: bool = False, warm: int = 10) -> dict:
     got = app.shell.complete_line(line)           # check it offers something
     if not got:
@@ -83,32 +88,41 @@ def timed(app, line: str, reps: int, after_change: bool = False, warm: int = 10)
         t = time.perf_counter()
         app.shell.complete_line(line)
         times.append(time.perf_counter() - t)
-    if after_change:
-        app.session.abort()
-    return {"median_ms": round(statistics.median(times) * 1000, 3),
-            "p90_ms": round(sorted(times)[int(0.9 * (len(times) - 1))] * 1000, 3),
-            "completions": len(got)}
+    return {"samples": times, "completions": len(got)}
 
 
-def measure(n: int, d: dict, sd: str, reps: int) -> dict:
+def sample(app, reps: int, out: dict) -> None:
+    """Add ``reps`` timings of every completion line to ``out`` (lines taken in turn, a few
+    at a time, so a slow spell of the host hits them all alike)."""
+    for line in LINES:
+        timed(app, line, 0)                       # warm (TCG translates code on first use)
+    burst = 5
+    for _ in range(max(1, reps // burst)):
+        for line in LINES:
+            out.setdefault(line, []).extend(timed(app, line, burst, warm=0)["samples"])
+        out.setdefault(AFTER, []).extend(timed(app, "set p2pmem=", burst, True, warm=0)["samples"])
+    app.session.abort()
+
+
+def resize(n: int, d: dict, sd: str) -> float:
+    """Make the target N namespaces through the reconciler (grow, or prune back)."""
     t = time.perf_counter()
-    reconcile("/", statefile.parse(state(n, d)), sd)
-    built = time.perf_counter() - t
-    app, opened = open_shell(sd)
-    res = {"namespaces": n, "build_seconds": round(built, 2), "open_seconds": round(opened, 3),
-           "lines": {line: timed(app, line, reps) for line in LINES}}
-    res["lines"]["set p2pmem= (first TAB after a change)"] = timed(app, "set p2pmem=", reps, True)
-    print(f"... {n} namespaces: built in {built:.1f} s, shell opened in {opened:.2f} s; "
-          + ", ".join(f"`{k}` {v['median_ms']:.2f} ms" for k, v in res["lines"].items()),
-          file=sys.stderr)
-    return res
+    reconcile("/", statefile.parse(state(n, d)), sd, prune=True)
+    return time.perf_counter() - t
+
+
+def summary(samples: dict) -> dict:
+    return {k: {"median_ms": round(statistics.median(v) * 1000, 3),
+                "p10_ms": round(sorted(v)[len(v) // 10] * 1000, 3), "samples": len(v)}
+            for k, v in samples.items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--small", type=int, default=10)
     ap.add_argument("--large", type=int, default=1000)
-    ap.add_argument("--reps", type=int, default=40)
+    ap.add_argument("--reps", type=int, default=60, help="timings per line and size (all rounds)")
+    ap.add_argument("--rounds", type=int, default=2, help="times each size is built and measured")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if not os.path.isdir("/sys/kernel/config") or os.geteuid() != 0:
@@ -119,28 +133,44 @@ def main() -> int:
         subprocess.run(["modprobe", m], check=False)
     d = devices()
     sd = tempfile.mkdtemp(prefix="nvmet-p2p-bench-shell-")
+    samples = {a.small: {}, a.large: {}}
+    info = {a.small: [], a.large: []}
     try:
-        small = measure(a.small, d, sd, a.reps)
-        large = measure(a.large, d, sd, a.reps)
+        for r in range(a.rounds):
+            for n in (a.small, a.large):
+                built = resize(n, d, sd)
+                app, opened = open_shell(sd)
+                sample(app, a.reps // a.rounds, samples[n])
+                info[n].append({"round": r + 1, "resize_seconds": round(built, 2),
+                                "open_seconds": round(opened, 3)})
+                med = summary(samples[n])
+                print(f"... round {r + 1}, {n} namespaces: resized in {built:.1f} s, shell opened in "
+                      f"{opened:.2f} s; so far " + ", ".join(f"`{k}` {v['median_ms']:.1f} ms"
+                                                            for k, v in med.items()), file=sys.stderr)
+                del app
     finally:
         clear("/", sd)
-    ratios = {k: round(large["lines"][k]["median_ms"] / small["lines"][k]["median_ms"], 3)
-              for k in small["lines"]}
+    small, large = summary(samples[a.small]), summary(samples[a.large])
+    ratios = {k: round(large[k]["median_ms"] / small[k]["median_ms"], 3) for k in small}
     res = {"kernel": os.uname().release, "emulated": "QEMU TCG: absolute times are emulation numbers",
-           "small": small, "large": large, "ratios": ratios, "target": TARGET,
+           "sizes": [a.small, a.large], "rounds": a.rounds, "small": small, "large": large,
+           "runs": {str(k): v for k, v in info.items()}, "ratios": ratios, "target": TARGET,
            "pass": all(r <= TARGET for r in ratios.values())}
     if a.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"bench_shell: TAB completion, {a.small} vs {a.large} namespaces, median of {a.reps} "
-              f"(kernel {res['kernel']}; {res['emulated']})")
+        print(f"bench_shell: TAB completion, {a.small} vs {a.large} namespaces, median of "
+              f"{small[LINES[0]]['samples']} per line over {a.rounds} rounds (kernel {res['kernel']}; "
+              f"{res['emulated']})")
         w = max(len(k) for k in ratios) + 2
         print(f"{'completion':<{w}} {f'{a.small} ns ms':>10} {f'{a.large} ns ms':>11} {'ratio':>7}")
         for k, r in ratios.items():
-            print(f"{'`' + k + '`':<{w}} {small['lines'][k]['median_ms']:>10.2f} "
-                  f"{large['lines'][k]['median_ms']:>11.2f} {r:>7.3f}")
-        print(f"shell start (reads the whole tree): {small['open_seconds']:.2f} s with {a.small}, "
-              f"{large['open_seconds']:.2f} s with {a.large} namespaces")
+            print(f"{'`' + k + '`':<{w}} {small[k]['median_ms']:>10.2f} {large[k]['median_ms']:>11.2f} "
+                  f"{r:>7.3f}")
+        opened = {n: [x["open_seconds"] for x in info[n]] for n in info}
+        print(f"shell start (reads the whole tree and the machine): "
+              f"{', '.join(f'{x:.1f}' for x in opened[a.small])} s with {a.small}, "
+              f"{', '.join(f'{x:.1f}' for x in opened[a.large])} s with {a.large} namespaces")
         print(f"{'PASS' if res['pass'] else 'FAIL'}: every ratio <= {TARGET}")
     out_dir = os.environ.get("NVMET_P2P_LAB_RESULTS")
     if out_dir:
