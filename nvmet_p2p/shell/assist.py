@@ -97,7 +97,9 @@ class P2pAssist:
                              f"({v.short}): {'; '.join(v.lines)}. `commit` would fail and be "
                              "rolled back; `explain` shows the providers it accepts")
         offline = [k for k in values if k in NS_OFFLINE and ns.attrs.get(k) != values[k]]
-        if ns.enable and offline:
+        live = self.session.base.subsystems.get(loc[1])
+        live_ns = live.namespaces.get(loc[2]) if live else None
+        if live_ns is not None and live_ns.enable and ns.enable and offline:
             notes.append(f"the namespace is enabled: commit disables it, writes "
                          f"{', '.join(offline)}, and enables it again (connected hosts see it "
                          "go away briefly)")
@@ -141,8 +143,8 @@ class P2pAssist:
             return ["warning: device_path is not set: the kernel refuses to enable it"]
         v = self.verdict(loc)
         if v.health is False:
-            return [f"warning: the kernel will refuse this at enable: {v.short}: "
-                    f"{'; '.join(v.lines)}"]
+            return [f"warning: the kernel will refuse this at enable ({v.short}); `explain` "
+                    "says why and which providers it accepts"]
         return []
 
     # -- explain -------------------------------------------------------------------------------

@@ -45,6 +45,34 @@ class UINode(ConfigNode):
     kind: str | None = None          # KNOWN_ATTRS kind of the object, when it has attributes
     read_only = False
 
+    help_intro = '''
+                 NVMET-P2P SHELL
+                 ===============
+                 The Linux NVMe target's configfs tree, laid out like
+                 nvmetcli's: /subsystems, /ports, /hosts, and a read-only
+                 /machine (p2pmem providers, NVMe controllers, RDMA devices).
+
+                 Changes are staged: `ls` marks them, `diff` shows the plan
+                 the reconciler would run, `commit` applies it all or nothing
+                 (a step the kernel refuses undoes the others and shows the
+                 kernel's own message), `undo` drops the last change, `abort`
+                 all of them. `set global write_through=true` applies every
+                 command at once instead, like nvmetcli.
+
+                 p2p memory: on a namespace, `set p2pmem=<TAB>` lists the
+                 providers the kernel accepts for it, best first, with the
+                 distance and free space; `ls` shows the verdict on the value
+                 it has; `explain` shows the whole ranking and every refusal.
+
+                 COMMAND SYNTAX
+                 ==============
+                 [TARGET_PATH] COMMAND_NAME [OPTIONS]
+
+                 TARGET_PATH (for example `/ports/1` or `2/`) runs the command
+                 there instead of in the current path; `help COMMAND` says
+                 more about each command.
+                 '''
+
     def __init__(self, name: str, parent: "UINode | None" = None, shell=None, loc=None):
         if parent is None:
             super().__init__(name, shell=shell)
@@ -364,6 +392,16 @@ class UINode(ConfigNode):
             self.out("No staged changes.")
         for i, e in enumerate(self.session.edits, 1):
             self.out(f"{i:>3}. {e.text}")
+
+    def ui_command_cd(self, path=None):
+        '''
+        Change the current path: `cd /subsystems`, `cd ..`, `cd @bookmark`,
+        `cd <` / `cd >` (back and forward in the path history). A bare `cd`
+        in an interactive shell opens a tree to pick from with the arrows.
+        '''
+        if path is None and not self.app.interactive:
+            raise ExecutionError("`cd` needs a path in a script (a bare `cd` opens a picker)")
+        return super().ui_command_cd(path)
 
     def ui_command_exit(self):
         '''
