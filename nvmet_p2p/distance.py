@@ -31,13 +31,27 @@ was assumed and what the verdict would be otherwise.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from nvmet_p2p import p2pdma_rules as R
-from nvmet_p2p.defs import MapType, is_bdf
+from nvmet_p2p.clients import (  # noqa: F401 (KIND_*, resolve_client: part of this module's API)
+    KIND_MULTIPATH_HEAD,
+    KIND_NETDEV,
+    KIND_NON_PCI,
+    KIND_NVME_CTRL,
+    KIND_NVME_NS,
+    KIND_PCI,
+    KIND_RDMA,
+    KIND_SOFT_RDMA,
+    Client,
+    class_prefix,
+    normalize_bdf,
+    resolve_client,
+    short_list,
+)
+from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import (
     ACS_CMPLT_REDIR,
@@ -55,43 +69,9 @@ from nvmet_p2p.model import (
 #: ``pci_p2pmem_find_many()`` keeps at most PAGE_SIZE / sizeof(pointer) tied providers.
 FIND_MANY_MAX_TIES = 512
 
-# Client kinds
-KIND_PCI = "pci"
-KIND_NVME_NS = "nvme-namespace"
-KIND_NVME_CTRL = "nvme-controller"
-KIND_RDMA = "rdma"
-KIND_SOFT_RDMA = "soft-rdma"
-KIND_MULTIPATH_HEAD = "multipath-head"
-KIND_NETDEV = "netdev"
-KIND_NON_PCI = "non-pci"
-
-
 # ---------------------------------------------------------------------------------------------
 # Result objects
 # ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Client:
-    """A p2p client as the kernel sees it: the device nvmet hands to p2pdma.
-
-    ``bdf`` is the PCI function ``find_parent_pci_dev()`` would reach, or ``None`` when there is
-    none (native-multipath head disk, soft RDMA, fabrics namespace): ``reason`` says why in words.
-    ``device`` is the kernel device name used in its log lines (``nvme1n1``, ``rxe0``, a BDF).
-    """
-
-    name: str
-    bdf: str | None
-    kind: str
-    reason: str = ""
-    device: str = ""
-    soft: bool = False
-    driver: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "bdf": self.bdf, "kind": self.kind, "reason": self.reason,
-                "device": self.device or self.name, "soft": self.soft, "notes": list(self.notes)}
-
 
 @dataclass
 class PairVerdict:
@@ -622,7 +602,7 @@ class P2pdma:
         if bdf is None or bdf not in self.inv.pci:
             raise InputError(f"unknown provider {provider!r}: no such PCI function in the "
                              f"inventory (expected a BDF like 0000:03:00.0; providers here: "
-                             f"{_short_list([f.bdf for f in self.inv.providers(False)])})",
+                             f"{short_list([f.bdf for f in self.inv.providers(False)])})",
                              where="PROVIDER")
         return bdf
 
@@ -644,7 +624,7 @@ class P2pdma:
                 reasons=[f"{client.name}: {client.reason or 'no PCI device behind it'}; the "
                          f"kernel's find_parent_pci_dev() finds no PCI ancestor, so "
                          f"pci_p2pdma_distance() returns -1"],
-                kernel_messages=[f"{_class_prefix(client)} {dev}: cannot be used for "
+                kernel_messages=[f"{class_prefix(client)} {dev}: cannot be used for "
                                  f"peer-to-peer DMA as it is not a PCI device"],
                 uncertain=list(client.notes) + extra)
         return self._calc(provider, client, extra)
@@ -751,9 +731,9 @@ class P2pdma:
 
     def _decide(self, provider: str, client: Client, common: str | None, hops: int,
                 acs: list[str]) -> PairVerdict:
-        v = self.version
+        """The verdict for one path (``common`` upstream bridge or ``None``, ``hops``, the
+        bridges on it with ACS redirect): the decision ``calc_map_type_and_dist()`` makes."""
         cbdf = client.bdf or ""
-        cpfx = self._dev_prefix(cbdf)
         hbp, hbc = self.host_bridge_of(provider), self.host_bridge_of(cbdf)
         pv = PairVerdict(provider, client, MapType.NOT_SUPPORTED, -1, hops=hops, common_upstream=common,
                          same_host_bridge=(hbp == hbc) if hbp and hbc else None)
@@ -771,71 +751,80 @@ class P2pdma:
             pv.reasons.append(f"{provider} ({hbp}) and {cbdf} ({hbc}) share no upstream bridge "
                               f"below the root complex: the path goes through the host bridge "
                               f"({hops} hops, the depth of both devices)")
-
-        acs_msgs: list[str] = []
-        if acs:
-            what = ", ".join(self.describe(b) for b in acs)
-            bits = "; ".join(f"{b}: {acs_bits_text(self.fn(b))}" for b in acs if self.fn(b)
-                             and self.fn(b).acs_ctrl is not None)
-            pv.reasons.append(f"ACS redirect (RR/CR/EC) is set on {what}" +
-                              (f" [{bits}]" if bits else "") +
-                              f"; clear it with the kernel parameter {param}" +
-                              (" (quote it in the bootloader because of ';')" if len(acs) > 1
-                               else ""))
-            printed = ";".join(acs)
-            if v >= R.ACS_LIST_BUFFER_128 and len(printed) > 127:
-                printed = printed[:127]
-                pv.uncertain.append("the kernel prints the ACS list from a 128-byte buffer, so its "
-                                    "message is truncated; kernel_parameter has the full list")
-            if v >= R.MAP_TYPES:
-                acs_msgs = [f"{cpfx}: ACS redirect is set between the client and provider "
-                            f"({provider})",
-                            f"{cpfx}: to disable ACS redirect for this path, add the kernel "
-                            f"parameter: pci=disable_acs_redir={printed}"]
-            else:
-                acs_msgs = [f"{cpfx}: cannot be used for peer-to-peer DMA as ACS redirect is set "
-                            f"between the client and provider ({provider})",
-                            f"{cpfx}: to disable ACS redirect for this path, add the kernel "
-                            f"parameter: pci=disable_acs_redir={printed}"]
-
-        # -- switch path, clean -------------------------------------------------------------
+        acs_msgs = self._acs_redirect_messages(pv, provider, cbdf, acs) if acs else []
         if common is not None and not acs:
             pv.map_type, pv.distance = MapType.BUS_ADDR, hops
             pv.reasons.append("no ACS redirect on the path: the traffic stays below "
                               + ("the device" if hops <= 2 else "the switch")
                               + " and uses PCI bus addresses (BUS_ADDR)")
             return pv
+        if self.version < R.MAP_TYPES:
+            return self._upstream_bridge_distance(pv, provider, cbdf, hops, acs, acs_msgs)
+        return self._thru_host_bridge(pv, provider, cbdf, hops, acs, acs_msgs)
 
-        # -- 4.20 - 5.3 ---------------------------------------------------------------------------
-        if v < R.MAP_TYPES:
-            if acs:
-                pv.reasons.append(f"kernel {self.kernel} (before 5.4) rejects any path with ACS "
-                                  f"redirect set instead of routing it through the host bridge")
-                pv.kernel_messages = acs_msgs
-                return pv
-            if R.in_range(v, R.ROOT_COMPLEX_WHITELIST):
-                okp, whyp = self._rc_whitelist_5_2(provider)
-                okc, whyc = self._rc_whitelist_5_2(cbdf)
-                pv.host_bridge_check = {"rule": "root_complex_whitelist (5.2-5.3)",
-                                        "provider": whyp, "client": whyc, "ok": okp and okc}
-                if okp and okc:
-                    pv.map_type = MapType.THRU_HOST_BRIDGE
-                    pv.distance = R.HOST_BRIDGE_PENALTY + hops
-                    pv.reasons.append(f"kernel {self.kernel} trusts the AMD Zen root complex "
-                                      f"(1022:1450) and adds 0x1000 to the distance: "
-                                      f"{pv.distance}")
-                    return pv
-                pv.reasons.append(f"kernel {self.kernel} trusts only the AMD Zen root complex "
-                                  f"between root ports: " + "; ".join(
-                                      w for ok, w in ((okp, whyp), (okc, whyc)) if not ok))
-            else:
-                pv.reasons.append(f"kernel {self.kernel} (before 5.2) supports only devices "
-                                  f"behind a common upstream bridge")
-            pv.kernel_messages = [f"{cpfx}: cannot be used for peer-to-peer DMA as the client and "
-                                  f"provider ({provider}) do not share an upstream bridge"]
+    def _acs_redirect_messages(self, pv: PairVerdict, provider: str, cbdf: str,
+                               acs: list[str]) -> list[str]:
+        """The reason for ACS redirect on the path and the ``pci_warn()`` lines the kernel
+        prints for it (``calc_map_type_and_dist()`` 5.4+, ``upstream_bridge_distance_warn()``
+        before)."""
+        v = self.version
+        cpfx = self._dev_prefix(cbdf)
+        what = ", ".join(self.describe(b) for b in acs)
+        bits = "; ".join(f"{b}: {acs_bits_text(self.fn(b))}" for b in acs if self.fn(b)
+                         and self.fn(b).acs_ctrl is not None)
+        pv.reasons.append(f"ACS redirect (RR/CR/EC) is set on {what}" +
+                          (f" [{bits}]" if bits else "") +
+                          f"; clear it with the kernel parameter {pv.kernel_parameter}" +
+                          (" (quote it in the bootloader because of ';')" if len(acs) > 1
+                           else ""))
+        printed = ";".join(acs)
+        if v >= R.ACS_LIST_BUFFER_128 and len(printed) > 127:
+            printed = printed[:127]
+            pv.uncertain.append("the kernel prints the ACS list from a 128-byte buffer, so its "
+                                "message is truncated; kernel_parameter has the full list")
+        fix = (f"{cpfx}: to disable ACS redirect for this path, add the kernel parameter: "
+               f"pci=disable_acs_redir={printed}")
+        if v >= R.MAP_TYPES:
+            return [f"{cpfx}: ACS redirect is set between the client and provider ({provider})", fix]
+        return [f"{cpfx}: cannot be used for peer-to-peer DMA as ACS redirect is set between the "
+                f"client and provider ({provider})", fix]
+
+    def _upstream_bridge_distance(self, pv: PairVerdict, provider: str, cbdf: str, hops: int,
+                                  acs: list[str], acs_msgs: list[str]) -> PairVerdict:
+        """4.20-5.3 ``upstream_bridge_distance()``: ACS redirect refuses the path; without a
+        common bridge only 5.2-5.3's root-complex whitelist (AMD Zen 1022:1450) allows it."""
+        cpfx = self._dev_prefix(cbdf)
+        if acs:
+            pv.reasons.append(f"kernel {self.kernel} (before 5.4) rejects any path with ACS "
+                              f"redirect set instead of routing it through the host bridge")
+            pv.kernel_messages = acs_msgs
             return pv
+        if R.in_range(self.version, R.ROOT_COMPLEX_WHITELIST):
+            okp, whyp = self._rc_whitelist_5_2(provider)
+            okc, whyc = self._rc_whitelist_5_2(cbdf)
+            pv.host_bridge_check = {"rule": "root_complex_whitelist (5.2-5.3)",
+                                    "provider": whyp, "client": whyc, "ok": okp and okc}
+            if okp and okc:
+                pv.map_type = MapType.THRU_HOST_BRIDGE
+                pv.distance = R.HOST_BRIDGE_PENALTY + hops
+                pv.reasons.append(f"kernel {self.kernel} trusts the AMD Zen root complex "
+                                  f"(1022:1450) and adds 0x1000 to the distance: {pv.distance}")
+                return pv
+            pv.reasons.append(f"kernel {self.kernel} trusts only the AMD Zen root complex "
+                              f"between root ports: " + "; ".join(
+                                  w for ok, w in ((okp, whyp), (okc, whyc)) if not ok))
+        else:
+            pv.reasons.append(f"kernel {self.kernel} (before 5.2) supports only devices "
+                              f"behind a common upstream bridge")
+        pv.kernel_messages = [f"{cpfx}: cannot be used for peer-to-peer DMA as the client and "
+                              f"provider ({provider}) do not share an upstream bridge"]
+        return pv
 
-        # -- 5.4+: through the host bridge ---------------------------------------------------------
+    def _thru_host_bridge(self, pv: PairVerdict, provider: str, cbdf: str, hops: int,
+                          acs: list[str], acs_msgs: list[str]) -> PairVerdict:
+        """5.4+ ``calc_map_type_and_dist()`` through the root complex: THRU_HOST_BRIDGE when
+        ``cpu_supports_p2pdma()`` (AMD family >= 0x17) or ``host_bridge_whitelist()`` allows
+        it, else NOT_SUPPORTED with the lines the kernel prints."""
         pv.kernel_messages = list(acs_msgs)
         cpu_ok, cpu_why = self.cpu_rule()
         if cpu_ok:
@@ -868,13 +857,13 @@ class P2pdma:
             fail = next(c for c in checks if c["host_bridge"] == first_fail)
             # printed only when no table entry matched (not for REQ_SAME_HOST_BRIDGE), and only
             # by kernels whose host_bridge_whitelist() has the warn argument (6.x; approx)
-            if fail.get("device") and fail.get("entry") is None and v >= (6, 0):
+            if fail.get("device") and fail.get("entry") is None and self.version >= (6, 0):
                 pv.kernel_messages.append(
                     f"{self._dev_prefix(fail['device'])}: Host bridge not in P2PDMA whitelist: "
                     f"{fail['id']}")
         pv.kernel_messages.append(
-            f"{cpfx}: cannot be used for peer-to-peer DMA as the client and provider "
-            f"({provider}) do not share an upstream bridge or whitelisted host bridge")
+            f"{self._dev_prefix(cbdf)}: cannot be used for peer-to-peer DMA as the client and "
+            f"provider ({provider}) do not share an upstream bridge or whitelisted host bridge")
         return pv
 
     # -- many clients ---------------------------------------------------------------------------
@@ -973,144 +962,6 @@ class P2pdma:
 
 
 # ---------------------------------------------------------------------------------------------
-# Client resolution
-# ---------------------------------------------------------------------------------------------
-
-def normalize_bdf(text: str) -> str | None:
-    """``0000:03:00.0`` / ``03:00.0`` / upper case -> canonical full BDF, else None."""
-    t = text.strip().lower()
-    if is_bdf(t):
-        return t
-    if re.match(r"^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", t):
-        return "0000:" + t
-    return None
-
-
-def resolve_client(inv: Inventory, name: str) -> Client:
-    """Map what a user types to the device nvmet would hand to p2pdma.
-
-    Accepts a PCI BDF, an RDMA device (``mlx5_0``, ``rxe0``), a block device (``/dev/nvme1n1``,
-    ``nvme1n1``, a partition resolves to its disk), an NVMe controller (``nvme1``), a network
-    interface or an IP address (resolved to the RDMA device on that interface, as nvmet-rdma's
-    listener would).
-    """
-    raw = name
-    key = name.strip()
-    if key.startswith("/dev/"):
-        key = key[5:]
-    bdf = normalize_bdf(key)
-    if bdf is not None:
-        f = inv.pci.get(bdf)
-        if f is None:
-            raise InputError(f"unknown client {raw!r}: no PCI function {bdf} in the inventory",
-                             where="CLIENT")
-        return Client(raw, bdf, KIND_PCI, device=bdf, driver=f.driver)
-
-    rd = inv.rdma.get(key)
-    if rd is not None:
-        return _rdma_client(raw, rd)
-
-    ns = inv.namespaces.get(key)
-    if ns is None:
-        m = re.match(r"^(nvme\d+n\d+)p\d+$", key)
-        if m and m.group(1) in inv.namespaces:
-            ns = inv.namespaces[m.group(1)]
-    if ns is not None:
-        if ns.multipath_head:
-            return Client(raw, None, KIND_MULTIPATH_HEAD, device=ns.name, reason=(
-                f"{ns.name} is a native-multipath head disk (its parent is the nvme-subsystem "
-                f"device under /sys/devices/virtual), not a PCI device; boot with "
-                f"nvme_core.multipath=N or use a controller whose CMIC bit is clear"))
-        if ns.pci is None:
-            ctrl = inv.nvme.get(ns.controller or "")
-            tr = ctrl.transport if ctrl else "unknown"
-            return Client(raw, None, KIND_NON_PCI, device=ns.name, reason=(
-                f"{ns.name} belongs to a {tr} (fabrics) controller and has no PCI parent"))
-        return Client(raw, ns.pci, KIND_NVME_NS, device=ns.name,
-                      driver=_driver(inv, ns.pci))
-
-    m = re.match(r"^nvme(\d+)c(\d+)n(\d+)$", key)
-    if m and f"nvme{m.group(2)}" in inv.nvme:
-        ctrl = inv.nvme[f"nvme{m.group(2)}"]
-        if ctrl.pci:
-            return Client(raw, ctrl.pci, KIND_NVME_NS, device=key, driver=_driver(inv, ctrl.pci))
-
-    ctrl = inv.nvme.get(key)
-    if ctrl is not None:
-        if ctrl.pci is None:
-            return Client(raw, None, KIND_NON_PCI, device=key, reason=(
-                f"{key} is a {ctrl.transport} controller with no PCI function"))
-        return Client(raw, ctrl.pci, KIND_NVME_CTRL, device=ctrl.pci,
-                      driver=_driver(inv, ctrl.pci))
-
-    nd = inv.net.get(key)
-    if nd is None:
-        nd = _netdev_by_ip(inv, key)
-    if nd is not None:
-        for rd in sorted(inv.rdma.values(), key=lambda r: r.name):
-            nds = set(rd.netdevs) | {n for p in rd.ports for n in p.netdevs}
-            if nd.name in nds:
-                c = _rdma_client(raw, rd)
-                c.notes.append(f"{key} is served by RDMA device {rd.name}")
-                return c
-        if nd.pci is None:
-            return Client(raw, None, KIND_NON_PCI, device=nd.name, reason=(
-                f"network interface {nd.name} has no PCI device and no RDMA device"))
-        c = Client(raw, nd.pci, KIND_NETDEV, device=nd.pci, driver=_driver(inv, nd.pci))
-        c.notes.append(f"{nd.name} has no RDMA device: only nvmet-rdma uses p2pmem, so this "
-                       f"topology answer would not be used by nvmet")
-        return c
-
-    known = sorted(list(inv.rdma) + list(inv.namespaces) + list(inv.nvme))
-    raise InputError(f"unknown client {raw!r}: not a PCI BDF, RDMA device, block device, NVMe "
-                     f"controller, network interface or address in the inventory (known: "
-                     f"{_short_list(known)})", where="CLIENT")
-
-
-def _rdma_client(raw: str, rd) -> Client:
-    if rd.soft or rd.pci is None:
-        drv = rd.driver or ("rdma_rxe" if rd.name.startswith("rxe") else
-                            "siw" if rd.name.startswith("siw") else None)
-        reason = (f"{rd.name} is a soft RDMA device" + (f" ({drv})" if drv else "") +
-                  " whose ib_device is virtual: it has no PCI function to DMA with")
-        return Client(raw, rd.pci if rd.soft else None, KIND_SOFT_RDMA if rd.soft else KIND_NON_PCI,
-                      reason=reason, device=rd.name, soft=bool(rd.soft) or rd.pci is None,
-                      driver=drv)
-    return Client(raw, rd.pci, KIND_RDMA, device=rd.name, driver=rd.driver)
-
-
-def _netdev_by_ip(inv: Inventory, text: str):
-    try:
-        ip = ipaddress.ip_address(text.split("%")[0])
-    except ValueError:
-        return None
-    for nd in sorted(inv.net.values(), key=lambda n: n.name):
-        for a in nd.addresses:
-            try:
-                if ipaddress.ip_interface(a).ip == ip:
-                    return nd
-            except ValueError:
-                continue
-    return None
-
-
-def _driver(inv: Inventory, bdf: str | None) -> str | None:
-    f = inv.pci.get(bdf or "")
-    return f.driver if f else None
-
-
-def _class_prefix(client: Client) -> str:
-    if client.kind in (KIND_MULTIPATH_HEAD, KIND_NVME_NS) or (
-            client.kind == KIND_NON_PCI and re.match(r"^nvme\d+n\d+", client.device or "")):
-        return "block"
-    if client.kind in (KIND_SOFT_RDMA, KIND_RDMA) or client.soft:
-        return "infiniband"
-    if client.kind == KIND_NON_PCI and re.match(r"^nvme\d+$", client.device or ""):
-        return "nvme"
-    return "device"
-
-
-# ---------------------------------------------------------------------------------------------
 # Descriptions
 # ---------------------------------------------------------------------------------------------
 
@@ -1153,14 +1004,6 @@ def acs_bits_text(f: PciFunction | None) -> str:
 
     return (f"ACSCtl {c:#06x} ReqRedir{b(ACS_REQ_REDIR)} CmpltRedir{b(ACS_CMPLT_REDIR)} "
             f"EgressCtrl{b(ACS_EGRESS_CTRL)}")
-
-
-def _short_list(items: Iterable[str], limit: int = 12) -> str:
-    items = list(items)
-    if not items:
-        return "none"
-    text = ", ".join(items[:limit])
-    return text + (f", ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def _dedup(items: Iterable[str]) -> list[str]:

@@ -48,7 +48,8 @@ from nvmet_p2p import distance
 from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.model import Inventory, bdf_sort_key
-from nvmet_p2p.profile import Resolved, ResolvedNamespace, format_size
+from nvmet_p2p.profile import Resolved, ResolvedNamespace
+from nvmet_p2p.schema import format_size
 from nvmet_p2p.state import Host, Namespace, Port, Subsystem, TargetState
 
 

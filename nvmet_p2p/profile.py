@@ -7,9 +7,10 @@ with a CMB" -- never by ``nvmeXnY``, which moves between boots), the ports they 
 through (selected by RDMA device, netdev or IP address), the hosts allowed to connect, and the
 peer-to-peer policy with the in-flight budget it should plan for.
 
-The format is described once, by :data:`PROFILE` below (a small declarative schema); the same
-description validates a file (every error with file, line and offending value, all of them at
-once, nothing written), documents it, and generates the JSON Schema editors use
+The format is described once, by :data:`PROFILE` below (with the declarative schema of
+:mod:`nvmet_p2p.schema`); the same description validates a file (every error with file, line
+and offending value, all of them at once, nothing written), documents it, and generates the
+JSON Schema editors use
 (``nvmet-p2p profile-schema``, shipped as ``profiles/profile.schema.json``).
 
 Three steps, two of them pure:
@@ -32,10 +33,10 @@ import os
 import re
 import stat
 from dataclasses import dataclass, field
-from typing import Any, Callable
 
 import yaml
 
+from nvmet_p2p import schema
 from nvmet_p2p.defs import (
     DEFAULT_TRSVCID,
     DHCHAP_GROUPS,
@@ -54,11 +55,26 @@ from nvmet_p2p.defs import (
 )
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, RdmaDevice, bdf_sort_key
-
-KiB = 1 << 10
-MiB = 1 << 20
-GiB = 1 << 30
-
+from nvmet_p2p.schema import (  # noqa: F401 (a profile's sizes, re-exported)
+    Bool,
+    Either,
+    Enum,
+    Field,
+    Int,
+    KiB,
+    ListOf,
+    Mark,
+    MiB,
+    Obj,
+    Problem,
+    Record,
+    SchemaError,
+    Size,
+    Str,
+    format_size,
+    parse_size,
+    show,
+)
 
 POLICIES = ("off", "kernel", "placed", "pinned")
 REQUIRE = ("any", MapType.BUS_ADDR.value)
@@ -71,360 +87,19 @@ DEFAULT_BUDGET = {"hosts": 1, "queues": 4, "queue_depth": 128, "io_size": 128 * 
 
 
 # ============================================================================================
-# Locations and errors
+# Errors
 # ============================================================================================
 
-@dataclass(frozen=True)
-class Mark:
-    """Where a value was written: ``file:line:column`` (1-based), and its dotted path."""
-
-    file: str
-    line: int
-    column: int
-    path: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
-
-    @classmethod
-    def of(cls, file: str, node: yaml.Node, path: str) -> "Mark":
-        return cls(file, node.start_mark.line + 1, node.start_mark.column + 1, path)
-
-
-@dataclass
-class Problem:
-    """One thing wrong with a profile."""
-
-    where: Mark | None
-    message: str
-
-    def __str__(self) -> str:
-        loc = f"{self.where}: " if self.where else ""
-        path = f"{self.where.path}: " if self.where and self.where.path else ""
-        return f"{loc}{path}{self.message}"
-
-
-class ProfileError(InputError):
+class ProfileError(SchemaError):
     """A profile with one or more errors. ``problems`` lists them all, in file order."""
 
-    def __init__(self, problems: list[Problem], file: str):
-        self.problems = sorted(problems, key=lambda p: (p.where.line, p.where.column)
-                               if p.where else (0, 0))
-        n = len(self.problems)
-        head = f"{file}: {n} error{'s' if n != 1 else ''} in profile (nothing was changed)"
-        super().__init__("\n".join([head] + [f"  {p}" for p in self.problems]))
-        self.where = file
+    what = "profile"
 
-    def __str__(self) -> str:          # InputError prefixes ``where``; we already did
-        return self.message
 
+class Report(schema.Report):
+    """Collects a profile's problems (errors) and warnings; raises :class:`ProfileError`."""
 
-class Report:
-    """Collects problems (errors) and warnings while checking one file."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.errors: list[Problem] = []
-        self.warnings: list[Problem] = []
-
-    def error(self, where: Mark | None, message: str) -> None:
-        self.errors.append(Problem(where, message))
-
-    def warn(self, where: Mark | None, message: str) -> None:
-        self.warnings.append(Problem(where, message))
-
-    def raise_if_errors(self) -> None:
-        if self.errors:
-            raise ProfileError(self.errors, self.file)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "...'"
-
-
-# ============================================================================================
-# A small declarative schema: validates YAML nodes (with marks) and emits JSON Schema
-# ============================================================================================
-
-class Obj(dict):
-    """A validated mapping: plain values, plus where each key (and the mapping) was written."""
-
-    def __init__(self, mark: Mark):
-        super().__init__()
-        self.mark = mark
-        self.marks: dict[str, Mark] = {}
-
-    def at(self, key: str) -> Mark:
-        return self.marks.get(key, self.mark)
-
-
-class Spec:
-    doc = ""
-
-    def check(self, node: yaml.Node, path: str, rep: Report) -> Any:
-        raise NotImplementedError
-
-    def json_schema(self) -> dict:
-        raise NotImplementedError
-
-    def _wrong(self, node: yaml.Node, path: str, rep: Report, expected: str) -> None:
-        if isinstance(node, yaml.ScalarNode):
-            got = "nothing" if node.tag.endswith(":null") else _show(node.value)
-        else:
-            got = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
-        rep.error(Mark.of(rep.file, node, path), f"expected {expected}, got {got}")
-
-
-class Str(Spec):
-    def __init__(self, doc: str = "", *, pattern: str | None = None, max_len: int | None = None,
-                 what: str = "a string", check: Callable[[str], str | None] | None = None):
-        self.doc, self.pattern, self.max_len, self.what, self.extra = doc, pattern, max_len, what, check
-
-    def check(self, node, path, rep):
-        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
-            return self._wrong(node, path, rep, self.what)
-        text = node.value            # the text as written: serials like 0012 stay "0012"
-        where = Mark.of(rep.file, node, path)
-        if self.max_len is not None and len(text) > self.max_len:
-            return rep.error(where, f"{_show(text)} is longer than {self.max_len} characters")
-        if self.pattern and not re.fullmatch(self.pattern, text):
-            return rep.error(where, f"expected {self.what}, got {_show(text)}")
-        if self.extra:
-            msg = self.extra(text)
-            if msg:
-                return rep.error(where, msg)
-        return text
-
-    def json_schema(self):
-        s: dict = {"type": "string"}
-        if self.pattern:
-            s["pattern"] = f"^(?:{self.pattern})$"
-        if self.max_len is not None:
-            s["maxLength"] = self.max_len
-        return _doc(s, self.doc)
-
-
-class Int(Spec):
-    def __init__(self, doc: str = "", lo: int | None = None, hi: int | None = None):
-        self.doc, self.lo, self.hi = doc, lo, hi
-
-    def check(self, node, path, rep):
-        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int")):
-            return self._wrong(node, path, rep, "an integer")
-        text = node.value.replace("_", "")
-        try:
-            value = int(text, 16) if text.lower().lstrip("+-").startswith("0x") else int(text, 10)
-        except ValueError:
-            return self._wrong(node, path, rep, "a decimal or 0x-hex integer")
-        return _range(value, self.lo, self.hi, Mark.of(rep.file, node, path), rep, str(value))
-
-    def json_schema(self):
-        s: dict = {"type": "integer"}
-        if self.lo is not None:
-            s["minimum"] = self.lo
-        if self.hi is not None:
-            s["maximum"] = self.hi
-        return _doc(s, self.doc)
-
-
-def _range(value, lo, hi, where, rep, shown):
-    if lo is not None and value < lo or hi is not None and value > hi:
-        if hi is None:
-            rep.error(where, f"{shown} is out of range (at least {lo})")
-        else:
-            rep.error(where, f"{shown} is out of range ({lo}..{hi})")
-        return None
-    return value
-
-
-class Bool(Spec):
-    def __init__(self, doc: str = ""):
-        self.doc = doc
-
-    def check(self, node, path, rep):
-        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":bool")):
-            return self._wrong(node, path, rep, "true or false")
-        return node.value.lower() in ("true", "yes", "on", "y")
-
-    def json_schema(self):
-        return _doc({"type": "boolean"}, self.doc)
-
-
-class Enum(Spec):
-    def __init__(self, values: tuple[str, ...], doc: str = ""):
-        self.values, self.doc = values, doc
-
-    def check(self, node, path, rep):
-        # The text as written: YAML 1.1 would turn a bare ``off`` into false.
-        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
-            return self._wrong(node, path, rep, "one of " + ", ".join(self.values))
-        if node.value not in self.values:
-            return rep.error(Mark.of(rep.file, node, path),
-                             f"expected one of {', '.join(self.values)}, got {_show(node.value)}")
-        return node.value
-
-    def json_schema(self):
-        return _doc({"enum": list(self.values)}, self.doc)
-
-
-_SIZE_RE = r"[0-9]+ ?(?:B|[kKMG]|KiB|MiB|GiB)?"
-_SIZE_UNITS = {"": 1, "B": 1, "k": KiB, "K": KiB, "KiB": KiB, "M": MiB, "MiB": MiB,
-               "G": GiB, "GiB": GiB}
-
-
-def parse_size(text: str) -> int | None:
-    """``"128KiB"`` / ``"1M"`` / ``"4096"`` -> bytes (binary units); ``None`` if malformed."""
-    m = re.fullmatch(r"([0-9]+) ?(B|[kKMG]|KiB|MiB|GiB)?", text.strip())
-    if not m:
-        return None
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2) or ""]
-
-
-def format_size(n: int) -> str:
-    """Bytes in the largest binary unit, exact when it divides (``64 MiB``, ``63.9 MiB``)."""
-    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if n >= size:
-            return f"{n // size} {unit}" if n % size == 0 else f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-class Size(Spec):
-    def __init__(self, doc: str = "", lo: int | None = None, hi: int | None = None):
-        self.doc, self.lo, self.hi = doc, lo, hi
-
-    def check(self, node, path, rep):
-        where = Mark.of(rep.file, node, path)
-        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
-            return self._wrong(node, path, rep, "a size (bytes, or e.g. 128KiB, 1MiB)")
-        value = parse_size(node.value.replace("_", ""))
-        if value is None:
-            return self._wrong(node, path, rep, "a size (bytes, or e.g. 128KiB, 1MiB)")
-        return _range(value, self.lo, self.hi, where, rep, _show(node.value))
-
-    def json_schema(self):
-        return _doc({"oneOf": [{"type": "integer", "minimum": self.lo or 0},
-                               {"type": "string", "pattern": f"^{_SIZE_RE}$"}]}, self.doc)
-
-
-@dataclass
-class Field:
-    name: str
-    spec: Spec
-    doc: str = ""
-    required: bool = False
-
-
-class Record(Spec):
-    """A mapping with known keys. ``one_of`` groups keys of which at least one must appear."""
-
-    def __init__(self, title: str, fields: list[Field], doc: str = "",
-                 at_least_one: tuple[str, ...] = (), hints: dict[str, str] | None = None):
-        self.title, self.doc, self.at_least_one = title, doc, at_least_one
-        self.fields = {f.name: f for f in fields}
-        self.hints = hints or {}
-
-    def check(self, node, path, rep):
-        if not isinstance(node, yaml.MappingNode):
-            return self._wrong(node, path, rep, f"a mapping ({self.title})")
-        out = Obj(Mark.of(rep.file, node, path))
-        seen: dict[str, Mark] = {}
-        unknown = False
-        for knode, vnode in node.value:
-            kpath = f"{path}.{knode.value}" if path else str(knode.value)
-            kmark = Mark.of(rep.file, knode, kpath)
-            if not isinstance(knode, yaml.ScalarNode):
-                rep.error(kmark, "a key must be a plain name")
-                continue
-            key = knode.value
-            if key in seen:
-                rep.error(kmark, f"key {key!r} given twice (first at line {seen[key].line})")
-                continue
-            seen[key] = kmark
-            f = self.fields.get(key)
-            if f is None:
-                msg = f"unknown key {_show(key)} in {self.title}"
-                if key in self.hints:
-                    msg += f": {self.hints[key]}"
-                else:
-                    close = difflib.get_close_matches(key, list(self.fields), n=1)
-                    msg += (f" (did you mean {close[0]!r}?)" if close else
-                            f" (known: {', '.join(self.fields)})")
-                rep.error(kmark, msg)
-                unknown = True
-                continue
-            value = f.spec.check(vnode, kpath, rep)
-            if value is not None:
-                out[key] = value
-                out.marks[key] = Mark.of(rep.file, vnode, kpath)
-        for f in self.fields.values():
-            if f.required and f.name not in seen:
-                rep.error(out.mark, f"{self.title} needs {f.name!r}")
-        if self.at_least_one and not unknown and not any(k in seen for k in self.at_least_one):
-            rep.error(out.mark, f"{self.title} needs at least one of: "
-                                f"{', '.join(self.at_least_one)}")
-        return out
-
-    def json_schema(self):
-        props = {}
-        for f in self.fields.values():
-            s = dict(f.spec.json_schema())
-            if f.doc:
-                s["description"] = f.doc
-            props[f.name] = s
-        s = {"type": "object", "title": self.title, "additionalProperties": False,
-             "properties": props}
-        req = [f.name for f in self.fields.values() if f.required]
-        if req:
-            s["required"] = req
-        if self.at_least_one:
-            s["anyOf"] = [{"required": [k]} for k in self.at_least_one]
-        return _doc(s, self.doc)
-
-
-class ListOf(Spec):
-    def __init__(self, item: Spec, doc: str = "", min_items: int = 0):
-        self.item, self.doc, self.min_items = item, doc, min_items
-
-    def check(self, node, path, rep):
-        if not isinstance(node, yaml.SequenceNode):
-            return self._wrong(node, path, rep, "a list")
-        if len(node.value) < self.min_items:
-            rep.error(Mark.of(rep.file, node, path), f"needs at least {self.min_items} item(s)")
-        out = []
-        for i, child in enumerate(node.value):
-            v = self.item.check(child, f"{path}[{i}]", rep)
-            if v is not None:
-                out.append(v)
-        return out
-
-    def json_schema(self):
-        s = {"type": "array", "items": self.item.json_schema()}
-        if self.min_items:
-            s["minItems"] = self.min_items
-        return _doc(s, self.doc)
-
-
-class Either(Spec):
-    """A scalar shorthand or a full mapping (``p2p: placed`` or ``p2p: {pinned: BDF}``)."""
-
-    def __init__(self, short: Spec, full: Record, expand: Callable[[Any, Mark], Obj], doc: str = ""):
-        self.short, self.full, self.expand, self.doc = short, full, expand, doc
-
-    def check(self, node, path, rep):
-        if isinstance(node, yaml.MappingNode):
-            return self.full.check(node, path, rep)
-        value = self.short.check(node, path, rep)
-        return None if value is None else self.expand(value, Mark.of(rep.file, node, path))
-
-    def json_schema(self):
-        return _doc({"oneOf": [self.short.json_schema(), self.full.json_schema()]}, self.doc)
-
-
-def _doc(s: dict, doc: str) -> dict:
-    if doc:
-        s["description"] = doc
-    return s
+    error_class = ProfileError
 
 
 # ============================================================================================
@@ -436,16 +111,16 @@ def _nqn_problem(text: str) -> str | None:
     in NVMe's full ``nqn.yyyy-mm.<reverse domain>:<name>`` form."""
     problem = nqn_problem(text)
     if problem:
-        return f"NQN {_show(text)} {problem}"
+        return f"NQN {show(text)} {problem}"
     if not NQN_NAMED_RE.match(text):
-        return (f"{_show(text)} is not an NQN (nqn.YYYY-MM.<reverse domain>:<name>, e.g. "
+        return (f"{show(text)} is not an NQN (nqn.YYYY-MM.<reverse domain>:<name>, e.g. "
                 "nqn.2024-01.io.example:storage1)")
     return None
 
 
 def _bdf_problem(text: str) -> str | None:
     if not is_bdf(text):
-        return (f"{_show(text)} is not a full PCI address with domain (e.g. 0000:03:00.0); the "
+        return (f"{show(text)} is not a full PCI address with domain (e.g. 0000:03:00.0); the "
                 "kernel's p2pmem attribute needs the domain")
     return None
 
@@ -454,7 +129,7 @@ def _ip_problem(text: str) -> str | None:
     try:
         ipaddress.ip_address(text)
     except ValueError:
-        return f"{_show(text)} is not an IPv4 or IPv6 address"
+        return f"{show(text)} is not an IPv4 or IPv6 address"
     return None
 
 
@@ -923,12 +598,24 @@ def resolve(prof: Profile, inv: Inventory, *, kernel: str | None = None,
     rep = Report(prof.file)
     rep.warnings.extend(prof.warnings)
     rep.errors.extend(prof.errors)
-    d = prof.data
-    links = by_id_links or {}
+    r = _Resolution(prof, inv, kernel, by_id_links or {}, rep)
+    r.hosts = _resolve_hosts(prof, rep)
+    r.ports = _resolve_ports(prof.data, inv, rep)
+    subsystems = [rs for si, s in enumerate(prof.data.get("subsystems", []))
+                  if (rs := r.subsystem(si, s)) is not None]
+    rep.raise_if_errors()
+    for rs in subsystems:
+        for rn in rs.namespaces:
+            name = stable_by_id_name(rn.ns.name, r.links)
+            rn.stable_path = f"/dev/disk/by-id/{name}" if name else None
+    return Resolved(file=prof.file, hosts=r.hosts, ports=r.ports, subsystems=subsystems,
+                    warnings=rep.warnings)
 
-    # -- hosts ---------------------------------------------------------------------------
+
+def _resolve_hosts(prof: Profile, rep: Report) -> dict[str, dict[str, str]]:
+    """Host NQN -> the ``dhchap_*`` attributes of its ``hosts/<nqn>`` (secrets from files)."""
     hosts: dict[str, dict[str, str]] = {}
-    for h in d.get("hosts", []):
+    for h in prof.data.get("hosts", []):
         if "nqn" not in h:
             continue
         if h["nqn"] in hosts:
@@ -945,8 +632,11 @@ def resolve(prof: Profile, inv: Inventory, *, kernel: str | None = None,
             if attr in h:
                 attrs[attr] = h[attr]
         hosts[h["nqn"]] = attrs
+    return hosts
 
-    # -- ports ---------------------------------------------------------------------------
+
+def _resolve_ports(d: Obj, inv: Inventory, rep: Report) -> dict[int, ResolvedPort]:
+    """Port id -> the port and the machine objects behind it; two ports never listen alike."""
     ports: dict[int, ResolvedPort] = {}
     listen: dict[tuple, Mark] = {}
     for i, p in enumerate(d.get("ports", [])):
@@ -963,47 +653,42 @@ def resolve(prof: Profile, inv: Inventory, *, kernel: str | None = None,
                               f"like the port at line {listen[key].line}")
         listen[key] = p.mark
         ports[portid] = rp
+    return ports
 
-    # -- subsystems and namespaces -------------------------------------------------------
-    pool = _exportable(inv)
-    taken: dict[str, Mark] = {}
-    subsystems: list[ResolvedSubsystem] = []
-    seen_nqn: dict[str, Mark] = {}
-    for si, s in enumerate(d.get("subsystems", [])):
+
+@dataclass
+class _Resolution:
+    """One :func:`resolve` run: what the subsystems are matched against, and what earlier
+    entries took (a namespace of the machine is exported once)."""
+
+    prof: Profile
+    inv: Inventory
+    kernel: str | None
+    links: dict[str, str]
+    rep: Report
+    hosts: dict[str, dict[str, str]] = field(default_factory=dict)
+    ports: dict[int, ResolvedPort] = field(default_factory=dict)
+    taken: dict[str, Mark] = field(default_factory=dict)
+    seen_nqn: dict[str, Mark] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.pool = _exportable(self.inv)
+
+    # -- subsystems ------------------------------------------------------------------------
+    def subsystem(self, si: int, s: Obj) -> ResolvedSubsystem | None:
+        rep = self.rep
         # An invalid NQN was reported already; keep checking the rest under a stand-in name.
         nqn = s.get("nqn", f"subsystems[{si}]")
         if nqn == DISCOVERY_NQN:
             rep.error(s.at("nqn"), "the discovery NQN cannot be a subsystem")
-        if nqn in seen_nqn:
+        if nqn in self.seen_nqn:
             rep.error(s.at("nqn"), f"subsystem {nqn!r} declared twice (first at line "
-                                   f"{seen_nqn[nqn].line})")
-            continue
-        seen_nqn[nqn] = s.at("nqn")
+                                   f"{self.seen_nqn[nqn].line})")
+            return None
+        self.seen_nqn[nqn] = s.at("nqn")
         any_host = s.get("allow_any_host", False)
-        allowed = list(s.get("hosts", []))
-        if any_host and allowed:
-            rep.error(s.at("allow_any_host"), "allow_any_host cannot be combined with hosts "
-                      "(the kernel refuses it); remove one")
-        if not any_host and not allowed:
-            rep.warn(s.mark, f"subsystem {nqn} allows no host: nobody can connect until hosts "
-                             "are added")
-        for j, h in enumerate(allowed):
-            if allowed.index(h) != j:
-                rep.error(s.at("hosts"), f"host {h!r} listed twice")
-            hosts.setdefault(h, {})
-        sports: list[ResolvedPort] = []
-        for pid in s.get("ports", []):
-            if pid not in ports:
-                declared = [pp.get("id", k + 1) for k, pp in enumerate(d.get("ports", []))]
-                known = ", ".join(str(k) for k in declared) or "none"
-                if pid not in declared:     # declared but broken: reported at the port
-                    rep.error(s.at("ports"), f"port {pid} is not declared under ports "
-                                             f"(declared: {known})")
-                continue
-            if ports[pid] not in sports:
-                sports.append(ports[pid])
-        if not s.get("ports"):
-            rep.warn(s.mark, f"subsystem {nqn} is on no port: it is not exported")
+        allowed = self.subsystem_hosts(s, nqn, any_host)
+        sports = self.subsystem_ports(s, nqn)
         attrs = {"attr_allow_any_host": "1" if any_host else "0"}
         for key in ("serial", "model", "qid_max"):
             if key in s:
@@ -1012,74 +697,117 @@ def resolve(prof: Profile, inv: Inventory, *, kernel: str | None = None,
                                ports=[p.portid for p in sports], namespaces=[], where=s.mark)
         used_nsids: dict[int, Mark] = {}
         for n in s.get("namespaces", []):
-            if "select" not in n:
-                continue
-            sel = n["select"]
-            if not any(k in sel for k in SELECT.at_least_one):
-                continue                    # nothing usable left: reported already
-            matched = [(ns, c) for ns, c in pool if _matches(sel, ns, c, inv, links)]
-            if not matched:
-                rep.error(n.at("select"), f"selector {_sel_text(sel)} matches no namespace of "
-                          f"this machine{_near(sel, pool)}")
-                continue
-            if len(matched) > 1 and not n.get("each", False):
-                names = ", ".join(f"{c.serial.strip()}/{ns.nsid} ({ns.name})"
-                                  for ns, c in matched[:6])
-                more = f" and {len(matched) - 6} more" if len(matched) > 6 else ""
-                rep.error(n.at("select"), f"selector {_sel_text(sel)} matches {len(matched)} "
-                          f"namespaces: {names}{more}; narrow it (serial, nsid ...) or set "
-                          "each: true to export them all")
-                continue
-            p2p = _merge_p2p(d.get("p2p"), s.get("p2p"), n.get("p2p"))
-            p2p_mark = _p2p_mark(n, s, d)
-            if p2p["policy"] == "pinned" and not p2p.get("pinned"):
-                rep.error(p2p_mark, "policy pinned needs pinned: <provider BDF>")
-                continue
-            if p2p.get("pinned") and p2p["policy"] != "pinned":
-                rep.error(p2p_mark, f"pinned {p2p['pinned']} conflicts with policy "
-                                    f"{p2p['policy']}")
-                continue
-            budget = _inherit(d.get("budget"), s.get("budget"), n.get("budget"),
-                              defaults=DEFAULT_BUDGET)
-            first = n.get("nsid")
-            for k, (ns, ctrl) in enumerate(matched):
-                where = n.mark
-                if ns.name in taken:
-                    rep.error(n.at("select"), f"{ctrl.serial.strip()}/{ns.nsid} ({ns.name}) is "
-                              f"already exported by the entry at line {taken[ns.name].line}")
-                    continue
-                taken[ns.name] = n.mark
-                if first is not None:
-                    nsid = first + k
-                else:
-                    nsid = 1
-                    while nsid in used_nsids:
-                        nsid += 1
-                if nsid in used_nsids:
-                    rep.error(n.at("nsid") if "nsid" in n else n.mark,
-                              f"nsid {nsid} is used twice in {nqn} (also at line "
-                              f"{used_nsids[nsid].line})")
-                    continue
-                if nsid > NSID_MAX:
-                    rep.error(n.at("nsid"), f"nsid {nsid} is out of range")
-                    continue
-                used_nsids[nsid] = where
-                rn = _namespace(nqn, nsid, ns, ctrl, sports, p2p, budget, s.get("qid_max"),
-                                where)
-                _check_namespace(rn, inv, kernel, p2p_mark, n.at("select"), rep)
-                rs.namespaces.append(rn)
+            rs.namespaces += self.entry(n, s, nqn, sports, used_nsids)
         if len(used_nsids) > MAX_NAMESPACES:
             rep.error(s.mark, f"{nqn} has {len(used_nsids)} namespaces; nvmet allows "
                               f"{MAX_NAMESPACES} per subsystem")
-        subsystems.append(rs)
+        return rs
 
-    rep.raise_if_errors()
-    for rs in subsystems:
-        for rn in rs.namespaces:
-            name = stable_by_id_name(rn.ns.name, links)
-            rn.stable_path = f"/dev/disk/by-id/{name}" if name else None
-    return Resolved(file=prof.file, hosts=hosts, ports=ports, subsystems=subsystems,
-                    warnings=rep.warnings)
+    def subsystem_hosts(self, s: Obj, nqn: str, any_host: bool) -> list[str]:
+        allowed = list(s.get("hosts", []))
+        if any_host and allowed:
+            self.rep.error(s.at("allow_any_host"), "allow_any_host cannot be combined with hosts "
+                           "(the kernel refuses it); remove one")
+        if not any_host and not allowed:
+            self.rep.warn(s.mark, f"subsystem {nqn} allows no host: nobody can connect until hosts "
+                                  "are added")
+        for j, h in enumerate(allowed):
+            if allowed.index(h) != j:
+                self.rep.error(s.at("hosts"), f"host {h!r} listed twice")
+            self.hosts.setdefault(h, {})
+        return allowed
+
+    def subsystem_ports(self, s: Obj, nqn: str) -> list[ResolvedPort]:
+        d = self.prof.data
+        sports: list[ResolvedPort] = []
+        for pid in s.get("ports", []):
+            if pid not in self.ports:
+                declared = [pp.get("id", k + 1) for k, pp in enumerate(d.get("ports", []))]
+                known = ", ".join(str(k) for k in declared) or "none"
+                if pid not in declared:     # declared but broken: reported at the port
+                    self.rep.error(s.at("ports"), f"port {pid} is not declared under ports "
+                                                  f"(declared: {known})")
+                continue
+            if self.ports[pid] not in sports:
+                sports.append(self.ports[pid])
+        if not s.get("ports"):
+            self.rep.warn(s.mark, f"subsystem {nqn} is on no port: it is not exported")
+        return sports
+
+    # -- namespace entries -----------------------------------------------------------------
+    def entry(self, n: Obj, s: Obj, nqn: str, sports: list[ResolvedPort],
+              used_nsids: dict[int, Mark]) -> list[ResolvedNamespace]:
+        """One ``namespaces`` entry: the machine's namespaces its selector matches (one, or
+        with ``each`` every one), numbered, with the policy and budget they inherit."""
+        rep = self.rep
+        if "select" not in n:
+            return []
+        sel = n["select"]
+        if not any(k in sel for k in SELECT.at_least_one):
+            return []                       # nothing usable left: reported already
+        matched = self.matches(n, sel)
+        if not matched:
+            return []
+        d = self.prof.data
+        p2p = _merge_p2p(d.get("p2p"), s.get("p2p"), n.get("p2p"))
+        p2p_mark = _p2p_mark(n, s, d)
+        if p2p["policy"] == "pinned" and not p2p.get("pinned"):
+            rep.error(p2p_mark, "policy pinned needs pinned: <provider BDF>")
+            return []
+        if p2p.get("pinned") and p2p["policy"] != "pinned":
+            rep.error(p2p_mark, f"pinned {p2p['pinned']} conflicts with policy {p2p['policy']}")
+            return []
+        budget = _inherit(d.get("budget"), s.get("budget"), n.get("budget"),
+                          defaults=DEFAULT_BUDGET)
+        out = []
+        for k, (ns, ctrl) in enumerate(matched):
+            nsid = self.number(n, nqn, k, ns, ctrl, used_nsids)
+            if nsid is None:
+                continue
+            rn = _namespace(nqn, nsid, ns, ctrl, sports, p2p, budget, s.get("qid_max"), n.mark)
+            _check_namespace(rn, self.inv, self.kernel, p2p_mark, n.at("select"), rep)
+            out.append(rn)
+        return out
+
+    def matches(self, n: Obj, sel: dict) -> list[tuple[NvmeNamespace, NvmeController]]:
+        matched = [(ns, c) for ns, c in self.pool if _matches(sel, ns, c, self.inv, self.links)]
+        if not matched:
+            self.rep.error(n.at("select"), f"selector {_sel_text(sel)} matches no namespace of "
+                           f"this machine{_near(sel, self.pool)}")
+        elif len(matched) > 1 and not n.get("each", False):
+            names = ", ".join(f"{c.serial.strip()}/{ns.nsid} ({ns.name})" for ns, c in matched[:6])
+            more = f" and {len(matched) - 6} more" if len(matched) > 6 else ""
+            self.rep.error(n.at("select"), f"selector {_sel_text(sel)} matches {len(matched)} "
+                           f"namespaces: {names}{more}; narrow it (serial, nsid ...) or set "
+                           "each: true to export them all")
+            return []
+        return matched
+
+    def number(self, n: Obj, nqn: str, k: int, ns: NvmeNamespace, ctrl: NvmeController,
+               used_nsids: dict[int, Mark]) -> int | None:
+        """The exported nsid of the ``k``-th match of entry ``n`` (``None``: refused)."""
+        rep = self.rep
+        if ns.name in self.taken:
+            rep.error(n.at("select"), f"{ctrl.serial.strip()}/{ns.nsid} ({ns.name}) is "
+                      f"already exported by the entry at line {self.taken[ns.name].line}")
+            return None
+        self.taken[ns.name] = n.mark
+        first = n.get("nsid")
+        if first is not None:
+            nsid = first + k
+        else:
+            nsid = 1
+            while nsid in used_nsids:
+                nsid += 1
+        if nsid in used_nsids:
+            rep.error(n.at("nsid") if "nsid" in n else n.mark,
+                      f"nsid {nsid} is used twice in {nqn} (also at line {used_nsids[nsid].line})")
+            return None
+        if nsid > NSID_MAX:
+            rep.error(n.at("nsid"), f"nsid {nsid} is out of range")
+            return None
+        used_nsids[nsid] = n.mark
+        return nsid
 
 
 #: Preference among the ``/dev/disk/by-id`` names udev gives one NVMe namespace: the
@@ -1243,12 +971,39 @@ def _rdma_netdevs(dev: RdmaDevice) -> list[str]:
 
 
 def _resolve_port(p: Obj, portid: int, inv: Inventory, rep: Report) -> ResolvedPort | None:
+    """A port entry against the machine: which netdev and address it listens on, which RDMA
+    device serves it (the p2p client of connections through it), or ``None`` (reported)."""
     transport = p.get("transport")       # None: invalid, reported already; check the rest
     if not any(k in p for k in PORT.at_least_one):
         return None                          # reported already
-    rdma_name, netdev, address = p.get("rdma_device"), p.get("netdev"), p.get("address")
+    found = _port_device(p, inv, rep)
+    if found is None:
+        return None
+    dev, netdev = found
+    found = _port_address(p, inv, rep, netdev)
+    if found is None:
+        return None
+    address, netdev, wildcard = found
+    if transport == "rdma" and dev is None and not wildcard:
+        dev = _rdma_over(p, inv, rep, netdev, address)
+        if dev is None:
+            return None
+    if transport is None:
+        return None
+    params = {f"param_{k}": str(p[k]) for k in ("inline_data_size", "max_queue_size", "mdts")
+              if k in p}
+    rp = ResolvedPort(portid=portid, transport=transport, address=address,
+                      adrfam="ipv6" if ":" in address else "ipv4",
+                      trsvcid=p.get("trsvcid", DEFAULT_TRSVCID), netdev=netdev, rdma=dev,
+                      params=params, where=p.mark)
+    _port_clients(rp, p, inv, rep, wildcard)
+    return rp
+
+
+def _port_device(p: Obj, inv: Inventory, rep: Report) -> tuple[RdmaDevice | None, str | None] | None:
+    """``rdma_device`` and ``netdev`` of a port entry, checked against each other."""
+    transport, rdma_name, netdev = p.get("transport"), p.get("rdma_device"), p.get("netdev")
     dev: RdmaDevice | None = None
-    ok = True
     if rdma_name is not None:
         if transport == "tcp":
             rep.error(p.at("rdma_device"), f"rdma_device is for transport rdma (this port is "
@@ -1271,62 +1026,64 @@ def _resolve_port(p: Obj, portid: int, inv: Inventory, rep: Report) -> ResolvedP
         known = ", ".join(sorted(inv.net)) or "none"
         rep.error(p.at("netdev"), f"netdev {netdev!r} is not on this machine (netdevs: {known})")
         return None
-    wildcard = False
+    return dev, netdev
+
+
+def _port_address(p: Obj, inv: Inventory, rep: Report,
+                  netdev: str | None) -> tuple[str, str | None, bool] | None:
+    """The address a port listens on, the netdev that owns it, and whether it is a wildcard
+    (0.0.0.0 / ::, every RDMA device)."""
+    address = p.get("address")
     if address is not None:
-        ip = ipaddress.ip_address(address)
-        wildcard = ip.is_unspecified
-        if not wildcard:
-            owner = _owner_of(inv, address)
-            if owner is None:
-                rep.error(p.at("address"), f"address {address} is on no netdev of this machine "
-                                           "(the listen would fail)")
-                return None
-            if netdev is not None and owner != netdev:
-                rep.error(p.at("address"), f"address {address} belongs to {owner}, not {netdev}")
-                return None
-            netdev = owner
-    elif netdev is not None:
+        if ipaddress.ip_address(address).is_unspecified:
+            return address, netdev, True
+        owner = _owner_of(inv, address)
+        if owner is None:
+            rep.error(p.at("address"), f"address {address} is on no netdev of this machine "
+                                       "(the listen would fail)")
+            return None
+        if netdev is not None and owner != netdev:
+            rep.error(p.at("address"), f"address {address} belongs to {owner}, not {netdev}")
+            return None
+        return address, owner, False
+    if netdev is not None:
         address = _first_address(inv, netdev)
         if address is None:
             rep.error(p.mark, f"netdev {netdev} has no IP address; give address: or configure one")
             return None
-    else:
-        rep.error(p.mark, f"RDMA device {rdma_name} has no netdev; give address:")
+        return address, netdev, False
+    rep.error(p.mark, f"RDMA device {p.get('rdma_device')} has no netdev; give address:")
+    return None
+
+
+def _rdma_over(p: Obj, inv: Inventory, rep: Report, netdev: str | None,
+               address: str) -> RdmaDevice | None:
+    """The one RDMA device running over ``netdev`` (transport rdma selected by address or
+    netdev), or ``None`` (reported)."""
+    devs = sorted(d.name for d in inv.rdma.values() if netdev in _rdma_netdevs(d))
+    if not devs:
+        rep.error(p.mark, f"no RDMA device runs over {netdev}, so transport rdma cannot "
+                          f"listen on {address} (soft-RoCE: `rdma link add rxe0 type rxe "
+                          f"netdev {netdev}`)")
         return None
-    if transport == "rdma" and dev is None and not wildcard:
-        devs = sorted(d.name for d in inv.rdma.values() if netdev in _rdma_netdevs(d))
-        if not devs:
-            rep.error(p.mark, f"no RDMA device runs over {netdev}, so transport rdma cannot "
-                              f"listen on {address} (soft-RoCE: `rdma link add rxe0 type rxe "
-                              f"netdev {netdev}`)")
-            ok = False
-        elif len(devs) > 1:
-            rep.error(p.mark, f"several RDMA devices run over {netdev} ({', '.join(devs)}); "
-                              "choose one with rdma_device")
-            ok = False
-        else:
-            dev = inv.rdma[devs[0]]
-    if not ok or transport is None:
+    if len(devs) > 1:
+        rep.error(p.mark, f"several RDMA devices run over {netdev} ({', '.join(devs)}); "
+                          "choose one with rdma_device")
         return None
-    params: dict[str, str] = {}
-    if "inline_data_size" in p:
-        params["param_inline_data_size"] = str(p["inline_data_size"])
-    if "max_queue_size" in p:
-        params["param_max_queue_size"] = str(p["max_queue_size"])
-    if "mdts" in p:
-        params["param_mdts"] = str(p["mdts"])
-    rp = ResolvedPort(portid=portid, transport=transport, address=address,
-                      adrfam="ipv6" if ":" in address else "ipv4",
-                      trsvcid=p.get("trsvcid", DEFAULT_TRSVCID), netdev=netdev, rdma=dev, params=params,
-                      where=p.mark)
-    if transport == "tcp":
+    return inv.rdma[devs[0]]
+
+
+def _port_clients(rp: ResolvedPort, p: Obj, inv: Inventory, rep: Report, wildcard: bool) -> None:
+    """The p2p clients of connections through the port, and a note when there is none."""
+    dev = rp.rdma
+    if rp.transport == "tcp":
         rp.note = "tcp: nvmet-tcp never uses p2pmem (data goes through host memory)"
     elif wildcard:
         pcis = sorted({d.pci for d in inv.rdma.values() if d.pci and not d.soft},
                       key=bdf_sort_key)
         rp.clients = pcis
-        rp.note = (f"rdma on {address}: a host may reach any RDMA device, so every PCI RDMA NIC "
-                   f"is a possible p2p client ({', '.join(pcis) or 'none'}); bind a specific "
+        rp.note = (f"rdma on {rp.address}: a host may reach any RDMA device, so every PCI RDMA "
+                   f"NIC is a possible p2p client ({', '.join(pcis) or 'none'}); bind a specific "
                    "address to make it deterministic")
         rep.warn(p.at("address"), rp.note)
     elif dev is not None and (dev.soft or dev.pci is None):
@@ -1334,7 +1091,6 @@ def _resolve_port(p: Obj, portid: int, inv: Inventory, rep: Report) -> ResolvedP
                    "p2p client for it, so fabric I/O through this port uses host memory")
     elif dev is not None:
         rp.clients = [dev.pci]
-    return rp
 
 
 def read_by_id_links(root: str = "/") -> dict[str, str]:

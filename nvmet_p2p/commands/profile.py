@@ -12,7 +12,7 @@ from __future__ import annotations
 from nvmet_p2p import profile
 from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
 from nvmet_p2p.output import dump_json, emit
-from nvmet_p2p.profile import format_size
+from nvmet_p2p.schema import format_size
 
 NAME = "profile"
 ORDER = 35

@@ -43,7 +43,7 @@ def register(p):
 def _io_size(text: str | None) -> int | None:
     if text is None:
         return None
-    from nvmet_p2p.profile import parse_size
+    from nvmet_p2p.schema import parse_size
     n = parse_size(text)
     if not n:
         raise InputError(f"--io-size: expected a size such as 4096, 128k or 1MiB, got {text!r}",
