@@ -8,10 +8,12 @@ module defines::
     HELP = "one line for --help"
     def register(parser): ...  # add its own arguments (the common ones are already there)
     def run(args) -> int: ...  # do the work, return the exit status
+    KERNEL_OPTION = False      # optional: the command applies no kernel rules (no --kernel)
 
 Common options every subcommand accepts: ``--root DIR`` (read sysfs/procfs/configfs below DIR:
-a captured snapshot or a test tree; default ``/``), ``--json`` and ``--kernel X.Y`` (the kernel
-release whose rules apply; default: the running kernel, or the snapshot's).
+a captured snapshot or a test tree; default ``/``), ``--json`` and, where kernel rules apply,
+``--kernel X.Y`` (the kernel release whose rules apply; default: the running kernel, or the
+snapshot's).
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ from nvmet_p2p import __version__
 from nvmet_p2p.errors import NvmetP2PError
 
 
-def _common_parser() -> argparse.ArgumentParser:
+def _common_parser(kernel: bool = True) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("common options")
     g.add_argument("--root", default=os.environ.get("NVMET_P2P_ROOT", "/"), metavar="DIR",
                    help="filesystem root to read (live system '/' or a snapshot directory)")
     g.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    g.add_argument("--kernel", metavar="X.Y", default=None,
-                   help="apply the rules of this kernel release instead of the running one")
+    if kernel:
+        g.add_argument("--kernel", metavar="X.Y", default=None,
+                       help="apply the rules of this kernel release instead of the running one")
     return common
 
 
@@ -71,8 +74,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                     "placed by PCIe topology, applied safely, and verified.")
     parser.add_argument("--version", action="version", version=f"nvmet-p2p {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    common = _common_parser()
+    commons = {True: _common_parser(), False: _common_parser(kernel=False)}
     for mod in command_modules(only):
+        common = commons[getattr(mod, "KERNEL_OPTION", True)]
         p = sub.add_parser(mod.NAME, parents=[common], help=getattr(mod, "HELP", None),
                            description=getattr(mod, "DESCRIPTION", getattr(mod, "HELP", None)))
         if hasattr(mod, "register"):

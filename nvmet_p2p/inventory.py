@@ -668,7 +668,7 @@ def _read_net(r: _Reader, netlink: Callable[[], dict[str, dict]] | None) -> dict
     elif r.fs.live:
         try:
             data = live_netlink()
-        except Exception as exc:   # netlink unavailable (no permission, no module): not fatal
+        except OSError as exc:   # netlink unavailable (no permission, no module): not fatal
             r.warn(f"cannot read interface addresses through netlink: {exc}")
     else:
         data = snapshot_netlink(r)
@@ -702,9 +702,20 @@ def snapshot_netlink(r: _Reader) -> dict[str, dict] | None:
 
 
 def live_netlink() -> dict[str, dict]:
-    """IPv4/IPv6 addresses of every interface, from the kernel through pyroute2 (live only)."""
-    from pyroute2 import IPRoute
+    """IPv4/IPv6 addresses of every interface, from the kernel through pyroute2 (live only);
+    :class:`OSError` when netlink cannot be used (no pyroute2, no permission, an error reply)."""
+    try:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+    except ImportError as exc:
+        raise OSError(f"pyroute2 is not available ({exc})") from None
+    try:
+        return _netlink_addresses(IPRoute)
+    except NetlinkError as exc:
+        raise OSError(getattr(exc, "code", None), f"netlink: {exc}") from None
 
+
+def _netlink_addresses(IPRoute) -> dict[str, dict]:
     out: dict[str, dict] = {}
     with IPRoute() as ipr:
         names = {}

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from nvmet_p2p import evidence as ev
+from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.harness.hostsys import read_text
 from nvmet_p2p.model import Inventory, RdmaDevice
 from nvmet_p2p.state import Port, TargetState
@@ -82,16 +83,14 @@ def read_debugfs_controllers(root: str = "/") -> dict[str, dict[int, dict]] | No
 
 def managed_subsystems(state_dir: str | None = None) -> set[str] | None:
     """NQNs nvmet-p2p manages (``<state dir>/managed.json`` of the reconciler), or None when
-    there is no such record."""
+    there is no such record. A record that cannot be read raises
+    :class:`~nvmet_p2p.errors.NvmetP2PError` (it is not the same as no record)."""
     from nvmet_p2p.apply import ManagedStore
     from nvmet_p2p.apply import state_dir as _state_dir
     store = ManagedStore(_state_dir(state_dir))
     if not os.path.exists(store.path):
         return None
-    try:
-        return set(store.load().subsystems)
-    except Exception:
-        return None
+    return set(store.load().subsystems)
 
 
 # --------------------------------------------------------------------------------------
@@ -164,12 +163,13 @@ def backing_pci(device_path: str, inv: Inventory, dev_names: dict[str, str] | No
 def distance_facts(provider: str, client: str | list[str], inv: Inventory,
                    kernel: str | None = None) -> ev.DistanceFacts | None:
     """The distance module's verdict for provider -> client(s), or None when it cannot say
-    (an inventory without the PCI tree, an unknown device)."""
+    (an inventory without the PCI tree, an unknown device). Anything else the engine raises
+    is a bug and propagates: it must never read as "cannot say"."""
     from nvmet_p2p import distance as dist
     clients = [client] if isinstance(client, str) else list(client)
     try:
         r = dist.distance_many(inv, provider, clients, kernel)
-    except Exception:
+    except InputError:
         return None
     return ev.DistanceFacts(map_type=r.map_type, reasons=list(r.reasons), kernel_parameter=r.kernel_parameter,
                             distance=r.distance)
@@ -393,12 +393,17 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
     only = None
     notes = []
     if not all_subsystems:
-        managed = managed_subsystems(state_dir)
+        try:
+            managed = managed_subsystems(state_dir)
+        except NvmetP2PError as exc:
+            managed = None
+            notes.append(f"{exc}: showing every subsystem")
+        else:
+            if managed is None:
+                notes.append("no record of subsystems managed by nvmet-p2p (managed.json in the "
+                             "state directory): showing every subsystem")
         if managed is not None:
             only = managed
-        else:
-            notes.append("no record of subsystems managed by nvmet-p2p (managed.json in the state "
-                         "directory): showing every subsystem")
     from nvmet_p2p.inventory import block_device_name
     dev_names = {}
     for sub in state.subsystems.values():

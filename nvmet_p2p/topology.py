@@ -177,19 +177,24 @@ def render_matrix(matrix: dict, width: int = 10) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def host_bridge_summary(inv: Inventory, eng: P2pdma) -> list[dict]:
+    """Per host bridge: the device the whitelist looks at, whether the table has it, and what
+    the kernel will do for paths through it (``trusted``: whitelisted, or every path through
+    the root complex allowed by the AMD CPU rule of ``cpu_supports_p2pdma()``)."""
+    cpu_ok, _ = eng.cpu_rule()
     out = []
     for hb in sorted({f.host_bridge for f in inv.pci.values()}, key=_hb_key):
         ok, info, unc = eng._wl_one(hb, True)
         _, info_x, _ = eng._wl_one(hb, False)
         out.append({"host_bridge": hb, "device": info.get("device"), "id": info.get("id"),
                     "whitelisted": ok, "whitelisted_across_host_bridges": bool(info_x.get("ok")),
+                    "trusted": bool(ok or cpu_ok),
+                    "trusted_by": "cpu_rule" if cpu_ok else "whitelist" if ok else None,
                     "why": info.get("why"), "uncertain": unc})
     return out
 
 
 def render_tree(inv: Inventory, kernel: str | None = None, engine: P2pdma | None = None) -> str:
     eng = engine or P2pdma(inv, kernel)
-    s = inv.system
     children: dict[str | None, list[PciFunction]] = {}
     for f in inv.pci.values():
         parent = f.upstream[-1] if f.upstream else None
@@ -209,48 +214,65 @@ def render_tree(inv: Inventory, kernel: str | None = None, engine: P2pdma | None
     for n in inv.net.values():
         if n.pci:
             by_pci_net.setdefault(n.pci, []).append(n)
+    lines = _tree_header(inv, eng)
+    for hb in host_bridge_summary(inv, eng):
+        lines.append("")
+        lines.append(_host_bridge_line(hb))
+        roots = children.get("@" + hb["host_bridge"], [])
+        _render_subtree(roots, children, "", lines, eng, by_pci_nvme, by_pci_rdma, by_pci_net, inv)
+    lines += _virtual_lines(inv)
+    return "\n".join(lines)
 
-    lines: list[str] = []
+
+def _tree_header(inv: Inventory, eng: P2pdma) -> list[str]:
+    s = inv.system
     cpu = (f"{s.cpu_vendor or 'unknown CPU vendor'}"
            + (f" family {s.cpu_family} ({s.cpu_family:#x})" if s.cpu_family is not None else ""))
-    cpu_ok, cpu_why = eng.cpu_rule()
-    lines.append(f"kernel {s.kernel_release or '?'} -> p2pdma rules of {eng.kernel} "
-                 f"({eng.kernel_source}); CPU {cpu}"
-                 + ("; AMD CPU rule: every host-bridge path allowed" if cpu_ok else "")
-                 + f"; IOMMU {'on' if s.iommu else 'off'}"
-                 + (f"; config space {'read' if s.is_root else 'NOT readable (not root): ACS unknown'}"))
+    cpu_ok, _ = eng.cpu_rule()
+    lines = [f"kernel {s.kernel_release or '?'} -> p2pdma rules of {eng.kernel} "
+             f"({eng.kernel_source}); CPU {cpu}"
+             + ("; AMD CPU rule: every host-bridge path allowed" if cpu_ok else "")
+             + f"; IOMMU {'on' if s.iommu else 'off'}"
+             + (f"; config space {'read' if s.is_root else 'NOT readable (not root): ACS unknown'}")]
     for note in eng.notes:
         lines.append(f"note: {note}")
     for w in inv.warnings[:10]:
         lines.append(f"warning: {w}")
     if len(inv.warnings) > 10:
         lines.append(f"warning: ... {len(inv.warnings) - 10} more (see --json: inventory.warnings)")
+    return lines
 
-    for hb in host_bridge_summary(inv, eng):
-        lines.append("")
-        if hb["device"]:
-            wl = ("whitelisted" if hb["whitelisted"] else "NOT whitelisted") + \
-                 ("" if hb["whitelisted"] == hb["whitelisted_across_host_bridges"] else
-                  " (same host bridge only)")
-            lines.append(f"[{hb['host_bridge']}] identified by {hb['device']} {hb['id']}: "
-                         f"{wl} for p2pdma through the root complex")
-        else:
-            lines.append(f"[{hb['host_bridge']}] {hb['why']}")
-        roots = children.get("@" + hb["host_bridge"], [])
-        _render_subtree(roots, children, "", lines, eng, by_pci_nvme, by_pci_rdma, by_pci_net, inv)
 
+def _host_bridge_line(hb: dict) -> str:
+    """What the kernel will do with paths through this host bridge, and why: the whitelist
+    entry, or (AMD family >= 0x17) the CPU rule that trusts every host bridge."""
+    if not hb["device"]:
+        return f"[{hb['host_bridge']}] {hb['why']}" + (
+            "; trusted anyway through the AMD CPU rule" if hb["trusted_by"] == "cpu_rule" else "")
+    head = f"[{hb['host_bridge']}] identified by {hb['device']} {hb['id']}: "
+    if hb["trusted_by"] == "cpu_rule":
+        table = "in" if hb["whitelisted"] else "not in"
+        return (head + f"trusted for p2pdma through the root complex by the AMD CPU rule "
+                       f"({table} the whitelist table)")
+    wl = ("whitelisted" if hb["whitelisted"] else "NOT whitelisted") + \
+         ("" if hb["whitelisted"] == hb["whitelisted_across_host_bridges"] else
+          " (same host bridge only)")
+    return head + f"{wl} for p2pdma through the root complex"
+
+
+def _virtual_lines(inv: Inventory) -> list[str]:
     soft = [r for r in inv.rdma.values() if r.soft or r.pci is None]
     heads = [n for n in inv.namespaces.values() if n.multipath_head]
-    if soft or heads:
-        lines.append("")
-        lines.append("[virtual] no PCI parent: never a p2p client")
-        for r in sorted(soft, key=lambda r: r.name):
-            nd = "; ".join(_netdev_text(inv, n) for n in r.netdevs) or "no netdev"
-            lines.append(f"  {r.name} soft RDMA ({r.driver or '?'}) on {nd}")
-        for n in sorted(heads, key=lambda n: n.name):
-            lines.append(f"  {n.name} native-multipath head disk (paths: "
-                         f"{', '.join(n.paths) or '?'}): nvmet refuses p2pmem for it")
-    return "\n".join(lines)
+    if not soft and not heads:
+        return []
+    lines = ["", "[virtual] no PCI parent: never a p2p client"]
+    for r in sorted(soft, key=lambda r: r.name):
+        nd = "; ".join(_netdev_text(inv, n) for n in r.netdevs) or "no netdev"
+        lines.append(f"  {r.name} soft RDMA ({r.driver or '?'}) on {nd}")
+    for n in sorted(heads, key=lambda n: n.name):
+        lines.append(f"  {n.name} native-multipath head disk (paths: "
+                     f"{', '.join(n.paths) or '?'}): nvmet refuses p2pmem for it")
+    return lines
 
 
 def _render_subtree(devs, children, prefix, lines, eng, nvme, rdma, net, inv) -> None:

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from nvmet_p2p import cli
 
 
@@ -14,3 +16,34 @@ def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "nvmet_p2p", "--version"], capture_output=True, text=True)
     assert r.returncode == 0
     assert r.stdout.startswith("nvmet-p2p ")
+
+
+#: Every subcommand, exactly: a command added (or lost) must show up here, in --help and in
+#: the README's map of the commands.
+SUBCOMMANDS = {"apply", "bench", "clear", "distance", "doctor", "p2p-test", "plan", "profile",
+               "restore", "save", "snapshot", "status", "topology"}
+#: the commands that apply no kernel rules, so have no --kernel
+WITHOUT_KERNEL = {"bench", "clear", "save", "snapshot"}
+
+
+def _subparsers():
+    p = cli.build_parser()
+    (sub,) = [a for a in p._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return sub.choices
+
+
+def test_exact_set_of_subcommands(capsys):
+    assert set(_subparsers()) == SUBCOMMANDS
+    assert cli.main([]) == 2
+    listed = capsys.readouterr().out
+    assert all(f"    {name}" in listed for name in SUBCOMMANDS)
+
+
+def test_kernel_option_only_where_kernel_rules_apply(capsys):
+    for name, p in _subparsers().items():
+        has = any("--kernel" in a.option_strings for a in p._actions)
+        assert has == (name not in WITHOUT_KERNEL), name
+    with pytest.raises(SystemExit) as e:
+        cli.main(["save", "--kernel", "6.1", "/nonexistent/x.json"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --kernel" in capsys.readouterr().err

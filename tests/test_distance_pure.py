@@ -221,6 +221,43 @@ def test_ice_lake_entry_from_5_18():
     assert D.pair(t.inv, "0000:01:00.0", "mlx5_0", kernel="5.18").map_type == MapType.THRU_HOST_BRIDGE
 
 
+def _mixed_host_bridges(id0, id1) -> Machine:
+    """Two host bridges identified by different devices: NVMe under pci0000:00, NIC under
+    pci0000:80."""
+    t = Machine(kernel="7.3.4+deb13-amd64")
+    t.host_device("0000:00:00.0", *id0)
+    t.host_device("0000:80:00.0", *id1)
+    t.nvme_at("0000:01:00.0", t.root_port_at("0000:00:02.0", acs=0), "nvme0")
+    t.rdma_nic_at("0000:81:00.0", t.root_port_at("0000:80:02.0", acs=0), "mlx5_1", "eth1")
+    return t
+
+
+@pytest.mark.parametrize("id0,id1,ok", [
+    ((0x8086, 0x09a2), (0x8086, 0x09a2), True),      # both whitelisted
+    ((0x8086, 0x09a2), (0x8086, 0x29c0), False),     # only the provider's side
+    ((0x8086, 0x29c0), (0x8086, 0x09a2), False),     # only the client's side
+    ((0x8086, 0x29c0), (0x8086, 0x29c0), False),
+])
+def test_host_bridge_whitelist_needs_both_sides(id0, id1, ok):
+    """host_bridge_whitelist(): across host bridges, both must be in the table (and, not or)."""
+    t = _mixed_host_bridges(id0, id1)
+    for provider, client in (("0000:01:00.0", "mlx5_1"), ("0000:81:00.0", "nvme0")):
+        pv = D.pair(t.inv, provider, client)
+        assert pv.map_type == (MapType.THRU_HOST_BRIDGE if ok else MapType.NOT_SUPPORTED), (provider, pv.reasons)
+        if not ok:
+            assert any("is not in kernel 7.3's P2PDMA whitelist" in r for r in pv.reasons)
+
+
+@pytest.mark.parametrize("family,kernel,allowed", [
+    (0x16, "7.3", False), (0x17, "7.3", True), (0x1a, "7.3", True),   # family at N-1, N
+    (0x17, "5.8", False), (0x17, "5.9", True),                        # release at N-1, N
+])
+def test_amd_cpu_rule_boundaries(family, kernel, allowed):
+    t = lab(cpu_vendor="AuthenticAMD", cpu_family=family)
+    pv = D.pair(t.inv, P, PLAIN, kernel=kernel)
+    assert pv.map_type == (MapType.THRU_HOST_BRIDGE if allowed else MapType.NOT_SUPPORTED), pv.reasons
+
+
 def test_cpu_vendor_unknown_is_uncertain():
     t = lab(cpu_vendor="", cpu_family=None)
     pv = D.pair(t.inv, P, PLAIN)

@@ -483,3 +483,53 @@ def test_acs_redirect_refusals_name_the_kernel_parameter():
     with pytest.raises(profile.ProfileError) as ei:
         run(inv, f"- select: {{serial: X}}\n  p2p: {{pinned: '{pci_of(inv, 'P')}'}}")
     assert "fix: boot with pci=disable_acs_redir=" in str(ei.value)
+
+
+# -- every rank key against the next one (a key in the wrong order fails one of these) -------
+
+def test_smaller_distance_beats_same_numa_node():
+    """Rule 3 before rule 4: REMOTE (other node, on a root port) is closer than LOCAL (same
+    node, two switch levels down); the kernel's own number wins over the node."""
+    m = Machine(cpu_vendor="AuthenticAMD", cpu_family=0x19)
+    hb1 = m.host_bridge(bus=0x00, vendor=0x1022, device=0x1480, numa=1)
+    m.nvme(m.root_port(hb1), "REMOTE", cmb=256 * MiB)
+    hb0 = m.host_bridge(bus=0x80, vendor=0x1022, device=0x1480, numa=0)
+    m.nvme(m.root_port(hb0), "X")
+    m.rdma_nic(m.root_port(hb0), "mlx5_0", netdev="ens1", ip="10.0.0.1/24")
+    deep = m.switch(m.switch(m.root_port(hb0), ports=1)[0], ports=1)
+    m.nvme(deep[0], "LOCAL", cmb=256 * MiB)
+    inv = m.build()
+    d = run(inv, "- select: {serial: X}").decisions[0]
+    local, remote = pci_of(inv, "LOCAL"), pci_of(inv, "REMOTE")
+    assert d.p2pmem == remote
+    c_local = d.candidates[1]
+    assert c_local.provider == local and c_local.distance > d.candidates[0].distance
+    assert c_local.lost == f"distance {c_local.distance} > {d.candidates[0].distance}"
+
+
+def test_same_numa_node_beats_more_free_capacity():
+    """Rule 4 before rule 5: LOCAL has room but less free than REMOTE."""
+    m = Machine(cpu_vendor="AuthenticAMD", cpu_family=0x19)
+    hb1 = m.host_bridge(bus=0x00, vendor=0x1022, device=0x1480, numa=1)
+    m.nvme(m.root_port(hb1), "REMOTE", cmb=1 * GiB)
+    hb0 = m.host_bridge(bus=0x80, vendor=0x1022, device=0x1480, numa=0)
+    m.nvme(m.root_port(hb0), "X")
+    m.rdma_nic(m.root_port(hb0), "mlx5_0", netdev="ens1", ip="10.0.0.1/24")
+    m.nvme(m.root_port(hb0), "LOCAL", cmb=128 * MiB)
+    inv = m.build()
+    d = run(inv, "- select: {serial: X}").decisions[0]
+    local, remote = pci_of(inv, "LOCAL"), pci_of(inv, "REMOTE")
+    assert d.p2pmem == local
+    c = d.candidates[1]
+    assert c.provider == remote and c.distance == d.candidates[0].distance
+    assert c.lost == f"2 client(s) on another NUMA node ({local}: 0)"
+
+
+def test_smaller_distance_beats_more_free_capacity():
+    """Rule 3 before rule 5: FAR (one switch level deeper) has four times the room."""
+    inv = one_switch([("NEAR", 256 * MiB)], nested_first="FAR").build()
+    far_cmb = inv.pci[pci_of(inv, "FAR")].p2pmem
+    far_cmb.size = far_cmb.available = 1 * GiB
+    d = run(inv, "- select: {serial: X}").decisions[0]
+    assert d.p2pmem == pci_of(inv, "NEAR")
+    assert d.candidates[1].lost.startswith("distance ")

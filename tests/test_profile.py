@@ -573,3 +573,36 @@ def test_profile_nqn_length_limit_is_223_bytes(tmp_path):
     assert r.subsystems[0].nqn == ok and len(ok) == 223
     err = one_error(tmp_path, BASE.replace(f"nqn: {SUB}", f"nqn: {ok}a"))
     assert "224 bytes long, longer than 223 bytes" in err
+
+
+def _ranged_specs(spec, path=""):
+    """Every Int/Size spec with a bound in the profile format, with its dotted path."""
+    from nvmet_p2p import schema
+    if isinstance(spec, schema.Record):
+        for name, f in spec.fields.items():
+            yield from _ranged_specs(f.spec, f"{path}.{name}" if path else name)
+    elif isinstance(spec, schema.ListOf):
+        yield from _ranged_specs(spec.item, path + "[]")
+    elif isinstance(spec, schema.Either):
+        yield from _ranged_specs(spec.full, path)
+    elif isinstance(spec, (schema.Int, schema.Size)) and (spec.lo is not None or spec.hi is not None):
+        yield path, spec
+
+
+RANGED = sorted({p: s for p, s in _ranged_specs(profile.PROFILE)}.items())
+
+
+@pytest.mark.parametrize("path,spec", RANGED, ids=[p for p, _ in RANGED])
+def test_every_profile_limit_at_n_and_n_plus_1(path, spec):
+    import yaml
+
+    from nvmet_p2p import schema
+    for value, ok in ((spec.lo, True), (spec.hi, True),
+                      (None if spec.lo is None else spec.lo - 1, False),
+                      (None if spec.hi is None else spec.hi + 1, False)):
+        if value is None or value < 0:
+            continue
+        rep = schema.Report("p.yaml")
+        got = spec.check(yaml.compose(str(value)), path, rep)
+        assert (got == value and not rep.errors) if ok else (got is None and rep.errors), \
+            (path, value, [str(e) for e in rep.errors])

@@ -134,12 +134,16 @@ def test_enable_time_refusals_are_listed():
 # -- the command on a tree -----------------------------------------------------------------------
 
 def write_configfs(root, state: TargetState):
+    """The nvmet tree as configfs shows it: objects are directories, links are symlinks to
+    the object they point at (``allowed_hosts/<h>`` -> ``hosts/<h>``, a port's
+    ``subsystems/<nqn>`` -> ``subsystems/<nqn>``)."""
     base = root / st.NVMET
     for nqn, sub in state.subsystems.items():
         d = base / "subsystems" / nqn
         (d / "allowed_hosts").mkdir(parents=True)
         for h in sub.allowed_hosts:
-            (d / "allowed_hosts" / h).mkdir()
+            (base / "hosts" / h).mkdir(parents=True, exist_ok=True)
+            os.symlink(base / "hosts" / h, d / "allowed_hosts" / h)
         for k, v in sub.attrs.items():
             (d / k).write_text(v + "\n")
         for nsid, ns in sub.namespaces.items():
@@ -154,7 +158,7 @@ def write_configfs(root, state: TargetState):
         for k, v in p.attrs.items():
             (d / k).write_text(v + "\n")
         for s in p.subsystems:
-            (d / "subsystems" / s).mkdir()
+            os.symlink(base / "subsystems" / s, d / "subsystems" / s)
 
 
 def test_status_command_on_a_tree(tmp_path, capsys, monkeypatch):
@@ -253,3 +257,36 @@ def test_backing_pci_follows_by_id_device_paths():
                                               dev_names={link: "nvme1n1"}).subsystems[0]["namespaces"]}
     assert rows[1]["backing_pci"] == "0000:04:00.0"
     assert rows[1]["device_path"] == link
+
+
+def test_configfs_links_of_the_test_tree_are_symlinks(tmp_path):
+    write_configfs(tmp_path, lab_state())
+    ports = tmp_path / st.NVMET / "ports"
+    links = [p / "subsystems" / n for p in ports.iterdir() for n in os.listdir(p / "subsystems")]
+    assert links and all(os.path.islink(x) and os.path.isdir(x) for x in links)
+
+
+def test_a_corrupt_managed_set_is_named_not_hidden(tmp_path, monkeypatch):
+    write_configfs(tmp_path, lab_state())
+    monkeypatch.setattr(st, "read_inventory", lambda root: lab_inventory())
+    monkeypatch.setattr(st, "read_log", lambda root: ([], {"source": "none", "records": 0}))
+    sd = tmp_path / "state"
+    sd.mkdir()
+    (sd / "managed.json").write_text("{not json")
+    rep = st.collect(str(tmp_path), state_dir=str(sd))
+    assert any("unreadable managed-set file" in n and "showing every subsystem" in n
+               for n in rep.notes), rep.notes
+    assert not any("no record of subsystems" in n for n in rep.notes)
+    assert rep.to_dict()["subsystems"]                  # every subsystem shown
+
+
+def test_a_crash_in_the_distance_engine_is_not_cannot_say(monkeypatch):
+    from nvmet_p2p import distance
+    assert st.distance_facts("0000:99:00.0", "nvme0n1", lab_inventory()) is None  # unknown: cannot say
+
+    def broken(*a, **k):
+        raise TypeError("a bug in the engine")
+    monkeypatch.setattr(distance, "distance_many", broken)
+    with pytest.raises(TypeError, match="a bug in the engine"):
+        st.distance_facts("0000:03:00.0", "nvme0n1", lab_inventory())
+

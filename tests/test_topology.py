@@ -8,7 +8,8 @@ import json
 import pytest
 
 from nvmet_p2p import cli
-from nvmet_p2p.topology import build_matrix, render_matrix, render_tree, topology_document
+from nvmet_p2p.distance import P2pdma
+from nvmet_p2p.topology import build_matrix, host_bridge_summary, render_matrix, render_tree, topology_document
 from support.machine import RR_CR, Machine, lab
 
 
@@ -190,3 +191,21 @@ def test_tree_shows_reader_warnings_and_unknown_acs():
     assert "warning: w0" in text and "warning: w9" in text and "warning: w10" not in text
     assert "warning: ... 2 more" in text
     assert "02:00.0 104c:8233  PCI bridge  [pcieport]  ACS ?" in text   # type unknown too
+
+
+def test_amd_zen_host_bridge_line_says_what_the_kernel_does():
+    """AMD family >= 0x17 (here 0x1a): the kernel trusts every host bridge through the CPU
+    rule, whatever the whitelist table says; the tree says so for each host bridge."""
+    zen = lab(cpu_family=0x1A).inv
+    text = render_tree(zen)
+    assert "AMD CPU rule: every host-bridge path allowed" in text.splitlines()[0]
+    assert ("[pci0000:00] identified by 0000:00:00.0 8086:29c0: trusted for p2pdma through the "
+            "root complex by the AMD CPU rule (not in the whitelist table)") in text
+    assert "NOT whitelisted" not in text
+    (hb,) = host_bridge_summary(zen, P2pdma(zen))
+    assert (hb["whitelisted"], hb["trusted"], hb["trusted_by"]) == (False, True, "cpu_rule")
+    # family 15 (the lab's TCG CPU): the table decides, and says no
+    tcg = lab().inv
+    assert "8086:29c0: NOT whitelisted for p2pdma through the root complex" in render_tree(tcg)
+    (hb,) = host_bridge_summary(tcg, P2pdma(tcg))
+    assert (hb["trusted"], hb["trusted_by"]) == (False, None)

@@ -16,6 +16,7 @@ from nvmet_p2p.output import Progress, emit, table
 NAME = "bench"
 ORDER = 70
 HELP = "initiator harness: connect with nvme-cli, run fio (throughput, latency, integrity), A/B p2p on/off"
+KERNEL_OPTION = False      # applies no kernel rules: no --kernel
 DESCRIPTION = (
     "Connect to the target with nvme-cli (discover + connect, rdma or tcp), run a named fio matrix on "
     "every namespace (sequential 128k/1m at several queue depths, 4k random, and an integrity job with "

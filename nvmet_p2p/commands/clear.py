@@ -9,6 +9,7 @@ from nvmet_p2p.errors import InputError
 NAME = "clear"
 ORDER = 45
 HELP = "remove the objects nvmet-p2p manages (--all --yes: the whole nvmet configuration)"
+KERNEL_OPTION = False      # applies no kernel rules: no --kernel
 
 
 def register(p) -> None:

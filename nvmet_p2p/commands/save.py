@@ -12,6 +12,7 @@ from nvmet_p2p.configfs import read_state
 NAME = "save"
 ORDER = 43
 HELP = "save the live target configuration (nvmetcli format + p2pmem/buffered_io; 0600, with backup)"
+KERNEL_OPTION = False      # applies no kernel rules: no --kernel
 
 
 def register(p) -> None:

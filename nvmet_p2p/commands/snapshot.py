@@ -7,6 +7,7 @@ from nvmet_p2p.output import Progress, emit
 NAME = "snapshot"
 ORDER = 5
 HELP = "capture this machine's sysfs/procfs view into DIR (read it back with --root DIR)"
+KERNEL_OPTION = False      # applies no kernel rules: no --kernel
 DESCRIPTION = (
     "Copy every sysfs/procfs file, symlink and directory the inventory readers use (PCI config "
     "space included, symlink chains preserved) into DIR, plus the interface addresses read "

@@ -121,7 +121,7 @@ class Connections:
                     self.cli.disconnect(c.ctrl.name)
                     c.disconnected = True
                     self.progress(f"disconnected {c.ctrl.name}")
-                except Exception as exc:  # keep going: disconnect the others too
+                except (NvmetP2PError, OSError) as exc:  # keep going: disconnect the others too
                     errors.append(f"disconnect {c.ctrl.name}: {exc}")
         self.history += [c.to_dict() for c in self.items]
         self.items = [c for c in self.items if not c.disconnected]
@@ -462,7 +462,7 @@ class Bench:
         if self.evidence:
             try:
                 evid = self.evidence.stop(io_ran=True)
-            except Exception as exc:
+            except (NvmetP2PError, OSError, ValueError) as exc:
                 evid = {"error": str(exc)}
         fd = run.to_dict()
         entry = {"workload": w.to_dict(), "variant": variant, "round": rnd, "fio": fd,
@@ -534,7 +534,7 @@ class Bench:
                 if self.evidence:
                     try:
                         self._final = self.evidence.final()
-                    except Exception as exc:
+                    except (NvmetP2PError, OSError, ValueError) as exc:
                         self._final = {"error": str(exc)}
             except KeyboardInterrupt:
                 interrupted = True
@@ -545,7 +545,7 @@ class Bench:
                 try:
                     self.toggle.restore()
                     self.notes.append("A/B: target namespaces restored to their p2pmem values from before the run")
-                except Exception as exc:
+                except (NvmetP2PError, OSError) as exc:
                     self.problems.append(f"A/B: restoring the target's p2pmem values failed: {exc}")
             restore()
         return self.finish(interrupted)
