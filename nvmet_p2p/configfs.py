@@ -68,7 +68,8 @@ class AttrInfo:
     write_only: bool = False
 
 
-#: The attribute files of each kernel object (nvme tree of 2026, see shared/docs/kernel.md §3).
+#: The attribute files of each kernel object (drivers/nvme/target/configfs.c, nvme tree of
+#: 2026; docs/nvmet-configfs.md#attributes-that-matter-here).
 KNOWN_ATTRS: dict[str, dict[str, AttrInfo]] = {
     "root": {
         "discovery_nqn": AttrInfo("NQN of the discovery subsystem; must differ from every subsystem",

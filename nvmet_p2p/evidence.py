@@ -1,7 +1,8 @@
 """Offload evidence: what the kernel log and the p2pmem pools say about the data path.
 
 The kernel never reports when nvmet falls back from peer-to-peer memory to system memory
-(shared/docs/kernel.md §4.3, §6). What it does leave behind:
+(docs/kernel-log.md#where-p2p-memory-is-used-and-where-it-silently-is-not). What it does
+leave behind:
 
 * at namespace enable, refusals (``no peer-to-peer memory is available for <dev>``, the
   pci-p2pdma distance warnings, ``not supported by the driver of ...``);
@@ -17,8 +18,8 @@ This module is pure: it parses log *lines* (whatever reader produced them) and d
 verdicts from plain data. The :class:`PoolSampler` at the end is the one edge: it reads
 ``p2pmem/available`` below an injectable root.
 
-Every wording of kernel.md §7 is accepted, old and new, including the proposed
-ACS/HMAT series (§1.10) so a newer kernel does not silently defeat the parser.
+Every wording of docs/kernel-log.md#the-lines is accepted, old and new, including the
+proposed ACS/HMAT series, so a newer kernel does not silently defeat the parser.
 """
 
 from __future__ import annotations
@@ -646,7 +647,7 @@ def decide(*, subsystem: str, nsid: int, ns_enabled: bool, p2pmem: str,
     candidate; ``distance`` the distance module's verdict for (provider, NIC) when the provider
     (configured, or mapped in auto mode) and a PCI RDMA device are known; ``pools`` the sampled
     ``available`` statistics; ``io_during_sampling`` whether the caller knows I/O ran while the
-    pools were sampled. Rules, first match wins (kernel.md §4):
+    pools were sampled. Rules, first match wins (docs/kernel-log.md#how-status-decides):
 
     1. ``p2pmem`` 0 -> inactive (off);   2. namespace disabled -> inactive;
     3. a ``using p2pmem`` line for this controller and nsid -> active; with pool samples:

@@ -2,8 +2,8 @@
 whitelist of ``drivers/pci/p2pdma.c``.
 
 Pure data and tiny predicates; ``nvmet_p2p.distance`` applies them. Every version below was
-checked against kernel sources or merge requests (see shared/docs/kernel.md §1 and the notes
-on each entry); entries marked ``approx`` are dated from patch order only and make a verdict
+checked against kernel sources or merge requests (docs/p2pdma.md#release-history and the
+notes on each entry); entries marked ``approx`` are dated from patch order only and make a verdict
 that depends on them *uncertain* near the boundary.
 
 Timeline (mainline, "X.Y" = first release with the behaviour):
@@ -16,8 +16,8 @@ Timeline (mainline, "X.Y" = first release with the behaviour):
         present. ACS still rejects.
 * 5.4   Logan Gunthorpe's "transactions that hit the host bridge" series (pci-v5.4-changes):
         map types, ``pci_p2pdma_whitelist[]`` with REQ_SAME_HOST_BRIDGE, ACS redirect downgrades
-        the pair to THRU_HOST_BRIDGE instead of rejecting it, no penalty, no IOMMU veto.
-        (shared/docs/kernel.md says "≈5.4–5.5"; the 5.4 pull request and 5.4.y sources show 5.4.)
+        the pair to THRU_HOST_BRIDGE instead of rejecting it, no penalty, no IOMMU veto
+        (the 5.4 pull request and the 5.4.y sources have it; some accounts say 5.5).
 * 5.6   Skylake-SP 8086:2030 (root port A) and 8086:2020 (DMI at 00.0).
 * 5.7   (approx) Skylake-SP root ports B, C, D (8086:2031..2033).
 * 5.8   AMD Raven 1022:15d0 and Renoir 1022:1630.

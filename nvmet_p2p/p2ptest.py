@@ -5,9 +5,10 @@ What p2pmem-test does with its out-of-tree driver, done with what the kernel has
 gives a buffer *in the provider's BAR* (an NVMe CMB); an ``O_DIRECT`` read from a namespace
 into that buffer makes the namespace's NVMe DMA straight into the peer's BAR, and an
 ``O_DIRECT`` write from it makes the destination NVMe DMA out of it. The block layer checks
-the pair with the same p2pdma rules nvmet uses and refuses with ``EINVAL`` when the devices
-cannot reach each other (shared/docs/lab.md §5) — so this validates a CMB path before it is
-exported.
+the pair with the same p2pdma rules nvmet uses (``pci_p2pdma_map_type()``, which caches
+``calc_map_type_and_dist()``; docs/p2pdma.md) and refuses with ``EINVAL`` when the devices cannot
+reach each other (seen in the lab: ``tests/lab/test_lab_p2p_dma.py``) -- so this validates a
+CMB path before it is exported.
 
 The same transfers through an ordinary (anonymous, page-aligned) host buffer run in the same
 process, interleaved, so the two throughputs are comparable; inside QEMU both carry the

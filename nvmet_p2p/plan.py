@@ -4,7 +4,8 @@ Pure logic on plain data (no filesystem). :func:`build_plan` is what ``plan``, `
 ``restore`` and ``clear`` call, and what the placement code calls with the ``TargetState`` it
 derives from a profile.
 
-The order of operations is the one the kernel demands (shared/docs/kernel.md §3):
+The order of operations is the one the kernel demands
+(docs/nvmet-configfs.md#what-the-kernel-refuses-and-so-the-order-of-a-change):
 
 1. port links that must go (a port whose ``addr_*``/``param_*`` change is detached first:
    the kernel answers EACCES to those writes while any subsystem is linked);

@@ -1,7 +1,8 @@
 """p2pdma decision rules on Inventory objects built in memory (no sysfs).
 
 Every expected value below is the kernel's, derived by hand from drivers/pci/p2pdma.c
-(shared/docs/kernel.md §1.4-1.7) for the topology drawn in the test's docstring.
+(calc_map_type_and_dist(), host_bridge_whitelist(), cpu_supports_p2pdma(); docs/p2pdma.md)
+for the topology drawn in the test's docstring.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 space) -> the inventory readers -> distance / topology, including the CLI on ``--root``.
 
 The expected values are the kernel's for each fixture's topology (see the fixture docstrings
-and shared/docs/kernel.md §1.4-1.7).
+and docs/p2pdma.md: the walk, ACS redirect, the host bridge, clients).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Kernel-log parsing (every wording of shared/docs/kernel.md §7), correlation, verdict rules."""
+"""Kernel-log parsing (every wording of docs/kernel-log.md#the-lines), correlation, verdict
+rules (docs/kernel-log.md#how-status-decides)."""
 
 from __future__ import annotations
 

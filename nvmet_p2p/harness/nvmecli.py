@@ -1,7 +1,7 @@
 """The initiator side through nvme-cli: discover, connect, disconnect (``-o json``).
 
 nvme-cli is the default (and only) backend: it comes with the distribution, matches the
-kernel, and its JSON is stable enough to parse (shared/docs/ecosystem.md §5.2). Every call
+kernel, and its ``-o json`` output is stable enough to parse (the shapes below). Every call
 goes through an injectable ``run`` (``subprocess.run`` signature) so tests can replay real
 output captured in the lab.
 

@@ -1,7 +1,7 @@
 """The named workload matrix of ``nvmet-p2p bench``.
 
-Defaults follow how NVMe-oF throughput is usually reported (shared/docs/perf.md §3.2,
-ecosystem.md §7): bandwidth from sequential 128 KiB and 1 MiB I/O at several queue depths,
+Defaults follow how NVMe-oF throughput is usually reported: bandwidth from sequential
+128 KiB and 1 MiB I/O at several queue depths,
 IOPS and latency from 4 KiB random I/O (QD1 for latency, a deep queue for IOPS), and an
 integrity job that every throughput claim stands on.
 
