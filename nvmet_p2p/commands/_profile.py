@@ -15,7 +15,7 @@ import sys
 from nvmet_p2p import output, placement
 from nvmet_p2p.apply import Outcome, reconcile
 from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
-from nvmet_p2p.commands._target import directory, print_plan
+from nvmet_p2p.commands._target import directory, lock_timeout, print_plan, report_recovery
 from nvmet_p2p.configfs import Configfs, capabilities
 from nvmet_p2p.plan import build_plan
 from nvmet_p2p.state import TargetState
@@ -51,7 +51,7 @@ def run_plan(args) -> int:
     cfs = Configfs(args.root)
     if cfs.present():
         outcome = reconcile(args.root, p.state, directory(args), prune=args.prune, dry_run=True,
-                            kernel=args.kernel)
+                            kernel=args.kernel, lock_timeout=lock_timeout(args))
     else:
         # offline planning on a snapshot that holds no nvmet tree: against an empty target
         plan = build_plan(TargetState(), p.state, None, prune=False,
@@ -70,8 +70,9 @@ def run_apply(args, progress) -> int:
     if not args.json:
         sys.stdout.write(placement.render(p, explain=args.explain) + "\n\n")
     outcome = reconcile(args.root, p.state, directory(args), prune=args.prune,
-                        progress=progress, kernel=args.kernel)
+                        progress=progress, kernel=args.kernel, lock_timeout=lock_timeout(args))
     if args.json:
+        report_recovery(outcome.recovery)
         output.dump_json({"placement": p.to_dict(), **outcome.to_dict()})
     else:
         print_plan(args, outcome, steps=args.steps)
@@ -80,6 +81,7 @@ def run_apply(args, progress) -> int:
 
 def _print(args, p: placement.Placement, outcome: Outcome) -> None:
     if args.json:
+        report_recovery(outcome.recovery)
         output.dump_json({"placement": p.to_dict(), **outcome.to_dict()})
         return
     sys.stdout.write(placement.render(p, explain=args.explain) + "\n\n")

@@ -9,18 +9,65 @@ from nvmet_p2p import output
 from nvmet_p2p.apply import state_dir
 
 
+#: how long a target command waits for another one's apply lock by default
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+
 def add_state_dir(parser) -> None:
     parser.add_argument("--state-dir", metavar="DIR", default=None,
                         help="where nvmet-p2p records the objects it manages and its lock "
                              "(default $NVMET_P2P_STATE_DIR or /var/lib/nvmet-p2p)")
+    parser.add_argument("--lock-timeout", metavar="SECONDS", type=float, default=None,
+                        help="wait up to SECONDS for another nvmet-p2p apply to finish (default "
+                             f"$NVMET_P2P_LOCK_TIMEOUT or {DEFAULT_LOCK_TIMEOUT:g}; 0: refuse at once)")
 
 
 def directory(args) -> str:
     return state_dir(getattr(args, "state_dir", None))
 
 
+def lock_timeout(args) -> float:
+    v = getattr(args, "lock_timeout", None)
+    if v is None:
+        env = os.environ.get("NVMET_P2P_LOCK_TIMEOUT")
+        return float(env) if env and env.replace(".", "", 1).isdigit() else DEFAULT_LOCK_TIMEOUT
+    if v < 0:
+        from nvmet_p2p.errors import InputError
+        raise InputError("--lock-timeout must be >= 0")
+    return v
+
+
+def report_recovery(recovery) -> None:
+    """Tell the user (stderr) that an interrupted earlier apply was settled first."""
+    if recovery is not None:
+        sys.stderr.write(recovery.message() + "\n")
+        sys.stderr.flush()
+
+
+def settle_first(args, *, must: bool = True):
+    """Settle an interrupted earlier apply before a command that reads the target (``status``,
+    ``save``). ``must=False``: a failure is a warning on stderr, the command goes on."""
+    from nvmet_p2p import journal
+    from nvmet_p2p.apply import open_configfs, settle_pending
+    d = directory(args)
+    if not journal.pending(d):
+        return None
+    try:
+        rec = settle_pending(open_configfs(args.root, load_module=False), d, args.root,
+                             kernel=getattr(args, "kernel", None), lock_timeout=lock_timeout(args))
+    except Exception as exc:   # (status must still show what is there)
+        if must:
+            raise
+        sys.stderr.write(f"nvmet-p2p {args.command}: warning: an interrupted apply is pending and "
+                         f"could not be settled: {exc}\n")
+        return None
+    report_recovery(rec)
+    return rec
+
+
 def print_plan(args, outcome, steps: bool = False) -> None:
     plan = outcome.plan
+    report_recovery(getattr(outcome, "recovery", None))
     if args.json:
         output.dump_json(outcome.to_dict())
         return

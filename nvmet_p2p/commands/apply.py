@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 from nvmet_p2p import statefile
-from nvmet_p2p.apply import ApplyFailed, apply_saved_plan, reconcile
+from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, apply_saved_plan, reconcile
 from nvmet_p2p.commands import _profile
-from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, print_plan
+from nvmet_p2p.commands._target import (add_state_dir, directory, failure_report, lock_timeout,
+                                         print_plan)
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.output import Progress
 from nvmet_p2p.plan import Plan
@@ -39,12 +40,14 @@ def run(args) -> int:
                     plan = Plan.from_dict(json.load(f), where=args.plan)
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read the plan: {exc}", where=args.plan) from None
-            outcome = apply_saved_plan(args.root, plan, directory(args), progress=progress)
+            outcome = apply_saved_plan(args.root, plan, directory(args), progress=progress,
+                                       lock_timeout=lock_timeout(args))
         else:
             desired = statefile.load(args.state)
             outcome = reconcile(args.root, desired, directory(args), prune=args.prune,
-                                progress=progress, kernel=args.kernel)
-    except ApplyFailed as exc:
+                                progress=progress, kernel=args.kernel,
+                                lock_timeout=lock_timeout(args))
+    except (ApplyFailed, ApplyInterrupted) as exc:
         return failure_report(args, exc)
     print_plan(args, outcome, steps=args.steps)
     return 0

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from nvmet_p2p.apply import ApplyFailed, clear
-from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, print_plan
+from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, clear
+from nvmet_p2p.commands._target import (add_state_dir, directory, failure_report, lock_timeout,
+                                         print_plan)
 from nvmet_p2p.errors import InputError
 
 NAME = "clear"
@@ -25,8 +26,9 @@ def run(args) -> int:
         raise InputError("--all removes every export on this machine, including ones nvmet-p2p "
                          "did not create; add --yes to confirm (or --dry-run to see the plan)")
     try:
-        outcome = clear(args.root, directory(args), everything=args.all, dry_run=args.dry_run)
-    except ApplyFailed as exc:
+        outcome = clear(args.root, directory(args), everything=args.all, dry_run=args.dry_run,
+                        lock_timeout=lock_timeout(args))
+    except (ApplyFailed, ApplyInterrupted) as exc:
         return failure_report(args, exc)
     print_plan(args, outcome)
     return 0

@@ -7,7 +7,7 @@ import json
 from nvmet_p2p import statefile
 from nvmet_p2p.apply import reconcile
 from nvmet_p2p.commands import _profile
-from nvmet_p2p.commands._target import add_state_dir, directory, print_plan
+from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout, print_plan
 from nvmet_p2p.statefile import write_atomic
 
 NAME = "plan"
@@ -37,7 +37,7 @@ def run(args) -> int:
         return _profile.run_plan(args)
     desired = desired_from_args(args)
     outcome = reconcile(args.root, desired, directory(args), prune=args.prune, dry_run=True,
-                        kernel=args.kernel)
+                        kernel=args.kernel, lock_timeout=lock_timeout(args))
     if args.out:
         write_atomic(args.out, json.dumps(outcome.plan.to_dict(secrets=True), indent=2) + "\n",
                      mode=0o600, backups=0)

@@ -7,8 +7,9 @@ so hosts connected to them stay connected.
 from __future__ import annotations
 
 from nvmet_p2p import statefile
-from nvmet_p2p.apply import ApplyFailed, reconcile
-from nvmet_p2p.commands._target import add_state_dir, default_save_file, directory, failure_report, print_plan
+from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, reconcile
+from nvmet_p2p.commands._target import (add_state_dir, default_save_file, directory, failure_report, lock_timeout,
+                                         print_plan)
 from nvmet_p2p.output import Progress
 
 NAME = "restore"
@@ -30,8 +31,8 @@ def run(args) -> int:
     try:
         outcome = reconcile(args.root, desired, directory(args), prune=args.prune,
                             dry_run=args.dry_run, progress=Progress(quiet=args.json),
-                            kernel=args.kernel)
-    except ApplyFailed as exc:
+                            kernel=args.kernel, lock_timeout=lock_timeout(args))
+    except (ApplyFailed, ApplyInterrupted) as exc:
         return failure_report(args, exc)
     print_plan(args, outcome)
     return 0

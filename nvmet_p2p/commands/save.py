@@ -6,7 +6,7 @@ import os
 
 from nvmet_p2p import output, statefile
 from nvmet_p2p.apply import open_configfs
-from nvmet_p2p.commands._target import default_save_file
+from nvmet_p2p.commands._target import add_state_dir, default_save_file, settle_first
 from nvmet_p2p.configfs import read_state
 
 NAME = "save"
@@ -18,10 +18,12 @@ KERNEL_OPTION = False      # applies no kernel rules: no --kernel
 def register(p) -> None:
     p.add_argument("file", nargs="?", default=None,
                    help="file to write (default /etc/nvmet/config.json, or $NVMET_P2P_SAVE_FILE)")
+    add_state_dir(p)
 
 
 def run(args) -> int:
     path = args.file or default_save_file()
+    settle_first(args)        # never save the tree of a half-done apply
     live = read_state(open_configfs(args.root, load_module=False))
     backup = statefile.save(live, path)
     info = {"file": os.path.abspath(path), "backup": backup, "mode": "0600",

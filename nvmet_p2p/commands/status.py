@@ -7,7 +7,7 @@ import time
 
 from nvmet_p2p import evidence as ev
 from nvmet_p2p import status as st
-from nvmet_p2p.commands._target import add_state_dir
+from nvmet_p2p.commands._target import add_state_dir, settle_first
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.output import emit
 
@@ -55,6 +55,7 @@ def run(args) -> int:
     if args.sample < 0 or args.interval <= 0 or (args.watch is not None and args.watch <= 0):
         raise InputError("--sample must be >= 0, --interval and --watch > 0")
     io_size = _io_size(args.io_size)
+    settle_first(args, must=False)    # an interrupted apply is settled before anything is shown
     if args.watch is None:
         rep = st.collect(args.root, sample_seconds=args.sample, interval=args.interval,
                          io_during_sampling=args.io, io_size=io_size, all_subsystems=args.all,

@@ -265,8 +265,11 @@ def test_09_invalid_port_address_rolls_back(lab):
 def test_10_second_apply_waits_for_the_lock(lab):
     from nvmet_p2p.apply import apply_lock
     with apply_lock(lab["state_dir"]):
-        r = cli("apply", "--state", str(lab["state_file"]), check=False)
+        t0 = time.monotonic()
+        r = cli("apply", "--state", str(lab["state_file"]), "--lock-timeout", "2", check=False)
+        waited = time.monotonic() - t0
     assert r.returncode == 3 and "another nvmet-p2p apply is running" in r.stderr
+    assert "waited 2 s" in r.stderr and waited >= 2
 
 
 def test_11_save_clear_restore_save_is_byte_identical(lab):
