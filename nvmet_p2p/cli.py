@@ -38,6 +38,8 @@ def _common_parser(kernel: bool = True) -> argparse.ArgumentParser:
     if kernel:
         g.add_argument("--kernel", metavar="X.Y", default=None,
                        help="apply the rules of this kernel release instead of the running one")
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show Python tracebacks (also $NVMET_P2P_DEBUG=1)")
     return common
 
 
@@ -73,6 +75,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Export NVMe namespaces over NVMe-oF with PCI peer-to-peer (CMB) memory, "
                     "placed by PCIe topology, applied safely, and verified.")
     parser.add_argument("--version", action="version", version=f"nvmet-p2p {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks (also $NVMET_P2P_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commons = {True: _common_parser(), False: _common_parser(kernel=False)}
     for mod in command_modules(only):
@@ -85,27 +89,86 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: exit status of an unexpected internal error (a bug): sysexits' EX_SOFTWARE
+EXIT_INTERNAL = 70
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    # the top-level parser has no option taking a value: the first word is the subcommand
-    first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(first)
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
+    debug = "--debug" in argv or bool(os.environ.get("NVMET_P2P_DEBUG"))
+    command = "?"
     try:
+        # the top-level parser has no option taking a value: the first word is the subcommand
+        first = next((a for a in argv if not a.startswith("-")), None)
+        command = first or command
+        parser = build_parser(first)
+        args = parser.parse_args(argv)
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
+        command = args.command
         return int(args._run(args) or 0)
     except NvmetP2PError as exc:
-        if os.environ.get("NVMET_P2P_DEBUG"):
+        if debug:
             traceback.print_exc()
-        print(f"nvmet-p2p {args.command}: error: {exc}", file=sys.stderr)
+        print(_redact(f"nvmet-p2p {command}: error: {exc}"), file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        print(f"nvmet-p2p {args.command}: interrupted", file=sys.stderr)
+        print(f"nvmet-p2p {command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:   # a bug: one line, the details in a file (--debug: here)
+        if debug:
+            traceback.print_exc()
+            return EXIT_INTERNAL
+        where = _crash_report(argv, command)
+        print(f"nvmet-p2p {command}: internal error ({type(exc).__name__}); this is a bug in "
+              f"nvmet-p2p, nothing of yours. Details: {where} (or run again with --debug)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _redact(text: str) -> str:
+    from nvmet_p2p.safeload import redact
+    return redact(text)
+
+
+def _crash_report(argv: list[str], command: str) -> str:
+    """Write the traceback (secrets removed) to a 0600 file: in the state directory when it is
+    writable, else a temporary file. Returns its path (or why none could be written)."""
+    import tempfile
+    import time
+    text = _redact("".join([
+        f"nvmet-p2p {__version__} internal error in `{command}` at {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
+        f"argv: {argv!r}\npython: {sys.version.split()[0]}\n\n", traceback.format_exc()]))
+    from nvmet_p2p.apply import state_dir
+    d = state_dir(_arg_value(argv, "--state-dir"))
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    for directory in (d, None):
+        try:
+            if directory is not None:
+                if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+                    continue
+                path = os.path.join(directory, name)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            else:
+                fd, path = tempfile.mkstemp(prefix="nvmet-p2p-crash-", suffix=".txt")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            return path
+        except OSError:
+            continue
+    return "(no file could be written; run again with --debug)"
+
+
+def _arg_value(argv: list[str], opt: str) -> str | None:
+    for i, a in enumerate(argv):
+        if a == opt and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(opt + "="):
+            return a.split("=", 1)[1]
+    return None
 
 
 if __name__ == "__main__":

@@ -38,9 +38,9 @@ from nvmet_p2p.defs import MapType
 # --------------------------------------------------------------------------------------
 
 #: ``/dev/kmsg`` record: ``<prio>,<seq>,<usec>,<flags>[,...];<message>``
-_KMSG_RE = re.compile(r"^(?P<prio>\d+),(?P<seq>\d+),(?P<usec>\d+),[^;]*;(?P<msg>.*)$")
+_KMSG_RE = re.compile(r"^(?P<prio>\d{1,10}),(?P<seq>\d{1,20}),(?P<usec>\d{1,20}),[^;]*;(?P<msg>.*)$")
 #: ``dmesg`` (``[   12.345678] msg``), optionally with ``dmesg -r``'s ``<6>`` in front.
-_DMESG_RE = re.compile(r"^(?:<(?P<prio>\d+)>)?\[\s*(?P<sec>\d+\.\d+)\]\s?(?P<msg>.*)$")
+_DMESG_RE = re.compile(r"^(?:<(?P<prio>\d{1,10})>)?\[\s*(?P<sec>\d{1,20}\.\d{1,20})\]\s?(?P<msg>.*)$")
 #: syslog/journal style ``kernel: msg`` (``journalctl -k`` without timestamps).
 _JOURNAL_RE = re.compile(r"^(?:\S+\s+\d+\s+[\d:]+\s+\S+\s+)?kernel:\s(?P<msg>.*)$")
 
@@ -112,7 +112,7 @@ def _rx(pattern: str) -> re.Pattern:
 
 # (kind, regex, wording). Order matters where one wording contains another.
 _RULES: list[tuple[str, re.Pattern, str]] = [
-    (KIND_P2P_MAPPED, _rx(r"nvmet: using p2pmem on (?P<provider>\S+) for nsid (?P<nsid>\d+)"), "current"),
+    (KIND_P2P_MAPPED, _rx(r"nvmet: using p2pmem on (?P<provider>\S+) for nsid (?P<nsid>\d{1,10})\b"), "current"),
     (KIND_NO_P2P_FOR_CTRL, _rx(r"nvmet: no peer-to-peer memory is available that's supported by "
                                r"(?P<client>\S+) and (?P<device>\S+)"), "current"),
     (KIND_NO_P2P_FOR_NS, _rx(r"nvmet: no peer-to-peer memory is available for (?P<device>\S+)"), "current"),
@@ -121,7 +121,7 @@ _RULES: list[tuple[str, re.Pattern, str]] = [
     # nvmet controller creation: 4.x "creating controller", 5.x+ "creating nvm controller",
     # 6.x "Created nvm controller" (+ " with DH-HMAC-CHAP", ", TLS" suffixes).
     (KIND_CTRL_CREATED, _rx(r"nvmet: [Cc]reat(?:ed|ing) (?:(?P<ctrl_type>nvm|discovery) )?controller "
-                            r"(?P<cntlid>\d+) for subsystem (?P<subsystem>\S+) for NQN "
+                            r"(?P<cntlid>\d{1,10}) for subsystem (?P<subsystem>\S+) for NQN "
                             r"(?P<hostnqn>[^\s,]+)"), "current"),
     # pci-p2pdma distance warnings (pci_warn on the client: "<drv> <BDF>: ...")
     (KIND_NO_COMMON_BRIDGE, _rx(_DEV_PREFIX + r"cannot be used for peer-to-peer DMA as the client and "

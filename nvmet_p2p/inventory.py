@@ -35,7 +35,6 @@ Bad input (a missing file the kernel always has, a value that does not parse) ra
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import posixpath
 import re
@@ -691,11 +690,8 @@ def snapshot_netlink(r: _Reader) -> dict[str, dict] | None:
         r.warn(f"{path} is missing: interface addresses unknown (a snapshot made "
                f"by `nvmet-p2p snapshot` records them)")
         return None
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg} at line {exc.lineno}",
-                         where=r.fs.host(path)) from None
+    from nvmet_p2p import safeload
+    meta = safeload.loads_json(raw, r.fs.host(path))
     if not isinstance(meta, dict) or not isinstance(meta.get("netlink", {}), dict):
         raise InputError("expected an object with a 'netlink' object", where=r.fs.host(path))
     return meta.get("netlink", {})

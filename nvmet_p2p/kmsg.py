@@ -34,7 +34,7 @@ from dataclasses import dataclass
 #: syslog levels as the kernel numbers them (``KERN_EMERG`` = 0 ... ``KERN_DEBUG`` = 7).
 LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 
-_DMESG_LINE = re.compile(r"^\[\s*(\d+\.\d+)\]\s?(.*)$")
+_DMESG_LINE = re.compile(r"^\[\s*(\d{1,20}\.\d{1,20})\]\s?(.*)$")
 
 
 @dataclass(frozen=True)

@@ -323,8 +323,12 @@ class Profile:
 def parse(text: str, file: str = "<profile>", rep: Report | None = None) -> Obj | None:
     """Check a profile's text against :data:`PROFILE`; problems go to ``rep``."""
     rep = rep or Report(file)
+    from nvmet_p2p import safeload
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = safeload.yaml_compose(text, file)
+    except safeload.DocumentError as exc:
+        rep.error(None, exc.message)
+        return None
     except yaml.MarkedYAMLError as exc:
         m = exc.problem_mark or exc.context_mark
         where = Mark(file, m.line + 1, m.column + 1) if m else None
@@ -345,14 +349,9 @@ def load(path: str, *, read_secrets: bool = True, strict: bool = True) -> Profil
     Raises :class:`ProfileError` listing every problem found; with ``strict=False`` the
     problems are kept in ``Profile.errors`` for :func:`resolve` to report along with the
     ones only the machine reveals."""
+    from nvmet_p2p import safeload
     rep = Report(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise InputError(f"cannot read profile: {exc.strerror}", where=path) from None
-    except UnicodeDecodeError:
-        raise InputError("profile is not UTF-8 text", where=path) from None
+    text = safeload.read_text(path, "yaml")
     data = parse(text, path, rep)
     prof = Profile(file=path, data=data if data is not None else Obj(Mark(path, 1, 1)))
     if data is not None and read_secrets:
@@ -373,14 +372,20 @@ def load(path: str, *, read_secrets: bool = True, strict: bool = True) -> Profil
 
 def _read_secret(name: str, base: str, where: Mark, rep: Report) -> Secret | None:
     """Read a DH-HMAC-CHAP key file. Messages name the file, never its content."""
+    from nvmet_p2p import safeload
     path = name if os.path.isabs(name) else os.path.join(base, name)
     try:
         st = os.stat(path)
-        with open(path, encoding="ascii") as f:
-            text = f.read().strip()
+        raw = safeload.read_bytes(path, "key")
     except OSError as exc:
         rep.error(where, f"cannot read key file {path}: {exc.strerror}")
         return None
+    except safeload.DocumentError as exc:
+        rep.error(where, f"key file {path}: {exc.message} (its content is not shown)")
+        return None
+    safeload.redact_later(raw)          # whatever it holds: never in a message or a crash report
+    try:
+        text = raw.decode("ascii").strip()
     except UnicodeDecodeError:
         rep.error(where, f"key file {path} is not a DH-HMAC-CHAP secret (not ASCII)")
         return None

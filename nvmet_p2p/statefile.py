@@ -515,20 +515,10 @@ def _cross_checks(v: _V, top: dict, out: st.TargetState) -> None:
 
 
 def load(path: str) -> st.TargetState:
-    """Read and validate a desired-state file (nvmetcli format)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise InputError("no such file", where=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", where=path) from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-                         where=path) from None
-    return parse(doc, where=path)
+    """Read and validate a desired-state file (nvmetcli format; limits of
+    :mod:`nvmet_p2p.safeload`: size, UTF-8, NUL, depth, duplicate keys)."""
+    from nvmet_p2p import safeload
+    return parse(safeload.load_json(path), where=path)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -146,12 +146,12 @@ def test_inventory_file_errors(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     assert cli.main(["topology", "--inventory", str(bad)]) == 2
-    assert f"{bad}: not JSON" in capsys.readouterr().err
+    assert f"{bad}: not valid JSON" in capsys.readouterr().err
     bad.write_text(json.dumps({"hello": 1}))
     assert cli.main(["topology", "--inventory", str(bad)]) == 2
     assert "not an inventory document" in capsys.readouterr().err
     assert cli.main(["topology", "--inventory", str(tmp_path / "missing.json")]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "missing.json: no such file" in capsys.readouterr().err
 
 
 def test_topology_command_json_roundtrip(tmp_path, capsys):

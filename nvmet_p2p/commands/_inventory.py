@@ -8,7 +8,7 @@ anywhere.
 
 from __future__ import annotations
 
-import json
+import re
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.model import Inventory
@@ -37,21 +37,38 @@ def load_inventory(args, *, addresses: bool = True) -> Inventory:
 
 
 def inventory_from_file(path: str) -> Inventory:
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", where=path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                         where=path) from None
+    from nvmet_p2p import safeload
+    doc = safeload.load_json(path)
     if isinstance(doc, dict) and isinstance(doc.get("inventory"), dict):
         doc, where = doc["inventory"], f"{path}: $.inventory"
     else:
         where = path
     if not isinstance(doc, dict) or "pci" not in doc:
         raise InputError("not an inventory document (no 'pci' member)", where=where)
+    safeload.check_dataclass(doc, Inventory, where)
+    _check_bdfs(doc, where)
     try:
         return Inventory.from_dict(doc)
     except (TypeError, KeyError, ValueError, AttributeError) as exc:
         raise InputError(f"malformed inventory: {exc}", where=where) from None
+
+
+_BDF = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+
+
+def _check_bdfs(doc: dict, where: str) -> None:
+    """Every PCI address the pure logic splits and sorts must be a BDF."""
+    from nvmet_p2p.safeload import DocumentError
+    for key, f in doc.get("pci", {}).items():
+        for what, v in [("key", key), ("bdf", f.get("bdf")), ("physfn", f.get("physfn"))] + \
+                [("upstream", u) for u in f.get("upstream", [])]:
+            if v is not None and not _BDF.fullmatch(v):
+                raise DocumentError(f"$.pci[{key!r}].{what}: {v!r} is not a PCI address DDDD:BB:DD.F",
+                                    where=where)
+        if f.get("bdf") != key:
+            raise DocumentError(f"$.pci[{key!r}].bdf: {f.get('bdf')!r} differs from its key", where=where)
+    for sec in ("nvme", "namespaces", "rdma", "net"):
+        for key, item in doc.get(sec, {}).items():
+            pci = item.get("pci")
+            if pci is not None and not _BDF.fullmatch(pci):
+                raise DocumentError(f"$.{sec}[{key!r}].pci: {pci!r} is not a PCI address", where=where)

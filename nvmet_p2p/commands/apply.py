@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
-from nvmet_p2p import statefile
+from nvmet_p2p import safeload, statefile
 from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, apply_saved_plan, reconcile
 from nvmet_p2p.commands import _profile
 from nvmet_p2p.commands._target import (add_state_dir, directory, failure_report, lock_timeout,
                                          print_plan)
-from nvmet_p2p.errors import InputError
 from nvmet_p2p.output import Progress
 from nvmet_p2p.plan import Plan
 
@@ -35,11 +32,7 @@ def run(args) -> int:
         if args.profile:
             return _profile.run_apply(args, progress)
         if args.plan:
-            try:
-                with open(args.plan, encoding="utf-8") as f:
-                    plan = Plan.from_dict(json.load(f), where=args.plan)
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read the plan: {exc}", where=args.plan) from None
+            plan = Plan.from_dict(safeload.load_json(args.plan), where=args.plan)
             outcome = apply_saved_plan(args.root, plan, directory(args), progress=progress,
                                        lock_timeout=lock_timeout(args))
         else:

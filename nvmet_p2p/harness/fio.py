@@ -357,9 +357,11 @@ def parse_job_errors(text: str) -> list[dict]:
     return out
 
 
-def load_json_document(text: str) -> dict:
+def load_json_document(text: str, where: str = "fio output") -> dict:
     """fio's JSON, tolerating text fio puts in front of it (job error lines on stdout,
-    ``<host>`` lines in client mode). Raises ValueError when there is none."""
+    ``<host>`` lines in client mode). Raises ValueError (a
+    :class:`nvmet_p2p.safeload.DocumentError`) when there is none or it is malformed."""
+    from nvmet_p2p import safeload
     start = None
     if text.lstrip().startswith("{"):
         start = text.index("{")
@@ -368,8 +370,27 @@ def load_json_document(text: str) -> dict:
         if m:
             start = m.start()
     if start is None:
-        raise ValueError("no JSON document in fio output")
-    return json.loads(text[start:])
+        raise safeload.DocumentError("no JSON document in fio output", where=where)
+    doc = safeload.loads_json(text[start:], where, duplicates=True)   # (fio repeats keys)
+    safeload.check(doc, FIO_SHAPE, where)
+    return doc
+
+
+#: what parse_fio_output indexes into (everything else is optional and read with defaults)
+def _fio_shape():
+    from nvmet_p2p.safeload import Each, Opt
+    dirs = Opt({"io_bytes": Opt(float), "bw_bytes": Opt(float), "iops": Opt(float),
+                "runtime": Opt(float), "total_ios": Opt(float),
+                "clat_ns": Opt({"mean": Opt(float), "N": Opt(float),
+                                "percentile": Opt(Each(str, float))})})
+    job = {"jobname": Opt(str), "error": Opt(int), "read": dirs, "write": dirs, "trim": Opt(dict),
+           "usr_cpu": Opt(float), "sys_cpu": Opt(float), "job_runtime": Opt(float),
+           "job options": Opt(Each(str, (str, int, float))), "hostname": Opt(str)}
+    return {"jobs": Opt([job]), "client_stats": Opt([job]), "fio version": Opt(str),
+            "global options": Opt(Each(str, (str, int, float)))}
+
+
+FIO_SHAPE = _fio_shape()
 
 
 @dataclass

@@ -14,8 +14,8 @@ stderr and exits 1; a refused connect prints ``could not add new controller: ...
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -101,23 +101,33 @@ def host_identity(hostnqn: str | None = None, hostid: str | None = None, root: s
     return HostIdentity(hostnqn=hostnqn, hostid=hostid, source=source)
 
 
-def parse_discovery(text: str) -> list[DiscoveryRecord]:
-    doc = json.loads(text)
+def parse_discovery(text: str, where: str = "nvme discover output") -> list[DiscoveryRecord]:
+    """The records of ``nvme discover -o json``; :class:`nvmet_p2p.safeload.DocumentError` (a
+    ValueError) for anything else."""
+    from nvmet_p2p import safeload
+    scalar = (str, int, float, type(None))
+    doc = safeload.loads_json(text, where)
+    safeload.check(doc, {"records": safeload.Opt([{k: safeload.Opt(scalar) for k in (
+        "trtype", "traddr", "trsvcid", "subnqn", "subtype", "portid", "adrfam")}])}, where)
     out = []
     for r in doc.get("records", []):
         out.append(DiscoveryRecord(trtype=str(r.get("trtype", "")), traddr=str(r.get("traddr", "")),
                                    trsvcid=str(r.get("trsvcid", "")), subnqn=str(r.get("subnqn", "")),
                                    subtype=str(r.get("subtype", "")),
-                                   portid=r.get("portid"), adrfam=r.get("adrfam")))
+                                   portid=r.get("portid") if isinstance(r.get("portid"), int) else None,
+                                   adrfam=str(r["adrfam"]) if r.get("adrfam") is not None else None))
     return out
 
 
-def parse_connect(text: str) -> str:
-    doc = json.loads(text)
-    dev = doc.get("device")
-    if not dev:
-        raise ValueError(f"no device in nvme connect output: {text!r}")
-    return str(dev)
+def parse_connect(text: str, where: str = "nvme connect output") -> str:
+    """The controller name ``nvme connect -o json`` printed (``{"device": "nvme4"}``)."""
+    from nvmet_p2p import safeload
+    doc = safeload.loads_json(text, where)
+    dev = doc.get("device") if isinstance(doc, dict) else None
+    if not isinstance(dev, str) or not re.fullmatch(r"nvme\d{1,6}", dev):
+        raise safeload.DocumentError(f"no controller name in nvme connect output: {text[:200]!r}",
+                                     where=where)
+    return dev
 
 
 class NvmeCli:
