@@ -183,6 +183,11 @@ class Managed:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Managed":
+        from nvmet_p2p.safeload import DocumentError, check_managed
+        try:
+            check_managed(d)
+        except DocumentError as exc:
+            raise ValueError(exc.message) from None
         return cls(set(d.get("hosts", [])), set(d.get("subsystems", [])),
                    {(n, int(i)) for n, i in d.get("namespaces", [])},
                    {int(p) for p in d.get("ports", [])},
@@ -291,6 +296,8 @@ class Plan:
     def from_dict(cls, d: dict, where: str = "<plan>") -> "Plan":
         if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
             raise InputError(f"not an nvmet-p2p plan (format {PLAN_FORMAT})", where=where)
+        from nvmet_p2p.safeload import check_plan
+        check_plan(d, where)
         if d.get("secrets_masked"):
             raise InputError("this plan was printed with its secrets masked and cannot be "
                              "applied; save plans with `plan --out FILE`", where=where)
@@ -305,7 +312,7 @@ class Plan:
                           [(a["name"], a.get("old"), a.get("new")) for a in c.get("attrs", [])],
                           list(c.get("notes", []))) for c in d.get("changes", [])]
         return cls([Op.from_dict(o) for o in d.get("ops", [])], changes,
-                   Managed.from_dict(d.get("managed_after", {})), list(d.get("warnings", [])),
+                   Managed.from_dict(d.get("managed_after") or {}), list(d.get("warnings", [])),
                    d.get("live_digest", ""), bool(d.get("prune", False)))
 
     def render(self, steps: bool = False) -> str:

@@ -295,10 +295,11 @@ Optional = type("Optional", (), {})
 
 
 class Opt:
-    """``Opt(spec)``: the key may be missing (or null)."""
+    """``Opt(spec)``: the key may be missing (or null, unless ``null=False``)."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, null: bool = True):
         self.spec = spec
+        self.null = null
 
 
 class OneOf:
@@ -338,7 +339,7 @@ def check(doc: Any, spec: Any, where: str, path: str = "$") -> None:
 
 def _check(v, spec, path):
     if isinstance(spec, Opt):
-        return None if v is None else _check(v, spec.spec, path)
+        return None if v is None and spec.null else _check(v, spec.spec, path)
     if isinstance(spec, tuple):
         probs = [_check(v, s, path) for s in spec]
         return None if any(p is None for p in probs) else probs[0]
@@ -513,3 +514,56 @@ def redact(text: str) -> str:
         if s in text:
             text = text.replace(s, "(secret)")
     return _DHHC.sub("(secret)", text)
+
+
+# ----------------------------------------------------------------------------------------------
+# The project's own documents read back: managed sets (and the journal's), saved plans
+# ----------------------------------------------------------------------------------------------
+
+def check_managed(d: Any, where: str = "managed set") -> None:
+    """The shape :meth:`nvmet_p2p.plan.Managed.from_dict` reads."""
+    pairs = {"namespaces": (str, int), "referrals": (int, str), "ana_groups": (int, int),
+             "allowed_hosts": (str, str), "port_links": (int, str)}
+    check(d, {"hosts": Opt([str], False), "subsystems": Opt([str], False), "ports": Opt([int], False),
+              "discovery_nqn": Opt(bool, False), **{k: Opt([list], False) for k in pairs}}, where)
+    for k, types in pairs.items():
+        for i, p in enumerate(d.get(k) or []):
+            if len(p) != 2 or any(_check(x, t, "") for x, t in zip(p, types)):
+                raise DocumentError(f"$.{k}[{i}]: expected a pair of {types[0].__name__} and "
+                                    f"{types[1].__name__}, got {_short(p)}", where=where)
+
+
+def check_plan(d: dict, where: str) -> None:
+    """A saved plan (``plan --out``) before :meth:`nvmet_p2p.plan.Plan.from_dict` builds it:
+    the shape, and every operation's path inside the nvmet tree (a plan file is a list of
+    writes; one naming ``../../etc/...`` must never run)."""
+    from nvmet_p2p.journal import split
+    scalar = Opt((str, type(None)))
+    check(d, {"ops": [{"action": OneOf("mkdir", "rmdir", "write", "link", "unlink"), "path": str,
+                       "value": scalar, "target": scalar, "old": scalar, "object": Opt(str)}],
+              "changes": Opt([{"action": str, "kind": str, "key": str,
+                               "attrs": Opt([{"name": str, "old": scalar, "new": scalar}]),
+                               "notes": Opt([str])}]),
+              "warnings": Opt([str]), "live_digest": Opt(str), "prune": Opt(bool),
+              "managed_after": Opt(dict)}, where)
+    check_managed(d.get("managed_after") or {}, where)
+    for i, op in enumerate(d["ops"]):
+        path = op["path"]
+        parts = path.split("/")
+        bad = (not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts)
+               or "\x00" in path)
+        try:
+            if not bad:
+                split(path)
+        except (ValueError, Exception):
+            bad = True
+        if bad:
+            raise DocumentError(f"$.ops[{i}].path: {_short(path)} is not a path in the nvmet "
+                                f"configfs tree", where=where)
+        if op["action"] == "link":
+            t = op.get("target") or ""
+            if not (t.startswith(("hosts/", "subsystems/")) and t.count("/") == 1 and ".." not in t):
+                raise DocumentError(f"$.ops[{i}].target: {_short(t)} is not a host or subsystem",
+                                    where=where)
+        if op["action"] == "write" and op.get("value") is not None:
+            no_nul(op["value"], where, f"$.ops[{i}].value")

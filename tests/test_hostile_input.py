@@ -1,0 +1,340 @@
+"""Hostile input in every parser of outside data: each one turns any input into a result or the
+project's input error (file and position), never another exception. The named cases first
+(invalid UTF-8, NUL bytes, nesting thousands deep, huge files, YAML alias bombs, duplicate
+keys, devices and FIFOs instead of files), then property-based fuzzing with hypothesis,
+bounded (examples per test, no deadline: the machine is shared), no example database."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as S
+
+from nvmet_p2p import evidence, kmsg, profile, safeload, statefile
+from nvmet_p2p.commands._inventory import inventory_from_file
+from nvmet_p2p.errors import InputError
+from nvmet_p2p.harness import fio, nvmecli
+from nvmet_p2p.plan import Managed, Plan, build_plan
+from nvmet_p2p.state import TargetState
+
+DATA = Path(__file__).parent / "data"
+FUZZ = settings(max_examples=int(os.environ.get("NVMET_P2P_FUZZ_EXAMPLES", "120")), deadline=None,
+                database=None, suppress_health_check=[HealthCheck.too_slow,
+                                                      HealthCheck.function_scoped_fixture])
+
+GOOD_STATE = {"hosts": [{"nqn": "nqn.2014-08.org.nvmexpress:uuid:h1"}],
+              "subsystems": [{"nqn": "nqn.2026-01.io.x:s", "allowed_hosts": ["nqn.2014-08.org.nvmexpress:uuid:h1"],
+                              "namespaces": [{"nsid": 1, "enable": 1, "device": {"path": "/dev/nvme0n1"},
+                                              "p2pmem": "0000:03:00.0"}]}],
+              "ports": [{"portid": 1, "addr": {"trtype": "loop"}, "subsystems": ["nqn.2026-01.io.x:s"]}]}
+
+
+def write(tmp_path, data: bytes | str, name="f.json") -> str:
+    p = tmp_path / name
+    p.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return str(p)
+
+
+# ----------------------------------------------------------------------------------------------
+# The named cases
+# ----------------------------------------------------------------------------------------------
+
+def test_invalid_utf8_is_located(tmp_path):
+    f = write(tmp_path, b'{"hosts": [],\n "x": "\xff\xfe"}')
+    with pytest.raises(InputError, match=r"f.json: not UTF-8 text: byte 0xff at line 2, column 8"):
+        statefile.load(f)
+
+
+def test_nul_bytes_raw_and_escaped(tmp_path):
+    with pytest.raises(InputError, match="NUL byte at line 1, column 3"):
+        statefile.load(write(tmp_path, b'{"\x00": 1}'))
+    doc = json.loads(json.dumps(GOOD_STATE))
+    doc["subsystems"][0]["namespaces"][0]["device"]["path"] = "/dev/nvme0n1\x00/etc/passwd"
+    with pytest.raises(InputError, match=r"NUL character \(\\u0000\) at line 1"):
+        statefile.load(write(tmp_path, json.dumps(doc)))
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_nesting_thousands_deep(tmp_path, opener):
+    f = write(tmp_path, opener * 5000 + "1" + ("]" if opener == "[" else "}") * 5000)
+    with pytest.raises(InputError, match="nested deeper than 64 levels .line 1, column"):
+        statefile.load(f)
+    y = write(tmp_path, "p2p: " + "[" * 5000 + "]" * 5000 + "\n", "p.yaml")
+    with pytest.raises(InputError, match="nested deeper than 64"):
+        profile.load(y, read_secrets=False)
+
+
+def test_huge_files_are_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setitem(safeload.LIMITS, "json", 1000)
+    f = write(tmp_path, " " * 1001 + "{}")
+    with pytest.raises(InputError, match="is 1003 bytes; the limit for this kind of file is 1000"):
+        statefile.load(f)
+    monkeypatch.setitem(safeload.LIMITS, "yaml", 100)
+    with pytest.raises(InputError, match="limit"):
+        profile.load(write(tmp_path, "#" * 200, "p.yaml"))
+
+
+def test_devices_and_fifos_are_not_read(tmp_path):
+    with pytest.raises(InputError, match="not a regular file"):
+        statefile.load("/dev/zero")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        statefile.load(str(fifo))
+    with pytest.raises(InputError, match="is a directory"):
+        statefile.load(str(tmp_path))
+
+
+def test_yaml_alias_bomb(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    lines.append("version: 1")
+    y = write(tmp_path, "\n".join(lines) + "\n", "bomb.yaml")
+    with pytest.raises(InputError, match=r"alias\(es\) expand it to \d+ nodes, more than 200000 "
+                                         r"\(first alias at line 2, column 10\)"):
+        profile.load(y, read_secrets=False)
+
+
+def test_duplicate_keys(tmp_path):
+    doc = '{"hosts": [],\n "ports": [],\n "hosts": []}'
+    with pytest.raises(InputError, match=r"key 'hosts' appears twice in one object \(line 3, column 2\)"):
+        statefile.load(write(tmp_path, doc))
+    y = write(tmp_path, "version: 1\nversion: 1\n", "d.yaml")
+    with pytest.raises(InputError, match="key 'version' given twice"):
+        profile.load(y, read_secrets=False)
+
+
+def test_saved_plan_cannot_leave_the_nvmet_tree():
+    plan = build_plan(TargetState(), statefile.parse(GOOD_STATE)).to_dict(secrets=True)
+    assert Plan.from_dict(json.loads(json.dumps(plan)), where="p.json").ops
+    for path in ("../../../etc/passwd", "/etc/passwd", "subsystems/../../x", "hosts//x"):
+        bad = json.loads(json.dumps(plan))
+        bad["ops"][0]["path"] = path
+        with pytest.raises(InputError, match=r"p.json: \$.ops\[0\].path: .* is not a path in the nvmet"):
+            Plan.from_dict(bad, where="p.json")
+    bad = json.loads(json.dumps(plan))
+    bad["ops"][0]["action"] = "exec"
+    with pytest.raises(InputError, match=r"\$.ops\[0\].action: expected one of"):
+        Plan.from_dict(bad, where="p.json")
+
+
+def test_key_file_that_is_not_a_key_never_shows(tmp_path, capsys):
+    secret = "my-bank-password-1234"
+    key = tmp_path / "k.key"
+    key.write_text(secret + "\n")
+    os.chmod(key, 0o600)
+    y = write(tmp_path, "version: 1\nhosts:\n  - nqn: nqn.2014-08.org.nvmexpress:uuid:h\n"
+                        "    dhchap_key_file: k.key\n", "p.yaml")
+    with pytest.raises(InputError) as e:
+        profile.load(y)
+    assert "does not hold one DH-HMAC-CHAP secret" in str(e.value) and secret not in str(e.value)
+    assert safeload.redact(f"oops {secret}!") == "oops (secret)!"
+    big = tmp_path / "big.key"
+    big.write_bytes(b"x" * 10000)
+    y2 = write(tmp_path, y and open(y).read().replace("k.key", "big.key"), "p2.yaml")
+    with pytest.raises(InputError, match="limit") as e:
+        profile.load(y2)
+    assert "xxxxxxxx" not in str(e.value)
+
+
+def test_internal_error_is_one_line_and_a_0600_report_without_secrets(tmp_path, capsys, monkeypatch):
+    from nvmet_p2p import cli
+    from nvmet_p2p.commands import doctor
+    key = "DHHC-1:00:ia6zGodOr4SEG0Zzaw398rpY0wqipUWj4jWjUh4HWUz6aQ2n:"
+
+    def boom(args):
+        raise RuntimeError(f"unexpected state with {key} inside")
+    monkeypatch.setattr(doctor, "run", boom)
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    rc = cli.main(["doctor", "--root", str(tmp_path), "--state-dir", str(sd)]
+                  if False else ["doctor", "--root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_INTERNAL and err.count("\n") == 1 and "Traceback" not in err
+    assert "internal error (RuntimeError)" in err and key not in err
+    path = err.split("Details: ")[1].split(" (or run")[0]
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    text = open(path).read()
+    assert "RuntimeError" in text and "Traceback" in text and key not in text and "(secret)" in text
+    os.unlink(path)
+    rc = cli.main(["doctor", "--root", str(tmp_path), "--debug"])
+    assert rc == cli.EXIT_INTERNAL and "Traceback" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# Fuzzing
+# ----------------------------------------------------------------------------------------------
+
+json_values = S.recursive(
+    S.none() | S.booleans() | S.integers(-2**70, 2**70) | S.floats(allow_nan=False) | S.text(max_size=30),
+    lambda kids: S.lists(kids, max_size=5) | S.dictionaries(S.text(max_size=12), kids, max_size=5),
+    max_leaves=40)
+
+
+def mutate(data: bytes, rnd: random.Random, n: int) -> bytes:
+    b = bytearray(data)
+    for _ in range(n):
+        op = rnd.randrange(4)
+        i = rnd.randrange(len(b) + 1)
+        if op == 0 and b:
+            del b[i % len(b)]
+        elif op == 1:
+            b.insert(i, rnd.randrange(256))
+        elif op == 2 and b:
+            b[i % len(b)] = rnd.choice(b'{}[]":,0 \\\x00\xff-')
+        else:
+            j = rnd.randrange(len(b) + 1)
+            b[i:i] = b[min(i, j):max(i, j)][:200]
+    return bytes(b)
+
+
+def near(good: bytes):
+    """Inputs close to a valid document (most bytes kept): they reach the validators."""
+    return S.builds(lambda seed, n: mutate(good, random.Random(seed), n),
+                    S.integers(0, 2**32), S.integers(1, 12))
+
+
+def raw_or_near(good: bytes):
+    return S.binary(max_size=400) | near(good)
+
+
+STATE_BYTES = json.dumps(GOOD_STATE, indent=1).encode()
+
+
+@FUZZ
+@given(raw_or_near(STATE_BYTES))
+def test_fuzz_state_file(tmp_path, data):
+    f = write(tmp_path, data)
+    try:
+        statefile.load(f)
+    except InputError:
+        pass
+
+
+@FUZZ
+@given(json_values)
+def test_fuzz_state_document(doc):
+    try:
+        statefile.parse({"subsystems": [doc], "hosts": doc, "ports": [doc]} if isinstance(doc, dict)
+                        else doc)
+    except InputError:
+        pass
+
+
+PROFILE_BYTES = (Path(__file__).parent.parent / "profiles" / "lab-default.yaml").read_bytes()
+
+
+@FUZZ
+@given(raw_or_near(PROFILE_BYTES))
+def test_fuzz_profile(tmp_path, data):
+    f = write(tmp_path, data, "p.yaml")
+    try:
+        profile.load(f, read_secrets=True, strict=False)
+    except InputError:
+        pass
+
+
+PLAN_DOC = build_plan(TargetState(), statefile.parse(GOOD_STATE)).to_dict(secrets=True)
+PLAN_BYTES = json.dumps(PLAN_DOC).encode()
+
+
+@FUZZ
+@given(raw_or_near(PLAN_BYTES))
+def test_fuzz_saved_plan(tmp_path, data):
+    f = write(tmp_path, data)
+    try:
+        Plan.from_dict(safeload.load_json(f), where=f)
+    except InputError:
+        pass
+
+
+@FUZZ
+@given(json_values)
+def test_fuzz_plan_and_managed_documents(doc):
+    for d in (doc, {**PLAN_DOC, "ops": doc}, {**PLAN_DOC, "managed_after": doc}):
+        try:
+            Plan.from_dict(d, where="p")
+        except InputError:
+            pass
+    try:
+        Managed.from_dict(doc if isinstance(doc, dict) else {"hosts": doc})
+    except ValueError:
+        pass
+
+
+INV_BYTES = (DATA / "lab_default_inventory.json").read_bytes()
+
+
+@FUZZ
+@given(raw_or_near(INV_BYTES))
+def test_fuzz_saved_inventory(tmp_path, data):
+    f = write(tmp_path, data)
+    try:
+        inventory_from_file(f)
+    except InputError:
+        pass
+
+
+KMSG = ("6,1234,5678901,-;nvmet: using p2pmem on 0000:03:00.0 for nsid 1\n"
+        "6,1235,5678902,-;nvmet: Created nvm controller 1 for subsystem nqn.x for NQN nqn.h.\n"
+        " SUBSYSTEM=pci\n DEVICE=+pci:0000:03:00.0\n"
+        "3,1236,5678903,-;DMAR: [DMA Write NO_PASID] Request device [04:00.0] fault addr 0xfe800000 "
+        "[fault reason 0x05] PTE Write access is not set\n"
+        "[   12.345678] nvme 0000:06:00.0: cannot be used for peer-to-peer DMA as the client and "
+        "provider (0000:03:00.0) do not share an upstream bridge or whitelisted host bridge\n").encode()
+
+
+@FUZZ
+@given(raw_or_near(KMSG))
+def test_fuzz_kernel_log_lines(data):
+    text = data.decode("utf-8", "replace")
+    recs = kmsg.parse_text(text) + kmsg.parse_dmesg(text)
+    for line in text.splitlines():
+        kmsg.parse_record(line)
+    evidence.correlate(evidence.parse_log(text.splitlines()))
+    evidence.correlate(evidence.parse_log(recs))
+    from nvmet_p2p import explain
+    explain.explain_window(text.splitlines(), bars=[explain.Bar("0000:03:00.0", 2, 0xfe800000, 0xfe8fffff)],
+                           providers=["0000:03:00.0"], devices={"nvme0": "0000:03:00.0"})
+
+
+FIO_BYTES = json.dumps({"fio version": "fio-3.33", "global options": {"bs": "4k"},
+                        "jobs": [{"jobname": "j", "error": 0, "job options": {"filename": "/dev/x"},
+                                  "read": {"io_bytes": 1, "bw_bytes": 2, "iops": 3.0, "runtime": 4,
+                                           "total_ios": 5, "clat_ns": {"mean": 1.0, "N": 2,
+                                                                       "percentile": {"99.000000": 7}}},
+                                  "write": {"runtime": 0}}]}).encode()
+
+
+@FUZZ
+@given(raw_or_near(FIO_BYTES))
+def test_fuzz_fio_output(data):
+    text = data.decode("utf-8", "replace")
+    try:
+        fio.parse_fio_output(fio.load_json_document(text))
+    except InputError:
+        pass
+    fio.parse_verify_failures(text)
+    fio.parse_job_errors(text)
+
+
+NVME_BYTES = json.dumps({"genctr": 3, "records": [{"trtype": "rdma", "adrfam": "ipv4", "subtype": "nvme subsystem",
+                                                   "portid": 1, "trsvcid": "4420", "subnqn": "nqn.x",
+                                                   "traddr": "10.0.0.1"}]}).encode()
+
+
+@FUZZ
+@given(raw_or_near(NVME_BYTES) | raw_or_near(b'{"device": "nvme4"}'))
+def test_fuzz_nvme_cli_output(data):
+    text = data.decode("utf-8", "replace")
+    for fn in (nvmecli.parse_discovery, nvmecli.parse_connect):
+        try:
+            fn(text)
+        except InputError:
+            pass
