@@ -47,8 +47,8 @@ _RULES: list[tuple[str, re.Pattern]] = [
     (KIND_IOMMU, re.compile(_PREFIX + r"AMD-Vi: Event logged \[IO_PAGE_FAULT(?: device=(?P<dev>" + _BDF
                             + r"))?(?: domain=(?P<domain>" + _HEX + r"))? address=(?P<addr>" + _HEX
                             + r")(?: flags=(?P<flags>" + _HEX + r"))?\]")),
-    (KIND_IOMMU, re.compile(_PREFIX + r"(?:DMAR|AMD-Vi|iommu).*?(?:fault|FAULT).*?(?:addr(?:ess)?[= ](?P<addr>"
-                            + _HEX + r"))?")),
+    (KIND_IOMMU, re.compile(_PREFIX + r"(?:DMAR|AMD-Vi|iommu)(?!: DRHD: handling fault status).*?"
+                            r"(?:fault|FAULT).*?(?:addr(?:ess)?[= ](?P<addr>" + _HEX + r"))?")),
     (KIND_AER, re.compile(r"AER: (?P<sev>Corrected|Uncorrected \((?:Non-Fatal|Fatal)\)|Multiple \w+) "
                           r"error (?:message )?received: (?P<dev>" + _BDF + r")")),
     (KIND_AER, re.compile(_PREFIX + r"(?:AER: )?PCIe Bus Error: severity=(?P<sev>[^,]+), type=(?P<type>[^,]+)")),
@@ -195,7 +195,7 @@ _RANK = {KIND_IOMMU: 0, KIND_AER: 1, KIND_RESET: 2, KIND_TIMEOUT: 3, KIND_IO_ERR
 def _summary(causes: list[Cause], providers: set[str], devices: dict[str, str]) -> str:
     if not causes:
         return ""
-    first = sorted(causes, key=lambda c: _RANK.get(c.kind, 9))[0]
+    first = sorted(causes, key=lambda c: (_RANK.get(c.kind, 9), c.address is None, c.device is None))[0]
     n = sum(1 for c in causes if c.kind == first.kind)
     more = f" ({n} such lines)" if n > 1 else ""
     who = _name(first.device, devices)

@@ -101,6 +101,9 @@ class P2pTestResult:
     refusal: dict | None = None
     kernel_log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: the likely cause of data that did not arrive or a transfer that failed, from the kernel
+    #: log of the run (:func:`nvmet_p2p.explain.explain`): {"summary", "causes"}; None if all good
+    explanation: dict | None = None
 
     def medians(self) -> dict:
         out = {}
@@ -267,7 +270,29 @@ def run(provider: str, source: str, destination: str | None = None, *, size: int
             pass
     if res.refusal:
         _explain(res)
+    if any(t.verified is False or t.error for t in res.transfers):
+        res.explanation = explain_mismatch(res, root)
     return res
+
+
+def explain_mismatch(res: P2pTestResult, root: str = "/") -> dict:
+    """Name the likely cause of the failed or mismatching transfers from the kernel log of the
+    run (IOMMU fault mapped to the provider's BAR, AER, I/O error, reset)."""
+    from nvmet_p2p import explain
+    pcis = [p.get("pci") for p in res.prediction.values() if p.get("pci")]
+    e = explain.explain(res.kernel_log, root=root, providers=[res.provider], devices=pcis)
+    d = e.to_dict()
+    bad = [t for t in res.transfers if t.verified is False or t.error]
+    if not e.found:
+        d["summary"] = ("no kernel message in the window explains it (no IOMMU fault, AER, I/O error "
+                        "or reset was logged): the data was changed or not delivered without a word")
+    if bad and bad[0].direction == "read" and any(t.direction == "write" and t.path == "p2p" for t in bad):
+        d["summary"] += ("; the p2p writes then sent the buffer's stale content, since the read into "
+                         "it had not arrived")
+    if res.emulated and any(c.kind == explain.KIND_IOMMU and c.bar for c in e.causes):
+        d["summary"] += (f" [{res.emulated}: QEMU's IOMMU translates every DMA, including a peer "
+                         f"write a real switch routes below the IOMMU]")
+    return d
 
 
 def _transfers(res: P2pTestResult, p2p: mmap.mmap, host: _Aligned, progress) -> None:
@@ -421,6 +446,10 @@ def render(res: P2pTestResult) -> str:
             L.append(f"{d}: p2p / host buffer = {r:.3f}")
     L.append(f"p2pmem available: {res.pool.get('available_before')} before, "
              f"{res.pool.get('available_mapped')} while mapped, {res.pool.get('available_after')} after")
+    if res.explanation:
+        L.append(f"likely cause: {res.explanation['summary']}")
+        for c in res.explanation.get("causes", [])[:5]:
+            L.append(f"  kernel: {c['line']}")
     if res.refusal:
         L.append(f"REFUSED: {res.refusal['explanation']}")
         if res.refusal.get("kernel_parameter"):

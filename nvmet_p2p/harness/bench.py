@@ -357,6 +357,9 @@ class Bench:
         self.notes: list[str] = []
         self.order: list[str] = []
         self.started = time.time()
+        #: the kernel log of this machine (the initiator; the target too when it is local):
+        #: read for the cause when a run fails or its data does not verify
+        self.klog = None
 
     # -- helpers ---------------------------------------------------------------------------
     def hints(self) -> list:
@@ -450,6 +453,7 @@ class Bench:
             self.evidence.start(hint, io_size=largest_io(w))
         self.progress(f"{tag}: fio on {', '.join(files.values())}")
         interrupted = None
+        mark = self._log_mark()
         cpu0, wall0 = time.process_time(), time.monotonic()
         try:
             run = self.fio_runner(w, jobfile, os.path.join(jdir, f"{tag}.json"), cwd=jdir, fio=self.cfg.fio,
@@ -471,8 +475,12 @@ class Bench:
                  "harness": harness_cpu}
         self.runs.append(entry)
         if not run.ok:
+            entry["explanation"] = self._explain(mark)
             for p in run.problems():
                 self.problems.append(f"{tag}: {p}")
+            if entry["explanation"] and entry["explanation"].get("causes"):
+                self.problems.append(f"{tag}: likely cause (kernel log of this machine): "
+                                     f"{entry['explanation']['summary']}")
         else:
             s = entry["summary"]
             self.progress(f"{tag}: {s['gb_per_s']:.3f} GB/s, {s['iops']:.0f} IOPS"
@@ -480,6 +488,31 @@ class Bench:
         if interrupted:
             raise interrupted
         return entry
+
+    def _log_mark(self):
+        from nvmet_p2p.kmsg import KernelLog
+        try:
+            self.klog = self.klog or KernelLog(root=self.cfg.root)
+            return self.klog.mark()
+        except OSError:
+            return None
+
+    def _explain(self, mark) -> dict | None:
+        """The likely cause of a failed run from the kernel log of its window
+        (:func:`nvmet_p2p.explain.explain`, the same reading ``p2p-test`` does)."""
+        if mark is None or self.klog is None:
+            return None
+        from nvmet_p2p import explain
+        try:
+            records = self.klog.records_since(mark)
+        except OSError:
+            return None
+        e = explain.explain(records, root=self.cfg.root)
+        d = e.to_dict()
+        if not e.found:
+            d["summary"] = ("no IOMMU fault, AER error, I/O error or reset in this machine's kernel "
+                            "log of the window")
+        return d
 
     def between_phases(self) -> None:
         if not self.cfg.between_phases:

@@ -149,21 +149,52 @@ def killed(env, doc, k, **kw) -> int:
     return os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1
 
 
+#: seconds each kill loop may take (the points are tried most telling first); 0: no limit
+BUDGET = float(os.environ.get("NVMET_P2P_LAB_CRASH_BUDGET", "240"))
+
+
 def sample(ops) -> list:
-    """Every k near both ends, the first and last step of each kind (action x object kind) and
-    its neighbour, a stride through the middle; all of them with NVMET_P2P_LAB_CRASH_ALL=1."""
+    """Kill points, most telling first: both ends, the first and last step of each kind (action x
+    object kind) and the one before it, then a stride through the middle. All of them with
+    NVMET_P2P_LAB_CRASH_ALL=1."""
     n = len(ops)
     if os.environ.get("NVMET_P2P_LAB_CRASH_ALL") == "1":
         return list(range(0, n + 1)) + ["record"]
-    ks = set(range(0, 4)) | set(range(n - 3, n + 1)) | set(range(0, n, max(1, n // 12)))
+    out: list = [0, 1, n, "record", n - 1, 2]
     first: dict = {}
     for i, o in enumerate(ops, 1):
         kind = (o.action, o.obj.split()[0] if o.obj else "")
         first.setdefault(kind, i)
         first[kind + ("last",)] = i
     for i in first.values():
-        ks |= {i - 1, i}
-    return sorted(k for k in ks if 0 <= k <= n) + ["record"]
+        out += [i, i - 1]
+    out += list(range(0, n, max(1, n // 12)))
+    seen, ks = set(), []
+    for k in out:
+        if k not in seen and (k == "record" or 0 <= k <= n):
+            seen.add(k)
+            ks.append(k)
+    return ks
+
+
+def kill_loop(env, doc, ops, before, after, m_before, m_after, undo_after, **kw):
+    """Kill after each sampled k, settle, compare; within :data:`BUDGET` seconds."""
+    t0 = time.monotonic()
+    done = []
+    for k in sample(ops):
+        if BUDGET and time.monotonic() - t0 > BUDGET and len(done) >= 12:
+            break
+        t = time.monotonic()
+        assert killed(env, doc, k, **kw) == signal.SIGKILL, k
+        action = _settle_and_compare(env, k, len(ops), before, after, m_before, m_after)
+        if action == "completed":
+            undo_after()
+        done.append(k)
+        print(f"  k={k}: {action} ({time.monotonic() - t:.1f} s)", flush=True)
+    print(f"{len(ops)} steps: {len(done)} of {len(sample(ops))} kill points in "
+          f"{time.monotonic() - t0:.1f} s: {done}", flush=True)
+    assert {0, 1, len(ops), "record"} <= set(done)
+    return done
 
 
 def _settle_and_compare(env, k, n, before, after, m_before, m_after):
@@ -181,37 +212,30 @@ def _settle_and_compare(env, k, n, before, after, m_before, m_after):
     return rec.action
 
 
-def test_kill_after_step_k_of_a_first_apply(crash):
-    ops = crash["first_steps"]
-    assert len(ops) > 4 * NS
-    ks = sample(ops)
-    t0 = time.monotonic()
-    from nvmet_p2p.plan import Managed
-    for k in ks:
-        assert killed(crash, crash["old"], k) == signal.SIGKILL, k
-        _settle_and_compare(crash, k, len(ops), crash["empty_dump"], crash["old_dump"],
-                            Managed(), crash["old_managed"])
-        if k in (len(ops), "record"):
-            clear("/", crash["sd"])
-    print(f"\nfirst apply ({len(ops)} steps): {len(ks)} kill points in {time.monotonic() - t0:.1f} s")
-
-
 def test_kill_after_step_k_of_a_change_with_prune(crash):
     go(crash, crash["old"])
     assert dump() == crash["old_dump"]
     ops = crash["steps"]
     kinds = {o.action for o in ops}
     assert kinds == {"mkdir", "rmdir", "write", "link", "unlink"}, kinds
-    ks = sample(ops)
-    t0 = time.monotonic()
-    for k in ks:
-        assert killed(crash, crash["new"], k, prune=True) == signal.SIGKILL, k
-        action = _settle_and_compare(crash, k, len(ops), crash["old_dump"], crash["new_dump"],
-                                     crash["old_managed"], crash["new_managed"])
-        if action == "completed":
-            go(crash, crash["old"], prune=True)
-            assert dump() == crash["old_dump"]
-    print(f"\nchange ({len(ops)} steps): {len(ks)} kill points in {time.monotonic() - t0:.1f} s")
+
+    def back():
+        go(crash, crash["old"], prune=True)
+        assert dump() == crash["old_dump"]
+    print(f"\nchange with --prune ({len(ops)} steps):", flush=True)
+    kill_loop(crash, crash["new"], ops, crash["old_dump"], crash["new_dump"], crash["old_managed"],
+              crash["new_managed"], back, prune=True)
+
+
+def test_kill_after_step_k_of_a_first_apply(crash):
+    from nvmet_p2p.plan import Managed
+    clear("/", crash["sd"])
+    ops = crash["first_steps"]
+    assert len(ops) > 4 * NS
+    print(f"\nfirst apply from empty ({len(ops)} steps):", flush=True)
+    kill_loop(crash, crash["old"], ops, crash["empty_dump"], crash["old_dump"], Managed(),
+              crash["old_managed"], lambda: clear("/", crash["sd"]))
+    go(crash, crash["old"])
 
 
 def cli(*args, env=None, check=False):
