@@ -30,7 +30,6 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -455,6 +454,7 @@ def open_configfs(root: str, load_module: bool = True) -> Configfs:
     cfs = Configfs(root)
     if not cfs.present() and load_module and os.path.realpath(root) == "/":
         with contextlib.suppress(OSError):
+            import subprocess
             subprocess.run(["modprobe", "nvmet"], check=False, capture_output=True)
     if not cfs.present():
         raise NvmetP2PError(f"{cfs.base}: no nvmet configfs tree (load the nvmet module and mount "

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import pkgutil
 import sys
-import traceback
 
 from nvmet_p2p import __version__
 from nvmet_p2p.errors import NvmetP2PError
@@ -59,6 +57,7 @@ def command_modules(only: str | None = None):
         else:
             if getattr(mod, "NAME", None) == only and hasattr(mod, "run"):
                 return [mod]
+    import pkgutil
     mods = []
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name.startswith("_"):
@@ -67,6 +66,48 @@ def command_modules(only: str | None = None):
         if hasattr(mod, "NAME") and hasattr(mod, "run"):
             mods.append(mod)
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
+
+
+class _Listed:
+    """A command as :func:`command_index` found it, without importing its module."""
+
+    def __init__(self, name: str, order: int, help_: str | None):
+        self.NAME, self.ORDER, self.HELP = name, order, help_
+
+    def run(self, args):   # (never called: the real module is imported to run a command)
+        raise NvmetP2PError("internal: a listed command was run without its module")
+
+
+def command_index() -> list[_Listed]:
+    """NAME, ORDER and HELP of every command module, read from their source text (``--help``
+    lists them all; importing them all would cost what the imports of every command cost)."""
+    import re
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "commands")
+    out = []
+    for fn in sorted(os.listdir(d)):
+        if not fn.endswith(".py") or fn.startswith("_"):
+            continue
+        with open(os.path.join(d, fn), encoding="utf-8") as f:
+            src = f.read()
+        vals: dict = {}
+        for key in ("NAME", "ORDER", "HELP"):
+            m = re.search(rf"^{key} = (.+?)\n(?=\S)", src, re.M | re.S)
+            if not m:
+                continue
+            text = m.group(1).strip()
+            if key == "ORDER":
+                if text.isdigit():
+                    vals[key] = int(text)
+                continue
+            parts = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
+            if not parts or re.sub(r'"(?:[^"\\]|\\.)*"|[\s()]', "", text):
+                vals = {}        # not plain string literals: fall back to importing
+                break
+            vals[key] = "".join(parts).encode().decode("unicode_escape") if "\\" in text else "".join(parts)
+        if "NAME" not in vals or "def run(" not in src:
+            return command_modules()      # a module this reader cannot follow: import them all
+        out.append(_Listed(vals["NAME"], vals.get("ORDER", 100), vals.get("HELP")))
+    return sorted(out, key=lambda m: (m.ORDER, m.NAME))
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -79,7 +120,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="show Python tracebacks (also $NVMET_P2P_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commons = {True: _common_parser(), False: _common_parser(kernel=False)}
-    for mod in command_modules(only):
+    mods = command_modules(only) if only else command_index()
+    for mod in mods:
         common = commons[getattr(mod, "KERNEL_OPTION", True)]
         p = sub.add_parser(mod.NAME, parents=[common], help=getattr(mod, "HELP", None),
                            description=getattr(mod, "DESCRIPTION", getattr(mod, "HELP", None)))
@@ -97,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or bool(os.environ.get("NVMET_P2P_DEBUG"))
     command = "?"
+    if argv and argv[0] == "--version":
+        print(f"nvmet-p2p {__version__}")     # (before anything else is imported)
+        return 0
     try:
         # the top-level parser has no option taking a value: the first word is the subcommand
         first = next((a for a in argv if not a.startswith("-")), None)
@@ -110,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except NvmetP2PError as exc:
         if debug:
+            import traceback
             traceback.print_exc()
         print(_redact(f"nvmet-p2p {command}: error: {exc}"), file=sys.stderr)
         return exc.exit_status
@@ -119,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:   # a bug: one line, the details in a file (--debug: here)
+        import traceback
         if debug:
             traceback.print_exc()
             return EXIT_INTERNAL
@@ -139,6 +186,7 @@ def _crash_report(argv: list[str], command: str) -> str:
     writable, else a temporary file. Returns its path (or why none could be written)."""
     import tempfile
     import time
+    import traceback
     text = _redact("".join([
         f"nvmet-p2p {__version__} internal error in `{command}` at {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
         f"argv: {argv!r}\npython: {sys.version.split()[0]}\n\n", traceback.format_exc()]))

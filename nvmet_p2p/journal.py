@@ -39,7 +39,6 @@ mode 0600 in the 0700 state directory, like the saved plans and ``/etc/nvmet/con
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import sys
@@ -81,6 +80,7 @@ def boot_id(root: str) -> str | None:
 
 
 def _digest(value: str) -> str:
+    import hashlib
     return "sha256:" + hashlib.sha256(value.strip().encode()).hexdigest()
 
 

@@ -32,7 +32,6 @@ one it did not make is left alone (with a warning when it grants access).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -322,6 +321,7 @@ class Plan:
 def digest(live: st.TargetState) -> str:
     """A fingerprint of a live tree: a saved plan is applied only to the tree it was made for."""
     blob = json.dumps(st.state_to_dict(live), sort_keys=True).encode()
+    import hashlib   # (lazy: OpenSSL initialisation is a large share of start-up)
     return hashlib.sha256(blob).hexdigest()
 
 

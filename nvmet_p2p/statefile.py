@@ -27,8 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from typing import Any
 
 from nvmet_p2p import state as st
@@ -600,6 +598,8 @@ def write_atomic(path: str, text: str, mode: int = 0o600, backups: int = BACKUPS
     The previous file (if different) is kept as ``path.1`` after shifting ``path.1`` ->
     ``path.2`` ... up to ``backups``. An identical file is left alone (no backup churn).
     """
+    import shutil
+    import tempfile
     path = os.path.abspath(path)
     d = os.path.dirname(path)
     os.makedirs(d, exist_ok=True)

@@ -14,7 +14,8 @@ import sys
 
 from nvmet_p2p import output, placement
 from nvmet_p2p.apply import Outcome, reconcile
-from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
+from nvmet_p2p.commands._inventory import load_inventory
+from nvmet_p2p.commands._profileopts import add_profile_options  # noqa: F401 (its old home)
 from nvmet_p2p.commands._target import directory, lock_timeout, print_plan, report_recovery
 from nvmet_p2p.configfs import Configfs, capabilities
 from nvmet_p2p.plan import build_plan
@@ -22,14 +23,6 @@ from nvmet_p2p.state import TargetState
 from nvmet_p2p.statefile import write_atomic
 
 
-def add_profile_options(parser, group) -> None:
-    """``group``: the mutually exclusive source group (--state / --plan / --profile)."""
-    group.add_argument("--profile", metavar="PROFILE",
-                       help="a profile (YAML, see profiles/): nvmet-p2p places the p2pmem "
-                            "providers and derives the desired state")
-    parser.add_argument("--explain", action="store_true",
-                        help="with --profile: per namespace the ranked candidates and why each lost")
-    add_inventory_option(parser)
 
 
 def placement_from_args(args) -> placement.Placement:

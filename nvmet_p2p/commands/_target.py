@@ -6,7 +6,6 @@ import os
 import sys
 
 from nvmet_p2p import output
-from nvmet_p2p.apply import state_dir
 
 
 #: how long a target command waits for another one's apply lock by default
@@ -23,7 +22,10 @@ def add_state_dir(parser) -> None:
 
 
 def directory(args) -> str:
-    return state_dir(getattr(args, "state_dir", None))
+    """``--state-dir``, else ``$NVMET_P2P_STATE_DIR``, else /var/lib/nvmet-p2p
+    (:func:`nvmet_p2p.apply.state_dir`, without importing the apply engine)."""
+    return (getattr(args, "state_dir", None) or os.environ.get("NVMET_P2P_STATE_DIR")
+            or "/var/lib/nvmet-p2p")
 
 
 def lock_timeout(args) -> float:

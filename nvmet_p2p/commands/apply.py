@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nvmet_p2p import safeload, statefile
 from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, apply_saved_plan, reconcile
-from nvmet_p2p.commands import _profile
+from nvmet_p2p.commands import _profileopts
 from nvmet_p2p.commands._target import (add_state_dir, directory, failure_report, lock_timeout,
                                          print_plan)
 from nvmet_p2p.output import Progress
@@ -19,7 +19,7 @@ def register(p) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--state", metavar="FILE", help="desired state (nvmetcli config.json format)")
     src.add_argument("--plan", metavar="PLANFILE", help="a plan saved with `plan --out`")
-    _profile.add_profile_options(p, src)
+    _profileopts.add_profile_options(p, src)
     p.add_argument("--prune", action="store_true",
                    help="also remove managed objects that are not in the desired state")
     p.add_argument("--steps", action="store_true", help="list every configfs operation in order")
@@ -30,6 +30,7 @@ def run(args) -> int:
     progress = Progress(quiet=args.json)
     try:
         if args.profile:
+            from nvmet_p2p.commands import _profile
             return _profile.run_apply(args, progress)
         if args.plan:
             plan = Plan.from_dict(safeload.load_json(args.plan), where=args.plan)

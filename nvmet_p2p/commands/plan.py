@@ -6,7 +6,7 @@ import json
 
 from nvmet_p2p import statefile
 from nvmet_p2p.apply import reconcile
-from nvmet_p2p.commands import _profile
+from nvmet_p2p.commands import _profileopts
 from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout, print_plan
 from nvmet_p2p.statefile import write_atomic
 
@@ -19,7 +19,7 @@ def register(p) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--state", metavar="FILE",
                      help="desired state (nvmetcli config.json format, plus p2pmem/buffered_io)")
-    _profile.add_profile_options(p, src)
+    _profileopts.add_profile_options(p, src)
     p.add_argument("--prune", action="store_true",
                    help="also remove managed objects that are not in the desired state")
     p.add_argument("--steps", action="store_true", help="list every configfs operation in order")
@@ -34,6 +34,7 @@ def desired_from_args(args):
 
 def run(args) -> int:
     if args.profile:
+        from nvmet_p2p.commands import _profile
         return _profile.run_plan(args)
     desired = desired_from_args(args)
     outcome = reconcile(args.root, desired, directory(args), prune=args.prune, dry_run=True,

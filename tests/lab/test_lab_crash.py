@@ -150,7 +150,7 @@ def killed(env, doc, k, **kw) -> int:
 
 
 #: seconds each kill loop may take (the points are tried most telling first); 0: no limit
-BUDGET = float(os.environ.get("NVMET_P2P_LAB_CRASH_BUDGET", "240"))
+BUDGET = float(os.environ.get("NVMET_P2P_LAB_CRASH_BUDGET", "90"))
 
 
 def sample(ops) -> list:
@@ -182,7 +182,7 @@ def kill_loop(env, doc, ops, before, after, m_before, m_after, undo_after, **kw)
     t0 = time.monotonic()
     done = []
     for k in sample(ops):
-        if BUDGET and time.monotonic() - t0 > BUDGET and len(done) >= 12:
+        if BUDGET and time.monotonic() - t0 > BUDGET and len(done) >= 8:
             break
         t = time.monotonic()
         assert killed(env, doc, k, **kw) == signal.SIGKILL, k
