@@ -37,7 +37,7 @@ from typing import Callable
 
 from nvmet_p2p import journal as jr
 from nvmet_p2p import state as st
-from nvmet_p2p.configfs import NULL_PATH, Configfs, ConfigfsError, capabilities, read_state
+from nvmet_p2p.configfs import Configfs, ConfigfsError, capabilities, read_state
 from nvmet_p2p.errors import Busy, KernelError, NvmetP2PError
 from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.plan import (

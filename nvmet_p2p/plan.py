@@ -321,7 +321,7 @@ class Plan:
 def digest(live: st.TargetState) -> str:
     """A fingerprint of a live tree: a saved plan is applied only to the tree it was made for."""
     blob = json.dumps(st.state_to_dict(live), sort_keys=True).encode()
-    import hashlib   # (lazy: OpenSSL initialisation is a large share of start-up)
+    import hashlib  # (lazy: OpenSSL initialisation is a large share of start-up)
     return hashlib.sha256(blob).hexdigest()
 
 

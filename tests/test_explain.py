@@ -21,7 +21,8 @@ RESOURCE = ("0x00000000fe600000 0x00000000fe603fff 0x0000000000140204\n"
 
 def sysfs(tmp_path):
     root = tmp_path / "root"
-    for bdf, res in (("0000:04:00.0", RESOURCE), ("0000:05:00.0", "0x00000000fe400000 0x00000000fe403fff 0x0000000000140204\n")):
+    other = "0x00000000fe400000 0x00000000fe403fff 0x0000000000140204\n"
+    for bdf, res in (("0000:04:00.0", RESOURCE), ("0000:05:00.0", other)):
         d = root / "sys/devices/pci0000:00/0000:00:05.0" / bdf
         d.mkdir(parents=True)
         (d / "resource").write_text(res)
@@ -54,7 +55,8 @@ def test_read_bars_takes_memory_bars_only(tmp_path):
 
 def test_older_and_amd_forms_aer_io_errors_resets():
     lines = [
-        "[  1.0] DMAR: [DMA Write] Request device [04:00.0] PASID ffffffff fault addr fe800000 [fault reason 05] PTE Write access is not set",
+        "[  1.0] DMAR: [DMA Write] Request device [04:00.0] PASID ffffffff fault addr fe800000 "
+        "[fault reason 05] PTE Write access is not set",
         "nvme 0000:04:00.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000e address=0xf8001000 flags=0x0020]",
         "AMD-Vi: Event logged [IO_PAGE_FAULT device=05:00.0 domain=0x0000 address=0xf8002000 flags=0x0000]",
         "pcieport 0000:00:04.0: AER: Uncorrected (Non-Fatal) error received: 0000:04:00.0",

@@ -12,12 +12,19 @@ import threading
 import time
 
 import pytest
-
 from fakenvmet import FakeNvmet, dump
+
 from nvmet_p2p import journal as jr
 from nvmet_p2p import statefile
-from nvmet_p2p.apply import (TEST_KILL_ENV, TEST_SIGNAL_ENV, ApplyInterrupted, ManagedStore,
-                             apply_lock, reconcile, settle)
+from nvmet_p2p.apply import (
+    TEST_KILL_ENV,
+    TEST_SIGNAL_ENV,
+    ApplyInterrupted,
+    ManagedStore,
+    apply_lock,
+    reconcile,
+    settle,
+)
 from nvmet_p2p.errors import Busy
 from nvmet_p2p.plan import Managed
 

@@ -23,8 +23,6 @@ from nvmet_p2p.state import TargetState
 from nvmet_p2p.statefile import write_atomic
 
 
-
-
 def placement_from_args(args) -> placement.Placement:
     """Place the profile on the machine; on a placement error print the explanation first
     (with --explain), then raise (nothing is written)."""

@@ -7,7 +7,6 @@ import sys
 
 from nvmet_p2p import output
 
-
 #: how long a target command waits for another one's apply lock by default
 DEFAULT_LOCK_TIMEOUT = 30.0
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from nvmet_p2p import safeload, statefile
 from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, apply_saved_plan, reconcile
 from nvmet_p2p.commands import _profileopts
-from nvmet_p2p.commands._target import (add_state_dir, directory, failure_report, lock_timeout,
-                                         print_plan)
+from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, lock_timeout, print_plan
 from nvmet_p2p.output import Progress
 from nvmet_p2p.plan import Plan
 

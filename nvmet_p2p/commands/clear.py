@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, clear
-from nvmet_p2p.commands._target import (add_state_dir, directory, failure_report, lock_timeout,
-                                         print_plan)
+from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, lock_timeout, print_plan
 from nvmet_p2p.errors import InputError
 
 NAME = "clear"

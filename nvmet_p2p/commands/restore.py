@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from nvmet_p2p import statefile
 from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, reconcile
-from nvmet_p2p.commands._target import (add_state_dir, default_save_file, directory, failure_report, lock_timeout,
-                                         print_plan)
+from nvmet_p2p.commands._target import (
+    add_state_dir,
+    default_save_file,
+    directory,
+    failure_report,
+    lock_timeout,
+    print_plan,
+)
 from nvmet_p2p.output import Progress
 
 NAME = "restore"

@@ -23,7 +23,6 @@ Facts measured in the lab that shape this module (fio 3.33):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
