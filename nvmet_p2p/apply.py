@@ -241,8 +241,8 @@ class ApplyInterrupted(NvmetP2PError):
             msg = (f"{name} arrived after all {total} configfs steps were done: the apply is "
                    f"complete and recorded")
         else:
-            msg = f"{name} after step {step}/{total}: rolled back {rolled_back} completed step" \
-                  f"{'s' if rolled_back != 1 else ''}"
+            msg = (f"{name} after step {step}/{total}: the {step} completed step{'s' if step != 1 else ''} "
+                   f"were undone")
             msg += "; configfs is as before." if not rollback_errors else \
                 f"; ROLLBACK INCOMPLETE: {'; '.join(rollback_errors)}"
         super().__init__(msg)

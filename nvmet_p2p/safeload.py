@@ -558,12 +558,12 @@ def check_plan(d: dict, where: str) -> None:
         except (ValueError, Exception):
             bad = True
         if bad:
-            raise DocumentError(f"$.ops[{i}].path: {_short(path)} is not a path in the nvmet "
-                                f"configfs tree", where=where)
+            raise DocumentError(f"$.ops[{i}].path: {_short(path)} is not a configfs path of the "
+                                f"nvmet tree", where=where)
         if op["action"] == "link":
             t = op.get("target") or ""
             if not (t.startswith(("hosts/", "subsystems/")) and t.count("/") == 1 and ".." not in t):
-                raise DocumentError(f"$.ops[{i}].target: {_short(t)} is not a host or subsystem",
-                                    where=where)
+                raise DocumentError(f"$.ops[{i}].target: {_short(t)} is not a configfs path of a "
+                                    f"host or subsystem", where=where)
         if op["action"] == "write" and op.get("value") is not None:
             no_nul(op["value"], where, f"$.ops[{i}].value")
