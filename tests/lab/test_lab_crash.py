@@ -10,7 +10,7 @@ with p2pmem pinned), an allowed host, a TCP port on 127.0.0.1 and a loop port. T
   relinked), a host added.
 
 For many k (both ends, the first and last step of each kind, a stride through the middle; for
-the first apply the first 60 steps -- the issue's window -- and the end; within a time budget,
+the first apply the first 60 steps -- the issue's window; within a time budget,
 ``NVMET_P2P_LAB_CRASH_BUDGET``; ``NVMET_P2P_LAB_CRASH_ALL=1``: every k) a forked child runs the
 apply with the test-only hook that SIGKILLs it after step k; the parent then settles the journal
 (:func:`nvmet_p2p.apply.settle`, what the next command does) and compares a byte-for-byte dump of
@@ -172,7 +172,7 @@ def sample(ops, head: int | None = None) -> list:
     out += list(range(0, n, max(1, n // 12)))
     seen, ks = set(), []
     for k in out:
-        if head is not None and k not in (n - 1, n, "record") and k != "record" and k > head:
+        if head is not None and (k == "record" or k > head):
             continue
         if k not in seen and (k == "record" or 0 <= k <= n):
             seen.add(k)
@@ -185,7 +185,7 @@ def kill_loop(env, doc, ops, before, after, m_before, m_after, undo_after, head=
     t0 = time.monotonic()
     done = []
     for k in sample(ops, head):
-        if BUDGET and time.monotonic() - t0 > BUDGET and len(done) >= 8:
+        if BUDGET and time.monotonic() - t0 > BUDGET and len(done) >= 6:
             break
         t = time.monotonic()
         assert killed(env, doc, k, **kw) == signal.SIGKILL, k
@@ -196,7 +196,7 @@ def kill_loop(env, doc, ops, before, after, m_before, m_after, undo_after, head=
         print(f"  k={k}: {action} ({time.monotonic() - t:.1f} s)", flush=True)
     print(f"{len(ops)} steps: {len(done)} of {len(sample(ops, head))} kill points in "
           f"{time.monotonic() - t0:.1f} s: {done}", flush=True)
-    assert {0, 1, len(ops), "record"} <= set(done)
+    assert ({0, 1} if head else {0, 1, len(ops), "record"}) <= set(done)
     return done
 
 
@@ -236,7 +236,8 @@ def test_kill_after_step_k_of_a_first_apply(crash):
     ops = crash["first_steps"]
     assert len(ops) > 4 * NS
     print(f"\nfirst apply from empty ({len(ops)} steps):", flush=True)
-    # the window (the first namespaces exist), and the end (the bookkeeping)
+    # the window: the first namespaces exist (the end, k = n and the bookkeeping, is
+    # covered by the change above, where it is cheaper)
     kill_loop(crash, crash["old"], ops, crash["empty_dump"], crash["old_dump"], Managed(),
               crash["old_managed"], lambda: clear("/", crash["sd"]), head=60)
     go(crash, crash["old"])
