@@ -71,8 +71,9 @@ def command_modules(only: str | None = None):
 class _Listed:
     """A command as :func:`command_index` found it, without importing its module."""
 
-    def __init__(self, name: str, order: int, help_: str | None):
+    def __init__(self, name: str, order: int, help_: str | None, kernel_option: bool = True):
         self.NAME, self.ORDER, self.HELP = name, order, help_
+        self.KERNEL_OPTION = kernel_option
 
     def run(self, args):   # (never called: the real module is imported to run a command)
         raise NvmetP2PError("internal: a listed command was run without its module")
@@ -106,7 +107,9 @@ def command_index() -> list[_Listed]:
             vals[key] = "".join(parts).encode().decode("unicode_escape") if "\\" in text else "".join(parts)
         if "NAME" not in vals or "def run(" not in src:
             return command_modules()      # a module this reader cannot follow: import them all
-        out.append(_Listed(vals["NAME"], vals.get("ORDER", 100), vals.get("HELP")))
+        kopt = re.search(r"^KERNEL_OPTION = (True|False)\b", src, re.M)
+        out.append(_Listed(vals["NAME"], vals.get("ORDER", 100), vals.get("HELP"),
+                           kopt is None or kopt.group(1) == "True"))
     return sorted(out, key=lambda m: (m.ORDER, m.NAME))
 
 

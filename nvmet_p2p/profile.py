@@ -53,7 +53,6 @@ from nvmet_p2p.defs import (
     is_bdf,
     nqn_problem,
 )
-from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, RdmaDevice, bdf_sort_key
 from nvmet_p2p.schema import (  # noqa: F401 (a profile's sizes, re-exported)
     Bool,
