@@ -505,6 +505,21 @@ class PoolSampler:
                 continue
             st.add(value, self.clock())
 
+    def run_for(self, seconds: float) -> dict[str, PoolStats]:
+        """Sample in the calling thread for ``seconds`` (no thread competing with other work
+        in this process for the interpreter: on a slow, busy machine a background sampler
+        next to CPU-bound reading gets few turns)."""
+        self.started = time.time()
+        end = time.monotonic() + seconds
+        while True:
+            self.sample_once()
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(self.interval, left))
+        self.stopped = time.time()
+        return self.stats
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.sample_once()

@@ -360,8 +360,8 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
             log_records: list | None = None, state_dir: str | None = None) -> StatusReport:
     """Read everything and decide. ``sampler``: an already running/finished sampler whose
     statistics to use (``bench`` samples around each fio run). With ``sample_seconds`` the
-    pools are sampled from the start, while the inventory is read (on a slow machine reading
-    it takes seconds: the window must not start late)."""
+    pools are sampled first, in this thread, and the inventory is read afterwards (on a slow
+    machine reading it takes seconds: the window must neither start late nor compete with it)."""
     pools = None
     sampling = None
     if sampler is not None:
@@ -373,13 +373,9 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
     elif sample_seconds > 0:
         providers = ([f.bdf for f in inventory.providers(published_only=False)] if inventory
                      else pool_providers(root))
-        s = ev.PoolSampler(providers, root=root, interval=interval, io_size=io_size).start()
-        try:
-            inv = inventory or read_inventory(root)
-            time.sleep(max(0.0, s.started + sample_seconds - time.time()))
-        finally:
-            s.stop()
-        pools = s.stats
+        s = ev.PoolSampler(providers, root=root, interval=interval, io_size=io_size)
+        pools = s.run_for(sample_seconds)
+        inv = inventory or read_inventory(root)
         sampling = {"seconds": round(s.stopped - s.started, 3), "interval": interval,
                     "io_running": io_during_sampling, "io_size": io_size}
     else:

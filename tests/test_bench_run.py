@@ -317,6 +317,11 @@ def test_ab_reports_the_pool_usage_of_every_round(tmp_path):
     assert (f"| seq-read-128k-qd16 | p2p-on | 1 | {PoolEvidence.BDF} | 2.0 MiB | 0.0 MiB | 1.9 MiB | yes "
             f"| 1.0 s (67%) | offload partial |") in md
     assert "**offload partial: pool exhausted" in md
+    from nvmet_p2p.commands.bench import _human
+    text = _human(r, "OUT")
+    assert "pool peak in use on 1.9 MiB / off 0.0 MiB" in text and "-> ratio" in text
+    assert "seq-read-128k-qd16 p2p-on r1: nsid 1 × controller 4: offload partial: pool exhausted" in text
+    assert "pool peak  near zero" in text and "1.9 MiB    1.0 s (67%)" in text
 
 
 def test_csv_carries_the_pool_of_each_job_and_the_off_rounds_control():

@@ -201,9 +201,10 @@ def test_status_quotes_the_pool_and_labels_the_emulated_nic():
     assert "      kernel: nvmet: using p2pmem on 0000:03:00.0 for nsid 1 (controller 7)" in text
 
 
-def test_status_samples_while_it_reads_the_inventory(tmp_path, monkeypatch):
-    """On a slow machine reading the inventory takes seconds: the sampling window opens first,
-    so I/O that runs meanwhile is seen (here the pool changes during the inventory read)."""
+def test_status_samples_first_then_reads_the_inventory(tmp_path, monkeypatch):
+    """On a slow machine reading the inventory takes seconds: the window opens at once and
+    samples in the main thread (a background sampler next to the CPU-bound inventory read was
+    starved under TCG), and only then is the inventory read."""
     import time as _time
 
     import sysfsfixture as sf
@@ -212,17 +213,20 @@ def test_status_samples_while_it_reads_the_inventory(tmp_path, monkeypatch):
     sf.q35_lab(tmp_path)                       # 0000:03:00.0 p2pmem 67108864/66977792
     avail = tmp_path / "sys/bus/pci/devices/0000:03:00.0/p2pmem/available"
     real = st.read_inventory
+    calls = []
 
     def slow_inventory(root):
-        _time.sleep(0.15)
-        avail.write_text("65929216\n")         # 1 MiB taken while the inventory is read
-        _time.sleep(0.15)
+        calls.append(_time.monotonic())
+        avail.write_text("65929216\n")         # after the window: must not be in it
+        _time.sleep(0.2)
         return real(root)
 
     monkeypatch.setattr(st, "read_inventory", slow_inventory)
     monkeypatch.setattr(st, "read_log", lambda root: ([], {"source": "none", "records": 0}))
     assert st.pool_providers(str(tmp_path)) == ["0000:03:00.0", "0000:04:00.0", "0000:05:00.0"]
-    rep = st.collect(str(tmp_path), sample_seconds=0.1, interval=0.02, all_subsystems=True)
+    t0 = _time.monotonic()
+    rep = st.collect(str(tmp_path), sample_seconds=0.2, interval=0.02, all_subsystems=True)
     s = rep.providers["0000:03:00.0"]["sampled"]
-    assert s["moved"] and s["max"] == 66977792 and s["min"] == 65929216, s
-    assert rep.sampling["seconds"] >= 0.3      # the window covered the inventory read too
+    assert calls and calls[0] - t0 >= 0.2           # the inventory came after the window
+    assert not s["moved"] and s["min"] == 66977792 and s["samples"] >= 8, s
+    assert 0.2 <= rep.sampling["seconds"] < 0.4

@@ -181,6 +181,10 @@ def _mib(n) -> str:
     return "-" if n is None else f"{n / 1048576:.1f} MiB"
 
 
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def _pool_cells(r: dict) -> list[str]:
     """Peak in use and time near zero of the pools the run's namespaces use ("/" between several)."""
     us = [u for _, u in sorted((r.get("pool") or {}).items())]
@@ -222,10 +226,12 @@ def _human(results: dict, out: str) -> str:
                 tag = r["workload"]["name"] + (f" {r['variant']} r{r['round']}" if r.get("variant") else "")
                 lines.append(f"{tag}: nsid {x['nsid']} × controller {x['cntlid']}: {x['headline']}")
     evid = results.get("evidence") or {}
+    when = f" (at the end: {results['ab']['order'][-1]})" if results.get("ab") and results["ab"]["order"] else ""
     for s in evid.get("subsystems", []):
         for n in s.get("namespaces", []):
             for v in n.get("verdicts", []):
-                lines.append(f"target: {s['nqn']} nsid {v['nsid']} × controller {v.get('cntlid')}: {v['headline']}")
+                lines.append(f"target{when}: {s['nqn']} nsid {v['nsid']} × controller {v.get('cntlid')}: "
+                             f"{v['headline']}")
     if evid.get("error"):
         lines.append(f"target evidence: {evid['error']}")
     for p in results["problems"]:
@@ -247,5 +253,6 @@ def _human_ab(results: dict) -> list[str]:
         p = pool.get(name) or {}
         extra = (f"; pool peak in use on {_mib(p.get('median_peak_on'))} / off {_mib(p.get('median_peak_off'))}"
                  if p.get("median_peak_on") is not None or p.get("median_peak_off") is not None else "")
-        lines.append(f"  {name}: on {t['median_on']} / off {t['median_off']} {t['metric']} -> ratio {ratio}{extra}")
+        lines.append(f"  {name}: on {_num(t['median_on'])} / off {_num(t['median_off'])} {t['metric']} "
+                     f"-> ratio {ratio}{extra}")
     return lines

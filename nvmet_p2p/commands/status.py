@@ -70,7 +70,7 @@ def run(args) -> int:
             time.sleep(args.watch)
             rep = st.collect(args.root, sampler=sampler, io_during_sampling=args.io,
                              all_subsystems=args.all, kernel=args.kernel,
-                             inventory=st.read_inventory(args.root), state_dir=args.state_dir)
+                             inventory=inv, state_dir=args.state_dir)
             if args.json:
                 import json
                 sys.stdout.write(json.dumps(rep.to_dict(), default=str) + "\n")

@@ -192,10 +192,22 @@ class LocalEvidence:
         return filter_evidence(rep.to_dict(), self.subsystems(), self.hints())
 
     def final(self) -> dict | None:
-        rep = self.st.collect(self.root, all_subsystems=True, hints=self.hints(), inventory=self.inventory())
+        """The status at the end, judged on the pools sampled over every window of the run (a
+        pool that ran out in any window makes the end verdict partial too)."""
+        run = _RunSamples(self.all_pools, self.interval)
+        rep = self.st.collect(self.root, all_subsystems=True, hints=self.hints(), inventory=self.inventory(),
+                              sampler=run if self.all_pools else None, io_during_sampling=bool(self.all_pools))
         d = filter_evidence(rep.to_dict(), self.subsystems(), self.hints())
         d["pools_over_run"] = {b: s.to_dict() for b, s in self.all_pools.items()}
         return d
+
+
+class _RunSamples:
+    """The merged windows of a run, shaped like a finished :class:`PoolSampler`."""
+
+    def __init__(self, stats: dict, interval: float):
+        self.stats, self.interval = stats, interval
+        self.started, self.stopped = 0.0, sum(s.window for s in stats.values()) / max(1, len(stats))
 
 
 class AutoEvidence:
