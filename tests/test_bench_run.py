@@ -355,3 +355,27 @@ def test_largest_io_of_a_workload():
     assert B.largest_io(Workload("c", "read", bs="4096")) == 4096
     assert B.largest_io(Workload("d", "read", bs="1m")) == 1 << 20
     assert B.largest_io(Workload("e", "read")) is None
+
+
+def test_end_evidence_is_judged_on_every_window_of_the_run(tmp_path, monkeypatch):
+    """LocalEvidence.final: a pool that ran out in one window makes the end verdict partial."""
+    from nvmet_p2p import evidence as ev
+    from nvmet_p2p import status as st
+    seen = {}
+
+    def collect(root, **kw):
+        s = kw["sampler"]
+        seen.update(seconds=s.stopped - s.started, io=kw["io_during_sampling"], stats=s.stats)
+        return st.StatusReport()
+
+    monkeypatch.setattr(st, "collect", collect)
+    le = B.LocalEvidence(str(tmp_path))
+    le._inv = object()
+    win = ev.PoolStats("0000:04:00.0", size=2 << 20, io_size=128 << 10)
+    for i, v in enumerate((1920 << 10, 0, 0, 1920 << 10)):
+        win.add(v, i * 0.5)
+    le.all_pools["0000:04:00.0"] = ev.PoolStats("0000:04:00.0", size=2 << 20)
+    le.all_pools["0000:04:00.0"].merge(win)
+    d = le.final()
+    assert seen["io"] is True and seen["seconds"] == pytest.approx(1.5, abs=0.1)
+    assert seen["stats"]["0000:04:00.0"].exhausted and d["pools_over_run"]["0000:04:00.0"]["exhausted"]

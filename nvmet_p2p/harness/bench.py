@@ -207,7 +207,8 @@ class _RunSamples:
 
     def __init__(self, stats: dict, interval: float):
         self.stats, self.interval = stats, interval
-        self.started, self.stopped = 0.0, sum(s.window for s in stats.values()) / max(1, len(stats))
+        self.stopped = time.time()
+        self.started = self.stopped - max((s.window for s in stats.values()), default=0.0)
 
 
 class AutoEvidence:
