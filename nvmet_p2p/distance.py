@@ -656,48 +656,11 @@ class P2pdma:
         """``calc_map_type_and_dist()`` (5.4+) / ``upstream_bridge_distance()`` (4.20-5.3)."""
         cbdf = client.bdf
         assert cbdf is not None
-        pch = self.chain(provider)
-        cch = self.chain(cbdf)
-        cindex = {b: j for j, b in enumerate(cch)}
-        checked: list[str] = []
-        found: tuple[int, int] | None = None
-        for i, a in enumerate(pch):
-            checked.append(a)                 # ACS checked on a before the match: includes it
-            j = cindex.get(a)
-            if j is not None:
-                found = (i, j)
-                break
-        if found is not None:
-            i, j = found
-            checked.extend(cch[:j])           # client side, excluding the common ancestor
-            hops = i + j
-            common: str | None = pch[i]
-            path = pch[:i + 1] + list(reversed(cch[:j]))
-        else:
-            hops = len(pch) + len(cch)
-            common = None
-            checked = []                      # walked, but the kernel ignores ACS then
-            hbs = [h for h in dict.fromkeys((self.host_bridge_of(provider),
-                                              self.host_bridge_of(cbdf))) if h]
-            path = pch + hbs + list(reversed(cch))
-
+        common, hops, checked, path = self._walk(provider, cbdf)
         uncertain: list[str] = list(client.notes) + list(extra)
         for b in (provider, cbdf):
             uncertain.extend(self._chain_notes.get(b, []))
-
-        known: list[str] = []
-        unknown: list[tuple[str, bool, str]] = []
-        notes_cmdline: list[str] = []
-        for b in checked:
-            st = self.acs(b)
-            if st.redirect is None:
-                assumed, why = self._assume_redirect(b)
-                unknown.append((b, assumed, f"{st.note}; {why}"))
-            else:
-                if st.note:
-                    notes_cmdline.append(f"{b}: {st.note}")
-                if st.redirect:
-                    known.append(b)
+        known, unknown, notes_cmdline = self._acs_states(checked)
 
         def acs_list(mode: str) -> list[str]:
             on = set(known)
@@ -728,6 +691,44 @@ class P2pdma:
         if self._config_note and primary.map_type != MapType.NOT_SUPPORTED:
             primary.uncertain.append("the topology allows it, but this kernel has no p2pdma")
         return primary
+
+    def _walk(self, provider: str, cbdf: str) -> tuple[str | None, int, list[str], list[str]]:
+        """The walk of ``calc_map_type_and_dist()``: the common upstream bridge (or ``None``),
+        the distance, the devices whose ACS the kernel checks (the provider's chain up to and
+        including the common bridge, the client's below it; none without a common bridge),
+        and the path for display."""
+        pch = self.chain(provider)
+        cch = self.chain(cbdf)
+        cindex = {b: j for j, b in enumerate(cch)}
+        checked: list[str] = []
+        for i, a in enumerate(pch):
+            checked.append(a)                 # ACS checked on a before the match: includes it
+            j = cindex.get(a)
+            if j is not None:
+                checked.extend(cch[:j])       # client side, excluding the common ancestor
+                return pch[i], i + j, checked, pch[:i + 1] + list(reversed(cch[:j]))
+        hbs = [h for h in dict.fromkeys((self.host_bridge_of(provider),
+                                          self.host_bridge_of(cbdf))) if h]
+        # walked, but the kernel ignores ACS then
+        return None, len(pch) + len(cch), [], pch + hbs + list(reversed(cch))
+
+    def _acs_states(self, checked: list[str]) -> tuple[list[str], list[tuple[str, bool, str]], list[str]]:
+        """The checked devices with ACS redirect set, those whose state is unknown (with the
+        assumption made and why), and notes from the kernel command line."""
+        known: list[str] = []
+        unknown: list[tuple[str, bool, str]] = []
+        notes_cmdline: list[str] = []
+        for b in checked:
+            st = self.acs(b)
+            if st.redirect is None:
+                assumed, why = self._assume_redirect(b)
+                unknown.append((b, assumed, f"{st.note}; {why}"))
+            else:
+                if st.note:
+                    notes_cmdline.append(f"{b}: {st.note}")
+                if st.redirect:
+                    known.append(b)
+        return known, unknown, notes_cmdline
 
     def _decide(self, provider: str, client: Client, common: str | None, hops: int,
                 acs: list[str]) -> PairVerdict:

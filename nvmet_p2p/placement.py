@@ -209,98 +209,114 @@ def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
 
     ``explain=False`` skips the per-candidate explanation (the choice is the same), for
     planning very large profiles fast."""
-    oracle = _Oracle(inv, kernel)
-    providers = [f.bdf for f in inv.providers(published_only=True)]
-    unpublished = [f.bdf for f in inv.providers(published_only=False)
-                   if not f.p2pmem.published]
-    avail = {b: max(0, inv.pci[b].p2pmem.available) for b in providers}
-    assigned = {b: 0 for b in providers}
-    numa = {b: f.numa_node for b, f in inv.pci.items()}
-    bdfkey = {b: bdf_sort_key(b) for b in providers}
-    statics: dict[tuple[str, tuple[str, ...], str], list[_Static]] = {}
-
-    def ranked(ns: ResolvedNamespace, clients: tuple[str, ...]) -> list[_Static]:
-        """Accepted providers for ``clients`` in capacity-independent rank order."""
-        key = (ns.nvme_pci or "", clients, ns.require, ns.numa)
-        got = statics.get(key)
-        if got is None:
-            got = []
-            for p in providers:
-                v = oracle.many(p, clients)
-                if v.map_type == MapType.NOT_SUPPORTED:
-                    continue
-                if ns.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR:
-                    continue
-                own = p == ns.nvme_pci
-                mism = sum(1 for c in clients if numa.get(c) is not None
-                           and numa.get(p) is not None and numa[c] != numa[p])
-                if mism and ns.numa == "strict":
-                    continue
-                thb = sum(1 for pv in v.pairs if pv.map_type != MapType.BUS_ADDR)
-                rank = (thb, not own, v.distance, mism)
-                got.append(_Static(key=rank, provider=p, verdict=v, own=own, numa=mism,
-                                   thb=thb, order=(rank, bdfkey[p])))
-            got.sort(key=lambda s: s.order)
-            statics[key] = got
-        return got
-
-    decisions: dict[int, Decision] = {}
+    pl = _Placer(inv, kernel, explain)
+    todo = pl.fixed(res.namespaces)
+    pl.phased(todo)
+    ordered = [pl.decisions[i] for i in range(len(res.namespaces))]
+    for step, i in enumerate(pl.decisions, 1):   # dict order = the order decisions were made
+        pl.decisions[i].step = step
     errors: list[str] = []
-    warnings = [str(w) for w in res.warnings]
-    all_ns = res.namespaces
-
-    # 1. fixed choices first: off, kernel, pinned (pins consume capacity whatever we do)
-    todo: list[tuple[tuple, int, ResolvedNamespace, tuple[str, ...]]] = []
-    for i, ns in enumerate(all_ns):
-        clients = tuple([ns.nvme_pci] + ns.nic_clients) if ns.nvme_pci else ()
-        if ns.policy == "off":
-            decisions[i] = Decision(ns, "0", None, "off", list(clients), 0,
-                                    "p2p off (policy): data buffers in host memory")
-        elif ns.policy == "kernel":
-            decisions[i] = _kernel_mode(ns, clients, oracle, providers)
-        elif ns.policy == "pinned":
-            d = _pinned(ns, clients, oracle, avail, assigned)
-            decisions[i] = d
-        else:
-            rk = ranked(ns, clients)
-            own = any(s.own for s in rk)
-            todo.append(((not own, len(rk), -ns.demand, i), i, ns, clients))
-
-    # 2. placed namespaces, most constrained first, in phases (see _PHASES): everything that
-    #    fits is placed before anything is shared, and at each stage a namespace's first choice
-    #    goes before another namespace's second choice.
-    todo.sort(key=lambda t: t[0])
-    pending = []
-    for item in todo:
-        _, i, ns, clients = item
-        rk = ranked(ns, clients)
-        if not clients or not rk:
-            decisions[i] = _placed(ns, clients, rk, None, oracle, providers, avail, assigned,
-                                   numa, unpublished, explain, ranked)
-        else:
-            pending.append((i, ns, clients, rk))
-    for phase in _PHASES:
-        rest = []
-        for i, ns, clients, rk in pending:
-            choice = _choose(phase, ns, rk, avail, assigned)
-            if choice is None and phase != "share":
-                rest.append((i, ns, clients, rk))
-                continue
-            decisions[i] = _placed(ns, clients, rk, choice, oracle, providers, avail, assigned,
-                                   numa, unpublished, explain, ranked, shared=phase.startswith("share"))
-        pending = rest
-
-    ordered = [decisions[i] for i in range(len(all_ns))]
-    for step, i in enumerate(decisions, 1):      # dict order = the order decisions were made
-        decisions[i].step = step
     for d in ordered:
         if d.error:
             where = d.namespace.where
             errors.append(f"{where}: {d.label}: {d.error}" if where else f"{d.label}: {d.error}")
-    usage = {b: {"available": avail[b], "assigned": assigned[b]} for b in providers}
-    state = _state(res, ordered)
-    return Placement(file=res.file, state=state, decisions=ordered, usage=usage,
-                     kernel=oracle.kernel, warnings=warnings, errors=errors)
+    usage = {b: {"available": pl.avail[b], "assigned": pl.assigned[b]} for b in pl.providers}
+    return Placement(file=res.file, state=_state(res, ordered), decisions=ordered, usage=usage,
+                     kernel=pl.oracle.kernel, warnings=[str(w) for w in res.warnings],
+                     errors=errors)
+
+
+class _Placer:
+    """One :func:`place` run: the providers, what the plan has assigned to each so far, and
+    the decisions made."""
+
+    def __init__(self, inv: Inventory, kernel: str | None, explain: bool):
+        self.oracle = _Oracle(inv, kernel)
+        self.explain = explain
+        self.providers = [f.bdf for f in inv.providers(published_only=True)]
+        self.unpublished = [f.bdf for f in inv.providers(published_only=False)
+                            if not f.p2pmem.published]
+        self.avail = {b: max(0, inv.pci[b].p2pmem.available) for b in self.providers}
+        self.assigned = {b: 0 for b in self.providers}
+        self.numa = {b: f.numa_node for b, f in inv.pci.items()}
+        self.bdfkey = {b: bdf_sort_key(b) for b in self.providers}
+        self.statics: dict[tuple[str, tuple[str, ...], str, str], list[_Static]] = {}
+        self.decisions: dict[int, Decision] = {}
+
+    def ranked(self, ns: ResolvedNamespace, clients: tuple[str, ...]) -> list[_Static]:
+        """Accepted providers for ``clients`` in capacity-independent rank order: every path
+        below the root complex, own CMB, the kernel's distance, clients on another NUMA node,
+        BDF (rules 1-4 and 6; free capacity, rule 5, is weighed when choosing)."""
+        key = (ns.nvme_pci or "", clients, ns.require, ns.numa)
+        got = self.statics.get(key)
+        if got is not None:
+            return got
+        got, numa = [], self.numa
+        for p in self.providers:
+            v = self.oracle.many(p, clients)
+            if v.map_type == MapType.NOT_SUPPORTED:
+                continue
+            if ns.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR:
+                continue
+            own = p == ns.nvme_pci
+            mism = sum(1 for c in clients if numa.get(c) is not None
+                       and numa.get(p) is not None and numa[c] != numa[p])
+            if mism and ns.numa == "strict":
+                continue
+            thb = sum(1 for pv in v.pairs if pv.map_type != MapType.BUS_ADDR)
+            rank = (thb, not own, v.distance, mism)
+            got.append(_Static(key=rank, provider=p, verdict=v, own=own, numa=mism,
+                               thb=thb, order=(rank, self.bdfkey[p])))
+        got.sort(key=lambda s: s.order)
+        self.statics[key] = got
+        return got
+
+    def fixed(self, all_ns: list[ResolvedNamespace]) -> list[tuple]:
+        """1. Fixed choices first: off, kernel, pinned (pins consume capacity whatever we do).
+        Returns the placed namespaces, most constrained first."""
+        todo: list[tuple[tuple, int, ResolvedNamespace, tuple[str, ...]]] = []
+        for i, ns in enumerate(all_ns):
+            clients = tuple([ns.nvme_pci] + ns.nic_clients) if ns.nvme_pci else ()
+            if ns.policy == "off":
+                self.decisions[i] = Decision(ns, "0", None, "off", list(clients), 0,
+                                             "p2p off (policy): data buffers in host memory")
+            elif ns.policy == "kernel":
+                self.decisions[i] = _kernel_mode(ns, clients, self.oracle, self.providers)
+            elif ns.policy == "pinned":
+                self.decisions[i] = _pinned(ns, clients, self.oracle, self.avail, self.assigned)
+            else:
+                rk = self.ranked(ns, clients)
+                own = any(s.own for s in rk)
+                todo.append(((not own, len(rk), -ns.demand, i), i, ns, clients))
+        todo.sort(key=lambda t: t[0])
+        return todo
+
+    def phased(self, todo: list[tuple]) -> None:
+        """2. Placed namespaces in phases (see _PHASES): everything that fits is placed before
+        anything is shared, and at each stage a namespace's first choice goes before another
+        namespace's second choice."""
+        pending = []
+        for _, i, ns, clients in todo:
+            rk = self.ranked(ns, clients)
+            if not clients or not rk:
+                self.decisions[i] = self.placed(ns, clients, rk, None)
+            else:
+                pending.append((i, ns, clients, rk))
+        for phase in _PHASES:
+            rest = []
+            for i, ns, clients, rk in pending:
+                choice = _choose(phase, ns, rk, self.avail, self.assigned)
+                if choice is None and phase != "share":
+                    rest.append((i, ns, clients, rk))
+                    continue
+                self.decisions[i] = self.placed(ns, clients, rk, choice,
+                                                shared=phase.startswith("share"))
+            pending = rest
+
+    def placed(self, ns, clients, rk, choice, shared: bool = False) -> Decision:
+        return _placed(ns, clients, rk, choice, self.oracle, self.providers, self.avail,
+                       self.assigned, self.numa, self.unpublished, self.explain, self.ranked,
+                       shared=shared)
 
 
 def place_or_raise(res: Resolved, inv: Inventory, kernel: str | None = None, *,

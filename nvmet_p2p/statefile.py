@@ -276,33 +276,39 @@ def _subsystem(v: _V, path: str, s: Any, out: st.TargetState) -> None:
         if not _namespace_fast(n, sub):
             _namespace(v, f"{path}.namespaces[{j}]", n, sub)
     if "passthru" in so:
-        pts = v.lst(f"{path}.passthru", so["passthru"])
-        if len(pts) > 1:
-            v.err(f"{path}.passthru", "a subsystem has at most one passthru entry")
-        for j, pt in enumerate(pts[:1]):
-            pp = f"{path}.passthru[{j}]"
-            po = v.obj(pp, pt, ("device", "enable", "clear_ids", "admin_timeout", "io_timeout"))
-            if po is None:
-                continue
-            d: dict[str, str] = {}
-            if "device" in po:
-                g = v.group(f"{pp}.device", po["device"], ("path",))
-                if g.get("path") and g["path"] != "(null)":
-                    d["device_path"] = g["path"]
-            for k in ("clear_ids", "admin_timeout", "io_timeout"):
-                if k in po:
-                    n_ = v.integer(f"{pp}.{k}", po[k], 0, 0xFFFFFFFF, k)
-                    if n_ is not None:
-                        d[k] = str(n_)
-            if "enable" in po:
-                e = v.enable(f"{pp}.enable", po["enable"])
-                if e is not None:
-                    d["enable"] = "1" if e else "0"
-            if d.get("enable") == "1" or d.get("device_path"):
-                sub.passthru = d
-                if nss:
-                    v.err(pp, "a passthru subsystem cannot also have namespaces")
+        _passthru(v, f"{path}.passthru", so["passthru"], sub, bool(nss))
     out.subsystems[nqn] = sub
+
+
+def _passthru(v: _V, path: str, val: Any, sub: st.Subsystem, has_namespaces: bool) -> None:
+    """``passthru``: nvmetcli's list of (at most) one entry with ``device.path``, ``enable``
+    and the timeouts; kept when it is enabled or names a device."""
+    pts = v.lst(path, val)
+    if len(pts) > 1:
+        v.err(path, "a subsystem has at most one passthru entry")
+    for j, pt in enumerate(pts[:1]):
+        pp = f"{path}[{j}]"
+        po = v.obj(pp, pt, ("device", "enable", "clear_ids", "admin_timeout", "io_timeout"))
+        if po is None:
+            continue
+        d: dict[str, str] = {}
+        if "device" in po:
+            g = v.group(f"{pp}.device", po["device"], ("path",))
+            if g.get("path") and g["path"] != "(null)":
+                d["device_path"] = g["path"]
+        for k in ("clear_ids", "admin_timeout", "io_timeout"):
+            if k in po:
+                n_ = v.integer(f"{pp}.{k}", po[k], 0, 0xFFFFFFFF, k)
+                if n_ is not None:
+                    d[k] = str(n_)
+        if "enable" in po:
+            e = v.enable(f"{pp}.enable", po["enable"])
+            if e is not None:
+                d["enable"] = "1" if e else "0"
+        if d.get("enable") == "1" or d.get("device_path"):
+            sub.passthru = d
+            if has_namespaces:
+                v.err(pp, "a passthru subsystem cannot also have namespaces")
 
 
 _NS_FAST_KEYS = frozenset(("nsid", "enable", "device"))
@@ -426,47 +432,56 @@ def _port(v: _V, path: str, p: Any, out: st.TargetState) -> None:
         v.err(f"{path}.addr", "a port with subsystems needs addr.trtype (the kernel cannot "
                               "enable a port without a transport)")
     for j, r in enumerate(v.lst(f"{path}.referrals", po.get("referrals", []))):
-        rp = f"{path}.referrals[{j}]"
-        ro = v.obj(rp, r, ("name", "addr", "enable"), ("name",))
-        if ro is None or "name" not in ro:
-            continue
-        name = v.string(f"{rp}.name", ro["name"])
-        if name is None:
-            continue
-        bad = name_problem(name)
-        if bad:
-            v.err(f"{rp}.name", f"referral name {name!r} is not a valid directory name: {bad}")
-            continue
-        if name in port.referrals:
-            v.err(f"{rp}.name", f"referral {name!r} is defined twice")
-            continue
-        ref = st.Referral(name=name)
-        if "addr" in ro:
-            _attr_values(v, f"{rp}.addr", "addr", v.group(f"{rp}.addr", ro["addr"], REF_ADDR),
-                         ref.attrs)
-        if "enable" in ro:
-            e = v.enable(f"{rp}.enable", ro["enable"])
-            if e is not None:
-                ref.enable = e
-        port.referrals[name] = ref
+        _referral(v, f"{path}.referrals[{j}]", r, port)
     for j, g in enumerate(v.lst(f"{path}.ana_groups", po.get("ana_groups", []))):
-        gp = f"{path}.ana_groups[{j}]"
-        go = v.obj(gp, g, ("grpid", "ana"), ("grpid",))
-        if go is None or "grpid" not in go:
-            continue
-        gid = v.integer(f"{gp}.grpid", go["grpid"], 1, ANA_GRPID_MAX, "ANA group id")
-        if gid is None:
-            continue
-        if gid in port.ana_groups:
-            v.err(f"{gp}.grpid", f"ANA group {gid} is defined twice")
-            continue
-        a = v.group(f"{gp}.ana", go.get("ana", {}), ("state",))
-        state = a.get("state", "optimized" if gid == 1 else "inaccessible")
-        p_ = attr_value_problem("ana_state", state)
-        if p_:
-            v.err(f"{gp}.ana.state", p_)
-        port.ana_groups[gid] = state
+        _ana_group(v, f"{path}.ana_groups[{j}]", g, port)
     out.ports[pid] = port
+
+
+def _referral(v: _V, rp: str, r: Any, port: st.Port) -> None:
+    """``referrals[]``: a named discovery referral (a directory name) with its address."""
+    ro = v.obj(rp, r, ("name", "addr", "enable"), ("name",))
+    if ro is None or "name" not in ro:
+        return
+    name = v.string(f"{rp}.name", ro["name"])
+    if name is None:
+        return
+    bad = name_problem(name)
+    if bad:
+        v.err(f"{rp}.name", f"referral name {name!r} is not a valid directory name: {bad}")
+        return
+    if name in port.referrals:
+        v.err(f"{rp}.name", f"referral {name!r} is defined twice")
+        return
+    ref = st.Referral(name=name)
+    if "addr" in ro:
+        _attr_values(v, f"{rp}.addr", "addr", v.group(f"{rp}.addr", ro["addr"], REF_ADDR),
+                     ref.attrs)
+    if "enable" in ro:
+        e = v.enable(f"{rp}.enable", ro["enable"])
+        if e is not None:
+            ref.enable = e
+    port.referrals[name] = ref
+
+
+def _ana_group(v: _V, gp: str, g: Any, port: st.Port) -> None:
+    """``ana_groups[]``: a group id and its state (group 1 starts optimized, new ones
+    inaccessible)."""
+    go = v.obj(gp, g, ("grpid", "ana"), ("grpid",))
+    if go is None or "grpid" not in go:
+        return
+    gid = v.integer(f"{gp}.grpid", go["grpid"], 1, ANA_GRPID_MAX, "ANA group id")
+    if gid is None:
+        return
+    if gid in port.ana_groups:
+        v.err(f"{gp}.grpid", f"ANA group {gid} is defined twice")
+        return
+    a = v.group(f"{gp}.ana", go.get("ana", {}), ("state",))
+    state = a.get("state", "optimized" if gid == 1 else "inaccessible")
+    p_ = attr_value_problem("ana_state", state)
+    if p_:
+        v.err(f"{gp}.ana.state", p_)
+    port.ana_groups[gid] = state
 
 
 def _cross_checks(v: _V, top: dict, out: st.TargetState) -> None:
@@ -544,47 +559,49 @@ def to_doc(state: st.TargetState) -> dict:
         if g["dhchap"] or h.attrs:
             d["dhchap"] = g["dhchap"]
         doc["hosts"].append(d)
-    doc["ports"] = []
-    for pid, p in sorted(state.ports.items()):
-        g = _grouped(p.attrs, ("addr", "param"))
-        d = {"portid": pid, "addr": g["addr"], "param": g["param"],
-             "subsystems": sorted(p.subsystems),
-             "referrals": [{"name": r.name, "addr": _grouped(r.attrs, ("addr",))["addr"],
-                            "enable": 1 if r.enable else 0}
-                           for _, r in sorted(p.referrals.items())],
-             "ana_groups": [{"grpid": gid, "ana": {"state": s}}
-                            for gid, s in sorted(p.ana_groups.items())]}
-        doc["ports"].append(d)
-    doc["subsystems"] = []
-    for nqn, s in sorted(state.subsystems.items()):
-        d = {"nqn": nqn, "attr": _grouped(s.attrs, ("attr",))["attr"],
-             "allowed_hosts": sorted(s.allowed_hosts), "namespaces": []}
-        for nsid, ns in sorted(s.namespaces.items()):
-            g = _grouped(ns.attrs, ("device", "ana", "resv"))
-            nd: dict[str, Any] = {"nsid": nsid, "enable": 1 if ns.enable else 0,
-                                  "device": g["device"]}
-            if g["ana"]:
-                nd["ana"] = g["ana"]
-                gid = _int(g["ana"].get("grpid", ""))
-                if gid is not None:
-                    nd["ana_grpid"] = gid
-            if g["resv"]:
-                nd["resv"] = g["resv"]
-            for k in ("p2pmem", "buffered_io"):
-                if k in ns.attrs:
-                    nd[k] = ns.attrs[k]
-            d["namespaces"].append(nd)
-        if s.passthru is not None:
-            pt: dict[str, Any] = {"device": {}}
-            if s.passthru.get("device_path"):
-                pt["device"]["path"] = s.passthru["device_path"]
-            for k in ("clear_ids", "admin_timeout", "io_timeout"):
-                if k in s.passthru and _int(s.passthru[k]) is not None:
-                    pt[k] = _int(s.passthru[k])
-            pt["enable"] = 1 if s.passthru.get("enable") == "1" else 0
-            d["passthru"] = [pt]
-        doc["subsystems"].append(d)
+    doc["ports"] = [_port_doc(pid, p) for pid, p in sorted(state.ports.items())]
+    doc["subsystems"] = [_subsystem_doc(nqn, s) for nqn, s in sorted(state.subsystems.items())]
     return doc
+
+
+def _port_doc(pid: int, p: st.Port) -> dict:
+    g = _grouped(p.attrs, ("addr", "param"))
+    return {"portid": pid, "addr": g["addr"], "param": g["param"],
+            "subsystems": sorted(p.subsystems),
+            "referrals": [{"name": r.name, "addr": _grouped(r.attrs, ("addr",))["addr"],
+                           "enable": 1 if r.enable else 0}
+                          for _, r in sorted(p.referrals.items())],
+            "ana_groups": [{"grpid": gid, "ana": {"state": s}}
+                           for gid, s in sorted(p.ana_groups.items())]}
+
+
+def _subsystem_doc(nqn: str, s: st.Subsystem) -> dict:
+    d: dict[str, Any] = {"nqn": nqn, "attr": _grouped(s.attrs, ("attr",))["attr"],
+                         "allowed_hosts": sorted(s.allowed_hosts), "namespaces": []}
+    for nsid, ns in sorted(s.namespaces.items()):
+        g = _grouped(ns.attrs, ("device", "ana", "resv"))
+        nd: dict[str, Any] = {"nsid": nsid, "enable": 1 if ns.enable else 0, "device": g["device"]}
+        if g["ana"]:
+            nd["ana"] = g["ana"]
+            gid = _int(g["ana"].get("grpid", ""))
+            if gid is not None:
+                nd["ana_grpid"] = gid
+        if g["resv"]:
+            nd["resv"] = g["resv"]
+        for k in ("p2pmem", "buffered_io"):
+            if k in ns.attrs:
+                nd[k] = ns.attrs[k]
+        d["namespaces"].append(nd)
+    if s.passthru is not None:
+        pt: dict[str, Any] = {"device": {}}
+        if s.passthru.get("device_path"):
+            pt["device"]["path"] = s.passthru["device_path"]
+        for k in ("clear_ids", "admin_timeout", "io_timeout"):
+            if k in s.passthru and _int(s.passthru[k]) is not None:
+                pt[k] = _int(s.passthru[k])
+        pt["enable"] = 1 if s.passthru.get("enable") == "1" else 0
+        d["passthru"] = [pt]
+    return d
 
 
 def dumps(state: st.TargetState) -> str:
@@ -663,67 +680,75 @@ def nvmetcli_problems(doc: Any) -> list[tuple[str, str]]:
     targets exist in the same file; referrals with ``name``; ANA groups with ``grpid``
     1..1024. Keys it does not know (our ``p2pmem``, ``buffered_io``) it ignores.
     """
-    probs: list[tuple[str, str]] = []
-
-    def grp(path, o, names):
-        for g in names:
-            if g in o:
-                if not isinstance(o[g], dict):
-                    probs.append((f"{path}.{g}", "group must be an object"))
-                    continue
-                for k, val in o[g].items():
-                    if isinstance(val, (dict, list)):
-                        probs.append((f"{path}.{g}.{k}", "value must be a scalar"))
-
     if not isinstance(doc, dict):
         return [("$", "must be an object")]
+    probs: list[tuple[str, str]] = []
     hosts = set()
     for i, h in enumerate(doc.get("hosts", [])):
         if not isinstance(h, dict) or "nqn" not in h:
             probs.append((f"$.hosts[{i}]", "needs nqn"))
             continue
         hosts.add(h["nqn"])
-        grp(f"$.hosts[{i}]", h, ("dhchap",))
+        _nvmetcli_groups(probs, f"$.hosts[{i}]", h, ("dhchap",))
     subs = set()
     for i, s in enumerate(doc.get("subsystems", [])):
         if not isinstance(s, dict) or "nqn" not in s:
             probs.append((f"$.subsystems[{i}]", "needs nqn"))
             continue
         subs.add(s["nqn"])
-        grp(f"$.subsystems[{i}]", s, ("attr",))
-        for j, n in enumerate(s.get("namespaces", [])):
-            p = f"$.subsystems[{i}].namespaces[{j}]"
-            if not isinstance(n, dict) or "nsid" not in n:
-                probs.append((p, "needs nsid"))
-                continue
-            try:
-                nsid = int(n["nsid"])
-                if not 1 <= nsid <= 8192:
-                    probs.append((f"{p}.nsid", "nvmetcli accepts nsid 1..8192 only"))
-            except (TypeError, ValueError):
-                probs.append((f"{p}.nsid", "not an integer"))
-            grp(p, n, ("device", "ana", "resv"))
-            if "enable" in n and n["enable"] not in (0, 1):
-                probs.append((f"{p}.enable", "must be 0 or 1"))
-            if "ana_grpid" in n and not isinstance(n["ana_grpid"], int):
-                probs.append((f"{p}.ana_grpid", "must be an integer"))
-        for j, h in enumerate(s.get("allowed_hosts", [])):
-            if h not in hosts:
-                probs.append((f"$.subsystems[{i}].allowed_hosts[{j}]",
-                              "host not created before the link (hosts are restored first)"))
+        _nvmetcli_subsystem(probs, f"$.subsystems[{i}]", s, hosts)
     for i, p in enumerate(doc.get("ports", [])):
         if not isinstance(p, dict) or "portid" not in p:
             probs.append((f"$.ports[{i}]", "needs portid"))
             continue
-        grp(f"$.ports[{i}]", p, ("addr", "param"))
-        for j, s in enumerate(p.get("subsystems", [])):
-            if s not in subs:
-                probs.append((f"$.ports[{i}].subsystems[{j}]", "subsystem not in the file"))
-        for j, r in enumerate(p.get("referrals", [])):
-            if not isinstance(r, dict) or "name" not in r:
-                probs.append((f"$.ports[{i}].referrals[{j}]", "needs name"))
-        for j, g in enumerate(p.get("ana_groups", [])):
-            if not isinstance(g, dict) or not isinstance(g.get("grpid"), int) \
-                    or not 1 <= g["grpid"] <= 1024:
-                probs.append((f"$.ports[{i}].ana_groups[{j}]", "needs grpid 1..1024"))
+        _nvmetcli_port(probs, f"$.ports[{i}]", p, subs)
     return probs
+
+
+def _nvmetcli_groups(probs: list, path: str, o: dict, names: tuple[str, ...]) -> None:
+    for g in names:
+        if g in o:
+            if not isinstance(o[g], dict):
+                probs.append((f"{path}.{g}", "group must be an object"))
+                continue
+            for k, val in o[g].items():
+                if isinstance(val, (dict, list)):
+                    probs.append((f"{path}.{g}.{k}", "value must be a scalar"))
+
+
+def _nvmetcli_subsystem(probs: list, path: str, s: dict, hosts: set) -> None:
+    _nvmetcli_groups(probs, path, s, ("attr",))
+    for j, n in enumerate(s.get("namespaces", [])):
+        p = f"{path}.namespaces[{j}]"
+        if not isinstance(n, dict) or "nsid" not in n:
+            probs.append((p, "needs nsid"))
+            continue
+        try:
+            nsid = int(n["nsid"])
+            if not 1 <= nsid <= 8192:
+                probs.append((f"{p}.nsid", "nvmetcli accepts nsid 1..8192 only"))
+        except (TypeError, ValueError):
+            probs.append((f"{p}.nsid", "not an integer"))
+        _nvmetcli_groups(probs, p, n, ("device", "ana", "resv"))
+        if "enable" in n and n["enable"] not in (0, 1):
+            probs.append((f"{p}.enable", "must be 0 or 1"))
+        if "ana_grpid" in n and not isinstance(n["ana_grpid"], int):
+            probs.append((f"{p}.ana_grpid", "must be an integer"))
+    for j, h in enumerate(s.get("allowed_hosts", [])):
+        if h not in hosts:
+            probs.append((f"{path}.allowed_hosts[{j}]",
+                          "host not created before the link (hosts are restored first)"))
+
+
+def _nvmetcli_port(probs: list, path: str, p: dict, subs: set) -> None:
+    _nvmetcli_groups(probs, path, p, ("addr", "param"))
+    for j, s in enumerate(p.get("subsystems", [])):
+        if s not in subs:
+            probs.append((f"{path}.subsystems[{j}]", "subsystem not in the file"))
+    for j, r in enumerate(p.get("referrals", [])):
+        if not isinstance(r, dict) or "name" not in r:
+            probs.append((f"{path}.referrals[{j}]", "needs name"))
+    for j, g in enumerate(p.get("ana_groups", [])):
+        if not isinstance(g, dict) or not isinstance(g.get("grpid"), int) \
+                or not 1 <= g["grpid"] <= 1024:
+            probs.append((f"{path}.ana_groups[{j}]", "needs grpid 1..1024"))
