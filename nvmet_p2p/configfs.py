@@ -641,13 +641,17 @@ def _read_named(cfs: Configfs, only: st.TargetState) -> st.TargetState:
     top = cfs.read_attrs("", {"": ("discovery_nqn",)})[""]
     if "discovery_nqn" in top:
         out.discovery_nqn = top["discovery_nqn"].strip()
-
     names = cfs.listdir("hosts")
     got = cfs.read_attrs("hosts", {n: tuple(only.hosts[n].attrs) for n in names
                                    if n in only.hosts and only.hosts[n].attrs})
     for n in names:
         out.hosts[n] = st.Host(nqn=n, attrs=_cleaned(got.get(n, {})))
+    _read_named_subsystems(cfs, only, out)
+    _read_named_ports(cfs, only, out)
+    return out
 
+
+def _read_named_subsystems(cfs: Configfs, only: st.TargetState, out: st.TargetState) -> None:
     names = cfs.listdir("subsystems")
     want: dict[str, tuple[str, ...]] = {}
     for n in names:
@@ -664,35 +668,44 @@ def _read_named(cfs: Configfs, only: st.TargetState) -> st.TargetState:
         rel = f"subsystems/{n}"
         sub = st.Subsystem(nqn=n, attrs=_cleaned(got.get(n, {})),
                            allowed_hosts=cfs.listdir(f"{rel}/allowed_hosts"))
-        nsids = _numbered(cfs.listdir(f"{rel}/namespaces"))
-        if nsids:
-            # (the loops below run once per namespace: kept lean, it is what a re-apply costs)
-            dns = d.namespaces if d is not None else {}
-            shapes: dict[tuple[str, ...], tuple[str, ...]] = {(): ("enable",)}
-            want_ns = {}
-            for i, name in nsids:
-                dn = dns.get(i)
-                keys = tuple(dn.attrs) if dn is not None else ()
-                names_ = shapes.get(keys)
-                if names_ is None:
-                    names_ = shapes[keys] = ("enable",) + keys
-                want_ns[name] = names_
-            vals = cfs.read_many(f"{rel}/namespaces",
-                                 [f"{name}/{a}" for name, attrs in want_ns.items() for a in attrs])
-            k = 0
-            for i, name in nsids:
-                attrs = want_ns[name]
-                enable = vals[k]
-                a = {n: v for n, v in zip(attrs[1:], vals[k + 1:k + len(attrs)]) if v is not None}
-                k += len(attrs)
-                if a.get("device_path") == NULL_PATH:
-                    a["device_path"] = ""
-                sub.namespaces[i] = st.Namespace(i, enable == "1", a)
+        _read_named_namespaces(cfs, rel, d.namespaces if d is not None else {}, sub)
         pt = _cleaned(got.get(f"{n}/passthru", {}))
         if pt and (pt.get("enable", "0") != "0" or pt.get("device_path")):
             sub.passthru = pt
         out.subsystems[n] = sub
 
+
+def _read_named_namespaces(cfs: Configfs, rel: str, dns: dict[int, st.Namespace],
+                           sub: st.Subsystem) -> None:
+    """``enable`` and the attributes the desired namespace names, of every namespace: one
+    :meth:`Configfs.read_many` for the subsystem. (The loops run once per namespace: kept
+    lean, it is what a re-apply costs.)"""
+    nsids = _numbered(cfs.listdir(f"{rel}/namespaces"))
+    if not nsids:
+        return
+    shapes: dict[tuple[str, ...], tuple[str, ...]] = {(): ("enable",)}
+    want_ns = {}
+    for i, name in nsids:
+        dn = dns.get(i)
+        keys = tuple(dn.attrs) if dn is not None else ()
+        names_ = shapes.get(keys)
+        if names_ is None:
+            names_ = shapes[keys] = ("enable",) + keys
+        want_ns[name] = names_
+    vals = cfs.read_many(f"{rel}/namespaces",
+                         [f"{name}/{a}" for name, attrs in want_ns.items() for a in attrs])
+    k = 0
+    for i, name in nsids:
+        attrs = want_ns[name]
+        enable = vals[k]
+        a = {n: v for n, v in zip(attrs[1:], vals[k + 1:k + len(attrs)]) if v is not None}
+        k += len(attrs)
+        if a.get("device_path") == NULL_PATH:
+            a["device_path"] = ""
+        sub.namespaces[i] = st.Namespace(i, enable == "1", a)
+
+
+def _read_named_ports(cfs: Configfs, only: st.TargetState, out: st.TargetState) -> None:
     pids = _ids(cfs.listdir("ports"))
     got = cfs.read_attrs("ports", {str(p): tuple(only.ports[p].attrs) for p in pids
                                    if p in only.ports and only.ports[p].attrs})
@@ -718,7 +731,6 @@ def _read_named(cfs: Configfs, only: st.TargetState) -> st.TargetState:
             for g in gids:
                 port.ana_groups[g] = got_g[str(g)].get("ana_state", "").strip()
         out.ports[pid] = port
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -661,39 +661,23 @@ def _rejected(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
 def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
                  providers: list[str], avail, assigned, numa, unpublished, explain,
                  ranked_fn) -> Decision:
-    """No provider is accepted for the NVMe and every NIC together."""
-    nvme = clients[0]
-    nics = list(clients[1:])
+    """No provider is accepted for the NVMe and every NIC together: ``when_none`` decides."""
+    nvme, nics = clients[0], list(clients[1:])
     req = " with require: bus_addr" if ns.require == MapType.BUS_ADDR else ""
     if ns.numa == "strict":
         req += (" and " if req else " with ") + "numa: strict"
 
     def ok(p: str, cl: tuple[str, ...]) -> bool:
         v = oracle.many(p, cl)
-        if v.map_type == MapType.NOT_SUPPORTED or (ns.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR):
+        if v.map_type == MapType.NOT_SUPPORTED or (ns.require == MapType.BUS_ADDR
+                                                   and v.map_type != MapType.BUS_ADDR):
             return False
         return ns.numa != "strict" or not any(
             numa.get(c) is not None and numa.get(p) is not None and numa[c] != numa[p]
             for c in cl)
 
     for_nvme = [p for p in providers if ok(p, (nvme,))]
-    if not providers:
-        why = "this machine has no published p2pmem provider"
-        if unpublished:
-            why += f" ({', '.join(unpublished)} have unpublished pools)"
-    elif not for_nvme:
-        v = oracle.many(providers[0], (nvme,))
-        why = (f"no provider is accepted{req} for the NVMe {nvme} itself (e.g. {providers[0]}: "
-               f"{'; '.join(v.reasons) or v.map_type})")
-        if v.kernel_parameter:
-            why += f"; {v.kernel_parameter} would change that"
-    else:
-        per_nic = []
-        for nic in nics:
-            both = [p for p in for_nvme if ok(p, (nvme, nic))]
-            per_nic.append(f"{nvme}+{nic}: {', '.join(both) or 'none'}")
-        why = (f"no single provider serves the NVMe and every port's NIC{req} "
-               f"({'; '.join(per_nic)})")
+    why = _why_none(nvme, nics, req, for_nvme, providers, unpublished, oracle, ok)
     if explain:
         d.rejected = _rejected(ns, clients, oracle, providers, avail, assigned, numa, unpublished)
     if ns.when_none == "off" or (ns.when_none == "best_effort" and not for_nvme):
@@ -705,7 +689,48 @@ def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], o
         d.error = (why + "; set p2p: off for it, or when_none: off / best_effort" +
                    (f", or relax{req.replace(' with', '')}" if req else ""))
         return d
-    # best_effort: the NVMe plus as many NICs as possible
+    s, served = _best_effort(ns, nvme, nics, for_nvme, ok, avail, assigned, ranked_fn)
+    left_out = [n for n in nics if n not in served]
+    assigned[s.provider] += ns.demand
+    d.provider = d.p2pmem = s.provider
+    d.map_type = s.verdict.map_type
+    d.status = "best_effort"
+    d.summary = (f"{s.provider}: serves the NVMe and {len(served)} of {len(nics)} NIC(s); "
+                 f"connections through {', '.join(left_out)} use host memory (when_none: "
+                 "best_effort)")
+    d.notes.append(why)
+    if explain:
+        d.candidates = _explain([s], s, ns.demand, avail, {**assigned,
+                                                           s.provider: assigned[s.provider] - ns.demand})
+    return d
+
+
+def _why_none(nvme, nics, req, for_nvme, providers, unpublished, oracle, ok) -> str:
+    """Why no provider serves the NVMe and every NIC: none at all, none for the NVMe itself
+    (with the kernel's reasons for the first provider), or, per NIC, the ones that would."""
+    if not providers:
+        why = "this machine has no published p2pmem provider"
+        if unpublished:
+            why += f" ({', '.join(unpublished)} have unpublished pools)"
+        return why
+    if not for_nvme:
+        v = oracle.many(providers[0], (nvme,))
+        why = (f"no provider is accepted{req} for the NVMe {nvme} itself (e.g. {providers[0]}: "
+               f"{'; '.join(v.reasons) or v.map_type})")
+        if v.kernel_parameter:
+            why += f"; {v.kernel_parameter} would change that"
+        return why
+    per_nic = []
+    for nic in nics:
+        both = [p for p in for_nvme if ok(p, (nvme, nic))]
+        per_nic.append(f"{nvme}+{nic}: {', '.join(both) or 'none'}")
+    return (f"no single provider serves the NVMe and every port's NIC{req} "
+            f"({'; '.join(per_nic)})")
+
+
+def _best_effort(ns, nvme, nics, for_nvme, ok, avail, assigned, ranked_fn):
+    """``when_none: best_effort``: among the providers that serve the NVMe and the most NICs,
+    the best-ranked one with room, else the least oversubscribed."""
     best_n, best_set = -1, []
     for p in for_nvme:
         served = tuple(n for n in nics if ok(p, (nvme, n)))
@@ -720,30 +745,13 @@ def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], o
     for served, _ in groups.items():
         sub = ranked_fn(ns, (nvme,) + served)
         options += [(s, served) for s in sub if s.provider in groups[served]]
-    choice_s = None
     for s, served in sorted(options, key=lambda t: (t[0].key, bdf_sort_key(t[0].provider))):
         if avail[s.provider] - assigned[s.provider] >= ns.demand:
-            choice_s = (s, served)
-            break
-    if choice_s is None:
-        choice_s = min(options, key=lambda t: (
-            _overflow(t[0].provider, ns.demand, avail, assigned), t[0].key,
-            _load_after(t[0].provider, ns.demand, avail, assigned),
-            bdf_sort_key(t[0].provider)))
-    s, served = choice_s
-    left_out = [n for n in nics if n not in served]
-    assigned[s.provider] += ns.demand
-    d.provider = d.p2pmem = s.provider
-    d.map_type = s.verdict.map_type
-    d.status = "best_effort"
-    d.summary = (f"{s.provider}: serves the NVMe and {len(served)} of {len(nics)} NIC(s); "
-                 f"connections through {', '.join(left_out)} use host memory (when_none: "
-                 "best_effort)")
-    d.notes.append(why)
-    if explain:
-        d.candidates = _explain([s], s, ns.demand, avail, {**assigned,
-                                                           s.provider: assigned[s.provider] - ns.demand})
-    return d
+            return s, served
+    return min(options, key=lambda t: (
+        _overflow(t[0].provider, ns.demand, avail, assigned), t[0].key,
+        _load_after(t[0].provider, ns.demand, avail, assigned),
+        bdf_sort_key(t[0].provider)))
 
 
 # =============================================================================================

@@ -98,70 +98,26 @@ def take_snapshot(dest: str | os.PathLike, *, root: str | os.PathLike = "/",
     """
     dest = os.path.abspath(os.fspath(dest))
     src = os.path.abspath(os.fspath(root))
-    if os.path.exists(dest) and not os.path.isdir(dest):
-        raise InputError("exists and is not a directory", where=dest)
-    if os.path.isdir(dest) and os.listdir(dest) and not force:
-        raise InputError("directory is not empty (use --force to replace it)", where=dest)
-    if src != "/" and (dest == src or dest.startswith(src + "/")):
-        raise InputError("the snapshot cannot be written inside the tree it reads", where=dest)
-    parent = os.path.dirname(dest) or "."
-    if not os.path.isdir(parent):
-        raise InputError("parent directory does not exist", where=parent)
-
+    parent = _check_destination(dest, src, force)
     rec = RecordingRoot(src)
-    captured: dict[str, dict] = {}
-
-    def recording_netlink():
-        if netlink is not None:
-            data = netlink()
-        elif rec.live:
-            data = live_netlink()
-        else:
-            return None
-        captured.update(data)
-        return data
-
     if progress:
         progress(f"reading {src}")
-    use_netlink = netlink is not None or rec.live
-    inv = read_inventory(src, fs=rec, netlink=recording_netlink if use_netlink else None)
-    if not use_netlink:
-        # Re-snapshotting a snapshot: carry its recorded netlink data over.
-        try:
-            with open(os.path.join(src, SNAPSHOT_META)) as f:
-                captured.update(json.load(f).get("netlink", {}))
-        except (OSError, ValueError):
-            pass
+    inv, captured = _read_recorded(rec, src, netlink)
     tmp = tempfile.mkdtemp(prefix=".nvmet-p2p-snapshot-", dir=parent)
     keep_tmp = False
     try:
         entries = rec.write_tree(tmp)
-        meta = {
-            "format": FORMAT, "kind": "snapshot", "tool": f"nvmet-p2p {__version__}",
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "hostname": socket.gethostname() if rec.live else None,
-            "source": src, "euid": os.geteuid(),
-            "kernel_release": inv.system.kernel_release,
-            "netlink": {k: v for k, v in captured.items() if k in inv.net},
-        }
-        with open(os.path.join(tmp, SNAPSHOT_META), "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-            f.write("\n")
+        _write_meta(tmp, rec, src, inv, captured)
         if progress:
             progress(f"checking the snapshot reads back the same ({entries} entries)")
-        again = read_inventory(tmp)
-        a, b = _comparable(inv), _comparable(again)
+        a, b = _comparable(inv), _comparable(read_inventory(tmp))
         if a != b:
             keep_tmp = True
             diff = [k for k in a if a[k] != b.get(k)]
             raise NvmetP2PError(f"snapshot self-check failed: re-reading it differs in {diff} "
                                 f"(this is a bug in nvmet-p2p; the partial snapshot is in {tmp})")
-        size = 0
-        for dirpath, _dirs, files in os.walk(tmp):
-            for fn in files:
-                p = os.path.join(dirpath, fn)
-                if not os.path.islink(p):
-                    size += os.path.getsize(p)
+        size = sum(os.path.getsize(os.path.join(d, fn)) for d, _dirs, files in os.walk(tmp)
+                   for fn in files if not os.path.islink(os.path.join(d, fn)))
         if os.path.isdir(dest):
             shutil.rmtree(dest)
         os.rename(tmp, dest)
@@ -177,6 +133,61 @@ def take_snapshot(dest: str | os.PathLike, *, root: str | os.PathLike = "/",
         "config_readable": inv.system.is_root, "kernel_release": inv.system.kernel_release,
         "verified": True, "warnings": list(inv.warnings),
     }
+
+
+def _check_destination(dest: str, src: str, force: bool) -> str:
+    """Refuse a destination that is a file, not empty (without ``force``), inside the tree
+    read, or without a parent; returns the parent directory."""
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise InputError("exists and is not a directory", where=dest)
+    if os.path.isdir(dest) and os.listdir(dest) and not force:
+        raise InputError("directory is not empty (use --force to replace it)", where=dest)
+    if src != "/" and (dest == src or dest.startswith(src + "/")):
+        raise InputError("the snapshot cannot be written inside the tree it reads", where=dest)
+    parent = os.path.dirname(dest) or "."
+    if not os.path.isdir(parent):
+        raise InputError("parent directory does not exist", where=parent)
+    return parent
+
+
+def _read_recorded(rec: RecordingRoot, src: str, netlink) -> tuple:
+    """The inventory of ``src`` read through ``rec`` (which records every path read), and the
+    netlink data it used (live, given, or carried over from a snapshot being re-snapshotted)."""
+    captured: dict[str, dict] = {}
+
+    def recording_netlink():
+        if netlink is not None:
+            data = netlink()
+        elif rec.live:
+            data = live_netlink()
+        else:
+            return None
+        captured.update(data)
+        return data
+
+    use_netlink = netlink is not None or rec.live
+    inv = read_inventory(src, fs=rec, netlink=recording_netlink if use_netlink else None)
+    if not use_netlink:
+        try:
+            with open(os.path.join(src, SNAPSHOT_META)) as f:
+                captured.update(json.load(f).get("netlink", {}))
+        except (OSError, ValueError):
+            pass
+    return inv, captured
+
+
+def _write_meta(tmp: str, rec: RecordingRoot, src: str, inv, captured: dict) -> None:
+    meta = {
+        "format": FORMAT, "kind": "snapshot", "tool": f"nvmet-p2p {__version__}",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname() if rec.live else None,
+        "source": src, "euid": os.geteuid(),
+        "kernel_release": inv.system.kernel_release,
+        "netlink": {k: v for k, v in captured.items() if k in inv.net},
+    }
+    with open(os.path.join(tmp, SNAPSHOT_META), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 __all__ = ["RecordingRoot", "take_snapshot", "FORMAT"]
