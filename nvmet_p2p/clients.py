@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from nvmet_p2p.defs import is_bdf
+from nvmet_p2p.defs import BDF_NO_DOMAIN_RE, is_bdf
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import Inventory
 
@@ -59,7 +59,7 @@ def normalize_bdf(text: str) -> str | None:
     t = text.strip().lower()
     if is_bdf(t):
         return t
-    if re.match(r"^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$", t):
+    if BDF_NO_DOMAIN_RE.match(t):
         return "0000:" + t
     return None
 

@@ -4,7 +4,8 @@ What the Linux NVMe target (``drivers/nvme/target/``) and PCI p2pdma
 (``drivers/pci/p2pdma.c``) accept, and what nvmet-p2p therefore checks before the first
 configfs write: NQN, NSID, port and ANA group limits, the well-known discovery NQN, PCI device
 names, DH-HMAC-CHAP secrets, the enumerated attribute values, and the three p2pdma map types.
-Every module that needs one of these imports it from here (like nvme-stas's ``defs.py``).
+Every module that needs one of these imports it from here (like nvme-stas's ``defs.py``);
+docs/nvmet-configfs.md and docs/p2pdma.md describe the same rules in words.
 
 Names never become paths: a configfs object is one directory, so :func:`name_problem` refuses
 a name with ``/``, an empty one, ``.`` and ``..``; :func:`rel_path_problem` applies it to every
@@ -178,7 +179,9 @@ def rel_path_problem(rel: str) -> str | None:
 # Attribute values: what the kernel's store functions refuse
 # ----------------------------------------------------------------------------------------------
 
-def _int(s: str) -> int | None:
+def parse_int(s: str) -> int | None:
+    """An integer attribute value as the kernel's ``kstrto*(s, 0)`` reads it (``0x`` hex,
+    ``0`` octal, decimal), or ``None``."""
     try:
         return int(s, 0)
     except ValueError:
@@ -195,7 +198,7 @@ def _printable(what: str, most: int):
 
 def _int_range(lo: int, hi: int, text: str):
     def check(v: str, value: str) -> str | None:
-        n = _int(v)
+        n = parse_int(v)
         if n is None or not lo <= n <= hi:
             return f"{value!r} is not {text}"
         return None
@@ -242,7 +245,7 @@ def _version(v: str, value: str) -> str | None:
 
 
 def _integer(v: str, value: str) -> str | None:
-    return None if _int(v) is not None else f"{value!r} is not an integer"
+    return None if parse_int(v) is not None else f"{value!r} is not an integer"
 
 
 def _dhchap_key(v: str, value: str) -> str | None:

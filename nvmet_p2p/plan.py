@@ -47,6 +47,7 @@ from nvmet_p2p.defs import (
     kstrtobool,
     name_problem,
     nqn_problem,
+    parse_int,
     rel_path_problem,
     subsystem_nqn_problem,
 )
@@ -95,10 +96,8 @@ def normalize(name: str, value: str | None) -> Any:
         b = kstrtobool(v)
         return v if b is None else b
     if name in _INT:
-        try:
-            return int(v, 0)
-        except ValueError:
-            return v
+        n = parse_int(v)
+        return v if n is None else n
     if name == "p2pmem":
         if len(v) == 1 and v in "01":
             return v == "1"

@@ -41,6 +41,7 @@ from nvmet_p2p.defs import (
     kstrtobool,
     name_problem,
     nqn_problem,
+    parse_int,
     subsystem_nqn_problem,
 )
 from nvmet_p2p.errors import InputError
@@ -165,13 +166,6 @@ def _tname(v: Any) -> str:
 
 def _ident(k: str) -> bool:
     return bool(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k))
-
-
-def _int(s: str) -> int | None:
-    try:
-        return int(s, 0)
-    except ValueError:
-        return None
 
 
 def _attr_values(v: _V, path: str, prefix: str, group: dict[str, str], into: dict[str, str]):
@@ -379,7 +373,7 @@ def _namespace(v: _V, path: str, n: Any, sub: st.Subsystem) -> None:
         gid = v.integer(f"{path}.ana_grpid", no["ana_grpid"], 1, ANA_GRPID_MAX, "ana_grpid")
         if gid is not None:
             prev = ns.attrs.get("ana_grpid")
-            if prev is not None and _int(prev) != gid:
+            if prev is not None and parse_int(prev) != gid:
                 v.err(f"{path}.ana_grpid", f"ana_grpid {gid} contradicts ana.grpid {prev!r}")
             else:
                 ns.attrs["ana_grpid"] = prev if prev is not None else str(gid)
@@ -499,8 +493,8 @@ def _cross_checks(v: _V, top: dict, out: st.TargetState) -> None:
             v.err(f"$.subsystems[{i}].attr.allow_any_host",
                   "allow_any_host=1 cannot coexist with explicit allowed_hosts (the kernel "
                   "refuses it); remove one of them")
-        lo, hi = _int(sub.attrs.get("attr_cntlid_min", "") or "x"), \
-            _int(sub.attrs.get("attr_cntlid_max", "") or "x")
+        lo, hi = parse_int(sub.attrs.get("attr_cntlid_min", "") or "x"), \
+            parse_int(sub.attrs.get("attr_cntlid_max", "") or "x")
         if lo is not None and hi is not None and lo > hi:
             v.err(f"$.subsystems[{i}].attr.cntlid_min", f"cntlid_min {lo} > cntlid_max {hi}")
         if out.discovery_nqn and sub.nqn == out.discovery_nqn:
@@ -520,7 +514,7 @@ def _cross_checks(v: _V, top: dict, out: st.TargetState) -> None:
         for s in port.subsystems:
             sub = out.subsystems.get(s)
             for ns in (sub.namespaces.values() if sub else []):
-                g = _int(ns.attrs.get("ana_grpid", "1") or "1")
+                g = parse_int(ns.attrs.get("ana_grpid", "1") or "1")
                 if g and g != 1 and g not in grps:
                     v.err(f"$.ports[{i}].ana_groups",
                           f"namespace {s}/{ns.nsid} uses ANA group {g}, which port "
@@ -583,7 +577,7 @@ def _subsystem_doc(nqn: str, s: st.Subsystem) -> dict:
         nd: dict[str, Any] = {"nsid": nsid, "enable": 1 if ns.enable else 0, "device": g["device"]}
         if g["ana"]:
             nd["ana"] = g["ana"]
-            gid = _int(g["ana"].get("grpid", ""))
+            gid = parse_int(g["ana"].get("grpid", ""))
             if gid is not None:
                 nd["ana_grpid"] = gid
         if g["resv"]:
@@ -597,8 +591,8 @@ def _subsystem_doc(nqn: str, s: st.Subsystem) -> dict:
         if s.passthru.get("device_path"):
             pt["device"]["path"] = s.passthru["device_path"]
         for k in ("clear_ids", "admin_timeout", "io_timeout"):
-            if k in s.passthru and _int(s.passthru[k]) is not None:
-                pt[k] = _int(s.passthru[k])
+            if k in s.passthru and parse_int(s.passthru[k]) is not None:
+                pt[k] = parse_int(s.passthru[k])
         pt["enable"] = 1 if s.passthru.get("enable") == "1" else 0
         d["passthru"] = [pt]
     return d
