@@ -67,6 +67,23 @@ class MapType(enum.StrEnum):
 
 
 # ----------------------------------------------------------------------------------------------
+# The nvmet-p2p lab's RDMA NIC (tools/lab/rxe_p2p: soft-RoCE whose DMA device is a PCI NIC)
+# ----------------------------------------------------------------------------------------------
+
+#: ``node_desc`` of an rdma_rxe_p2p device (stock rxe says ``rxe``). Its ``device`` link is the
+#: PCI NIC of the emulated machine, so to the kernel (and to nvmet-p2p) it is a PCI RDMA
+#: device and nvmet-rdma makes it a p2p client; its "DMA" is memcpy in the driver.
+RXE_P2P_NODE_DESC = "rxe_p2p"
+RXE_P2P_DRIVER = "rdma_rxe_p2p"
+
+
+def rxe_p2p_label(nic_driver: str | None, bdf: str) -> str:
+    """The words every output that depends on the lab's RDMA NIC carries."""
+    return (f"the lab's emulated RDMA NIC (rxe_p2p on {nic_driver or 'a PCI NIC'} {bdf}): "
+            f"its DMA is done by CPU copies")
+
+
+# ----------------------------------------------------------------------------------------------
 # Patterns
 # ----------------------------------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ class Report:
     checks: list[Check]
     source: str
     kernel: str
+    #: words when every PCI RDMA device is an emulation (the lab's NIC): the verdict depends on it
+    emulated: str | None = None
 
     @property
     def can_offload(self) -> bool:
@@ -70,14 +72,15 @@ class Report:
             more = f" (and {len(fails) - 1} more blocking problem{'s' if len(fails) > 2 else ''})" \
                 if len(fails) > 1 else ""
             return f"CANNOT OFFLOAD: {fails[0].detail}{more}"
+        label = f" [RDMA NIC emulated: {self.emulated}]" if self.emulated else ""
         if warns:
             return (f"CAN OFFLOAD, with {len(warns)} warning{'s' if len(warns) > 1 else ''}: "
-                    f"{warns[0].detail}")
-        return "CAN OFFLOAD: every check passed"
+                    f"{warns[0].detail}{label}")
+        return f"CAN OFFLOAD: every check passed{label}"
 
     def to_dict(self) -> dict:
         return {"can_offload": self.can_offload, "summary": self.summary,
-                "source": self.source, "kernel": self.kernel,
+                "emulated": self.emulated, "source": self.source, "kernel": self.kernel,
                 "counts": {s: sum(1 for c in self.checks if c.status == s)
                            for s in (OK, WARN, FAIL, SKIP)},
                 "checks": [c.to_dict() for c in self.checks]}
@@ -293,7 +296,7 @@ def check_cmb_sqes(inv: Inventory) -> Check:
 def check_rdma(inv: Inventory) -> Check:
     title = "RDMA devices"
     items = [{"name": r.name, "pci": r.pci, "soft": r.soft, "driver": r.driver,
-              "netdevs": r.netdevs, "states": [p.state for p in r.ports]}
+              "emulated": r.emulated, "netdevs": r.netdevs, "states": [p.state for p in r.ports]}
              for r in sorted(inv.rdma.values(), key=lambda r: r.name)]
     if not inv.rdma:
         return Check("rdma", title, FAIL,
@@ -316,6 +319,10 @@ def check_rdma(inv: Inventory) -> Check:
                      f"PCI RDMA device(s) without an ACTIVE port: {', '.join(inactive)}",
                      "check the cable/switch and `rdma link show`", items=items)
     extra = f"; soft devices ignored: {', '.join(r.name for r in soft)}" if soft else ""
+    emulated = sorted(r.name for r in hard if r.emulated)
+    if emulated:
+        extra += (f"; emulated: {', '.join(emulated)} "
+                  f"({next(r.emulated for r in hard if r.emulated)}, not a real RNIC)")
     return Check("rdma", title, OK,
                  f"{len(hard)} PCI RDMA device(s): {', '.join(sorted(r.name for r in hard))}{extra}",
                  items=items)
@@ -498,7 +505,11 @@ def diagnose(inv: Inventory, kernel: str | None = None) -> Report:
         check_config_space(inv),
         check_paths(inv, kernel),
     ]
-    return Report(checks=checks, source=inv.source, kernel=kernel or inv.system.kernel_release)
+    hard = [r for r in inv.rdma.values() if r.pci and not r.soft]
+    emulated = next((r.emulated for r in hard if r.emulated), None) \
+        if hard and all(r.emulated for r in hard) else None
+    return Report(checks=checks, source=inv.source, kernel=kernel or inv.system.kernel_release,
+                  emulated=emulated)
 
 
 __all__ = ["Check", "Report", "diagnose", "OK", "WARN", "FAIL", "SKIP"]

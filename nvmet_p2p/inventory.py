@@ -21,7 +21,9 @@ What is read, and where the kernel keeps it:
   ``/sys/devices/virtual/nvme-subsystem`` has no PCI parent; hidden per-path disks are listed
   as its ``paths``).
 * RDMA: ``/sys/class/infiniband/<dev>`` (PCI parent or a virtual soft device), ports, netdevs
-  from ``gid_attrs/ndevs``, ``device/net`` and rxe's ``parent``.
+  from ``gid_attrs/ndevs``, ``device/net`` and rxe's ``parent``. The lab's rxe_p2p device
+  (``node_desc`` ``rxe_p2p``, its ``device`` the PCI NIC) is a PCI RDMA device labelled as
+  the emulated NIC it is (``emulated``).
 * System: ``/proc/sys/kernel/osrelease``, ``/proc/cmdline``, ``/proc/cpuinfo``, ``/proc/modules``,
   ``/proc/mounts``, ``/sys/class/iommu``, ``/sys/kernel/iommu_groups``, nvme module parameters,
   the kernel config (``/boot/config-R``, ``/lib/modules/R/config``, ``/proc/config.gz``) and
@@ -41,6 +43,7 @@ import re
 import struct
 from typing import Callable
 
+from nvmet_p2p import defs
 from nvmet_p2p.defs import is_bdf
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import (
@@ -620,6 +623,9 @@ def _read_rdma(r: _Reader) -> dict[str, RdmaDevice]:
                 dev.driver = posixpath.basename(r.fs.readlink(f"{pdir}/driver"))
             except OSError:
                 dev.driver = None
+            if node_desc == defs.RXE_P2P_NODE_DESC:   # the lab's NIC: label it, nothing else
+                dev.emulated = defs.rxe_p2p_label(dev.driver, bdf)
+                dev.driver = defs.RXE_P2P_DRIVER
         elif parent_netdev is not None or node_desc == "rxe":
             dev.driver = "rdma_rxe"
         elif dev.node_type.startswith("4") or "iwarp" in node_desc.lower():

@@ -225,6 +225,8 @@ class RdmaDevice:
     pci: str | None
     driver: str | None = None  # "rdma_rxe", "siw", "mlx5_core" ...
     soft: bool = False
+    #: words saying the device is an emulation (the lab's rxe_p2p NIC), else None
+    emulated: str | None = None
     node_type: str = ""
     ports: list[RdmaPort] = field(default_factory=list)
     netdevs: list[str] = field(default_factory=list)

@@ -325,7 +325,8 @@ def _device_line(f: PciFunction, eng: P2pdma, nvme, rdma, net, inv: Inventory) -
                      f"{'published' if pm.published else 'NOT published'})")
     for r in sorted(rdma.get(f.bdf, []), key=lambda r: _natural(r.name)):
         nds = "; ".join(_netdev_text(inv, n) for n in r.netdevs)
-        parts.append(f"RDMA {r.name}" + (f" on {nds}" if nds else ""))
+        parts.append(f"RDMA {r.name}" + (f" on {nds}" if nds else "")
+                     + (f" [{r.emulated}]" if r.emulated else ""))
     rdma_nds = {n for r in rdma.get(f.bdf, []) for n in r.netdevs}
     for n in sorted(net.get(f.bdf, []), key=lambda n: n.name):
         if n.name not in rdma_nds:

@@ -590,6 +590,27 @@ class Machine:
         self.rdmas[name] = r
         return r
 
+    def rxe_p2p(self, name: str, *, bdf: str, parent: str, netdev: str, addresses: list[str] = (),
+                model: str = "e1000e", role: str | None = None, state: str = "4: ACTIVE") -> "_Rdma":
+        """The lab's p2p-capable soft-RoCE (tools/lab/rxe_p2p) on a PCI NIC at ``bdf``:
+        ``rdma link add NAME type rxe_p2p netdev NETDEV``.
+
+        Real layout (lab, 7.3, topology rdma-p2p): the NIC function (e1000e 8086:10d3 or
+        virtio-net 1af4:1041), its netdev, ``/sys/class/infiniband/rxp0 ->
+        ../../devices/pci0000:00/.../0000:06:00.0/infiniband/rxp0`` with a ``device`` link to
+        the NIC, a ``parent`` file naming the netdev and ``node_desc`` "rxe_p2p".
+        """
+        vendor, device, driver = {"e1000e": (0x8086, 0x10D3, "e1000e"),
+                                  "virtio-net-pci": (0x1AF4, 0x1041, "virtio-pci")}[model]
+        self.pci(bdf, parent=parent, vendor=vendor, device=device, class_code=CLASS_ETHERNET,
+                 pcie_type=PCIE_ENDPOINT, driver=driver, role=role, subsystem_vendor=vendor,
+                 subsystem_device=0x1100)
+        self.netdev(netdev, bdf=bdf, addresses=list(addresses))
+        r = _Rdma(name=name, bdf=bdf, kind="rxe_p2p", netdev=netdev, node_desc="rxe_p2p",
+                  rate="2.5 Gb/sec (1X SDR)", state=state)
+        self.rdmas[name] = r
+        return r
+
     def siw(self, name: str = "siw0", *, netdev: str = "dummy0", addresses: list[str] = (),
             create_netdev: bool = True) -> "_Rdma":
         """A soft-iWARP device (``rdma link add NAME type siw netdev NETDEV``): virtual, iWARP."""
@@ -837,7 +858,7 @@ class Machine:
         self._file(f"{d}/fw_ver", "16.35.2000\n" if r.bdf else "\n")
         self._file(f"{d}/sys_image_guid", "682c:d4ff:fe10:427c\n")
         self._file(f"{d}/uevent", f"NAME={r.name}\n", 0o644)
-        if r.kind == "rxe":
+        if r.kind in ("rxe", "rxe_p2p"):
             self._file(f"{d}/parent", f"{r.netdev}\n")
         for port in range(1, r.ports + 1):
             pd = f"{d}/ports/{port}"
@@ -1308,6 +1329,48 @@ def soft_roce(root, *, siw: bool = False, write: bool = True, **lab_kw) -> Machi
     m = q35_lab(root, rxe=True, write=False, **lab_kw)
     if siw:
         m.siw("siw0", netdev="dummy1", addresses=["10.78.0.1/24"])
+    return m.write() if write else m
+
+
+def rdma_p2p_lab(root, *, write: bool = True) -> Machine:
+    """``tools/lab/run --topology rdma-p2p`` as the real 7.3 guest shows it::
+
+        00:04.0 root port                                        role "rp1"
+          01:00.0 switch upstream                                role "usp"
+            02:00.0 .. 02:03.0 downstream                        roles "dsp1".."dsp4"
+              03:00.0 NVMe cmbA, 32 MiB CMB                      role "cmbA"
+              04:00.0 NVMe cmbSmall, 2 MiB CMB                   role "cmbSmall"
+              05:00.0 NVMe plain                                 role "plain"
+              06:00.0 e1000e nicnear 10.79.0.1/24, rxe_p2p rxp0  role "nicnear"
+        00:05.0 root port                                        role "rp2"
+          07:00.0 NVMe cmbFar, 32 MiB CMB                        role "cmbFar"
+        00:06.0 root port                                        role "rp3"
+          08:00.0 virtio-net nicfar 10.80.0.1/24, rxe_p2p rxp1   role "nicfar"
+    """
+    m = Machine(root)
+    m.system(cpu_vendor="AuthenticAMD", cpu_family=15, cpu_model=107,
+             cpu_model_name="QEMU TCG CPU version 2.5+",
+             cmdline="console=ttyS0,115200 loglevel=4 panic=-1 oops=panic printk.devkmsg=on",
+             modules_loaded=sorted(["9p", "9pnet", "9pnet_virtio", "configfs", "nvme", "nvme_core",
+                                    "overlay", "e1000e", "virtio_net", "rdma_rxe_p2p", "ib_core",
+                                    "ip6_udp_tunnel", "udp_tunnel"]))
+    _q35_base(m)
+    m.root_port("0000:00:04.0", secondary=1, subordinate=6, role="rp1")
+    dsps = [f"0000:02:0{i}.0" for i in range(4)]
+    m.switch("0000:01:00.0", parent="0000:00:04.0", downstream=dsps, secondary=2, role="usp")
+    for i, (serial, cmb) in enumerate((("cmbA", 32), ("cmbSmall", 2), ("plain", 0))):
+        m.roles[f"dsp{i + 1}"] = dsps[i]
+        m.nvme(f"0000:0{3 + i}:00.0", parent=dsps[i], ctrl=f"nvme{i}", serial=serial,
+               cmb_mb=cmb or None, role=serial)
+    m.roles["dsp4"] = dsps[3]
+    m.rxe_p2p("rxp0", bdf="0000:06:00.0", parent=dsps[3], netdev="nicnear",
+              addresses=["10.79.0.1/24"], role="nicnear")
+    m.root_port("0000:00:05.0", secondary=7, role="rp2")
+    m.nvme("0000:07:00.0", parent="0000:00:05.0", ctrl="nvme3", serial="cmbFar", cmb_mb=32,
+           role="cmbFar")
+    m.root_port("0000:00:06.0", secondary=8, role="rp3")
+    m.rxe_p2p("rxp1", bdf="0000:08:00.0", parent="0000:00:06.0", netdev="nicfar",
+              addresses=["10.80.0.1/24"], model="virtio-net-pci", role="nicfar")
     return m.write() if write else m
 
 
