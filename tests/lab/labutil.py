@@ -11,11 +11,16 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
+
+import pytest
 
 NVMET = "/sys/kernel/config/nvmet"
 
@@ -252,3 +257,151 @@ def predicted_supported(verdict: dict) -> bool:
     mt = verdict["map_type"]
     assert mt in ("bus_addr", "thru_host_bridge", "not_supported"), f"unknown map_type {mt!r}"
     return mt != "not_supported"
+
+
+# -- the lab's p2p-capable RDMA NIC (rxe_p2p on a PCI NIC; tools/lab/README.md) -----------------
+
+HOSTID = "5f0c2a4e-93b1-4c7e-a1d2-6e8b7c9d0a11"
+HOSTNQN = f"nqn.2014-08.org.nvmexpress:uuid:{HOSTID}"
+
+
+def p2p_nics(dm: dict) -> dict[str, dict]:
+    """The booted topology's rxe_p2p devices (``rdma`` entries of kind rxe_p2p), by ib name."""
+    return {k: v for k, v in dm.get("rdma", {}).items() if v.get("kind") == "rxe_p2p"}
+
+
+def shares_bridge(a: dict, b: dict) -> bool:
+    """Whether two devmap PCI entries (``upstream`` lists) share an upstream bridge: on q35
+    (host bridge not whitelisted, no ACS on these ports) that is the kernel's p2pdma rule."""
+    return bool(set(a["upstream"]) & set(b["upstream"]))
+
+
+def p2p_nic_for(dm: dict, provider_serial: str, near: bool = True) -> tuple[str, dict]:
+    """An rxe_p2p device whose NIC does (``near``) or does not share a bridge with the
+    provider; skips (saying why) when the booted topology has none."""
+    prov = dm["nvme"][provider_serial]
+    for name, rec in sorted(p2p_nics(dm).items()):
+        if shares_bridge(rec, prov) == near:
+            return name, rec
+    pytest.skip(f"topology {dm['topology']} has no rxe_p2p NIC {'beside' if near else 'away from'} "
+                f"{provider_serial}")
+
+
+def fabric_ctrls() -> dict[str, dict]:
+    """Fabrics controllers of the host side: name -> transport, subsysnqn, state, address."""
+    out = {}
+    base = "/sys/class/nvme"
+    for c in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        rec = {}
+        for attr in ("transport", "subsysnqn", "state", "address"):
+            try:
+                with open(f"{base}/{c}/{attr}") as f:
+                    rec[attr] = f.read().strip()
+            except OSError:
+                rec[attr] = ""
+        if rec["transport"] in ("tcp", "rdma", "loop"):
+            out[c] = rec
+    return out
+
+
+@dataclass
+class Connection:
+    """One ``nvme connect`` of the lab's host side to the lab's own target."""
+    ctrl: str                   # nvmeN
+    nqn: str
+    traddr: str
+    namespaces: dict[int, str]  # nsid -> /dev/nvmeNnM (by the sysfs nsid: names follow no order)
+
+    def disconnect(self) -> None:
+        subprocess.run(["nvme", "disconnect", "-d", self.ctrl], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+
+
+def _ctrl_namespaces(ctrl: str) -> dict[int, str]:
+    out = {}
+    base = f"/sys/class/nvme/{ctrl}"
+    for d in sorted(os.listdir(base)):
+        m = re.match(r"^nvme(\d+)(?:c\d+)?n(\d+)$", d)
+        if m and os.path.exists(f"{base}/{d}/nsid"):
+            with open(f"{base}/{d}/nsid") as f:
+                nsid = int(f.read().strip())
+            # with native multipath the block device is the head nvme<subsys>n<ns>
+            out[nsid] = f"/dev/nvme{m.group(1)}n{m.group(2)}"
+    return out
+
+
+def connect_rdma(traddr: str, nqn: str, nsids: int = 1, trsvcid: str = "4420",
+                 hostnqn: str = HOSTNQN, hostid: str = HOSTID, timeout: float = 30.0) -> Connection:
+    """``nvme connect -t rdma`` to the lab's own target (loopback in the guest), waiting until
+    the controller is live and its ``nsids`` namespaces have block devices."""
+    before = set(fabric_ctrls())
+    proc = subprocess.run(["nvme", "connect", "-t", "rdma", "-a", traddr, "-s", trsvcid, "-n", nqn,
+                           "--hostnqn", hostnqn, "--hostid", hostid],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 0, f"nvme connect -t rdma -a {traddr} -n {nqn}: {proc.stderr.strip()}"
+    deadline = time.monotonic() + timeout
+    while True:
+        new = {c: r for c, r in fabric_ctrls().items() if c not in before and r["subsysnqn"] == nqn}
+        for c, r in new.items():
+            if r["state"] == "live":
+                nss = _ctrl_namespaces(c)
+                if len(nss) >= nsids and all(os.path.exists(d) for d in nss.values()):
+                    return Connection(c, nqn, traddr, nss)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no live rdma controller for {nqn} at {traddr} with {nsids} "
+                                 f"namespace(s) after {timeout:.0f} s: {new}")
+        time.sleep(0.1)
+
+
+def disconnect_all() -> None:
+    for c in fabric_ctrls():
+        subprocess.run(["nvme", "disconnect", "-d", c], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+class PoolSampler:
+    """``p2pmem/available`` of one provider, sampled every ``interval`` s in a thread."""
+
+    def __init__(self, bdf: str, interval: float = 0.02):
+        self.path = f"/sys/bus/pci/devices/{bdf}/p2pmem/available"
+        self.interval = interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def read(self) -> int:
+        with open(self.path) as f:
+            return int(f.read().strip())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.read())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PoolSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def low(self) -> int:
+        return min(self.samples)
+
+
+def load_rxe_p2p(dm: dict) -> None:
+    """insmod the lab's rdma_rxe_p2p.ko (its path is in the device map) after its dependencies."""
+    if os.path.isdir("/sys/module/rdma_rxe_p2p"):
+        return
+    mod = (dm.get("rxe_p2p") or {}).get("module")
+    if not mod:
+        pytest.skip(f"topology {dm['topology']} was booted without the rxe_p2p module")
+    deps = subprocess.run(["modinfo", "-F", "depends", mod], stdout=subprocess.PIPE, text=True).stdout
+    for d in filter(None, deps.strip().split(",")):
+        subprocess.run(["modprobe", d], check=True)
+    subprocess.run(["insmod", mod], check=True)
+
+
+def rdma_link(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["rdma", "link", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

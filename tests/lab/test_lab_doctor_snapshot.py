@@ -71,7 +71,12 @@ def test_reader_matches_device_map_and_lspci(lab_devices):
     assert {b: f.acs_ctrl for b, f in inv.pci.items() if f.acs_ctrl is not None} == lspci
     for name, r in lab_devices["rdma"].items():
         got = inv.rdma[name]
-        assert got.soft and got.pci is None and got.driver == "rdma_rxe"
+        if r["kind"] == "rxe_p2p":      # the lab's NIC: a PCI RDMA device, labelled as emulated
+            assert (got.soft, got.pci, got.driver) == (False, r["pci"], "rdma_rxe_p2p"), name
+            assert got.emulated and r["pci"] in got.emulated, got.emulated
+            assert inv.pci[r["pci"]].upstream == r["upstream"], name
+        else:
+            assert got.soft and got.pci is None and got.driver == "rdma_rxe" and not got.emulated
         assert r["netdev"] in got.netdevs
         assert r["cidr"] in inv.net[r["netdev"]].addresses
 
@@ -126,8 +131,17 @@ def test_doctor_on_the_real_kernel(lab_devices):
     if lab_devices["providers"]:
         assert checks["cmb-sqes"]["status"] == "warn"
         assert all(i["used"] > 0 for i in checks["cmb-sqes"]["items"])
-    # no PCI RDMA device exists in QEMU: the honest verdict is "cannot offload"
-    assert doc["can_offload"] is False
+    p2p = sorted(n for n, r in lab_devices["rdma"].items() if r["kind"] == "rxe_p2p")
+    if p2p:
+        # the lab's rxe_p2p NIC is a PCI client: no soft-RDMA verdict, the label instead
+        assert checks["rdma"]["status"] == "ok", checks["rdma"]
+        assert f"emulated: {', '.join(p2p)}" in checks["rdma"]["detail"]
+        assert "only soft RDMA" not in doc["summary"] and doc["emulated"]
+        if doc["can_offload"]:
+            assert doc["summary"].endswith(f"[RDMA NIC emulated: {doc['emulated']}]")
+        return
+    # otherwise no PCI RDMA device exists in QEMU: the honest verdict is "cannot offload"
+    assert doc["can_offload"] is False and doc["emulated"] is None
     if lab_devices["rdma"]:
         assert doc["summary"].startswith("CANNOT OFFLOAD: only soft RDMA present")
 

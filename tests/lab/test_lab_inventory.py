@@ -2,7 +2,8 @@
 
 The CMB NVMe of the topology are the p2pmem providers (no more, no fewer), every declared NVMe
 controller is there with its serial at the BDF the kernel gave it, the plain NVMe have no
-p2pmem, and the soft-RoCE devices are reported as soft RDMA without a PCI function.
+p2pmem, and the soft-RoCE devices are reported as soft RDMA without a PCI function (the
+lab's rxe_p2p devices as PCI RDMA devices at their NIC's BDF, labelled emulated).
 """
 
 from __future__ import annotations
@@ -48,5 +49,9 @@ def test_soft_roce_devices(lab_devices):
     assert set(inv["rdma"]) == set(lab_devices["rdma"])
     for name, r in lab_devices["rdma"].items():
         got = inv["rdma"][name]
-        assert got["pci"] is None and got["soft"] is True, got
+        if r["kind"] == "rxe_p2p":      # the lab's NIC: a PCI RDMA device, labelled as emulated
+            assert (got["pci"], got["soft"], got["driver"]) == (r["pci"], False, "rdma_rxe_p2p"), got
+            assert "emulated" in got["emulated"] and r["pci"] in got["emulated"], got
+        else:
+            assert got["pci"] is None and got["soft"] is True and not got.get("emulated"), got
         assert r["netdev"] in got["netdevs"], got

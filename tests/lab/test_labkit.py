@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "lab"))
 
-from labkit import LabError, console, debver, initramfs, kernel, runner, topology  # noqa: E402
+from labkit import LabError, console, debver, initramfs, kernel, runner, rxemod, topology  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -485,3 +485,155 @@ def test_lab_slots_queue_runs_beyond_the_limit(tmp_path, monkeypatch):
     monkeypatch.setenv("NVMET_P2P_LAB_SLOTS", "x")
     with pytest.raises(LabError, match="NVMET_P2P_LAB_SLOTS"):
         runner.acquire_slot(tmp_path)
+
+
+# -- PCI NICs in topologies, the rxe_p2p module ------------------------------------------------
+
+def test_rdma_p2p_topology_places_nics_on_hubs_with_a_spare_port():
+    t = topology.load("rdma-p2p")
+    assert t.needs_rxe_p2p and [(n.name, n.model, n.rdma) for n in t.pci_nics] == [
+        ("nicnear", "e1000e", "rxp0"), ("nicfar", "virtio-net-pci", "rxp1")]
+    near, far = t.pci_nics
+    assert near.path == ["rp1", "sw1", "sw1-dp3"] and far.path == ["rp3"]
+    argv = t.qemu_devices({n.serial: f"/img/{n.serial}" for n in t.nvme})
+    joined = " ".join(argv)
+    assert ("-netdev hubport,id=hp-nicnear,hubid=10 -netdev hubport,id=hp-nicnear-spare,hubid=10 "
+            "-device e1000e,id=nic-nicnear,netdev=hp-nicnear,mac=52:54:00:9e:00:00,bus=sw1-dp3") in joined
+    assert "-device virtio-net-pci,id=nic-nicfar,netdev=hp-nicfar,mac=52:54:00:9e:00:01,bus=rp3" in joined
+    assert "cmb_size_mb=2" in joined                   # cmbSmall: too small for the I/O in flight
+    g = t.guest_json()
+    assert g["pci_nics"][0] == {"name": "nicnear", "model": "e1000e", "mac": "52:54:00:9e:00:00",
+                                "ip": "10.79.0.1/24", "rdma": "rxp0", "path": ["rp1", "sw1", "sw1-dp3"],
+                                "slot": "rp1 (00:04.0) > sw1 port 3"}
+    assert not topology.load("default").needs_rxe_p2p
+
+
+_RP = {"name": "rp1", "nvme": {"serial": "a"}}
+
+
+@pytest.mark.parametrize("nic,extra,where,what", [
+    ({"name": "n0", "model": "rtl8139"}, {}, "root_ports[1].nic.model", "e1000e, virtio-net-pci"),
+    ({"name": "n0", "rdma": "rxp0"}, {}, "root_ports[1].nic.rdma", "needs the NIC's ip"),
+    ({"name": "n0", "ip": "10.1.2.3"}, {}, "root_ports[1].nic.ip", "IPv4 address with prefix"),
+    ({"name": "n0", "speed": 10}, {}, "root_ports[1].nic.speed", "unknown key"),
+    ({"name": "dummy0"}, {"network": [{"name": "dummy0", "kind": "dummy"}]}, "network[0].name",
+     "duplicate interface"),
+    ({"name": "n0", "ip": "10.1.0.1/24", "rdma": "rxp0"},
+     {"network": [{"name": "dummy0", "kind": "dummy", "ip": "10.2.0.1/24", "rdma": "rxe0"}]},
+     "network", "UDP port 4791"),
+])
+def test_nic_errors_name_the_key(nic, extra, where, what):
+    doc = {"root_ports": [_RP, {"name": "rp2", "nic": nic}], **extra}
+    with pytest.raises(topology.TopologyError) as ei:
+        topology.from_dict(doc, "bad", "bad.yaml")
+    msg = str(ei.value)
+    assert where in msg and what in msg, msg
+
+
+_HDR = "7.3.4+deb13"
+_BPO = "7.3.4-1~bpo13+1"
+RXE_INDEX = f"""\
+Package: linux-headers-{_HDR}-amd64
+Version: {_BPO}
+Depends: gcc-14-for-host, linux-base (>= 4.12~), linux-base-{_HDR}-amd64 (= {_BPO}),
+ linux-headers-{_HDR}-common (= {_BPO}), linux-kbuild-{_HDR}
+Filename: pool/main/l/linux/linux-headers-{_HDR}-amd64_{_BPO}_amd64.deb
+
+Package: linux-headers-{_HDR}-common
+Version: {_BPO}
+
+Package: linux-kbuild-{_HDR}
+Version: {_BPO}
+Depends: pahole, libc6 (>= 2.38)
+
+Package: linux-base-{_HDR}-amd64
+Version: {_BPO}
+
+Package: linux-base
+Version: 4.12
+
+Package: linux-source-7.3
+Version: {_BPO}
+Depends: binutils, xz-utils
+
+Package: linux-source-7.2
+Version: 7.2.12-1~bpo13+1
+"""
+
+
+def _kernel(tmp_path, version=_BPO) -> kernel.Kernel:
+    return kernel.Kernel(release=f"{_HDR}-amd64", version=version, suite="trixie-backports",
+                         tree=str(tmp_path), vmlinuz="", moddir="", config="")
+
+
+def test_rxemod_selects_the_kernels_own_header_and_source_packages(tmp_path):
+    headers, source = rxemod.select_packages(kernel.parse_packages(RXE_INDEX), _kernel(tmp_path))
+    assert [h["Package"] for h in headers] == [f"linux-headers-{_HDR}-amd64", f"linux-base-{_HDR}-amd64",
+                                               f"linux-headers-{_HDR}-common", f"linux-kbuild-{_HDR}"]
+    assert source["Package"] == "linux-source-7.3"
+    assert rxemod.compiler_for(headers) == "x86_64-linux-gnu-gcc-14"
+    assert rxemod.build_distribution("trixie-backports") == ("trixie", ["trixie", "trixie-backports"])
+    assert rxemod.build_distribution("forky") == ("forky", ["forky"])
+
+
+def test_rxemod_kernel_gone_from_the_suite_is_one_clear_error(tmp_path):
+    with pytest.raises(LabError, match=r"linux-headers-7\.3\.4\+deb13-amd64 and linux-source-7\.3 "
+                                       r"7\.3\.4-2 not in trixie-backports .*--refresh-kernel"):
+        rxemod.select_packages(kernel.parse_packages(RXE_INDEX), _kernel(tmp_path, "7.3.4-2"))
+
+
+def test_rxemod_key_follows_patch_and_kernel_build(tmp_path):
+    k = _kernel(tmp_path)
+    a = rxemod.module_key(k, b"patch")
+    assert a == rxemod.module_key(k, b"patch")
+    assert a != rxemod.module_key(k, b"patch2")
+    assert a != rxemod.module_key(_kernel(tmp_path, "7.3.4-1~bpo13+2"), b"patch")
+
+
+def test_rxemod_shipped_patch_renames_and_keeps_the_licence():
+    text = rxemod.patch_bytes().decode()
+    assert text.startswith("SPDX-License-Identifier: GPL-2.0\n")
+    for needle in ("+obj-m += rdma_rxe_p2p.o", '+\t.type = "rxe_p2p",', '+MODULE_ALIAS_RDMA_LINK("rxe_p2p");',
+                   "+\terr = ib_register_device(dev, ibdev_name, dma_dev);", "+\tdev->dev.parent = dma_dev;",
+                   "IOMMU_DOMAIN_IDENTITY", "+#define RXE_P2P_DRIVER_ID RDMA_DRIVER_UNKNOWN"):
+        assert needle in text, needle
+    # every DMA-address-to-pointer/page conversion of the driver is replaced, none is left
+    assert text.count("-\t\tpage = ib_virt_dma_to_page(") == 3
+    assert text.count("+\t\tpage = rxe_p2p_dma_to_page(") == 3
+
+
+def _cached_module(cache: Path, k: kernel.Kernel, body: bytes = b"\x7fELF module") -> Path:
+    key = rxemod.module_key(k, rxemod.patch_bytes())
+    d = cache / "rxe_p2p" / f"{k.release}-{key}"
+    d.mkdir(parents=True)
+    ko = d / "rdma_rxe_p2p.ko"
+    ko.write_bytes(body)
+    m = rxemod.RxeModule(path=str(ko), release=k.release, kernel_version=k.version, key=key,
+                         patch_sha256="", sha256=rxemod._sha256(ko))
+    (d / "module.json").write_text(m.to_json())
+    return ko
+
+
+def test_rxemod_reuses_a_verified_cached_module_without_network(tmp_path, monkeypatch):
+    k = _kernel(tmp_path)
+    ko = _cached_module(tmp_path / "cache", k)
+    monkeypatch.setenv("NVMET_P2P_LAB_MIRROR", "http://127.0.0.1:9/debian")
+    m, cached = rxemod.ensure_module(tmp_path / "cache", k, lambda s: None)
+    assert cached and m.path == str(ko)
+
+
+def test_rxemod_tampered_cache_is_rebuilt_and_failures_are_one_line(tmp_path, monkeypatch):
+    k = _kernel(tmp_path)
+    ko = _cached_module(tmp_path / "cache", k)
+    ko.write_bytes(b"tampered")                        # SHA256 no longer what module.json says
+    monkeypatch.setenv("NVMET_P2P_LAB_MIRROR", "http://127.0.0.1:9/debian")
+    monkeypatch.setattr(rxemod.os, "geteuid", lambda: 1000)
+    with pytest.raises(LabError, match="needs root"):
+        rxemod.ensure_module(tmp_path / "cache", k, lambda s: None)
+    monkeypatch.setattr(rxemod.os, "geteuid", lambda: 0)
+    with pytest.raises(LabError) as ei:                # the rebuild needs the (unreachable) mirror
+        rxemod.ensure_module(tmp_path / "cache", k, lambda s: None)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith("building rdma_rxe_p2p.ko: cannot read the trixie-backports "
+                                              "index: "), msg
+    assert "127.0.0.1:9" in msg, msg

@@ -7,7 +7,10 @@
      they are found by serial number);
   2. creates the declared network devices (dummy / veth, addresses, link up) and a soft-RoCE
      (rxe) device on each that asks for one;
-  3. writes the device map (format: tools/lab/README.md) to DEVICES_JSON.
+  3. brings up the declared PCI NICs (found by MAC, renamed to their declared name, address,
+     link up) and, on each that asks for one, an ``rxe_p2p`` device of the lab's
+     ``rdma_rxe_p2p`` module (insmod from the lab cache: it is not in the kernel's tree);
+  4. writes the device map (format: tools/lab/README.md) to DEVICES_JSON.
 Errors end with one line on stderr and exit status 1.
 """
 
@@ -88,6 +91,83 @@ def acs(bdf: str) -> dict | None:
     return None
 
 
+NIC_DRIVERS = {"e1000e": "e1000e", "virtio-net-pci": "virtio_net"}
+
+
+def wait_ib(name: str) -> str:
+    ibdir = f"/sys/class/infiniband/{name}"
+    deadline = time.monotonic() + 10
+    while not os.path.isdir(ibdir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return ibdir
+
+
+def netdev_by_mac(mac: str) -> str | None:
+    for d in glob.glob("/sys/class/net/*"):
+        if rd(d + "/address").lower() == mac.lower():
+            return os.path.basename(d)
+    return None
+
+
+def load_rxe_p2p(module: str | None) -> None:
+    """insmod the lab's rdma_rxe_p2p.ko after its dependencies (modprobe: they are in the tree)."""
+    if os.path.isdir("/sys/module/rdma_rxe_p2p"):
+        return
+    if not module or not os.path.exists(module):
+        raise SystemExit(f"labguest: the rxe_p2p module {module!r} is not visible in the guest")
+    deps = subprocess.run(["modinfo", "-F", "depends", module], stdout=subprocess.PIPE,
+                          text=True).stdout.strip()
+    for dep in filter(None, deps.split(",")):
+        sh("modprobe", dep)
+    sh("insmod", module)
+
+
+def pci_nics(topo: dict, net: dict, rdma: dict) -> dict:
+    """Bring up the PCI NICs and their rxe_p2p devices (filling ``net`` and ``rdma``); returns
+    ``{netdev: {bdf, upstream, path}}`` for the bridge lookup."""
+    nics = topo.get("pci_nics", [])
+    for model in sorted({n["model"] for n in nics}):
+        sh("modprobe", NIC_DRIVERS[model])
+    out = {}
+    for nic in nics:
+        deadline = time.monotonic() + WAIT_S
+        while (cur := netdev_by_mac(nic["mac"])) is None:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"labguest: no netdev with MAC {nic['mac']} ({nic['model']} {nic['name']}) "
+                                 f"after {WAIT_S:.0f}s")
+            time.sleep(0.2)
+        name = nic["name"]
+        if cur != name:
+            sh("ip", "link", "set", "dev", cur, "down")
+            sh("ip", "link", "set", "dev", cur, "name", name)
+        if nic.get("ip"):
+            sh("ip", "addr", "add", nic["ip"], "dev", name)
+        sh("ip", "link", "set", name, "up")
+        bdf = os.path.basename(os.path.realpath(f"/sys/class/net/{name}/device"))
+        # virtio-net: the netdev's device is virtioN; its parent is the PCI function
+        if not re.match(r"^[0-9a-f]{4}:", bdf):
+            bdf = os.path.basename(os.path.dirname(os.path.realpath(f"/sys/class/net/{name}/device")))
+        hb, chain = pci_chain(bdf)
+        ip = nic["ip"].split("/")[0] if nic.get("ip") else None
+        out[name] = {"bdf": bdf, "upstream": chain, "path": nic["path"]}
+        net[name] = {"kind": nic["model"], "ip": ip, "cidr": nic.get("ip"), "pci": bdf, "mac": nic["mac"],
+                     "host_bridge": hb, "upstream": chain, "path": nic["path"], "slot": nic["slot"]}
+        if nic.get("rdma"):
+            load_rxe_p2p(topo.get("rxe_p2p_module"))
+            sh("rdma", "link", "add", nic["rdma"], "type", "rxe_p2p", "netdev", name)
+            ibdir = wait_ib(nic["rdma"])
+            pci = os.path.basename(os.path.realpath(ibdir + "/device")) if os.path.exists(ibdir + "/device") else None
+            if pci != bdf:
+                raise SystemExit(f"labguest: {nic['rdma']}'s device is {pci!r}, not the NIC {bdf}")
+            rdma[nic["rdma"]] = {"kind": "rxe_p2p", "emulated": True, "netdev": name, "ip": ip,
+                                 "cidr": nic.get("ip"), "pci": bdf, "nic_model": nic["model"],
+                                 "module": "rdma_rxe_p2p", "host_bridge": hb, "upstream": chain,
+                                 "path": nic["path"], "slot": nic["slot"],
+                                 "node_guid": rd(ibdir + "/node_guid") or None,
+                                 "state": rd(ibdir + "/ports/1/state") or None}
+    return out
+
+
 def setup(topo_path: str, out_path: str) -> None:
     topo = json.load(open(topo_path))
     declared = {n["serial"]: n for n in topo["nvme"]}
@@ -121,24 +201,27 @@ def setup(topo_path: str, out_path: str) -> None:
             "slot": decl["slot"], "path": decl["path"], "image": decl.get("image"),
         }
 
+    rdma = {}
+    net = {}
+    nics = pci_nics(topo, net, rdma)
+    # every PCI endpoint with its declared path and its real chain of upstream bridges
+    endpoints = [(declared[s]["path"], n["upstream"]) for s, n in nvme.items()] + \
+                [(n["path"], n["upstream"]) for n in nics.values()]
     bridges = {}
     for b in topo.get("bridges", []):
-        # find the bridge's BDF from any NVMe below it (its chain position = depth)
+        # find the bridge's BDF from any endpoint below it (its chain position = depth)
         bdf = None
-        for serial, n in nvme.items():
-            d = declared[serial]
-            if b["id"] in d["path"]:
-                idx = d["path"].index(b["id"])
-                if idx < len(n["upstream"]):
-                    bdf = n["upstream"][idx]
+        for path, upstream in endpoints:
+            if b["id"] in path:
+                idx = path.index(b["id"])
+                if idx < len(upstream):
+                    bdf = upstream[idx]
                 break
         entry = {"kind": b["kind"], "bdf": bdf, "parent": b.get("parent")}
         if bdf:
             entry["acs"] = acs(bdf)
         bridges[b["id"]] = entry
 
-    rdma = {}
-    net = {}
     for nic in topo.get("network", []):
         name, kind = nic["name"], nic["kind"]
         if kind == "dummy":
@@ -162,11 +245,9 @@ def setup(topo_path: str, out_path: str) -> None:
         if nic.get("rdma"):
             sh("modprobe", "rdma_rxe")
             sh("rdma", "link", "add", nic["rdma"], "type", "rxe", "netdev", name)
-            ibdir = f"/sys/class/infiniband/{nic['rdma']}"
-            deadline = time.monotonic() + 10
-            while not os.path.isdir(ibdir) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            rdma[nic["rdma"]] = {"kind": "rxe", "netdev": name, "ip": net[name]["ip"], "cidr": nic.get("ip"),
+            ibdir = wait_ib(nic["rdma"])
+            rdma[nic["rdma"]] = {"kind": "rxe", "emulated": False, "netdev": name, "ip": net[name]["ip"],
+                                 "cidr": nic.get("ip"),
                                  "pci": None, "node_guid": rd(ibdir + "/node_guid") or None,
                                  "state": rd(ibdir + "/ports/1/state") or None}
 
@@ -193,6 +274,8 @@ def setup(topo_path: str, out_path: str) -> None:
         "bridges": bridges,
         "rdma": rdma,
         "net": net,
+        "rxe_p2p": ({"module": topo["rxe_p2p_module"], "link_type": "rxe_p2p"}
+                    if topo.get("rxe_p2p_module") else None),
     }
     tmp = out_path + ".tmp"
     with open(tmp, "w") as f:

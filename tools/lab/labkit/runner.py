@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import LabError, console, initramfs, kernel, topology
+from . import LabError, console, initramfs, kernel, rxemod, topology
 
 CHECKOUT = Path(__file__).resolve().parents[3]
 QEMU = "qemu-system-x86_64"
@@ -337,6 +337,7 @@ def _main(args: argparse.Namespace, t0: float) -> int:
     cache = kernel.cache_root()
     k, k_cached = kernel.ensure_kernel(cache, log, refresh=args.refresh_kernel, release=args.kernel_release)
     initrd, i_cached = initramfs.ensure_initramfs(cache, k)
+    rxe = rxemod.ensure_module(cache, k, log) if topo.needs_rxe_p2p else None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = Path(args.results) if args.results else CHECKOUT / "results" / "lab" / f"{topo.name}-{stamp}"
     results = results.absolute()
@@ -352,12 +353,12 @@ def _main(args: argparse.Namespace, t0: float) -> int:
     try:
         with acquire_slot(cache):
             t0 = time.monotonic()   # --timeout covers boot + command, not the wait for a slot
-            return _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks)
+            return _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks, rxe)
     finally:
         shutil.rmtree(run, ignore_errors=True)
 
 
-def _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks) -> int:
+def _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks, rxe) -> int:
     shares = plan_shares(CHECKOUT, results, args.share)
     images = {}
     for n in topo.nvme:
@@ -392,14 +393,19 @@ def _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks
     (ctl / "job.env").write_text(_env_file(env, args.command))
     (ctl / "boot.env").write_text(f"LAB_MODDIR={shlex.quote(k.moddir)}\nLAB_TMPFS_SIZE=1g\n")
     (ctl / "mounts").write_text("".join(f"{t} {m} {p}\n" for t, m, p in shares))
-    (ctl / "topology.json").write_text(json.dumps(topo.guest_json(images), indent=2) + "\n")
+    guest = topo.guest_json(images)
+    if rxe is not None:
+        guest["rxe_p2p_module"] = rxe[0].path
+    (ctl / "topology.json").write_text(json.dumps(guest, indent=2) + "\n")
     argv = qemu_argv(topo, k, initrd, ctl, shares, images, args.tcg_thread)
     (results / "lab-qemu-cmdline.txt").write_text(shlex.join(argv) + "\n")
     if args.print_qemu:
         print(shlex.join(argv))
         return 0
     log(f"topology {topo.name}; kernel {k.release} ({'cached' if k_cached else 'downloaded'}); "
-        f"initramfs {initrd.name} ({'cached' if i_cached else 'built'}); results {results}")
+        f"initramfs {initrd.name} ({'cached' if i_cached else 'built'}); "
+        + (f"{rxemod.MODULE} {rxe[0].key} ({'cached' if rxe[1] else 'built'}); " if rxe else "")
+        + f"results {results}")
 
     deadline = t0 + args.timeout
     attempts = []
@@ -430,6 +436,8 @@ def _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks
     total = time.monotonic() - t0
     summary = {"topology": topo.name, "kernel": k.release, "kernel_cached": k_cached,
                "initramfs": initrd.name, "initramfs_cached": i_cached, "command": args.command,
+               "rxe_p2p": ({"path": rxe[0].path, "key": rxe[0].key, "cached": rxe[1],
+                            "build_s": None if rxe[1] else rxe[0].build_s} if rxe else None),
                "attempts": attempts, "total_s": round(total, 2), "tcg_thread": args.tcg_thread,
                "shares": [{"tag": t, "mode": m, "path": str(p)} for t, m, p in shares]}
     last = attempts[-1]

@@ -25,6 +25,13 @@ Format (every key optional unless marked; see tools/lab/README.md)::
         nvme:                    # a list = one multi-function device (functions 0, 1, ...)
           - {serial: mf0, cmb: 32M}
           - {serial: mf1}
+      - name: rp4                # a PCI NIC (on a root port or a switch downstream port) with
+        nic:                     # the lab's p2p-capable soft-RoCE on it (rdma_rxe_p2p, built
+          name: nicnear          # by labkit.rxemod): the netdev's name in the guest,
+          model: e1000e          # e1000e | virtio-net-pci,
+          ip: 10.79.0.1/24       # its address,
+          rdma: rxp0             # the rxe_p2p device created on it (optional; not together
+                                 # with a network entry's rxe: both bind UDP port 4791)
     network:
       - {name: dummy0, kind: dummy, ip: 10.77.0.1/24, rdma: rxe0}
       - {name: veth0, kind: veth, ip: 10.78.0.1/24, peer: {name: veth1, ip: 10.78.0.2/24}}
@@ -50,6 +57,9 @@ IFNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,14}$")
 FIRST_SLOT = 0x04
 LAST_SLOT = 0x17          # 0x18..0x1e: 9p shares; 0x1f: ICH9 LPC/SATA/SMBus
 SHARE_SLOTS = range(0x18, 0x1f)
+IPV4_CIDR_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+/\d+$")
+RDMA_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,30}$")
+NIC_MODELS = ("e1000e", "virtio-net-pci")
 CPU_MODELS_HINT = "max, qemu64, EPYC, EPYC-Rome, EPYC-Milan, Skylake-Server, ..."
 
 
@@ -95,6 +105,28 @@ class Nvme:
 
 
 @dataclass
+class PciNic:
+    """A PCI network function with a netdev in the guest (``rdma``: an rxe_p2p device on it)."""
+    name: str                 # netdev name in the guest
+    model: str                # QEMU device: e1000e | virtio-net-pci
+    port: str                 # QEMU id of the port it sits on
+    path: list[str]           # QEMU ids of the bridges above it, root port first
+    slot: str                 # human description of where it sits
+    index: int                # 0, 1, ...: its hub and MAC
+    ip: str | None = None
+    rdma: str | None = None
+
+    @property
+    def qemu_id(self) -> str:
+        return f"nic-{self.name}"
+
+    @property
+    def mac(self) -> str:
+        """A fixed locally administered MAC: the guest finds the netdev by it."""
+        return f"52:54:00:9e:00:{self.index:02x}"
+
+
+@dataclass
 class Bridge:
     id: str
     kind: str                 # root-port | switch-upstream | switch-downstream
@@ -128,7 +160,14 @@ class Topology:
     bridges: list[Bridge] = field(default_factory=list)
     nvme: list[Nvme] = field(default_factory=list)
     network: list[Nic] = field(default_factory=list)
+    pci_nics: list[PciNic] = field(default_factory=list)
     root_bus_nvme: list[Nvme] = field(default_factory=list)
+
+    @property
+    def needs_rxe_p2p(self) -> bool:
+        """Whether the runner provides the rxe_p2p module: the topology has a PCI NIC (the
+        guest creates the NICs' declared rxe_p2p devices; a test may create more)."""
+        return bool(self.pci_nics)
 
     # -- the guest's view --------------------------------------------------------------------
     def guest_json(self, images: dict[str, str] | None = None) -> dict:
@@ -143,6 +182,8 @@ class Topology:
             "bridges": [{"id": b.id, "kind": b.kind, "parent": b.parent} for b in self.bridges],
             "network": [{"name": x.name, "kind": x.kind, "ip": x.ip, "rdma": x.rdma, "peer": x.peer}
                         for x in self.network],
+            "pci_nics": [{"name": x.name, "model": x.model, "mac": x.mac, "ip": x.ip, "rdma": x.rdma,
+                          "path": x.path, "slot": x.slot} for x in self.pci_nics],
         }
 
     def kernel_args(self) -> list[str]:
@@ -177,6 +218,14 @@ class Topology:
                 if n.legacy_cmb:
                     opts.append("legacy-cmb=on")
             argv += ["-device", ",".join(opts)]
+        for x in self.pci_nics:
+            # each NIC on a QEMU hub of its own that leads nowhere (the guest talks to itself
+            # over loopback); the second, unattached hubport is needed: virtio-net on a one-port
+            # hub logs NETDEV WATCHDOG transmit timeouts
+            hub = 10 + x.index
+            argv += ["-netdev", f"hubport,id=hp-{x.name},hubid={hub}",
+                     "-netdev", f"hubport,id=hp-{x.name}-spare,hubid={hub}",
+                     "-device", f"{x.model},id={x.qemu_id},netdev=hp-{x.name},mac={x.mac},bus={x.port}"]
         return argv
 
 
@@ -268,6 +317,8 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
 
     ids: set[str] = set()
     serials: set[str] = set()
+    nic_names: set[str] = set()     # interface names (PCI NICs and the network list)
+    rdma_names: set[str] = set()
     chassis = iter(range(1, 250))
 
     def new_id(v: Any, where: str) -> str:
@@ -293,12 +344,15 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
         return Nvme(serial=serial, port=port, path=list(path), disk=disk, cmb=cmb, legacy_cmb=legacy, slot=slot)
 
     def holder(d: Any, where: str, port: str, path: list[str], slot: str) -> None:
-        """A port's content: {nvme: ...} or {switch: ...} or null."""
+        """A port's content: {nvme: ...} or {switch: ...} or {nic: ...} or null."""
         if d is None:
             return
-        d = _check_keys(d, {"nvme", "switch"}, where)
+        d = _check_keys(d, {"nvme", "switch", "nic"}, where)
         if len(d) != 1:
-            raise TopologyError(where, "a port holds exactly one of 'nvme' or 'switch'")
+            raise TopologyError(where, "a port holds exactly one of 'nvme', 'switch' or 'nic'")
+        if "nic" in d:
+            t.pci_nics.append(pci_nic(d["nic"], f"{where}.nic", port, path, slot))
+            return
         if "nvme" in d and isinstance(d["nvme"], list):
             # one multi-function device: its functions share the port (and its ACS)
             if not 2 <= len(d["nvme"]) <= 8:
@@ -311,6 +365,29 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
             t.nvme.append(nvme(d["nvme"], f"{where}.nvme", port, path, slot))
         else:
             switch(d["switch"], f"{where}.switch", port, path, slot)
+
+    def pci_nic(d: Any, where: str, port: str, path: list[str], slot: str) -> PciNic:
+        d = _check_keys(d, {"name", "model", "ip", "rdma"}, where, {"name"})
+        nm = _str(d["name"], f"{where}.name", IFNAME_RE, "an interface name")
+        if nm in nic_names or nm == "lo":
+            raise TopologyError(f"{where}.name", f"duplicate interface {nm!r}")
+        nic_names.add(nm)
+        model = d.get("model", "e1000e")
+        if model not in NIC_MODELS:
+            raise TopologyError(f"{where}.model", f"{model!r}: one of {', '.join(NIC_MODELS)}")
+        ip = d.get("ip")
+        if ip is not None:
+            _str(ip, f"{where}.ip", IPV4_CIDR_RE, "an IPv4 address with prefix (10.79.0.1/24)")
+        rd = d.get("rdma")
+        if rd is not None:
+            _str(rd, f"{where}.rdma", RDMA_NAME_RE, "an rdma device name")
+            if rd in rdma_names:
+                raise TopologyError(f"{where}.rdma", f"duplicate rdma device {rd!r}")
+            if ip is None:
+                raise TopologyError(f"{where}.rdma", "an rdma device needs the NIC's ip (RoCE addresses by IP)")
+            rdma_names.add(rd)
+        return PciNic(name=nm, model=model, port=port, path=list(path), slot=slot,
+                      index=len(t.pci_nics), ip=ip, rdma=rd)
 
     def switch(d: Any, where: str, parent: str, path: list[str], slot: str) -> None:
         d = _check_keys(d, {"name", "ports"}, where, {"name", "ports"})
@@ -334,7 +411,7 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
     next_slot = FIRST_SLOT
     for i, rp in enumerate(rps):
         where = w(f"root_ports[{i}]")
-        rp = _check_keys(rp, {"name", "slot", "nvme", "switch"}, where, {"name"})
+        rp = _check_keys(rp, {"name", "slot", "nvme", "switch", "nic"}, where, {"name"})
         rid = new_id(rp["name"], f"{where}.name")
         slot = rp.get("slot")
         if slot is None:
@@ -347,7 +424,7 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
         used_slots.add(slot)
         next_slot = slot + 1
         t.bridges.append(Bridge(id=rid, kind="root-port", parent="pcie.0", chassis=next(chassis), slot=0, addr=slot))
-        content = {k: v for k, v in rp.items() if k in ("nvme", "switch")}
+        content = {k: v for k, v in rp.items() if k in ("nvme", "switch", "nic")}
         holder(content or None, where, rid, [rid], f"{rid} (00:{slot:02x}.0)")
 
     for i, d in enumerate(top.get("root_bus", []) or []):
@@ -356,8 +433,8 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
     net = top.get("network", []) or []
     if not isinstance(net, list):
         raise TopologyError(w("network"), "a list of network devices")
-    names: set[str] = set()
-    rdmas: set[str] = set()
+    names = nic_names
+    rdmas = rdma_names
     for i, n in enumerate(net):
         where = w(f"network[{i}]")
         n = _check_keys(n, {"name", "kind", "ip", "rdma", "peer"}, where, {"name", "kind"})
@@ -367,8 +444,7 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
             raise TopologyError(f"{where}.kind", f"{kind!r}: dummy or veth (rxe on lo does not work)")
         ip = n.get("ip")
         if ip is not None:
-            _str(ip, f"{where}.ip", re.compile(r"^\d+\.\d+\.\d+\.\d+/\d+$"),
-                 "an IPv4 address with prefix (10.77.0.1/24)")
+            _str(ip, f"{where}.ip", IPV4_CIDR_RE, "an IPv4 address with prefix (10.77.0.1/24)")
         peer = n.get("peer")
         if kind == "veth":
             peer = _check_keys(peer, {"name", "ip"}, f"{where}.peer", {"name"})
@@ -385,11 +461,16 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
             names.add(x)
         rd = n.get("rdma")
         if rd is not None:
-            _str(rd, f"{where}.rdma", re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,30}$"), "an rdma device name")
+            _str(rd, f"{where}.rdma", RDMA_NAME_RE, "an rdma device name")
             if rd in rdmas:
                 raise TopologyError(f"{where}.rdma", f"duplicate rdma device {rd!r}")
             rdmas.add(rd)
         t.network.append(Nic(name=nm, kind=kind, ip=ip, rdma=rd, peer=peer))
     if not t.nvme:
         raise TopologyError(w("root_ports"), "the topology declares no NVMe device")
+    stock = [x.rdma for x in t.network if x.rdma]
+    p2p = [x.rdma for x in t.pci_nics if x.rdma]
+    if stock and p2p:
+        raise TopologyError(w("network"), f"rxe ({', '.join(stock)}) and rxe_p2p ({', '.join(p2p)}) "
+                            "devices cannot run at once: each module binds RoCE's UDP port 4791")
     return t
