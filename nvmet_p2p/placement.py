@@ -845,7 +845,13 @@ def place_profile(path: str, inv: Inventory, kernel: str | None = None, *,
     ``root`` (the filesystem root the inventory came from) is only used to read the
     ``/dev/disk/by-id`` links a ``by_id`` selector may name."""
     from nvmet_p2p import profile as _profile
-    prof = _profile.load(path, strict=False)
+    return place_loaded(_profile.load(path, strict=False), inv, kernel, explain=explain, root=root)
+
+
+def place_loaded(prof, inv: Inventory, kernel: str | None = None, *, explain: bool = False,
+                 root: str | None = None) -> Placement:
+    """:func:`place_profile` for a profile already loaded (``profile.load``/``load_text``)."""
+    from nvmet_p2p import profile as _profile
     links = _profile.read_by_id_links(root) if root else {}
     res = _profile.resolve(prof, inv, kernel=kernel, by_id_links=links)
     return place_or_raise(res, inv, kernel, explain=explain)

@@ -349,12 +349,19 @@ def load(path: str, *, read_secrets: bool = True, strict: bool = True) -> Profil
     problems are kept in ``Profile.errors`` for :func:`resolve` to report along with the
     ones only the machine reveals."""
     from nvmet_p2p import safeload
-    rep = Report(path)
     text = safeload.read_text(path, "yaml")
-    data = parse(text, path, rep)
-    prof = Profile(file=path, data=data if data is not None else Obj(Mark(path, 1, 1)))
+    return load_text(text, path, os.path.dirname(os.path.abspath(path)),
+                     read_secrets=read_secrets, strict=strict)
+
+
+def load_text(text: str, file: str, base: str, *, read_secrets: bool = True,
+              strict: bool = True) -> Profile:
+    """:func:`load` for a profile given as text (``file`` names it in messages); relative key
+    file names are read from the directory ``base``."""
+    rep = Report(file)
+    data = parse(text, file, rep)
+    prof = Profile(file=file, data=data if data is not None else Obj(Mark(file, 1, 1)))
     if data is not None and read_secrets:
-        base = os.path.dirname(os.path.abspath(path))
         for host in data.get("hosts", []):
             for key, attr in (("dhchap_key_file", "dhchap_key"),
                               ("dhchap_ctrl_key_file", "dhchap_ctrl_key")):

@@ -1,0 +1,358 @@
+"""nvmet-p2p for programs that drive it in-process: the Ansible collection ``nvmet_p2p.target``
+(``ansible_collections/nvmet_p2p/target``) and anything else that wants JSON-ready results
+instead of a command line.
+
+Every change goes through the one plan/apply path (:func:`nvmet_p2p.apply.reconcile`, under
+the lock in the state directory); this module only chooses the desired state, asks for a dry
+run (check mode) or an apply, and turns the outcome into plain data:
+
+* ``changed`` is "the plan is not empty";
+* ``diff`` (when asked) is the managed configuration before and after, in the format
+  ``nvmet-p2p save`` writes, restricted to the objects the desired state names or nvmet-p2p
+  manages and, for objects the desired state names, to the attributes it names. After a dry
+  run, "after" is the live tree with the plan's operations applied on paper (:func:`simulate`);
+  after an apply it is read back from configfs;
+* DH-HMAC-CHAP secrets never appear: plans are masked (``(secret)``) and so are diffs.
+
+A kernel refusal propagates as :class:`nvmet_p2p.apply.ApplyFailed` (the completed steps were
+rolled back; its ``to_dict()`` carries the errno and the kernel's own log lines).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from nvmet_p2p import lastapply, statefile
+from nvmet_p2p import state as st
+from nvmet_p2p.apply import ManagedStore, open_configfs, reconcile
+from nvmet_p2p.configfs import Configfs, mask, read_state
+from nvmet_p2p.errors import InputError
+from nvmet_p2p.plan import Managed, Op
+
+
+@dataclass
+class Desired:
+    """The desired state and where it came from (``placement``: profiles only)."""
+
+    state: st.TargetState
+    source: str
+    placement: object | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Desired state: a profile (file or inline) or a desired-state file (file or inline)
+# ----------------------------------------------------------------------------------------------
+
+def desired_from(*, profile: str | None = None, profile_content=None, profile_dir: str | None = None,
+                 state: str | None = None, state_content=None, root: str = "/",
+                 kernel: str | None = None) -> Desired:
+    """Exactly one of the four sources. A profile is validated and placed against the machine
+    under ``root``; inline profile text (YAML text or a mapping) reads relative key files from
+    ``profile_dir`` (default: the current directory)."""
+    given = [n for n, v in (("profile", profile), ("profile_content", profile_content),
+                            ("state", state), ("state_content", state_content)) if v is not None]
+    if len(given) != 1:
+        raise InputError("give exactly one of profile, profile_content, state, state_content "
+                         f"(got {', '.join(given) or 'none'})")
+    if state is not None:
+        return Desired(statefile.load(state), state)
+    if state_content is not None:
+        doc = _inline_document(state_content, "state_content")
+        return Desired(statefile.parse(doc, where="state_content"), "state_content")
+    from nvmet_p2p import placement
+    from nvmet_p2p import profile as _profile
+    from nvmet_p2p.inventory import read_inventory
+    if profile is not None:
+        prof = _profile.load(profile, strict=False)
+    else:
+        text = profile_content if isinstance(profile_content, str) else \
+            yaml.safe_dump(_inline_document(profile_content, "profile_content"), sort_keys=False)
+        prof = _profile.load_text(text, "profile_content", os.path.abspath(profile_dir or "."),
+                                  strict=False)
+    p = placement.place_loaded(prof, read_inventory(root), kernel, root=root)
+    return Desired(p.state, profile or "profile_content", p)
+
+
+def _inline_document(value, name: str):
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise InputError(f"not valid YAML or JSON: {exc}", where=name) from None
+    if isinstance(value, dict):
+        return value
+    raise InputError(f"must be a mapping or its YAML/JSON text, not {type(value).__name__}",
+                     where=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Apply (or check)
+# ----------------------------------------------------------------------------------------------
+
+def apply(desired: Desired, *, root: str = "/", state_dir: str, prune: bool = False,
+          check: bool = False, diff: bool = False, kernel: str | None = None,
+          source: str = "automation", cfs: Configfs | None = None) -> dict:
+    """Plan (``check``) or apply ``desired``; a JSON-ready result with secrets masked.
+    ``cfs``: the configfs to use (tests give a fake one); default the tree under ``root``."""
+    cfs = cfs or open_configfs(root, load_module=not check)
+    before = managed_before = None
+    if diff:
+        before = read_state(cfs)
+        managed_before = ManagedStore(state_dir).load()
+    if check:
+        outcome = reconcile(root, desired.state, state_dir, prune=prune, dry_run=True,
+                            kernel=kernel, cfs=cfs)
+    else:
+        with lastapply.recorded(state_dir, source) as rec:
+            rec.outcome = reconcile(root, desired.state, state_dir, prune=prune, kernel=kernel,
+                                    cfs=cfs)
+        outcome = rec.outcome
+    plan = outcome.plan
+    res = {"changed": not plan.empty, "applied": outcome.applied,
+           "configfs_writes": outcome.result.writes if outcome.result else 0,
+           "summary": plan.summary(), "plan": plan.to_dict(), "text": plan.render(),
+           "warnings": list(plan.warnings), "source": desired.source}
+    if desired.placement is not None:
+        res["placement"] = desired.placement.to_dict()
+    if diff:
+        after = simulate(before, plan.ops, desired.state) if check else read_state(cfs)
+        keep = managed_before.union(plan.managed_after).union(Managed.of_state(desired.state))
+        res["diff"] = {"before": render_view(view(before, desired.state, keep)),
+                       "after": render_view(view(after, desired.state, keep)),
+                       "before_header": "nvmet configfs (managed objects, before)",
+                       "after_header": "nvmet configfs (managed objects, after)"}
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# Diff: a plan's operations on paper, and the view of the managed configuration
+# ----------------------------------------------------------------------------------------------
+
+def simulate(live: st.TargetState, ops: list[Op],
+             desired: st.TargetState | None = None) -> st.TargetState:
+    """``live`` after ``ops`` (configfs paths relative to ``nvmet/``), without touching the
+    kernel. An object the plan creates starts with the attributes ``desired`` gives it (the
+    plan leaves out the writes of values that are the kernel's defaults for a new object),
+    without ``desired`` with none."""
+    out = copy.deepcopy(live)
+    for op in ops:
+        _simulate_one(out, op)
+        if op.action == "mkdir" and desired is not None:
+            _seed(out, desired, op.path.split("/"))
+    return out
+
+
+def _seed(s: st.TargetState, desired: st.TargetState, parts: list[str]) -> None:
+    if parts[0] == "hosts" and len(parts) == 2 and parts[1] in desired.hosts:
+        s.hosts[parts[1]].attrs.update(desired.hosts[parts[1]].attrs)
+    elif parts[0] == "subsystems" and parts[1] in desired.subsystems:
+        want = desired.subsystems[parts[1]]
+        if len(parts) == 2:
+            s.subsystems[parts[1]].attrs.update(want.attrs)
+        elif len(parts) == 4 and parts[2] == "namespaces" and int(parts[3]) in want.namespaces:
+            s.subsystems[parts[1]].namespaces[int(parts[3])].attrs.update(
+                want.namespaces[int(parts[3])].attrs)
+    elif parts[0] == "ports" and len(parts) == 2 and int(parts[1]) in desired.ports:
+        s.ports[int(parts[1])].attrs.update(desired.ports[int(parts[1])].attrs)
+
+
+def _simulate_one(s: st.TargetState, op: Op) -> None:
+    parts = op.path.split("/")
+    if parts == ["discovery_nqn"]:
+        s.discovery_nqn = op.value
+    elif parts[0] == "hosts":
+        _on_host(s, op, parts)
+    elif parts[0] == "subsystems":
+        _on_subsystem(s, op, parts)
+    elif parts[0] == "ports":
+        _on_port(s, op, parts)
+
+
+def _set(attrs: dict, op: Op, attr: str) -> None:
+    if op.action == "write":
+        attrs[attr] = op.value or ""
+
+
+def _on_host(s: st.TargetState, op: Op, parts: list[str]) -> None:
+    nqn = parts[1]
+    if len(parts) == 2:
+        if op.action == "mkdir":
+            s.hosts[nqn] = st.Host(nqn)
+        elif op.action == "rmdir":
+            s.hosts.pop(nqn, None)
+    elif nqn in s.hosts:
+        _set(s.hosts[nqn].attrs, op, parts[2])
+
+
+def _on_subsystem(s: st.TargetState, op: Op, parts: list[str]) -> None:
+    nqn = parts[1]
+    if len(parts) == 2:
+        if op.action == "mkdir":
+            s.subsystems[nqn] = st.Subsystem(nqn)
+        elif op.action == "rmdir":
+            s.subsystems.pop(nqn, None)
+        return
+    sub = s.subsystems.get(nqn)
+    if sub is None:
+        return
+    if parts[2] == "allowed_hosts" and len(parts) == 4:
+        if op.action == "link" and parts[3] not in sub.allowed_hosts:
+            sub.allowed_hosts.append(parts[3])
+        elif op.action == "unlink" and parts[3] in sub.allowed_hosts:
+            sub.allowed_hosts.remove(parts[3])
+    elif parts[2] == "namespaces" and len(parts) >= 4:
+        nsid = int(parts[3])
+        if len(parts) == 4:
+            if op.action == "mkdir":
+                sub.namespaces[nsid] = st.Namespace(nsid, enable=False)
+            elif op.action == "rmdir":
+                sub.namespaces.pop(nsid, None)
+        elif nsid in sub.namespaces:
+            ns = sub.namespaces[nsid]
+            if parts[4] == "enable":
+                ns.enable = (op.value or "").strip() == "1"
+            else:
+                _set(ns.attrs, op, parts[4])
+    elif parts[2] == "passthru" and len(parts) == 4:
+        sub.passthru = sub.passthru if sub.passthru is not None else {}
+        _set(sub.passthru, op, parts[3])
+    elif len(parts) == 3:
+        _set(sub.attrs, op, parts[2])
+
+
+def _on_port(s: st.TargetState, op: Op, parts: list[str]) -> None:
+    pid = int(parts[1])
+    if len(parts) == 2:
+        if op.action == "mkdir":
+            s.ports[pid] = st.Port(pid)
+        elif op.action == "rmdir":
+            s.ports.pop(pid, None)
+        return
+    port = s.ports.get(pid)
+    if port is None:
+        return
+    if parts[2] == "subsystems" and len(parts) == 4:
+        if op.action == "link" and parts[3] not in port.subsystems:
+            port.subsystems.append(parts[3])
+        elif op.action == "unlink" and parts[3] in port.subsystems:
+            port.subsystems.remove(parts[3])
+    elif parts[2] == "referrals" and len(parts) >= 4:
+        name = parts[3]
+        if len(parts) == 4:
+            if op.action == "mkdir":
+                port.referrals[name] = st.Referral(name, enable=False)
+            elif op.action == "rmdir":
+                port.referrals.pop(name, None)
+        elif name in port.referrals:
+            ref = port.referrals[name]
+            if parts[4] == "enable":
+                ref.enable = (op.value or "").strip() == "1"
+            else:
+                _set(ref.attrs, op, parts[4])
+    elif parts[2] == "ana_groups" and len(parts) >= 4:
+        gid = int(parts[3])
+        if len(parts) == 4 and op.action == "rmdir":
+            port.ana_groups.pop(gid, None)
+        elif len(parts) == 4 and op.action == "mkdir":
+            port.ana_groups.setdefault(gid, "optimized")
+        elif len(parts) == 5 and op.action == "write":
+            port.ana_groups[gid] = op.value or ""
+    elif len(parts) == 3:
+        _set(port.attrs, op, parts[2])
+
+
+def _only(attrs: dict, names) -> dict:
+    return {k: v for k, v in attrs.items() if names is None or k in names}
+
+
+def view(state: st.TargetState, desired: st.TargetState, keep: Managed) -> st.TargetState:
+    """The part of ``state`` an apply of ``desired`` is about: objects in ``keep`` (managed
+    or named), and of objects ``desired`` names only the attributes it names."""
+    out = st.TargetState(discovery_nqn=state.discovery_nqn if desired.discovery_nqn else None)
+    for nqn, h in state.hosts.items():
+        if nqn in keep.hosts:
+            want = desired.hosts.get(nqn)
+            out.hosts[nqn] = st.Host(nqn, _only(h.attrs, want.attrs if want else None))
+    for nqn, sub in state.subsystems.items():
+        if nqn not in keep.subsystems:
+            continue
+        want = desired.subsystems.get(nqn)
+        v = st.Subsystem(nqn, _only(sub.attrs, want.attrs if want else None),
+                         sorted(sub.allowed_hosts))
+        for nsid, ns in sub.namespaces.items():
+            if (nqn, nsid) in keep.namespaces or want is None:
+                wns = want.namespaces.get(nsid) if want else None
+                v.namespaces[nsid] = st.Namespace(nsid, ns.enable,
+                                                  _only(ns.attrs, wns.attrs if wns else None))
+        out.subsystems[nqn] = v
+    for pid, p in state.ports.items():
+        if pid in keep.ports:
+            want = desired.ports.get(pid)
+            out.ports[pid] = st.Port(pid, _only(p.attrs, want.attrs if want else None),
+                                     sorted(p.subsystems), copy.deepcopy(p.referrals),
+                                     {g: a for g, a in p.ana_groups.items()
+                                      if want is None or g in want.ana_groups})
+    return out
+
+
+def masked(state: st.TargetState) -> st.TargetState:
+    """A copy of ``state`` with every secret attribute shown as ``(secret)``."""
+    out = copy.deepcopy(state)
+    for h in out.hosts.values():
+        h.attrs = {k: mask(k, v) for k, v in h.attrs.items()}
+    return out
+
+
+def render_view(state: st.TargetState) -> str:
+    """The view as ``nvmet-p2p save`` would write it, secrets masked."""
+    return json.dumps(statefile.to_doc(masked(state)), sort_keys=True, indent=2) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Reports as documents (what the ``--json`` of the commands prints)
+# ----------------------------------------------------------------------------------------------
+
+def status_document(*, root: str = "/", state_dir: str | None = None, all_subsystems: bool = False,
+                    sample_seconds: float = 0.0, io: bool = False, kernel: str | None = None) -> dict:
+    from nvmet_p2p import status
+    rep = status.collect(root, sample_seconds=sample_seconds, io_during_sampling=io,
+                         all_subsystems=all_subsystems, kernel=kernel, state_dir=state_dir)
+    doc = json.loads(json.dumps(rep.to_dict(), default=str))
+    doc["offload"] = offload_summary(doc)
+    return doc
+
+
+def offload_summary(doc: dict) -> dict:
+    """Counts over a status document's verdicts, and the ones that are not active (for a
+    playbook's assertion: ``status.offload.all_active``)."""
+    total, inactive = 0, []
+    for sub in doc.get("subsystems", []):
+        for ns in sub.get("namespaces", []):
+            for v in ns.get("verdicts", []):
+                total += 1
+                if v.get("verdict") != "offload active":
+                    inactive.append({"subsystem": sub["nqn"], "nsid": ns["nsid"],
+                                     "cntlid": v.get("cntlid"), "reason": v.get("reason"),
+                                     "detail": v.get("detail")})
+    return {"verdicts": total, "active": total - len(inactive), "inactive": inactive,
+            "all_active": total > 0 and not inactive}
+
+
+def doctor_document(*, root: str = "/", kernel: str | None = None) -> dict:
+    from nvmet_p2p.doctor import diagnose
+    from nvmet_p2p.inventory import read_inventory
+    inv = read_inventory(root)
+    doc = diagnose(inv, kernel=kernel).to_dict()
+    doc["warnings"] = list(inv.warnings)
+    return doc
+
+
+def topology_document(*, root: str = "/", kernel: str | None = None) -> dict:
+    from nvmet_p2p.inventory import read_inventory
+    from nvmet_p2p.topology import topology_document as _doc
+    return json.loads(json.dumps(_doc(read_inventory(root), kernel), default=str))

@@ -1,0 +1,65 @@
+"""``nvmet-p2p exporter``: serve the Prometheus metrics over HTTP (prometheus_client)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+from nvmet_p2p.commands.metrics import add_collector_options, collector_from_args
+from nvmet_p2p.errors import InputError
+
+NAME = "exporter"
+ORDER = 63
+HELP = "serve the Prometheus metrics over HTTP (--listen ADDR:PORT, /metrics)"
+DESCRIPTION = (
+    "A Prometheus exporter: every scrape of http://ADDR:PORT/metrics reads the machine again "
+    "(the same nvmet_p2p_* metrics as `nvmet-p2p metrics`); scrapes closer together than "
+    "--min-interval get the previous answer. Stops on SIGTERM or Ctrl-C.")
+
+DEFAULT_LISTEN = "127.0.0.1:9878"
+
+
+def register(p) -> None:
+    p.add_argument("--listen", metavar="ADDR:PORT", default=DEFAULT_LISTEN,
+                   help=f"address and port to serve on (default {DEFAULT_LISTEN}: this host only; "
+                        "0.0.0.0:9878 or [::]:9878 for a Prometheus server elsewhere)")
+    p.add_argument("--min-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="reuse the last reading for scrapes closer than this (default 1)")
+    add_collector_options(p)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``ADDR:PORT``, ``[V6]:PORT`` or ``:PORT`` (every IPv4 address)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--listen {text!r}: expected ADDR:PORT with a port 1..65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port)
+
+
+def run(args) -> int:
+    from nvmet_p2p.metrics import CachedCollector, registry_for
+    from prometheus_client import start_http_server
+
+    addr, port = parse_listen(args.listen)
+    if args.min_interval < 0:
+        raise InputError("--min-interval must be >= 0")
+    col = CachedCollector(collector_from_args(args), args.min_interval)
+    try:
+        server, thread = start_http_server(port, addr=addr, registry=registry_for(col))
+    except OSError as exc:
+        raise InputError(f"--listen {args.listen}: cannot listen: {exc.strerror}") from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"nvmet-p2p exporter: serving http://{args.listen}/metrics", file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
+    return 0

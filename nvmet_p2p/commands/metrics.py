@@ -1,0 +1,62 @@
+"""``nvmet-p2p metrics``: the Prometheus metrics once (stdout, or a textfile for node_exporter)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from nvmet_p2p.commands._target import add_state_dir
+from nvmet_p2p.output import dump_json
+
+NAME = "metrics"
+ORDER = 62
+HELP = "Prometheus metrics once: p2pmem pools, offload verdicts, exports, last apply, doctor"
+DESCRIPTION = (
+    "Print the nvmet_p2p_* metrics in the Prometheus text format, or with --textfile FILE write "
+    "them atomically (temporary file + rename) for node_exporter's textfile collector "
+    "(--collector.textfile.directory; the file name must end in .prom). Run it from a timer; "
+    "`nvmet-p2p exporter` serves the same metrics over HTTP.")
+
+
+def add_collector_options(p) -> None:
+    add_state_dir(p)
+    p.add_argument("--all", action="store_true",
+                   help="every subsystem, not only the ones nvmet-p2p manages")
+    p.add_argument("--no-doctor", action="store_true", help="leave out the doctor checks")
+
+
+def collector_from_args(args):
+    from nvmet_p2p.metrics import TargetCollector
+    return TargetCollector(args.root, state_dir=args.state_dir, all_subsystems=args.all,
+                           kernel=args.kernel, doctor=not args.no_doctor)
+
+
+def register(p) -> None:
+    p.add_argument("--textfile", metavar="FILE",
+                   help="write to FILE atomically instead of stdout (e.g. "
+                        "/var/lib/prometheus/node-exporter/nvmet_p2p.prom)")
+    add_collector_options(p)
+
+
+def run(args) -> int:
+    from nvmet_p2p import metrics
+    from nvmet_p2p.errors import InputError
+    from nvmet_p2p.statefile import write_atomic
+
+    col = collector_from_args(args)
+    if args.json:
+        dump_json({"samples": metrics.samples(col), "errors": col.errors})
+        return 1 if col.errors else 0
+    text = metrics.exposition(col)
+    if args.textfile:
+        if not args.textfile.endswith(".prom"):
+            raise InputError("node_exporter's textfile collector reads only *.prom files",
+                             where=args.textfile)
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.textfile))):
+            raise InputError("no such directory", where=os.path.dirname(args.textfile) or ".")
+        write_atomic(args.textfile, text, mode=0o644, backups=0)
+    else:
+        sys.stdout.write(text)
+    for part, err in col.errors.items():
+        print(f"nvmet-p2p metrics: warning: {part} could not be read: {err}", file=sys.stderr)
+    return 1 if col.errors else 0
