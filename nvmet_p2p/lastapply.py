@@ -91,12 +91,16 @@ class Recorder:
 
 
 @contextlib.contextmanager
-def recorded(directory: str, source: str):
+def recorded(directory: str, source: str, enabled: bool = True):
     """Record the apply run in the block: success from ``rec.outcome`` (an
     :class:`~nvmet_p2p.apply.Outcome`), failure from the :class:`NvmetP2PError` it raises
-    (re-raised). A record that cannot be written never turns an apply into a failure."""
+    (re-raised). A record that cannot be written never turns an apply into a failure.
+    ``enabled=False`` (a dry run) records nothing."""
     rec = Recorder()
     t0 = time.monotonic()
+    if not enabled:
+        yield rec
+        return
     try:
         yield rec
     except NvmetP2PError as exc:

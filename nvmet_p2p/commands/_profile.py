@@ -56,12 +56,15 @@ def run_plan(args) -> int:
     return 0
 
 
-def run_apply(args, progress) -> int:
+def run_apply(args, progress, rec=None) -> int:
+    """``rec``: a :class:`nvmet_p2p.lastapply.Recorder` to hand the outcome to."""
     p = placement_from_args(args)
     if not args.json:
         sys.stdout.write(placement.render(p, explain=args.explain) + "\n\n")
     outcome = reconcile(args.root, p.state, directory(args), prune=args.prune,
                         progress=progress, kernel=args.kernel, lock_timeout=lock_timeout(args))
+    if rec is not None:
+        rec.outcome = outcome
     if args.json:
         report_recovery(outcome.recovery)
         output.dump_json({"placement": p.to_dict(), **outcome.to_dict()})

@@ -26,20 +26,23 @@ def register(p) -> None:
 
 
 def run(args) -> int:
+    from nvmet_p2p import lastapply
     progress = Progress(quiet=args.json)
     try:
-        if args.profile:
-            from nvmet_p2p.commands import _profile
-            return _profile.run_apply(args, progress)
-        if args.plan:
-            plan = Plan.from_dict(safeload.load_json(args.plan), where=args.plan)
-            outcome = apply_saved_plan(args.root, plan, directory(args), progress=progress,
-                                       lock_timeout=lock_timeout(args))
-        else:
-            desired = statefile.load(args.state)
-            outcome = reconcile(args.root, desired, directory(args), prune=args.prune,
-                                progress=progress, kernel=args.kernel,
-                                lock_timeout=lock_timeout(args))
+        with lastapply.recorded(directory(args), "apply") as rec:
+            if args.profile:
+                from nvmet_p2p.commands import _profile
+                return _profile.run_apply(args, progress, rec)
+            if args.plan:
+                plan = Plan.from_dict(safeload.load_json(args.plan), where=args.plan)
+                outcome = apply_saved_plan(args.root, plan, directory(args), progress=progress,
+                                           lock_timeout=lock_timeout(args))
+            else:
+                desired = statefile.load(args.state)
+                outcome = reconcile(args.root, desired, directory(args), prune=args.prune,
+                                    progress=progress, kernel=args.kernel,
+                                    lock_timeout=lock_timeout(args))
+            rec.outcome = outcome
     except (ApplyFailed, ApplyInterrupted) as exc:
         return failure_report(args, exc)
     print_plan(args, outcome, steps=args.steps)

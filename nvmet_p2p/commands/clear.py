@@ -24,9 +24,11 @@ def run(args) -> int:
     if args.all and not args.yes and not args.dry_run:
         raise InputError("--all removes every export on this machine, including ones nvmet-p2p "
                          "did not create; add --yes to confirm (or --dry-run to see the plan)")
+    from nvmet_p2p import lastapply
     try:
-        outcome = clear(args.root, directory(args), everything=args.all, dry_run=args.dry_run,
-                        lock_timeout=lock_timeout(args))
+        with lastapply.recorded(directory(args), "clear", enabled=not args.dry_run) as rec:
+            rec.outcome = outcome = clear(args.root, directory(args), everything=args.all,
+                                          dry_run=args.dry_run, lock_timeout=lock_timeout(args))
     except (ApplyFailed, ApplyInterrupted) as exc:
         return failure_report(args, exc)
     print_plan(args, outcome)

@@ -33,11 +33,14 @@ def register(p) -> None:
 
 
 def run(args) -> int:
-    desired = statefile.load(args.file or default_save_file())
+    from nvmet_p2p import lastapply
     try:
-        outcome = reconcile(args.root, desired, directory(args), prune=args.prune,
-                            dry_run=args.dry_run, progress=Progress(quiet=args.json),
-                            kernel=args.kernel, lock_timeout=lock_timeout(args))
+        with lastapply.recorded(directory(args), "restore", enabled=not args.dry_run) as rec:
+            desired = statefile.load(args.file or default_save_file())
+            rec.outcome = outcome = reconcile(args.root, desired, directory(args),
+                                              prune=args.prune, dry_run=args.dry_run,
+                                              progress=Progress(quiet=args.json),
+                                              kernel=args.kernel, lock_timeout=lock_timeout(args))
     except (ApplyFailed, ApplyInterrupted) as exc:
         return failure_report(args, exc)
     print_plan(args, outcome)

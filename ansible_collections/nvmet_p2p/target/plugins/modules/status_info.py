@@ -1,0 +1,106 @@
+#!/usr/bin/python
+# Copyright: nvmet-p2p developers
+# Apache License 2.0 (see the repository's pyproject.toml)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: status_info
+short_description: The running nvmet target and, per namespace x host controller, whether p2p memory is used
+description:
+  - Returns the document C(nvmet-p2p status --json) prints; each subsystem, its ports, the host
+    controllers the kernel created, and per namespace x controller the verdict
+    C(offload active) or C(inactive) with the reason code.
+  - Adds C(status.offload), counts over the verdicts with the inactive ones listed, for
+    assertions in a playbook.
+  - Reads only; runs nvmet-p2p in-process.
+version_added: "0.1.0"
+author:
+  - nvmet-p2p developers (@nvmet-p2p)
+options:
+  all:
+    description:
+      - Every subsystem, not only the ones nvmet-p2p manages.
+    type: bool
+    default: false
+  sample:
+    description:
+      - Sample every provider's C(p2pmem/available) for this many seconds first.
+    type: float
+    default: 0
+  io:
+    description:
+      - I/O is running while sampling, so a pool that never moves means the kernel fell back to
+        host memory.
+    type: bool
+    default: false
+  state_dir:
+    description:
+      - nvmet-p2p's state directory (which subsystems it manages).
+    type: path
+  root:
+    description:
+      - Filesystem root to read; C(/) on a live host.
+    type: path
+    default: /
+  kernel:
+    description:
+      - Apply the p2pdma rules of this kernel release (C(X.Y)).
+    type: str
+notes:
+  - Check mode is supported (nothing is changed either way).
+requirements:
+  - nvmet-p2p (the Python package) on the target host
+"""
+
+EXAMPLES = r"""
+- name: Read the offload status
+  nvmet_p2p.target.status_info:
+  register: st
+
+- name: Every namespace's offload is active
+  ansible.builtin.assert:
+    that: st.status.offload.all_active
+    fail_msg: "{{ st.status.offload.inactive }}"
+"""
+
+RETURN = r"""
+status:
+  description: The C(nvmet-p2p status --json) document plus C(offload) (verdicts, active, inactive, all_active).
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nvmet_p2p.target.plugins.module_utils.nvmet_p2p_target import (
+    COMMON_ARGS, automation, error_result, is_nvmet_p2p_error, require_nvmet_p2p)
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        all=dict(type="bool", default=False),
+        sample=dict(type="float", default=0.0),
+        io=dict(type="bool", default=False),
+        state_dir=dict(type="path"),
+        **COMMON_ARGS
+    ), supports_check_mode=True)
+    require_nvmet_p2p(module)
+    p = module.params
+    if p["sample"] < 0:
+        module.fail_json(msg="sample must be >= 0")
+    try:
+        doc = automation.status_document(root=p["root"], state_dir=p["state_dir"],
+                                         all_subsystems=p["all"], sample_seconds=p["sample"],
+                                         io=p["io"], kernel=p["kernel"])
+    except Exception as exc:  # every nvmet-p2p error becomes a clean failure, bugs do not
+        if not is_nvmet_p2p_error(exc):
+            raise
+        module.fail_json(msg=str(exc), **error_result(exc))
+    module.exit_json(changed=False, status=doc)
+
+
+if __name__ == "__main__":
+    main()
