@@ -1,0 +1,230 @@
+"""``nvmet-p2p metrics`` / ``exporter``: the exposition is parsed back with prometheus_client's
+own parser; a synthetic lab machine (tests/sysfsfixture.py) with a target applied on the fake
+configfs (tests/fakenvmet.py). The pool gauge on the real kernel: tests/lab/test_lab_metrics.py."""
+
+from __future__ import annotations
+
+import os
+import threading
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import sysfsfixture as sf
+from fakenvmet import FakeNvmet
+from nvmet_p2p import automation, cli, lastapply
+from nvmet_p2p import metrics as M
+from nvmet_p2p.commands.exporter import parse_listen
+
+S = "nqn.2026-11.io.lab:m"
+H = "nqn.2014-08.org.nvmexpress:uuid:h1"
+DOC = {"hosts": [{"nqn": H}],
+       "subsystems": [{"nqn": S, "attr": {"allow_any_host": "0"}, "allowed_hosts": [H],
+                       "namespaces": [{"nsid": 1, "enable": 1, "device": {"path": "/dev/nvme0n1"},
+                                       "p2pmem": "0000:03:00.0"},
+                                      {"nsid": 2, "enable": 0, "device": {"path": "/dev/nvme1n1"},
+                                       "p2pmem": "0"}]}],
+       "ports": [{"portid": 1, "addr": {"trtype": "rdma", "adrfam": "ipv4", "traddr": "10.77.0.1",
+                                        "trsvcid": "4420"}, "subsystems": [S]},
+                 {"portid": 2, "addr": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "10.77.0.1",
+                                        "trsvcid": "4421"}, "subsystems": [S]}]}
+
+#: the label names of every family: a fixed, bounded set
+LABELS = {
+    "p2pmem_size_bytes": {"provider"}, "p2pmem_available_bytes": {"provider"},
+    "p2pmem_published": {"provider"},
+    "offload_active": {"subsystem", "nsid", "cntlid", "reason"},
+    "offload_verdicts": {"verdict", "reason"}, "subsystems": {"allow_any_host"},
+    "namespaces": {"enabled"}, "ports": {"trtype"}, "allowed_hosts": set(),
+    "host_controllers": set(),
+    "namespace_info": {"subsystem", "nsid", "device_path", "p2pmem", "mode"},
+    "last_apply_success": set(), "last_apply_timestamp_seconds": set(),
+    "last_apply_duration_seconds": set(), "last_apply_configfs_writes": set(),
+    "last_apply_info": {"result", "source", "error_kind"},
+    "doctor_can_offload": set(), "doctor_check": {"check", "status"},
+    "build_info": {"version", "kernel"}, "collector_success": {"collector"},
+    "collector_duration_seconds": {"collector"},
+}
+
+
+@pytest.fixture
+def machine(tmp_path):
+    root = tmp_path / "m"
+    sf.q35_lab(root, rxe=True, rxe_name="rxe0", nvmet_loaded=True)
+    cfs = FakeNvmet(str(root))
+    sd = str(tmp_path / "state")
+    automation.apply(automation.desired_from(state_content=DOC), root=str(root), state_dir=sd,
+                     cfs=cfs)
+    return str(root), sd
+
+
+def parse(text: str) -> dict:
+    """{family name: {(sorted label items): value}} through prometheus_client's parser."""
+    out: dict = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(fam.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def value(fams, name, **labels):
+    return fams[M.PREFIX + name][tuple(sorted(labels.items()))]
+
+
+def test_exposition_parses_back_to_what_the_machine_shows(machine):
+    root, sd = machine
+    text = M.exposition(M.TargetCollector(root, state_dir=sd))
+    assert text.endswith("\n") and "# HELP nvmet_p2p_offload_active" in text
+    fams = parse(text)
+    assert set(fams) == {M.PREFIX + n for n in LABELS}
+    for name, labels in LABELS.items():
+        for key in fams[M.PREFIX + name]:
+            assert {k for k, _ in key} == labels, name
+    assert value(fams, "p2pmem_size_bytes", provider="0000:03:00.0") == 64 << 20
+    assert value(fams, "p2pmem_available_bytes", provider="0000:04:00.0") == 66977792
+    assert value(fams, "offload_active", subsystem=S, nsid="1", cntlid="", reason="no_controller") == 0
+    assert value(fams, "offload_verdicts", verdict="inactive", reason="no_controller") == 1
+    assert value(fams, "offload_verdicts", verdict="inactive", reason="p2pmem_off") == 1
+    assert value(fams, "namespaces", enabled="true") == 1 == value(fams, "namespaces", enabled="false")
+    assert value(fams, "ports", trtype="rdma") == 1 == value(fams, "ports", trtype="tcp")
+    assert value(fams, "allowed_hosts") == 1 and value(fams, "subsystems", allow_any_host="false") == 1
+    assert value(fams, "namespace_info", subsystem=S, nsid="1", device_path="/dev/nvme0n1",
+                 p2pmem="0000:03:00.0", mode="pinned") == 1
+    rec = lastapply.load(sd)
+    assert value(fams, "last_apply_success") == 1 and rec.result == "applied"
+    assert value(fams, "last_apply_configfs_writes") == rec.configfs_writes > 0
+    assert value(fams, "last_apply_timestamp_seconds") == pytest.approx(rec.time)
+    assert value(fams, "doctor_can_offload") == 0                      # soft RDMA only
+    assert value(fams, "doctor_check", check="rdma", status="fail") == 1
+    assert value(fams, "doctor_check", check="rdma", status="ok") == 0
+    assert all(value(fams, "collector_success", collector=c) == 1
+               for c in ("status", "doctor", "last_apply"))
+
+
+def test_a_failed_apply_and_an_unreadable_part(machine, tmp_path):
+    root, sd = machine
+    lastapply.save(sd, lastapply.LastApply(time=1.0e9, result="failed", source="ansible",
+                                           error="step 3/9 failed: ... (EINVAL)", error_kind="kernel"))
+    fams = parse(M.exposition(M.TargetCollector(root, state_dir=sd, doctor=False)))
+    assert value(fams, "last_apply_success") == 0
+    assert value(fams, "last_apply_info", result="failed", source="ansible", error_kind="kernel") == 1
+    assert M.PREFIX + "doctor_check" not in fams
+    col = M.TargetCollector(str(tmp_path / "nothing"), state_dir=str(tmp_path / "empty"))
+    fams = parse(M.exposition(col))
+    assert value(fams, "collector_success", collector="status") == 0
+    assert M.PREFIX + "last_apply_success" not in fams               # no apply recorded yet
+    assert "no such directory" in col.errors["status"]
+
+
+def test_textfile_is_written_atomically_for_node_exporter(machine, tmp_path, capsys):
+    root, sd = machine
+    out = tmp_path / "tf" / "nvmet_p2p.prom"
+    out.parent.mkdir()
+    assert cli.main(["metrics", "--root", root, "--state-dir", sd, "--textfile", str(out)]) == 0
+    assert os.listdir(out.parent) == ["nvmet_p2p.prom"]                # no temporary left
+    assert os.stat(out).st_mode & 0o777 == 0o644
+    first = parse(out.read_text())
+    assert value(first, "p2pmem_published", provider="0000:05:00.0") == 1
+    assert cli.main(["metrics", "--root", root, "--state-dir", sd, "--textfile",
+                     str(tmp_path / "tf" / "x.txt")]) == 2
+    assert "only *.prom" in capsys.readouterr().err
+    assert cli.main(["metrics", "--root", root, "--textfile", str(tmp_path / "no" / "a.prom")]) == 2
+    assert os.listdir(out.parent) == ["nvmet_p2p.prom"]
+
+
+def test_metrics_json_and_stdout(machine, capsys):
+    root, sd = machine
+    assert cli.main(["metrics", "--root", root, "--state-dir", sd, "--no-doctor"]) == 0
+    text = capsys.readouterr().out
+    assert "nvmet_p2p_doctor_check" not in text and parse(text)
+    assert cli.main(["metrics", "--root", root, "--state-dir", sd, "--json"]) == 0
+    import json
+    doc = json.loads(capsys.readouterr().out)
+    s = [x for x in doc["samples"] if x["name"] == "nvmet_p2p_p2pmem_size_bytes"]
+    assert len(s) == 3 and s[0]["type"] == "gauge" and doc["errors"] == {}
+
+
+def test_exporter_serves_and_caches(machine):
+    root, sd = machine
+    calls = []
+
+    class Counting(M.TargetCollector):
+        def collect(self):
+            calls.append(1)
+            yield from super().collect()
+    inner = Counting(root, state_dir=sd)
+    col = M.CachedCollector(inner, min_interval=60)
+    from prometheus_client import start_http_server
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=M.registry_for(col))
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        bodies = [urllib.request.urlopen(url, timeout=10).read().decode() for _ in range(2)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert bodies[0] == bodies[1] and len(calls) == 1                 # the second one is cached
+    assert value(parse(bodies[0]), "p2pmem_size_bytes", provider="0000:03:00.0") == 64 << 20
+
+
+def test_exporter_cli_stops_on_sigterm(machine):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    root, sd = machine
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "nvmet_p2p", "exporter", "--root", root,
+                          "--state-dir", sd, "--listen", f"127.0.0.1:{port}"],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving http://127.0.0.1" in p.stderr.readline()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert b"nvmet_p2p_offload_active" in body
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("text,want", [("127.0.0.1:9878", ("127.0.0.1", 9878)),
+                                       (":9100", ("0.0.0.0", 9100)),
+                                       ("[::1]:80", ("::1", 80))])
+def test_parse_listen(text, want):
+    assert parse_listen(text) == want
+
+
+@pytest.mark.parametrize("bad", ["9878", "host:", "host:0", "a:70000", "a:x"])
+def test_parse_listen_refuses(bad, capsys):
+    assert cli.main(["exporter", "--listen", bad]) == 2
+    assert "expected ADDR:PORT" in capsys.readouterr().err
+
+
+def test_thread_safety_of_the_cache(machine):
+    root, sd = machine
+    col = M.CachedCollector(M.TargetCollector(root, state_dir=sd), min_interval=0)
+    errors = []
+
+    def scrape():
+        try:
+            parse(M.exposition(col))
+        except Exception as exc:   # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+    threads = [threading.Thread(target=scrape) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
