@@ -329,7 +329,8 @@ def status_document(*, root: str = "/", state_dir: str | None = None, all_subsys
 
 def offload_summary(doc: dict) -> dict:
     """Counts over a status document's verdicts, and the ones that are not active (for a
-    playbook's assertion: ``status.offload.all_active``)."""
+    playbook's assertion: ``status.offload.all_active``); "offload partial" (the pool ran
+    out, some requests used host memory) is not active."""
     total, inactive = 0, []
     for sub in doc.get("subsystems", []):
         for ns in sub.get("namespaces", []):
@@ -337,7 +338,8 @@ def offload_summary(doc: dict) -> dict:
                 total += 1
                 if v.get("verdict") != "offload active":
                     inactive.append({"subsystem": sub["nqn"], "nsid": ns["nsid"],
-                                     "cntlid": v.get("cntlid"), "reason": v.get("reason"),
+                                     "cntlid": v.get("cntlid"), "verdict": v.get("verdict"),
+                                     "reason": v.get("reason"),
                                      "detail": v.get("detail")})
     return {"verdicts": total, "active": total - len(inactive), "inactive": inactive,
             "all_active": total > 0 and not inactive}

@@ -16,7 +16,9 @@ Metric (type) and labels:
   p2p memory (``/sys/bus/pci/devices/<bdf>/p2pmem/{size,available,published}``);
 * ``nvmet_p2p_offload_active`` (gauge, 1/0) ``{subsystem, nsid, cntlid, reason}``: the verdict
   per namespace x host controller (``cntlid`` empty when no host has connected, ``reason``
-  empty when the offload is active); ``nvmet_p2p_offload_verdicts{verdict, reason}`` counts them;
+  empty when the offload is active; a partial offload, the pool exhausted, is 0 with its reason);
+  ``nvmet_p2p_offload_verdicts{verdict, reason}`` counts them (verdict: active, partial,
+  inactive);
 * ``nvmet_p2p_subsystems{allow_any_host}``, ``nvmet_p2p_namespaces{enabled}``,
   ``nvmet_p2p_ports{trtype}``, ``nvmet_p2p_allowed_hosts``, ``nvmet_p2p_host_controllers``
   (gauges): what is exported (the subsystems ``status`` shows: the managed ones, or all);
@@ -45,7 +47,9 @@ from nvmet_p2p.errors import NvmetP2PError
 
 PREFIX = "nvmet_p2p_"
 DOCTOR_STATUSES = ("ok", "warn", "fail", "skip")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: ``status`` verdicts -> the ``verdict`` label (partial: some requests fell back to host
+#: memory because the pool ran out; it counts as not active)
+VERDICTS = {"offload active": "active", "offload partial": "partial", "inactive": "inactive"}
 
 
 def _g(name: str, doc: str, labels: tuple[str, ...] = (), unit: str = "") -> GaugeMetricFamily:
@@ -81,11 +85,12 @@ def offload_families(status_doc: dict) -> list[GaugeMetricFamily]:
     for sub in status_doc.get("subsystems", []):
         for ns in sub.get("namespaces", []):
             for v in ns.get("verdicts", []):
-                ok = v.get("verdict") == "offload active"
+                verdict = VERDICTS.get(v.get("verdict"), "unknown")
+                ok = verdict == "active"
                 reason = "" if ok else str(v.get("reason") or "unknown")
                 cntlid = "" if v.get("cntlid") is None else str(v["cntlid"])
                 active.add_metric([sub["nqn"], str(ns["nsid"]), cntlid, reason], 1.0 if ok else 0.0)
-                key = ("active" if ok else "inactive", reason)
+                key = (verdict, reason)
                 counts[key] = counts.get(key, 0) + 1
     verdicts = _g("offload_verdicts", "Number of namespace x host controller verdicts, by verdict "
                                       "and reason.", ("verdict", "reason"))

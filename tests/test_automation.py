@@ -151,9 +151,18 @@ def test_offload_summary_lists_what_is_not_active():
     doc = {"subsystems": [{"nqn": S1, "namespaces": [
         {"nsid": 1, "verdicts": [{"verdict": "offload active", "cntlid": 1}]},
         {"nsid": 2, "verdicts": [{"verdict": "inactive", "cntlid": 1, "reason": "soft_rdma",
-                                  "detail": "rxe"}]}]}]}
+                                  "detail": "rxe"},
+                                 {"verdict": "offload partial", "cntlid": 2,
+                                  "reason": "pool_exhausted", "detail": "full"}]}]}]}
     s = a.offload_summary(doc)
-    assert (s["verdicts"], s["active"], s["all_active"]) == (2, 1, False)
-    assert s["inactive"] == [{"subsystem": S1, "nsid": 2, "cntlid": 1, "reason": "soft_rdma",
-                              "detail": "rxe"}]
+    assert (s["verdicts"], s["active"], s["all_active"]) == (3, 1, False)
+    assert s["inactive"] == [{"subsystem": S1, "nsid": 2, "cntlid": 1, "verdict": "inactive",
+                              "reason": "soft_rdma", "detail": "rxe"},
+                             {"subsystem": S1, "nsid": 2, "cntlid": 2, "verdict": "offload partial",
+                              "reason": "pool_exhausted", "detail": "full"}]
+    from nvmet_p2p.metrics import offload_families
+    active, counts = offload_families(doc)
+    assert {tuple(s.labels.values()): s.value for s in counts.samples} == {
+        ("active", ""): 1, ("inactive", "soft_rdma"): 1, ("partial", "pool_exhausted"): 1}
+    assert [s.value for s in active.samples] == [1.0, 0.0, 0.0]
     assert not a.offload_summary({"subsystems": []})["all_active"]     # nothing is not "all"
