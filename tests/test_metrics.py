@@ -228,3 +228,31 @@ def test_thread_safety_of_the_cache(machine):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_the_grafana_dashboard_uses_only_metrics_that_exist():
+    import json
+    import re
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "monitoring", "grafana", "nvmet-p2p.json")
+    with open(path) as f:
+        dash = json.load(f)
+    assert dash["uid"] == "nvmet-p2p" and dash["templating"]["list"][0]["type"] == "datasource"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    used = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        for t in p.get("targets", []):
+            names = re.findall(r"\bnvmet_p2p_[a-z0-9_]+", t["expr"])
+            assert names, t["expr"]
+            for n in names:
+                assert n[len(M.PREFIX):] in LABELS, n
+                used.add(n[len(M.PREFIX):])
+            for label in re.findall(r"\{\{(\w+)\}\}", t.get("legendFormat", "")):
+                assert label == "instance" or any(label in LABELS[n[len(M.PREFIX):]]
+                                                  for n in names), (label, t["expr"])
+            assert 'instance=~"$instance"' in t["expr"]
+    assert {"p2pmem_available_bytes", "offload_active", "offload_verdicts", "last_apply_success",
+            "doctor_check", "namespace_info"} <= used
