@@ -15,6 +15,7 @@ import textwrap
 
 import sysfsfixture as sf
 from fakenvmet import dump
+
 from nvmet_p2p.configfs import Configfs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,7 +60,8 @@ def test_ansible_test_sanity():
     cache = os.path.join(TEST_HOME, ".ansible", "test", "cache")
     os.makedirs(cache, exist_ok=True)
     shutil.copy(BOOTSTRAP, os.path.join(cache, f"get_pip_{pip.replace('.', '_')}.py"))
-    r = run([tool("ansible-test"), "sanity", "--local", "--python", pyver], cwd=COLLECTION, env=ansible_env(HOME=TEST_HOME))
+    r = run([tool("ansible-test"), "sanity", "--local", "--python", pyver], cwd=COLLECTION,
+            env=ansible_env(HOME=TEST_HOME))
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-6000:]
     assert "Running sanity test \"validate-modules\"" in r.stdout + r.stderr
 

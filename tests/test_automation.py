@@ -8,10 +8,10 @@ import copy
 import json
 
 import pytest
-
 import sysfsfixture as sf
 from fakenvmet import FakeNvmet, dump
 from test_apply_fake import DOC, H1, S1
+
 from nvmet_p2p import automation as a
 from nvmet_p2p import lastapply, statefile
 from nvmet_p2p.apply import ApplyFailed

@@ -9,10 +9,10 @@ import threading
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 import sysfsfixture as sf
 from fakenvmet import FakeNvmet
+from prometheus_client.parser import text_string_to_metric_families
+
 from nvmet_p2p import automation, cli, lastapply
 from nvmet_p2p import metrics as M
 from nvmet_p2p.commands.exporter import parse_listen

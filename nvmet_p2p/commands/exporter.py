@@ -40,8 +40,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def run(args) -> int:
-    from nvmet_p2p.metrics import CachedCollector, registry_for
     from prometheus_client import start_http_server
+
+    from nvmet_p2p.metrics import CachedCollector, registry_for
 
     addr, port = parse_listen(args.listen)
     if args.min_interval < 0:

@@ -150,8 +150,15 @@ rollback_errors:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.nvmet_p2p.target.plugins.module_utils.nvmet_p2p_target import (
-    COMMON_ARGS, automation, error_result, hide_secrets, is_nvmet_p2p_error, require_nvmet_p2p)
+    COMMON_ARGS,
+    automation,
+    error_result,
+    hide_secrets,
+    is_nvmet_p2p_error,
+    require_nvmet_p2p,
+)
 
 SOURCES = ["profile", "profile_content", "desired_state", "desired_state_content"]
 

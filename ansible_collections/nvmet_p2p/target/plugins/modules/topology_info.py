@@ -52,8 +52,14 @@ topology:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.nvmet_p2p.target.plugins.module_utils.nvmet_p2p_target import (
-    COMMON_ARGS, automation, error_result, is_nvmet_p2p_error, require_nvmet_p2p)
+    COMMON_ARGS,
+    automation,
+    error_result,
+    is_nvmet_p2p_error,
+    require_nvmet_p2p,
+)
 
 
 def main():
