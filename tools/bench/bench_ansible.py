@@ -10,9 +10,11 @@ Applies the profile once, then, interleaved for ``--reps`` rounds:
 * task: the cost of one apply task inside a running play, measured as the difference between
   a play with ``--tasks`` apply tasks and the same play with none, divided by ``--tasks``
   (so the playbook's own start-up, inventory and fact-free play set-up are not counted; every
-  task pays the module's packaging, its Python start-up and the apply).
+  task pays the module's packaging, its Python start-up and the apply);
+* ping: the same for ``ansible.builtin.ping``, what any module costs ansible-core per task.
 
-Prints both medians and the ratio task/bare (target: at most 1.5). Cleans up afterwards.
+Prints the medians, the ratio task/bare (target: at most 1.5) and (task - ping)/bare, the part
+of the task that is nvmet-p2p's. Cleans up afterwards.
 """
 
 from __future__ import annotations
@@ -31,15 +33,15 @@ BIN = os.path.dirname(sys.executable)
 TARGET = 1.5
 
 
-def play(path: str, profile: str, sd: str, tasks: int) -> None:
-    body = "".join(f"""
+def play(path: str, profile: str, sd: str, tasks: int, module: str = "apply") -> None:
+    task = (f"""
     - nvmet_p2p.target.apply:
         profile: "{profile}"
         state_dir: "{sd}"
-      register: r{i}
-    - ansible.builtin.assert:
-        that: not r{i}.changed
-""" for i in range(tasks))
+""" if module == "apply" else """
+    - ansible.builtin.ping:
+""")
+    body = task * tasks
     with open(path, "w") as f:
         f.write(f"""
 - hosts: localhost
@@ -61,6 +63,19 @@ def timed(cmd: list[str], env: dict) -> float:
     return dt
 
 
+def timed_out(cmd: list[str], env: dict) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"bench_ansible: {' '.join(cmd)} failed ({r.returncode}):\n"
+                         f"{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    return r.stdout
+
+
+def unchanged(stdout: str) -> None:
+    if "changed=0" not in stdout:
+        raise SystemExit(f"bench_ansible: the apply tasks changed something:\n{stdout[-2000:]}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default=os.path.join(CHECKOUT, "profiles", "lab-default.yaml"))
@@ -80,31 +95,37 @@ def main() -> int:
                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
     bare_cmd = [os.path.join(BIN, "nvmet-p2p"), "apply", "--profile", a.profile, "--state-dir", sd]
     plays = {}
-    for n in (0, a.tasks):
-        plays[n] = os.path.join(work, f"play{n}.yml")
-        play(plays[n], a.profile, sd, n)
+    for name, n, module in (("none", 0, "apply"), ("apply", a.tasks, "apply"),
+                            ("ping", a.tasks, "ping")):
+        plays[name] = os.path.join(work, f"play-{name}.yml")
+        play(plays[name], a.profile, sd, n, module)
     pb = [os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local"]
-    bare, task = [], []
+    bare, task, ping = [], [], []
     try:
         timed(bare_cmd, env)                               # the first apply creates the exports
-        timed(pb + [plays[a.tasks]], env)                  # warm-up (and: nothing changes)
+        unchanged(timed_out(pb + [plays["apply"]], env))   # warm-up; and nothing changes
         for rnd in range(1, a.reps + 1):
             b = timed(bare_cmd, env)
-            p0 = timed(pb + [plays[0]], env)
-            pn = timed(pb + [plays[a.tasks]], env)
+            p0 = timed(pb + [plays["none"]], env)
+            pn = timed(pb + [plays["apply"]], env)
+            pp = timed(pb + [plays["ping"]], env)
             bare.append(b)
             task.append((pn - p0) / a.tasks)
-            print(f"... round {rnd}: bare apply {b:.2f} s; play with {a.tasks} tasks {pn:.2f} s, "
-                  f"without {p0:.2f} s -> {task[-1]:.2f} s per task", file=sys.stderr)
+            ping.append((pp - p0) / a.tasks)
+            print(f"... round {rnd}: bare apply {b:.2f} s; plays: {a.tasks} apply tasks {pn:.2f} s, "
+                  f"{a.tasks} ping tasks {pp:.2f} s, none {p0:.2f} s -> {task[-1]:.2f} s per apply "
+                  f"task, {ping[-1]:.2f} s per ping task", file=sys.stderr)
     finally:
         subprocess.run([os.path.join(BIN, "nvmet-p2p"), "clear", "--state-dir", sd],
                        capture_output=True)
-    mb, mt = statistics.median(bare), statistics.median(task)
+    mb, mt, mp = statistics.median(bare), statistics.median(task), statistics.median(ping)
     res = {"kernel": os.uname().release, "profile": a.profile, "reps": a.reps,
            "tasks_per_play": a.tasks, "bare_seconds": [round(x, 3) for x in bare],
-           "task_seconds": [round(x, 3) for x in task], "median_bare": round(mb, 3),
-           "median_task": round(mt, 3), "ratio": round(mt / mb, 3), "target": TARGET,
-           "pass": mt / mb <= TARGET}
+           "task_seconds": [round(x, 3) for x in task],
+           "ping_task_seconds": [round(x, 3) for x in ping], "median_bare": round(mb, 3),
+           "median_task": round(mt, 3), "median_ping_task": round(mp, 3),
+           "ratio": round(mt / mb, 3), "ratio_without_ansible_task_cost": round((mt - mp) / mb, 3),
+           "target": TARGET, "pass": mt / mb <= TARGET}
     if a.json:
         print(json.dumps(res, indent=2))
     else:
@@ -114,7 +135,9 @@ def main() -> int:
               f"nothing, kernel {res['kernel']}, {a.reps} interleaved rounds")
         print(f"  bare `nvmet-p2p apply`: median {mb:.2f} s: " + " ".join(f"{x:.2f}" for x in bare))
         print(f"  Ansible apply task:     median {mt:.2f} s: " + " ".join(f"{x:.2f}" for x in task))
-        print(f"ratio task/bare = {mt / mb:.2f} (target <= {TARGET})")
+        print(f"  Ansible ping task:      median {mp:.2f} s: " + " ".join(f"{x:.2f}" for x in ping))
+        print(f"ratio task/bare = {mt / mb:.2f} (target <= {TARGET}); "
+              f"(apply task - ping task)/bare = {(mt - mp) / mb:.2f}")
         print("PASS" if res["pass"] else "FAIL")
     out_dir = os.environ.get("NVMET_P2P_LAB_RESULTS")
     if out_dir:

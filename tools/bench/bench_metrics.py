@@ -107,7 +107,8 @@ def main() -> int:
     if a.json:
         print(json.dumps(res, indent=2))
     else:
-        print("[QEMU, emulated; not a performance claim]" if os.environ.get("NVMET_P2P_LAB") else "")
+        if os.environ.get("NVMET_P2P_LAB"):
+            print("[QEMU, emulated; not a performance claim]")
         print(f"bench_metrics: HTTP scrapes of /metrics, kernel {res['kernel']}, "
               f"{a.reps} interleaved rounds")
         for k, n in sizes.items():
