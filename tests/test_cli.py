@@ -20,8 +20,8 @@ def test_module_entry_point_runs():
 
 #: Every subcommand, exactly: a command added (or lost) must show up here, in --help and in
 #: the README's map of the commands.
-SUBCOMMANDS = {"apply", "bench", "clear", "distance", "doctor", "p2p-test", "plan", "profile",
-               "restore", "save", "shell", "snapshot", "status", "topology"}
+SUBCOMMANDS = {"apply", "bench", "clear", "distance", "doctor", "exporter", "metrics", "p2p-test",
+               "plan", "profile", "restore", "save", "shell", "snapshot", "status", "topology"}
 #: the commands that apply no kernel rules, so have no --kernel
 WITHOUT_KERNEL = {"bench", "clear", "save", "snapshot"}
 
