@@ -116,7 +116,7 @@ def apply(desired: Desired, *, root: str = "/", state_dir: str, prune: bool = Fa
     res = {"changed": not plan.empty, "applied": outcome.applied,
            "configfs_writes": outcome.result.writes if outcome.result else 0,
            "summary": plan.summary(), "plan": plan.to_dict(), "text": plan.render(),
-           "warnings": list(plan.warnings), "source": desired.source}
+           "plan_warnings": list(plan.warnings), "source": desired.source}
     if desired.placement is not None:
         res["placement"] = desired.placement.to_dict()
     if diff:

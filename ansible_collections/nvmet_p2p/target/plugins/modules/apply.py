@@ -123,8 +123,8 @@ placement:
   description: For a profile, the provider chosen per namespace and why.
   returned: success and a profile was given
   type: dict
-warnings:
-  description: Warnings of the plan.
+plan_warnings:
+  description: Warnings of the plan (also shown as task warnings).
   returned: success
   type: list
   elements: str
@@ -193,6 +193,8 @@ def run_module():
             raise
         details = error_result(exc)
         module.fail_json(msg=str(exc), changed=bool(details.get("rollback_errors")), **details)
+    for warning in result["plan_warnings"]:
+        module.warn(warning)
     module.exit_json(**result)
 
 
