@@ -2,7 +2,7 @@
 
 ``nvmet-p2p exporter`` serves the metrics (prometheus_client's HTTP server); ``nvmet-p2p
 p2p-test`` maps a buffer from the provider's ``p2pmem/allocate`` and makes another NVMe DMA
-into it (userspace p2p DMA between two NVMe below the lab's switch: the lab has no PCI RDMA
+into it (userspace p2p DMA between two NVMe below the lab's switch: the default topology has no PCI RDMA
 NIC, so fabric I/O never uses p2pmem here). Every scrape while it runs is parsed with
 prometheus_client's parser: ``nvmet_p2p_p2pmem_available_bytes`` of that provider drops by the
 buffer's size and comes back when p2p-test exits. The textfile written meanwhile says the same.
