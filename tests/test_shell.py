@@ -386,3 +386,19 @@ def test_bookmarks_persist_as_json_not_pickle(tmp_path):
     again = ShellApp(sh.session, sh.app.p2p, out=sh.out, err=sh.err, state_path=str(sd))
     again.run_script([("c1", "cd @p")])
     assert again.shell._current_node.path == "/ports"
+
+
+def test_ctrl_c_during_commit_is_held_until_the_apply_is_done(sh, monkeypatch):
+    import signal
+
+    from nvmet_p2p import apply as apply_mod
+    real = apply_mod.Applier._run
+
+    def run(self, op):
+        if op.action == "write" and op.attr == "p2pmem":
+            os.kill(os.getpid(), signal.SIGINT)          # the user presses Ctrl-C mid-apply
+        return real(self, op)
+    monkeypatch.setattr(apply_mod.Applier, "_run", run)
+    out = sh.ok(*BUILD, "commit")
+    assert "Committed: 5 configfs writes" in out and "commit in progress" in sh.err.getvalue()
+    assert read_state(sh.cfs).subsystems[S].namespaces[1].enable
