@@ -402,3 +402,21 @@ def test_ctrl_c_during_commit_is_held_until_the_apply_is_done(sh, monkeypatch):
     out = sh.ok(*BUILD, "commit")
     assert "Committed: 5 configfs writes" in out and "commit in progress" in sh.err.getvalue()
     assert read_state(sh.cfs).subsystems[S].namespaces[1].enable
+
+
+def test_port_children_and_passthru(sh):
+    out = sh.ok("/ports create 2", "/ports/2 set addr trtype=tcp adrfam=ipv4 traddr=10.77.0.1 trsvcid=4421",
+                "/ports/2/ana_groups create", "/ports/2/ana_groups/2 set ana state=non-optimized",
+                "/ports/2/referrals create r1",
+                "/ports/2/referrals/r1 set addr trtype=tcp adrfam=ipv4 traddr=10.77.0.9 trsvcid=4420 portid=7",
+                "/ports/2/referrals/r1 enable", f"/subsystems create {S}",
+                f"/subsystems/{S}/passthru set device path=/dev/nvme0", "ls /ports", "commit")
+    assert "Created ANA group 2." in out and "tcp" in out
+    live = read_state(sh.cfs)
+    assert live.ports[2].ana_groups[2] == "non-optimized"
+    assert live.ports[2].referrals["r1"].enable and live.ports[2].referrals["r1"].attrs["addr_portid"] == "7"
+    assert live.subsystems[S].passthru["device_path"] == "/dev/nvme0"
+    rc, _, err = sh.run("/ports/2/ana_groups delete 1")
+    assert rc == 1 and "belongs to the kernel" in err
+    sh.ok("/ports delete 2", "commit")
+    assert 2 not in read_state(sh.cfs).ports

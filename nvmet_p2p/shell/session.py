@@ -63,56 +63,66 @@ def _diff_attrs(a: dict, b: dict) -> set[str]:
     return {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
 
 
-def _compare(base: st.TargetState, view: st.TargetState) -> Pending:
-    p = Pending()
+def _ns_diff(a: st.Namespace, b: st.Namespace) -> set[str]:
+    return _diff_attrs(a.attrs, b.attrs) | ({"enable"} if a.enable != b.enable else set())
 
-    def objs(kind, old, new, keyf, inner):
-        for k in set(old) - set(new):
-            p.gone.setdefault(kind, []).append(str(k))
-        for k, o in new.items():
-            loc = keyf(k)
-            if k not in old:
-                p.created.add(loc)
-            else:
-                what = inner(old[k], o)
-                if what:
-                    p.changed[loc] = what
 
-    if base.discovery_nqn != view.discovery_nqn:
-        p.changed[("root",)] = {"discovery_nqn"}
-    objs(("hosts",), base.hosts, view.hosts, lambda k: ("host", k),
-         lambda a, b: _diff_attrs(a.attrs, b.attrs))
+def _objs(p: Pending, kind, old: dict, new: dict, keyf, inner) -> None:
+    """Objects of one container: gone ones under ``kind``, new and changed ones by locator."""
+    for k in set(old) - set(new):
+        p.gone.setdefault(kind, []).append(str(k))
+    for k, o in new.items():
+        if k not in old:
+            p.created.add(keyf(k))
+        else:
+            what = inner(old[k], o)
+            if what:
+                p.changed[keyf(k)] = what
+
+
+def _compare_subsystems(p: Pending, base: st.TargetState, view: st.TargetState) -> None:
     for nqn, sub in view.subsystems.items():
         old = base.subsystems.get(nqn)
         if old is None:
             p.created.update(("namespace", nqn, i) for i in sub.namespaces)
             continue
-        objs(("namespaces", nqn), old.namespaces, sub.namespaces,
-             lambda k, n=nqn: ("namespace", n, k),
-             lambda a, b: _diff_attrs(a.attrs, b.attrs) | ({"enable"} if a.enable != b.enable else set()))
+        _objs(p, ("namespaces", nqn), old.namespaces, sub.namespaces,
+              lambda k, n=nqn: ("namespace", n, k), _ns_diff)
         for h in set(old.allowed_hosts) - set(sub.allowed_hosts):
             p.gone.setdefault(("allowed_hosts", nqn), []).append(h)
         if (old.passthru or {}) != (sub.passthru or {}):
             p.changed[("passthru", nqn)] = _diff_attrs(old.passthru or {}, sub.passthru or {})
-    objs(("subsystems",), base.subsystems, view.subsystems, lambda k: ("subsystem", k),
-         lambda a, b: _diff_attrs(a.attrs, b.attrs)
-         | ({"allowed_hosts"} if sorted(a.allowed_hosts) != sorted(b.allowed_hosts) else set()))
+    _objs(p, ("subsystems",), base.subsystems, view.subsystems, lambda k: ("subsystem", k),
+          lambda a, b: _diff_attrs(a.attrs, b.attrs)
+          | ({"allowed_hosts"} if sorted(a.allowed_hosts) != sorted(b.allowed_hosts) else set()))
+
+
+def _compare_ports(p: Pending, base: st.TargetState, view: st.TargetState) -> None:
     for pid, port in view.ports.items():
         old = base.ports.get(pid)
         if old is None:
             p.created.update(("referral", pid, r) for r in port.referrals)
             p.created.update(("ana_group", pid, g) for g in port.ana_groups)
             continue
-        objs(("referrals", pid), old.referrals, port.referrals,
-             lambda k, i=pid: ("referral", i, k),
-             lambda a, b: _diff_attrs(a.attrs, b.attrs) | ({"enable"} if a.enable != b.enable else set()))
-        objs(("ana_groups", pid), old.ana_groups, port.ana_groups,
-             lambda k, i=pid: ("ana_group", i, k), lambda a, b: {"ana_state"} if a != b else set())
+        _objs(p, ("referrals", pid), old.referrals, port.referrals,
+              lambda k, i=pid: ("referral", i, k), _ns_diff)
+        _objs(p, ("ana_groups", pid), old.ana_groups, port.ana_groups,
+              lambda k, i=pid: ("ana_group", i, k), lambda a, b: {"ana_state"} if a != b else set())
         for n in set(old.subsystems) - set(port.subsystems):
             p.gone.setdefault(("port_subsystems", pid), []).append(n)
-    objs(("ports",), base.ports, view.ports, lambda k: ("port", k),
-         lambda a, b: _diff_attrs(a.attrs, b.attrs)
-         | ({"subsystems"} if sorted(a.subsystems) != sorted(b.subsystems) else set()))
+    _objs(p, ("ports",), base.ports, view.ports, lambda k: ("port", k),
+          lambda a, b: _diff_attrs(a.attrs, b.attrs)
+          | ({"subsystems"} if sorted(a.subsystems) != sorted(b.subsystems) else set()))
+
+
+def _compare(base: st.TargetState, view: st.TargetState) -> Pending:
+    p = Pending()
+    if base.discovery_nqn != view.discovery_nqn:
+        p.changed[("root",)] = {"discovery_nqn"}
+    _objs(p, ("hosts",), base.hosts, view.hosts, lambda k: ("host", k),
+          lambda a, b: _diff_attrs(a.attrs, b.attrs))
+    _compare_subsystems(p, base, view)
+    _compare_ports(p, base, view)
     return p
 
 
