@@ -263,13 +263,15 @@ class ShellApp(P2pAssist):
             raise ExecutionError(f"{exc} (nothing was changed)") from None
         except ApplyFailed as exc:              # write-through: the kernel refused it
             raise ExecutionError(self._failure_text(exc)) from None
-        for m in messages:
+        for m in messages + edit.notes:
             if m.startswith("warning: "):
                 self.warn(m[9:])
-            else:
+            elif m.startswith("the kernel"):
+                self.warn(m)
+            elif m in messages:
                 self.say(m)
-        for n in edit.notes:
-            self.warn(n) if n.startswith("the kernel") or "refuse" in n else self.say(f"note: {n}")
+            else:
+                self.say(f"note: {m}")
         if result is not None:
             self._report_commit(result)
         else:
