@@ -388,20 +388,24 @@ def test_bookmarks_persist_as_json_not_pickle(tmp_path):
     assert again.shell._current_node.path == "/ports"
 
 
-def test_ctrl_c_during_commit_is_held_until_the_apply_is_done(sh, monkeypatch):
+def test_ctrl_c_during_commit_rolls_back_and_keeps_the_changes(sh, monkeypatch):
     import signal
 
     from nvmet_p2p import apply as apply_mod
     real = apply_mod.Applier._run
+    presses = []
 
     def run(self, op):
-        if op.action == "write" and op.attr == "p2pmem":
+        if op.action == "write" and op.attr == "p2pmem" and not presses:
+            presses.append(1)
             os.kill(os.getpid(), signal.SIGINT)          # the user presses Ctrl-C mid-apply
         return real(self, op)
     monkeypatch.setattr(apply_mod.Applier, "_run", run)
-    out = sh.ok(*BUILD, "commit")
-    assert "Committed: 5 configfs writes" in out and "commit in progress" in sh.err.getvalue()
-    assert read_state(sh.cfs).subsystems[S].namespaces[1].enable
+    before = dump(sh.cfs)
+    rc, _, err = sh.run(*BUILD, "commit")
+    assert rc == 1 and "SIGINT after step" in err and "configfs is as before" in err
+    assert dump(sh.cfs) == before and len(sh.session.edits) == 4     # undone, still staged
+    assert "Committed: 5 configfs writes" in sh.ok("commit")          # and the shell goes on
 
 
 def test_port_children_and_passthru(sh):

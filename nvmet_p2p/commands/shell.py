@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from nvmet_p2p.commands._target import add_state_dir, directory
+from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout, report_recovery
 from nvmet_p2p.errors import InputError
 
 NAME = "shell"
@@ -52,7 +52,8 @@ def run(args) -> int:
                          "or `status --json` for machine-readable output")
     interactive = args.command is None and sys.stdin.isatty()
     session = Session(args.root, directory(args), kernel=args.kernel,
-                      write_through=args.write_through)
+                      write_through=args.write_through, lock_timeout=lock_timeout(args))
+    report_recovery(session.recovery)
     p2p = P2pContext(args.root, kernel=args.kernel, progress=Progress() if interactive else None)
     state_path = None
     if interactive:

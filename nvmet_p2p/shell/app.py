@@ -16,15 +16,12 @@ is tightened; anything else is refused, and the shell runs without saving histor
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
 import re
-import signal
 import stat
 import sys
-import threading
 import traceback
 import warnings
 from typing import Iterable, TextIO
@@ -257,8 +254,7 @@ class ShellApp(P2pAssist):
         """Stage ``edit`` (or, write-through, apply it) and say what happened."""
         from nvmet_p2p.apply import ApplyFailed
         try:
-            with self._no_interrupt():           # write-through commits here
-                result = self.session.stage(edit)
+            result = self.session.stage(edit)
         except ed.EditError as exc:
             raise ExecutionError(f"{exc} (nothing was changed)") from None
         except ApplyFailed as exc:              # write-through: the kernel refused it
@@ -277,24 +273,6 @@ class ShellApp(P2pAssist):
         else:
             n = len(self.session.edits)
             self.say(f"({n} staged; `diff` to review, `commit` to apply)")
-
-    @contextlib.contextmanager
-    def _no_interrupt(self):
-        """Ctrl-C (SIGINT) while configfs is being written would stop the apply between two
-        steps, with no rollback: hold it until the commit (or its rollback) is done."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        got = []
-
-        def later(signum, frame):
-            got.append(signum)
-            self.err_stream.write("\n(commit in progress: it runs to its end or its rollback)\n")
-        old = signal.signal(signal.SIGINT, later)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, old)
 
     def set_write_through(self, on: bool) -> None:
         if on and self.session.edits:
@@ -317,8 +295,7 @@ class ShellApp(P2pAssist):
             return
         from nvmet_p2p.apply import ApplyFailed
         try:
-            with self._no_interrupt():
-                result = self.session.commit()
+            result = self.session.commit()
         except ApplyFailed as exc:
             raise ExecutionError(self._failure_text(exc)) from None
         self._report_commit(result)

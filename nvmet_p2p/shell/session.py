@@ -28,7 +28,16 @@ from dataclasses import dataclass, field
 
 from nvmet_p2p import defs
 from nvmet_p2p import state as st
-from nvmet_p2p.apply import ApplyFailed, ManagedStore, Outcome, apply_saved_plan, open_configfs, state_dir
+from nvmet_p2p.apply import (
+    ApplyFailed,
+    ApplyInterrupted,
+    ManagedStore,
+    Outcome,
+    apply_saved_plan,
+    open_configfs,
+    settle_pending,
+    state_dir,
+)
 from nvmet_p2p.configfs import Configfs, capabilities, read_state
 from nvmet_p2p.errors import Busy, NvmetP2PError
 from nvmet_p2p.plan import Managed, Plan, build_plan
@@ -194,12 +203,16 @@ class Session:
 
     def __init__(self, root: str = "/", directory: str | None = None, *,
                  cfs: Configfs | None = None, kernel: str | None = None,
-                 write_through: bool = False):
+                 write_through: bool = False, lock_timeout: float | None = None):
         self.root = root
         self.directory = state_dir(directory)
         self.kernel = kernel
         self.cfs = cfs or open_configfs(root)
         self.write_through = write_through
+        self.lock_timeout = lock_timeout
+        #: an earlier apply that was interrupted, settled before reading the tree (or None)
+        self.recovery = settle_pending(self.cfs, self.directory, root, kernel=kernel,
+                                       lock_timeout=lock_timeout)
         self.edits: list[Edit] = []
         self.generation = 0
         self._pending: tuple[int, Pending] | None = None
@@ -273,6 +286,10 @@ class Session:
             return None
         try:
             return self.commit()
+        except ApplyInterrupted as exc:
+            if not exc.completed:
+                self.undo()
+            raise
         except (ApplyFailed, Conflict, Busy, NvmetP2PError):
             self.undo()
             raise
@@ -326,7 +343,11 @@ class Session:
             self.reload()
             return CommitResult(plan, None, n)
         try:
-            outcome = apply_saved_plan(self.root, plan, self.directory, cfs=self.cfs)
+            outcome = apply_saved_plan(self.root, plan, self.directory, cfs=self.cfs,
+                                       lock_timeout=self.lock_timeout)
+        except ApplyInterrupted as exc:         # Ctrl-C or SIGTERM: undone, unless it was done
+            self.reload() if exc.completed else self.refresh()
+            raise
         except (ApplyFailed, Busy):
             self.refresh()           # configfs is as before; the edits stay staged
             raise
