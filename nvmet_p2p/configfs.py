@@ -797,36 +797,7 @@ def capabilities(cfs: Configfs, kernel_release: str | None = None,
         rel2 = parse_kernel_version(kernel_release) if kernel_release else None
     except ValueError:
         rel2 = None
-    root = Root(cfs)
-    samples: dict[str, Node | None] = {k: None for k in KNOWN_ATTRS}
-    if cfs.present():
-        samples["root"] = root
-        # (name, child ids) of each object kind, from ``live`` or listed here
-        if live is not None:
-            subs = [(n, sorted(live.subsystems[n].namespaces)) for n in sorted(live.subsystems)]
-            ports = [(p, sorted(live.ports[p].referrals), sorted(live.ports[p].ana_groups))
-                     for p in sorted(live.ports)]
-            hosts = sorted(live.hosts)
-        else:
-            subs = [(s.nqn, _ids(cfs.listdir(f"{s.rel}/namespaces"))) for s in root.subsystems()]
-            ports = [(p.portid, cfs.listdir(f"{p.rel}/referrals"),
-                      _ids(cfs.listdir(f"{p.rel}/ana_groups"))) for p in root.ports()]
-            hosts = cfs.listdir("hosts")
-        for nqn, nsids in subs:
-            sub = Subsystem(cfs, nqn)
-            samples["subsystem"] = samples["subsystem"] or sub
-            if samples["passthru"] is None:
-                samples["passthru"] = sub.passthru()
-            if samples["namespace"] is None and nsids:
-                samples["namespace"] = Namespace(cfs, nqn, nsids[0])
-        for pid, refs, gids in ports:
-            samples["port"] = samples["port"] or Port(cfs, pid)
-            if samples["referral"] is None and refs:
-                samples["referral"] = Referral(cfs, pid, refs[0])
-            if samples["ana_group"] is None and gids:
-                samples["ana_group"] = ANAGroup(cfs, pid, gids[0])
-        if hosts:
-            samples["host"] = Host(cfs, hosts[0])
+    samples = _samples(cfs, live) if cfs.present() else {k: None for k in KNOWN_ATTRS}
     kinds = {}
     for kind, node in samples.items():
         if node is not None:
@@ -837,3 +808,37 @@ def capabilities(cfs: Configfs, kernel_release: str | None = None,
         else:
             kinds[kind] = KindCapability(kind, _expected(kind, rel2), "release table")
     return Capabilities(kernel=kernel_release, present=cfs.present(), kinds=kinds)
+
+
+def _samples(cfs: Configfs, live: st.TargetState | None) -> dict[str, Node | None]:
+    """One existing object of each kind to look at (``None`` where there is none yet)."""
+    root = Root(cfs)
+    samples: dict[str, Node | None] = {k: None for k in KNOWN_ATTRS}
+    samples["root"] = root
+    # (name, child ids) of each object kind, from ``live`` or listed here
+    if live is not None:
+        subs = [(n, sorted(live.subsystems[n].namespaces)) for n in sorted(live.subsystems)]
+        ports = [(p, sorted(live.ports[p].referrals), sorted(live.ports[p].ana_groups))
+                 for p in sorted(live.ports)]
+        hosts = sorted(live.hosts)
+    else:
+        subs = [(s.nqn, _ids(cfs.listdir(f"{s.rel}/namespaces"))) for s in root.subsystems()]
+        ports = [(p.portid, cfs.listdir(f"{p.rel}/referrals"),
+                  _ids(cfs.listdir(f"{p.rel}/ana_groups"))) for p in root.ports()]
+        hosts = cfs.listdir("hosts")
+    for nqn, nsids in subs:
+        sub = Subsystem(cfs, nqn)
+        samples["subsystem"] = samples["subsystem"] or sub
+        if samples["passthru"] is None:
+            samples["passthru"] = sub.passthru()
+        if samples["namespace"] is None and nsids:
+            samples["namespace"] = Namespace(cfs, nqn, nsids[0])
+    for pid, refs, gids in ports:
+        samples["port"] = samples["port"] or Port(cfs, pid)
+        if samples["referral"] is None and refs:
+            samples["referral"] = Referral(cfs, pid, refs[0])
+        if samples["ana_group"] is None and gids:
+            samples["ana_group"] = ANAGroup(cfs, pid, gids[0])
+    if hosts:
+        samples["host"] = Host(cfs, hosts[0])
+    return samples

@@ -505,18 +505,7 @@ class P2pdma:
         info.update(device=root.bdf, id=ident)
         entry = R.lookup(self.version, root.vendor, root.device)
         if entry is None:
-            other = R.entry_any_version(root.vendor, root.device)
-            why = (f"host bridge {ident} (first device {root.bdf} on the root bus of {host_bridge}) "
-                   f"is not in kernel {self.kernel}'s P2PDMA whitelist")
-            if other is not None and self.version < other.since:
-                why += f" (added in {'about ' if other.approx else ''}{R.fmt(other.since)})"
-                if other.approx and (self.version[0], self.version[1] + 1) >= other.since:
-                    uncertain.append(f"{ident} ({other.name}) entered the whitelist around "
-                                     f"{R.fmt(other.since)}; the exact release is not verified")
-            elif other is not None and other.until is not None and self.version >= other.until:
-                why += (f" (its entry was dropped in {R.fmt(other.until)}: the AMD CPU rule "
-                        f"replaced the AMD entries)")
-            info["why"] = why
+            info["why"] = self._not_in_whitelist(root, ident, host_bridge, uncertain)
             res = (False, info, uncertain)
             self._wl[key] = res
             return res
@@ -539,6 +528,22 @@ class P2pdma:
             res = (True, info, uncertain)
         self._wl[key] = res
         return res
+
+    def _not_in_whitelist(self, root: PciFunction, ident: str, host_bridge: str,
+                          uncertain: list[str]) -> str:
+        """Why the identifying device is not in this release's table (added later, dropped)."""
+        other = R.entry_any_version(root.vendor, root.device)
+        why = (f"host bridge {ident} (first device {root.bdf} on the root bus of {host_bridge}) "
+               f"is not in kernel {self.kernel}'s P2PDMA whitelist")
+        if other is not None and self.version < other.since:
+            why += f" (added in {'about ' if other.approx else ''}{R.fmt(other.since)})"
+            if other.approx and (self.version[0], self.version[1] + 1) >= other.since:
+                uncertain.append(f"{ident} ({other.name}) entered the whitelist around "
+                                 f"{R.fmt(other.since)}; the exact release is not verified")
+        elif other is not None and other.until is not None and self.version >= other.until:
+            why += (f" (its entry was dropped in {R.fmt(other.until)}: the AMD CPU rule "
+                    f"replaced the AMD entries)")
+        return why
 
     def host_bridge_whitelist(self, a: str, b: str) -> tuple[bool, dict, list[str], str | None]:
         """``host_bridge_whitelist(a, b)``: (ok, details, uncertain, first failing host bridge)."""
