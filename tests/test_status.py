@@ -233,11 +233,13 @@ def test_status_watch_refreshes_until_interrupted(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(st, "read_log", lambda root: ([], {"source": "none", "records": 0}))
     import nvmet_p2p.commands.status as cmd
     ticks = []
+    real_sleep = cmd.time.sleep
 
     def fake_sleep(s):
         ticks.append(s)
         if len(ticks) > 2:
             raise KeyboardInterrupt
+        real_sleep(s)               # the pool sampler runs on real time: give it the interval
 
     monkeypatch.setattr(cmd.time, "sleep", fake_sleep)
     assert cli.main(["status", "--root", str(tmp_path), "--all", "--json", "--watch", "0.5"]) == 0
