@@ -72,17 +72,45 @@ def lab_params(build) -> tuple[list, list[str]]:
 # -- kernel log ----------------------------------------------------------------------------------
 
 class Dmesg:
-    """Kernel log lines printed since construction (``dmesg`` output, counted by lines)."""
+    """Kernel log lines printed since construction, ``dmesg``-style (``[   12.345678] text``).
+
+    The mark is a /dev/kmsg position, i.e. a record sequence number (the kernel keeps one per
+    open file: ``SEEK_END`` sets it to the next record's number), not a line count: once the
+    ring buffer is full the number of lines it holds stops growing (old records are dropped
+    as new ones arrive) and a count would see nothing new. Reading from the kept descriptor
+    also costs only the new records, however full the (large, runner.py) lab ring is."""
+
+    KMSG = "/dev/kmsg"
 
     def __init__(self) -> None:
-        self.mark = len(self._lines())
+        self._fd: int | None = os.open(self.KMSG, os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self._fd, 0, os.SEEK_END)
+        self._lines: list[str] = []
 
-    @staticmethod
-    def _lines() -> list[str]:
-        return subprocess.run(["dmesg"], stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()
+    def _drain(self) -> None:
+        while self._fd is not None:
+            try:
+                raw = os.read(self._fd, 16384)
+            except BlockingIOError:          # EAGAIN: nothing newer
+                return
+            except BrokenPipeError:          # EPIPE: records overwritten before we read them
+                continue
+            if not raw:
+                return
+            head, _, text = raw.decode("utf-8", "replace").split("\n", 1)[0].partition(";")
+            usec = int(head.split(",")[2])
+            text = re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+            if text.strip():
+                self._lines.append(f"[{usec // 1000000:5d}.{usec % 1000000:06d}] {text}")
 
     def since(self) -> list[str]:
-        return [ln for ln in self._lines()[self.mark:] if ln.strip()]
+        self._drain()
+        return list(self._lines)
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 # -- nvmet configfs ------------------------------------------------------------------------------

@@ -162,7 +162,9 @@ def plan_shares(checkout: Path, results: Path, extra: list[str]) -> list[tuple[s
 def qemu_argv(topo: topology.Topology, k: kernel.Kernel, initrd: Path, ctl: Path,
               shares: list[tuple[str, str, Path]], images: dict[str, str], tcg_thread: str) -> list[str]:
     append = ["console=ttyS0,115200", "loglevel=4", "panic=-1", "oops=panic", "printk.devkmsg=on",
-              *topo.kernel_args()]
+              # 4 MiB kernel log (the Debian kernel's is 128 KiB): a whole lab tier fits, so a
+              # test reading the log after many others still finds its boot-time lines
+              "log_buf_len=4M", *topo.kernel_args()]
     argv = [QEMU, "-machine", topo.machine,
             "-accel", f"tcg,thread={tcg_thread},tb-size=256",
             "-cpu", topo.cpu, "-smp", str(topo.smp), "-m", topo.memory,
