@@ -127,6 +127,9 @@ class SysRoot:
         return self._resolve(posixpath.normpath("/" + path.lstrip("/")), follow_last, 0, path)
 
     def _resolve(self, path: str, follow_last: bool, hops: int, orig: str) -> str:
+        if "\0" in path:   # a name read from a corrupt file; no path holds a NUL
+            raise InputError(f"a path built from what was read contains a NUL byte: {orig[:120]!r}",
+                             where=self.root)
         if path == "/":
             return "/"
         key = f"{int(follow_last)}{path}"
@@ -520,6 +523,7 @@ def _read_config(r: _Reader, f: PciFunction, path: str) -> None:
                f"({cfg['malformed']}); ACS may be unknown")
 
 
+_RELEASE_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._+~-]{0,63}")   # `uname -r`: one path component
 _CMB_TEXT = re.compile(r"cmbloc\s*:\s*(?:0?x)?([0-9a-fA-F]+)\s*cmbsz\s*:\s*(?:0?x)?([0-9a-fA-F]+)")
 
 
@@ -737,6 +741,10 @@ def _netlink_addresses(IPRoute) -> dict[str, dict]:
 def _read_system(r: _Reader) -> SystemInfo:
     s = SystemInfo()
     s.kernel_release = r.text("/proc/sys/kernel/osrelease") or ""
+    if not _RELEASE_RE.fullmatch(s.kernel_release or "x"):
+        # the release names /lib/modules/<release>/: it is one path component, never a path
+        raise InputError(f"not a kernel release: {s.kernel_release[:80]!r}",
+                         where=r.fs.host("/proc/sys/kernel/osrelease"))
     if not s.kernel_release:
         r.warn("kernel release unknown (/proc/sys/kernel/osrelease missing): "
                "pass --kernel X.Y")

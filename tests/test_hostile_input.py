@@ -382,3 +382,22 @@ def test_fuzz_snapshot_files(snapshot_files, seed):
     finally:
         for rel, b in saved.items():
             (root / rel).write_bytes(b)
+
+
+@pytest.mark.parametrize("release", [b"7.3\x00x\n", b"\x00" * 8, b"../../etc\n", b"a/b\n"])
+def test_kernel_release_is_one_path_component(tmp_path, release):
+    """osrelease names /lib/modules/<release>/: a NUL (os.open's ValueError) or a '/' in it is a
+    corrupt snapshot, reported as one, never followed as a path."""
+    from nvmet_p2p.inventory import read_inventory
+    from support import sysfs as sf
+    sf.q35_lab(tmp_path, rxe=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_bytes(release)
+    with pytest.raises(InputError, match="not a kernel release") as exc:
+        read_inventory(str(tmp_path), netlink=dict)
+    assert str(tmp_path / "proc/sys/kernel/osrelease") in str(exc.value)
+
+
+def test_a_nul_in_a_built_path_is_an_input_error(tmp_path):
+    from nvmet_p2p.inventory import SysRoot
+    with pytest.raises(InputError, match="NUL byte"):
+        SysRoot(tmp_path).read_bytes("/sys/class/net/eth\x000/address")
