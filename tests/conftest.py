@@ -11,8 +11,9 @@ stable serial -> BDF -> /dev map of the booted topology, format in tools/lab/REA
 Topology selection: a lab test runs in the ``default`` topology's boot unless it is marked
 ``@pytest.mark.topology("name", ...)`` (``"all"`` = every topology in tools/lab/topologies/).
 In any other boot it is skipped with the reason. ``tools/lab/check`` (and so ``.ci/run``) boots
-each topology that some lab test asks for, once, and runs ``pytest -m lab`` inside it; it
-learns which topologies those are by collecting with ``NVMET_P2P_LAB_LIST_TOPOLOGIES=<file>``.
+each topology that some lab test asks for, once, and runs ``pytest -m lab`` inside it on the
+test files holding that topology's tests; it learns which topologies and files those are by
+collecting with ``NVMET_P2P_LAB_LIST_TOPOLOGIES=<file>`` (node id -> topologies).
 """
 
 from __future__ import annotations

@@ -265,11 +265,21 @@ _PREDICTIONS: dict[tuple[str, str], dict] = {}
 
 
 def predict(provider_bdf: str, ns: str) -> dict:
-    """``nvmet-p2p distance PROVIDER NS --json`` (memoized: the oracle and the DMA test share it)."""
-    key = (provider_bdf, ns)
-    if key not in _PREDICTIONS:
-        _PREDICTIONS[key] = cli_json("distance", provider_bdf, ns)
-    return _PREDICTIONS[key]
+    """What ``nvmet-p2p distance PROVIDER NS --json`` predicts for one pair: the pair's entry
+    (``map_type``, ``distance``, ``reasons``, ``kernel_parameter``, ``provider``).
+
+    One CLI run per provider, for all namespaces of the booted topology at once
+    (``distance PROVIDER NS1 NS2 ... --json`` reports every pair on its own), memoized: the
+    oracle and the DMA test share it. Python start-up under TCG costs seconds per process."""
+    if (provider_bdf, ns) not in _PREDICTIONS:
+        dm = devmap()
+        clients = sorted({p.ns for p in provider_client_pairs(dm)} | {ns}) if dm else [ns]
+        v = cli_json("distance", provider_bdf, *clients)
+        assert v["provider"] == provider_bdf and len(v["pairs"]) == len(clients), v
+        for client, pair in zip(clients, v["pairs"]):
+            assert pair["client"]["name"] in (client, os.path.basename(client)), (client, pair["client"])
+            _PREDICTIONS[(provider_bdf, client)] = dict(pair, provider=v["provider"])
+    return _PREDICTIONS[(provider_bdf, ns)]
 
 
 def cli_json(*args: str):

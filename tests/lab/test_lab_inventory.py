@@ -15,8 +15,10 @@ import labutil
 pytestmark = [pytest.mark.lab, pytest.mark.topology("all")]
 
 
-def _doc():
-    labutil.require_command("topology", "issue 2")
+@pytest.fixture(scope="module")
+def inv():
+    """One ``nvmet-p2p topology --json`` run for the module (a CLI process costs seconds
+    under TCG; the topology does not change while these tests read it)."""
     doc = labutil.cli_json("topology")
     return doc.get("inventory", doc)
 
@@ -27,15 +29,13 @@ def test_lab_booted_what_was_declared(lab_devices):
         assert bool(n["p2pmem"]) == n["cmb"], f"{serial}: declared cmb={n['cmb']}, kernel p2pmem={n['p2pmem']}"
 
 
-def test_providers_are_exactly_the_declared_cmbs(lab_devices):
-    inv = _doc()
+def test_providers_are_exactly_the_declared_cmbs(lab_devices, inv):
     reported = sorted(bdf for bdf, f in inv["pci"].items() if f.get("p2pmem"))
     declared = sorted(n["bdf"] for n in lab_devices["nvme"].values() if n["cmb"])
     assert reported == declared
 
 
-def test_nvme_controllers_by_serial(lab_devices):
-    inv = _doc()
+def test_nvme_controllers_by_serial(lab_devices, inv):
     reported = {c["serial"].strip(): c["pci"] for c in inv["nvme"].values() if c["transport"] == "pcie"}
     declared = {s: n["bdf"] for s, n in lab_devices["nvme"].items()}
     assert reported == declared
@@ -44,8 +44,7 @@ def test_nvme_controllers_by_serial(lab_devices):
             assert not inv["pci"][n["bdf"]].get("p2pmem"), f"plain NVMe {serial} reported as a provider"
 
 
-def test_soft_roce_devices(lab_devices):
-    inv = _doc()
+def test_soft_roce_devices(lab_devices, inv):
     assert set(inv["rdma"]) == set(lab_devices["rdma"])
     for name, r in lab_devices["rdma"].items():
         got = inv["rdma"][name]

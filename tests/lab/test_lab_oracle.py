@@ -24,7 +24,6 @@ def test_topology_has_providers(lab_devices):
 
 @pytest.mark.parametrize("pair", PAIRS, ids=IDS)
 def test_distance_verdict_matches_kernel(pair, lab_devices):
-    labutil.require_command("distance", "issue 2")
     v = labutil.predict(pair.provider_bdf, pair.ns)
     assert v["provider"] == pair.provider_bdf
     predicted = labutil.predicted_supported(v)

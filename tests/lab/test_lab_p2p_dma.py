@@ -28,7 +28,6 @@ PAIRS, IDS = labutil.lab_params(labutil.provider_client_pairs)
 
 @pytest.mark.parametrize("pair", PAIRS, ids=IDS)
 def test_p2p_read_into_cmb(pair, lab_devices):
-    labutil.require_command("distance", "issue 2")
     v = labutil.predict(pair.provider_bdf, pair.ns)
     predicted = labutil.predicted_supported(v)
     data = labutil.pattern(f"{pair.id}:{lab_devices['topology']}", SIZE)

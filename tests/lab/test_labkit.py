@@ -469,6 +469,26 @@ def test_topology_marker_selection(tmp_path):
     assert got == {"test_default_only": ["default"], "test_two": ["two-switches"], "test_all": ["all"]}
 
 
+def test_check_boots_each_topology_with_only_its_test_files():
+    from labkit import selection
+    tests = {"tests/lab/test_a.py::test_one": ["default"],
+             "tests/lab/test_a.py::test_two[x->y]": ["two-switches"],
+             "tests/lab/test_a.py::test_two[y->x]": ["two-switches"],
+             "tests/lab/test_b.py::test_all": ["all"],
+             "tests/lab/test_c.py::test_c1": ["rdma-p2p"],
+             "tests/lab/test_c.py::test_c2": ["rdma-p2p", "two-switches"]}
+    shipped = ["amd-epyc", "default", "rdma-p2p", "two-switches"]
+    got = selection.plan(tests, shipped=shipped)
+    # default first; then most tests first (two boots at once end together); ties by name
+    assert got == [("default", ["tests/lab/test_a.py", "tests/lab/test_b.py"]),
+                   ("two-switches", ["tests/lab/test_a.py", "tests/lab/test_b.py", "tests/lab/test_c.py"]),
+                   ("rdma-p2p", ["tests/lab/test_b.py", "tests/lab/test_c.py"]),
+                   ("amd-epyc", ["tests/lab/test_b.py"])]
+    # --topology: just those; one no selected test wants is kept, with no files (check fails it)
+    assert selection.plan({"t.py::x": ["default"]}, only=["amd-epyc", "default"], shipped=shipped) == \
+        [("default", ["t.py"]), ("amd-epyc", [])]
+
+
 def test_lab_slots_queue_runs_beyond_the_limit(tmp_path, monkeypatch):
     import threading
 
