@@ -216,6 +216,24 @@ def test_amd_zen_5_2_root_complex_whitelist_penalty_and_iommu_veto():
         "(0000:01:00.0) do not share an upstream bridge"]
 
 
+
+@pytest.mark.parametrize("at,ident,ok", [
+    ("00.0", (0x1022, 0x1450), True),     # the Zen root complex at devfn 00.0
+    ("00.0", (0x1022, 0x1480), False),    # another AMD root complex: the device id counts too
+    ("01.0", (0x1022, 0x1450), False),    # the right device but not at devfn 00.0
+])
+def test_5_2_root_complex_whitelist_is_1022_1450_at_devfn_00_0(at, ident, ok):
+    """5.2-5.3 root_complex_whitelist(): pci_get_slot(root bus, PCI_DEVFN(0, 0)) must be
+    1022:1450, for the provider's host bridge and the client's."""
+    t = Machine(kernel="6.12.0", cpu_vendor="AuthenticAMD", cpu_family=0x17)
+    t.host_device(f"0000:00:{at}", *ident)
+    t.host_device("0000:80:00.0", 0x1022, 0x1450)
+    t.nvme_at("0000:01:00.0", t.root_port_at("0000:00:02.0", acs=0), "nvme0")
+    t.rdma_nic_at("0000:81:00.0", t.root_port_at("0000:80:02.0", acs=0), "mlx5_1", "eth1")
+    pv = D.pair(t.inv, "0000:01:00.0", "mlx5_1", kernel="5.2")
+    assert pv.map_type == (MapType.THRU_HOST_BRIDGE if ok else MapType.NOT_SUPPORTED), pv.reasons
+
+
 def test_ice_lake_entry_from_5_18():
     t = _two_root_ports(root_id=(0x8086, 0x09a2))
     assert D.pair(t.inv, "0000:01:00.0", "mlx5_0", kernel="5.17").map_type == MapType.NOT_SUPPORTED
@@ -464,6 +482,16 @@ def test_distance_many_sums_like_the_kernel():
     assert v.distance == 8 and [p.distance for p in v.pairs] == [4, 4]
     v = D.distance_many(inv, P, ["mlx5_0", "nvme3n1"])
     assert (v.map_type, v.distance) == (MapType.NOT_SUPPORTED, -1)
+
+
+
+def test_distance_many_one_root_complex_path_makes_the_set_thru_host_bridge():
+    """One client below the switch (bus_addr, 4) and one through the host bridge (6, the AMD
+    CPU rule): the set is thru_host_bridge, the distances still add up."""
+    t = lab(cpu_vendor="AuthenticAMD", cpu_family=0x17)
+    v = D.distance_many(t.inv, P, [B, PLAIN])
+    assert [p.map_type for p in v.pairs] == [MapType.BUS_ADDR, MapType.THRU_HOST_BRIDGE]
+    assert (v.map_type, v.distance) == (MapType.THRU_HOST_BRIDGE, 4 + 6)
 
 
 def test_find_many_minimum_and_all_ties_in_enumeration_order():

@@ -533,3 +533,71 @@ def test_smaller_distance_beats_more_free_capacity():
     d = run(inv, "- select: {serial: X}").decisions[0]
     assert d.p2pmem == pci_of(inv, "NEAR")
     assert d.candidates[1].lost.startswith("distance ")
+
+
+def _own_cmb_far_from_two_nics(zen: bool) -> Machine:
+    """NVMe X with its own CMB alone under one branch; providers NEAR and NEAR2 (smaller) and
+    two RDMA NICs together under another. Without ``zen`` both branches hang below one switch (every path bus_addr,
+    X two switch levels deeper);
+    with it each branch is its own root port of an AMD Zen host (the CPU rule allows the
+    root-complex paths)."""
+    m = Machine(cpu_vendor="AuthenticAMD", cpu_family=0x19) if zen else Machine()
+    hb = m.host_bridge(vendor=0x1022, device=0x1480) if zen else m.host_bridge()
+    if zen:
+        x_at, near = m.root_port(hb), m.switch(m.root_port(hb), ports=4)
+    else:
+        top = m.switch(m.root_port(hb), ports=2)
+        x_at = m.switch(m.switch(top[0], ports=1)[0], ports=1)[0]     # two levels deeper
+        near = m.switch(top[1], ports=4)
+    m.nvme(x_at, "X", cmb=256 * MiB)
+    m.nvme(near[0], "NEAR", cmb=256 * MiB)
+    m.rdma_nic(near[1], "mlx5_0", netdev="ens1", ip="10.0.0.1/24")
+    m.rdma_nic(near[2], "mlx5_1", netdev="ens2", ip="10.0.1.1/24")
+    m.nvme(near[3], "NEAR2", cmb=128 * MiB)                       # as NEAR, less room
+    return m
+
+
+def test_fewer_root_complex_paths_beat_the_own_cmb():
+    """Rule 1 before rule 2: X's own CMB reaches both NICs through the root complex (2 such
+    paths), NEAR and NEAR2 only the NVMe (1); the own CMB loses, and is listed after NEAR2."""
+    inv = _own_cmb_far_from_two_nics(zen=True).build()
+    d = run(inv, "- select: {serial: X}", ports=TWO_PORTS, sub_ports="[1, 2]").decisions[0]
+    near, x = pci_of(inv, "NEAR"), pci_of(inv, "X")
+    assert d.status == "placed" and d.p2pmem == near, [(c.provider, c.lost) for c in d.candidates]
+    assert [c.host_bridge_paths for c in d.candidates] == [1, 1, 2]
+    assert d.candidates[1].provider == pci_of(inv, "NEAR2")
+    assert d.candidates[2].provider == x and d.candidates[2].own_cmb
+    assert d.candidates[2].lost.startswith("2 of its client paths cross the root complex")
+
+
+def test_own_cmb_beats_a_smaller_summed_distance():
+    """Rule 2 before rule 3: every path is bus_addr and NEAR's summed distance over the NVMe
+    and both NICs is smaller than X's own CMB's; the own CMB still wins."""
+    inv = _own_cmb_far_from_two_nics(zen=False).build()
+    d = run(inv, "- select: {serial: X}", ports=TWO_PORTS, sub_ports="[1, 2]").decisions[0]
+    near, x = pci_of(inv, "NEAR"), pci_of(inv, "X")
+    assert d.status == "placed" and d.p2pmem == x and d.map_type == "bus_addr"
+    c_near = d.candidates[1]
+    assert c_near.provider == near and c_near.distance < d.candidates[0].distance
+    assert c_near.lost == f"not the namespace's own CMB ({x} is)"
+
+
+def test_candidates_are_listed_in_rank_order():
+    """The explanation ranks the candidates that lost by the same rules: distance before NUMA
+    node before free capacity (three losers, each pair disagreeing on the next rule)."""
+    m = Machine(cpu_vendor="AuthenticAMD", cpu_family=0x19)
+    hb0 = m.host_bridge(bus=0x00, vendor=0x1022, device=0x1480, numa=0)
+    hb1 = m.host_bridge(bus=0x80, vendor=0x1022, device=0x1480, numa=1)
+    m.nvme(m.root_port(hb0), "X")
+    m.rdma_nic(m.root_port(hb0), "mlx5_0", netdev="ens1", ip="10.0.0.1/24")
+    m.nvme(m.root_port(hb0), "BEST", cmb=1 * GiB)
+    m.nvme(m.root_port(hb1), "REMOTE_BIG", cmb=1 * GiB)           # same distance, other node
+    m.nvme(m.root_port(hb0), "LOCAL_SMALL", cmb=128 * MiB)        # same distance, less free
+    deep = m.switch(m.switch(m.root_port(hb0), ports=1)[0], ports=1)
+    m.nvme(deep[0], "LOCAL_FAR", cmb=2 * GiB)                     # local, most free, farther
+    inv = m.build()
+    d = run(inv, "- select: {serial: X}").decisions[0]
+    order = [next(c.serial for c in inv.nvme.values() if c.pci == k.provider) for k in d.candidates]
+    assert order == ["BEST", "LOCAL_SMALL", "REMOTE_BIG", "LOCAL_FAR"], \
+        [(o, k.distance, k.numa_mismatch, k.free) for o, k in zip(order, d.candidates)]
+    assert [c.rank for c in d.candidates] == [1, 2, 3, 4]
