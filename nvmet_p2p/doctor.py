@@ -430,19 +430,28 @@ def check_paths(inv: Inventory, kernel: str | None) -> Check:
                           "reasons": list(v.reasons), "uncertain": list(v.uncertain)})
             acs_devs.extend(v.acs_redirect)
             uncertain.extend(v.uncertain)
+    return _paths_verdict(title, items, verdicts[0], _acs_parameter(items, acs_devs), uncertain)
+
+
+def _acs_parameter(items: list[dict], acs_devs: list[str]) -> str | None:
+    """One pair: the kernel's exact string. Several: the union (sorted), which clears them all;
+    each pair's own string is in its item."""
+    params = _uniq(i["kernel_parameter"] for i in items if i["kernel_parameter"])
+    if len(params) == 1:
+        return params[0]
+    if acs_devs:
+        return "pci=disable_acs_redir=" + ";".join(sorted(set(acs_devs)))
+    return None
+
+
+def _paths_verdict(title: str, items: list[dict], first: D.PairVerdict, acs_param: str | None,
+                   uncertain: list[str]) -> Check:
+    """The check from the pairs: all refused, ACS redirect, none below a switch, unknown ACS
+    states, else ok (``first``: the first pair's verdict, whose reason a refusal names)."""
     n = len(items)
     bus = [i for i in items if i["map_type"] == MapType.BUS_ADDR]
     thru = [i for i in items if i["map_type"] == MapType.THRU_HOST_BRIDGE]
     refused = n - len(bus) - len(thru)
-    # One pair: the kernel's exact string. Several: the union (sorted), which clears them all;
-    # each pair's own string is in its item.
-    params = _uniq(i["kernel_parameter"] for i in items if i["kernel_parameter"])
-    if len(params) == 1:
-        acs_param = params[0]
-    elif acs_devs:
-        acs_param = "pci=disable_acs_redir=" + ";".join(sorted(set(acs_devs)))
-    else:
-        acs_param = None
     counts = (f"{len(bus)} map by PCI bus address, {len(thru)} go through the root complex, "
               f"{refused} refused")
     if not bus and not thru:
@@ -453,7 +462,7 @@ def check_paths(inv: Inventory, kernel: str | None) -> Check:
                    f"the devices behind those ports then share an IOMMU group)")
         return Check("paths", title, FAIL,
                      f"the kernel would refuse all {n} provider<->NIC pair(s): "
-                     f"{_pair_reason(verdicts[0])}", fix, items=items)
+                     f"{_pair_reason(first)}", fix, items=items)
     if acs_param:
         hit = sum(1 for i in items if i["acs_redirect"])
         return Check("paths", title, WARN,

@@ -528,34 +528,11 @@ _CMB_TEXT = re.compile(r"cmbloc\s*:\s*(?:0?x)?([0-9a-fA-F]+)\s*cmbsz\s*:\s*(?:0?
 
 
 def _read_nvme(r: _Reader) -> tuple[dict[str, NvmeController], dict[str, NvmeNamespace]]:
+    """/sys/class/nvme (controllers, their CMB), /sys/class/nvme-subsystem (which controllers
+    belong together) and /sys/block (namespaces, multipath heads and their hidden paths)."""
     ctrls: dict[str, NvmeController] = {}
     for name in r.listdir("/sys/class/nvme"):
-        d = r.fs.resolve(f"/sys/class/nvme/{name}")
-        transport = r.text(f"{d}/transport", required=True, what="NVMe transport")
-        c = NvmeController(name=name, transport=transport, pci=pci_parent(d))
-        if transport == "pcie" and c.pci is None:
-            r.warn(f"{name}: pcie controller without a PCI parent ({d})")
-        c.serial = r.text(f"{d}/serial") or ""
-        c.model = r.text(f"{d}/model") or ""
-        c.firmware = r.text(f"{d}/firmware_rev") or ""
-        c.subsysnqn = r.text(f"{d}/subsysnqn") or ""
-        c.address = r.text(f"{d}/address") or ""
-        c.state = r.text(f"{d}/state") or ""
-        cmbsz = r.decint(f"{d}/cmbsz")
-        cmbloc = r.decint(f"{d}/cmbloc")
-        if cmbsz is None:
-            legacy = r.text(f"{d}/cmb")
-            if legacy is not None:
-                m = _CMB_TEXT.search(legacy)
-                if not m:
-                    raise InputError(f"cannot parse CMB registers from {legacy!r}",
-                                     where=r.fs.host(f"{d}/cmb"))
-                cmbloc, cmbsz = int(m.group(1), 16), int(m.group(2), 16)
-        if cmbsz:
-            if cmbloc is None:
-                raise InputError("cmbsz is present but cmbloc is not", where=r.fs.host(f"{d}/cmbloc"))
-            c.cmb = CmbInfo.decode(cmbsz, cmbloc)
-        ctrls[name] = c
+        ctrls[name] = _read_nvme_controller(r, name)
     # subsystems: which controllers belong together
     for s in r.listdir("/sys/class/nvme-subsystem"):
         sd = r.fs.resolve(f"/sys/class/nvme-subsystem/{s}")
@@ -568,37 +545,9 @@ def _read_nvme(r: _Reader) -> tuple[dict[str, NvmeController], dict[str, NvmeNam
     for name in r.listdir("/sys/block"):
         if not re.match(r"^nvme\d+(c\d+)?n\d+$", name):
             continue
-        d = r.fs.resolve(f"/sys/block/{name}")
-        nsid = r.decint(f"{d}/nsid")
-        if nsid is None:
-            raise InputError("missing file (namespace id)", where=r.fs.host(f"{d}/nsid"))
-        hidden = r.flag(f"{d}/hidden") or False
-        parent = posixpath.basename(posixpath.dirname(d))
-        if hidden:
-            hidden_paths[name] = parent
-            continue
-        sectors = r.decint(f"{d}/size") or 0
-        ns = NvmeNamespace(name=name, nsid=nsid, controller=None, pci=pci_parent(d),
-                           size_bytes=sectors * 512)
-        for attr in ("wwid", "nguid", "eui", "uuid"):
-            setattr(ns, attr, r.text(f"{d}/{attr}") or None)
-        if "/nvme-subsystem/" in d:
-            ns.multipath_head = True
-            ns.pci = None
-            ns.paths = [p for p in r.listdir(f"{d}/multipath")]
-            owners = []
-            for p in ns.paths:
-                pr = r.fs.resolve(f"{d}/multipath/{p}")
-                owners.append(posixpath.basename(posixpath.dirname(pr)))
-            ns.controller = owners[0] if owners else None
-            for o in owners:
-                if o in ctrls and name not in ctrls[o].namespaces:
-                    ctrls[o].namespaces.append(name)
-        else:
-            ns.controller = parent if parent in ctrls else None
-            if ns.controller:
-                ctrls[ns.controller].namespaces.append(name)
-        namespaces[name] = ns
+        ns = _read_nvme_namespace(r, name, ctrls, hidden_paths)
+        if ns is not None:
+            namespaces[name] = ns
     # Hidden path disks not reached through a head's multipath/ dir still say which ctrl serves
     for p, ctrl in hidden_paths.items():
         if not any(p in ns.paths for ns in namespaces.values()):
@@ -606,6 +555,81 @@ def _read_nvme(r: _Reader) -> tuple[dict[str, NvmeController], dict[str, NvmeNam
     for c in ctrls.values():
         c.namespaces.sort(key=_natural)
     return ctrls, namespaces
+
+
+def _read_nvme_controller(r: _Reader, name: str) -> NvmeController:
+    """One /sys/class/nvme/<name>: identity, state and CMB registers."""
+    d = r.fs.resolve(f"/sys/class/nvme/{name}")
+    transport = r.text(f"{d}/transport", required=True, what="NVMe transport")
+    c = NvmeController(name=name, transport=transport, pci=pci_parent(d))
+    if transport == "pcie" and c.pci is None:
+        r.warn(f"{name}: pcie controller without a PCI parent ({d})")
+    c.serial = r.text(f"{d}/serial") or ""
+    c.model = r.text(f"{d}/model") or ""
+    c.firmware = r.text(f"{d}/firmware_rev") or ""
+    c.subsysnqn = r.text(f"{d}/subsysnqn") or ""
+    c.address = r.text(f"{d}/address") or ""
+    c.state = r.text(f"{d}/state") or ""
+    c.cmb = _read_cmb(r, d)
+    return c
+
+
+def _read_cmb(r: _Reader, d: str) -> CmbInfo | None:
+    """The controller's CMBSZ/CMBLOC (``cmbsz``/``cmbloc``, or the older ``cmb`` text line);
+    ``None`` without a CMB."""
+    cmbsz = r.decint(f"{d}/cmbsz")
+    cmbloc = r.decint(f"{d}/cmbloc")
+    if cmbsz is None:
+        legacy = r.text(f"{d}/cmb")
+        if legacy is not None:
+            m = _CMB_TEXT.search(legacy)
+            if not m:
+                raise InputError(f"cannot parse CMB registers from {legacy!r}",
+                                 where=r.fs.host(f"{d}/cmb"))
+            cmbloc, cmbsz = int(m.group(1), 16), int(m.group(2), 16)
+    if not cmbsz:
+        return None
+    if cmbloc is None:
+        raise InputError("cmbsz is present but cmbloc is not", where=r.fs.host(f"{d}/cmbloc"))
+    return CmbInfo.decode(cmbsz, cmbloc)
+
+
+def _read_nvme_namespace(r: _Reader, name: str, ctrls: dict[str, NvmeController],
+                         hidden_paths: dict[str, str]) -> NvmeNamespace | None:
+    """One /sys/block/<name> namespace disk, linked to its controller(s); a hidden multipath
+    path disk is only recorded in ``hidden_paths`` (``None``)."""
+    d = r.fs.resolve(f"/sys/block/{name}")
+    nsid = r.decint(f"{d}/nsid")
+    if nsid is None:
+        raise InputError("missing file (namespace id)", where=r.fs.host(f"{d}/nsid"))
+    hidden = r.flag(f"{d}/hidden") or False
+    parent = posixpath.basename(posixpath.dirname(d))
+    if hidden:
+        hidden_paths[name] = parent
+        return None
+    sectors = r.decint(f"{d}/size") or 0
+    ns = NvmeNamespace(name=name, nsid=nsid, controller=None, pci=pci_parent(d),
+                       size_bytes=sectors * 512)
+    for attr in ("wwid", "nguid", "eui", "uuid"):
+        setattr(ns, attr, r.text(f"{d}/{attr}") or None)
+    if "/nvme-subsystem/" in d:
+        # a multipath head: its controllers are the parents of the path disks
+        ns.multipath_head = True
+        ns.pci = None
+        ns.paths = [p for p in r.listdir(f"{d}/multipath")]
+        owners = []
+        for p in ns.paths:
+            pr = r.fs.resolve(f"{d}/multipath/{p}")
+            owners.append(posixpath.basename(posixpath.dirname(pr)))
+        ns.controller = owners[0] if owners else None
+        for o in owners:
+            if o in ctrls and name not in ctrls[o].namespaces:
+                ctrls[o].namespaces.append(name)
+    else:
+        ns.controller = parent if parent in ctrls else None
+        if ns.controller:
+            ctrls[ns.controller].namespaces.append(name)
+    return ns
 
 
 def _natural(s: str) -> list:
