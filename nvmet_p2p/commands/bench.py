@@ -36,6 +36,17 @@ def _qds(text: str) -> tuple[int, ...]:
 
 
 def register(p):
+    _target_arguments(p)
+    _workload_arguments(p)
+    _evidence_arguments(p)
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="results directory (default results/bench-<time>)")
+    g.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
+    g.add_argument("--fio", default="fio", help="fio binary (default fio)")
+
+
+def _target_arguments(p):
+    """Where the I/O goes: a target to connect, or block devices / fio servers as they are."""
     g = p.add_argument_group("target (connect with nvme-cli)")
     g.add_argument("-t", "--transport", choices=("rdma", "tcp", "loop"), help="fabric transport")
     g.add_argument("-a", "--traddr", help="target address (IP for rdma/tcp)")
@@ -55,6 +66,9 @@ def register(p):
     g.add_argument("--fio-server", action="append", default=[], metavar="HOST[,PORT]=DEVICE",
                    help="run on a remote initiator through fio's client/server mode (start 'fio --server' "
                         "there and connect it to the target first); repeatable")
+
+
+def _workload_arguments(p):
     g = p.add_argument_group("workloads")
     g.add_argument("--matrix", default="default", choices=W.MATRICES,
                    help="named workload matrix (default: default)")
@@ -72,6 +86,9 @@ def register(p):
     g.add_argument("--between-phases", metavar="CMD",
                    help="shell command run between the integrity write and verify passes "
                         "(env NVMET_P2P_BENCH_DEVICES lists the devices)")
+
+
+def _evidence_arguments(p):
     g = p.add_argument_group("target evidence and A/B")
     g.add_argument("--target-status", choices=("auto", "local", "none"), default="auto",
                    help="read offload evidence from the local target (auto: when the connected subsystem "
@@ -90,10 +107,6 @@ def register(p):
     g.add_argument("--ab-on-cmd", metavar="CMD", help="A/B on a remote target: command that turns p2p on")
     g.add_argument("--ab-off-cmd", metavar="CMD", help="A/B on a remote target: command that turns p2p off")
     add_state_dir(g)
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="results directory (default results/bench-<time>)")
-    g.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
-    g.add_argument("--fio", default="fio", help="fio binary (default fio)")
 
 
 def _matrix(args, lbs: int = 512):
@@ -115,20 +128,7 @@ def _list(args) -> int:
 def run(args) -> int:
     if args.list:
         return _list(args)
-    if args.runtime <= 0 or args.ramp < 0:
-        raise InputError("--runtime must be > 0 and --ramp >= 0")
-    sources = sum(bool(x) for x in (args.transport, args.device, args.fio_server))
-    if sources != 1:
-        raise InputError("say where to run: --transport/--traddr (connect), --device, or --fio-server "
-                         "(exactly one of them)")
-    if args.transport and args.transport != "loop" and not args.traddr:
-        raise InputError(f"--transport {args.transport} needs --traddr", where="--traddr")
-    if args.sample_interval <= 0:
-        raise InputError("--sample-interval must be > 0", where="--sample-interval")
-    if args.ab_rounds < 0:
-        raise InputError("--ab-rounds must be >= 0", where="--ab-rounds")
-    if bool(args.ab_on_cmd) != bool(args.ab_off_cmd):
-        raise InputError("give both --ab-on-cmd and --ab-off-cmd")
+    _check_options(args)
     progress = Progress(quiet=False)
     servers = [B.parse_fio_server(s) for s in args.fio_server]
     workloads = _matrix(args)
@@ -146,7 +146,40 @@ def run(args) -> int:
                         ab_rounds=args.ab_rounds, fio=args.fio, plots=not args.no_plots,
                         connect_timeout=args.connect_timeout, argv=list(sys.argv))
     bench = B.Bench(cfg, cli=NvmeCli(), progress=progress)
+    _evidence_and_toggle(args, bench, progress)
 
+    results = bench.run()
+    emit(args.json, {"out": out, "ok": results["ok"], "integrity": results["integrity"],
+                     "problems": results["problems"],
+                     "runs": [{"workload": r["workload"]["name"], "variant": r["variant"], "round": r["round"],
+                               "summary": r["summary"], "ok": r["fio"]["ok"]} for r in results["runs"]],
+                     "ab": results["ab"]},
+         lambda _d: _human(results, out))
+    if results["interrupted"]:
+        return 130
+    return 0 if results["ok"] else 1
+
+
+def _check_options(args) -> None:
+    """The option combinations bench refuses before it touches anything."""
+    if args.runtime <= 0 or args.ramp < 0:
+        raise InputError("--runtime must be > 0 and --ramp >= 0")
+    sources = sum(bool(x) for x in (args.transport, args.device, args.fio_server))
+    if sources != 1:
+        raise InputError("say where to run: --transport/--traddr (connect), --device, or --fio-server "
+                         "(exactly one of them)")
+    if args.transport and args.transport != "loop" and not args.traddr:
+        raise InputError(f"--transport {args.transport} needs --traddr", where="--traddr")
+    if args.sample_interval <= 0:
+        raise InputError("--sample-interval must be > 0", where="--sample-interval")
+    if args.ab_rounds < 0:
+        raise InputError("--ab-rounds must be >= 0", where="--ab-rounds")
+    if bool(args.ab_on_cmd) != bool(args.ab_off_cmd):
+        raise InputError("give both --ab-on-cmd and --ab-off-cmd")
+
+
+def _evidence_and_toggle(args, bench, progress) -> None:
+    """Where the target's offload evidence comes from, and what switches p2p for A/B."""
     if args.target_status_cmd:
         bench.evidence = B.CommandEvidence(args.target_status_cmd, hints=bench.hints, subsystems=bench.subsystems)
     elif args.target_status == "local":
@@ -164,17 +197,6 @@ def run(args) -> int:
             from nvmet_p2p.harness.ab import LocalToggle
             bench.toggle = LocalToggle(args.root, args.nqn, args.nsid, args.ab_p2pmem,
                                        state_dir=args.state_dir, progress=progress)
-
-    results = bench.run()
-    emit(args.json, {"out": out, "ok": results["ok"], "integrity": results["integrity"],
-                     "problems": results["problems"],
-                     "runs": [{"workload": r["workload"]["name"], "variant": r["variant"], "round": r["round"],
-                               "summary": r["summary"], "ok": r["fio"]["ok"]} for r in results["runs"]],
-                     "ab": results["ab"]},
-         lambda _d: _human(results, out))
-    if results["interrupted"]:
-        return 130
-    return 0 if results["ok"] else 1
 
 
 def _mib(n) -> str:
