@@ -444,23 +444,7 @@ class Bench:
         tag = f"{w.name}" + (f"-{variant}-r{rnd}" if variant else "")
         jdir = os.path.join(self.cfg.out_dir, "fio")
         os.makedirs(jdir, exist_ok=True)
-        clients = []
-        if self.cfg.fio_servers:
-            by_server: dict[str, list[str]] = {}
-            for server, dev in self.cfg.fio_servers:
-                by_server.setdefault(server, []).append(dev)
-            for i, (server, devs) in enumerate(by_server.items()):
-                jf = os.path.join(jdir, f"{tag}.client{i}.fio")
-                with open(jf, "w") as f:
-                    f.write(job_file(w, devs))
-                clients.append((server, jf))
-            jobfile = clients[0][1]
-            files = {job_name(w, d): d for _, d in self.cfg.fio_servers}
-        else:
-            jobfile = os.path.join(jdir, f"{tag}.fio")
-            with open(jobfile, "w") as f:
-                f.write(job_file(w, devices))
-            files = {job_name(w, d): d for d in devices}
+        jobfile, files, clients = self._job_files(w, tag, jdir, devices)
         hint = (w.runtime or 0) + (w.ramp_time or 0) or 10.0
         if self.evidence:
             self.evidence.start(hint, io_size=largest_io(w))
@@ -487,6 +471,34 @@ class Bench:
                  "offload": res.offload_rows(evid), "pool": res.pool_usage(evid),
                  "harness": harness_cpu}
         self.runs.append(entry)
+        self._report_run(entry, run, tag, mark)
+        if interrupted:
+            raise interrupted
+        return entry
+
+    def _job_files(self, w: Workload, tag: str, jdir: str,
+                   devices: list[str]) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
+        """Write the workload's fio job file(s): one per fio server (client/server mode), else
+        one for the local devices. Returns the first job file, job name -> device, and the
+        (server, job file) pairs."""
+        clients: list[tuple[str, str]] = []
+        if self.cfg.fio_servers:
+            by_server: dict[str, list[str]] = {}
+            for server, dev in self.cfg.fio_servers:
+                by_server.setdefault(server, []).append(dev)
+            for i, (server, devs) in enumerate(by_server.items()):
+                jf = os.path.join(jdir, f"{tag}.client{i}.fio")
+                with open(jf, "w") as f:
+                    f.write(job_file(w, devs))
+                clients.append((server, jf))
+            return clients[0][1], {job_name(w, d): d for _, d in self.cfg.fio_servers}, clients
+        jobfile = os.path.join(jdir, f"{tag}.fio")
+        with open(jobfile, "w") as f:
+            f.write(job_file(w, devices))
+        return jobfile, {job_name(w, d): d for d in devices}, clients
+
+    def _report_run(self, entry: dict, run: FioRun, tag: str, mark) -> None:
+        """A failed run's problems and the kernel log's likely cause; a good run's numbers."""
         if not run.ok:
             entry["explanation"] = self._explain(mark)
             for p in run.problems():
@@ -498,9 +510,6 @@ class Bench:
             s = entry["summary"]
             self.progress(f"{tag}: {s['gb_per_s']:.3f} GB/s, {s['iops']:.0f} IOPS"
                           + (f", p99 {s['p99_ns'] / 1000:.0f} µs" if s.get("p99_ns") else ""))
-        if interrupted:
-            raise interrupted
-        return entry
 
     def _log_mark(self):
         from nvmet_p2p.kmsg import KernelLog
