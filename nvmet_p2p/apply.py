@@ -32,14 +32,12 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from nvmet_p2p import journal as jr
 from nvmet_p2p import state as st
 from nvmet_p2p.configfs import Configfs, ConfigfsError, capabilities, read_state
 from nvmet_p2p.errors import Busy, KernelError, NvmetP2PError
-from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.plan import (
     HOST_ORDER,
     NS_ORDER,
@@ -53,7 +51,11 @@ from nvmet_p2p.plan import (
     digest,
     same,
 )
-from nvmet_p2p.statefile import write_atomic
+from nvmet_p2p.record import dataclass, field
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from nvmet_p2p.kmsg import KernelLog
 
 DEFAULT_STATE_DIR = "/var/lib/nvmet-p2p"
 MANAGED_FILE = "managed.json"
@@ -108,6 +110,7 @@ class ManagedStore:
                                 f"to start managing from scratch") from None
 
     def save(self, m: Managed) -> None:
+        from nvmet_p2p.statefile import write_atomic  # (only when the set changes: start-up)
         write_atomic(self.path, json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n",
                      mode=0o600, backups=1)
 
@@ -561,13 +564,19 @@ def clear(root: str, directory: str, everything: bool = False, dry_run: bool = F
     return out
 
 
+def _kernel_log(root: str) -> KernelLog:
+    """The kernel log a failing step's lines are read from (imported here: an apply that changes
+    nothing never reads it, and the import is part of every command's start-up)."""
+    from nvmet_p2p.kmsg import KernelLog
+    return KernelLog(root=root)
+
+
 def _execute(cfs: Configfs, plan: Plan, store: ManagedStore, root: str, progress,
              managed_before: Managed | None = None) -> Outcome:
     """Journal (only when something changes), steps, managed set, end of journal; SIGTERM and
     SIGINT are held back for the whole of it and answered with a rollback."""
     t0 = time.perf_counter()
-    klog = KernelLog(root=root)
-    applier = Applier(cfs, klog, progress)
+    applier = Applier(cfs, _kernel_log(root) if plan.ops else None, progress)
     with _Signals() as sig:
         applier.stop_requested = lambda: sig.pending
         if plan.ops:
@@ -651,7 +660,7 @@ def settle(cfs: Configfs, directory: str, root: str, *, kernel: str | None = Non
     if progress and plan.ops:
         progress(f"rolling back an interrupted apply: {len(plan.ops)} configfs step(s)")
     try:
-        res = Applier(cfs, KernelLog(root=root), progress).apply(plan)
+        res = Applier(cfs, _kernel_log(root), progress).apply(plan)
     except ApplyFailed as exc:
         raise NvmetP2PError(f"an earlier apply (pid {rec.get('pid')}, {rec.get('started')}) was "
                             f"interrupted and rolling it back failed: {exc} The journal "

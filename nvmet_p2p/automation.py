@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass
 
 import yaml
 
@@ -33,6 +32,7 @@ from nvmet_p2p.apply import ManagedStore, open_configfs, reconcile
 from nvmet_p2p.configfs import Configfs, mask, read_state
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.plan import Managed, Op
+from nvmet_p2p.record import dataclass
 
 
 @dataclass

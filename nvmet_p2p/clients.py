@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
-from typing import Iterable
+from collections.abc import Iterable
 
 from nvmet_p2p.defs import BDF_NO_DOMAIN_RE, is_bdf
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import Inventory
+from nvmet_p2p.record import dataclass, field
 
 # Client kinds
 KIND_PCI = "pci"

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from dataclasses import dataclass, field
 
 from nvmet_p2p import state as st
-from nvmet_p2p.defs import rel_path_problem
-from nvmet_p2p.model import parse_kernel_version
+from nvmet_p2p.defs import parse_kernel_version, rel_path_problem
+from nvmet_p2p.record import dataclass, field
 
 NVMET_DIR = "sys/kernel/config/nvmet"
 

@@ -104,6 +104,14 @@ NQN_FORMAT_RE = re.compile(r"^nqn\.(\d{4})-(\d{2})\.[A-Za-z0-9][A-Za-z0-9.-]*(:.
 NQN_NAMED_RE = re.compile(r"^nqn\.[0-9]{4}-[0-9]{2}\.[^:\s]+:\S+$")
 
 
+def parse_kernel_version(text: str) -> tuple[int, int]:
+    """``"7.3.4+deb13-amd64"`` or ``"5.15"`` -> ``(7, 3)``: the release whose rules apply."""
+    m = re.match(r"^\s*(\d+)\.(\d+)", text or "")
+    if not m:
+        raise ValueError(f"not a kernel release: {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
 def is_bdf(text: str) -> bool:
     """True for a full PCI device name with domain, e.g. ``0000:03:00.0``."""
     return bool(BDF_RE.match(text))

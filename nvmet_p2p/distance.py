@@ -32,8 +32,7 @@ was assumed and what the verdict would be otherwise.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from nvmet_p2p import p2pdma_rules as R
 from nvmet_p2p.clients import (  # noqa: F401 (KIND_*, resolve_client: part of this module's API)
@@ -51,7 +50,7 @@ from nvmet_p2p.clients import (  # noqa: F401 (KIND_*, resolve_client: part of t
     resolve_client,
     short_list,
 )
-from nvmet_p2p.defs import MapType
+from nvmet_p2p.defs import MapType, parse_kernel_version
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.model import (
     ACS_CMPLT_REDIR,
@@ -63,8 +62,8 @@ from nvmet_p2p.model import (
     Inventory,
     PciFunction,
     bdf_sort_key,
-    parse_kernel_version,
 )
+from nvmet_p2p.record import dataclass, field
 
 #: ``pci_p2pmem_find_many()`` keeps at most PAGE_SIZE / sizeof(pointer) tied providers.
 FIND_MANY_MAX_TIES = 512

@@ -12,11 +12,10 @@ The path checks (IOMMU/ACS on candidate provider <-> RDMA NIC paths) use
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from nvmet_p2p import distance as D
-from nvmet_p2p.defs import MapType
-from nvmet_p2p.model import Inventory, parse_kernel_version
+from nvmet_p2p.defs import MapType, parse_kernel_version
+from nvmet_p2p.model import Inventory
+from nvmet_p2p.record import dataclass, field
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 

@@ -24,14 +24,15 @@ proposed ACS/HMAT series, so a newer kernel does not silently defeat the parser.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from nvmet_p2p.defs import MapType
+from nvmet_p2p.record import asdict, dataclass, field
 
 # --------------------------------------------------------------------------------------
 # Log line parsing
@@ -106,56 +107,59 @@ REFUSAL_KINDS = frozenset({
 })
 
 
-def _rx(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
-
-
-# (kind, regex, wording). Order matters where one wording contains another.
-_RULES: list[tuple[str, re.Pattern, str]] = [
-    (KIND_P2P_MAPPED, _rx(r"nvmet: using p2pmem on (?P<provider>\S+) for nsid (?P<nsid>\d{1,10})\b"), "current"),
-    (KIND_NO_P2P_FOR_CTRL, _rx(r"nvmet: no peer-to-peer memory is available that's supported by "
-                               r"(?P<client>\S+) and (?P<device>\S+)"), "current"),
-    (KIND_NO_P2P_FOR_NS, _rx(r"nvmet: no peer-to-peer memory is available for (?P<device>\S+)"), "current"),
-    (KIND_NOT_BDEV, _rx(r"nvmet: peer-to-peer DMA is not supported by non-block device namespaces"), "current"),
-    (KIND_DRIVER_NO_P2P, _rx(r"nvmet: peer-to-peer DMA is not supported by the driver of (?P<device>\S+)"), "current"),
+# (kind, regex, wording). Order matters where one wording contains another. Compiled on first
+# use (:func:`_rules`): compiling the table costs milliseconds, which would be part of the
+# start-up of every command that imports this module.
+_RULES: list[tuple[str, str, str]] = [
+    (KIND_P2P_MAPPED, r"nvmet: using p2pmem on (?P<provider>\S+) for nsid (?P<nsid>\d{1,10})\b", "current"),
+    (KIND_NO_P2P_FOR_CTRL, r"nvmet: no peer-to-peer memory is available that's supported by "
+                           r"(?P<client>\S+) and (?P<device>\S+)", "current"),
+    (KIND_NO_P2P_FOR_NS, r"nvmet: no peer-to-peer memory is available for (?P<device>\S+)", "current"),
+    (KIND_NOT_BDEV, r"nvmet: peer-to-peer DMA is not supported by non-block device namespaces", "current"),
+    (KIND_DRIVER_NO_P2P, r"nvmet: peer-to-peer DMA is not supported by the driver of (?P<device>\S+)", "current"),
     # nvmet controller creation: 4.x "creating controller", 5.x+ "creating nvm controller",
     # 6.x "Created nvm controller" (+ " with DH-HMAC-CHAP", ", TLS" suffixes).
-    (KIND_CTRL_CREATED, _rx(r"nvmet: [Cc]reat(?:ed|ing) (?:(?P<ctrl_type>nvm|discovery) )?controller "
-                            r"(?P<cntlid>\d{1,10}) for subsystem (?P<subsystem>\S+) for NQN "
-                            r"(?P<hostnqn>[^\s,]+)"), "current"),
+    (KIND_CTRL_CREATED, r"nvmet: [Cc]reat(?:ed|ing) (?:(?P<ctrl_type>nvm|discovery) )?controller "
+                        r"(?P<cntlid>\d{1,10}) for subsystem (?P<subsystem>\S+) for NQN "
+                        r"(?P<hostnqn>[^\s,]+)", "current"),
     # pci-p2pdma distance warnings (pci_warn on the client: "<drv> <BDF>: ...")
-    (KIND_NO_COMMON_BRIDGE, _rx(_DEV_PREFIX + r"cannot be used for peer-to-peer DMA as the client and "
-                                r"provider \((?P<provider>[^)]+)\) do not share an upstream bridge, "
-                                r"whitelisted host bridge, or HMAT-described P2P path"), "proposed"),
-    (KIND_NO_COMMON_BRIDGE, _rx(_DEV_PREFIX + r"cannot be used for peer-to-peer DMA as the client and "
-                                r"provider \((?P<provider>[^)]+)\) do not share an upstream bridge or "
-                                r"whitelisted host bridge"), "current"),
-    (KIND_NO_COMMON_BRIDGE, _rx(_DEV_PREFIX + r"cannot be used for peer-to-peer DMA as the client and "
-                                r"provider \((?P<provider>[^)]+)\) do not share an upstream bridge"), "old"),
-    (KIND_ACS_REDIRECT, _rx(_DEV_PREFIX + r"cannot be used for peer-to-peer DMA as ACS redirect is set "
-                            r"between the client and provider \((?P<provider>[^)]+)\)"), "old"),
-    (KIND_ACS_REDIRECT, _rx(_DEV_PREFIX + r"ACS redirect is set between the client and provider "
-                            r"\((?P<provider>[^)]+)\)"), "current"),
-    (KIND_ACS_BLOCKS, _rx(_DEV_PREFIX + r"ACS blocks the direct P2P path to provider (?P<provider>\S+) "
-                          r"at (?P<at>\S+)"), "proposed"),
-    (KIND_ACS_PARAMETER, _rx(_DEV_PREFIX + r"to disable ACS controls for this path, add the kernel "
-                             r"parameter: (?P<kernel_parameter>pci=\S+)"), "proposed"),
-    (KIND_ACS_PARAMETER, _rx(_DEV_PREFIX + r"to disable ACS redirect for this path, add the kernel "
-                             r"parameter: (?P<kernel_parameter>pci=\S+)"), "current"),
-    (KIND_HOST_BRIDGE_NOT_WHITELISTED, _rx(_DEV_PREFIX + r"Host bridge not in P2PDMA whitelist: "
-                                           r"(?P<hb>[0-9a-fA-F]{4}:[0-9a-fA-F]{4})"), "current"),
-    (KIND_NOT_PCI, _rx(_DEV_PREFIX + r"cannot be used for peer-to-peer DMA as it is not a PCI device"), "current"),
-    (KIND_VIRT_DMA, _rx(_DEV_PREFIX + r"cannot be used for peer-to-peer DMA because the driver makes use "
-                        r"of dma_virt_ops"), "old"),
-    (KIND_PROVIDER_WITHOUT_P2PMEM, _rx(_DEV_PREFIX + r"PCI device has no peer-to-peer memory: "
-                                       r"(?P<provider>\S+)"), "current"),
-    (KIND_NO_SUCH_PROVIDER, _rx(r"pci-p2pdma: No such PCI device: (?P<provider>\S+)"), "current"),
-    (KIND_PROVIDER_ADDED, _rx(_DEV_PREFIX + r"added peer-to-peer DMA memory (?P<range>.+)$"), "current"),
-    (KIND_CMB_FAILED, _rx(_DEV_PREFIX + r"failed to register the CMB"), "current"),
-    (KIND_ACS_CONFIGURED, _rx(_DEV_PREFIX + r"(?:Configured ACS to (?P<acs>0x[0-9a-fA-F]+)|disabled ACS redirect"
-                              r"|cannot disable ACS redirect for this hardware.*)"), "current"),
-    (KIND_ACS_PARAM_ERROR, _rx(r"PCI: Can't parse ACS command line parameter"), "current"),
+    (KIND_NO_COMMON_BRIDGE, _DEV_PREFIX + r"cannot be used for peer-to-peer DMA as the client and "
+                            r"provider \((?P<provider>[^)]+)\) do not share an upstream bridge, "
+                            r"whitelisted host bridge, or HMAT-described P2P path", "proposed"),
+    (KIND_NO_COMMON_BRIDGE, _DEV_PREFIX + r"cannot be used for peer-to-peer DMA as the client and "
+                            r"provider \((?P<provider>[^)]+)\) do not share an upstream bridge or "
+                            r"whitelisted host bridge", "current"),
+    (KIND_NO_COMMON_BRIDGE, _DEV_PREFIX + r"cannot be used for peer-to-peer DMA as the client and "
+                            r"provider \((?P<provider>[^)]+)\) do not share an upstream bridge", "old"),
+    (KIND_ACS_REDIRECT, _DEV_PREFIX + r"cannot be used for peer-to-peer DMA as ACS redirect is set "
+                        r"between the client and provider \((?P<provider>[^)]+)\)", "old"),
+    (KIND_ACS_REDIRECT, _DEV_PREFIX + r"ACS redirect is set between the client and provider "
+                        r"\((?P<provider>[^)]+)\)", "current"),
+    (KIND_ACS_BLOCKS, _DEV_PREFIX + r"ACS blocks the direct P2P path to provider (?P<provider>\S+) "
+                      r"at (?P<at>\S+)", "proposed"),
+    (KIND_ACS_PARAMETER, _DEV_PREFIX + r"to disable ACS controls for this path, add the kernel "
+                         r"parameter: (?P<kernel_parameter>pci=\S+)", "proposed"),
+    (KIND_ACS_PARAMETER, _DEV_PREFIX + r"to disable ACS redirect for this path, add the kernel "
+                         r"parameter: (?P<kernel_parameter>pci=\S+)", "current"),
+    (KIND_HOST_BRIDGE_NOT_WHITELISTED, _DEV_PREFIX + r"Host bridge not in P2PDMA whitelist: "
+                                       r"(?P<hb>[0-9a-fA-F]{4}:[0-9a-fA-F]{4})", "current"),
+    (KIND_NOT_PCI, _DEV_PREFIX + r"cannot be used for peer-to-peer DMA as it is not a PCI device", "current"),
+    (KIND_VIRT_DMA, _DEV_PREFIX + r"cannot be used for peer-to-peer DMA because the driver makes use "
+                    r"of dma_virt_ops", "old"),
+    (KIND_PROVIDER_WITHOUT_P2PMEM, _DEV_PREFIX + r"PCI device has no peer-to-peer memory: "
+                                   r"(?P<provider>\S+)", "current"),
+    (KIND_NO_SUCH_PROVIDER, r"pci-p2pdma: No such PCI device: (?P<provider>\S+)", "current"),
+    (KIND_PROVIDER_ADDED, _DEV_PREFIX + r"added peer-to-peer DMA memory (?P<range>.+)$", "current"),
+    (KIND_CMB_FAILED, _DEV_PREFIX + r"failed to register the CMB", "current"),
+    (KIND_ACS_CONFIGURED, _DEV_PREFIX + r"(?:Configured ACS to (?P<acs>0x[0-9a-fA-F]+)|disabled ACS redirect"
+                          r"|cannot disable ACS redirect for this hardware.*)", "current"),
+    (KIND_ACS_PARAM_ERROR, r"PCI: Can't parse ACS command line parameter", "current"),
 ]
+
+
+@functools.cache
+def _rules() -> list[tuple[str, re.Pattern, str]]:
+    return [(kind, re.compile(rx), wording) for kind, rx, wording in _RULES]
 
 
 def split_prefix(line: str) -> tuple[str, float | None, int | None]:
@@ -179,7 +183,7 @@ def parse_line(line: str, index: int = 0) -> LogEvent | None:
     if "p2p" not in msg and "peer-to-peer" not in msg and "ontroller" not in msg \
             and "ACS" not in msg and "CMB" not in msg and "P2P" not in msg:
         return None
-    for kind, rx, wording in _RULES:
+    for kind, rx, wording in _rules():
         m = rx.search(msg)
         if not m:
             continue

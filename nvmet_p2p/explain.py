@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from collections.abc import Iterable
+
+from nvmet_p2p.record import asdict, dataclass, field
 
 _BDF = r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
 _HEX = r"(?:0x)?[0-9a-fA-F]{1,16}"

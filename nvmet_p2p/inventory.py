@@ -41,7 +41,7 @@ import os
 import posixpath
 import re
 import struct
-from typing import Callable
+from collections.abc import Callable
 
 from nvmet_p2p import defs
 from nvmet_p2p.defs import is_bdf

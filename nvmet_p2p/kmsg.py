@@ -28,7 +28,8 @@ import errno
 import os
 import re
 import stat
-from dataclasses import dataclass
+
+from nvmet_p2p.record import dataclass
 
 #: syslog levels as the kernel numbers them (``KERN_EMERG`` = 0 ... ``KERN_DEBUG`` = 7).
 LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")

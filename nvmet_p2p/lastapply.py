@@ -16,9 +16,9 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
 
 from nvmet_p2p.errors import Busy, InputError, KernelError, NvmetP2PError
+from nvmet_p2p.record import dataclass
 from nvmet_p2p.statefile import write_atomic
 
 FILE = "last-apply.json"

@@ -13,10 +13,12 @@ that would DMA to or from that memory (the RDMA NIC, the NVMe behind a namespace
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from dataclasses import dataclass, field
-from typing import Any
+from nvmet_p2p import record
+from nvmet_p2p.record import dataclass, field
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: ACS Control bits whose presence makes the kernel treat a device as redirecting p2p
 #: traffic upstream (``pci_acs_enabled``-style check in p2pdma.c): RR | CR | EC.
@@ -36,7 +38,7 @@ PCIE_RC_INTEGRATED_ENDPOINT = 0x9
 
 
 def _asdict(obj: Any) -> Any:
-    return dataclasses.asdict(obj)
+    return record.asdict(obj)
 
 
 @dataclass
@@ -330,11 +332,3 @@ def bdf_sort_key(bdf: str) -> tuple[int, int, int, int]:
     dom, bus, devfn = bdf.split(":")
     dev, fn = devfn.split(".")
     return int(dom, 16), int(bus, 16), int(dev, 16), int(fn, 16)
-
-
-def parse_kernel_version(text: str) -> tuple[int, int]:
-    """``"7.3.4+deb13-amd64"`` or ``"5.15"`` -> ``(7, 3)``."""
-    m = re.match(r"^\s*(\d+)\.(\d+)", text or "")
-    if not m:
-        raise ValueError(f"not a kernel release: {text!r}")
-    return int(m.group(1)), int(m.group(2))

@@ -34,7 +34,7 @@ Timeline (mainline, "X.Y" = first release with the behaviour):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from nvmet_p2p.record import dataclass
 
 Version = tuple[int, int]
 

@@ -25,16 +25,14 @@ from __future__ import annotations
 import errno as _errno
 import mmap
 import os
-import random
-import statistics
 import time
-from dataclasses import asdict, dataclass, field
 
 from nvmet_p2p import evidence as ev
 from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import InputError, KernelError, NvmetP2PError
 from nvmet_p2p.harness.environment import emulation_label
 from nvmet_p2p.harness.hostsys import read_text
+from nvmet_p2p.record import asdict, dataclass, field
 
 PAGE = mmap.PAGESIZE
 
@@ -106,6 +104,7 @@ class P2pTestResult:
     explanation: dict | None = None
 
     def medians(self) -> dict:
+        import statistics  # (imported where used: start-up of p2p-test)
         out = {}
         for d in ("read", "write"):
             for p in ("p2p", "host"):
@@ -296,6 +295,7 @@ def explain_mismatch(res: P2pTestResult, root: str = "/") -> dict:
 
 
 def _transfers(res: P2pTestResult, p2p: mmap.mmap, host: _Aligned, progress) -> None:
+    import random  # (imported where used: start-up of p2p-test)
     size, off = res.size, res.offset
     src_fd = os.open(res.source, (os.O_RDWR if res.seeded else os.O_RDONLY) | os.O_DIRECT)
     dst_fd = os.open(res.destination, os.O_RDWR | os.O_DIRECT) if res.destination else None

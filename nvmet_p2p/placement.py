@@ -41,16 +41,19 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 from nvmet_p2p import distance
 from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.model import Inventory, bdf_sort_key
 from nvmet_p2p.profile import Resolved, ResolvedNamespace
+from nvmet_p2p.record import dataclass, field
 from nvmet_p2p.schema import format_size
 from nvmet_p2p.state import Host, Namespace, Port, Subsystem, TargetState
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class PlacementError(NvmetP2PError):

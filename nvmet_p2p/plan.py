@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any
 
 from nvmet_p2p import state as st
 from nvmet_p2p.configfs import KNOWN_ATTRS, is_secret, mask
@@ -52,6 +50,11 @@ from nvmet_p2p.defs import (
     subsystem_nqn_problem,
 )
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.record import dataclass, field
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 PLAN_FORMAT = 1
 

@@ -32,7 +32,6 @@ import ipaddress
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 
 import yaml
 
@@ -54,6 +53,7 @@ from nvmet_p2p.defs import (
     nqn_problem,
 )
 from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, RdmaDevice, bdf_sort_key
+from nvmet_p2p.record import dataclass, field
 from nvmet_p2p.schema import (  # noqa: F401 (a profile's sizes, re-exported)
     Bool,
     Either,

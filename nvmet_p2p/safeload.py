@@ -28,9 +28,12 @@ import json
 import os
 import re
 import stat
-from typing import Any
 
 from nvmet_p2p.errors import InputError
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: the deepest nesting accepted in any document (real ones stay below 12)
 MAX_DEPTH = 64
@@ -328,9 +331,9 @@ def check(doc: Any, spec: Any, where: str, path: str = "$") -> None:
     """Raise :class:`DocumentError` unless ``doc`` has the shape ``spec``:
 
     a type (``str``, ``int`` -- not bool --, ``float`` -- int accepted --, ``bool``, ``dict``,
-    ``list``), ``[spec]`` (a list of it), ``{"key": spec}`` (an object with those keys; unknown
-    keys are allowed, :class:`Opt` marks optional ones), :class:`Each`, :class:`OneOf`, or a
-    tuple of alternatives.
+    ``list``, ``object``: anything), ``[spec]`` (a list of it), ``{"key": spec}`` (an object
+    with those keys; unknown keys are allowed, :class:`Opt` marks optional ones),
+    :class:`Each`, :class:`OneOf`, or a tuple of alternatives.
     """
     problem = _check(doc, spec, path)
     if problem:
@@ -378,8 +381,6 @@ def _check(v, spec, path):
         ok = isinstance(v, int) and not isinstance(v, bool)
     elif spec is float:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-    elif spec is Any:
-        ok = True
     else:
         ok = isinstance(v, spec)
     return None if ok else (path, f"expected {_TNAME.get(spec, getattr(spec, '__name__', spec))}, "
@@ -416,13 +417,14 @@ _HINTS: dict = {}
 
 
 def _hints(cls) -> dict:
-    import dataclasses
     import typing
+
+    from nvmet_p2p import record
     if cls not in _HINTS:
         hints = typing.get_type_hints(cls)
-        _HINTS[cls] = {f.name: (hints[f.name], f.default is dataclasses.MISSING
-                                and f.default_factory is dataclasses.MISSING)
-                       for f in dataclasses.fields(cls)}
+        _HINTS[cls] = {f.name: (hints[f.name], f.default is record.MISSING
+                                and f.default_factory is record.MISSING)
+                       for f in record.fields(cls)}
     return _HINTS[cls]
 
 
@@ -446,9 +448,10 @@ def _check_dc(v, cls, path):
 
 
 def _check_hint(v, hint, path):
-    import dataclasses
     import types
     import typing
+
+    from nvmet_p2p import record
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
@@ -459,7 +462,7 @@ def _check_hint(v, hint, path):
     if origin is list:
         if not isinstance(v, list):
             return path, f"expected a list, got {_tname(v)}"
-        (item,) = typing.get_args(hint) or (Any,)
+        (item,) = typing.get_args(hint) or (typing.Any,)
         for i, x in enumerate(v):
             p = _check_hint(x, item, f"{path}[{i}]")
             if p:
@@ -468,15 +471,15 @@ def _check_hint(v, hint, path):
     if origin is dict:
         if not isinstance(v, dict):
             return path, f"expected an object, got {_tname(v)}"
-        kt, vt = typing.get_args(hint) or (Any, Any)
+        kt, vt = typing.get_args(hint) or (typing.Any, typing.Any)
         for k, x in v.items():
             p = _check_hint(k, kt, f"{path} key") or _check_hint(x, vt, f"{path}[{_short(k)}]")
             if p:
                 return p
         return None
-    if dataclasses.is_dataclass(hint):
+    if record.is_dataclass(hint):
         return _check_dc(v, hint, path)
-    if hint is Any:
+    if hint is typing.Any:
         return None
     if hint is float:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool)

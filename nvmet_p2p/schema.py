@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
 
 import yaml
 
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.record import dataclass
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -20,7 +20,7 @@ Pure data: nothing here touches the filesystem.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from nvmet_p2p.record import dataclass, field
 
 
 @dataclass
@@ -90,7 +90,7 @@ class TargetState:
     discovery_nqn: str | None = None
 
 
-# -- plain-dict form (JSON of plans and digests; additive to the dataclasses above) ----------
+# -- plain-dict form (JSON of plans and digests; additive to the records above) ----------
 
 def state_to_dict(state: TargetState) -> dict:
     """A JSON-ready dict of ``state`` (keys sorted where the kernel has no order)."""

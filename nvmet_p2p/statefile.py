@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
 
 from nvmet_p2p import state as st
 from nvmet_p2p.configfs import KNOWN_ATTRS
@@ -45,6 +44,10 @@ from nvmet_p2p.defs import (
     subsystem_nqn_problem,
 )
 from nvmet_p2p.errors import InputError
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_FILE = "/etc/nvmet/config.json"
 BACKUPS = 3

@@ -24,12 +24,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
-from dataclasses import dataclass, field
 
 from nvmet_p2p import evidence as ev
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.harness.hostsys import read_text
 from nvmet_p2p.model import Inventory, RdmaDevice
+from nvmet_p2p.record import dataclass, field
 from nvmet_p2p.state import Port, TargetState
 
 SCHEMA = "nvmet-p2p/status"

@@ -19,8 +19,6 @@ for a namespace and for a host connection).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from nvmet_p2p.defs import MapType
 from nvmet_p2p.distance import (
     Client,
@@ -30,6 +28,7 @@ from nvmet_p2p.distance import (
     resolve_client,
 )
 from nvmet_p2p.model import Inventory, PciFunction, bdf_sort_key
+from nvmet_p2p.record import dataclass
 
 
 def human_size(n: int | None) -> str:

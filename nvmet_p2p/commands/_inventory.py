@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
-from nvmet_p2p.model import Inventory
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing at start-up)
+if TYPE_CHECKING:
+    from nvmet_p2p.model import Inventory
 
 
 def add_inventory_option(parser) -> None:
@@ -38,6 +41,7 @@ def load_inventory(args, *, addresses: bool = True) -> Inventory:
 
 def inventory_from_file(path: str) -> Inventory:
     from nvmet_p2p import safeload
+    from nvmet_p2p.model import Inventory
     doc = safeload.load_json(path)
     if isinstance(doc, dict) and isinstance(doc.get("inventory"), dict):
         doc, where = doc["inventory"], f"{path}: $.inventory"

@@ -49,10 +49,10 @@ def settle_first(args, *, must: bool = True):
     """Settle an interrupted earlier apply before a command that reads the target (``status``,
     ``save``). ``must=False``: a failure is a warning on stderr, the command goes on."""
     from nvmet_p2p import journal
-    from nvmet_p2p.apply import open_configfs, settle_pending
     d = directory(args)
     if not journal.pending(d):
         return None
+    from nvmet_p2p.apply import open_configfs, settle_pending  # (the engine only when needed)
     try:
         rec = settle_pending(open_configfs(args.root, load_module=False), d, args.root,
                              kernel=getattr(args, "kernel", None), lock_timeout=lock_timeout(args))

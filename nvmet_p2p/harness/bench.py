@@ -21,8 +21,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from collections.abc import Callable
 
 from nvmet_p2p import evidence as ev
 from nvmet_p2p.errors import InputError, NvmetP2PError
@@ -30,6 +29,7 @@ from nvmet_p2p.harness import environment, hostsys
 from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.fio import FioInterrupted, FioRun, Workload, job_file, job_name, run_fio
 from nvmet_p2p.harness.nvmecli import AlreadyConnected, HostIdentity, NvmeCli
+from nvmet_p2p.record import dataclass, field
 
 # --------------------------------------------------------------------------------------
 # Connections
@@ -132,7 +132,10 @@ class Connections:
 # Target evidence for a window
 # --------------------------------------------------------------------------------------
 
-class Evidence(Protocol):
+class Evidence:
+    """What the bench needs of the target's evidence for a window (:class:`NoEvidence`,
+    :class:`LocalEvidence`, :class:`CommandEvidence`, :class:`AutoEvidence` have these)."""
+
     def start(self, seconds_hint: float, io_size: int | None = None) -> None: ...
     def stop(self, io_ran: bool) -> dict | None: ...
     def final(self) -> dict | None: ...
@@ -314,7 +317,9 @@ def filter_evidence(status: dict, subsystems: set, hints: list) -> dict:
 # A/B toggle
 # --------------------------------------------------------------------------------------
 
-class Toggle(Protocol):
+class Toggle:
+    """What the A/B needs to switch the target (:class:`CommandToggle`, :class:`nvmet_p2p.harness.ab.LocalToggle`)."""
+
     def set(self, variant: str) -> None: ...
 
 

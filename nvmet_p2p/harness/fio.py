@@ -29,10 +29,10 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.record import asdict, dataclass, field
 
 SCHEMA_PERCENTILES = ("50.000000", "99.000000", "99.900000")
 

@@ -18,11 +18,11 @@ import os
 import re
 import subprocess
 import uuid
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from nvmet_p2p.defs import NQN_MAX
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.record import dataclass
 
 
 class NvmeCliError(NvmetP2PError):

@@ -37,13 +37,12 @@ unchanged, so a v1 reader reads v2 files.
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import io
 import json
 import os
-import statistics
-from typing import Any
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA = "nvmet-p2p/bench-results"
 SCHEMA_VERSION = 2
@@ -54,11 +53,13 @@ from nvmet_p2p.harness.environment import EMULATED_LABEL  # noqa: F401  (re-expo
 def iso(t: float | None) -> str | None:
     if t is None:
         return None
+    import datetime as _dt  # (imported where used: start-up)
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def summarize(fio_run: dict) -> dict:
     """Per-run summary from a ``FioRun.to_dict()``: totals over jobs, worst latency."""
+    import statistics  # (imported where used: start-up of every command importing results)
     jobs = fio_run.get("jobs") or []
     agg = fio_run.get("aggregate")
     src = [agg] if agg else jobs
@@ -79,6 +80,7 @@ def summarize(fio_run: dict) -> dict:
 
 def ab_table(runs: list[dict], metric_of=None) -> dict:
     """Medians and on/off ratio per workload from A/B runs."""
+    import statistics  # (imported where used: start-up)
     by: dict[str, dict[str, list[float]]] = {}
     for r in runs:
         if not r.get("variant"):
@@ -178,6 +180,7 @@ def ab_pool(runs: list[dict]) -> dict:
         t = out.setdefault(r["workload"]["name"], {"p2p-on": [], "p2p-off": []})
         t.setdefault(r["variant"], []).append({"round": r.get("round"), "peak_in_use": _peak(r),
                                                "providers": r.get("pool") or {}})
+    import statistics  # (imported where used: start-up)
     for t in out.values():
         for variant in ("p2p-on", "p2p-off"):
             peaks = [x["peak_in_use"] for x in t[variant] if x["peak_in_use"] is not None]
@@ -234,6 +237,8 @@ def _blank(v) -> str:
 
 
 def csv_text(results: dict) -> str:
+    import csv  # (imported where used: start-up)
+    import io
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()

@@ -17,13 +17,12 @@ Nothing here reads configfs; the only reads per completion are each provider's
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
-from dataclasses import dataclass, field
 
-from nvmet_p2p import distance, placement, profile
+from nvmet_p2p import distance, placement, profile, record
 from nvmet_p2p.defs import MapType
 from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, bdf_sort_key
+from nvmet_p2p.record import dataclass, field
 from nvmet_p2p.state import Port, TargetState
 
 BUDGET = dict(profile.DEFAULT_BUDGET)
@@ -282,7 +281,7 @@ class P2pContext:
         for bdf, a in avail.items():
             fn = copy.copy(inv.pci[bdf])
             base = fn.p2pmem.available if a is None else a
-            fn.p2pmem = dataclasses.replace(fn.p2pmem, available=base - taken.get(bdf, 0))
+            fn.p2pmem = record.replace(fn.p2pmem, available=base - taken.get(bdf, 0))
             inv.pci[bdf] = fn
         return inv
 

@@ -23,10 +23,8 @@ the kernel refuses is rolled back and dropped.
 from __future__ import annotations
 
 import copy
-import dataclasses
-from dataclasses import dataclass, field
 
-from nvmet_p2p import defs
+from nvmet_p2p import defs, record
 from nvmet_p2p import state as st
 from nvmet_p2p.apply import (
     ApplyFailed,
@@ -41,6 +39,7 @@ from nvmet_p2p.apply import (
 from nvmet_p2p.configfs import Configfs, capabilities, read_state
 from nvmet_p2p.errors import Busy, NvmetP2PError
 from nvmet_p2p.plan import Managed, Plan, build_plan
+from nvmet_p2p.record import dataclass, field
 from nvmet_p2p.shell.edits import Edit, EditError, Locator
 
 
@@ -141,7 +140,7 @@ def _compare(base: st.TargetState, view: st.TargetState) -> Pending:
 
 def _minus(a: Managed, b: Managed) -> Managed:
     out = Managed()
-    for f in dataclasses.fields(Managed):
+    for f in record.fields(Managed):
         va, vb = getattr(a, f.name), getattr(b, f.name)
         setattr(out, f.name, (va and not vb) if isinstance(va, bool) else va - vb)
     return out
