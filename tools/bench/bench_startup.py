@@ -78,6 +78,8 @@ def commands(tmp: str, devmap: dict | None) -> dict[str, list[str]]:
         "bench": ["bench", "--help"],
         "p2p-test": ["p2p-test", "0000:ff:00.0", "/dev/nonexistent", "--read-only-source"],
         "shell": ["shell", "-c", "ls /", *sd],
+        "metrics": ["metrics", "--no-doctor", *sd],
+        "exporter": ["exporter", "--help"],
     }
 
 
