@@ -146,6 +146,19 @@ def command_index() -> list[_Listed]:
     return sorted(out, key=lambda m: (m.ORDER, m.NAME))
 
 
+class _ListedParser:
+    """The sub-parser of a listed command: the top-level ``--help`` shows only its name and HELP
+    (argparse keeps those itself), and no listed command is ever parsed (the one on the command
+    line has its module imported). A real ``ArgumentParser`` per command, with the common options
+    copied in, was most of ``--help``'s own time."""
+
+    def __init__(self, **kwargs):
+        self.prog = kwargs.get("prog")
+
+    def set_defaults(self, **kwargs) -> None:
+        pass
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="nvmet-p2p",
@@ -154,12 +167,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nvmet-p2p {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show Python tracebacks (also $NVMET_P2P_DEBUG=1)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commons = {True: _common_parser(), False: _common_parser(kernel=False)}
     mods = command_modules(only) if only else command_index()
+    listing = all(isinstance(m, _Listed) for m in mods)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=_ListedParser if listing else type(parser))
+    commons = {} if listing else {True: [_common_parser()], False: [_common_parser(kernel=False)]}
     for mod in mods:
-        common = commons[getattr(mod, "KERNEL_OPTION", True)]
-        p = sub.add_parser(mod.NAME, parents=[common], help=getattr(mod, "HELP", None),
+        common = commons.get(getattr(mod, "KERNEL_OPTION", True), [])
+        p = sub.add_parser(mod.NAME, parents=common, help=getattr(mod, "HELP", None),
                            description=getattr(mod, "DESCRIPTION", getattr(mod, "HELP", None)))
         if hasattr(mod, "register"):
             mod.register(p)

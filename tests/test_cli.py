@@ -40,10 +40,25 @@ def test_exact_set_of_subcommands(capsys):
 
 
 def test_kernel_option_only_where_kernel_rules_apply(capsys):
-    for name, p in _subparsers().items():
+    for name in SUBCOMMANDS:        # (each built as when it is run: its own module imported)
+        (sub,) = [a for a in cli.build_parser(name)._actions
+                  if a.__class__.__name__ == "_SubParsersAction"]
+        p = sub.choices[name]
         has = any("--kernel" in a.option_strings for a in p._actions)
         assert has == (name not in WITHOUT_KERNEL), name
     with pytest.raises(SystemExit) as e:
         cli.main(["save", "--kernel", "6.1", "/nonexistent/x.json"])
     assert e.value.code == 2
     assert "unrecognized arguments: --kernel" in capsys.readouterr().err
+
+
+def test_help_listing_read_from_source_matches_the_modules():
+    """--help reads NAME/ORDER/HELP/KERNEL_OPTION from the command modules' source text (no
+    import); what it read must be what the imported modules say, in the same order."""
+    listed = cli.command_index()
+    assert all(isinstance(m, cli._Listed) for m in listed)   # (no fall-back to importing)
+    mods = cli.command_modules()
+    assert [m.NAME for m in listed] == [m.NAME for m in mods]
+    for a, b in zip(listed, mods):
+        assert (a.ORDER, a.HELP, a.KERNEL_OPTION) == (
+            getattr(b, "ORDER", 100), getattr(b, "HELP", None), getattr(b, "KERNEL_OPTION", True)), a.NAME
