@@ -443,6 +443,7 @@ def read_inventory(root: str | os.PathLike = "/", *, fs: SysRoot | None = None,
 
 
 def _read_pci(r: _Reader) -> dict[str, PciFunction]:
+    """/sys/bus/pci/devices: every function, where it sits in the tree, and its p2pmem."""
     out: dict[str, PciFunction] = {}
     base = "/sys/bus/pci/devices"
     names = r.listdir(base)
@@ -452,21 +453,7 @@ def _read_pci(r: _Reader) -> dict[str, PciFunction]:
         if not is_bdf(name):
             r.warn(f"ignoring {base + '/' + name}: not a PCI device name")
             continue
-        link = f"{base}/{name}"
-        real = r.fs.resolve(link)
-        m = PCI_DEVICES_RE.match(real)
-        comps = [c for c in (m.group(2).split("/") if m else []) if c]
-        host_bridge = m.group(1) if m else None
-        # A domain hosted by a PCI device (Intel VMD: .../0000:00:0e.0/pci10000:00/10000:...)
-        # has its own host bridge: the kernel's chain starts at the innermost pciDDDD:BB.
-        nested = [i for i, c in enumerate(comps) if HOST_BRIDGE_RE.match(c)]
-        if nested:
-            host_bridge, comps = comps[nested[-1]], comps[nested[-1] + 1:]
-        if not m or not comps or comps[-1] != name or not all(is_bdf(c) for c in comps):
-            raise InputError(f"does not resolve to /sys/devices/pciDDDD:BB/.../{name} "
-                             f"(resolves to {real}); a snapshot must keep the symlinks",
-                             where=r.fs.host(link))
-        d = real
+        d, host_bridge, comps = _pci_place(r, f"{base}/{name}", name)
         f = PciFunction(bdf=name, host_bridge=host_bridge, upstream=comps[:-1])
         f.vendor = r.hexint(f"{d}/vendor")
         f.device = r.hexint(f"{d}/device")
@@ -485,15 +472,39 @@ def _read_pci(r: _Reader) -> dict[str, PciFunction]:
         except OSError:
             f.physfn = None
         _read_config(r, f, f"{d}/config")
-        if r.fs.is_dir(f"{d}/p2pmem"):
-            pd = f"{d}/p2pmem"
-            size = r.decint(f"{pd}/size", required=True)
-            avail = r.decint(f"{pd}/available", required=True)
-            pub = r.flag(f"{pd}/published", required=True)
-            f.p2pmem = P2pMem(size=size, available=avail, published=bool(pub),
-                              allocate=r.fs.exists(f"{pd}/allocate"))
+        f.p2pmem = _read_p2pmem(r, f"{d}/p2pmem")
         out[name] = f
     return dict(sorted(out.items(), key=lambda kv: bdf_sort_key(kv[0])))
+
+
+def _pci_place(r: _Reader, link: str, name: str) -> tuple[str, str | None, list[str]]:
+    """Where the device link resolves: the device directory, its host bridge and the chain of
+    BDFs from the root bus down to ``name``."""
+    real = r.fs.resolve(link)
+    m = PCI_DEVICES_RE.match(real)
+    comps = [c for c in (m.group(2).split("/") if m else []) if c]
+    host_bridge = m.group(1) if m else None
+    # A domain hosted by a PCI device (Intel VMD: .../0000:00:0e.0/pci10000:00/10000:...)
+    # has its own host bridge: the kernel's chain starts at the innermost pciDDDD:BB.
+    nested = [i for i, c in enumerate(comps) if HOST_BRIDGE_RE.match(c)]
+    if nested:
+        host_bridge, comps = comps[nested[-1]], comps[nested[-1] + 1:]
+    if not m or not comps or comps[-1] != name or not all(is_bdf(c) for c in comps):
+        raise InputError(f"does not resolve to /sys/devices/pciDDDD:BB/.../{name} "
+                         f"(resolves to {real}); a snapshot must keep the symlinks",
+                         where=r.fs.host(link))
+    return real, host_bridge, comps
+
+
+def _read_p2pmem(r: _Reader, pd: str) -> P2pMem | None:
+    """The provider's ``p2pmem/`` directory (``pci_p2pdma_add_resource()`` made it), if any."""
+    if not r.fs.is_dir(pd):
+        return None
+    size = r.decint(f"{pd}/size", required=True)
+    avail = r.decint(f"{pd}/available", required=True)
+    pub = r.flag(f"{pd}/published", required=True)
+    return P2pMem(size=size, available=avail, published=bool(pub),
+                  allocate=r.fs.exists(f"{pd}/allocate"))
 
 
 def _read_config(r: _Reader, f: PciFunction, path: str) -> None:
@@ -776,25 +787,7 @@ def _read_system(r: _Reader) -> SystemInfo:
     if cmdline is None:
         r.warn("/proc/cmdline missing: boot parameters (ACS, IOMMU) unknown")
     s.cmdline = cmdline or ""
-    cpuinfo = r.text("/proc/cpuinfo")
-    if cpuinfo is None:
-        r.warn("/proc/cpuinfo missing: CPU vendor unknown (the AMD rule cannot "
-               "be applied)")
-    else:
-        first = cpuinfo.split("\n\n", 1)[0]
-        for line in first.splitlines():
-            key, _, val = line.partition(":")
-            key, val = key.strip(), val.strip()
-            if key == "vendor_id":
-                s.cpu_vendor = val
-            elif key == "cpu family":
-                try:
-                    s.cpu_family = int(val)
-                except ValueError:
-                    raise InputError(f"'cpu family' is not a number: {val!r}",
-                                     where=r.fs.host("/proc/cpuinfo")) from None
-            elif key == "model name":
-                s.cpu_model_name = val
+    _read_cpu(r, s)
     s.iommu = bool(r.listdir("/sys/class/iommu"))
     s.iommu_groups = bool(r.listdir("/sys/kernel/iommu_groups"))
     s.nvme_use_cmb_sqes = r.flag("/sys/module/nvme/parameters/use_cmb_sqes")
@@ -806,6 +799,41 @@ def _read_system(r: _Reader) -> SystemInfo:
         except ValueError:
             raise InputError(f"not a node list: {online!r}",
                              where=r.fs.host("/sys/devices/system/node/online")) from None
+    _read_loaded(r, s)
+    s.nvmet_configfs = r.fs.is_dir("/sys/kernel/config/nvmet")
+    rel = s.kernel_release
+    if rel:
+        _read_kernel_config(r, s, rel)
+        _read_modules(r, s, rel)
+    return s
+
+
+def _read_cpu(r: _Reader, s: SystemInfo) -> None:
+    """The first CPU of /proc/cpuinfo: vendor and family (what ``cpu_supports_p2pdma()``
+    looks at), model name."""
+    cpuinfo = r.text("/proc/cpuinfo")
+    if cpuinfo is None:
+        r.warn("/proc/cpuinfo missing: CPU vendor unknown (the AMD rule cannot "
+               "be applied)")
+        return
+    first = cpuinfo.split("\n\n", 1)[0]
+    for line in first.splitlines():
+        key, _, val = line.partition(":")
+        key, val = key.strip(), val.strip()
+        if key == "vendor_id":
+            s.cpu_vendor = val
+        elif key == "cpu family":
+            try:
+                s.cpu_family = int(val)
+            except ValueError:
+                raise InputError(f"'cpu family' is not a number: {val!r}",
+                                 where=r.fs.host("/proc/cpuinfo")) from None
+        elif key == "model name":
+            s.cpu_model_name = val
+
+
+def _read_loaded(r: _Reader, s: SystemInfo) -> None:
+    """/proc/modules (the loaded modules) and /proc/mounts (is configfs mounted)."""
     mods = r.text("/proc/modules")
     if mods is None:
         r.warn("/proc/modules missing: loaded modules unknown")
@@ -819,12 +847,6 @@ def _read_system(r: _Reader) -> SystemInfo:
             f = line.split()
             if len(f) >= 3 and f[2] == "configfs":
                 s.configfs_mounted = True
-    s.nvmet_configfs = r.fs.is_dir("/sys/kernel/config/nvmet")
-    rel = s.kernel_release
-    if rel:
-        _read_kernel_config(r, s, rel)
-        _read_modules(r, s, rel)
-    return s
 
 
 def _read_kernel_config(r: _Reader, s: SystemInfo, rel: str) -> None:
