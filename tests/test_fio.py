@@ -219,3 +219,43 @@ def test_lab_verify_failure_stderr_with_dump_file():
     assert f.dumps == ["nvme4n1.3182592.hdr_fail"]
     (j,), _, _ = F.parse_fio_output(doc("labrun1", "integrity-verify.json"))
     assert j.error == 84 and j.name == "integrity-verify@nvme4n1"
+
+
+class _InterruptedFio:
+    """A fio process whose output read is cut by Ctrl-C; ``exits_after`` is the wait() timeout
+    from which it exits (None: at once), as fio does once it has the SIGINT."""
+
+    def __init__(self, exits_after=None):
+        self.exits_after, self.signals, self.killed = exits_after, [], False
+        self.stderr = iter(["fio: terminating on signal 2\n"])
+        self.stdout = self
+
+    def read(self, n):
+        raise KeyboardInterrupt
+
+    def wait(self, timeout=None):
+        import subprocess
+        if self.exits_after is not None and (timeout or 0) < self.exits_after and not self.killed:
+            raise subprocess.TimeoutExpired("fio", timeout)
+        return -9 if self.killed else 130
+
+    def send_signal(self, sig):
+        self.signals.append(sig)
+
+    def kill(self):
+        self.killed = True
+
+
+@pytest.mark.parametrize("exits_after,code,signals", [
+    (None, 130, []),            # the terminal's Ctrl-C reached fio: it exits by itself
+    (60, 130, [2]),             # a SIGTERM to us only: fio is sent SIGINT and exits
+    (600, -9, [2]),             # fio ignores SIGINT: killed
+])
+def test_run_fio_interrupted_stops_fio_and_still_parses(tmp_path, exits_after, code, signals):
+    proc = _InterruptedFio(exits_after)
+    w = W.build_matrix("default", runtime=1, ramp=0, qds=(1,))[0]
+    with pytest.raises(F.FioInterrupted) as e:
+        F.run_fio(w, "j.fio", str(tmp_path / "r.json"), popen=lambda *a, **k: proc)
+    run = e.value.run
+    assert (run.interrupted, run.returncode, proc.signals) == (True, code, signals)
+    assert run.jobs == [] and (tmp_path / "r.stderr").read_text() == "fio: terminating on signal 2\n"

@@ -549,56 +549,78 @@ def run_fio(workload: Workload, jobfile: str, json_path: str, *, cwd: str | None
         raise FioError(f"fio not found ({fio}); install Debian's fio package") from None
 
     err_chunks: list[str] = []
-
-    def drain_err() -> None:
-        assert proc.stderr is not None
-        for chunk in proc.stderr:
-            err_chunks.append(chunk)
-
-    t_err = threading.Thread(target=drain_err, daemon=True)
+    t_err = threading.Thread(target=_drain, args=(proc.stderr, err_chunks), daemon=True)
     t_err.start()
     out_chunks: list[str] = []
-    last = 0.0
     interrupted = False
     try:
-        assert proc.stdout is not None
-        buf = ""
-        while True:
-            chunk = proc.stdout.read(256) if hasattr(proc.stdout, "read") else ""
-            if not chunk:
-                break
-            out_chunks.append(chunk)
-            buf += chunk
-            *parts, buf = re.split(r"[\r\n]", buf)
-            now = time.monotonic()
-            if progress and parts and now - last >= progress_every:
-                for p in reversed(parts):
-                    e = parse_eta(p)
-                    if e and "pct" in e:
-                        progress(f"{workload.name}: {e['pct']:.0f}%"
-                                 + (f" {e['rate']}" if e.get("rate") else "")
-                                 + (f" {e['iops']}" if e.get("iops") else "")
-                                 + (f" eta {e['eta']}" if e.get("eta") else ""))
-                        last = now
-                        break
+        _follow_output(proc, workload, out_chunks, progress, progress_every)
         run.returncode = proc.wait()
     except KeyboardInterrupt:
-        # A terminal Ctrl-C reaches fio too (same process group); a SIGTERM to us does not.
         interrupted = True
-        try:
-            run.returncode = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            try:
-                proc.send_signal(signal.SIGINT)
-                run.returncode = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                run.returncode = proc.wait()
+        run.returncode = _wait_interrupted(proc)
     t_err.join(timeout=10)
     run.finished = time.time()
     run.interrupted = interrupted
-    stderr = "".join(err_chunks)
-    stdout = "".join(out_chunks)
+    _parse_run(run, "".join(err_chunks), "".join(out_chunks), cwd, job_files)
+    if interrupted:
+        raise FioInterrupted(run)
+    return run
+
+
+def _drain(stream, chunks: list[str]) -> None:
+    """Keep everything fio writes to ``stream`` (its stderr, read in a thread of its own)."""
+    assert stream is not None
+    for chunk in stream:
+        chunks.append(chunk)
+
+
+def _follow_output(proc: subprocess.Popen, workload: Workload, out_chunks: list[str],
+                   progress: Callable[[str], None] | None, progress_every: float) -> None:
+    """Read fio's stdout to its end, keeping it in ``out_chunks`` and reporting its ETA lines
+    as progress at most every ``progress_every`` seconds."""
+    assert proc.stdout is not None
+    last = 0.0
+    buf = ""
+    while True:
+        chunk = proc.stdout.read(256) if hasattr(proc.stdout, "read") else ""
+        if not chunk:
+            break
+        out_chunks.append(chunk)
+        buf += chunk
+        *parts, buf = re.split(r"[\r\n]", buf)
+        now = time.monotonic()
+        if progress and parts and now - last >= progress_every:
+            for p in reversed(parts):
+                e = parse_eta(p)
+                if e and "pct" in e:
+                    progress(f"{workload.name}: {e['pct']:.0f}%"
+                             + (f" {e['rate']}" if e.get("rate") else "")
+                             + (f" {e['iops']}" if e.get("iops") else "")
+                             + (f" eta {e['eta']}" if e.get("eta") else ""))
+                    last = now
+                    break
+
+
+def _wait_interrupted(proc: subprocess.Popen) -> int:
+    """After Ctrl-C: fio's exit status. A terminal Ctrl-C reaches fio too (same process
+    group); a SIGTERM to us does not, so fio gets SIGINT after 5 s and SIGKILL after 60 more."""
+    try:
+        return proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        try:
+            proc.send_signal(signal.SIGINT)
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+def _parse_run(run: FioRun, stderr: str, stdout: str, cwd: str | None,
+               job_files: dict[str, str] | None) -> None:
+    """Keep fio's stderr/stdout beside its JSON; parse verify failures, job errors and the
+    JSON document into ``run``."""
+    json_path = run.json_path
     base = json_path[:-5] if json_path.endswith(".json") else json_path
     for suffix, text in ((".stderr", stderr), (".stdout", stdout)):
         try:
@@ -619,9 +641,6 @@ def run_fio(workload: Workload, jobfile: str, json_path: str, *, cwd: str | None
     except (OSError, ValueError):
         run.jobs = []
     assign_failures_to_jobs(run.verify_failures, run.jobs, job_files)
-    if interrupted:
-        raise FioInterrupted(run)
-    return run
 
 
 def check_workload_names(names: Iterable[str], known: Iterable[str]) -> None:
