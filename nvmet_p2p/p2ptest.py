@@ -202,6 +202,23 @@ def _first_mismatch(a: bytes, b: bytes, unit: int = 4096) -> int | None:
     return min(len(a), len(b))
 
 
+def check_provider(provider: str, root: str = "/") -> dict:
+    """The provider's pool as userspace can use it: ``dir``, ``allocate`` (the file to mmap),
+    ``size`` and ``available`` bytes; a clear :class:`InputError` when it has none."""
+    pdir = os.path.join(root, "sys/bus/pci/devices", provider, "p2pmem")
+    if not os.path.isdir(os.path.join(root, "sys/bus/pci/devices", provider)):
+        raise InputError(f"no PCI device {provider}", where="--provider")
+    if not os.path.isdir(pdir):
+        raise InputError(f"{provider} has no p2pmem (no CMB registered as p2p memory, or a kernel "
+                         f"without CONFIG_PCI_P2PDMA)", where="--provider")
+    alloc = os.path.join(pdir, "allocate")
+    if not os.path.exists(alloc):
+        raise InputError(f"{pdir}/allocate is missing: userspace p2p mappings need Linux 6.2 or newer",
+                         where="--provider")
+    return {"dir": pdir, "allocate": alloc, "size": int(_read(os.path.join(pdir, "size")) or 0),
+            "available": int(_read(os.path.join(pdir, "available")) or 0)}
+
+
 def run(provider: str, source: str, destination: str | None = None, *, size: int = 16 << 20,
         offset: int = 0, repeat: int = 3, seed: int | None = 20261125, seed_source: bool = True,
         root: str = "/", kernel: str | None = None, progress=None, inventory=None,
@@ -213,17 +230,8 @@ def run(provider: str, source: str, destination: str | None = None, *, size: int
         raise InputError(f"offset must be a multiple of {PAGE}", where="--offset")
     if repeat < 1:
         raise InputError("repeat must be >= 1", where="--repeat")
-    pdir = os.path.join(root, "sys/bus/pci/devices", provider, "p2pmem")
-    if not os.path.isdir(os.path.join(root, "sys/bus/pci/devices", provider)):
-        raise InputError(f"no PCI device {provider}", where="--provider")
-    if not os.path.isdir(pdir):
-        raise InputError(f"{provider} has no p2pmem (no CMB registered as p2p memory, or a kernel "
-                         f"without CONFIG_PCI_P2PDMA)", where="--provider")
-    alloc = os.path.join(pdir, "allocate")
-    if not os.path.exists(alloc):
-        raise InputError(f"{pdir}/allocate is missing: userspace p2p mappings need Linux 6.2 or newer",
-                         where="--provider")
-    avail = int(_read(os.path.join(pdir, "available")) or 0)
+    pool = check_provider(provider, root)
+    pdir, alloc, avail = pool["dir"], pool["allocate"], pool["available"]
     if size > avail:
         raise InputError(f"{provider} has {avail} bytes of p2pmem available, the test needs {size}; "
                          f"use a smaller --size", where="--size")
@@ -380,27 +388,32 @@ def _line(t: Transfer) -> str:
 
 def _explain(res: P2pTestResult) -> None:
     """Why the kernel refused: the prediction, and what the kernel printed."""
-    r = res.refusal
-    assert r is not None
+    assert res.refusal is not None
+    explain_refusal(res.provider, res.refusal, res.prediction, res.kernel_log)
+
+
+def explain_refusal(provider: str, r: dict, prediction: dict, kernel_log: list[str]) -> None:
+    """Fill ``r["explanation"]`` and ``r["kernel_parameter"]`` of a refusal ``r`` (``device``,
+    ``errno``, ``errname``) from the distance prediction and the kernel's own lines."""
     dev = r["device"]
-    pred = res.prediction.get(dev, {})
-    events = ev.parse_log(res.kernel_log)
+    pred = prediction.get(dev, {})
+    events = ev.parse_log(kernel_log)
     lines = [e.message for e in events if e.kind in ev.REFUSAL_KINDS or e.kind == ev.KIND_ACS_PARAMETER]
     kp = next((e.kernel_parameter for e in events if e.kernel_parameter), None) or pred.get("kernel_parameter")
     who = f"{dev} ({pred.get('pci') or 'no PCI parent'})"
     if r["errno"] == _errno.EINVAL:
         if pred.get("map_type") == MapType.NOT_SUPPORTED:
-            text = (f"the kernel refused the p2p DMA between {who} and provider {res.provider} (EINVAL), "
+            text = (f"the kernel refused the p2p DMA between {who} and provider {provider} (EINVAL), "
                     f"as predicted: " + "; ".join(pred.get("reasons") or ["not supported"]))
         elif pred.get("map_type") in (MapType.BUS_ADDR, MapType.THRU_HOST_BRIDGE):
-            text = (f"UNEXPECTED: predicted {pred['map_type']} for {who} -> {res.provider}, but the kernel "
+            text = (f"UNEXPECTED: predicted {pred['map_type']} for {who} -> {provider}, but the kernel "
                     f"refused with EINVAL")
         else:
-            text = (f"the kernel refused the p2p DMA between {who} and provider {res.provider} (EINVAL): "
+            text = (f"the kernel refused the p2p DMA between {who} and provider {provider} (EINVAL): "
                     f"the devices cannot reach each other (no common switch and a host bridge the kernel "
                     f"does not trust, or ACS)")
     elif r["errno"] == _errno.EREMOTEIO:
-        text = f"the transfer failed with EREMOTEIO: the DMA to {res.provider} did not complete"
+        text = f"the transfer failed with EREMOTEIO: the DMA to {provider} did not complete"
     else:
         text = f"the transfer failed: {os.strerror(r['errno'])} ({r['errname']})"
     if lines:

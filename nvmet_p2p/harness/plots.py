@@ -1,9 +1,10 @@
 """PNG plots of a bench run (matplotlib, the optional ``plots`` extra).
 
-* ``throughput_vs_qd.png``: GB/s against queue depth, one line per sequential workload
-  family (read/write × block size);
+* ``throughput_vs_qd.png``: GB/s against queue depth (median per depth), one line per
+  sequential workload family (read/write × block size); for ``p2p-test --engine fio`` one
+  solid line per family with the buffers in p2pmem and a dashed one with host buffers;
 * ``latency_percentiles.png``: p50/p99/p99.9 completion latency per workload;
-* ``ab.png``: median p2p-on vs p2p-off per workload, with the ratio on top (one panel per
+* ``ab.png``: median p2p-on vs p2p-off (p2p-test: p2p vs host buffer) per workload, with the ratio on top (one panel per
   metric), and a panel with the target's p2pmem pool peak in use per variant (median over
   rounds; "off" should be zero: that is the control) when the pools were sampled.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 
 NOTE_MISSING = ("plots skipped: matplotlib is not installed "
                 "(pip install 'nvmet-p2p[plots]')")
@@ -21,6 +23,28 @@ NOTE_MISSING = ("plots skipped: matplotlib is not installed "
 
 def _title(results: dict, text: str) -> str:
     return f"{text}\n{results['emulated']}" if results.get("emulated") else text
+
+
+def _seq_families(runs: list[dict]) -> dict[str, dict[int, list[float]]]:
+    """bench: sequential workloads by name (``seq-read-128k-qd16`` -> family ``seq-read-128k``)."""
+    fam: dict[str, dict[int, list[float]]] = {}
+    for r in runs:
+        m = re.match(r"^(seq-(?:read|write)-\w+)-qd(\d+)$", r["workload"]["name"])
+        if m:
+            fam.setdefault(m.group(1), {}).setdefault(int(m.group(2)), []).append(r["summary"]["gb_per_s"])
+    return fam
+
+
+def _buffer_families(runs: list[dict]) -> dict[str, dict[int, list[float]]]:
+    """p2p-test --engine fio: matrix cells by (rw, bs, engine) and buffer (p2p solid, host dashed)."""
+    fam: dict[str, dict[int, list[float]]] = {}
+    for r in runs:
+        w = r["workload"]
+        if w.get("group") != "matrix":
+            continue
+        name = f"{w['rw']} {w['bs']} {w['extra'].get('ioengine', '')} | {r.get('variant')}"
+        fam.setdefault(name, {}).setdefault(int(w["iodepth"]), []).append(r["summary"]["gb_per_s"])
+    return fam
 
 
 def make_plots(out_dir: str, results: dict) -> tuple[list[str], str | None]:
@@ -35,23 +59,24 @@ def make_plots(out_dir: str, results: dict) -> tuple[list[str], str | None]:
     base = [r for r in runs if not r.get("variant") or r.get("variant") == "p2p-on"]
 
     # throughput vs queue depth
-    fam: dict[str, dict[int, list[float]]] = {}
-    for r in base:
-        m = re.match(r"^(seq-(?:read|write)-\w+)-qd(\d+)$", r["workload"]["name"])
-        if m:
-            fam.setdefault(m.group(1), {}).setdefault(int(m.group(2)), []).append(r["summary"]["gb_per_s"])
+    fam = _buffer_families(runs) if results.get("p2p_test") else _seq_families(base)
     if fam:
         fig, ax = plt.subplots(figsize=(7, 4.5))
+        colors: dict[str, str] = {}
         for name, pts in sorted(fam.items()):
             qds = sorted(pts)
-            ax.plot(qds, [sum(pts[q]) / len(pts[q]) for q in qds], marker="o", label=name)
+            family, _, buffer = name.partition(" | ")
+            color = colors.setdefault(family, f"C{len(colors) % 10}")
+            ax.plot(qds, [statistics.median(pts[q]) for q in qds], marker="o", color=color,
+                    linestyle="--" if buffer == "host" else "-", label=name)
         ax.set_xscale("log", base=2)
         all_qds = sorted({q for pts in fam.values() for q in pts})
         ax.set_xticks(all_qds)
         ax.set_xticklabels([str(q) for q in all_qds])
         ax.set_xlabel("queue depth")
         ax.set_ylabel("GB/s (10^9 B/s)")
-        ax.set_title(_title(results, "Throughput vs queue depth"))
+        ax.set_title(_title(results, "Throughput vs queue depth: buffers in p2pmem (solid) vs host memory (dashed)"
+                            if results.get("p2p_test") else "Throughput vs queue depth"))
         ax.grid(True, alpha=0.3)
         ax.legend()
         fig.tight_layout()
@@ -94,6 +119,7 @@ def _ab_plot(plt, out_dir: str, results: dict) -> str | None:
     if not rows:
         return None
     pool = (results.get("ab") or {}).get("pool") or {}
+    labels = (results.get("ab") or {}).get("labels") or {"on": "p2p on", "off": "p2p off"}
     prow = [(n, pool[n]) for n, _ in rows if n in pool and
             (pool[n].get("median_peak_on") is not None or pool[n].get("median_peak_off") is not None)]
     metrics = sorted({t["metric"] for _, t in rows})
@@ -105,16 +131,17 @@ def _ab_plot(plt, out_dir: str, results: dict) -> str | None:
     for ax, m in zip(axes[0], metrics):
         sel = [(n, t) for n, t in rows if t["metric"] == m]
         _bars(ax, [n for n, _ in sel], [t["median_on"] for _, t in sel], [t["median_off"] for _, t in sel],
-              [t.get("ratio_on_off") for _, t in sel])
+              [t.get("ratio_on_off") for _, t in sel], labels)
         ax.set_ylabel({"gb_per_s": "median GB/s (10^9 B/s)", "iops": "median IOPS"}.get(m, m))
     if prow:
         ax = axes[0][len(metrics)]
         mib = [(t.get("median_peak_on") or 0) / 1048576 for _, t in prow]
         off = [(t.get("median_peak_off") or 0) / 1048576 for _, t in prow]
-        _bars(ax, [n for n, _ in prow], mib, off, [None] * len(prow))
+        _bars(ax, [n for n, _ in prow], mib, off, [None] * len(prow), labels)
         ax.set_ylabel("p2pmem pool peak in use (MiB, median)")
-        ax.set_title("target pool", fontsize=9)
-    fig.suptitle(_title(results, "A/B: p2p on vs off (medians; on/off ratio above the bars)"))
+        ax.set_title("target pool" if not results.get("p2p_test") else "provider pool", fontsize=9)
+    title = (results.get("ab") or {}).get("title") or "A/B: p2p on vs off"
+    fig.suptitle(_title(results, f"{title} (medians; ratio above the bars)"))
     fig.tight_layout()
     p = os.path.join(out_dir, "ab.png")
     fig.savefig(p, dpi=110)
@@ -122,10 +149,10 @@ def _ab_plot(plt, out_dir: str, results: dict) -> str | None:
     return p
 
 
-def _bars(ax, names, on, off, ratios) -> None:
+def _bars(ax, names, on, off, ratios, labels) -> None:
     xs = list(range(len(names)))
-    ax.bar([x - 0.2 for x in xs], on, 0.4, label="p2p on")
-    ax.bar([x + 0.2 for x in xs], off, 0.4, label="p2p off")
+    ax.bar([x - 0.2 for x in xs], on, 0.4, label=labels["on"])
+    ax.bar([x + 0.2 for x in xs], off, 0.4, label=labels["off"])
     for x, a, b, r in zip(xs, on, off, ratios):
         if r:
             ax.annotate(f"{r:.2f}x", (x, max(a, b)), ha="center", va="bottom")

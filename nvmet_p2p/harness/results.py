@@ -26,7 +26,16 @@ Schema ``nvmet-p2p/bench-results`` version 2 (a top-level object):
   every round (:func:`ab_pool`) with the median peak in use;
 * ``pool_providers`` (v2): the providers the run's namespaces used (configured or mapped);
 * ``evidence``: the target status at the end of the run (with ``pools_over_run``);
-* ``ok``, ``problems``, ``notes``.
+* ``ok``, ``problems``, ``notes``;
+* optional ``title`` (the Markdown heading) and, written by ``p2p-test --engine fio`` only,
+  ``p2p_test``: provider, pool (size, available before/after), the plan (cells, regions,
+  numjobs, what fio maps), the distance prediction per namespace, per namespace the outcome
+  of each check (``cmb_to_nvme``, ``nvme_to_cmb``, ``matrix_writes``, ``host_control``:
+  verified/lost/error), refusal (with the kernel's line) and lost-data explanations, the
+  verdict, the per-cell medians and p2p/host ratio, and the kernel log of the run. Its runs
+  have ``variant`` ``p2p`` or ``host`` (the buffer), ``step`` (verification pass), ``check``
+  and ``p2pmem_expected`` (bytes fio's p2p jobs map); ``ab`` then compares p2p with host
+  buffers (``labels``, ``title``).
 
 Version history: 1 — the fields above without the ones marked v2. 2 — adds ``runs[].offload``,
 ``runs[].pool``, ``ab.pool``, ``pool_providers`` and the CSV columns ``offload``,
@@ -78,12 +87,13 @@ def summarize(fio_run: dict) -> dict:
     return out
 
 
-def ab_table(runs: list[dict], metric_of=None) -> dict:
-    """Medians and on/off ratio per workload from A/B runs."""
+def ab_table(runs: list[dict], metric_of=None, on: str = "p2p-on", off: str = "p2p-off") -> dict:
+    """Medians and on/off ratio per workload from A/B runs (``on``/``off``: the two variants'
+    names; ``p2p-test --engine fio`` compares ``p2p`` with ``host`` buffers)."""
     import statistics  # (imported where used: start-up)
     by: dict[str, dict[str, list[float]]] = {}
     for r in runs:
-        if not r.get("variant"):
+        if r.get("variant") not in (on, off):
             continue
         w = r["workload"]
         metric = metric_of(r) if metric_of else _ab_metric(r)
@@ -94,10 +104,10 @@ def ab_table(runs: list[dict], metric_of=None) -> dict:
     out = {}
     for name, d in by.items():
         metric = d.pop("_metric")  # type: ignore[arg-type]
-        on, off = d.get("p2p-on", []), d.get("p2p-off", [])
-        mon = statistics.median(on) if on else None
-        moff = statistics.median(off) if off else None
-        out[name] = {"metric": metric, "p2p-on": on, "p2p-off": off, "median_on": mon, "median_off": moff,
+        von, voff = d.get(on, []), d.get(off, [])
+        mon = statistics.median(von) if von else None
+        moff = statistics.median(voff) if voff else None
+        out[name] = {"metric": metric, on: von, off: voff, "median_on": mon, "median_off": moff,
                      "ratio_on_off": (mon / moff) if mon is not None and moff else None}
     return out
 
@@ -170,21 +180,20 @@ def _peak(run: dict) -> int | None:
     return sum(vals) if vals else None
 
 
-def ab_pool(runs: list[dict]) -> dict:
+def ab_pool(runs: list[dict], on: str = "p2p-on", off: str = "p2p-off") -> dict:
     """Per workload and variant, the pool usage of every round (restricted pools) and the
-    median of the summed peak in use."""
+    median of the summed peak in use (``median_peak_on``/``median_peak_off``)."""
     out: dict[str, dict] = {}
     for r in runs:
-        if not r.get("variant"):
+        if r.get("variant") not in (on, off):
             continue
-        t = out.setdefault(r["workload"]["name"], {"p2p-on": [], "p2p-off": []})
-        t.setdefault(r["variant"], []).append({"round": r.get("round"), "peak_in_use": _peak(r),
-                                               "providers": r.get("pool") or {}})
+        t = out.setdefault(r["workload"]["name"], {on: [], off: []})
+        t[r["variant"]].append({"round": r.get("round"), "peak_in_use": _peak(r), "providers": r.get("pool") or {}})
     import statistics  # (imported where used: start-up)
     for t in out.values():
-        for variant in ("p2p-on", "p2p-off"):
+        for key, variant in (("on", on), ("off", off)):
             peaks = [x["peak_in_use"] for x in t[variant] if x["peak_in_use"] is not None]
-            t[f"median_peak_{variant[4:]}"] = statistics.median(peaks) if peaks else None
+            t[f"median_peak_{key}"] = statistics.median(peaks) if peaks else None
     return out
 
 
@@ -291,19 +300,23 @@ def _near(u: dict) -> str:
 
 
 def _md_head(results: dict) -> list[str]:
-    L = ["# nvmet-p2p bench", ""]
+    L = [f"# {results.get('title') or 'nvmet-p2p bench'}", ""]
     if results.get("emulated"):
         L += [f"> **{results['emulated']}.** Every number below comes from an emulated machine.", ""]
     L.append(f"- started {results.get('started')}, finished {results.get('finished')}")
     h = results.get("host") or {}
-    L.append(f"- host {h.get('hostname')} (kernel {h.get('kernel')}), host NQN `{h.get('hostnqn')}`")
+    L.append(f"- host {h.get('hostname')} (kernel {h.get('kernel')})"
+             + (f", host NQN `{h['hostnqn']}`" if h.get("hostnqn") else ""))
     tool = results.get("tool") or {}
-    L.append(f"- {tool.get('fio')}, nvme-cli {tool.get('nvme_cli')}, nvmet-p2p {tool.get('nvmet_p2p')}")
+    L.append(f"- {tool.get('fio')}" + (f", nvme-cli {tool['nvme_cli']}" if tool.get("nvme_cli") else "")
+             + f", nvmet-p2p {tool.get('nvmet_p2p')}")
     for c in results.get("connections", []):
         nss = ", ".join(f"nsid {n['nsid']} -> {n['device']}" for n in c.get("namespaces", []))
         L.append(f"- {c.get('name')}: {c.get('transport')} {c.get('address')} `{c.get('subsysnqn')}` "
                  f"(target controller {c.get('cntlid')}): {nss}")
     L.append("")
+    if results.get("p2p_test"):
+        L += _md_p2p_test(results["p2p_test"])
     integ = results.get("integrity") or {}
     L.append(f"## Integrity: **{integ.get('verdict', 'not run')}**")
     for f in integ.get("failures", []):
@@ -354,8 +367,10 @@ def _md_ab(results: dict) -> list[str]:
     if not ab:
         return []
     pool = ab.get("pool") or {}
-    L = ["", "## A/B: p2p on vs off", "", f"{ab['rounds']} rounds, order {' '.join(ab['order'])}", "",
-         "| workload | metric | median on | median off | on/off | pool peak in use on | off |",
+    on, off = (ab.get("labels") or {}).get("on", "on"), (ab.get("labels") or {}).get("off", "off")
+    L = ["", f"## {ab.get('title') or 'A/B: p2p on vs off'}", "",
+         f"{ab['rounds']} rounds, order {' '.join(ab['order'])}", "",
+         f"| workload | metric | median {on} | median {off} | {on}/{off} | pool peak in use {on} | {off} |",
          "|---|---|---:|---:|---:|---:|---:|"]
     for name, t in ab["workloads"].items():
         p = pool.get(name) or {}
@@ -384,6 +399,29 @@ def _md_evidence(results: dict) -> list[str]:
     for note in evid.get("notes", []):
         L.append(f"- note: {note}")
     return L
+
+
+def _md_p2p_test(p: dict) -> list[str]:
+    """``p2p-test --engine fio``: the verdict per namespace and the p2p/host table."""
+    from nvmet_p2p.harness.p2pfio_report import check_words
+    L = [f"## p2p-test: **{p['verdict']}** (provider `{p['provider']}`)", "",
+         "| namespace | prediction | CMB -> NVMe | NVMe -> CMB | matrix writes | host control | verdict |",
+         "|---|---|---|---|---|---|---|"]
+    for dev, s in p.get("devices", {}).items():
+        pred = (p.get("prediction", {}).get(dev) or {}).get("map_type") or "?"
+        L.append(f"| {dev} | {pred} | " + " | ".join(check_words(s)) + f" | {s['verdict']} |")
+    for dev, s in p.get("devices", {}).items():
+        if s.get("refusal"):
+            L.append(f"- REFUSED: {s['refusal'].get('explanation')}")
+        L += [f"- {dev}: {t}" for t in s.get("lost", [])]
+    if p.get("lost_explanation"):
+        L.append(f"- {p['lost_explanation']}")
+    L += ["", "| cell | median p2p GB/s | median host GB/s | p2p/host | p2p pool in use (max / fio maps) |",
+          "|---|---:|---:|---:|---:|"]
+    for r in p.get("cells", []):
+        L.append(f"| {r['name']} | {_fmt(r['median_p2p_gb_per_s'])} | {_fmt(r['median_host_gb_per_s'])} | "
+                 f"{_fmt(r['ratio_p2p_host'])} | {_fmt(r['pool_in_use_max'])} / {r['pool_expected']} |")
+    return L + [""]
 
 
 def markdown(results: dict) -> str:
