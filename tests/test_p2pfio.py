@@ -15,8 +15,8 @@ import json
 import os
 
 import pytest
-
 import sysfsfixture as sf
+
 from nvmet_p2p import cli
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import p2pfio as pf
@@ -139,7 +139,7 @@ def entry(step, kind, devs, *, errors=None, failures="", rw="read"):
     return {"workload": {"name": step, "rw": rw, "group": "verify"}, "variant": kind, "round": 1, "step": step,
             "check": pf.CHECKS.get(step), "fio": {"jobs": [job(step, d, errors.get(d, 0)) for d in devs],
                                                   "verify_failures": fails, "ok": not fails and not errors},
-            "summary": None, "evidence": {"pool": {"max_in_use": None}, "expected_in_use": 0}}
+            "summary": None, "evidence": None, "pool": {}, "p2pmem_expected": 0}
 
 
 def bad(dev, got):

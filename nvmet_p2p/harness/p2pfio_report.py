@@ -64,7 +64,7 @@ def pool_failure_of(entries: list[dict], dev: str) -> str | None:
     for e in entries:
         if e.get("variant") == "p2p" and any(j["error"] == _errno.ENOMEM for j in _jobs_of(e, dev)):
             return (f"{e['workload']['name']}: fio could not map its buffers from p2pmem/allocate (ENOMEM): the "
-                    f"pool no longer held {e['evidence'].get('expected_in_use') if e.get('evidence') else '?'} "
+                    f"pool no longer held {e.get('p2pmem_expected', '?')} "
                     f"bytes in contiguous ranges when the job started (in use by nvmet or another mapping); "
                     f"fio 3.33 then issues one I/O from a NULL buffer (\"Bad address\")")
     return None
@@ -146,9 +146,8 @@ def cell_table(entries: list[dict], plan: Plan) -> list[dict]:
     rows = []
     for c in plan.cells:
         g, i = gb.get(c.name, {}), iops.get(c.name, {})
-        pool = [r["evidence"]["pool"]["max_in_use"] for r in entries
-                if r["workload"]["name"] == c.name and r.get("variant") == "p2p" and r.get("evidence")
-                and r["evidence"]["pool"].get("max_in_use") is not None]
+        pool = [u["peak_in_use"] for r in entries if r["workload"]["name"] == c.name and r.get("variant") == "p2p"
+                for u in (r.get("pool") or {}).values() if u.get("peak_in_use") is not None]
         rows.append({**c.to_dict(), "block": size_label(c.bs),
                      "p2p_gb_per_s": g.get("p2p", []), "host_gb_per_s": g.get("host", []),
                      "median_p2p_gb_per_s": g.get("median_on"), "median_host_gb_per_s": g.get("median_off"),
@@ -162,9 +161,11 @@ def cell_table(entries: list[dict], plan: Plan) -> list[dict]:
 def ab_section(entries: list[dict], plan: Plan) -> dict:
     order = list(dict.fromkeys(f"{r['variant']}-r{r['round']}" for r in entries
                                if r["workload"].get("group") == "matrix"))
+    matrix = [r for r in entries if r["workload"].get("group") == "matrix"]
     return {"rounds": plan.repeat, "order": order, "title": "p2p vs host buffer",
             "labels": {"on": "p2p", "off": "host"},
-            "workloads": res.ab_table(entries, _metric("gb_per_s"), on="p2p", off="host")}
+            "workloads": res.ab_table(entries, _metric("gb_per_s"), on="p2p", off="host"),
+            "pool": res.ab_pool(matrix, on="p2p", off="host")}
 
 
 # --------------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from typing import Callable
 
 from nvmet_p2p import evidence as ev
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.harness import environment, results as res
+from nvmet_p2p.harness import environment
 from nvmet_p2p.harness import p2pfio as pf
 from nvmet_p2p.harness import p2pfio_report as rep
+from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.fio import FioInterrupted, FioRun, Workload, job_file, job_name, run_fio
 
 KERNEL_LOG_KEEP = 200        # kernel log lines kept in results.json (every failed I/O logs one)
@@ -132,7 +133,8 @@ class FioP2pRun:
         expected = self.plan.need(bs, qd, len(devices)) if kind == "p2p" else 0
         self.counter += 1
         self.progress(f"[{self.counter}/{max(self.planned, self.counter)}] {tag}: fio on {', '.join(devices)}")
-        sampler = ev.PoolSampler([self.plan.provider], root=self.root, interval=self.sample_interval).start()
+        sampler = ev.PoolSampler([self.plan.provider], root=self.root, interval=self.sample_interval,
+                                 io_size=bs).start()
         interrupted = None
         cpu0, wall0 = time.process_time(), time.monotonic()
         try:
@@ -151,8 +153,9 @@ class FioP2pRun:
         fd = run.to_dict()
         entry = {"workload": w.to_dict(), "variant": kind, "round": rnd, "step": step,
                  "check": pf.CHECKS.get(step or ""), "fio": fd,
-                 "summary": res.summarize(fd) if run.jobs else None,
-                 "evidence": {"pool": pool.to_dict(), "expected_in_use": expected}, "harness": harness}
+                 "summary": res.summarize(fd) if run.jobs else None, "evidence": None, "offload": [],
+                 "pool": res.pool_usage({"providers": {self.plan.provider: {"sampled": pool.to_dict()}}}),
+                 "p2pmem_expected": expected, "harness": harness}
         self.runs.append(entry)
         if kind == "p2p":
             for dev in self.active("p2p"):
@@ -287,7 +290,7 @@ class FioP2pRun:
             "discovery": [], "connections": [], "nvme_cli_log": [],
             "runs": self.runs,
             "integrity": {"verdict": integ, "failures": failures},
-            "ab": rep.ab_section(self.runs, self.plan),
+            "ab": rep.ab_section(self.runs, self.plan), "pool_providers": [self.plan.provider],
             "evidence": None, "p2p_test": p2p,
             "interrupted": interrupted, "problems": list(self.problems), "notes": list(self.notes),
             "ok": verdict == "verified" and not interrupted,

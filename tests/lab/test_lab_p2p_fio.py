@@ -72,8 +72,9 @@ def test_fio_verified_behind_the_switch_and_refused_across_root_ports(lab_device
     matrix = [r for r in full["runs"] if r["workload"]["group"] == "matrix"]
     assert len(matrix) == 4 and all(r["fio"]["ok"] for r in matrix)
     for r in matrix:
-        pool, want = r["evidence"]["pool"], (2 * 532480 if r["variant"] == "p2p" else 0)
-        assert r["evidence"]["expected_in_use"] == want and pool["max_in_use"] == want, (r["workload"]["name"], pool)
+        pool, want = r["pool"][cmba], (2 * 532480 if r["variant"] == "p2p" else 0)
+        assert r["p2pmem_expected"] == want and pool["peak_in_use"] == want, (r["workload"]["name"], pool)
+        assert pool["samples"] >= 2 and not pool["exhausted"]
         jobs = {j["filename"] for j in r["fio"]["jobs"]}
         assert jobs == (set(devs) if r["variant"] == "p2p" else {*devs, plain})
     (read,) = [c for c in d["cells"] if c["rw"] == "read"]
