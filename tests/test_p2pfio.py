@@ -188,10 +188,10 @@ def test_refusal_and_pool_failure():
 
 def test_iommu_fault_lines_and_lost_explanation():
     assert rep.iommu_faults(["nvme nvme3: something"] + DMAR) == DMAR[1:]
-    text = explain_lost_data(BDF, DMAR, "/", {"/dev/nvme3n1": {"map_type": "bus_addr"}})
+    text, _ = explain_lost_data(BDF, DMAR, "/", {"/dev/nvme3n1": {"map_type": "bus_addr"}})
     assert "kernel allowed the p2p DMA (/dev/nvme3n1: bus_addr) but an IOMMU dropped it" in text
     assert "fault addr 0xf8080000" in text
-    assert "logged nothing" in explain_lost_data(BDF, [], "/", {})
+    assert "logged nothing" in explain_lost_data(BDF, [], "/", {})[0]
 
 
 # -- the runner, with fio results replayed ------------------------------------------------

@@ -259,7 +259,8 @@ def summary_json(results: dict) -> dict:
     return {"engine": "fio", "verdict": p["verdict"], "emulated": results.get("emulated"),
             "provider": p["provider"], "pool": p["pool"], "prediction": p["prediction"],
             "devices": p["devices"], "cells": p["cells"], "plan": p["plan"],
-            "lost_explanation": p.get("lost_explanation"), "problems": results["problems"],
+            "lost_explanation": p.get("lost_explanation"), "lost_causes": p.get("lost_causes"),
+            "problems": results["problems"],
             "notes": results["notes"], "interrupted": results["interrupted"], "out": p["out"],
             "fio": results["tool"].get("fio")}
 

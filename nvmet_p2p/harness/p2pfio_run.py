@@ -262,10 +262,11 @@ class FioP2pRun:
             if s["refusal"]:
                 explain_refusal(self.plan.provider, s["refusal"], self.prediction, _lines_for(
                     dev, kernel_log, self.prediction))
-        self.lost_explanation = None
+        self.lost_explanation, self.lost_causes = None, None
         lost = {d: self.prediction.get(d, {}) for d, s in statuses.items() if s["verdict"] == "mismatch"}
         if lost:
-            self.lost_explanation = explain_lost_data(self.plan.provider, kernel_log, self.root, lost)
+            self.lost_explanation, self.lost_causes = explain_lost_data(self.plan.provider, kernel_log,
+                                                                        self.root, lost)
 
     def _document(self, statuses: dict, verdict: str, kernel_log: list[str], interrupted: bool) -> dict:
         failures = [f for r in self.runs if r.get("check") for f in r["fio"]["verify_failures"]]
@@ -275,7 +276,8 @@ class FioP2pRun:
                "cells": rep.cell_table(self.runs, self.plan),
                "pool": {"size": self.plan.pool_size, "available_before": self.avail_before,
                         "available_after": ev.read_available(self.root, self.plan.provider)},
-               "lost_explanation": self.lost_explanation, "kernel_log": kernel_log[-KERNEL_LOG_KEEP:],
+               "lost_explanation": self.lost_explanation, "lost_causes": self.lost_causes,
+               "kernel_log": kernel_log[-KERNEL_LOG_KEEP:],
                "out": self.out_dir}
         return {
             "schema": res.SCHEMA, "schema_version": res.SCHEMA_VERSION,
@@ -305,20 +307,34 @@ def _lines_for(dev: str, kernel_log: list[str], prediction: dict) -> list[str]:
     return [ln for ln in kernel_log if (mine and mine in ln) or not any(o in ln for o in others)]
 
 
-def explain_lost_data(provider: str, kernel_log: list[str], root: str, prediction: dict) -> str:
-    """Why data got lost on a path the kernel allowed, from what the kernel printed.
+def kernel_cause(kernel_log: list[str], root: str, provider: str, devices: list[str]) -> tuple[str | None, dict | None]:
+    """The project's kernel-log explainer of lost data (``nvmet_p2p.explain``: IOMMU faults
+    mapped to the provider's BAR, AER, I/O errors, resets) when this checkout has it: (its one
+    sentence, its causes); (None, None) otherwise."""
+    try:
+        from nvmet_p2p.explain import explain
+    except ImportError:
+        return None, None
+    e = explain(kernel_log, root=root, providers=[provider], devices=devices)
+    return (e.summary or None), (e.to_dict() if e.found else None)
 
-    The one place this command asks the kernel log why; the project's kernel-log mismatch
-    explainer (IOMMU faults mapped to the provider's BAR) plugs in here. Until then: the IOMMU
-    fault lines as the kernel printed them.
-    """
+
+def explain_lost_data(provider: str, kernel_log: list[str], root: str, prediction: dict) -> tuple[str, dict | None]:
+    """Why data got lost on a path the kernel allowed, from what the kernel printed: (the
+    text, the explainer's causes or None)."""
     faults = rep.iommu_faults(kernel_log)
     pred = ", ".join(f"{d}: {p.get('map_type')}" for d, p in prediction.items())
+    summary, causes = kernel_cause(kernel_log, root, provider, [p["pci"] for p in prediction.values() if p.get("pci")])
     if faults:
         more = f" (+{len(faults) - 3} more)" if len(faults) > 3 else ""
-        return (f"the kernel allowed the p2p DMA ({pred}) but an IOMMU dropped it: "
-                + " | ".join(faults[:3]) + more
+        said = summary or (" | ".join(faults[:3]) + more)
+        text = (f"the kernel allowed the p2p DMA ({pred}) but an IOMMU dropped it: {said}"
+                + (f" (kernel: {faults[0]})" if summary else "")
                 + ". An IOMMU that translates peer DMA by bus address (QEMU's emulated intel-iommu does, "
                   "for every DMA of a device) loses it: such a pair is not usable for p2p with the IOMMU on")
-    return (f"the kernel allowed the p2p DMA ({pred}) and logged nothing about it; the data still did "
-            f"not arrive intact (see the failures above and the fio dumps in the results folder)")
+    elif summary:
+        text = f"the kernel allowed the p2p DMA ({pred}); the data still did not arrive intact: {summary}"
+    else:
+        text = (f"the kernel allowed the p2p DMA ({pred}) and logged nothing about it; the data still did "
+                f"not arrive intact (see the failures above and the fio dumps in the results folder)")
+    return text, causes
