@@ -288,6 +288,8 @@ def test_runner_refused_namespace_gets_no_more_p2p_jobs(tmp_path):
     out = r.run()
     later_p2p = [c for c in fake.calls[3:] if c[1]]
     assert later_p2p and all(c[2] == [a] for c in later_p2p)
+    matrix_host = [c for c in fake.calls if c[0].startswith("seq-") and not c[1]]
+    assert matrix_host and all(c[2] == [a] for c in matrix_host)       # the ratio compares like with like
     assert all(b in c[2] for c in fake.calls if c[0] == "final-host-control")
     p = out["p2p_test"]
     assert p["devices"][a]["verdict"] == "verified" and p["devices"][b]["verdict"] == "refused"

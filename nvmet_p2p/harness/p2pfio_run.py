@@ -199,8 +199,12 @@ class FioP2pRun:
         self.verify_step(steps["verify-p2p-read"])
 
     def matrix(self) -> None:
+        """Host-buffer runs on the same namespaces as the p2p runs (a refused namespace is left
+        out of both, so each ratio compares like with like; all of them when every one was refused)."""
         for cell, kind, rnd in pf.matrix_order(self.plan):
-            self.fio_pass(pf.matrix_workload(self.plan, cell, kind), kind, cell.bs, cell.iodepth, rnd=rnd)
+            devices = self.active("p2p") if kind == "p2p" else (self.active("p2p") or list(self.plan.devices))
+            self.fio_pass(pf.matrix_workload(self.plan, cell, kind), kind, cell.bs, cell.iodepth, rnd=rnd,
+                          devices=devices)
 
     def final_phase(self) -> None:
         steps = dict((s[0], s) for s in pf.VERIFY_STEPS)
