@@ -186,11 +186,12 @@ def test_refusal_and_pool_failure():
     assert s["verdict"] == "failed" and "ENOMEM" in s["pool_failure"] and "NULL buffer" in s["pool_failure"]
 
 
-def test_iommu_fault_lines_and_lost_explanation():
-    assert rep.iommu_faults(["nvme nvme3: something"] + DMAR) == DMAR[1:]
-    text, _ = explain_lost_data(BDF, DMAR, "/", {"/dev/nvme3n1": {"map_type": "bus_addr"}})
+def test_lost_data_explained_by_the_kernel_log():
+    text, causes = explain_lost_data(BDF, ["nvme nvme3: something"] + DMAR, "/",
+                                     {"/dev/nvme3n1": {"map_type": "bus_addr", "pci": "0000:05:00.0"}})
     assert "kernel allowed the p2p DMA (/dev/nvme3n1: bus_addr) but an IOMMU dropped it" in text
-    assert "fault addr 0xf8080000" in text
+    assert "IOMMU fault: the IOMMU blocked the DMA read of 0000:05:00.0" in text      # nvmet_p2p.explain's words
+    assert f"(kernel: {DMAR[1]})" in text and [c["kind"] for c in causes["causes"]] == ["iommu_fault"]
     assert "logged nothing" in explain_lost_data(BDF, [], "/", {})[0]
 
 

@@ -10,7 +10,6 @@ p2p and host-buffer runs and their ratio.
 from __future__ import annotations
 
 import errno as _errno
-import re
 
 from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.p2pfio import CHECK_TEXT, POISON_MAGIC, Plan, size_label
@@ -18,13 +17,6 @@ from nvmet_p2p.harness.p2pfio import CHECK_TEXT, POISON_MAGIC, Plan, size_label
 #: The checks whose failure means data was lost on a p2p path.
 P2P_CHECKS = ("cmb_to_nvme", "nvme_to_cmb", "matrix_writes")
 VERDICT_EXIT = {"verified": 0, "refused": 3}
-
-# IOMMU fault lines (Intel VT-d "DMAR:", AMD "AMD-Vi:", ARM SMMU): what the kernel prints when
-# an IOMMU drops a DMA. Collected verbatim; mapping the address to a BAR is the kernel-log
-# explainer's job (see explain_lost_data).
-_IOMMU_FAULT_RE = re.compile(r"DMAR: \[DMA (?:Read|Write)|AMD-Vi: .*(?:IO_PAGE_FAULT|Event logged)|"
-                             r"arm-smmu.*(?:fault|Unhandled)|iommu.*fault", re.I)
-
 
 def _jobs_of(entry: dict, dev: str) -> list[dict]:
     return [j for j in entry["fio"]["jobs"] if j.get("filename") == dev]
@@ -85,10 +77,6 @@ def lost_text(check: str, failure: dict) -> str:
     else:
         why = "what the namespace stored is not what fio put in the CMB"
     return f"LOST DATA ({CHECK_TEXT[check]}): {why} ({where})"
-
-
-def iommu_faults(kernel_log: list[str]) -> list[str]:
-    return [ln for ln in kernel_log if _IOMMU_FAULT_RE.search(ln)]
 
 
 def device_status(entries: list[dict], dev: str) -> dict:

@@ -312,13 +312,10 @@ def _lines_for(dev: str, kernel_log: list[str], prediction: dict) -> list[str]:
 
 
 def kernel_cause(kernel_log: list[str], root: str, provider: str, devices: list[str]) -> tuple[str | None, dict | None]:
-    """The project's kernel-log explainer of lost data (``nvmet_p2p.explain``: IOMMU faults
-    mapped to the provider's BAR, AER, I/O errors, resets) when this checkout has it: (its one
-    sentence, its causes); (None, None) otherwise."""
-    try:
-        from nvmet_p2p.explain import explain
-    except ImportError:
-        return None, None
+    """The project's kernel-log explainer of lost data (:func:`nvmet_p2p.explain.explain`:
+    IOMMU faults mapped to the BAR they hit, AER, I/O errors, resets): (its one sentence, its
+    causes), or (None, None) when the window holds none."""
+    from nvmet_p2p.explain import explain
     e = explain(kernel_log, root=root, providers=[provider], devices=devices)
     return (e.summary or None), (e.to_dict() if e.found else None)
 
@@ -326,9 +323,9 @@ def kernel_cause(kernel_log: list[str], root: str, provider: str, devices: list[
 def explain_lost_data(provider: str, kernel_log: list[str], root: str, prediction: dict) -> tuple[str, dict | None]:
     """Why data got lost on a path the kernel allowed, from what the kernel printed: (the
     text, the explainer's causes or None)."""
-    faults = rep.iommu_faults(kernel_log)
     pred = ", ".join(f"{d}: {p.get('map_type')}" for d, p in prediction.items())
     summary, causes = kernel_cause(kernel_log, root, provider, [p["pci"] for p in prediction.values() if p.get("pci")])
+    faults = [c["line"] for c in (causes or {}).get("causes", []) if c["kind"] == "iommu_fault"]
     if faults:
         more = f" (+{len(faults) - 3} more)" if len(faults) > 3 else ""
         said = summary or (" | ".join(faults[:3]) + more)
