@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import LabError, console, initramfs, kernel, rxemod, topology
+from . import LabError, console, hotplug, initramfs, kernel, rxemod, topology
 
 CHECKOUT = Path(__file__).resolve().parents[3]
 QEMU = "qemu-system-x86_64"
@@ -30,6 +30,7 @@ EXIT_LAB = 125
 EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
 GUEST_TIMEOUT_MARGIN = 45
+GUEST_CTL = "/run/nvmet-p2p-lab/ctl"     # where the guest mounts the control share
 
 
 class Interrupted(Exception):
@@ -160,7 +161,8 @@ def plan_shares(checkout: Path, results: Path, extra: list[str]) -> list[tuple[s
 
 
 def qemu_argv(topo: topology.Topology, k: kernel.Kernel, initrd: Path, ctl: Path,
-              shares: list[tuple[str, str, Path]], images: dict[str, str], tcg_thread: str) -> list[str]:
+              shares: list[tuple[str, str, Path]], images: dict[str, str], tcg_thread: str,
+              qmp: Path | None = None) -> list[str]:
     append = ["console=ttyS0,115200", "loglevel=4", "panic=-1", "oops=panic", "printk.devkmsg=on",
               # 4 MiB kernel log (the Debian kernel's is 128 KiB): a whole lab tier fits, so a
               # test reading the log after many others still finds its boot-time lines
@@ -171,6 +173,8 @@ def qemu_argv(topo: topology.Topology, k: kernel.Kernel, initrd: Path, ctl: Path
             "-nodefaults", "-display", "none", "-no-reboot",
             "-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con",
             "-kernel", k.vmlinuz, "-initrd", str(initrd), "-append", " ".join(append)]
+    if qmp is not None:     # the hotplug broker's monitor (labkit/hotplug.py)
+        argv += ["-qmp", f"unix:{qmp},server=on,wait=off"]
     slots = iter(topology.SHARE_SLOTS)
     for tag, path, ro in [("hostroot", Path("/"), True), ("labctl", ctl, False)] + \
                          [(t, p, m != "rw") for t, m, p in shares]:
@@ -201,8 +205,10 @@ def _clean_old_runs(runs: Path) -> None:
 class Boot:
     """One QEMU process: launch, stream, wait, reap."""
 
-    def __init__(self, argv: list[str], ctl: Path, console_log: Path, quiet: bool):
+    def __init__(self, argv: list[str], ctl: Path, console_log: Path, quiet: bool,
+                 broker: hotplug.Broker | None = None):
         self.argv = argv
+        self.broker = broker
         self.ctl = ctl
         self.console_log = console_log
         self.quiet = quiet
@@ -234,6 +240,8 @@ class Boot:
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=qerr, preexec_fn=_pdeathsig, start_new_session=True)
         qerr.close()
+        if self.broker:
+            self.broker.start()
         sel = selectors.DefaultSelector()
         sel.register(self.proc.stdout, selectors.EVENT_READ)
         outs = [(open(self.ctl / "stdout", "rb"), sys.stdout.buffer),
@@ -286,6 +294,8 @@ class Boot:
             except OSError:
                 pass
         self.reap()
+        if self.broker:
+            self.broker.stop()
         rc = None
         try:
             rc = int((self.ctl / "rc").read_text().strip())
@@ -382,6 +392,7 @@ def _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks
         "NVMET_P2P_LAB_DEVICES": str(results / "lab-devices.json"),
         "NVMET_P2P_LAB_RESULTS": str(results),
         "NVMET_P2P_LAB_CHECKOUT": str(CHECKOUT),
+        "NVMET_P2P_LAB_HOTPLUG": f"{GUEST_CTL}/hotplug",
         "LAB_CWD": str(guest_cwd),
         "LAB_PATH_PREFIX": ":".join(path_prefix),
         "LAB_TIMEOUT": (str(int(args.timeout - GUEST_TIMEOUT_MARGIN))
@@ -399,7 +410,8 @@ def _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks
     if rxe is not None:
         guest["rxe_p2p_module"] = rxe[0].path
     (ctl / "topology.json").write_text(json.dumps(guest, indent=2) + "\n")
-    argv = qemu_argv(topo, k, initrd, ctl, shares, images, args.tcg_thread)
+    qmp = run / "qmp.sock"
+    argv = qemu_argv(topo, k, initrd, ctl, shares, images, args.tcg_thread, qmp)
     (results / "lab-qemu-cmdline.txt").write_text(shlex.join(argv) + "\n")
     if args.print_qemu:
         print(shlex.join(argv))
@@ -415,7 +427,10 @@ def _run(args, t0, topo, k, k_cached, initrd, i_cached, results, run, ctl, disks
     boot = None
     for attempt in range(1, args.retries + 2):
         clog = results / ("lab-console.log" if attempt == 1 else f"lab-console.attempt{attempt}.log")
-        boot = Boot(argv, ctl, clog, args.quiet)
+        shutil.rmtree(ctl / "hotplug", ignore_errors=True)
+        broker = hotplug.Broker(ctl / "hotplug", str(qmp), topo.hotplug_devices(),
+                                results / "lab-hotplug.jsonl")
+        boot = Boot(argv, ctl, clog, args.quiet, broker)
         try:
             how, rc = boot.run(deadline)
         finally:

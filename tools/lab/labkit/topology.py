@@ -10,6 +10,9 @@ Format (every key optional unless marked; see tools/lab/README.md)::
     memory: 1G
     iommu: none | intel          # intel: -device intel-iommu + intel_iommu=on (the kernel then
                                  # enables ACS on the bridges that have it)
+    hotplug: acpi | native       # who handles PCIe hotplug (labkit/hotplug.py): q35's default
+                                 # ACPI hotplug (acpiphp), or native pciehp on the root and
+                                 # switch downstream ports (ACPI bridge hotplug off)
     kernel_cmdline: ["pci=disable_acs_redir=0000:00:04.0"]
     disk: 256M                   # default backing image size of every NVMe
     root_ports:                  # (required) PCIe root ports on pcie.0, in slot order
@@ -155,6 +158,7 @@ class Topology:
     smp: int = 2
     memory: str = "1G"
     iommu: str = "none"
+    hotplug: str = "acpi"
     kernel_cmdline: list[str] = field(default_factory=list)
     disk: int = 256 << 20
     bridges: list[Bridge] = field(default_factory=list)
@@ -193,9 +197,32 @@ class Topology:
         return args + list(self.kernel_cmdline)
 
     # -- QEMU --------------------------------------------------------------------------------
+    @staticmethod
+    def nvme_properties(n: Nvme) -> dict:
+        """The QEMU properties of one NVMe (the ``-device`` at boot, the QMP ``device_add`` of
+        a hot-add); insertion order is the order on the command line."""
+        props: dict = {"driver": "nvme", "id": n.qemu_id, "serial": n.serial,
+                       "drive": f"drv-{n.serial}", "bus": n.port}
+        if n.function is not None:
+            props["addr"] = f"0.{n.function}"
+            if n.function == 0:
+                props["multifunction"] = True
+        if n.cmb:
+            props["cmb_size_mb"] = n.cmb >> 20
+            if n.legacy_cmb:
+                props["legacy-cmb"] = True
+        return props
+
+    def hotplug_devices(self) -> dict[str, dict]:
+        """serial -> ``device_add`` arguments, for every NVMe that can be hot-added again
+        (a function of a multi-function device cannot)."""
+        return {n.serial: self.nvme_properties(n) for n in self.nvme if n.function is None}
+
     def qemu_devices(self, images: dict[str, str]) -> list[str]:
         """``-device``/``-drive`` arguments of the PCIe tree (images: serial -> backing file)."""
         argv: list[str] = []
+        if self.hotplug == "native":
+            argv += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
         if self.iommu == "intel":
             argv += ["-device", "intel-iommu"]
         for b in self.bridges:
@@ -210,14 +237,9 @@ class Topology:
         for n in self.nvme:
             argv += ["-drive", f"file={images[n.serial]},if=none,id=drv-{n.serial},format=raw,"
                                "cache=writeback,aio=threads"]
-            opts = [f"nvme,id={n.qemu_id},serial={n.serial},drive=drv-{n.serial},bus={n.port}"]
-            if n.function is not None:
-                opts.append(f"addr=0.{n.function}" + (",multifunction=on" if n.function == 0 else ""))
-            if n.cmb:
-                opts.append(f"cmb_size_mb={n.cmb >> 20}")
-                if n.legacy_cmb:
-                    opts.append("legacy-cmb=on")
-            argv += ["-device", ",".join(opts)]
+            props = self.nvme_properties(n)
+            argv += ["-device", ",".join([props.pop("driver")] + [
+                f"{k}={'on' if v is True else v}" for k, v in props.items()])]
         for x in self.pci_nics:
             # each NIC on a QEMU hub of its own that leads nowhere (the guest talks to itself
             # over loopback); the second, unattached hubport is needed: virtio-net on a one-port
@@ -282,7 +304,7 @@ def _str(v: Any, where: str, pattern: re.Pattern | None = None, what: str = "a n
 
 
 def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
-    top = _check_keys(data, {"description", "machine", "cpu", "smp", "memory", "iommu",
+    top = _check_keys(data, {"description", "machine", "cpu", "smp", "memory", "iommu", "hotplug",
                              "kernel_cmdline", "disk", "root_ports", "root_bus", "network"},
                       "", {"root_ports"})
     w = lambda key: f"{source}: {key}"  # noqa: E731
@@ -307,6 +329,10 @@ def from_dict(data: Any, name: str, source: str = "<dict>") -> Topology:
     if iommu not in ("none", "intel"):
         raise TopologyError(w("iommu"), f"{iommu!r}: must be 'none' or 'intel'")
     t.iommu = iommu
+    hp = top.get("hotplug", "acpi")
+    if hp not in ("acpi", "native"):
+        raise TopologyError(w("hotplug"), f"{hp!r}: must be 'acpi' (q35's default) or 'native' (pciehp)")
+    t.hotplug = hp
     kc = top.get("kernel_cmdline", [])
     if isinstance(kc, str):
         kc = kc.split()
