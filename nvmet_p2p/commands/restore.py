@@ -2,11 +2,20 @@
 
 Unlike ``nvmetcli restore`` it does not clear first: objects already right are not touched,
 so hosts connected to them stay connected.
+
+``--wait-devices SECONDS`` (what the boot unit uses): wait up to SECONDS for every block
+device, p2pmem provider and port address the file needs (:mod:`nvmet_p2p.devwait`), then
+export what is there, name what is missing, record it in the state directory (``status``
+shows it, ``watch --policy reconcile`` completes it when the device appears) and exit with
+status 4 (a partial restore). Without it the restore is all or nothing, as before.
 """
 
 from __future__ import annotations
 
-from nvmet_p2p import statefile
+import sys
+import time
+
+from nvmet_p2p import devwait, output, statefile
 from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, reconcile
 from nvmet_p2p.commands._target import (
     add_state_dir,
@@ -16,11 +25,16 @@ from nvmet_p2p.commands._target import (
     lock_timeout,
     print_plan,
 )
+from nvmet_p2p.degraded import DegradedStore, Entry
+from nvmet_p2p.errors import InputError
 from nvmet_p2p.output import Progress
 
 NAME = "restore"
 ORDER = 44
 HELP = "restore a saved configuration without disturbing what is already right"
+DESCRIPTION = (HELP + ". With --wait-devices SECONDS (the boot unit) it waits for the devices, "
+               "providers and addresses the file names, exports what is there and exits 4 "
+               "when something is still missing (a partial restore).")
 
 
 def register(p) -> None:
@@ -29,19 +43,83 @@ def register(p) -> None:
     p.add_argument("--prune", action="store_true",
                    help="also remove managed objects that are not in the file")
     p.add_argument("--dry-run", action="store_true", help="only show the plan")
+    p.add_argument("--wait-devices", type=float, metavar="SECONDS", default=None,
+                   help="wait up to SECONDS for the block devices (by-id links), p2pmem providers "
+                        "and port addresses the file needs, then export what is there; exit 4 "
+                        "if anything is missing (partial restore)")
+    p.add_argument("--without-provider", choices=("export", "hold"), default="export",
+                   help="with --wait-devices, a namespace whose p2pmem provider is missing: "
+                        "export it from host memory (p2pmem 0; default) or hold it disabled")
     add_state_dir(p)
 
 
 def run(args) -> int:
+    if args.wait_devices is not None and not 0 <= args.wait_devices <= 86400:
+        raise InputError("--wait-devices must be between 0 and 86400 seconds")
     from nvmet_p2p import lastapply
+    progress = Progress(quiet=args.json)
+    waited = degraded = None
     try:
         with lastapply.recorded(directory(args), "restore", enabled=not args.dry_run) as rec:
             desired = statefile.load(args.file or default_save_file())
+            if args.wait_devices is not None:   # waiting is not an apply: nothing written yet
+                waited, degraded = _wait_and_degrade(args, desired, progress)
+                desired = degraded.state
             rec.outcome = outcome = reconcile(args.root, desired, directory(args),
                                               prune=args.prune, dry_run=args.dry_run,
-                                              progress=Progress(quiet=args.json),
-                                              kernel=args.kernel, lock_timeout=lock_timeout(args))
+                                              progress=progress, kernel=args.kernel,
+                                              lock_timeout=lock_timeout(args))
     except (ApplyFailed, ApplyInterrupted) as exc:
         return failure_report(args, exc)
-    print_plan(args, outcome)
-    return 0
+    if waited is None:
+        print_plan(args, outcome)
+        return 0
+    if not args.dry_run:
+        _record(directory(args), degraded)
+    partial = bool(waited.missing)
+    if args.json:
+        output.dump_json({**outcome.to_dict(), "complete": not partial, "devices": waited.to_dict(),
+                          **degraded.to_dict()})
+    else:
+        print_plan(args, outcome)
+        _report(waited, degraded)
+    return devwait.EXIT_PARTIAL if partial else 0
+
+
+def _wait_and_degrade(args, desired, progress):
+    items = devwait.needs(desired)
+    probe = devwait.Probe(args.root)
+    if items:
+        progress(f"waiting up to {args.wait_devices:g} s for {len(items)} device(s), provider(s) "
+                 f"and address(es)")
+    waited = devwait.wait(items, args.wait_devices, probe, progress)
+    live = None
+    if waited.missing:
+        from nvmet_p2p.configfs import Configfs, read_state
+        cfs = Configfs(args.root)
+        live = read_state(cfs) if cfs.present() else None
+    return waited, devwait.degrade(desired, waited.missing, live, args.without_provider)
+
+
+def _record(directory: str, degraded: devwait.Degraded) -> None:
+    """Replace restore's previous entries in the state directory with this run's."""
+    now = time.time()
+    DegradedStore(directory).update(
+        put=[Entry(obj, kind, now, what, "restore", facts) for obj, kind, what, facts in degraded.held],
+        drop_source="restore")
+
+
+def _report(waited: devwait.WaitResult, degraded: devwait.Degraded) -> None:
+    n = len(waited.needs)
+    if not waited.missing:
+        print(f"All {n} device(s), provider(s) and address(es) present "
+              f"(waited {waited.seconds:.1f} s); every namespace exported.")
+        return
+    print(f"PARTIAL RESTORE: {len(waited.missing)} of {n} still missing after "
+          f"{waited.seconds:.1f} s:", file=sys.stderr)
+    for m in waited.missing:
+        print(f"  missing {m.describe()}", file=sys.stderr)
+    for obj, _kind, what, _facts in degraded.held:
+        print(f"  {obj}: {what}", file=sys.stderr)
+    print("  (`nvmet-p2p restore` again, or `nvmet-p2p watch --policy reconcile`, completes it "
+          "when they appear)", file=sys.stderr)
