@@ -26,6 +26,11 @@ import pytest
 IN_LAB = os.environ.get("NVMET_P2P_LAB") == "1"
 LAB_TOPOLOGY = os.environ.get("NVMET_P2P_LAB_TOPOLOGY", "")
 DEFAULT_TOPOLOGY = "default"
+#: the wheel tests (tests/test_packaging.py: python -m build, a clean venv, pip install) take
+#: one to two minutes: tools/lab/check (and so .ci/run) runs them, a bare pytest skips them
+PACKAGING = os.environ.get("NVMET_P2P_PACKAGING_TESTS") == "1"
+PACKAGING_SKIP_REASON = ("packaging test (wheel build + clean venv, 1-2 min): tools/lab/check runs it; "
+                         "set NVMET_P2P_PACKAGING_TESTS=1 to run it here")
 LAB_SKIP_REASON = ("lab test: needs the real Linux kernel of the QEMU lab; run the lab tier with "
                    "`tools/lab/run --topology <name> -- python3 -m pytest -m lab` "
                    "(NVMET_P2P_LAB is not set here)")
@@ -36,6 +41,8 @@ def pytest_configure(config):
         "markers",
         "topology(*names): lab test meant for these lab topologies ('all' = every shipped "
         "topology); without it a lab test runs in the default topology")
+    config.addinivalue_line("markers", "packaging: builds and installs the wheel (slow; "
+                                       "NVMET_P2P_PACKAGING_TESTS=1)")
 
 
 def lab_topologies(item) -> list[str]:
@@ -49,6 +56,10 @@ def lab_topologies(item) -> list[str]:
 
 
 def pytest_collection_modifyitems(config, items):
+    if not PACKAGING:
+        for item in items:
+            if item.get_closest_marker("packaging") is not None:
+                item.add_marker(pytest.mark.skip(reason=PACKAGING_SKIP_REASON))
     lab_items = [it for it in items if it.get_closest_marker("lab") is not None]
     listing = os.environ.get("NVMET_P2P_LAB_LIST_TOPOLOGIES")
     if listing:

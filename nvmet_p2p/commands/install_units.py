@@ -1,0 +1,80 @@
+"""``nvmet-p2p install-units``: write the systemd units for this installation."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from nvmet_p2p import output, units
+from nvmet_p2p.apply import state_dir
+from nvmet_p2p.commands._target import add_state_dir, default_save_file
+from nvmet_p2p.errors import InputError, NvmetP2PError
+
+NAME = "install-units"
+ORDER = 46
+HELP = "install the systemd units (boot-time restore, hotplug watcher) for this installation"
+DESCRIPTION = (
+    "Write nvmet-p2p.service (restore --wait-devices at boot) and nvmet-p2p-watch.service "
+    "(watch) into the unit directory, with the absolute path of this nvmet-p2p, the saved "
+    "configuration file and the state directory filled in. Then: systemctl daemon-reload; "
+    "systemctl enable nvmet-p2p.service nvmet-p2p-watch.service. Stopping nvmet-p2p.service "
+    "leaves the target running unless --clear-on-stop.")
+
+
+def register(p) -> None:
+    p.add_argument("--dir", default=units.DEFAULT_UNIT_DIR, metavar="DIR",
+                   help=f"unit directory (default {units.DEFAULT_UNIT_DIR})")
+    p.add_argument("--print", dest="print_only", action="store_true",
+                   help="print the rendered units, write nothing")
+    p.add_argument("--bin", metavar="PATH", default=None,
+                   help="the nvmet-p2p executable the units run (default: this one)")
+    p.add_argument("--save-file", metavar="FILE", default=None,
+                   help="the configuration restored at boot (default /etc/nvmet/config.json "
+                        "or $NVMET_P2P_SAVE_FILE)")
+    p.add_argument("--clear-on-stop", action="store_true",
+                   help="`systemctl stop nvmet-p2p` removes the objects nvmet-p2p manages "
+                        "(default: stopping leaves the target running)")
+    add_state_dir(p)
+
+
+def run(args) -> int:
+    bin_path = os.path.abspath(args.bin) if args.bin else units.executable()
+    if not os.access(bin_path, os.X_OK):
+        raise InputError(f"{bin_path} is not an executable (--bin)")
+    save_file = os.path.abspath(args.save_file or default_save_file())
+    try:
+        rendered = units.render_all(bin_path=bin_path, save_file=save_file,
+                                    state_dir=os.path.abspath(state_dir(args.state_dir)),
+                                    clear_on_stop=args.clear_on_stop)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if args.print_only:
+        if args.json:
+            output.dump_json({"units": rendered})
+        else:
+            for name, text in rendered.items():
+                sys.stdout.write(f"# --- {name}\n{text}\n")
+        return 0
+    written = []
+    try:
+        os.makedirs(args.dir, exist_ok=True)
+        for name, text in rendered.items():
+            path = os.path.join(args.dir, name)
+            tmp = path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+            written.append(path)
+    except OSError as exc:
+        raise NvmetP2PError(f"cannot write the units into {args.dir}: {exc.strerror} "
+                            f"(run as root, or --dir)") from None
+    if args.json:
+        output.dump_json({"written": written, "executable": bin_path, "save_file": save_file})
+        return 0
+    for path in written:
+        print(f"wrote {path}")
+    print(f"restores {save_file} at boot with {bin_path}; next:\n"
+          f"  systemctl daemon-reload\n"
+          f"  systemctl enable nvmet-p2p.service nvmet-p2p-watch.service")
+    return 0
