@@ -197,6 +197,7 @@ class StatusReport:
     subsystems: list = field(default_factory=list)
     refusals: list = field(default_factory=list)     # enable-time refusals from the log
     notes: list = field(default_factory=list)
+    degraded_ports: list = field(default_factory=list)   # ports the watcher saw lose their NIC/address
     sampling: dict | None = None
 
     def verdicts(self) -> list[ev.Verdict]:
@@ -212,17 +213,18 @@ class StatusReport:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kernel": self.kernel,
                 "time": self.time, "log": self.log, "debugfs": self.debugfs,
                 "sampling": self.sampling, "providers": self.providers, "subsystems": subs,
-                "refusals": self.refusals, "notes": self.notes}
+                "refusals": self.refusals, "notes": self.notes, "degraded_ports": self.degraded_ports}
 
 
 def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
              debugfs: dict | None = None, pools: dict[str, ev.PoolStats] | None = None,
              io_during_sampling: bool = False, only: set[str] | None = None,
              hints: list[HostControllerHint] | None = None, kernel: str | None = None,
-             log_info: dict | None = None, dev_names: dict[str, str] | None = None
-             ) -> StatusReport:
+             log_info: dict | None = None, dev_names: dict[str, str] | None = None,
+             degraded: dict | None = None) -> StatusReport:
     """Pure: configfs state + inventory + log events (+ pools) -> report with verdicts.
-    ``dev_names``: ``device_path`` -> block device name for paths that are links."""
+    ``dev_names``: ``device_path`` -> block device name for paths that are links;
+    ``degraded``: the state directory's record of what was lost (:mod:`nvmet_p2p.degraded`)."""
     rep = StatusReport(kernel=kernel or inv.system.kernel_release, time=time.time(),
                        log=dict(log_info or {}), debugfs=debugfs is not None)
     ctrls = ev.correlate(events)
@@ -295,6 +297,7 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
             ns_rows.append({"nsid": nsid, "enabled": ns.enable, "device_path": dev, "p2pmem": p2p,
                             "mode": "off" if p2p in ("0", "") else ("auto" if p2p == "1" else "pinned"),
                             "backing_pci": backing_pci(dev, inv, dev_names), "provider": prov,
+                            "degraded": _degraded_rows(f"namespace {nqn}/{nsid}", p2p, inv, degraded),
                             "_verdicts": verdicts})
         rep.subsystems.append({
             "nqn": nqn,
@@ -314,6 +317,20 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
         rep.notes.append("the kernel log no longer reaches back to boot: controllers created "
                          "earlier are missing from it")
     return rep
+
+
+def _degraded_rows(obj: str, p2p: str, inv: Inventory, degraded: dict | None) -> list[dict]:
+    """What the record says this object lost, plus what the kernel's tree shows even without
+    it: a pinned provider that is not on the bus (the kernel serves from host memory)."""
+    from nvmet_p2p.degraded import for_object
+    rows = [e.to_dict() for e in for_object(degraded or {}, obj)]
+    pinned = p2p not in ("0", "1", "")
+    if pinned and inv.pci and p2p not in inv.pci and not any(r["kind"] == "offload-lost" for r in rows):
+        rows.append({"object": obj, "kind": "offload-lost", "since": None, "since_text": "unknown",
+                     "detail": f"provider {p2p} is not on the PCI bus: the kernel keeps the namespace "
+                               f"enabled and serves it from host memory", "source": "status",
+                     "provider": p2p})
+    return rows
 
 
 def _svc(state: TargetState, portid: int) -> str:
@@ -408,9 +425,16 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
             name = block_device_name(root, path)
             if name:
                 dev_names[path] = name
+    from nvmet_p2p.apply import state_dir as _state_dir
+    from nvmet_p2p.degraded import DegradedStore
+    store = DegradedStore(_state_dir(state_dir))
+    degraded = store.load()
+    if store.warning:
+        notes.append(store.warning)
     rep = assemble(state, inv, events, debugfs=read_debugfs_controllers(root), pools=pools,
                    io_during_sampling=io_during_sampling, only=only, hints=hints,
-                   kernel=kernel, log_info=info, dev_names=dev_names)
+                   kernel=kernel, log_info=info, dev_names=dev_names, degraded=degraded)
+    rep.degraded_ports = [e.to_dict() for (o, _k), e in sorted(degraded.items()) if o.startswith("port ")]
     rep.sampling = sampling
     rep.notes = notes + rep.notes
     if not os.path.isdir(os.path.join(root, NVMET)):
@@ -509,6 +533,10 @@ def _render_verdicts(s: dict) -> list[str]:
     return out
 
 
+_DEGRADED_TITLE = {"offload-lost": "OFFLOAD LOST", "backing-lost": "BACKING DEVICE LOST",
+                   "held-back": "HELD BACK", "port-lost": "PORT LOST ITS NIC/ADDRESS"}
+
+
 def render(rep: StatusReport) -> str:
     from nvmet_p2p.output import table
     out = [f"note: {n}" for n in rep.notes]
@@ -526,7 +554,14 @@ def render(rep: StatusReport) -> str:
             rows.append([n["nsid"], "yes" if n["enabled"] else "no", n["device_path"], n["p2pmem"],
                          f"{_mib(prov['available'])} of {_mib(prov['size'])}" if prov else "-"])
         out.append(table(["nsid", "enabled", "device", "p2pmem", "provider available"], rows))
+        for n in s["namespaces"]:
+            for e in n.get("degraded", []):
+                out.append(f"  nsid {n['nsid']}: {_DEGRADED_TITLE.get(e['kind'], e['kind'])} since "
+                           f"{e['since_text']}: {e['detail']}")
         out += _render_verdicts(s)
+    for e in rep.degraded_ports:
+        out.append(f"{e['object']}: {_DEGRADED_TITLE.get(e['kind'], e['kind'])} since {e['since_text']}: "
+                   f"{e['detail']}")
     if rep.refusals:
         out.append("")
         out.append("kernel refusals at namespace enable:")

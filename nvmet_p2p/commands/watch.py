@@ -1,0 +1,73 @@
+"""``nvmet-p2p watch``: react to hotplug of NVMe drives, p2pmem providers and RDMA NICs."""
+
+from __future__ import annotations
+
+import os
+
+from nvmet_p2p import hotplug
+from nvmet_p2p.commands._target import add_state_dir, directory
+from nvmet_p2p.errors import InputError, NvmetP2PError
+
+NAME = "watch"
+ORDER = 62
+HELP = "watch hotplug (udev) and keep the target's namespaces, providers and ports honest"
+DESCRIPTION = (
+    "Listen to udev for pci, nvme, block, infiniband and net events (and to address changes), "
+    "debounce each burst, and log one structured line per decision: a p2pmem provider removed "
+    "(the kernel silently serves its namespaces from host memory), a backing drive removed "
+    "(the kernel does not notice), a device back, an RDMA device or address gone. With "
+    "--policy reconcile the namespaces concerned -- and only those -- are re-placed, disabled, "
+    "re-enabled or have p2pmem rewritten, through the same plan/apply path and lock as "
+    "`apply`. What was lost is recorded in the state directory; `status` shows it.")
+
+
+def register(p) -> None:
+    p.add_argument("file", nargs="?", default=None,
+                   help="the saved configuration (default /etc/nvmet/config.json or "
+                        "$NVMET_P2P_SAVE_FILE); namespaces held back at restore are enabled "
+                        "from it when their device appears")
+    p.add_argument("--policy", choices=hotplug.POLICIES, default="report",
+                   help="report (default): log and record only; reconcile: also write configfs")
+    p.add_argument("--profile", metavar="PROFILE", default=None,
+                   help="re-place namespaces that lost their provider with this profile's "
+                        "placement (default: the nearest other provider the kernel accepts)")
+    p.add_argument("--debounce", type=float, default=0.5, metavar="SECONDS",
+                   help="a burst ends when the events have been quiet this long (default 0.5)")
+    p.add_argument("--source", choices=("auto", "udev", "kernel"), default="auto",
+                   help="udev (events after udev rules, with by-id links) or the kernel's raw "
+                        "uevents (no udevd needed); auto: udev when udevd runs")
+    p.add_argument("--all", dest="all_subsystems", action="store_true",
+                   help="watch every subsystem, not only the ones nvmet-p2p manages")
+    p.add_argument("--exit-after", type=int, default=None, metavar="N",
+                   help=argparse_suppress())
+    add_state_dir(p)
+
+
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def run(args) -> int:
+    from nvmet_p2p import watch
+    if not 0 < args.debounce <= 30:
+        raise InputError("--debounce must be between 0 and 30 seconds")
+    if args.profile:
+        from nvmet_p2p import profile
+        profile.load(args.profile)          # a broken profile is an error now, not at the event
+    if os.path.realpath(args.root) != "/":
+        raise InputError("watch needs the live system (--root /): udev events come from this kernel")
+    opts = watch.Options(root=args.root, state_dir=directory(args), policy=args.policy,
+                         debounce=args.debounce, profile=args.profile, kernel=args.kernel,
+                         all_subsystems=args.all_subsystems, exit_after=args.exit_after)
+    try:
+        sources = [watch.UdevSource(args.source)]
+    except Exception as exc:
+        raise NvmetP2PError(f"cannot listen to udev events: {exc} (root needed; libudev.so.1)") from None
+    try:
+        sources.append(watch.AddressSource())
+    except Exception as exc:
+        print(f"nvmet-p2p watch: warning: address changes not watched: {exc}")
+    w = watch.Watcher(opts, sources, watch.Log(as_json=args.json))
+    watch.install_signal_handlers(w)
+    return w.run()

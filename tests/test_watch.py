@@ -1,0 +1,276 @@
+"""nvmet-p2p watch on a synthetic machine (tests/sysfsfixture.py) and the fake configfs
+(tests/fakenvmet.py): a burst of uevents -> one decision line each -> the namespaces
+concerned, and only those, written through apply.reconcile. The real kernel and real udev
+events: tests/lab/test_lab_hotplug.py."""
+
+import io
+import json
+import os
+import socket
+
+import pytest
+
+import fakenvmet
+from fakenvmet import FakeNvmet
+from nvmet_p2p import hotplug as hp
+from nvmet_p2p import status as st
+from nvmet_p2p import statefile, watch
+from nvmet_p2p.apply import reconcile
+from nvmet_p2p.configfs import read_state
+from nvmet_p2p.degraded import DegradedStore
+from nvmet_p2p.inventory import read_inventory
+from sysfsfixture import q35_lab
+
+NQN = "nqn.2026-12.io.lab:w"
+A, B, C, P = "0000:03:00.0", "0000:04:00.0", "0000:05:00.0", "0000:06:00.0"
+DOC = {"hosts": [], "subsystems": [{"nqn": NQN, "attr": {"allow_any_host": "1"}, "namespaces": [
+    {"nsid": 1, "enable": 1, "device": {"path": "/dev/nvme2n1"}, "p2pmem": A},
+    {"nsid": 2, "enable": 1, "device": {"path": "/dev/nvme1n1"}, "p2pmem": B},
+    {"nsid": 3, "enable": 1, "device": {"path": "/dev/nvme3n1"}, "p2pmem": "0"}]}],
+    "ports": [{"portid": 1, "addr": {"trtype": "rdma", "adrfam": "ipv4", "traddr": "10.77.0.1",
+                                      "trsvcid": "4420"}, "subsystems": [NQN]}]}
+
+
+class Recorder(FakeNvmet):
+    """The fake configfs, remembering every write (path, value) in order."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.log = []
+
+    def write(self, rel, value):
+        self.log.append((rel.split("/namespaces/")[-1], value.strip()))
+        return super().write(rel, value)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    m = q35_lab(root, rxe=True, rxe_name="rxe0")
+    (root / "dev").mkdir()
+    for i in range(4):
+        (root / f"dev/nvme{i}n1").write_text("")        # devtmpfs nodes (a re-enable opens them)
+    cfs = Recorder(str(tmp_path / "cfs"))
+    sd = str(tmp_path / "state")
+    monkeypatch.setattr(fakenvmet, "P2P_PROVIDERS", set(fakenvmet.P2P_PROVIDERS))
+    monkeypatch.setattr(fakenvmet, "DEVICES", dict(fakenvmet.DEVICES))
+    reconcile(str(root), statefile.parse(DOC), sd, cfs=cfs)
+    cfs.log.clear()
+    out = io.StringIO()
+
+    def make(policy="reconcile"):
+        w = watch.Watcher(watch.Options(root=str(root), state_dir=sd, policy=policy), [],
+                          watch.Log(stream=out), cfs=cfs)
+        w.refresh()
+        return w
+    return m, cfs, sd, make, out
+
+
+def unplug(m, bdf, ctrl):
+    del m.pcis[bdf]
+    del m.nvmes[ctrl]
+    m.write()
+    fakenvmet.P2P_PROVIDERS.discard(bdf)
+    fakenvmet.DEVICES.pop(f"/dev/{ctrl}n1", None)
+    (m.root / f"dev/{ctrl}n1").unlink()
+
+
+def plug(m, bdf, ctrl, serial, parent, cmb=True):
+    m.nvme(bdf, parent=parent, ctrl=ctrl, serial=serial, cmb_mb=64 if cmb else None)
+    m.write()
+    if cmb:
+        fakenvmet.P2P_PROVIDERS.add(bdf)
+    fakenvmet.DEVICES[f"/dev/{ctrl}n1"] = bdf
+    (m.root / f"dev/{ctrl}n1").write_text("")
+
+
+def removal(bdf, block, t=100.0):
+    return [hp.Event("remove", "block", block, {"DEVNAME": f"/dev/{block}", "DEVTYPE": "disk"}, t),
+            hp.Event("unbind", "pci", bdf, {"PCI_SLOT_NAME": bdf}, t + 0.1),
+            hp.Event("remove", "pci", bdf, {"PCI_SLOT_NAME": bdf}, t + 0.12)]
+
+
+def arrival(bdf, block, t=200.0):
+    return [hp.Event("add", "pci", bdf, {"PCI_SLOT_NAME": bdf}, t),
+            hp.Event("add", "block", block, {"DEVNAME": f"/dev/{block}", "DEVTYPE": "disk"}, t + 0.5),
+            hp.Event("bind", "pci", bdf, {"PCI_SLOT_NAME": bdf, "DRIVER": "nvme"}, t + 0.6)]
+
+
+def lines(out):
+    return [dict(kv.split("=", 1) for kv in _split(ln)) for ln in out.getvalue().splitlines()]
+
+
+def _split(line):
+    import shlex
+    return shlex.split(line)
+
+
+def test_facts_know_block_wwid_serial_and_ports(env):
+    _m, _cfs, _sd, make, _out = env
+    f = make().facts
+    n = f.namespaces[f"{NQN}/1"]
+    assert (n.block, n.serial, n.backing_pci, n.provider, n.ports) == ("nvme2n1", "cmbC", C, A, (1,))
+    assert n.wwid.startswith("nvme.1b36-") and f.ports[1].rdma == ("rxe0",)
+    assert f.providers == {A, B, C}
+
+
+def test_provider_removed_is_replaced_and_only_that_namespace_cycles(env):
+    m, cfs, sd, make, out = env
+    w = make()
+    unplug(m, A, "nvme0")
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert [(d.kind, d.action) for d in ds] == [("provider-lost", "reconciled")]
+    ns = read_state(cfs).subsystems[NQN].namespaces
+    assert ns[1].attrs["p2pmem"] == C and ns[1].enable            # nearest accepted: its own CMB
+    assert cfs.log == [("1/enable", "0"), ("1/p2pmem", C), ("1/enable", "1")]
+    line = lines(out)[-1]
+    assert line["decision"] == "provider-lost" and line["action"] == "reconciled"
+    assert line["namespaces"] == f"{NQN}/1" and int(line["writes"]) == 3
+    assert float(line["reaction_ms"]) > 0 and float(line["configfs_ms"]) >= 0
+    rec = DegradedStore(sd).load()
+    e = rec[(f"namespace {NQN}/1", "offload-lost")]
+    assert e.facts["provider"] == A and C in e.detail
+    # back: the configured provider is restored (p2pmem C -> A), the record cleared
+    plug(m, A, "nvme0", "cmbA", "0000:02:00.0")
+    cfs.log.clear()
+    ds = w.handle(arrival(A, "nvme0n1"))
+    assert [(d.kind, d.action) for d in ds] == [("provider-back", "reconciled")]
+    assert cfs.log == [("1/enable", "0"), ("1/p2pmem", A), ("1/enable", "1")]
+    assert DegradedStore(sd).load() == {}
+
+
+def test_provider_back_with_the_same_bdf_is_rewritten_disable_write_enable(env):
+    m, cfs, sd, make, out = env
+    for bdf in (B, C):
+        m.set_p2pmem(bdf, published=False)
+    m.write()
+    w = make()
+    unplug(m, A, "nvme0")
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert ds[0].action == "nothing to write" and cfs.log == []    # nothing else is accepted
+    assert "host memory" in DegradedStore(sd).load()[(f"namespace {NQN}/1", "offload-lost")].detail
+    plug(m, A, "nvme0", "cmbA", "0000:02:00.0")
+    ds = w.handle(arrival(A, "nvme0n1"))
+    assert ds[0].kind == "provider-back" and ds[0].action == "reconciled"
+    # p2pmem already reads A: only 0 -> A makes the kernel take the new device
+    assert cfs.log == [("1/enable", "0"), ("1/p2pmem", "0"), ("1/p2pmem", A), ("1/enable", "1")]
+
+
+def test_backing_removed_is_disabled_and_reenabled_when_the_same_drive_returns(env):
+    m, cfs, sd, make, out = env
+    w = make()
+    unplug(m, P, "nvme3")
+    ds = w.handle(removal(P, "nvme3n1"))
+    assert [(d.kind, d.action) for d in ds] == [("backing-lost", "reconciled")]
+    assert cfs.log == [("3/enable", "0")]
+    e = DegradedStore(sd).load()[(f"namespace {NQN}/3", "backing-lost")]
+    assert e.facts["serial"] == "plain" and e.facts["wwid"]
+    # another drive with another identity appears: nothing happens
+    plug(m, P, "nvme3", "stranger", "0000:00:05.0", cmb=False)
+    assert w.handle(arrival(P, "nvme3n1")) == [] and cfs.log == [("3/enable", "0")]
+    unplug(m, P, "nvme3")
+    w.handle(removal(P, "nvme3n1"))
+    plug(m, P, "nvme3", "plain", "0000:00:05.0", cmb=False)
+    cfs.log.clear()
+    ds = w.handle(arrival(P, "nvme3n1"))
+    assert [(d.kind, d.action) for d in ds] == [("backing-back", "reconciled")]
+    assert cfs.log == [("3/enable", "1")]
+    assert DegradedStore(sd).load() == {}
+
+
+def test_report_policy_writes_nothing_and_status_shows_the_loss(env):
+    m, cfs, sd, make, out = env
+    w = make(policy="report")
+    unplug(m, A, "nvme0")
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert ds[0].action == "reported" and cfs.log == []
+    assert lines(out)[-1]["action"] == "reported"
+    rep = st.assemble(read_state(cfs), read_inventory(m.root), [], degraded=DegradedStore(sd).load())
+    n1 = rep.subsystems[0]["namespaces"][0]
+    assert [e["kind"] for e in n1["degraded"]] == ["offload-lost"]
+    text = st.render(rep)
+    assert f"nsid 1: OFFLOAD LOST since " in text and "removed" in text
+    assert "nsid 2: OFFLOAD LOST" not in text
+
+
+def test_status_names_a_pinned_provider_that_is_not_on_the_bus_without_a_record(env):
+    m, cfs, sd, make, _out = env
+    unplug(m, A, "nvme0")
+    rep = st.assemble(read_state(cfs), read_inventory(m.root), [], degraded={})
+    n1 = rep.subsystems[0]["namespaces"][0]
+    assert n1["degraded"][0]["source"] == "status" and "not on the PCI bus" in n1["degraded"][0]["detail"]
+
+
+def test_a_failed_reconcile_is_logged_and_rolled_back(env, monkeypatch):
+    m, cfs, sd, make, out = env
+    w = make()
+    unplug(m, A, "nvme0")
+    monkeypatch.setattr(fakenvmet, "SWITCH", {A, B})      # the fake now refuses C for nvme2n1
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert ds[0].action == "failed" and "EINVAL" in ds[0].result["error"]
+    # the rollback cannot write the removed BDF back (ENODEV, as the kernel): the namespace
+    # that served before serves again, from host memory, and the line says so
+    ns1 = read_state(cfs).subsystems[NQN].namespaces[1]
+    assert ns1.enable and ns1.attrs["p2pmem"] == "0"
+    last = out.getvalue().splitlines()[-1]
+    assert "error=" in last and "re-enabled with p2pmem 0 (host memory)" in last
+
+
+def test_logfmt_quotes_and_skips_empty():
+    assert watch.logfmt({"a": "x", "b": "two words", "c": None, "d": [1, 2], "e": 'q"'}) == \
+        'a=x b="two words" d=1,2 e="q\\""'
+
+
+def test_journal_lines_carry_a_priority(monkeypatch):
+    monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+    s = io.StringIO()
+    watch.Log(stream=s)({"decision": "backing-lost"}, 3)
+    assert s.getvalue() == "<3>decision=backing-lost\n"
+
+
+def test_sd_notify_sends_ready(tmp_path, monkeypatch):
+    path = str(tmp_path / "notify")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    watch.sd_notify("READY=1")
+    assert srv.recv(100) == b"READY=1"
+
+
+class QueueSource:
+    """An event source over a pipe: bursts are delivered as they would be by netlink."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        self.queue = []
+
+    def fileno(self):
+        return self.r
+
+    def push(self, events):
+        self.queue.extend(events)
+        os.write(self.w, b"x")
+
+    def read(self):
+        os.read(self.r, 100)
+        out, self.queue = self.queue, []
+        return out
+
+
+def test_run_debounces_a_burst_into_one_handling(env, monkeypatch):
+    m, cfs, sd, make, out = env
+    w = make()
+    src = QueueSource()
+    w.sources = [src]
+    w.o.exit_after = 1
+    w.o.debounce = 0.05
+    unplug(m, A, "nvme0")
+    import time
+    now = time.monotonic()
+    src.push([hp.Event(e.action, e.subsystem, e.name, e.props, now) for e in removal(A, "nvme0n1")])
+    seen = []
+    orig = w.handle
+    monkeypatch.setattr(w, "handle", lambda evs: seen.append(len(evs)) or orig(evs))
+    assert w.run() == 0
+    assert seen == [3]
+    assert json.dumps(lines(out)[0]).count("watching") == 1
