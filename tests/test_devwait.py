@@ -5,14 +5,14 @@ kernel (nvme driver loaded after the restore started) is tests/lab/test_lab_hotp
 import json
 import os
 
-import pytest
-
 import fakenvmet
+import pytest
 from fakenvmet import FakeNvmet
+from sysfsfixture import q35_lab
+
 from nvmet_p2p import cli, devwait, statefile
 from nvmet_p2p.configfs import read_state
 from nvmet_p2p.degraded import DegradedStore
-from sysfsfixture import q35_lab
 
 NQN = "nqn.2026-12.io.lab:boot"
 A, B = "0000:03:00.0", "0000:04:00.0"

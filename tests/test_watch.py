@@ -8,18 +8,18 @@ import json
 import os
 import socket
 
-import pytest
-
 import fakenvmet
+import pytest
 from fakenvmet import FakeNvmet
+from sysfsfixture import q35_lab
+
 from nvmet_p2p import hotplug as hp
-from nvmet_p2p import status as st
 from nvmet_p2p import statefile, watch
+from nvmet_p2p import status as st
 from nvmet_p2p.apply import reconcile
 from nvmet_p2p.configfs import read_state
 from nvmet_p2p.degraded import DegradedStore
 from nvmet_p2p.inventory import read_inventory
-from sysfsfixture import q35_lab
 
 NQN = "nqn.2026-12.io.lab:w"
 A, B, C, P = "0000:03:00.0", "0000:04:00.0", "0000:05:00.0", "0000:06:00.0"
@@ -189,7 +189,7 @@ def test_report_policy_writes_nothing_and_status_shows_the_loss(env):
     n1 = rep.subsystems[0]["namespaces"][0]
     assert [e["kind"] for e in n1["degraded"]] == ["offload-lost"]
     text = st.render(rep)
-    assert f"nsid 1: OFFLOAD LOST since " in text and "removed" in text
+    assert "nsid 1: OFFLOAD LOST since " in text and "removed" in text
     assert "nsid 2: OFFLOAD LOST" not in text
 
 
