@@ -12,6 +12,8 @@ One entry per (object, kind); objects are named like the plan names them (``name
 
 * ``offload-lost``: the namespace's provider is gone (or came back as a new device the
   namespace does not use yet); ``provider`` = the BDF;
+* ``re-placed``: the provider is gone and the watcher moved the namespace to ``now`` until
+  it returns;
 * ``backing-lost``: the block device behind the namespace is gone; ``device`` (kernel name),
   ``wwid`` and ``serial`` identify it when it returns;
 * ``held-back``: restore could not export it (a device, provider or address was missing);
@@ -31,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 FILE = "degraded.json"
-KINDS = ("offload-lost", "backing-lost", "held-back", "port-lost")
+KINDS = ("offload-lost", "re-placed", "backing-lost", "held-back", "port-lost")
 
 
 @dataclass

@@ -235,10 +235,13 @@ def _returned_providers(events, facts, lost, published, first) -> list[Decision]
         nss = set()
         for key, rec in lost.items():
             kind, _, obj = key.partition(" ")
-            if kind in ("offload-lost", "held-back") and rec.get("provider") == bdf and \
+            if kind in ("offload-lost", "re-placed", "held-back") and rec.get("provider") == bdf and \
                     obj.startswith("namespace ") and not (kind == "held-back" and rec.get("device_path")):
                 nss.add(obj[len("namespace "):])
-        nss |= set(_ns_on(facts, lambda n: n.provider == bdf))
+        if bdf not in facts.providers:
+            # seen absent before this burst (removed while nobody recorded it): its namespaces
+            # hold the dead device too; once published again, a later burst leaves them alone
+            nss |= set(_ns_on(facts, lambda n: n.provider == bdf))
         if not nss:
             continue
         t = first.get(("pci", "bind", bdf)) or first.get(("pci", "add", bdf), 0.0)

@@ -533,7 +533,7 @@ def _render_verdicts(s: dict) -> list[str]:
     return out
 
 
-_DEGRADED_TITLE = {"offload-lost": "OFFLOAD LOST", "backing-lost": "BACKING DEVICE LOST",
+_DEGRADED_TITLE = {"offload-lost": "OFFLOAD LOST", "re-placed": "RE-PLACED", "backing-lost": "BACKING DEVICE LOST",
                    "held-back": "HELD BACK", "port-lost": "PORT LOST ITS NIC/ADDRESS"}
 
 

@@ -80,29 +80,61 @@ class UdevSource:
 
 
 class AddressSource:
-    """IPv4/IPv6 address additions and removals (rtnetlink groups IFADDR) as events."""
+    """IPv4/IPv6 address additions and removals as events, from an rtnetlink socket bound to
+    the IFADDR groups (stdlib only: a plain non-blocking socket the select loop can own)."""
+
+    RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x10, 0x100
+    RTM_NEWADDR, RTM_DELADDR = 20, 21
+    IFA_ADDRESS, IFA_LOCAL = 1, 2
+    source = "rtnetlink"
 
     def __init__(self):
-        from pyroute2 import IPRoute
-        from pyroute2.netlink import rtnl
-        self.ipr = IPRoute()
-        self.ipr.bind(groups=rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR)
-        self.names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()}
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.bind((0, self.RTMGRP_IPV4_IFADDR | self.RTMGRP_IPV6_IFADDR))
+        self.sock.setblocking(False)
 
     def fileno(self) -> int:
-        return self.ipr.fileno()
+        return self.sock.fileno()
 
     def read(self) -> list[hp.Event]:
         out = []
-        now = time.monotonic()
-        for msg in self.ipr.get():
-            ev = msg.get("event")
-            if ev not in ("RTM_NEWADDR", "RTM_DELADDR"):
-                continue
-            ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-            name = self.names.get(msg["index"]) or str(msg["index"])
-            out.append(hp.Event("add" if ev == "RTM_NEWADDR" else "remove", "addr", name,
-                                {"ADDRESS": str(ip)}, now))
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return out
+            out += self.parse(data, time.monotonic())
+
+    @classmethod
+    def parse(cls, data: bytes, now: float) -> list[hp.Event]:
+        """nlmsghdr (len, type, flags, seq, pid) + ifaddrmsg (family, prefixlen, flags, scope,
+        index) + rtattrs; IFA_LOCAL (or IFA_ADDRESS) is the interface's own address."""
+        import struct
+        out = []
+        off = 0
+        while off + 16 <= len(data):
+            ln, typ = struct.unpack_from("=IH", data, off)
+            if ln < 16:
+                break
+            if typ in (cls.RTM_NEWADDR, cls.RTM_DELADDR) and ln >= 24:
+                fam, _plen, _fl, _scope, index = struct.unpack_from("=BBBBI", data, off + 16)
+                attrs, a = {}, off + 24
+                while a + 4 <= off + ln:
+                    alen, atype = struct.unpack_from("=HH", data, a)
+                    if alen < 4:
+                        break
+                    attrs[atype] = data[a + 4:a + alen]
+                    a += (alen + 3) & ~3
+                raw = attrs.get(cls.IFA_LOCAL) or attrs.get(cls.IFA_ADDRESS)
+                if raw:
+                    ip = socket.inet_ntop(socket.AF_INET6 if fam == socket.AF_INET6 else socket.AF_INET, raw)
+                    try:
+                        name = socket.if_indextoname(index)
+                    except OSError:
+                        name = str(index)
+                    out.append(hp.Event("add" if typ == cls.RTM_NEWADDR else "remove", "addr", name,
+                                        {"ADDRESS": ip}, now))
+            off += (ln + 3) & ~3
         return out
 
 
@@ -247,6 +279,7 @@ class Options:
     kernel: str | None = None
     all_subsystems: bool = False
     exit_after: int | None = None       # stop after this many bursts with decisions (tests)
+    verbose: bool = False               # one debug line per event received
 
 
 @dataclass
@@ -264,6 +297,7 @@ class Watcher:
         self.cfs = cfs
         self.store = DegradedStore(opts.state_dir)
         self.facts = hp.Facts()
+        self.inventory = None
         self.stopping = False
         self.bursts_decided = 0
         self._wake = _Wake()
@@ -282,8 +316,12 @@ class Watcher:
         return managed_subsystems(self.o.state_dir)
 
     def refresh(self) -> None:
+        """Read the target and the machine (between bursts, so that a re-placement at the next
+        event needs no read of the whole machine: under the lab's TCG that takes seconds)."""
         from nvmet_p2p.configfs import read_state
-        self.facts = read_facts(self.o.root, read_state(self._cfs()), self._managed())
+        from nvmet_p2p.inventory import read_inventory
+        self.inventory = read_inventory(self.o.root)
+        self.facts = read_facts(self.o.root, read_state(self._cfs()), self._managed(), self.inventory)
 
     def lost(self) -> dict[str, dict]:
         return {f"{e.kind} {e.object}": {**e.facts, "since": e.since}
@@ -291,6 +329,7 @@ class Watcher:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
+        _warm_up(self.o.profile is not None)
         self.refresh()
         self.log({"msg": "watching", "policy": self.o.policy,
                   "sources": [getattr(s, "source", type(s).__name__) for s in self.sources],
@@ -311,6 +350,9 @@ class Watcher:
                 if src is self._wake:
                     continue
                 for e in src.read():
+                    if self.o.verbose:
+                        self.log({"event": e.action, "subsystem": e.subsystem, "name": e.name,
+                                  **{k.lower(): v for k, v in e.to_dict()["props"].items()}}, 7)
                     if not burst.events:
                         burst.first = e.received
                     burst.events.append(e)
@@ -372,9 +414,14 @@ class Watcher:
                 obj = f"namespace {k}"
                 if d.kind == "provider-lost":
                     where = d.result.get("replaced", {}).get(k)
-                    detail = (f"provider {d.subject} removed; re-placed on {where}" if where else
-                              f"provider {d.subject} removed; the namespace serves from host memory")
-                    put.append(Entry(obj, "offload-lost", now, detail, "watch", {"provider": d.subject}))
+                    if where and where != "0":
+                        put.append(Entry(obj, "re-placed", now, f"provider {d.subject} removed; "
+                                         f"p2pmem {where} until it returns", "watch",
+                                         {"provider": d.subject, "now": where}))
+                    else:
+                        put.append(Entry(obj, "offload-lost", now, f"provider {d.subject} removed; the "
+                                         f"namespace serves from host memory", "watch",
+                                         {"provider": d.subject}))
                 elif d.kind == "backing-lost":
                     put.append(Entry(obj, "backing-lost", now, f"block device {d.subject} removed",
                                      "watch", {k2: v for k2, v in d.facts.items() if v}))
@@ -383,6 +430,7 @@ class Watcher:
                     drop.append((obj, "held-back"))
                 elif d.kind == "provider-back" and d.action == "reconciled":
                     drop.append((obj, "offload-lost"))
+                    drop.append((obj, "re-placed"))
                 elif d.kind == "provider-back":
                     put.append(Entry(obj, "offload-lost", now,
                                      f"provider {d.subject} is back as a new PCI device, but the "
@@ -401,13 +449,11 @@ class Watcher:
     # -- reconcile ----------------------------------------------------------------------------
     def _reconcile(self, decisions: list[hp.Decision], lost: dict[str, dict],
                    published: set[str]) -> None:
-        from nvmet_p2p.inventory import read_inventory
-        inv_cache = {}
-
-        def inv():          # only a re-placement needs the whole machine (distance rules)
-            if "inv" not in inv_cache:
-                inv_cache["inv"] = read_inventory(self.o.root)
-            return inv_cache["inv"]
+        def inv():          # as read before the burst; the removed devices are excluded by name
+            if self.inventory is None:
+                from nvmet_p2p.inventory import read_inventory
+                self.inventory = read_inventory(self.o.root)
+            return self.inventory
 
         targets = hp.remedies(decisions, self.facts, lost,
                               lambda n, gone: self.choose_provider(inv(), n, gone), published)
@@ -581,6 +627,18 @@ class Watcher:
             path = x.device_path or self.facts.namespaces[k].device_path
             while probe.block_device(path) is None and time.monotonic() < deadline:
                 time.sleep(0.05)
+
+
+def _warm_up(profile: bool) -> None:
+    """Import what a reaction needs now, not at the first event (under the lab's TCG an
+    import of the distance rules took seconds of the first reaction)."""
+    import nvmet_p2p.apply  # noqa: F401
+    import nvmet_p2p.devwait  # noqa: F401
+    import nvmet_p2p.distance  # noqa: F401
+    import nvmet_p2p.kmsg  # noqa: F401
+    import nvmet_p2p.plan  # noqa: F401
+    if profile:
+        import nvmet_p2p.placement  # noqa: F401
 
 
 class _Wake:

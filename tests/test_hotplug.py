@@ -63,8 +63,13 @@ def test_provider_back_needs_it_published_and_a_user():
     ev = [hp.Event("add", "pci", A, {"PCI_SLOT_NAME": A}, 1.0),
           hp.Event("bind", "pci", A, {"PCI_SLOT_NAME": A, "DRIVER": "nvme"}, 2.5)]
     assert hp.decide(ev, facts(), {}, published=set()) == []        # not published (yet)
-    ds = hp.decide(ev, facts(), {}, published={A})
+    # published before the burst and nothing recorded: these namespaces use the live device
+    assert hp.decide(ev, facts(), {}, published={A}) == []
+    f = facts()
+    f.providers.discard(A)                                           # absent when last read
+    ds = hp.decide(ev, f, {}, published={A})
     assert ds[0].kind == "provider-back" and ds[0].first_event == 2.5   # the bind, not the add
+    assert ds[0].namespaces == [f"{NQN}/1", f"{NQN}/3"]
     f = facts()
     f.namespaces[f"{NQN}/1"].p2pmem = B                               # re-placed earlier
     del f.namespaces[f"{NQN}/3"]

@@ -38,6 +38,8 @@ def register(p) -> None:
                         "uevents (no udevd needed); auto: udev when udevd runs")
     p.add_argument("--all", dest="all_subsystems", action="store_true",
                    help="watch every subsystem, not only the ones nvmet-p2p manages")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also log every event received (debug priority)")
     p.add_argument("--exit-after", type=int, default=None, metavar="N",
                    help=argparse_suppress())
     add_state_dir(p)
@@ -59,7 +61,8 @@ def run(args) -> int:
         raise InputError("watch needs the live system (--root /): udev events come from this kernel")
     opts = watch.Options(root=args.root, state_dir=directory(args), policy=args.policy,
                          debounce=args.debounce, profile=args.profile, kernel=args.kernel,
-                         all_subsystems=args.all_subsystems, exit_after=args.exit_after)
+                         all_subsystems=args.all_subsystems, exit_after=args.exit_after,
+                         verbose=args.verbose)
     try:
         sources = [watch.UdevSource(args.source)]
     except Exception as exc:
