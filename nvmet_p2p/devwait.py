@@ -103,20 +103,35 @@ def _wildcard(addr: str) -> bool:
 
 class Probe:
     """Is a :class:`Need` met on the machine below ``root``? ``addresses`` returns the set of
-    configured IP addresses (default: netlink on the live system, the snapshot's record
-    otherwise)."""
+    configured IP addresses (default: on the live system, whether the address can be bound --
+    what nvmet-tcp/rdma will do with it; below another root, the snapshot's record)."""
 
     def __init__(self, root: str = "/", addresses: Callable[[], set[str]] | None = None):
         from nvmet_p2p.inventory import SysRoot
         self.root = root
         self.fs = SysRoot(root)
-        self._addresses = addresses or self._read_addresses
+        self._addresses = addresses or (None if self.fs.live else self._read_addresses)
+
+    @staticmethod
+    def bindable(addr: str) -> bool:
+        """The kernel has ``addr`` on an interface: a socket can bind it (EADDRNOTAVAIL if not,
+        the -99 nvmet_tcp logs when a port is enabled too early)."""
+        import socket
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((str(ip), 0))
+                return True
+            except OSError:
+                return False
 
     def _read_addresses(self) -> set[str]:
         from nvmet_p2p import inventory
-        data = inventory.live_netlink() if self.fs.live else None
-        if data is None:
-            data = inventory.snapshot_netlink(inventory._Reader(self.fs)) or {}
+        data = inventory.snapshot_netlink(inventory._Reader(self.fs)) or {}
         out = set()
         for rec in data.values():
             for cidr in rec.get("addresses", []):
@@ -150,12 +165,11 @@ class Probe:
                 ok = self.block_device(n.what) is not None
             elif n.kind == "provider":
                 ok = self.provider_published(n.what)
+            elif self._addresses is None:
+                ok = self.bindable(n.what)
             else:
                 if addrs is None:
-                    try:
-                        addrs = self._addresses()
-                    except Exception:          # netlink unavailable: cannot tell, do not wait
-                        addrs = {x.what for x in items if x.kind == "address"}
+                    addrs = self._addresses()
                 ok = _canonical(n.what) in addrs
             if not ok:
                 out.append(n)

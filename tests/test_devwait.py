@@ -115,6 +115,11 @@ def test_probe_reads_sysfs_links_and_p2pmem(machine):
     assert [n.what for n in devwait.Probe(str(root), addresses=lambda: set()).missing(items)][-1] == "10.77.0.1"
 
 
+def test_bindable_is_the_kernels_own_answer():
+    assert devwait.Probe.bindable("127.0.0.1") and not devwait.Probe.bindable("192.0.2.77")
+    assert not devwait.Probe.bindable("not-an-ip")
+
+
 def _restore(tmp_path, root, cfs, monkeypatch, *extra):
     monkeypatch.setattr("nvmet_p2p.apply.open_configfs", lambda r, load_module=True: cfs)
     monkeypatch.setattr("nvmet_p2p.configfs.Configfs", lambda r: cfs)
