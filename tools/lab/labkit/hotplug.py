@@ -320,6 +320,7 @@ def wait_bound(serial: str, timeout: float = 30.0) -> dict:
         c = controller(serial)
         if c and c["namespaces"] and all(os.path.exists(d) for d in c["namespaces"]):
             c["seconds"] = round(time.monotonic() - t0, 3)
+            _settle(timeout)
             return c
         if time.monotonic() - t0 > timeout:
             raise HotplugError(f"{serial}: not bound with a namespace {timeout:.0f} s after device_add")
@@ -333,7 +334,14 @@ def wait_gone(serial: str, timeout: float = 10.0) -> None:
         if time.monotonic() - t0 > timeout:
             raise HotplugError(f"{serial}: still present {timeout:.0f} s after DEVICE_DELETED")
         time.sleep(0.05)
+    _settle(timeout)
 
+
+def _settle(timeout: float) -> None:
+    """When udevd runs, wait until it has handled the events (by-id links made or removed)."""
+    if os.path.exists("/run/udev/control"):
+        import subprocess
+        subprocess.run(["udevadm", "settle", f"--timeout={max(1, int(timeout))}"], timeout=timeout + 5)
 
 UDEVD = "/lib/systemd/systemd-udevd"
 
@@ -342,7 +350,7 @@ def start_udev(timeout: float = 60.0) -> bool:
     """Start udevd in the guest (the lab runs none) and replay the block/nvme ``add`` events
     so that ``/dev/disk/by-id`` exists; False when this host has no systemd-udevd."""
     import subprocess
-    if os.path.exists("/run/udev/control"):
+    if subprocess.run(["udevadm", "control", "--ping"], capture_output=True, timeout=timeout).returncode == 0:
         return True
     if not os.access(UDEVD, os.X_OK):
         return False
