@@ -20,10 +20,11 @@ def test_module_entry_point_runs():
 
 #: Every subcommand, exactly: a command added (or lost) must show up here, in --help and in
 #: the README's map of the commands.
-SUBCOMMANDS = {"apply", "bench", "clear", "distance", "doctor", "exporter", "metrics", "p2p-test",
-               "plan", "profile", "restore", "save", "shell", "snapshot", "status", "topology"}
+SUBCOMMANDS = {"apply", "bench", "clear", "distance", "doctor", "exporter", "install-units",
+               "metrics", "p2p-test", "plan", "profile", "restore", "save", "shell", "snapshot",
+               "status", "topology", "watch"}
 #: the commands that apply no kernel rules, so have no --kernel
-WITHOUT_KERNEL = {"bench", "clear", "save", "snapshot"}
+WITHOUT_KERNEL = {"bench", "clear", "install-units", "save", "snapshot"}
 
 
 def _subparsers():

@@ -12,6 +12,7 @@ from nvmet_p2p.errors import InputError, NvmetP2PError
 
 NAME = "install-units"
 ORDER = 46
+KERNEL_OPTION = False      # renders files; no kernel rules
 HELP = "install the systemd units (boot-time restore, hotplug watcher) for this installation"
 DESCRIPTION = (
     "Write nvmet-p2p.service (restore --wait-devices at boot) and nvmet-p2p-watch.service "
