@@ -258,39 +258,44 @@ def degrade(desired: st.TargetState, missing: list[Need], live: st.TargetState |
     gone_addr = {n.what for n in missing if n.kind == "address"}
     for nqn, sub in sorted(out.subsystems.items()):
         for nsid, ns in sorted(sub.namespaces.items()):
-            if not ns.enable:
-                continue
-            who = f"namespace {nqn}/{nsid}"
-            dev = ns.attrs.get("device_path", "")
-            p2p = ns.attrs.get("p2pmem", "").strip().lower()
-            if dev in gone_dev:
-                ns.enable = False
-                d.held.append((who, "held-back", f"created disabled: block device {dev} is missing",
-                               {"device_path": dev}))
-                if p2p in gone_prov:
-                    ns.attrs.pop("p2pmem")
-                    d.held.append((who, "offload-lost", f"p2pmem provider {p2p} is missing too",
-                                   {"provider": p2p}))
-            elif p2p in gone_prov and without_provider == "hold":
-                ns.enable = False
-                ns.attrs.pop("p2pmem")
-                d.held.append((who, "held-back", f"created disabled: p2pmem provider {p2p} is "
-                                                 f"missing", {"provider": p2p}))
-            elif p2p in gone_prov:
-                ns.attrs["p2pmem"] = "0"
-                d.held.append((who, "offload-lost", f"exported WITHOUT p2p memory (host memory): "
-                                                    f"provider {p2p} is missing", {"provider": p2p}))
+            if ns.enable:
+                _degrade_namespace(d, f"namespace {nqn}/{nsid}", ns, gone_dev, gone_prov, without_provider)
     for pid, port in sorted(out.ports.items()):
-        addr = port.attrs.get("addr_traddr", "").strip()
-        if addr not in gone_addr or not port.subsystems:
-            continue
-        live_links = set(live.ports[pid].subsystems) if live and pid in live.ports else set()
-        kept = [s for s in port.subsystems if s in live_links]
-        if len(kept) == len(port.subsystems):
-            continue
-        left = [s for s in port.subsystems if s not in live_links]
-        port.subsystems = kept
-        d.held.append((f"port {pid}", "port-lost", f"not linked to {', '.join(left)}: address "
-                                                   f"{addr} is not configured on any interface",
-                       {"address": addr, "subsystems": left}))
+        _degrade_port(d, pid, port, gone_addr, live)
     return d
+
+
+def _degrade_namespace(d: Degraded, who: str, ns: st.Namespace, gone_dev: set[str],
+                       gone_prov: set[str], without_provider: str) -> None:
+    dev = ns.attrs.get("device_path", "")
+    p2p = ns.attrs.get("p2pmem", "").strip().lower()
+    if dev in gone_dev:
+        ns.enable = False
+        d.held.append((who, "held-back", f"created disabled: block device {dev} is missing",
+                       {"device_path": dev}))
+        if p2p in gone_prov:
+            ns.attrs.pop("p2pmem")
+            d.held.append((who, "offload-lost", f"p2pmem provider {p2p} is missing too", {"provider": p2p}))
+    elif p2p in gone_prov and without_provider == "hold":
+        ns.enable = False
+        ns.attrs.pop("p2pmem")
+        d.held.append((who, "held-back", f"created disabled: p2pmem provider {p2p} is missing",
+                       {"provider": p2p}))
+    elif p2p in gone_prov:
+        ns.attrs["p2pmem"] = "0"
+        d.held.append((who, "offload-lost", f"exported WITHOUT p2p memory (host memory): provider "
+                                            f"{p2p} is missing", {"provider": p2p}))
+
+
+def _degrade_port(d: Degraded, pid: int, port: st.Port, gone_addr: set[str], live) -> None:
+    addr = port.attrs.get("addr_traddr", "").strip()
+    if addr not in gone_addr or not port.subsystems:
+        return
+    live_links = set(live.ports[pid].subsystems) if live and pid in live.ports else set()
+    left = [s for s in port.subsystems if s not in live_links]
+    if not left:
+        return
+    port.subsystems = [s for s in port.subsystems if s in live_links]
+    d.held.append((f"port {pid}", "port-lost", f"not linked to {', '.join(left)}: address {addr} is "
+                                               f"not configured on any interface",
+                   {"address": addr, "subsystems": left}))

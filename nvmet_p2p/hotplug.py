@@ -313,59 +313,77 @@ def remedies(decisions: list[Decision], facts: Facts, lost: dict[str, dict],
     from host memory). Only the namespaces the decisions name appear in the result.
     """
     t: dict[str, NsTarget] = {}
-
-    def get(k: str) -> NsTarget:
-        return t.setdefault(k, NsTarget(k))
-
-    lost_backing = {k for d in decisions if d.kind == "backing-lost" for k in d.namespaces}
-    gone = {d.subject for d in decisions if d.kind == "provider-lost"}
+    ctx = _Ctx(lost, choose_provider, published,
+               lost_backing={k for d in decisions if d.kind == "backing-lost" for k in d.namespaces},
+               gone={d.subject for d in decisions if d.kind == "provider-lost"})
     for d in decisions:
+        fn = _REMEDY.get(d.kind)
         for k in d.namespaces:
             n = facts.namespaces.get(k)
-            if n is None:
-                continue
-            if d.kind == "backing-lost":
-                x = get(k)
-                x.enable = False
-                x.why.append(f"disabled: its block device {d.subject} is gone (hosts get "
-                             f"namespace-not-ready instead of I/O errors)")
-            elif d.kind == "provider-lost" and k not in lost_backing:
-                choice, why = choose_provider(n, gone)
-                if choice is not None:
-                    x = get(k)
-                    x.p2pmem = choice
-                    x.why.append(why)
-            elif d.kind == "backing-back":
-                x = get(k)
-                x.enable = True
-                path = _returning_path(n, d)
-                if path != n.device_path:
-                    x.device_path = path
-                    x.why.append(f"device_path {n.device_path} -> {path} (the drive came back "
-                                 f"under a new name)")
-                x.why.append(f"re-enabled: block device {d.subject} (same wwid) is back")
-                prov = n.provider
-                if prov and (prov not in published or f"offload-lost namespace {k}" in lost):
-                    x.rewrite_p2pmem = prov in published
-                    if prov not in published:
-                        choice, why = choose_provider(n, {prov})
-                        x.p2pmem = choice if choice is not None else "0"
-                        x.why.append(why if choice is not None else
-                                     f"p2pmem 0: provider {prov} is gone and nothing else is accepted")
-            elif d.kind == "provider-back":
-                x = get(k)
-                held = lost.get(f"held-back namespace {k}", {})
-                if held.get("provider") == d.subject and not held.get("device_path"):
-                    x.enable = True
-                    x.why.append(f"enabled: it was held back until provider {d.subject} appeared")
-                if n.p2pmem == d.subject:
-                    x.rewrite_p2pmem = True
-                    x.why.append(f"p2pmem {d.subject} rewritten (disable, write, enable): the "
-                                 f"namespace held the removed device")
-                else:
-                    x.p2pmem = d.subject
-                    x.why.append(f"p2pmem {n.p2pmem} -> {d.subject}: the configured provider is back")
-    return t
+            if fn is not None and n is not None:
+                fn(t.setdefault(k, NsTarget(k)), n, d, ctx)
+    return {k: x for k, x in t.items() if x.why}
+
+
+@dataclass
+class _Ctx:
+    lost: dict
+    choose_provider: object
+    published: set
+    lost_backing: set
+    gone: set
+
+
+def _backing_lost(x: NsTarget, n: NsFacts, d: Decision, c: _Ctx) -> None:
+    x.enable = False
+    x.why.append(f"disabled: its block device {d.subject} is gone (hosts get namespace-not-ready "
+                 f"instead of I/O errors)")
+
+
+def _provider_lost(x: NsTarget, n: NsFacts, d: Decision, c: _Ctx) -> None:
+    if n.key in c.lost_backing:
+        return                          # its own drive went with it: disabled, nothing to place
+    choice, why = c.choose_provider(n, c.gone)
+    if choice is not None:
+        x.p2pmem = choice
+        x.why.append(why)
+
+
+def _backing_back(x: NsTarget, n: NsFacts, d: Decision, c: _Ctx) -> None:
+    x.enable = True
+    path = _returning_path(n, d)
+    if path != n.device_path:
+        x.device_path = path
+        x.why.append(f"device_path {n.device_path} -> {path} (the drive came back under a new name)")
+    x.why.append(f"re-enabled: block device {d.subject} (same wwid) is back")
+    prov = n.provider
+    if not prov or (prov in c.published and f"offload-lost namespace {n.key}" not in c.lost):
+        return
+    if prov in c.published:
+        x.rewrite_p2pmem = True         # it came back with the drive: a new device, same BDF
+        return
+    choice, why = c.choose_provider(n, {prov})
+    x.p2pmem = choice if choice is not None else "0"
+    x.why.append(why if choice is not None else
+                 f"p2pmem 0: provider {prov} is gone and nothing else is accepted")
+
+
+def _provider_back(x: NsTarget, n: NsFacts, d: Decision, c: _Ctx) -> None:
+    held = c.lost.get(f"held-back namespace {n.key}", {})
+    if held.get("provider") == d.subject and not held.get("device_path"):
+        x.enable = True
+        x.why.append(f"enabled: it was held back until provider {d.subject} appeared")
+    if n.p2pmem == d.subject:
+        x.rewrite_p2pmem = True
+        x.why.append(f"p2pmem {d.subject} rewritten (disable, write, enable): the namespace held "
+                     f"the removed device")
+    else:
+        x.p2pmem = d.subject
+        x.why.append(f"p2pmem {n.p2pmem} -> {d.subject}: the configured provider is back")
+
+
+_REMEDY = {"backing-lost": _backing_lost, "provider-lost": _provider_lost,
+           "backing-back": _backing_back, "provider-back": _provider_back}
 
 
 def _returning_path(n: NsFacts, d: Decision) -> str:

@@ -550,7 +550,11 @@ class Watcher:
 
     def apply_targets(self, targets: dict[str, hp.NsTarget]) -> dict:
         """At most two reconciles: first the namespaces holding a dead provider get p2pmem 0
-        (disabled), then every target's end state. Returns timings and writes."""
+        (disabled), then every target's end state. Returns timings and writes.
+
+        The first step also runs before moving a namespace off a provider that is gone: the
+        second step's undo then writes ``0`` back, never the removed BDF (ENODEV: a rollback
+        that cannot finish leaves the apply journal pending and blocks every later apply)."""
         from nvmet_p2p.apply import ApplyFailed, ManagedStore, reconcile
         from nvmet_p2p.configfs import read_state
         from nvmet_p2p.errors import NvmetP2PError
@@ -559,7 +563,7 @@ class Watcher:
         live = read_state(cfs)
         self._wait_paths(targets)
         step1 = {k: st.Namespace(self.facts.namespaces[k].nsid, False, {"p2pmem": "0"})
-                 for k, x in targets.items() if x.rewrite_p2pmem}
+                 for k, x in targets.items() if x.rewrite_p2pmem or self._leaves_dead(k, x)}
         step2 = {}
         for k, x in targets.items():
             n = self.facts.namespaces[k]
@@ -584,6 +588,10 @@ class Watcher:
             out["recovered"] = self._recover(live, managed, targets)
         out["t_done"] = time.monotonic()
         return out
+
+    def _leaves_dead(self, k: str, x: hp.NsTarget) -> bool:
+        prov = self.facts.namespaces[k].provider
+        return bool(prov and x.p2pmem is not None and x.p2pmem != prov and not self._published(prov))
 
     def _recover(self, before: st.TargetState, managed, targets: dict[str, hp.NsTarget]) -> list[str]:
         """After a refused step the rollback cannot always write a removed provider's BDF

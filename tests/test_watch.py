@@ -122,10 +122,11 @@ def test_provider_removed_is_replaced_and_only_that_namespace_cycles(env):
     assert [(d.kind, d.action) for d in ds] == [("provider-lost", "reconciled")]
     ns = read_state(cfs).subsystems[NQN].namespaces
     assert ns[1].attrs["p2pmem"] == C and ns[1].enable            # nearest accepted: its own CMB
-    assert cfs.log == [("1/enable", "0"), ("1/p2pmem", C), ("1/enable", "1")]
+    # p2pmem 0 first: an undo must never have to write the removed BDF back (ENODEV)
+    assert cfs.log == [("1/enable", "0"), ("1/p2pmem", "0"), ("1/p2pmem", C), ("1/enable", "1")]
     line = lines(out)[-1]
     assert line["decision"] == "provider-lost" and line["action"] == "reconciled"
-    assert line["namespaces"] == f"{NQN}/1" and int(line["writes"]) == 3
+    assert line["namespaces"] == f"{NQN}/1" and int(line["writes"]) == 4
     assert float(line["reaction_ms"]) > 0 and float(line["configfs_ms"]) >= 0
     rec = DegradedStore(sd).load()
     e = rec[(f"namespace {NQN}/1", "re-placed")]
@@ -215,7 +216,8 @@ def test_a_failed_reconcile_is_logged_and_rolled_back(env, monkeypatch):
     # the rollback cannot write the removed BDF back (ENODEV, as the kernel): the namespace
     # that served before serves again, from host memory, and the line says so
     ns1 = read_state(cfs).subsystems[NQN].namespaces[1]
-    assert ns1.enable and ns1.attrs["p2pmem"] == "0"
+    assert ns1.enable and ns1.attrs["p2pmem"] == "0", ds[0].result
+    assert not os.path.exists(os.path.join(sd, "journal.json"))    # the rollback finished
     last = out.getvalue().splitlines()[-1]
     assert "error=" in last and "re-enabled with p2pmem 0 (host memory)" in last
 
