@@ -310,10 +310,12 @@ class Watcher:
         return self.cfs
 
     def _managed(self) -> set[str] | None:
+        """The subsystems to watch: the ones nvmet-p2p manages (none without a record: it
+        never writes objects it did not make), every one with ``--all``."""
         if self.o.all_subsystems:
             return None
         from nvmet_p2p.status import managed_subsystems
-        return managed_subsystems(self.o.state_dir)
+        return managed_subsystems(self.o.state_dir) or set()
 
     def refresh(self) -> None:
         """Read the target and the machine (between bursts, so that a re-placement at the next
@@ -331,6 +333,9 @@ class Watcher:
     def run(self) -> int:
         _warm_up(self.o.profile is not None)
         self.refresh()
+        if not self.facts.namespaces:
+            self.log({"msg": "no managed namespace to watch (nothing applied with this state directory "
+                             "yet; --all watches every subsystem)", "state_dir": self.o.state_dir}, 4)
         self.log({"msg": "watching", "policy": self.o.policy,
                   "sources": [getattr(s, "source", type(s).__name__) for s in self.sources],
                   "namespaces": len(self.facts.namespaces), "ports": len(self.facts.ports),
