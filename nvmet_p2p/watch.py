@@ -280,6 +280,7 @@ class Options:
     all_subsystems: bool = False
     exit_after: int | None = None       # stop after this many bursts with decisions (tests)
     verbose: bool = False               # one debug line per event received
+    lock_timeout: float | None = None   # wait this long for another apply's lock (then Busy)
 
 
 @dataclass
@@ -325,6 +326,16 @@ class Watcher:
         self.inventory = read_inventory(self.o.root)
         self.facts = read_facts(self.o.root, read_state(self._cfs()), self._managed(), self.inventory)
 
+    def settle(self) -> None:
+        """An apply that was killed half-way (this watcher's own, under systemd's restart, or
+        any other) is settled before the target is read: the facts are never a half-applied
+        tree. The same journal rule as every command (:func:`nvmet_p2p.apply.settle_pending`)."""
+        from nvmet_p2p.apply import settle_pending
+        rec = settle_pending(self._cfs(), self.o.state_dir, self.o.root, kernel=self.o.kernel,
+                             lock_timeout=self.o.lock_timeout)
+        if rec is not None:
+            self.log({"msg": "settled an interrupted apply", "recovery": rec.message()}, 4)
+
     def lost(self) -> dict[str, dict]:
         return {f"{e.kind} {e.object}": {**e.facts, "since": e.since}
                 for e in self.store.load().values()}
@@ -332,6 +343,7 @@ class Watcher:
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
         _warm_up(self.o.profile is not None)
+        self.settle()
         self.refresh()
         if not self.facts.namespaces:
             self.log({"msg": "no managed namespace to watch (nothing applied with this state directory "
@@ -560,7 +572,8 @@ class Watcher:
         The first step also runs before moving a namespace off a provider that is gone: the
         second step's undo then writes ``0`` back, never the removed BDF (ENODEV: a rollback
         that cannot finish leaves the apply journal pending and blocks every later apply)."""
-        from nvmet_p2p.apply import ApplyFailed, ManagedStore, reconcile
+        from nvmet_p2p import lastapply
+        from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, ManagedStore, reconcile
         from nvmet_p2p.configfs import read_state
         from nvmet_p2p.errors import NvmetP2PError
         cfs = self._cfs()
@@ -584,10 +597,25 @@ class Watcher:
             for step in (step1, step2):
                 if not step:
                     continue
-                o = reconcile(self.o.root, partial_desired(live, managed, step, self.facts),
-                              self.o.state_dir, cfs=cfs)
-                out["writes"] += o.result.writes if o.result else 0
-                out["configfs_ms"] += round(o.timings.get("apply", 0.0) * 1000, 2)
+                try:
+                    with lastapply.recorded(self.o.state_dir, "watch") as rec:
+                        rec.outcome = o = reconcile(
+                            self.o.root, partial_desired(live, managed, step, self.facts),
+                            self.o.state_dir, cfs=cfs, kernel=self.o.kernel,
+                            lock_timeout=self.o.lock_timeout)
+                except ApplyInterrupted as exc:
+                    # SIGTERM/SIGINT during the writes was meant for the watcher: it stops after
+                    # this burst. All steps done: the burst is finished as promised (the next
+                    # step still runs). Rolled back: the apply path put this step's writes back
+                    # (the journal covers a kill); nothing more is written but the recovery
+                    # below, so the namespaces serve as before the burst.
+                    self.stopping = True
+                    if not exc.completed:
+                        raise
+                    o = None
+                if o is not None:
+                    out["writes"] += o.result.writes if o.result else 0
+                    out["configfs_ms"] += round(o.timings.get("apply", 0.0) * 1000, 2)
         except (ApplyFailed, NvmetP2PError) as exc:
             out["error"] = str(exc)
             out["recovered"] = self._recover(live, managed, targets)
@@ -602,6 +630,7 @@ class Watcher:
         """After a refused step the rollback cannot always write a removed provider's BDF
         back (ENODEV): a namespace that served before must serve again, from host memory if
         its provider is gone."""
+        from nvmet_p2p import lastapply
         from nvmet_p2p.apply import ApplyFailed, reconcile
         from nvmet_p2p.configfs import read_state
         from nvmet_p2p.errors import NvmetP2PError
@@ -619,8 +648,10 @@ class Watcher:
         if not fix:
             return []
         try:
-            reconcile(self.o.root, partial_desired(now, managed, fix, self.facts), self.o.state_dir,
-                      cfs=self._cfs())
+            with lastapply.recorded(self.o.state_dir, "watch") as rec:
+                rec.outcome = reconcile(self.o.root, partial_desired(now, managed, fix, self.facts),
+                                        self.o.state_dir, cfs=self._cfs(), kernel=self.o.kernel,
+                                        lock_timeout=self.o.lock_timeout)
             return [f"{k} re-enabled with p2pmem {fix[k].attrs['p2pmem']}" +
                     (" (host memory)" if fix[k].attrs["p2pmem"] == "0" else "") for k in fix]
         except (ApplyFailed, NvmetP2PError) as exc:

@@ -6,6 +6,7 @@ events: tests/lab/test_lab_hotplug.py."""
 import io
 import json
 import os
+import signal
 import socket
 
 import fakenvmet
@@ -16,7 +17,7 @@ from sysfsfixture import q35_lab
 from nvmet_p2p import hotplug as hp
 from nvmet_p2p import statefile, watch
 from nvmet_p2p import status as st
-from nvmet_p2p.apply import reconcile
+from nvmet_p2p.apply import TEST_KILL_ENV, TEST_SIGNAL_ENV, reconcile
 from nvmet_p2p.configfs import read_state
 from nvmet_p2p.degraded import DegradedStore
 from nvmet_p2p.inventory import read_inventory
@@ -294,3 +295,40 @@ def test_run_debounces_a_burst_into_one_handling(env, monkeypatch):
     assert w.run() == 0
     assert seen == [3]
     assert json.dumps(lines(out)[0]).count("watching") == 1
+
+
+def test_sigterm_during_a_reconcile_rolls_it_back_and_stops_the_watcher(env, monkeypatch):
+    m, cfs, sd, make, out = env
+    w = make()
+    unplug(m, A, "nvme0")
+    monkeypatch.setenv(TEST_SIGNAL_ENV, "1:TERM")          # after the first configfs step
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert ds[0].action == "failed" and "SIGTERM" in ds[0].result["error"], ds[0].result
+    assert w.stopping                                       # the signal was meant for the watcher
+    ns1 = read_state(cfs).subsystems[NQN].namespaces[1]
+    assert ns1.enable and ns1.attrs["p2pmem"] == A          # exactly as before the burst
+    assert not os.path.exists(os.path.join(sd, "journal.json"))
+
+
+def test_a_watcher_killed_mid_reconcile_is_settled_when_it_starts_again(env):
+    m, cfs, sd, make, out = env
+    w = make()
+    unplug(m, A, "nvme0")
+    pid = os.fork()
+    if pid == 0:                                            # the watcher, kill -9 after step 1
+        try:
+            os.environ[TEST_KILL_ENV] = "1"
+            w.handle(removal(A, "nvme0n1"))
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert os.path.exists(os.path.join(sd, "journal.json"))
+    assert not read_state(cfs).subsystems[NQN].namespaces[1].enable    # half-way: disabled
+    w2 = watch.Watcher(watch.Options(root=w.o.root, state_dir=sd, policy="reconcile"), [],
+                       watch.Log(stream=out), cfs=cfs)
+    w2.settle()                                             # what run() does before reading
+    assert not os.path.exists(os.path.join(sd, "journal.json"))
+    ns1 = read_state(cfs).subsystems[NQN].namespaces[1]
+    assert ns1.enable and ns1.attrs["p2pmem"] == A          # rolled back to before the burst
+    assert "settled an interrupted apply" in out.getvalue()

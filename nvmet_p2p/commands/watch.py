@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from nvmet_p2p import hotplug
-from nvmet_p2p.commands._target import add_state_dir, directory
+from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout
 from nvmet_p2p.errors import InputError, NvmetP2PError
 
 NAME = "watch"
@@ -62,7 +62,7 @@ def run(args) -> int:
     opts = watch.Options(root=args.root, state_dir=directory(args), policy=args.policy,
                          debounce=args.debounce, profile=args.profile, kernel=args.kernel,
                          all_subsystems=args.all_subsystems, exit_after=args.exit_after,
-                         verbose=args.verbose)
+                         verbose=args.verbose, lock_timeout=lock_timeout(args))
     try:
         sources = [watch.UdevSource(args.source)]
     except Exception as exc:
