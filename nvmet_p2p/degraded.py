@@ -30,7 +30,8 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import dataclass, field
+
+from nvmet_p2p.record import dataclass, field
 
 FILE = "degraded.json"
 KINDS = ("offload-lost", "re-placed", "backing-lost", "held-back", "port-lost")

@@ -32,10 +32,10 @@ import copy
 import ipaddress
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from nvmet_p2p import state as st
+from nvmet_p2p.record import dataclass, field
 
 #: exit status of a restore that exported only part of the configuration
 EXIT_PARTIAL = 4

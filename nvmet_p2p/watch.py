@@ -30,11 +30,11 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 
 from nvmet_p2p import hotplug as hp
 from nvmet_p2p import state as st
 from nvmet_p2p.degraded import DegradedStore, Entry
+from nvmet_p2p.record import dataclass, field
 
 DEFAULT_DEBOUNCE = 0.5
 MAX_WINDOW = 3.0
