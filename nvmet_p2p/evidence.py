@@ -627,7 +627,11 @@ class Verdict:
         return text + (" (emulated NIC)" if self.emulated else "")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        # by hand, not dataclasses.asdict (its recursive deep copy was a tenth of a 1000-namespace
+        # scrape): the fields are scalars, a list of strings and a flat dict
+        d = dict(self.__dict__)
+        d["evidence"] = list(self.evidence)
+        d["pool"] = dict(self.pool) if self.pool is not None else None
         d["headline"] = self.headline()
         return d
 
