@@ -5,8 +5,8 @@ Check mode makes no configfs write (an inotify watch on every directory of the n
 no modify, create or delete while the check-mode play runs, and it does see the writes of the
 real apply that follows), the apply creates the exports the profile describes, a second run
 reports ``changed=false`` and writes nothing, and a step the kernel refuses fails the task with
-the kernel's own line and leaves configfs as it was. All in one play: under TCG the start-up of
-ansible-playbook costs more than the tasks.
+the kernel's own line and leaves configfs as it was. All in one play of four tasks: under TCG
+ansible-playbook's start-up and every task cost tens of seconds.
 """
 
 from __future__ import annotations
@@ -78,10 +78,14 @@ class Watch:
 # Running playbooks
 # ----------------------------------------------------------------------------------------------
 
-def env() -> dict:
+def env(**extra) -> dict:
+    """ansible-playbook's environment: the checkout's collection, and pipelining (the module
+    goes to the interpreter's stdin: no temporary directory, copy, chmod and rm per task, each
+    a shell under TCG)."""
     return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=CHECKOUT, ANSIBLE_NOCOLOR="1",
                 ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+                PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
+                **{"ANSIBLE_PIPELINING": "1", **extra})
 
 
 def dump() -> dict:
@@ -115,8 +119,9 @@ def refused_state() -> dict:
                                             "p2pmem": cmbs[0]}]}]}
 
 
-#: one play (ansible-playbook's start-up is the slow part under TCG), four apply tasks, and the
-#: controller's clock at every boundary to tell the configfs events of each task apart
+#: one play, the four apply tasks and nothing else: under TCG every task costs ansible-core
+#: tens of seconds (a worker fork, the module packaged and started in a fresh Python), so the
+#: results and each task's start time come from the callback below, not from extra tasks
 PLAY = """
 - hosts: localhost
   gather_facts: false
@@ -124,34 +129,53 @@ PLAY = """
     ansible_python_interpreter: "{python}"
     apply_args: &apply {{profile: "{profile}", state_dir: "{sd}"}}
   tasks:
-    - {{set_fact: {{t0: "{{{{ now().timestamp() }}}}"}}}}
-    - name: check mode
+    - name: check
       nvmet_p2p.target.apply: *apply
       check_mode: true
       diff: true
-      register: check
-    - {{set_fact: {{t1: "{{{{ now().timestamp() }}}}"}}}}
     - name: apply
       nvmet_p2p.target.apply: *apply
-      register: apply
-    - {{set_fact: {{t2: "{{{{ now().timestamp() }}}}"}}}}
     - name: again
       nvmet_p2p.target.apply: *apply
-      register: again
-    - {{set_fact: {{t3: "{{{{ now().timestamp() }}}}"}}}}
     - name: refused
       nvmet_p2p.target.apply:
         desired_state_content: {refused}
         state_dir: "{sd}"
-      register: refused
       ignore_errors: true
-    - {{set_fact: {{t4: "{{{{ now().timestamp() }}}}"}}}}
-    - ansible.builtin.copy:
-        dest: "{dir}/results.json"
-        content: "{{{{ {{'check': check, 'apply': apply, 'again': again, 'refused': refused,
-                        't': [t0, t1, t2, t3, t4]}} | to_json }}}}"
-      check_mode: false
 """
+
+#: an aggregate callback (ansible-core's plugin API, runs in ansible-playbook itself): when
+#: each task starts (the controller's clock, the same as the inotify thread's) and its result
+RECORD = """
+import json, os, time
+from ansible.plugins.callback import CallbackBase
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "nvmet_p2p_record"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.record = {"start": {}, "results": {}}
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self.record["start"][task.get_name()] = time.time()
+
+    def v2_runner_on_ok(self, result, **kwargs):
+        self.record["results"][result._task.get_name()] = dict(result._result, failed=False)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self.record["results"][result._task.get_name()] = dict(result._result, failed=True)
+
+    def v2_playbook_on_stats(self, stats):
+        self.record["end"] = time.time()
+        with open(os.environ["NVMET_P2P_TEST_RECORD"], "w") as f:
+            json.dump(self.record, f, default=str)
+"""
+
+TASKS = ("check", "apply", "again", "refused")
 
 
 @pytest.fixture(scope="module")
@@ -167,14 +191,24 @@ def lab(tmp_path_factory):
                    capture_output=True)
 
 
+def playbook(lab) -> subprocess.CompletedProcess:
+    play = lab / "play.yml"
+    play.write_text(PLAY.format(python=sys.executable, profile=PROFILE, sd=lab / "state",
+                                refused=json.dumps(refused_state())))
+    (lab / "callbacks").mkdir()
+    (lab / "callbacks" / "nvmet_p2p_record.py").write_text(RECORD)
+    return subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c",
+                           "local", str(play), "--diff"], capture_output=True, text=True,
+                          timeout=1200, env=env(ANSIBLE_CALLBACK_PLUGINS=str(lab / "callbacks"),
+                                                ANSIBLE_CALLBACKS_ENABLED="nvmet_p2p_record",
+                                                NVMET_P2P_TEST_RECORD=str(lab / "record.json")))
+
+
 @pytest.fixture(scope="module")
 def played(lab):
     """The play above, run once, with an inotify watch on the whole nvmet tree (the events
-    timestamped as they arrive, by a thread)."""
+    timestamped as they arrive, by a thread) and each task's events told apart by its start."""
     import threading
-    play = lab / "play.yml"
-    play.write_text(PLAY.format(python=sys.executable, profile=PROFILE, sd=lab / "state",
-                                dir=lab, refused=json.dumps(refused_state())))
     w = Watch()
     seen: list[tuple[float, str]] = []
     stop = threading.Event()
@@ -186,20 +220,18 @@ def played(lab):
     t = threading.Thread(target=follow)
     t.start()
     try:
-        r = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", "localhost,", "-c",
-                            "local", str(play), "--diff"], capture_output=True, text=True,
-                           env=env(), timeout=1200)
+        r = playbook(lab)
     finally:
         stop.set()
         t.join()
         seen.extend((time.time(), e) for e in w.events())
         w.close()
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    res = json.loads((lab / "results.json").read_text())
-    t0, t1, t2, t3, t4 = (float(x) for x in res["t"])
+    rec = json.loads((lab / "record.json").read_text())
+    res = {name: rec["results"][name] for name in TASKS}
+    bounds = [rec["start"][name] for name in TASKS] + [rec["end"]]
     res["events"] = {name: [e for ts, e in seen if lo <= ts < hi]
-                     for name, lo, hi in (("check", t0, t1), ("apply", t1, t2), ("again", t2, t3),
-                                          ("refused", t3, t4))}
+                     for name, lo, hi in zip(TASKS, bounds, bounds[1:])}
     res["stdout"] = r.stdout
     res["dump_after"] = dump()
     return res
@@ -210,7 +242,7 @@ def test_check_mode_makes_no_configfs_write(played):
     assert res["changed"] and res["configfs_writes"] == 0 and res["summary"]["create"] >= 4
     assert played["events"]["check"] == [], played["events"]["check"]
     assert f'"nqn": "{CMB}"' in res["diff"]["after"] and f'"nqn": "{CMB}"' not in res["diff"]["before"]
-    assert "TASK [check mode]" in played["stdout"] and f'+      "nqn": "{CMB}"' in played["stdout"]
+    assert "TASK [check]" in played["stdout"] and f'+      "nqn": "{CMB}"' in played["stdout"]
 
 
 def test_apply_creates_the_exports(played):
