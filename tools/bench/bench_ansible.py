@@ -81,6 +81,9 @@ def main() -> int:
     ap.add_argument("--profile", default=os.path.join(CHECKOUT, "profiles", "lab-default.yaml"))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--tasks", type=int, default=3)
+    ap.add_argument("--no-pipelining", dest="pipelining", action="store_false",
+                    help="ansible-core's default: the module copied to a temporary directory, "
+                         "chmod, run, removed (a shell each); default: ANSIBLE_PIPELINING=1")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if not os.path.isdir("/sys/kernel/config") or os.geteuid() != 0:
@@ -92,7 +95,8 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="nvmet-p2p-bench-ansible-")
     sd = os.path.join(work, "state")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=CHECKOUT, ANSIBLE_NOCOLOR="1",
-               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+               ANSIBLE_PIPELINING="1" if a.pipelining else "0")
     bare_cmd = [os.path.join(BIN, "nvmet-p2p"), "apply", "--profile", a.profile, "--state-dir", sd]
     plays = {}
     for name, n, module in (("none", 0, "apply"), ("apply", a.tasks, "apply"),
@@ -120,6 +124,7 @@ def main() -> int:
                        capture_output=True)
     mb, mt, mp = statistics.median(bare), statistics.median(task), statistics.median(ping)
     res = {"kernel": os.uname().release, "profile": a.profile, "reps": a.reps,
+           "pipelining": a.pipelining,
            "tasks_per_play": a.tasks, "bare_seconds": [round(x, 3) for x in bare],
            "task_seconds": [round(x, 3) for x in task],
            "ping_task_seconds": [round(x, 3) for x in ping], "median_bare": round(mb, 3),
@@ -132,7 +137,8 @@ def main() -> int:
         if os.environ.get("NVMET_P2P_LAB"):
             print("[QEMU, emulated; not a performance claim]")
         print(f"bench_ansible: apply of {os.path.relpath(a.profile, CHECKOUT)} that changes "
-              f"nothing, kernel {res['kernel']}, {a.reps} interleaved rounds")
+              f"nothing, kernel {res['kernel']}, {a.reps} interleaved rounds, pipelining "
+              f"{'on' if a.pipelining else 'off'}")
         print(f"  bare `nvmet-p2p apply`: median {mb:.2f} s: " + " ".join(f"{x:.2f}" for x in bare))
         print(f"  Ansible apply task:     median {mt:.2f} s: " + " ".join(f"{x:.2f}" for x in task))
         print(f"  Ansible ping task:      median {mp:.2f} s: " + " ".join(f"{x:.2f}" for x in ping))
