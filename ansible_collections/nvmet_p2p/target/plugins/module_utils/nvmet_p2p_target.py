@@ -68,3 +68,15 @@ def error_result(exc):
 
 def is_nvmet_p2p_error(exc):
     return NvmetP2PError is not None and isinstance(exc, NvmetP2PError)
+
+
+def exit_with_document(module, key, read):
+    """Exit with the document ``read()`` returns (an ``automation.*_document`` call) as
+    result[key], changed=False; every nvmet-p2p error becomes a clean failure, bugs do not."""
+    try:
+        doc = read()
+    except Exception as exc:
+        if not is_nvmet_p2p_error(exc):
+            raise
+        module.fail_json(msg=str(exc), **error_result(exc))
+    module.exit_json(changed=False, **{key: doc})

@@ -58,8 +58,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nvmet_p2p.target.plugins.module_utils.nvmet_p2p_target import (
     COMMON_ARGS,
     automation,
-    error_result,
-    is_nvmet_p2p_error,
+    exit_with_document,
     require_nvmet_p2p,
 )
 
@@ -68,13 +67,8 @@ def main():
     module = AnsibleModule(argument_spec=dict(**COMMON_ARGS), supports_check_mode=True)
     require_nvmet_p2p(module)
     p = module.params
-    try:
-        doc = automation.doctor_document(root=p["root"], kernel=p["kernel"])
-    except Exception as exc:  # every nvmet-p2p error becomes a clean failure, bugs do not
-        if not is_nvmet_p2p_error(exc):
-            raise
-        module.fail_json(msg=str(exc), **error_result(exc))
-    module.exit_json(changed=False, doctor=doc)
+    exit_with_document(module, "doctor",
+                       lambda: automation.doctor_document(root=p["root"], kernel=p["kernel"]))
 
 
 if __name__ == "__main__":

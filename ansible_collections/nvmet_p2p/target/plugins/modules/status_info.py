@@ -79,8 +79,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nvmet_p2p.target.plugins.module_utils.nvmet_p2p_target import (
     COMMON_ARGS,
     automation,
-    error_result,
-    is_nvmet_p2p_error,
+    exit_with_document,
     require_nvmet_p2p,
 )
 
@@ -97,15 +96,9 @@ def main():
     p = module.params
     if p["sample"] < 0:
         module.fail_json(msg="sample must be >= 0")
-    try:
-        doc = automation.status_document(root=p["root"], state_dir=p["state_dir"],
-                                         all_subsystems=p["all"], sample_seconds=p["sample"],
-                                         io=p["io"], kernel=p["kernel"])
-    except Exception as exc:  # every nvmet-p2p error becomes a clean failure, bugs do not
-        if not is_nvmet_p2p_error(exc):
-            raise
-        module.fail_json(msg=str(exc), **error_result(exc))
-    module.exit_json(changed=False, status=doc)
+    exit_with_document(module, "status", lambda: automation.status_document(
+        root=p["root"], state_dir=p["state_dir"], all_subsystems=p["all"],
+        sample_seconds=p["sample"], io=p["io"], kernel=p["kernel"]))
 
 
 if __name__ == "__main__":
