@@ -178,13 +178,33 @@ def _set(attrs: dict, op: Op, attr: str) -> None:
         attrs[attr] = op.value or ""
 
 
+def _make_or_remove(table: dict, key, op: Op, make) -> None:
+    """mkdir makes the object (``make()``), rmdir removes it; other operations do neither."""
+    if op.action == "mkdir":
+        table[key] = make()
+    elif op.action == "rmdir":
+        table.pop(key, None)
+
+
+def _link_or_unlink(names: list, name: str, op: Op) -> None:
+    if op.action == "link" and name not in names:
+        names.append(name)
+    elif op.action == "unlink" and name in names:
+        names.remove(name)
+
+
+def _set_enable_or_attr(obj, op: Op, attr: str) -> None:
+    """A namespace's or referral's ``enable`` is a field of its own, any other file an attr."""
+    if attr == "enable":
+        obj.enable = (op.value or "").strip() == "1"
+    else:
+        _set(obj.attrs, op, attr)
+
+
 def _on_host(s: st.TargetState, op: Op, parts: list[str]) -> None:
     nqn = parts[1]
     if len(parts) == 2:
-        if op.action == "mkdir":
-            s.hosts[nqn] = st.Host(nqn)
-        elif op.action == "rmdir":
-            s.hosts.pop(nqn, None)
+        _make_or_remove(s.hosts, nqn, op, lambda: st.Host(nqn))
     elif nqn in s.hosts:
         _set(s.hosts[nqn].attrs, op, parts[2])
 
@@ -192,32 +212,19 @@ def _on_host(s: st.TargetState, op: Op, parts: list[str]) -> None:
 def _on_subsystem(s: st.TargetState, op: Op, parts: list[str]) -> None:
     nqn = parts[1]
     if len(parts) == 2:
-        if op.action == "mkdir":
-            s.subsystems[nqn] = st.Subsystem(nqn)
-        elif op.action == "rmdir":
-            s.subsystems.pop(nqn, None)
+        _make_or_remove(s.subsystems, nqn, op, lambda: st.Subsystem(nqn))
         return
     sub = s.subsystems.get(nqn)
     if sub is None:
         return
     if parts[2] == "allowed_hosts" and len(parts) == 4:
-        if op.action == "link" and parts[3] not in sub.allowed_hosts:
-            sub.allowed_hosts.append(parts[3])
-        elif op.action == "unlink" and parts[3] in sub.allowed_hosts:
-            sub.allowed_hosts.remove(parts[3])
+        _link_or_unlink(sub.allowed_hosts, parts[3], op)
     elif parts[2] == "namespaces" and len(parts) >= 4:
         nsid = int(parts[3])
         if len(parts) == 4:
-            if op.action == "mkdir":
-                sub.namespaces[nsid] = st.Namespace(nsid, enable=False)
-            elif op.action == "rmdir":
-                sub.namespaces.pop(nsid, None)
+            _make_or_remove(sub.namespaces, nsid, op, lambda: st.Namespace(nsid, enable=False))
         elif nsid in sub.namespaces:
-            ns = sub.namespaces[nsid]
-            if parts[4] == "enable":
-                ns.enable = (op.value or "").strip() == "1"
-            else:
-                _set(ns.attrs, op, parts[4])
+            _set_enable_or_attr(sub.namespaces[nsid], op, parts[4])
     elif parts[2] == "passthru" and len(parts) == 4:
         sub.passthru = sub.passthru if sub.passthru is not None else {}
         _set(sub.passthru, op, parts[3])
@@ -228,32 +235,19 @@ def _on_subsystem(s: st.TargetState, op: Op, parts: list[str]) -> None:
 def _on_port(s: st.TargetState, op: Op, parts: list[str]) -> None:
     pid = int(parts[1])
     if len(parts) == 2:
-        if op.action == "mkdir":
-            s.ports[pid] = st.Port(pid)
-        elif op.action == "rmdir":
-            s.ports.pop(pid, None)
+        _make_or_remove(s.ports, pid, op, lambda: st.Port(pid))
         return
     port = s.ports.get(pid)
     if port is None:
         return
     if parts[2] == "subsystems" and len(parts) == 4:
-        if op.action == "link" and parts[3] not in port.subsystems:
-            port.subsystems.append(parts[3])
-        elif op.action == "unlink" and parts[3] in port.subsystems:
-            port.subsystems.remove(parts[3])
+        _link_or_unlink(port.subsystems, parts[3], op)
     elif parts[2] == "referrals" and len(parts) >= 4:
         name = parts[3]
         if len(parts) == 4:
-            if op.action == "mkdir":
-                port.referrals[name] = st.Referral(name, enable=False)
-            elif op.action == "rmdir":
-                port.referrals.pop(name, None)
+            _make_or_remove(port.referrals, name, op, lambda: st.Referral(name, enable=False))
         elif name in port.referrals:
-            ref = port.referrals[name]
-            if parts[4] == "enable":
-                ref.enable = (op.value or "").strip() == "1"
-            else:
-                _set(ref.attrs, op, parts[4])
+            _set_enable_or_attr(port.referrals[name], op, parts[4])
     elif parts[2] == "ana_groups" and len(parts) >= 4:
         gid = int(parts[3])
         if len(parts) == 4 and op.action == "rmdir":
