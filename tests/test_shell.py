@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from nvmet_p2p import lastapply
 from nvmet_p2p.apply import ManagedStore, apply_lock
 from nvmet_p2p.configfs import read_state
 from nvmet_p2p.shell.app import ShellApp, scrub, secure_dir
@@ -139,6 +140,22 @@ def test_commit_takes_the_apply_lock(sh):
     assert rc == 1 and "another nvmet-p2p apply is running" in err
     assert sh.cfs.writes == 0 and sh.session.edits          # still staged
     sh.ok("commit")
+
+
+def test_commit_is_recorded_as_the_last_apply(sh):
+    """What the exporter publishes as nvmet_p2p_last_apply_*: a commit, and a refused one."""
+    assert lastapply.load(sh.state) is None
+    sh.ok(*BUILD, "commit")
+    rec = lastapply.load(sh.state)
+    assert (rec.source, rec.result, rec.configfs_writes) == ("shell", "applied", 5)
+    sh.ok("commit")                                   # nothing staged: not an apply
+    assert lastapply.load(sh.state) == rec
+    rc, _, _ = sh.run(f"/subsystems/{S}/namespaces create 2 path=/dev/nvme3n1",
+                      f"/subsystems/{S}/namespaces/2 set p2pmem=0000:03:00.0",
+                      f"/subsystems/{S}/namespaces/2 enable", "commit")
+    rec = lastapply.load(sh.state)
+    assert rc == 1 and (rec.source, rec.result, rec.error_kind) == ("shell", "failed", "kernel")
+    assert "(EINVAL)" in rec.error
 
 
 def test_undo_and_abort(sh):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 
-from nvmet_p2p import defs, record
+from nvmet_p2p import defs, lastapply, record
 from nvmet_p2p import state as st
 from nvmet_p2p.apply import (
     ApplyFailed,
@@ -342,8 +342,10 @@ class Session:
             self.reload()
             return CommitResult(plan, None, n)
         try:
-            outcome = apply_saved_plan(self.root, plan, self.directory, cfs=self.cfs,
-                                       lock_timeout=self.lock_timeout)
+            with lastapply.recorded(self.directory, "shell") as rec:
+                rec.outcome = apply_saved_plan(self.root, plan, self.directory, cfs=self.cfs,
+                                               lock_timeout=self.lock_timeout)
+            outcome = rec.outcome
         except ApplyInterrupted as exc:         # Ctrl-C or SIGTERM: undone, unless it was done
             self.reload() if exc.completed else self.refresh()
             raise
