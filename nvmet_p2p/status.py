@@ -257,86 +257,16 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
     ``degraded``: the state directory's record of what was lost (:mod:`nvmet_p2p.degraded`)."""
     rep = StatusReport(kernel=kernel or inv.system.kernel_release, time=time.time(),
                        log=dict(log_info or {}), debugfs=debugfs is not None)
-    ctrls = ev.correlate(events)
     pools = pools or {}
-    for f in sorted(inv.pci.values(), key=lambda f: f.bdf):
-        if f.p2pmem is None:
-            continue
-        st = pools.get(f.bdf)
-        rep.providers[f.bdf] = {"size": f.p2pmem.size, "available": f.p2pmem.available,
-                                "published": f.p2pmem.published,
-                                "sampled": st.to_dict() if st else None}
-    ports_of: dict[str, list[ev.PortFacts]] = {}
-    port_by_id: dict[int, ev.PortFacts] = {}
-    for p in sorted(state.ports.values(), key=lambda p: p.portid):
-        pf = port_facts(p, inv)
-        port_by_id[p.portid] = pf
-        for nqn in p.subsystems:
-            ports_of.setdefault(nqn, []).append(pf)
-    hints = hints or []
+    rep.providers = _provider_rows(inv, pools)
+    ports_of, port_by_id = _ports_by_subsystem(state, inv)
+    ctx = _Context(state=state, inv=inv, ctrls=ev.correlate(events), debugfs=debugfs,
+                   hints=hints or [], port_by_id=port_by_id, pools=pools, providers=rep.providers,
+                   io_during_sampling=io_during_sampling, kernel=kernel, dev_names=dev_names,
+                   degraded=degraded)
     for nqn, sub in sorted(state.subsystems.items()):
-        if only is not None and nqn not in only:
-            continue
-        sports = ports_of.get(nqn, [])
-        live = (debugfs or {}).get(nqn) if debugfs is not None else None
-        cands = [c for c in ctrls if c.subsystem == nqn and c.ctrl_type == "nvm" and not c.superseded]
-        if live is not None:
-            cands = [c for c in cands if c.cntlid in live]
-        hinted = {h.cntlid: h for h in hints if h.subsystem == nqn}
-        if hints and hinted:
-            cands = [c for c in cands if c.cntlid in hinted] or cands
-        ctrl_rows = []
-        ctrl_port: dict[int, ev.PortFacts | None] = {}
-        for c in cands:
-            port = None
-            if live is not None and isinstance(live.get(c.cntlid, {}).get("port"), int):
-                port = port_by_id.get(live[c.cntlid]["port"])
-            elif c.cntlid in hinted:
-                h = hinted[c.cntlid]
-                m = [p for p in sports if p.trtype == h.transport and
-                     (h.transport == "loop" or (p.traddr == h.traddr and (not h.trsvcid or
-                                                                         str(h.trsvcid) == _svc(state, p.portid))))]
-                port = m[0] if len(m) == 1 else None
-            elif len(sports) == 1:
-                port = sports[0]
-            ctrl_port[c.cntlid] = port
-            row = c.to_dict()
-            row["port"] = port.portid if port else None
-            row["live"] = (c.cntlid in live) if live is not None else None
-            if live is not None and c.cntlid in live:
-                row["state"] = live[c.cntlid].get("state")
-            ctrl_rows.append(row)
-        ns_rows = []
-        for nsid, ns in sorted(sub.namespaces.items()):
-            p2p = ns.attrs.get("p2pmem", "")
-            dev = ns.attrs.get("device_path", "")
-            prov = rep.providers.get(p2p) if p2p not in ("0", "1", "") else None
-            verdicts = []
-            targets = cands or [None]
-            for c in targets:
-                port = ctrl_port.get(c.cntlid) if c else None
-                dist = None
-                cand_ports = [port] if port else sports
-                nic = next((p.rdma_pci for p in cand_ports if p and p.rdma_pci), None)
-                judged = (c.mappings.get(nsid) if c else None) or (p2p if p2p not in ("0", "1", "") else None)
-                if judged and nic:
-                    dist = distance_facts(judged, nic, inv, kernel)
-                verdicts.append(ev.decide(subsystem=nqn, nsid=nsid, ns_enabled=ns.enable, p2pmem=p2p,
-                                          ports=sports, ctrl=c, port=port, distance=dist, pools=pools,
-                                          io_during_sampling=io_during_sampling))
-            ns_rows.append({"nsid": nsid, "enabled": ns.enable, "device_path": dev, "p2pmem": p2p,
-                            "mode": "off" if p2p in ("0", "") else ("auto" if p2p == "1" else "pinned"),
-                            "backing_pci": backing_pci(dev, inv, dev_names), "provider": prov,
-                            "degraded": _degraded_rows(f"namespace {nqn}/{nsid}", p2p, inv, degraded),
-                            "_verdicts": verdicts})
-        rep.subsystems.append({
-            "nqn": nqn,
-            "allow_any_host": sub.attrs.get("attr_allow_any_host") == "1",
-            "allowed_hosts": list(sub.allowed_hosts),
-            "ports": [_port_dict(p, state) for p in sports],
-            "controllers": ctrl_rows,
-            "namespaces": ns_rows,
-        })
+        if only is None or nqn in only:
+            rep.subsystems.append(_subsystem_row(ctx, nqn, sub, ports_of.get(nqn, [])))
     rep.refusals = [e.to_dict() for e in events if e.kind in (ev.KIND_NO_P2P_FOR_NS, ev.KIND_NOT_BDEV,
                                                               ev.KIND_DRIVER_NO_P2P)]
     if debugfs is None:
@@ -347,6 +277,114 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
         rep.notes.append("the kernel log no longer reaches back to boot: controllers created "
                          "earlier are missing from it")
     return rep
+
+
+@dataclass
+class _Context:
+    """What every subsystem's rows are decided from (the inputs of :func:`assemble`)."""
+
+    state: TargetState
+    inv: Inventory
+    ctrls: list
+    debugfs: dict | None
+    hints: list
+    port_by_id: dict
+    pools: dict
+    providers: dict
+    io_during_sampling: bool
+    kernel: str | None
+    dev_names: dict | None
+    degraded: dict | None
+
+
+def _provider_rows(inv: Inventory, pools: dict[str, ev.PoolStats]) -> dict[str, dict]:
+    """Every PCI function with a p2pmem pool: its size, what is available, whether it is
+    published, and the sampled statistics when the pools were sampled."""
+    rows = {}
+    for f in sorted(inv.pci.values(), key=lambda f: f.bdf):
+        if f.p2pmem is None:
+            continue
+        st = pools.get(f.bdf)
+        rows[f.bdf] = {"size": f.p2pmem.size, "available": f.p2pmem.available,
+                       "published": f.p2pmem.published, "sampled": st.to_dict() if st else None}
+    return rows
+
+
+def _ports_by_subsystem(state: TargetState, inv: Inventory):
+    """The port facts each subsystem is linked into, and every port's facts by port id."""
+    ports_of: dict[str, list[ev.PortFacts]] = {}
+    port_by_id: dict[int, ev.PortFacts] = {}
+    for p in sorted(state.ports.values(), key=lambda p: p.portid):
+        pf = port_facts(p, inv)
+        port_by_id[p.portid] = pf
+        for nqn in p.subsystems:
+            ports_of.setdefault(nqn, []).append(pf)
+    return ports_of, port_by_id
+
+
+def _subsystem_row(ctx: _Context, nqn: str, sub, sports: list) -> dict:
+    """One subsystem: its ports, its host controllers (and the port each came in through, where
+    that can be told) and its namespaces with one offload verdict per controller."""
+    live = (ctx.debugfs or {}).get(nqn) if ctx.debugfs is not None else None
+    cands = [c for c in ctx.ctrls if c.subsystem == nqn and c.ctrl_type == "nvm" and not c.superseded]
+    if live is not None:
+        cands = [c for c in cands if c.cntlid in live]
+    hinted = {h.cntlid: h for h in ctx.hints if h.subsystem == nqn}
+    if ctx.hints and hinted:
+        cands = [c for c in cands if c.cntlid in hinted] or cands
+    ctrl_rows, ctrl_port = [], {}
+    for c in cands:
+        port = _controller_port(ctx, c, live, hinted, sports)
+        ctrl_port[c.cntlid] = port
+        row = c.to_dict()
+        row["port"] = port.portid if port else None
+        row["live"] = (c.cntlid in live) if live is not None else None
+        if live is not None and c.cntlid in live:
+            row["state"] = live[c.cntlid].get("state")
+        ctrl_rows.append(row)
+    ns_rows = [_namespace_row(ctx, nqn, nsid, ns, cands, ctrl_port, sports)
+               for nsid, ns in sorted(sub.namespaces.items())]
+    return {"nqn": nqn, "allow_any_host": sub.attrs.get("attr_allow_any_host") == "1",
+            "allowed_hosts": list(sub.allowed_hosts),
+            "ports": [_port_dict(p, ctx.state) for p in sports],
+            "controllers": ctrl_rows, "namespaces": ns_rows}
+
+
+def _controller_port(ctx: _Context, c, live: dict | None, hinted: dict, sports: list):
+    """The port a host controller came in through: nvmet debugfs says it; else the host's hint
+    (transport, address, service id) when exactly one port matches; else the only port."""
+    if live is not None and isinstance(live.get(c.cntlid, {}).get("port"), int):
+        return ctx.port_by_id.get(live[c.cntlid]["port"])
+    if c.cntlid in hinted:
+        h = hinted[c.cntlid]
+        m = [p for p in sports if p.trtype == h.transport and
+             (h.transport == "loop" or (p.traddr == h.traddr and (not h.trsvcid or
+                                                                 str(h.trsvcid) == _svc(ctx.state, p.portid))))]
+        return m[0] if len(m) == 1 else None
+    return sports[0] if len(sports) == 1 else None
+
+
+def _namespace_row(ctx: _Context, nqn: str, nsid: int, ns, cands: list, ctrl_port: dict,
+                   sports: list) -> dict:
+    """One namespace: its device, p2pmem mode and provider, what it lost, and the offload verdict
+    for each host controller (one verdict without a controller when none is known)."""
+    p2p = ns.attrs.get("p2pmem", "")
+    dev = ns.attrs.get("device_path", "")
+    verdicts = []
+    for c in cands or [None]:
+        port = ctrl_port.get(c.cntlid) if c else None
+        nic = next((p.rdma_pci for p in ([port] if port else sports) if p and p.rdma_pci), None)
+        judged = (c.mappings.get(nsid) if c else None) or (p2p if p2p not in ("0", "1", "") else None)
+        dist = distance_facts(judged, nic, ctx.inv, ctx.kernel) if judged and nic else None
+        verdicts.append(ev.decide(subsystem=nqn, nsid=nsid, ns_enabled=ns.enable, p2pmem=p2p,
+                                  ports=sports, ctrl=c, port=port, distance=dist, pools=ctx.pools,
+                                  io_during_sampling=ctx.io_during_sampling))
+    return {"nsid": nsid, "enabled": ns.enable, "device_path": dev, "p2pmem": p2p,
+            "mode": "off" if p2p in ("0", "") else ("auto" if p2p == "1" else "pinned"),
+            "backing_pci": backing_pci(dev, ctx.inv, ctx.dev_names),
+            "provider": ctx.providers.get(p2p) if p2p not in ("0", "1", "") else None,
+            "degraded": _degraded_rows(f"namespace {nqn}/{nsid}", p2p, ctx.inv, ctx.degraded),
+            "_verdicts": verdicts}
 
 
 def _degraded_rows(obj: str, p2p: str, inv: Inventory, degraded: dict | None) -> list[dict]:
@@ -409,65 +447,25 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
     statistics to use (``bench`` samples around each fio run). With ``sample_seconds`` the
     pools are sampled first, in this thread, and the inventory is read afterwards (on a slow
     machine reading it takes seconds: the window must neither start late nor compete with it)."""
-    pools = None
-    sampling = None
-    if sampler is not None:
-        inv = inventory or read_inventory(root)
-        pools = sampler.stats
-        sampling = {"seconds": (sampler.stopped or time.time()) - (sampler.started or time.time()),
-                    "interval": sampler.interval, "io_running": io_during_sampling,
-                    "io_size": next((s.io_size for s in pools.values() if s.io_size), None)}
-    elif sample_seconds > 0:
-        providers = ([f.bdf for f in inventory.providers(published_only=False)] if inventory
-                     else pool_providers(root))
-        s = ev.PoolSampler(providers, root=root, interval=interval, io_size=io_size)
-        pools = s.run_for(sample_seconds)
-        inv = inventory or read_inventory(root)
-        sampling = {"seconds": round(s.stopped - s.started, 3), "interval": interval,
-                    "io_running": io_during_sampling, "io_size": io_size}
-    else:
-        inv = inventory or read_inventory(root)
+    inv, pools, sampling = _pools_and_inventory(root, sample_seconds, interval, io_during_sampling,
+                                                io_size, sampler, inventory)
     state = read_target(root)
     if log_records is None:
         log_records, info = read_log(root)
     else:
         info = {"source": "given", "records": len(log_records), "complete": True}
-    events = ev.parse_log(log_records)
-    only = None
-    notes = []
-    if not all_subsystems:
-        try:
-            managed = managed_subsystems(state_dir)
-        except NvmetP2PError as exc:
-            managed = None
-            notes.append(f"{exc}: showing every subsystem")
-        else:
-            if managed is None:
-                notes.append("no record of subsystems managed by nvmet-p2p (managed.json in the "
-                             "state directory): showing every subsystem")
-        if managed is not None:
-            only = managed
-    from nvmet_p2p.inventory import block_device_name
-    dev_names = {}
-    seen = set()
-    for sub in state.subsystems.values():
-        for ns in sub.namespaces.values():
-            path = ns.attrs.get("device_path", "")
-            if path in seen:           # namespaces sharing a device resolve it once
-                continue
-            seen.add(path)
-            name = block_device_name(root, path)
-            if name:
-                dev_names[path] = name
+    notes: list[str] = []
+    only = None if all_subsystems else _managed_only(state_dir, notes)
     from nvmet_p2p.apply import state_dir as _state_dir
     from nvmet_p2p.degraded import DegradedStore
     store = DegradedStore(_state_dir(state_dir))
     degraded = store.load()
     if store.warning:
         notes.append(store.warning)
-    rep = assemble(state, inv, events, debugfs=read_debugfs_controllers(root), pools=pools,
-                   io_during_sampling=io_during_sampling, only=only, hints=hints,
-                   kernel=kernel, log_info=info, dev_names=dev_names, degraded=degraded)
+    rep = assemble(state, inv, ev.parse_log(log_records), debugfs=read_debugfs_controllers(root),
+                   pools=pools, io_during_sampling=io_during_sampling, only=only, hints=hints,
+                   kernel=kernel, log_info=info, dev_names=_device_names(root, state),
+                   degraded=degraded)
     rep.degraded_ports = [e.to_dict() for (o, _k), e in sorted(degraded.items()) if o.startswith("port ")]
     rep.sampling = sampling
     rep.notes = notes + rep.notes
@@ -475,6 +473,59 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
         rep.notes.insert(0, f"no nvmet configfs tree at {os.path.join(root, NVMET)} "
                             "(modprobe nvmet; configfs mounted?)")
     return rep
+
+
+def _pools_and_inventory(root, sample_seconds, interval, io_during_sampling, io_size, sampler,
+                         inventory):
+    """The inventory, the pools' statistics and the sampling window's facts: from ``sampler``
+    when given, else sampled for ``sample_seconds`` *before* the inventory is read, else none."""
+    if sampler is not None:
+        inv = inventory or read_inventory(root)
+        pools = sampler.stats
+        sampling = {"seconds": (sampler.stopped or time.time()) - (sampler.started or time.time()),
+                    "interval": sampler.interval, "io_running": io_during_sampling,
+                    "io_size": next((s.io_size for s in pools.values() if s.io_size), None)}
+        return inv, pools, sampling
+    if sample_seconds > 0:
+        providers = ([f.bdf for f in inventory.providers(published_only=False)] if inventory
+                     else pool_providers(root))
+        s = ev.PoolSampler(providers, root=root, interval=interval, io_size=io_size)
+        pools = s.run_for(sample_seconds)
+        sampling = {"seconds": round(s.stopped - s.started, 3), "interval": interval,
+                    "io_running": io_during_sampling, "io_size": io_size}
+        return inventory or read_inventory(root), pools, sampling
+    return inventory or read_inventory(root), None, None
+
+
+def _managed_only(state_dir: str | None, notes: list[str]) -> set[str] | None:
+    """The subsystems nvmet-p2p manages (what status shows by default); None, with a note
+    saying why, when there is no readable record: then every subsystem is shown."""
+    try:
+        managed = managed_subsystems(state_dir)
+    except NvmetP2PError as exc:
+        notes.append(f"{exc}: showing every subsystem")
+        return None
+    if managed is None:
+        notes.append("no record of subsystems managed by nvmet-p2p (managed.json in the "
+                     "state directory): showing every subsystem")
+    return managed
+
+
+def _device_names(root: str, state: TargetState) -> dict[str, str]:
+    """``device_path`` -> block device name, for paths that are links (a device shared by
+    several namespaces is resolved once)."""
+    from nvmet_p2p.inventory import block_device_name
+    names, seen = {}, set()
+    for sub in state.subsystems.values():
+        for ns in sub.namespaces.values():
+            path = ns.attrs.get("device_path", "")
+            if path in seen:
+                continue
+            seen.add(path)
+            name = block_device_name(root, path)
+            if name:
+                names[path] = name
+    return names
 
 
 # --------------------------------------------------------------------------------------

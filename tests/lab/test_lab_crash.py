@@ -1,23 +1,26 @@
 """Lab tier: an apply interrupted after step k, on the real kernel, settles to exactly the old or
 the new tree.
 
-A target of realistic size: one subsystem with 150 namespaces (148 on null_blk, two on CMB NVMe
-with p2pmem pinned), an allowed host, a TCP port on 127.0.0.1 and a loop port. Two plans:
+Two targets: the issue's, one subsystem with 150 namespaces (148 on null_blk, two on CMB NVMe
+with p2pmem pinned), and a p2p target host of everyday size, 24 namespaces (22 on null_blk, two
+on CMB NVMe); each with an allowed host, a TCP port on 127.0.0.1 and a loop port. Two plans:
 
 * ``empty -> OLD`` (the issue's case: the first namespaces exist when the process dies);
 * ``OLD -> NEW`` with ``--prune``: namespaces cycled (p2pmem and UUID changes), removed and
   added, a second subsystem removed, the TCP port's service id changed (the port is detached and
   relinked), a host added.
 
-For many k (both ends, the first and last step of each kind, a stride through the middle; for
-the first apply the first 60 steps -- the issue's window; within a time budget,
-``NVMET_P2P_LAB_CRASH_BUDGET``; ``NVMET_P2P_LAB_CRASH_ALL=1``: every k) a forked child runs the
-apply with the test-only hook that SIGKILLs it after step k; the parent then settles the journal
-(:func:`nvmet_p2p.apply.settle`, what the next command does) and compares a byte-for-byte dump of
-configfs -- every readable attribute and every link -- with the dump of OLD or NEW taken before.
-The CLI is checked the same way a user meets it: `apply` killed, then `apply --prune` of the old
-state says it rolled back; SIGTERM and SIGINT (hook and a real timed signal) end with 143/130 and
-the old tree.
+On the 24-namespace target, after *every* step k of both plans; on the 150-namespace one (each
+kill point costs seconds of TCG there: the tree is read three times per point) for many k --
+both ends, the first and last step of each kind, a stride through the middle; for the first
+apply the first 60 steps, the issue's window -- within a time budget,
+``NVMET_P2P_LAB_CRASH_BUDGET`` (``NVMET_P2P_LAB_CRASH_ALL=1``: every k there too, no budget).
+For each k a forked child runs the apply with the test-only hook that SIGKILLs it after step
+k; the parent then settles the journal (:func:`nvmet_p2p.apply.settle`, what the next command
+does) and compares a byte-for-byte dump of configfs -- every readable attribute and every link
+-- with the dump of OLD or NEW taken before. The CLI is checked the same way a user meets it
+(150 namespaces): `apply` killed, then `apply --prune` of the old state says it rolled back;
+SIGTERM and SIGINT (hook and a real timed signal) end with 143/130 and the old tree.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ S2 = "nqn.2026-12.io.lab:crash2"
 H1 = "nqn.2014-08.org.nvmexpress:uuid:5f2c4a7e-1d3b-4c8a-9e6f-0a1b2c3d4e5f"
 H2 = "nqn.2014-08.org.nvmexpress:uuid:6a3d5b8f-2e4c-4d9b-8f70-1b2c3d4e5f60"
 NS = 150
+#: the everyday target, interrupted after every step of both plans in every lab run
+SMALL = 24
 
 
 def dump() -> dict:
@@ -72,11 +77,14 @@ def _ns(i, dev, p2p="0", tag=0):
             "device": {"path": dev, "uuid": f"{tag:08x}-0000-4000-8000-{i:012x}"}}
 
 
-def states(lab_devices):
+def states(lab_devices, ns: int = NS):
+    """OLD and NEW for a subsystem of ``ns`` namespaces (150: namespaces 100-109 pruned, 151-160
+    added; fewer: the same proportions, at least two of each)."""
     nv = lab_devices["nvme"]
     a, b, c = nv["cmbA"], nv["cmbB"], nv["cmbC"]
     nss = [_ns(1, a["namespaces"][0], b["bdf"]), _ns(2, c["namespaces"][0], c["bdf"])]
-    nss += [_ns(i, "/dev/nullb0") for i in range(3, NS + 1)]
+    nss += [_ns(i, "/dev/nullb0") for i in range(3, ns + 1)]
+    churn, cut = max(2, ns // 15), ns * 2 // 3
     old = {
         "hosts": [{"nqn": H1}],
         "subsystems": [
@@ -95,16 +103,18 @@ def states(lab_devices):
     s1["namespaces"][0]["p2pmem"] = a["bdf"]                     # cycled: p2pmem
     for n in s1["namespaces"][10:15]:
         n["device"]["uuid"] = n["device"]["uuid"].replace("00000000", "11111111")  # cycled: uuid
-    del s1["namespaces"][100:110]                                 # pruned
-    s1["namespaces"] += [_ns(i, "/dev/nullb0") for i in range(NS + 1, NS + 11)]  # added
+    del s1["namespaces"][cut:cut + churn]                         # pruned
+    s1["namespaces"] += [_ns(i, "/dev/nullb0") for i in range(ns + 1, ns + 1 + churn)]  # added
     del new["subsystems"][1]                                      # subsystem pruned
     new["ports"][0]["subsystems"] = [S1]
     new["ports"][0]["addr"]["trsvcid"] = "4431"                   # port detached, relinked
     return old, new
 
 
-@pytest.fixture(scope="module")
-def crash(tmp_path_factory):
+@pytest.fixture(scope="module", params=[NS])
+def crash(request, tmp_path_factory):
+    """The target of ``request.param`` namespaces in OLD, with the dumps of empty, OLD and NEW
+    and both plans' steps (tests asking for the small one parametrize this indirectly)."""
     lab_devices = labutil.devmap()
     if lab_devices is None:
         pytest.skip("lab test: needs the QEMU lab (tools/lab/run)")
@@ -114,8 +124,9 @@ def crash(tmp_path_factory):
         pytest.skip("null_blk gave no /dev/nullb0 in this lab kernel")
     work = tmp_path_factory.mktemp("crash")
     sd = str(work / "state")
-    old, new = states(lab_devices)
-    env = {"sd": sd, "work": work, "old": old, "new": new, "cfs": Configfs("/")}
+    old, new = states(lab_devices, request.param)
+    env = {"sd": sd, "work": work, "old": old, "new": new, "cfs": Configfs("/"),
+           "ns": request.param}
     base = dump()
     go(env, old)
     env["old_dump"], env["old_managed"] = dump(), ManagedStore(sd).load()
@@ -154,15 +165,16 @@ def killed(env, doc, k, **kw) -> int:
 #: 30 s: the change loop was the module's largest cost in CI (60 s, half of the module's 131 s
 #: in a local lab run under load); the cut points are the middle of the stride, the ends and the
 #: first and last step of each kind come first. NVMET_P2P_LAB_CRASH_ALL=1: every k, no limit.
-BUDGET = float(os.environ.get("NVMET_P2P_LAB_CRASH_BUDGET", "30"))
+EVERY = os.environ.get("NVMET_P2P_LAB_CRASH_ALL") == "1"
+BUDGET = 0.0 if EVERY else float(os.environ.get("NVMET_P2P_LAB_CRASH_BUDGET", "20"))
 
 
-def sample(ops, head: int | None = None) -> list:
+def sample(ops, head: int | None = None, every: bool = EVERY) -> list:
     """Kill points, most telling first: both ends, the first and last step of each kind (action x
-    object kind) and the one before it, then a stride through the middle. All of them with
-    NVMET_P2P_LAB_CRASH_ALL=1."""
+    object kind) and the one before it, then a stride through the middle. ``every``: all of
+    them, 0 (right after the journal) to n (after the last step) and "record"."""
     n = len(ops)
-    if os.environ.get("NVMET_P2P_LAB_CRASH_ALL") == "1":
+    if every:
         return list(range(0, n + 1)) + ["record"]
     out: list = [0, 1, n, "record", n - 1, 2]
     first: dict = {}
@@ -183,12 +195,15 @@ def sample(ops, head: int | None = None) -> list:
     return ks
 
 
-def kill_loop(env, doc, ops, before, after, m_before, m_after, undo_after, head=None, **kw):
-    """Kill after each sampled k, settle, compare; within :data:`BUDGET` seconds."""
+def kill_loop(env, doc, ops, before, after, m_before, m_after, undo_after, head=None,
+              every=False, **kw):
+    """Kill after each sampled k (``every``: each k, no budget), settle, compare; within
+    :data:`BUDGET` seconds."""
     t0 = time.monotonic()
     done = []
-    for k in sample(ops, head):
-        if BUDGET and time.monotonic() - t0 > BUDGET and len(done) >= 6:
+    points = sample(ops, head, every=True) if every else sample(ops, head)
+    for k in points:
+        if BUDGET and not every and time.monotonic() - t0 > BUDGET and len(done) >= 6:
             break
         t = time.monotonic()
         assert killed(env, doc, k, **kw) == signal.SIGKILL, k
@@ -197,10 +212,27 @@ def kill_loop(env, doc, ops, before, after, m_before, m_after, undo_after, head=
             undo_after()
         done.append(k)
         print(f"  k={k}: {action} ({time.monotonic() - t:.1f} s)", flush=True)
-    print(f"{len(ops)} steps: {len(done)} of {len(sample(ops, head))} kill points in "
-          f"{time.monotonic() - t0:.1f} s: {done}", flush=True)
+    print(f"{len(ops)} steps: {len(done)} of {len(points)} kill points in "
+          f"{time.monotonic() - t0:.1f} s: {_ranges(done)}", flush=True)
     assert ({0, 1} if head else {0, 1, len(ops), "record"}) <= set(done)
+    if every:
+        assert done == points
     return done
+
+
+def _ranges(ks: list) -> str:
+    """``[0, 1, 2, 3, 7, 'record']`` as ``0-3, 7, record``."""
+    out, run = [], []
+    for k in ks + [None]:
+        if isinstance(k, int) and run and k == run[-1] + 1:
+            run.append(k)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [k] if isinstance(k, int) else []
+        if isinstance(k, str):
+            out.append(k)
+    return ", ".join(out)
 
 
 def _settle_and_compare(env, k, n, before, after, m_before, m_after):
@@ -218,7 +250,7 @@ def _settle_and_compare(env, k, n, before, after, m_before, m_after):
     return rec.action
 
 
-def test_kill_after_step_k_of_a_change_with_prune(crash):
+def change_with_prune(crash, every=False):
     go(crash, crash["old"])
     assert dump() == crash["old_dump"]
     ops = crash["steps"]
@@ -228,22 +260,41 @@ def test_kill_after_step_k_of_a_change_with_prune(crash):
     def back():
         go(crash, crash["old"], prune=True)
         assert dump() == crash["old_dump"]
-    print(f"\nchange with --prune ({len(ops)} steps):", flush=True)
+    print(f"\n{crash['ns']} namespaces, change with --prune ({len(ops)} steps):", flush=True)
     kill_loop(crash, crash["new"], ops, crash["old_dump"], crash["new_dump"], crash["old_managed"],
-              crash["new_managed"], back, prune=True)
+              crash["new_managed"], back, every=every, prune=True)
 
 
-def test_kill_after_step_k_of_a_first_apply(crash):
+def first_apply(crash, every=False):
     from nvmet_p2p.plan import Managed
     clear("/", crash["sd"])
     ops = crash["first_steps"]
-    assert len(ops) > 4 * NS
-    print(f"\nfirst apply from empty ({len(ops)} steps):", flush=True)
-    # the issue's window: the first namespaces exist (the end, k = n and the bookkeeping, is
-    # covered by the change above, where it is cheaper)
+    assert len(ops) > 4 * crash["ns"]
+    print(f"\n{crash['ns']} namespaces, first apply from empty ({len(ops)} steps):", flush=True)
+    # 150 namespaces: the issue's window, the first namespaces exist (the end, k = n and the
+    # bookkeeping, is covered by the change, where it is cheaper)
     kill_loop(crash, crash["old"], ops, crash["empty_dump"], crash["old_dump"], Managed(),
-              crash["old_managed"], lambda: clear("/", crash["sd"]), head=60)
+              crash["old_managed"], lambda: clear("/", crash["sd"]),
+              head=None if every else 60, every=every)
     go(crash, crash["old"])
+
+
+def test_kill_after_step_k_of_a_change_with_prune(crash):
+    change_with_prune(crash)
+
+
+def test_kill_after_step_k_of_a_first_apply(crash):
+    first_apply(crash)
+
+
+@pytest.mark.parametrize("crash", [SMALL], indirect=True)
+def test_kill_after_every_step_k_of_both_plans_of_an_everyday_target(crash):
+    """Every k of the first apply and of the change, 0 (right after the journal) to n (after the
+    last step), and after the managed set was recorded."""
+    kinds = {o.action for o in crash["steps"]}
+    assert kinds == {"mkdir", "rmdir", "write", "link", "unlink"}, kinds
+    change_with_prune(crash, every=True)
+    first_apply(crash, every=True)
 
 
 def cli(*args, env=None, check=False):
