@@ -303,79 +303,96 @@ def explain_mismatch(res: P2pTestResult, root: str = "/") -> dict:
 
 
 def _transfers(res: P2pTestResult, p2p: mmap.mmap, host: _Aligned, progress) -> None:
-    import random  # (imported where used: start-up of p2p-test)
-    size, off = res.size, res.offset
+    """``repeat`` rounds of reads (and, with a destination, writes) through host memory and
+    through the p2pmem mapping, alternating which goes first; p2p stops after a refusal."""
     src_fd = os.open(res.source, (os.O_RDWR if res.seeded else os.O_RDONLY) | os.O_DIRECT)
     dst_fd = os.open(res.destination, os.O_RDWR | os.O_DIRECT) if res.destination else None
     try:
-        if res.seeded:
-            expected = random.Random(res.seed).randbytes(size)
-            host.mm[:] = expected
-            n = os.pwritev(src_fd, [host.mm], off)
-            os.fsync(src_fd)
-            if n != size:
-                raise NvmetP2PError(f"seeding {res.source} wrote {n} of {size} bytes")
-            progress(f"seeded {size} bytes of {res.source} at offset {off} (seed {res.seed})")
-        else:
-            n = os.preadv(src_fd, [host.mm], off)
-            expected = bytes(host.mm[:n])
-            progress(f"read the reference copy of {res.source} (read-only source: consistency check)")
-        p2p_ok = True
+        expected = _reference(res, src_fd, host, progress)
         for r in range(1, res.repeat + 1):
             order = ("host", "p2p") if r % 2 else ("p2p", "host")
-            for path in order:
-                if path == "p2p" and not p2p_ok:
-                    continue
-                buf = p2p if path == "p2p" else host.mm
-                t = Transfer("read", path, res.source, r)
-                buf[:PAGE] = b"\xee" * PAGE      # poison the head: a no-op transfer cannot pass
-                try:
-                    t.bytes, t.seconds = _io(os.preadv, src_fd, buf, off)
-                    got = bytes(buf[:t.bytes])
-                    bad = _first_mismatch(got, expected)
-                    t.verified = bad is None and t.bytes == size
-                    if bad is not None:
-                        t.error = f"data mismatch at byte {off + bad} of {res.source}"
-                except OSError as exc:
-                    t.error, t.errno = exc.strerror, exc.errno
-                    if path == "p2p":
-                        p2p_ok = False
-                        res.refusal = {"direction": "read", "device": res.source, "errno": exc.errno,
-                                       "errname": _errno.errorcode.get(exc.errno, str(exc.errno))}
-                res.transfers.append(t)
-                progress(_line(t))
-            if res.destination:
+            rounds = [("read", src_fd)] + ([("write", dst_fd)] if dst_fd is not None else [])
+            for direction, fd in rounds:
                 for path in order:
-                    if path == "p2p" and not p2p_ok:
+                    if path == "p2p" and res.refusal:
                         continue
                     buf = p2p if path == "p2p" else host.mm
-                    if path == "host":
-                        host.mm[:] = expected
-                    t = Transfer("write", path, res.destination, r)
-                    try:
-                        t.bytes, t.seconds = _io(os.pwritev, dst_fd, buf, off)
-                        os.fsync(dst_fd)
-                        back = _Aligned(size)
-                        try:
-                            n = os.preadv(dst_fd, [back.mm], off)
-                            bad = _first_mismatch(bytes(back.mm[:n]), expected)
-                        finally:
-                            back.close()
-                        t.verified = bad is None and t.bytes == size
-                        if bad is not None:
-                            t.error = f"read-back mismatch at byte {off + bad} of {res.destination}"
-                    except OSError as exc:
-                        t.error, t.errno = exc.strerror, exc.errno
-                        if path == "p2p":
-                            p2p_ok = False
-                            res.refusal = {"direction": "write", "device": res.destination, "errno": exc.errno,
-                                           "errname": _errno.errorcode.get(exc.errno, str(exc.errno))}
+                    once = _read_once if direction == "read" else _write_once
+                    t = once(res, fd, buf, path, r, expected, host)
                     res.transfers.append(t)
                     progress(_line(t))
     finally:
         os.close(src_fd)
         if dst_fd is not None:
             os.close(dst_fd)
+
+
+def _reference(res: P2pTestResult, src_fd: int, host: _Aligned, progress) -> bytes:
+    """What every transfer must deliver: a seeded pattern written to the source first, or (a
+    read-only source) the source's content read once through host memory."""
+    import random  # (imported where used: start-up of p2p-test)
+    size, off = res.size, res.offset
+    if not res.seeded:
+        n = os.preadv(src_fd, [host.mm], off)
+        progress(f"read the reference copy of {res.source} (read-only source: consistency check)")
+        return bytes(host.mm[:n])
+    expected = random.Random(res.seed).randbytes(size)
+    host.mm[:] = expected
+    n = os.pwritev(src_fd, [host.mm], off)
+    os.fsync(src_fd)
+    if n != size:
+        raise NvmetP2PError(f"seeding {res.source} wrote {n} of {size} bytes")
+    progress(f"seeded {size} bytes of {res.source} at offset {off} (seed {res.seed})")
+    return expected
+
+
+def _read_once(res: P2pTestResult, fd: int, buf, path: str, r: int, expected: bytes,
+               host: _Aligned) -> Transfer:
+    """One O_DIRECT read of the source into ``buf``, checked against ``expected``."""
+    t = Transfer("read", path, res.source, r)
+    buf[:PAGE] = b"\xee" * PAGE      # poison the head: a no-op transfer cannot pass
+    try:
+        t.bytes, t.seconds = _io(os.preadv, fd, buf, res.offset)
+        bad = _first_mismatch(bytes(buf[:t.bytes]), expected)
+        t.verified = bad is None and t.bytes == res.size
+        if bad is not None:
+            t.error = f"data mismatch at byte {res.offset + bad} of {res.source}"
+    except OSError as exc:
+        _failed(res, t, exc, res.source)
+    return t
+
+
+def _write_once(res: P2pTestResult, fd: int, buf, path: str, r: int, expected: bytes,
+                host: _Aligned) -> Transfer:
+    """One O_DIRECT write of ``buf`` (host memory refilled with ``expected`` first) to the
+    destination, fsynced and read back through a fresh host buffer."""
+    if path == "host":
+        host.mm[:] = expected
+    t = Transfer("write", path, res.destination, r)
+    try:
+        t.bytes, t.seconds = _io(os.pwritev, fd, buf, res.offset)
+        os.fsync(fd)
+        back = _Aligned(res.size)
+        try:
+            n = os.preadv(fd, [back.mm], res.offset)
+            bad = _first_mismatch(bytes(back.mm[:n]), expected)
+        finally:
+            back.close()
+        t.verified = bad is None and t.bytes == res.size
+        if bad is not None:
+            t.error = f"read-back mismatch at byte {res.offset + bad} of {res.destination}"
+    except OSError as exc:
+        _failed(res, t, exc, res.destination)
+    return t
+
+
+def _failed(res: P2pTestResult, t: Transfer, exc: OSError, device: str) -> None:
+    """A transfer the kernel refused: on the p2p path that is the test's refusal (and p2p is
+    not tried again)."""
+    t.error, t.errno = exc.strerror, exc.errno
+    if t.path == "p2p":
+        res.refusal = {"direction": t.direction, "device": device, "errno": exc.errno,
+                       "errname": _errno.errorcode.get(exc.errno, str(exc.errno))}
 
 
 def _line(t: Transfer) -> str:
