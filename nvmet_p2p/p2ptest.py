@@ -226,25 +226,14 @@ def run(provider: str, source: str, destination: str | None = None, *, size: int
     """The whole test. Raises :class:`InputError` for bad arguments, returns a result otherwise
     (a kernel refusal is a *result*: ``verdict == "refused"``)."""
     progress = progress or (lambda m: None)
-    if offset % PAGE:
-        raise InputError(f"offset must be a multiple of {PAGE}", where="--offset")
-    if repeat < 1:
-        raise InputError("repeat must be >= 1", where="--repeat")
-    pool = check_provider(provider, root)
+    pool = _check_args(provider, source, destination, size, offset, repeat, root)
     pdir, alloc, avail = pool["dir"], pool["allocate"], pool["available"]
-    if size > avail:
-        raise InputError(f"{provider} has {avail} bytes of p2pmem available, the test needs {size}; "
-                         f"use a smaller --size", where="--size")
-    for dev in [source] + ([destination] if destination else []):
-        if not os.path.exists(dev):
-            raise InputError(f"no such device {dev}")
     res = P2pTestResult(provider=provider, source=source, destination=destination, size=size, offset=offset,
                         repeat=repeat, seeded=seed_source, seed=seed if seed_source else None,
                         emulated=emulation_label(root))
     res.prediction = predict(provider, [source] + ([destination] if destination else []), root, kernel, inventory)
     res.pool["size"] = int(_read(os.path.join(pdir, "size")) or 0)
     res.pool["available_before"] = avail
-
     if log is None:
         from nvmet_p2p.kmsg import KernelLog
         log = KernelLog(root=root)
@@ -252,7 +241,42 @@ def run(provider: str, source: str, destination: str | None = None, *, size: int
         mark = log.mark()
     except OSError:
         mark = None
+    _map_and_transfer(res, pdir, alloc, progress)
+    res.pool["available_after"] = int(_read(os.path.join(pdir, "available")) or 0)
+    if mark is not None:
+        try:
+            res.kernel_log = log.lines_since(mark)
+        except OSError:
+            pass
+    if res.refusal:
+        _explain(res)
+    if any(t.verified is False or t.error for t in res.transfers):
+        res.explanation = explain_mismatch(res, root)
+    return res
 
+
+def _check_args(provider: str, source: str, destination: str | None, size: int, offset: int,
+                repeat: int, root: str) -> dict:
+    """Every argument checked before anything is mapped or written (:class:`InputError`);
+    the provider's pool (:func:`check_provider`) when they are all good."""
+    if offset % PAGE:
+        raise InputError(f"offset must be a multiple of {PAGE}", where="--offset")
+    if repeat < 1:
+        raise InputError("repeat must be >= 1", where="--repeat")
+    pool = check_provider(provider, root)
+    if size > pool["available"]:
+        raise InputError(f"{provider} has {pool['available']} bytes of p2pmem available, the test "
+                         f"needs {size}; use a smaller --size", where="--size")
+    for dev in [source] + ([destination] if destination else []):
+        if not os.path.exists(dev):
+            raise InputError(f"no such device {dev}")
+    return pool
+
+
+def _map_and_transfer(res: P2pTestResult, pdir: str, alloc: str, progress) -> None:
+    """Map ``size`` bytes of the pool (``p2pmem/allocate``) and run the transfers; the mapping
+    and the host buffer are released whatever happens."""
+    size = res.size
     host = _Aligned(size)
     afd = os.open(alloc, os.O_RDWR)
     try:
@@ -269,17 +293,6 @@ def run(provider: str, source: str, destination: str | None = None, *, size: int
     finally:
         os.close(afd)
         host.close()
-    res.pool["available_after"] = int(_read(os.path.join(pdir, "available")) or 0)
-    if mark is not None:
-        try:
-            res.kernel_log = log.lines_since(mark)
-        except OSError:
-            pass
-    if res.refusal:
-        _explain(res)
-    if any(t.verified is False or t.error for t in res.transfers):
-        res.explanation = explain_mismatch(res, root)
-    return res
 
 
 def explain_mismatch(res: P2pTestResult, root: str = "/") -> dict:
