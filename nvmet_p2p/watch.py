@@ -580,18 +580,7 @@ class Watcher:
         managed = ManagedStore(self.o.state_dir).load()
         live = read_state(cfs)
         self._wait_paths(targets)
-        step1 = {k: st.Namespace(self.facts.namespaces[k].nsid, False, {"p2pmem": "0"})
-                 for k, x in targets.items() if x.rewrite_p2pmem or self._leaves_dead(k, x)}
-        step2 = {}
-        for k, x in targets.items():
-            n = self.facts.namespaces[k]
-            attrs = {}
-            if x.device_path is not None:
-                attrs["device_path"] = x.device_path
-            p2p = x.p2pmem if x.p2pmem is not None else (n.p2pmem if x.rewrite_p2pmem else None)
-            if p2p is not None:
-                attrs["p2pmem"] = p2p
-            step2[k] = st.Namespace(n.nsid, n.enabled if x.enable is None else x.enable, attrs)
+        step1, step2 = self._steps(targets)
         out = {"writes": 0, "configfs_ms": 0.0}
         try:
             for step in (step1, step2):
@@ -621,6 +610,23 @@ class Watcher:
             out["recovered"] = self._recover(live, managed, targets)
         out["t_done"] = time.monotonic()
         return out
+
+    def _steps(self, targets: dict[str, hp.NsTarget]) -> tuple[dict, dict]:
+        """The two reconciles' namespaces: first p2pmem 0 and disabled (those being rewritten or
+        leaving a dead provider), then every target's end state."""
+        step1 = {k: st.Namespace(self.facts.namespaces[k].nsid, False, {"p2pmem": "0"})
+                 for k, x in targets.items() if x.rewrite_p2pmem or self._leaves_dead(k, x)}
+        step2 = {}
+        for k, x in targets.items():
+            n = self.facts.namespaces[k]
+            attrs = {}
+            if x.device_path is not None:
+                attrs["device_path"] = x.device_path
+            p2p = x.p2pmem if x.p2pmem is not None else (n.p2pmem if x.rewrite_p2pmem else None)
+            if p2p is not None:
+                attrs["p2pmem"] = p2p
+            step2[k] = st.Namespace(n.nsid, n.enabled if x.enable is None else x.enable, attrs)
+        return step1, step2
 
     def _leaves_dead(self, k: str, x: hp.NsTarget) -> bool:
         prov = self.facts.namespaces[k].provider
