@@ -48,74 +48,82 @@ def _buffer_families(runs: list[dict]) -> dict[str, dict[int, list[float]]]:
 
 
 def make_plots(out_dir: str, results: dict) -> tuple[list[str], str | None]:
+    """The PNGs of a bench run in ``out_dir`` (throughput vs queue depth, latency percentiles,
+    the A/B panels) and a note when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return [], NOTE_MISSING
-    made = []
     runs = [r for r in results.get("runs", []) if r.get("summary") and r["fio"].get("ok")]
     base = [r for r in runs if not r.get("variant") or r.get("variant") == "p2p-on"]
+    made = [_throughput_plot(plt, out_dir, results, runs, base),
+            _latency_plot(plt, out_dir, results, base),
+            # A/B: one panel per metric (GB/s and IOPS never share an axis), then the pool panel
+            _ab_plot(plt, out_dir, results)]
+    return [p for p in made if p], None
 
-    # throughput vs queue depth
-    fam = _buffer_families(runs) if results.get("p2p_test") else _seq_families(base)
-    if fam:
-        fig, ax = plt.subplots(figsize=(9.5, 4.8) if results.get("p2p_test") else (7, 4.5))
-        colors: dict[str, str] = {}
-        for name, pts in sorted(fam.items()):
-            qds = sorted(pts)
-            family, _, buffer = name.partition(" | ")
-            color = colors.setdefault(family, f"C{len(colors) % 10}")
-            ax.plot(qds, [statistics.median(pts[q]) for q in qds], marker="o", color=color,
-                    linestyle="--" if buffer == "host" else "-", label=name)
-        ax.set_xscale("log", base=2)
-        all_qds = sorted({q for pts in fam.values() for q in pts})
-        ax.set_xticks(all_qds)
-        ax.set_xticklabels([str(q) for q in all_qds])
-        ax.set_xlabel("queue depth")
-        ax.set_ylabel("GB/s (10^9 B/s)")
-        if results.get("p2p_test"):     # p2p and host can be orders of magnitude apart (TCG: trapped MMIO)
-            ax.set_yscale("log")
-        ax.set_title(_title(results, "Throughput vs queue depth\nsolid: buffers in p2pmem, dashed: host memory"
-                            if results.get("p2p_test") else "Throughput vs queue depth"))
-        ax.grid(True, alpha=0.3)
-        if results.get("p2p_test"):
-            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        else:
-            ax.legend()
-        fig.tight_layout()
-        p = os.path.join(out_dir, "throughput_vs_qd.png")
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        made.append(p)
 
-    # latency percentiles
-    lat = [r for r in base if r["summary"].get("p50_ns") is not None and r["workload"].get("kind") != "integrity"]
-    if lat:
-        names = [r["workload"]["name"] for r in lat]
-        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 4.5))
-        width = 0.27
-        for i, (key, label) in enumerate((("p50_ns", "p50"), ("p99_ns", "p99"), ("p999_ns", "p99.9"))):
-            ax.bar([x + (i - 1) * width for x in range(len(names))],
-                   [(r["summary"].get(key) or 0) / 1000 for r in lat], width, label=label)
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=45, ha="right")
+def _throughput_plot(plt, out_dir: str, results: dict, runs: list, base: list) -> str | None:
+    """GB/s against queue depth, one line per workload family (p2p-test runs: solid for
+    buffers in p2pmem, dashed for host memory, on a log scale: TCG traps every MMIO)."""
+    p2p_test = bool(results.get("p2p_test"))
+    fam = _buffer_families(runs) if p2p_test else _seq_families(base)
+    if not fam:
+        return None
+    fig, ax = plt.subplots(figsize=(9.5, 4.8) if p2p_test else (7, 4.5))
+    colors: dict[str, str] = {}
+    for name, pts in sorted(fam.items()):
+        qds = sorted(pts)
+        family, _, buffer = name.partition(" | ")
+        color = colors.setdefault(family, f"C{len(colors) % 10}")
+        ax.plot(qds, [statistics.median(pts[q]) for q in qds], marker="o", color=color,
+                linestyle="--" if buffer == "host" else "-", label=name)
+    ax.set_xscale("log", base=2)
+    all_qds = sorted({q for pts in fam.values() for q in pts})
+    ax.set_xticks(all_qds)
+    ax.set_xticklabels([str(q) for q in all_qds])
+    ax.set_xlabel("queue depth")
+    ax.set_ylabel("GB/s (10^9 B/s)")
+    if p2p_test:
         ax.set_yscale("log")
-        ax.set_ylabel("completion latency (µs)")
-        ax.set_title(_title(results, "Latency percentiles"))
+    ax.set_title(_title(results, "Throughput vs queue depth\nsolid: buffers in p2pmem, dashed: host memory"
+                        if p2p_test else "Throughput vs queue depth"))
+    ax.grid(True, alpha=0.3)
+    if p2p_test:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
         ax.legend()
-        fig.tight_layout()
-        p = os.path.join(out_dir, "latency_percentiles.png")
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        made.append(p)
+    return _save(plt, fig, out_dir, "throughput_vs_qd.png")
 
-    # A/B: one panel per metric (GB/s and IOPS never share an axis), then the pool panel
-    p = _ab_plot(plt, out_dir, results)
-    if p:
-        made.append(p)
-    return made, None
+
+def _latency_plot(plt, out_dir: str, results: dict, base: list) -> str | None:
+    """p50/p99/p99.9 completion latency per workload (integrity runs left out)."""
+    lat = [r for r in base if r["summary"].get("p50_ns") is not None and r["workload"].get("kind") != "integrity"]
+    if not lat:
+        return None
+    names = [r["workload"]["name"] for r in lat]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2), 4.5))
+    width = 0.27
+    for i, (key, label) in enumerate((("p50_ns", "p50"), ("p99_ns", "p99"), ("p999_ns", "p99.9"))):
+        ax.bar([x + (i - 1) * width for x in range(len(names))],
+               [(r["summary"].get(key) or 0) / 1000 for r in lat], width, label=label)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel("completion latency (µs)")
+    ax.set_title(_title(results, "Latency percentiles"))
+    ax.legend()
+    return _save(plt, fig, out_dir, "latency_percentiles.png")
+
+
+def _save(plt, fig, out_dir: str, name: str) -> str:
+    fig.tight_layout()
+    p = os.path.join(out_dir, name)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
 
 
 def _ab_plot(plt, out_dir: str, results: dict) -> str | None:
