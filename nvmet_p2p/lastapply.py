@@ -1,9 +1,9 @@
 """The last apply's result, kept in the state directory for monitoring.
 
 ``<state dir>/last-apply.json`` says when the last ``apply`` (CLI, ``restore``, ``clear``, the
-Ansible module, the watcher, a ``shell`` commit) finished, whether it succeeded, how many configfs writes it made and, when it
-failed, the one-line error (secrets are masked in every message nvmet-p2p makes). The metrics
-exporter publishes it as ``nvmet_p2p_last_apply_*``.
+Ansible module, the watcher, a ``shell`` commit) finished, whether it succeeded, how many
+configfs writes it made and, when it failed, the one-line error (secrets are masked in every
+message nvmet-p2p makes). The metrics exporter publishes it as ``nvmet_p2p_last_apply_*``.
 
 It is written *after* the reconciler returned or raised, outside the apply lock and beside the
 reconciler's own files (``managed.json``, the lock, a journal): it is a report, never read back
