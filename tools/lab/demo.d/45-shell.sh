@@ -1,6 +1,6 @@
 # The nvmetcli-style shell, driven by a script here (interactively, `set p2pmem=<TAB>` lists the
 # same ranking `explain` prints): staged edits, the p2p verdict in `ls`, the reconciler's plan,
-# commit, and the subsystem deleted again.
+# commit (recorded as the last apply, as the exporter shows), and the subsystem deleted again.
 nvmet-p2p shell --help >/dev/null 2>&1 || exit 77
 export NVMET_P2P_STATE_DIR=/tmp/nvmet-p2p-demo-shell
 read -r DEV BDF < <(python3 -c 'import json,os; n=json.load(open(os.environ["DEVMAP"]))["nvme"]["cmbA"]; print(n["namespaces"][0], n["bdf"])')
@@ -11,5 +11,9 @@ run "/subsystems create $S; /subsystems/$S/namespaces create 1 path=$DEV; $NS ex
 echo
 echo "\$ cat /sys/kernel/config/nvmet/subsystems/$S/namespaces/1/{p2pmem,enable}"
 cat /sys/kernel/config/nvmet/subsystems/$S/namespaces/1/{p2pmem,enable}
+echo
+# the commit is the last apply the exporter publishes (source="shell")
+echo "\$ nvmet-p2p metrics --no-doctor | grep -E '^nvmet_p2p_last_apply_(info|configfs_writes)'"
+nvmet-p2p metrics --no-doctor | grep -E '^nvmet_p2p_last_apply_(info|configfs_writes)' || exit 1
 echo
 run "/subsystems delete $S; commit" | tail -n 1
