@@ -366,10 +366,7 @@ def _read_once(res: P2pTestResult, fd: int, buf, path: str, r: int, expected: by
     buf[:PAGE] = b"\xee" * PAGE      # poison the head: a no-op transfer cannot pass
     try:
         t.bytes, t.seconds = _io(os.preadv, fd, buf, res.offset)
-        bad = _first_mismatch(bytes(buf[:t.bytes]), expected)
-        t.verified = bad is None and t.bytes == res.size
-        if bad is not None:
-            t.error = f"data mismatch at byte {res.offset + bad} of {res.source}"
+        _verify(res, t, _first_mismatch(bytes(buf[:t.bytes]), expected), "data mismatch")
     except OSError as exc:
         _failed(res, t, exc, res.source)
     return t
@@ -391,12 +388,17 @@ def _write_once(res: P2pTestResult, fd: int, buf, path: str, r: int, expected: b
             bad = _first_mismatch(bytes(back.mm[:n]), expected)
         finally:
             back.close()
-        t.verified = bad is None and t.bytes == res.size
-        if bad is not None:
-            t.error = f"read-back mismatch at byte {res.offset + bad} of {res.destination}"
+        _verify(res, t, bad, "read-back mismatch")
     except OSError as exc:
         _failed(res, t, exc, res.destination)
     return t
+
+
+def _verify(res: P2pTestResult, t: Transfer, bad: int | None, what: str) -> None:
+    """Verified: every byte arrived and matched; else the first bad byte, as a device offset."""
+    t.verified = bad is None and t.bytes == res.size
+    if bad is not None:
+        t.error = f"{what} at byte {res.offset + bad} of {t.device}"
 
 
 def _failed(res: P2pTestResult, t: Transfer, exc: OSError, device: str) -> None:
