@@ -6,7 +6,8 @@ Every change goes through the one plan/apply path (:func:`nvmet_p2p.apply.reconc
 the lock in the state directory); this module only chooses the desired state, asks for a dry
 run (check mode) or an apply, and turns the outcome into plain data:
 
-* ``changed`` is "the plan is not empty";
+* ``changed`` is "the plan is not empty"; the plan and the placement are returned as data only
+  then (an apply that changes nothing returns the counts, the plan's text and the warnings);
 * ``diff`` (when asked) is the managed configuration before and after, in the format
   ``nvmet-p2p save`` writes, restricted to the objects the desired state names or nvmet-p2p
   manages and, for objects the desired state names, to the attributes it names. After a dry
@@ -115,10 +116,17 @@ def apply(desired: Desired, *, root: str = "/", state_dir: str, prune: bool = Fa
     plan = outcome.plan
     res = {"changed": not plan.empty, "applied": outcome.applied,
            "configfs_writes": outcome.result.writes if outcome.result else 0,
-           "summary": plan.summary(), "plan": plan.to_dict(), "text": plan.render(),
+           "summary": plan.summary(), "text": plan.render(),
            "plan_warnings": list(plan.warnings), "source": desired.source}
     if desired.placement is not None:
-        res["placement"] = desired.placement.to_dict()
+        res["placement_warnings"] = list(desired.placement.warnings)
+    if not plan.empty:
+        # the plan and the placement as data only when there is something to do: a run that
+        # changes nothing returns a few keys, not a document per namespace (for a fleet, and
+        # for ansible-core, which walks and copies every value of a result several times)
+        res["plan"] = plan.to_dict()
+        if desired.placement is not None:
+            res["placement"] = desired.placement.to_dict()
     if diff:
         after = simulate(before, plan.ops, desired.state) if check else read_state(cfs)
         keep = managed_before.union(plan.managed_after).union(Managed.of_state(desired.state))

@@ -147,6 +147,30 @@ def test_inline_profile_is_placed_like_a_file(tmp_path):
         a.desired_from(profile_content=yaml.safe_dump(prof), profile_dir=str(root), root=str(root))
 
 
+def test_an_apply_that_changes_nothing_returns_no_plan_or_placement_document(tmp_path):
+    """The plan and the placement as data come with a change; the run after it returns the
+    counts, the text and the warnings only (small for a fleet and for ansible-core's result
+    processing), with diff mode still the before/after."""
+    root = tmp_path / "m"
+    sf.q35_lab(root, rxe=True, rxe_name="rxe0", nvmet_loaded=True)
+    prof = {"version": 1, "hosts": [{"nqn": H1}],
+            "ports": [{"id": 1, "transport": "rdma", "rdma_device": "rxe0"}],
+            "subsystems": [{"nqn": S1, "hosts": [H1], "ports": [1],
+                            "namespaces": [{"select": {"serial": "cmbB"}}]}]}
+    d = a.desired_from(profile_content=prof, root=str(root))
+    cfs, sd = FakeNvmet(str(tmp_path / "cfs")), str(tmp_path / "state")
+    first = a.apply(d, root=cfs.root, state_dir=sd, cfs=cfs)
+    assert first["changed"] and first["configfs_writes"] == len(first["plan"]["ops"]) > 0
+    assert first["placement"]["decisions"][0]["p2pmem"] == "0000:04:00.0"
+    again = a.apply(d, root=cfs.root, state_dir=sd, cfs=cfs, diff=True)
+    assert not again["changed"] and again["configfs_writes"] == 0 and again["summary"] == {}
+    assert "plan" not in again and "placement" not in again
+    assert again["placement_warnings"] == [] and again["text"].startswith("No changes")
+    assert again["diff"]["before"] == again["diff"]["after"]
+    assert len(json.dumps({k: v for k, v in again.items() if k != "diff"})) < 1000 < \
+        len(json.dumps(first))
+
+
 def test_offload_summary_lists_what_is_not_active():
     doc = {"subsystems": [{"nqn": S1, "namespaces": [
         {"nsid": 1, "verdicts": [{"verdict": "offload active", "cntlid": 1}]},

@@ -112,20 +112,31 @@ summary:
   type: dict
   sample: {"create": 5}
 plan:
-  description: The plan as data (the JSON C(nvmet-p2p plan --json) prints); secrets masked.
-  returned: success
+  description:
+    - The plan as data (the JSON C(nvmet-p2p plan --json) prints); secrets masked.
+    - Only when the plan has configfs operations (RV(changed)); a run that changes nothing
+      returns the counts, RV(text) and the warnings, not a document per namespace.
+  returned: success and changed
   type: dict
 text:
   description: The plan as C(nvmet-p2p plan) prints it.
   returned: success
   type: str
 placement:
-  description: For a profile, the provider chosen per namespace and why.
-  returned: success and a profile was given
+  description:
+    - For a profile, the provider chosen per namespace and why.
+    - Only when the plan has configfs operations (RV(changed)), like RV(plan);
+      C(nvmet-p2p plan --profile P --explain) shows it any time.
+  returned: success, changed and a profile was given
   type: dict
 plan_warnings:
   description: Warnings of the plan (also shown as task warnings).
   returned: success
+  type: list
+  elements: str
+placement_warnings:
+  description: Warnings of the placement (also shown as task warnings).
+  returned: success and a profile was given
   type: list
   elements: str
 errno_name:
@@ -193,7 +204,7 @@ def run_module():
             raise
         details = error_result(exc)
         module.fail_json(msg=str(exc), changed=bool(details.get("rollback_errors")), **details)
-    for warning in result["plan_warnings"]:
+    for warning in result.get("placement_warnings", []) + result["plan_warnings"]:
         module.warn(warning)
     module.exit_json(**result)
 
