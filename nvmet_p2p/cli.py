@@ -112,10 +112,42 @@ class _Listed:
         raise NvmetP2PError("internal: a listed command was run without its module")
 
 
+def _assigned(src: str, key: str) -> str | None:
+    """The text of a module-level ``KEY = ...`` in ``src``: from after ``=`` to the first line
+    that starts in column 0 (so a parenthesised value over several lines is whole). Plain string
+    search: a multi-line regex tried at every line of every command module was most of --help's
+    own time."""
+    head = f"{key} = "
+    if src.startswith(head):
+        start = len(head)
+    else:
+        i = src.find("\n" + head)
+        if i < 0:
+            return None
+        start = i + 1 + len(head)
+    j = start
+    while True:
+        j = src.find("\n", j + 1)
+        if j < 0:
+            return None
+        if j + 1 < len(src) and not src[j + 1].isspace():
+            return src[start:j]
+
+
+def _string_value(text: str) -> str | None:
+    """The value of ``text`` when it is string literals only (adjacent, maybe in parentheses),
+    else None."""
+    import re
+    parts = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
+    if not parts or re.sub(r'"(?:[^"\\]|\\.)*"|[\s()]', "", text):
+        return None
+    joined = "".join(parts)
+    return joined.encode().decode("unicode_escape") if "\\" in text else joined
+
+
 def command_index() -> list[_Listed]:
     """NAME, ORDER and HELP of every command module, read from their source text (``--help``
     lists them all; importing them all would cost what the imports of every command cost)."""
-    import re
     d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "commands")
     out = []
     for fn in sorted(os.listdir(d)):
@@ -125,24 +157,24 @@ def command_index() -> list[_Listed]:
             src = f.read()
         vals: dict = {}
         for key in ("NAME", "ORDER", "HELP"):
-            m = re.search(rf"^{key} = (.+?)\n(?=\S)", src, re.M | re.S)
-            if not m:
+            text = _assigned(src, key)
+            if text is None:
                 continue
-            text = m.group(1).strip()
+            text = text.strip()
             if key == "ORDER":
                 if text.isdigit():
                     vals[key] = int(text)
                 continue
-            parts = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
-            if not parts or re.sub(r'"(?:[^"\\]|\\.)*"|[\s()]', "", text):
+            value = _string_value(text)
+            if value is None:
                 vals = {}        # not plain string literals: fall back to importing
                 break
-            vals[key] = "".join(parts).encode().decode("unicode_escape") if "\\" in text else "".join(parts)
+            vals[key] = value
         if "NAME" not in vals or "def run(" not in src:
             return command_modules()      # a module this reader cannot follow: import them all
-        kopt = re.search(r"^KERNEL_OPTION = (True|False)\b", src, re.M)
+        kopt = (_assigned(src, "KERNEL_OPTION") or "").split("#")[0].strip()
         out.append(_Listed(vals["NAME"], vals.get("ORDER", 100), vals.get("HELP"),
-                           kopt is None or kopt.group(1) == "True"))
+                           kopt != "False"))
     return sorted(out, key=lambda m: (m.ORDER, m.NAME))
 
 

@@ -63,3 +63,17 @@ def test_help_listing_read_from_source_matches_the_modules():
     for a, b in zip(listed, mods):
         assert (a.ORDER, a.HELP, a.KERNEL_OPTION) == (
             getattr(b, "ORDER", 100), getattr(b, "HELP", None), getattr(b, "KERNEL_OPTION", True)), a.NAME
+
+
+def test_assigned_reads_one_module_level_value():
+    """The --help reader's string search: the value up to the next line in column 0, a
+    parenthesised value over several lines whole, the key at the file's start too, and an
+    indented or longer name is not the key."""
+    src = ('NAME = "a"\nORDER = 3\nHELP = (\n    "one "\n    "two")\n\n'
+           'def run(a):\n    HELP = "inner"\nNAMES = "x"\n')
+    assert cli._assigned(src, "NAME") == '"a"'
+    assert cli._assigned(src, "ORDER") == "3"
+    assert cli._assigned(src, "HELP") == '(\n    "one "\n    "two")\n'
+    assert cli._assigned(src, "KERNEL_OPTION") is None
+    assert cli._string_value(cli._assigned(src, "HELP").strip()) == "one two"
+    assert cli._string_value("some_call()") is None
