@@ -30,7 +30,6 @@ import fcntl
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 
@@ -266,9 +265,11 @@ class _Signals:
         self._old: dict = {}
 
     def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
                 self._old[s] = signal.signal(s, self._note)
+            except ValueError:      # not the main thread: signals are not ours to take here
+                break
         return self
 
     def _note(self, signum, frame) -> None:

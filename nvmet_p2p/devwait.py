@@ -28,11 +28,10 @@ address are left out. The restore command names every missing item and exits wit
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from nvmet_p2p import state as st
 from nvmet_p2p.record import dataclass, field
@@ -251,6 +250,8 @@ def degrade(desired: st.TargetState, missing: list[Need], live: st.TargetState |
     """
     if without_provider not in ("export", "hold"):
         raise ValueError(without_provider)
+    # (only a partial restore copies: copy is not part of every restore's start-up)
+    import copy
     out = copy.deepcopy(desired)
     d = Degraded(out)
     gone_dev = {n.what for n in missing if n.kind == "device"}

@@ -38,7 +38,6 @@ mode 0600 in the 0700 state directory, like the saved plans and ``/etc/nvmet/con
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -330,6 +329,8 @@ def is_complete(cfs: Configfs, ops: list) -> bool:
 
 def rollback_target(live: st.TargetState, facts: list[dict]) -> st.TargetState:
     """``live`` with every touched path put back as ``facts`` describe it (pure)."""
+    # (only a rollback copies: copy is not part of every apply's start-up)
+    import copy
     d = copy.deepcopy(live)
     # directories first, parents before children; then attributes; then links
     dirs = sorted((f for f in facts if "dir" in f), key=lambda f: f["path"].count("/"))
