@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -495,8 +494,8 @@ class PoolSampler:
             except (OSError, ValueError):
                 pass
             self.stats[bdf] = st
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        #: the background thread of :meth:`start` and the event that stops it
+        self._thread = self._stop = None
         self.started: float | None = None
         self.stopped: float | None = None
 
@@ -530,6 +529,9 @@ class PoolSampler:
             self._stop.wait(self.interval)
 
     def start(self) -> "PoolSampler":
+        # (only this background sampler needs threads: not part of every status's start-up)
+        import threading
+        self._stop = threading.Event()
         self.started = time.time()
         self.sample_once()
         self._thread = threading.Thread(target=self._loop, name="p2pmem-sampler", daemon=True)
@@ -537,8 +539,8 @@ class PoolSampler:
         return self
 
     def stop(self) -> dict[str, PoolStats]:
-        self._stop.set()
         if self._thread is not None:
+            self._stop.set()
             self._thread.join()
         self.sample_once()
         self.stopped = time.time()

@@ -36,7 +36,6 @@ Bad input (a missing file the kernel always has, a value that does not parse) ra
 
 from __future__ import annotations
 
-import gzip
 import os
 import posixpath
 import re
@@ -863,6 +862,7 @@ def _read_kernel_config(r: _Reader, s: SystemInfo, rel: str) -> None:
             r.warn(f"no kernel config found (/boot/config-{rel}, /lib/modules/{rel}/config, "
                    f"/proc/config.gz): CONFIG_PCI_P2PDMA unknown")
             return
+        import gzip  # (only this fall-back reads a compressed config)
         try:
             text = gzip.decompress(raw).decode("utf-8", errors="replace")
         except (OSError, EOFError) as exc:

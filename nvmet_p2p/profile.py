@@ -26,7 +26,6 @@ Three steps, two of them pure:
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import ipaddress
 import os
@@ -871,6 +870,7 @@ def _sel_text(sel: dict) -> str:
 def _near(sel: dict, pool) -> str:
     """A hint listing what is there, for a selector that matched nothing."""
     if "serial" in sel:
+        import difflib  # (only this error hint needs it: not part of every check's start-up)
         serials = sorted({c.serial.strip() for _, c in pool})
         close = difflib.get_close_matches(sel["serial"].strip(), serials, n=3)
         if close:

@@ -11,7 +11,6 @@ format with them.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable
 
@@ -310,6 +309,7 @@ class Record(Spec):
                 if key in self.hints:
                     msg += f": {self.hints[key]}"
                 else:
+                    import difflib  # (only this error hint needs it)
                     close = difflib.get_close_matches(key, list(self.fields), n=1)
                     msg += (f" (did you mean {close[0]!r}?)" if close else
                             f" (known: {', '.join(self.fields)})")

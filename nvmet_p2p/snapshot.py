@@ -14,13 +14,12 @@ Nothing is written outside the target directory, and nothing is written to the m
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import posixpath
 import shutil
-import socket
 import tempfile
+import time
 
 from nvmet_p2p import __version__
 from nvmet_p2p.errors import InputError, NvmetP2PError
@@ -179,8 +178,10 @@ def _read_recorded(rec: RecordingRoot, src: str, netlink) -> tuple:
 def _write_meta(tmp: str, rec: RecordingRoot, src: str, inv, captured: dict) -> None:
     meta = {
         "format": FORMAT, "kind": "snapshot", "tool": f"nvmet-p2p {__version__}",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "hostname": socket.gethostname() if rec.live else None,
+        # (what datetime.now(timezone.utc).isoformat(timespec="seconds") and
+        # socket.gethostname() give, without importing datetime and socket for two strings)
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "hostname": os.uname().nodename if rec.live else None,
         "source": src, "euid": os.geteuid(),
         "kernel_release": inv.system.kernel_release,
         "netlink": {k: v for k, v in captured.items() if k in inv.net},
