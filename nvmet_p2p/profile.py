@@ -32,8 +32,6 @@ import os
 import re
 import stat
 
-import yaml
-
 from nvmet_p2p import schema
 from nvmet_p2p.defs import (
     DEFAULT_TRSVCID,
@@ -321,6 +319,10 @@ class Profile:
 def parse(text: str, file: str = "<profile>", rep: Report | None = None) -> Obj | None:
     """Check a profile's text against :data:`PROFILE`; problems go to ``rep``."""
     rep = rep or Report(file)
+    # (PyYAML only where a profile's text is parsed: the shell, placement and the watcher use
+    # this module's records without reading YAML)
+    import yaml
+
     from nvmet_p2p import safeload
     try:
         root = safeload.yaml_compose(text, file)
