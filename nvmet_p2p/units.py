@@ -15,9 +15,7 @@ Both read ``/etc/default/nvmet-p2p`` (``NVMET_P2P_WAIT_DEVICES``, ``NVMET_P2P_WA
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-from importlib import resources
 
 UNITS = ("nvmet-p2p.service", "nvmet-p2p-watch.service")
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
@@ -26,7 +24,11 @@ NO_STOP = ("# No ExecStop: `systemctl stop` leaves the target running (connected
 
 
 def template(name: str) -> str:
-    return resources.files("nvmet_p2p").joinpath("data", "systemd", name).read_text(encoding="utf-8")
+    """A unit template, from the package data installed beside this module (``data/systemd``;
+    read as a file: ``importlib.resources`` would import typing, tempfile and zipfile first)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "data", "systemd", name), encoding="utf-8") as f:
+        return f.read()
 
 
 def executable() -> str:
@@ -34,6 +36,7 @@ def executable() -> str:
     me = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     if os.path.basename(me) == "nvmet-p2p" and os.access(me, os.X_OK):
         return me
+    import shutil
     found = shutil.which("nvmet-p2p")
     return os.path.abspath(found) if found else "/usr/local/bin/nvmet-p2p"
 
