@@ -80,6 +80,9 @@ def commands(tmp: str, devmap: dict | None) -> dict[str, list[str]]:
         "shell": ["shell", "-c", "ls /", *sd],
         "metrics": ["metrics", "--no-doctor", *sd],
         "exporter": ["exporter", "--help"],
+        # (the watcher's engine is imported, then --debounce 0 is refused before it listens)
+        "watch": ["watch", "--debounce", "0", *sd],
+        "install-units": ["install-units", "--print", "--bin", sys.executable, *sd],
     }
 
 
