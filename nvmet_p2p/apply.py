@@ -31,7 +31,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
 
 from nvmet_p2p import journal as jr
 from nvmet_p2p import state as st
@@ -54,6 +53,8 @@ from nvmet_p2p.record import dataclass, field
 
 TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from nvmet_p2p.kmsg import KernelLog
 
 DEFAULT_STATE_DIR = "/var/lib/nvmet-p2p"

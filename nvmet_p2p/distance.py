@@ -32,7 +32,6 @@ was assumed and what the verdict would be otherwise.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
 
 from nvmet_p2p import p2pdma_rules as R
 from nvmet_p2p.clients import (  # noqa: F401 (KIND_*, resolve_client: part of this module's API)
@@ -64,6 +63,10 @@ from nvmet_p2p.model import (
     bdf_sort_key,
 )
 from nvmet_p2p.record import dataclass, field
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 #: ``pci_p2pmem_find_many()`` keeps at most PAGE_SIZE / sizeof(pointer) tied providers.
 FIND_MANY_MAX_TIES = 512

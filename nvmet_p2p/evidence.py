@@ -28,10 +28,13 @@ import functools
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
 
 from nvmet_p2p.defs import MapType
 from nvmet_p2p.record import asdict, dataclass, field
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 # --------------------------------------------------------------------------------------
 # Log line parsing

@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
 
 from nvmet_p2p.record import asdict, dataclass, field
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _BDF = r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
 _HEX = r"(?:0x)?[0-9a-fA-F]{1,16}"

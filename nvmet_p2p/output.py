@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
 
 TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any, TextIO
 
 
