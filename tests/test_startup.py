@@ -76,3 +76,9 @@ def test_help_and_version_import_no_command_module(argv):
     heavy, ours = _loaded_after(code)
     assert ours == ["nvmet_p2p", "nvmet_p2p.cli", "nvmet_p2p.errors"]
     assert heavy <= ({"textwrap"} if argv == ["--help"] else set())
+
+
+def test_install_units_renders_without_the_apply_engine():
+    """It needs the state directory's default, not the engine that defines it (16 modules)."""
+    _, ours = _loaded_after("import nvmet_p2p.commands.install_units")
+    assert "nvmet_p2p.apply" not in ours and "nvmet_p2p.journal" not in ours

@@ -6,8 +6,7 @@ import os
 import sys
 
 from nvmet_p2p import output, units
-from nvmet_p2p.apply import state_dir
-from nvmet_p2p.commands._target import add_state_dir, default_save_file
+from nvmet_p2p.commands._target import add_state_dir, default_save_file, directory
 from nvmet_p2p.errors import InputError, NvmetP2PError
 
 NAME = "install-units"
@@ -45,7 +44,7 @@ def run(args) -> int:
     save_file = os.path.abspath(args.save_file or default_save_file())
     try:
         rendered = units.render_all(bin_path=bin_path, save_file=save_file,
-                                    state_dir=os.path.abspath(state_dir(args.state_dir)),
+                                    state_dir=os.path.abspath(directory(args)),
                                     clear_on_stop=args.clear_on_stop)
     except ValueError as exc:
         raise InputError(str(exc)) from None
