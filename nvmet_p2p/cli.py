@@ -77,7 +77,7 @@ def _common_parser(kernel: bool = True) -> argparse.ArgumentParser:
 def command_modules(only: str | None = None):
     """The command modules, in --help order. ``only``: the subcommand on the command line;
     when a module of that name (``-`` -> ``_``) defines it, import just that one: the other
-    modules' imports (YAML, the harness, pyroute2 ...) cost seconds under the lab's TCG."""
+    modules' imports (YAML, the harness, configshell ...) cost seconds under the lab's TCG."""
     import nvmet_p2p.commands as pkg
 
     if only and not only.startswith(("_", ".")):

@@ -4,7 +4,7 @@ The root is the live system (``/``) or a directory captured by ``nvmet-p2p snaps
 test tree from ``tests/support/sysfs.py``). There is one code path for all of them: plain file
 reads, directory listings and symlink resolution *inside* the root (:class:`SysRoot`) --
 libudev itself does nothing more than this. The only thing sysfs cannot hold are the IP
-addresses of network interfaces: on a live system they come from netlink (pyroute2), in a
+addresses of network interfaces: on a live system they come from rtnetlink (nvmet_p2p.rtnl), in a
 snapshot from the ``nvmet-p2p-snapshot.json`` file the snapshot recorded them into.
 
 What is read, and where the kernel keeps it:
@@ -745,34 +745,11 @@ def snapshot_netlink(r: _Reader) -> dict[str, dict] | None:
 
 
 def live_netlink() -> dict[str, dict]:
-    """IPv4/IPv6 addresses of every interface, from the kernel through pyroute2 (live only);
-    :class:`OSError` when netlink cannot be used (no pyroute2, no permission, an error reply)."""
-    try:
-        from pyroute2 import IPRoute
-        from pyroute2.netlink.exceptions import NetlinkError
-    except ImportError as exc:
-        raise OSError(f"pyroute2 is not available ({exc})") from None
-    try:
-        return _netlink_addresses(IPRoute)
-    except NetlinkError as exc:
-        raise OSError(getattr(exc, "code", None), f"netlink: {exc}") from None
-
-
-def _netlink_addresses(IPRoute) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    with IPRoute() as ipr:
-        names = {}
-        for link in list(ipr.get_links()):
-            names[link["index"]] = link.get_attr("IFLA_IFNAME")
-            out.setdefault(names[link["index"]], {"addresses": []})
-        for a in list(ipr.get_addr()):
-            ifname = names.get(a["index"])
-            if ifname is None:
-                continue
-            ip = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
-            if ip:
-                out[ifname]["addresses"].append(f"{ip}/{a['prefixlen']}")
-    return out
+    """IPv4/IPv6 addresses of every interface, from the kernel's rtnetlink (live only; see
+    :mod:`nvmet_p2p.rtnl`); :class:`OSError` when netlink cannot be used (no permission, an
+    error reply)."""
+    from nvmet_p2p import rtnl
+    return rtnl.interface_addresses()
 
 
 def _read_system(r: _Reader) -> SystemInfo:

@@ -242,7 +242,7 @@ class RdmaDevice:
 
 @dataclass
 class NetDevice:
-    """A network interface and its addresses (CIDR strings), read through pyroute2 live."""
+    """A network interface and its addresses (CIDR strings), read from rtnetlink live."""
 
     name: str
     pci: str | None = None

@@ -7,7 +7,7 @@ Edges here, decisions in :mod:`nvmet_p2p.hotplug`:
 * :class:`UdevSource`: a pyudev netlink monitor on ``pci``, ``nvme``, ``block``,
   ``infiniband`` and ``net`` (source ``udev`` when udevd runs -- its events carry ``ID_*``
   properties and come after the ``/dev/disk/by-id`` links exist -- else the kernel's own
-  uevents); :class:`AddressSource`: address changes through rtnetlink (pyroute2), which
+  uevents); :class:`AddressSource`: address changes through rtnetlink (:mod:`nvmet_p2p.rtnl`), which
   uevents do not carry.
 * :func:`read_facts`: the managed namespaces and ports, the block device and wwid behind each,
   read *before* a burst, because on ``remove`` sysfs is gone.
@@ -83,14 +83,12 @@ class AddressSource:
     """IPv4/IPv6 address additions and removals as events, from an rtnetlink socket bound to
     the IFADDR groups (stdlib only: a plain non-blocking socket the select loop can own)."""
 
-    RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x10, 0x100
-    RTM_NEWADDR, RTM_DELADDR = 20, 21
-    IFA_ADDRESS, IFA_LOCAL = 1, 2
     source = "rtnetlink"
 
     def __init__(self):
+        from nvmet_p2p import rtnl
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.sock.bind((0, self.RTMGRP_IPV4_IFADDR | self.RTMGRP_IPV6_IFADDR))
+        self.sock.bind((0, rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR))
         self.sock.setblocking(False)
 
     def fileno(self) -> int:
@@ -107,34 +105,21 @@ class AddressSource:
 
     @classmethod
     def parse(cls, data: bytes, now: float) -> list[hp.Event]:
-        """nlmsghdr (len, type, flags, seq, pid) + ifaddrmsg (family, prefixlen, flags, scope,
-        index) + rtattrs; IFA_LOCAL (or IFA_ADDRESS) is the interface's own address."""
-        import struct
+        """The address messages of one datagram (:func:`nvmet_p2p.rtnl.parse`) as ``addr``
+        events named by interface (its index when the name is gone)."""
+        from nvmet_p2p import rtnl
+        try:
+            msgs, _ = rtnl.parse(data)
+        except OSError:
+            return []
         out = []
-        off = 0
-        while off + 16 <= len(data):
-            ln, typ = struct.unpack_from("=IH", data, off)
-            if ln < 16:
-                break
-            if typ in (cls.RTM_NEWADDR, cls.RTM_DELADDR) and ln >= 24:
-                fam, _plen, _fl, _scope, index = struct.unpack_from("=BBBBI", data, off + 16)
-                attrs, a = {}, off + 24
-                while a + 4 <= off + ln:
-                    alen, atype = struct.unpack_from("=HH", data, a)
-                    if alen < 4:
-                        break
-                    attrs[atype] = data[a + 4:a + alen]
-                    a += (alen + 3) & ~3
-                raw = attrs.get(cls.IFA_LOCAL) or attrs.get(cls.IFA_ADDRESS)
-                if raw:
-                    ip = socket.inet_ntop(socket.AF_INET6 if fam == socket.AF_INET6 else socket.AF_INET, raw)
-                    try:
-                        name = socket.if_indextoname(index)
-                    except OSError:
-                        name = str(index)
-                    out.append(hp.Event("add" if typ == cls.RTM_NEWADDR else "remove", "addr", name,
-                                        {"ADDRESS": ip}, now))
-            off += (ln + 3) & ~3
+        for typ, _fam, _plen, index, ip in msgs:
+            try:
+                name = socket.if_indextoname(index)
+            except OSError:
+                name = str(index)
+            out.append(hp.Event("add" if typ == rtnl.RTM_NEWADDR else "remove", "addr", name,
+                                {"ADDRESS": ip}, now))
         return out
 
 

@@ -24,8 +24,8 @@ def add_inventory_option(parser) -> None:
 
 
 def load_inventory(args, *, addresses: bool = True) -> Inventory:
-    """``addresses=False`` skips the interface addresses (netlink through pyroute2, whose import
-    alone takes seconds under the lab's TCG) when the command does not need them."""
+    """``addresses=False`` skips the interface addresses (an rtnetlink dump) when the command
+    does not need them."""
     path = getattr(args, "inventory", None)
     if path:
         return inventory_from_file(path)
