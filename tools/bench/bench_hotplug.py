@@ -136,31 +136,26 @@ def baseline(dev: str, a: str, b: str, reps: int = 9) -> dict[str, float]:
 
 
 def cycle(uev, poll, watch_log, a, b, s_block_tail, a_tail) -> dict[str, tuple[float, dict]]:
+    """One remove/add of the backing drive and of the provider: per decision, (seconds from its
+    first uevent until the poller saw configfs as wanted, the watcher's log line)."""
+    steps = (  # decision, QEMU action, device, uevent (action, subsystem, devpath tail), wanted
+        ("backing-lost", hotplug.remove, "plainS", ("remove", "block", s_block_tail),
+         lambda en, p: en == "0"),
+        ("backing-back", hotplug.add, "plainS", ("add", "block", ""), lambda en, p: en == "1"),
+        ("provider-lost", hotplug.remove, "cmbA", ("remove", "pci", a_tail),
+         lambda en, p: en == "1" and p == b),
+        ("provider-back", hotplug.add, "cmbA", ("bind", "pci", a_tail),
+         lambda en, p: en == "1" and p == a),
+    )
     out = {}
-    start = len(hu.log_lines(watch_log))
-    t = time.monotonic()
-    hotplug.remove("plainS")
-    te = uev.first(t, "remove", "block", s_block_tail)
-    out["backing-lost"] = (poll.when(te, lambda en, p: en == "0") - te,
-                           hu.wait_line(watch_log, lambda x: x.get("decision") == "backing-lost", 60, "", start))
-    start = len(hu.log_lines(watch_log))
-    t = time.monotonic()
-    hotplug.add("plainS")
-    te = uev.first(t, "add", "block", "")
-    out["backing-back"] = (poll.when(te, lambda en, p: en == "1") - te,
-                           hu.wait_line(watch_log, lambda x: x.get("decision") == "backing-back", 60, "", start))
-    start = len(hu.log_lines(watch_log))
-    t = time.monotonic()
-    hotplug.remove("cmbA")
-    te = uev.first(t, "remove", "pci", a_tail)
-    out["provider-lost"] = (poll.when(te, lambda en, p: en == "1" and p == b) - te,
-                            hu.wait_line(watch_log, lambda x: x.get("decision") == "provider-lost", 60, "", start))
-    start = len(hu.log_lines(watch_log))
-    t = time.monotonic()
-    hotplug.add("cmbA")
-    te = uev.first(t, "bind", "pci", a_tail)
-    out["provider-back"] = (poll.when(te, lambda en, p: en == "1" and p == a) - te,
-                            hu.wait_line(watch_log, lambda x: x.get("decision") == "provider-back", 60, "", start))
+    for decision, act, dev, (action, subsystem, tail), wanted in steps:
+        start = len(hu.log_lines(watch_log))
+        t = time.monotonic()
+        act(dev)
+        te = uev.first(t, action, subsystem, tail)
+        out[decision] = (poll.when(te, wanted) - te,
+                         hu.wait_line(watch_log, lambda x, d=decision: x.get("decision") == d, 60, "",
+                                      start))
     return out
 
 
