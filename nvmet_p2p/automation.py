@@ -2,7 +2,7 @@
 (``ansible_collections/nvmet_p2p/target``) and anything else that wants JSON-ready results
 instead of a command line.
 
-Every change goes through the one plan/apply path (:func:`nvmet_p2p.apply.reconcile`, under
+Every change goes through the one plan/apply path (:func:`nvmet_p2p.nvmet.apply.reconcile`, under
 the lock in the state directory); this module only chooses the desired state, asks for a dry
 run (check mode) or an apply, and turns the outcome into plain data:
 
@@ -15,7 +15,7 @@ run (check mode) or an apply, and turns the outcome into plain data:
   after an apply it is read back from configfs;
 * DH-HMAC-CHAP secrets never appear: plans are masked (``(secret)``) and so are diffs.
 
-A kernel refusal propagates as :class:`nvmet_p2p.apply.ApplyFailed` (the completed steps were
+A kernel refusal propagates as :class:`nvmet_p2p.nvmet.apply.ApplyFailed` (the completed steps were
 rolled back; its ``to_dict()`` carries the errno and the kernel's own log lines).
 """
 
@@ -27,12 +27,12 @@ import os
 
 import yaml
 
-from nvmet_p2p import lastapply, statefile
-from nvmet_p2p import state as st
-from nvmet_p2p.apply import ManagedStore, open_configfs, reconcile
-from nvmet_p2p.configfs import Configfs, mask, read_state
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.plan import Managed, Op
+from nvmet_p2p.nvmet import lastapply, statefile
+from nvmet_p2p.nvmet import state as st
+from nvmet_p2p.nvmet.apply import ManagedStore, open_configfs, reconcile
+from nvmet_p2p.nvmet.configfs import Configfs, mask, read_state
+from nvmet_p2p.nvmet.plan import Managed, Op
 from nvmet_p2p.record import dataclass
 
 
@@ -65,9 +65,9 @@ def desired_from(*, profile: str | None = None, profile_content=None, profile_di
     if state_content is not None:
         doc = _inline_document(state_content, "state_content")
         return Desired(statefile.parse(doc, where="state_content"), "state_content")
-    from nvmet_p2p import placement
-    from nvmet_p2p import profile as _profile
-    from nvmet_p2p.inventory import read_inventory
+    from nvmet_p2p.pci.inventory import read_inventory
+    from nvmet_p2p.policy import placement
+    from nvmet_p2p.policy import profile as _profile
     if profile is not None:
         prof = _profile.load(profile, strict=False)
     else:
@@ -321,7 +321,7 @@ def render_view(state: st.TargetState) -> str:
 
 def status_document(*, root: str = "/", state_dir: str | None = None, all_subsystems: bool = False,
                     sample_seconds: float = 0.0, io: bool = False, kernel: str | None = None) -> dict:
-    from nvmet_p2p import status
+    from nvmet_p2p.observe import status
     rep = status.collect(root, sample_seconds=sample_seconds, io_during_sampling=io,
                          all_subsystems=all_subsystems, kernel=kernel, state_dir=state_dir)
     doc = json.loads(json.dumps(rep.to_dict(), default=str))
@@ -348,8 +348,8 @@ def offload_summary(doc: dict) -> dict:
 
 
 def doctor_document(*, root: str = "/", kernel: str | None = None) -> dict:
-    from nvmet_p2p.doctor import diagnose
-    from nvmet_p2p.inventory import read_inventory
+    from nvmet_p2p.pci.doctor import diagnose
+    from nvmet_p2p.pci.inventory import read_inventory
     inv = read_inventory(root)
     doc = diagnose(inv, kernel=kernel).to_dict()
     doc["warnings"] = list(inv.warnings)
@@ -357,6 +357,6 @@ def doctor_document(*, root: str = "/", kernel: str | None = None) -> dict:
 
 
 def topology_document(*, root: str = "/", kernel: str | None = None) -> dict:
-    from nvmet_p2p.inventory import read_inventory
-    from nvmet_p2p.topology import topology_document as _doc
+    from nvmet_p2p.pci.inventory import read_inventory
+    from nvmet_p2p.pci.topology import topology_document as _doc
     return json.loads(json.dumps(_doc(read_inventory(root), kernel), default=str))

@@ -273,7 +273,7 @@ def _crash_report(argv: list[str], command: str) -> str:
     text = _redact("".join([
         f"nvmet-p2p {__version__} internal error in `{command}` at {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
         f"argv: {argv!r}\npython: {sys.version.split()[0]}\n\n", traceback.format_exc()]))
-    from nvmet_p2p.apply import state_dir
+    from nvmet_p2p.nvmet.apply import state_dir
     d = state_dir(_arg_value(argv, "--state-dir"))
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     for directory in (d, None):

@@ -524,7 +524,7 @@ def redact(text: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def check_managed(d: Any, where: str = "managed set") -> None:
-    """The shape :meth:`nvmet_p2p.plan.Managed.from_dict` reads."""
+    """The shape :meth:`nvmet_p2p.nvmet.plan.Managed.from_dict` reads."""
     pairs = {"namespaces": (str, int), "referrals": (int, str), "ana_groups": (int, int),
              "allowed_hosts": (str, str), "port_links": (int, str)}
     check(d, {"hosts": Opt([str], False), "subsystems": Opt([str], False), "ports": Opt([int], False),
@@ -537,10 +537,10 @@ def check_managed(d: Any, where: str = "managed set") -> None:
 
 
 def check_plan(d: dict, where: str) -> None:
-    """A saved plan (``plan --out``) before :meth:`nvmet_p2p.plan.Plan.from_dict` builds it:
+    """A saved plan (``plan --out``) before :meth:`nvmet_p2p.nvmet.plan.Plan.from_dict` builds it:
     the shape, and every operation's path inside the nvmet tree (a plan file is a list of
     writes; one naming ``../../etc/...`` must never run)."""
-    from nvmet_p2p.journal import split
+    from nvmet_p2p.nvmet.journal import split
     scalar = Opt((str, type(None)))
     check(d, {"ops": [{"action": OneOf("mkdir", "rmdir", "write", "link", "unlink"), "path": str,
                        "value": scalar, "target": scalar, "old": scalar, "object": Opt(str)}],

@@ -16,7 +16,7 @@ import textwrap
 import sysfsfixture as sf
 from fakenvmet import dump
 
-from nvmet_p2p.configfs import Configfs
+from nvmet_p2p.nvmet.configfs import Configfs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTION = os.path.join(REPO, "ansible_collections", "nvmet_p2p", "target")

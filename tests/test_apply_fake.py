@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from nvmet_p2p import statefile
-from nvmet_p2p.apply import ApplyFailed, ManagedStore, apply_lock, clear, reconcile
-from nvmet_p2p.configfs import capabilities, read_state
 from nvmet_p2p.errors import Busy
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import ApplyFailed, ManagedStore, apply_lock, clear, reconcile
+from nvmet_p2p.nvmet.configfs import capabilities, read_state
 from support.fakenvmet import FakeNvmet, dump
 
 S1, S2 = "nqn.2026-11.io.lab:s1", "nqn.2026-11.io.lab:s2"

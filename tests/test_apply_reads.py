@@ -13,11 +13,11 @@ import os
 
 import pytest
 
-from nvmet_p2p import statefile
-from nvmet_p2p.apply import ManagedStore, apply_saved_plan, reconcile
-from nvmet_p2p.configfs import capabilities, read_state
 from nvmet_p2p.errors import NvmetP2PError
-from nvmet_p2p.plan import build_plan
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import ManagedStore, apply_saved_plan, reconcile
+from nvmet_p2p.nvmet.configfs import capabilities, read_state
+from nvmet_p2p.nvmet.plan import build_plan
 from support.fakenvmet import FakeNvmet
 
 S1, S2 = "nqn.2026-11.io.lab:s1", "nqn.2026-11.io.lab:s2"

@@ -13,10 +13,10 @@ from fakenvmet import FakeNvmet, dump
 from test_apply_fake import DOC, H1, S1
 
 from nvmet_p2p import automation as a
-from nvmet_p2p import lastapply, statefile
-from nvmet_p2p.apply import ApplyFailed
-from nvmet_p2p.configfs import read_state
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.nvmet import lastapply, statefile
+from nvmet_p2p.nvmet.apply import ApplyFailed
+from nvmet_p2p.nvmet.configfs import read_state
 
 KEY = "DHHC-1:00:ia6zGodOr5SEG0Fg9HYsAFa2oD6fpZmNkFG8oGbQTHfHxAq7:"
 
@@ -96,7 +96,7 @@ def test_simulate_follows_every_kind_of_operation():
     doc = copy.deepcopy(DOC)
     doc["ports"][1]["referrals"] = [{"name": "r1", "addr": {"trtype": "tcp", "traddr": "10.0.0.9"},
                                      "enable": 1}]
-    from nvmet_p2p.plan import Managed, build_plan
+    from nvmet_p2p.nvmet.plan import Managed, build_plan
     plan = build_plan(statefile.parse({"hosts": [], "subsystems": [], "ports": []}),
                       statefile.parse(doc), Managed())
     sim = a.simulate(statefile.parse({"hosts": [], "subsystems": [], "ports": []}), plan.ops,
@@ -184,7 +184,7 @@ def test_offload_summary_lists_what_is_not_active():
                               "reason": "soft_rdma", "detail": "rxe"},
                              {"subsystem": S1, "nsid": 2, "cntlid": 2, "verdict": "offload partial",
                               "reason": "pool_exhausted", "detail": "full"}]
-    from nvmet_p2p.metrics import offload_families
+    from nvmet_p2p.observe.metrics import offload_families
     active, counts = offload_families(doc)
     assert {tuple(s.labels.values()): s.value for s in counts.samples} == {
         ("active", ""): 1, ("inactive", "soft_rdma"): 1, ("partial", "pool_exhausted"): 1}

@@ -141,11 +141,11 @@ def test_local_toggle_goes_through_the_reconciler(tmp_path):
     sys.path.insert(0, os.path.dirname(__file__))
     from test_apply_fake import DOC, S1, S2
 
-    from nvmet_p2p import statefile
-    from nvmet_p2p.apply import reconcile
-    from nvmet_p2p.configfs import read_state
     from nvmet_p2p.errors import InputError
     from nvmet_p2p.harness.ab import LocalToggle
+    from nvmet_p2p.nvmet import statefile
+    from nvmet_p2p.nvmet.apply import reconcile
+    from nvmet_p2p.nvmet.configfs import read_state
     from support.fakenvmet import FakeNvmet
 
     cfs = FakeNvmet(str(tmp_path / "root"))
@@ -217,7 +217,7 @@ def test_target_evidence_from_a_command(tmp_path):
         {"nqn": "nqn.other", "controllers": [], "namespaces": []}]}
     f = tmp_path / "status.json"
     f.write_text(json.dumps(status))
-    from nvmet_p2p.status import HostControllerHint
+    from nvmet_p2p.observe.status import HostControllerHint
     hints = [HostControllerHint("nqn.a", 1, "rdma")]
     ev = B.CommandEvidence(f"sleep 0; cat {f} # window {{seconds}}", hints=lambda: hints,
                            subsystems=lambda: {"nqn.a"})
@@ -266,7 +266,7 @@ class PoolEvidence:
         self.io_sizes.append(io_size)
 
     def stop(self, io_ran):
-        from nvmet_p2p import evidence as ev
+        from nvmet_p2p.observe import evidence as ev
         on = self.toggle.calls[-1] == "p2p-on"
         st = ev.PoolStats(self.BDF, size=2 << 20, io_size=self.io_sizes[-1])
         for i, v in enumerate([1920 << 10, 0, 0, 1920 << 10] if on else [1920 << 10] * 4):
@@ -359,8 +359,8 @@ def test_largest_io_of_a_workload():
 
 def test_end_evidence_is_judged_on_every_window_of_the_run(tmp_path, monkeypatch):
     """LocalEvidence.final: a pool that ran out in one window makes the end verdict partial."""
-    from nvmet_p2p import evidence as ev
-    from nvmet_p2p import status as st
+    from nvmet_p2p.observe import evidence as ev
+    from nvmet_p2p.observe import status as st
     seen = {}
 
     def collect(root, **kw):

@@ -1,4 +1,4 @@
-"""The kernel's facts and validators (nvmet_p2p.defs), every limit at N and N+1, and names
+"""The kernel's facts and validators (nvmet_p2p.nvmet.defs), every limit at N and N+1, and names
 never becoming configfs paths whatever made the desired state (state file, profile, caller)."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ import json
 
 import pytest
 
-from nvmet_p2p import defs, statefile
-from nvmet_p2p import state as st
-from nvmet_p2p.apply import reconcile
-from nvmet_p2p.configfs import ConfigfsError
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.plan import Plan, PlanError, build_plan
+from nvmet_p2p.nvmet import defs, statefile
+from nvmet_p2p.nvmet import state as st
+from nvmet_p2p.nvmet.apply import reconcile
+from nvmet_p2p.nvmet.configfs import ConfigfsError
+from nvmet_p2p.nvmet.plan import Plan, PlanError, build_plan
+from nvmet_p2p.pci.p2pdma_rules import MapType
 from support.fakenvmet import FakeNvmet, dump
 
 S1 = "nqn.2026-11.io.lab:s1"
@@ -81,9 +82,9 @@ def test_attribute_values_at_n_and_n_plus_1(name, good, bad):
 
 
 def test_map_type_is_a_string_in_json():
-    assert json.dumps({defs.MapType.BUS_ADDR: [defs.MapType.NOT_SUPPORTED]}) == \
+    assert json.dumps({MapType.BUS_ADDR: [MapType.NOT_SUPPORTED]}) == \
         '{"bus_addr": ["not_supported"]}'
-    assert defs.MapType.THRU_HOST_BRIDGE == "thru_host_bridge"
+    assert MapType.THRU_HOST_BRIDGE == "thru_host_bridge"
 
 
 # -- state files: ids and NQNs at N and N+1 -----------------------------------------------------

@@ -1,5 +1,5 @@
 """restore --wait-devices: what a saved configuration needs, waiting for it, and the partial
-restore (nvmet_p2p.devwait, nvmet_p2p.commands.restore). The boot path against the real
+restore (nvmet_p2p.service.devwait, nvmet_p2p.commands.restore). The boot path against the real
 kernel (nvme driver loaded after the restore started) is tests/lab/test_lab_hotplug.py."""
 
 import json
@@ -10,9 +10,11 @@ import pytest
 from fakenvmet import FakeNvmet
 from sysfsfixture import q35_lab
 
-from nvmet_p2p import cli, devwait, statefile
-from nvmet_p2p.configfs import read_state
-from nvmet_p2p.degraded import DegradedStore
+from nvmet_p2p import cli
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.configfs import read_state
+from nvmet_p2p.nvmet.degraded import DegradedStore
+from nvmet_p2p.service import devwait
 
 NQN = "nqn.2026-12.io.lab:boot"
 A, B = "0000:03:00.0", "0000:04:00.0"
@@ -121,8 +123,8 @@ def test_bindable_is_the_kernels_own_answer():
 
 
 def _restore(tmp_path, root, cfs, monkeypatch, *extra):
-    monkeypatch.setattr("nvmet_p2p.apply.open_configfs", lambda r, load_module=True: cfs)
-    monkeypatch.setattr("nvmet_p2p.configfs.Configfs", lambda r: cfs)
+    monkeypatch.setattr("nvmet_p2p.nvmet.apply.open_configfs", lambda r, load_module=True: cfs)
+    monkeypatch.setattr("nvmet_p2p.nvmet.configfs.Configfs", lambda r: cfs)
     monkeypatch.setattr(devwait.Probe, "_read_addresses", lambda self: {"10.77.0.1"})
     monkeypatch.setattr(fakenvmet, "LISTEN", fakenvmet.LISTEN | {"0.0.0.0"})
     f = tmp_path / "config.json"

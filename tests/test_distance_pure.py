@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from nvmet_p2p import distance as D
-from nvmet_p2p.defs import MapType
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.pci import distance as D
+from nvmet_p2p.pci.p2pdma_rules import MapType
 from support.machine import ACS_SV_UF, RR_CR, Machine, lab
 
 P = "0000:03:00.0"  # cmbA behind switch port 02:00.0

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 
-from nvmet_p2p import cli, inventory
-from nvmet_p2p import distance as D
-from nvmet_p2p.defs import MapType
+from nvmet_p2p import cli
+from nvmet_p2p.pci import distance as D
+from nvmet_p2p.pci import inventory
+from nvmet_p2p.pci.p2pdma_rules import MapType
 from support import sysfs as sf
 
 

@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from nvmet_p2p.doctor import FAIL, OK, SKIP, WARN, diagnose
-from nvmet_p2p.inventory import read_inventory
+from nvmet_p2p.pci.doctor import FAIL, OK, SKIP, WARN, diagnose
+from nvmet_p2p.pci.inventory import read_inventory
 from support import sysfs as sf
 
 

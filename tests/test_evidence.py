@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from nvmet_p2p import evidence as ev
 from nvmet_p2p.kmsg import parse_text
+from nvmet_p2p.observe import evidence as ev
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "lab", "capture1")
 HOST = "nqn.2014-08.org.nvmexpress:uuid:3e6573f3-72c6-4641-bbac-d9ef310c2c99"

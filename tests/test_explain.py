@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from nvmet_p2p import explain
-from nvmet_p2p.p2ptest import P2pTestResult, Transfer, explain_mismatch, render
+from nvmet_p2p.harness.p2ptest import P2pTestResult, Transfer, explain_mismatch, render
+from nvmet_p2p.observe import explain
 
 LAB_DMAR = ["DMAR: DRHD: handling fault status reg 2",
             "DMAR: [DMA Write NO_PASID] Request device [0000:05:00.0] fault addr 0xf8020000 "

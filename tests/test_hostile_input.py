@@ -15,12 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as S
 
-from nvmet_p2p import evidence, kmsg, profile, safeload, statefile
+from nvmet_p2p import kmsg, safeload
 from nvmet_p2p.commands._inventory import inventory_from_file
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import fio, nvmecli
-from nvmet_p2p.plan import Managed, Plan, build_plan
-from nvmet_p2p.state import TargetState
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.plan import Managed, Plan, build_plan
+from nvmet_p2p.nvmet.state import TargetState
+from nvmet_p2p.observe import evidence
+from nvmet_p2p.policy import profile
 
 DATA = Path(__file__).parent / "data"
 FUZZ = settings(max_examples=int(os.environ.get("NVMET_P2P_FUZZ_EXAMPLES", "120")), deadline=None,
@@ -299,7 +302,7 @@ def test_fuzz_kernel_log_lines(data):
         kmsg.parse_record(line)
     evidence.correlate(evidence.parse_log(text.splitlines()))
     evidence.correlate(evidence.parse_log(recs))
-    from nvmet_p2p import explain
+    from nvmet_p2p.observe import explain
     explain.explain_window(text.splitlines(), bars=[explain.Bar("0000:03:00.0", 2, 0xfe800000, 0xfe8fffff)],
                            providers=["0000:03:00.0"], devices={"nvme0": "0000:03:00.0"})
 
@@ -363,9 +366,9 @@ SNAP_CONTENT = [b"", b"\x00" * 8, b"-1\n", b"0x\n", b"99999999999999999999999999
 def test_fuzz_snapshot_files(snapshot_files, seed):
     """Corrupt a few files of a synthetic snapshot (chosen and filled from the seed): the readers
     give an inventory or an input error, and the topology matrix is built from whatever they got."""
-    from nvmet_p2p.distance import P2pdma
-    from nvmet_p2p.inventory import read_inventory
-    from nvmet_p2p.topology import build_matrix
+    from nvmet_p2p.pci.distance import P2pdma
+    from nvmet_p2p.pci.inventory import read_inventory
+    from nvmet_p2p.pci.topology import build_matrix
     root, files = snapshot_files
     rnd = random.Random(seed)
     saved = {}
@@ -388,7 +391,7 @@ def test_fuzz_snapshot_files(snapshot_files, seed):
 def test_kernel_release_is_one_path_component(tmp_path, release):
     """osrelease names /lib/modules/<release>/: a NUL (os.open's ValueError) or a '/' in it is a
     corrupt snapshot, reported as one, never followed as a path."""
-    from nvmet_p2p.inventory import read_inventory
+    from nvmet_p2p.pci.inventory import read_inventory
     from support import sysfs as sf
     sf.q35_lab(tmp_path, rxe=True)
     (tmp_path / "proc/sys/kernel/osrelease").write_bytes(release)
@@ -398,6 +401,6 @@ def test_kernel_release_is_one_path_component(tmp_path, release):
 
 
 def test_a_nul_in_a_built_path_is_an_input_error(tmp_path):
-    from nvmet_p2p.inventory import SysRoot
+    from nvmet_p2p.pci.inventory import SysRoot
     with pytest.raises(InputError, match="NUL byte"):
         SysRoot(tmp_path).read_bytes("/sys/class/net/eth\x000/address")

@@ -1,7 +1,7 @@
-"""Hotplug decisions on plain data (nvmet_p2p.hotplug): events as the lab kernel emits them
+"""Hotplug decisions on plain data (nvmet_p2p.service.hotplug): events as the lab kernel emits them
 (tests/lab/test_lab_hotplug.py records the real sequences), facts as read before them."""
 
-from nvmet_p2p import hotplug as hp
+from nvmet_p2p.service import hotplug as hp
 
 NQN = "nqn.2026-12.io.lab:hp"
 A, B, S = "0000:03:00.0", "0000:04:00.0", "0000:05:00.0"

@@ -1,4 +1,4 @@
-"""The sysfs/procfs readers (nvmet_p2p.inventory) on synthetic trees and real lab bytes."""
+"""The sysfs/procfs readers (nvmet_p2p.pci.inventory) on synthetic trees and real lab bytes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.inventory import (
+from nvmet_p2p.pci.inventory import (
     SysRoot,
     live_netlink,
     module_name,
@@ -21,7 +21,7 @@ from nvmet_p2p.inventory import (
     pci_parent,
     read_inventory,
 )
-from nvmet_p2p.model import PCIE_ROOT_PORT, PCIE_SWITCH_DOWNSTREAM, PCIE_SWITCH_UPSTREAM
+from nvmet_p2p.pci.model import PCIE_ROOT_PORT, PCIE_SWITCH_DOWNSTREAM, PCIE_SWITCH_UPSTREAM
 from support import sysfs as sf
 
 TRUTH = json.loads((Path(__file__).parent / "data" / "lab_q35_7.3.json").read_text())
@@ -545,7 +545,7 @@ def test_live_read_of_this_machine():
 
 
 def test_block_device_name_follows_dev_links_inside_the_root(tmp_path):
-    from nvmet_p2p.inventory import block_device_name
+    from nvmet_p2p.pci.inventory import block_device_name
     (tmp_path / "dev/disk/by-id").mkdir(parents=True)
     (tmp_path / "dev/nvme1n1").write_text("")
     os.symlink("../../nvme1n1", tmp_path / "dev/disk/by-id/nvme-eui.0011223344556677")

@@ -14,9 +14,10 @@ import time
 import pytest
 from fakenvmet import FakeNvmet, dump
 
-from nvmet_p2p import journal as jr
-from nvmet_p2p import statefile
-from nvmet_p2p.apply import (
+from nvmet_p2p.errors import Busy
+from nvmet_p2p.nvmet import journal as jr
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import (
     TEST_KILL_ENV,
     TEST_SIGNAL_ENV,
     ApplyInterrupted,
@@ -25,8 +26,7 @@ from nvmet_p2p.apply import (
     reconcile,
     settle,
 )
-from nvmet_p2p.errors import Busy
-from nvmet_p2p.plan import Managed
+from nvmet_p2p.nvmet.plan import Managed
 
 S1, S2 = "nqn.2026-11.io.lab:s1", "nqn.2026-11.io.lab:s2"
 H1 = "nqn.2014-08.org.nvmexpress:uuid:host1"
@@ -313,8 +313,8 @@ def test_damaged_journal_is_a_clear_error(env):
 
 
 def test_cli_status_and_apply_report_the_recovery(env, tmp_path, capsys, monkeypatch):
-    from nvmet_p2p import apply
     from nvmet_p2p.cli import main
+    from nvmet_p2p.nvmet import apply
     cfs, sd = env
     monkeypatch.setattr(apply, "open_configfs", lambda root, load_module=True: cfs)
     go(env, OLD)

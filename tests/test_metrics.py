@@ -13,9 +13,10 @@ import sysfsfixture as sf
 from fakenvmet import FakeNvmet
 from prometheus_client.parser import text_string_to_metric_families
 
-from nvmet_p2p import automation, cli, lastapply
-from nvmet_p2p import metrics as M
+from nvmet_p2p import automation, cli
 from nvmet_p2p.commands.exporter import parse_listen
+from nvmet_p2p.nvmet import lastapply
+from nvmet_p2p.observe import metrics as M
 
 S = "nqn.2026-11.io.lab:m"
 H = "nqn.2014-08.org.nvmexpress:uuid:h1"

@@ -190,7 +190,7 @@ def test_lost_data_explained_by_the_kernel_log():
     text, causes = explain_lost_data(BDF, ["nvme nvme3: something"] + DMAR, "/",
                                      {"/dev/nvme3n1": {"map_type": "bus_addr", "pci": "0000:05:00.0"}})
     assert "kernel allowed the p2p DMA (/dev/nvme3n1: bus_addr) but an IOMMU dropped it" in text
-    assert "IOMMU fault: the IOMMU blocked the DMA read of 0000:05:00.0" in text      # nvmet_p2p.explain's words
+    assert "IOMMU fault: the IOMMU blocked the DMA read of 0000:05:00.0" in text  # explain.py's words
     assert f"(kernel: {DMAR[1]})" in text and [c["kind"] for c in causes["causes"]] == ["iommu_fault"]
     assert "logged nothing" in explain_lost_data(BDF, [], "/", {})[0]
 

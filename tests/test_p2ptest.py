@@ -13,8 +13,9 @@ import os
 
 import pytest
 
-from nvmet_p2p import cli, p2ptest
+from nvmet_p2p import cli
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.harness import p2ptest
 from support import sysfs as sf
 
 BDF = "0000:03:00.0"

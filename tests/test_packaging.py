@@ -55,8 +55,8 @@ def _run(venv, *args, exe="nvmet-p2p"):
 def test_wheel_contents(installed):
     wheel, _venv = installed
     names = zipfile.ZipFile(wheel).namelist()
-    assert "nvmet_p2p/data/systemd/nvmet-p2p.service" in names
-    assert "nvmet_p2p/data/systemd/nvmet-p2p-watch.service" in names
+    assert "nvmet_p2p/service/data/systemd/nvmet-p2p.service" in names
+    assert "nvmet_p2p/service/data/systemd/nvmet-p2p-watch.service" in names
     assert "nvmet_p2p/harness/__init__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "tools/"))]
 

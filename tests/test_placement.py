@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from nvmet_p2p import placement, profile
-from nvmet_p2p.placement import PlacementError
+from nvmet_p2p.policy import placement, profile
+from nvmet_p2p.policy.placement import PlacementError
 from support.machine import GiB, Machine, MiB, amd_machine, jbof_machine, lab_machine
 
 SUB = "nqn.2026-01.io.nvmet-p2p:t"

@@ -4,8 +4,8 @@ import copy
 
 import pytest
 
-from nvmet_p2p import state as st
-from nvmet_p2p.plan import Managed, Plan, PlanError, build_plan, clear_plan, normalize, render
+from nvmet_p2p.nvmet import state as st
+from nvmet_p2p.nvmet.plan import Managed, Plan, PlanError, build_plan, clear_plan, normalize, render
 
 S1, S2 = "nqn.2026-11.io.lab:s1", "nqn.2026-11.io.lab:s2"
 H1 = "nqn.2014-08.org.nvmexpress:uuid:host1"
@@ -196,7 +196,7 @@ def test_clear_removes_managed_objects_in_reverse_dependency_order():
 
 
 def test_capabilities_refuse_attributes_the_kernel_lacks():
-    from nvmet_p2p.configfs import Capabilities, KindCapability
+    from nvmet_p2p.nvmet.configfs import Capabilities, KindCapability
     caps = Capabilities("6.1.0", True, {
         "namespace": KindCapability("namespace", ["ana_grpid", "buffered_io", "device_nguid",
                                                   "device_path", "device_uuid", "revalidate_size"],

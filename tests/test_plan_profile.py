@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import nvmet_p2p.apply as apply_mod
+import nvmet_p2p.nvmet.apply as apply_mod
 from nvmet_p2p import cli
-from nvmet_p2p.configfs import read_state
+from nvmet_p2p.nvmet.configfs import read_state
 from support.fakenvmet import FakeNvmet
 from support.machine import lab_machine
 

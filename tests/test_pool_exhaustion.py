@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from nvmet_p2p import evidence as ev
+from nvmet_p2p.observe import evidence as ev
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -176,7 +176,7 @@ def test_status_quotes_the_pool_and_labels_the_emulated_nic():
     from test_status import SUB as S
     from test_status import lab_inventory, lab_state
 
-    from nvmet_p2p import status as st
+    from nvmet_p2p.observe import status as st
     inv = lab_inventory()
     inv.rdma["mlx5_0"].emulated = ("the lab's emulated RDMA NIC (rxe_p2p on e1000e 0000:41:00.0): "
                                    "its DMA is done by CPU copies")
@@ -209,7 +209,7 @@ def test_status_samples_first_then_reads_the_inventory(tmp_path, monkeypatch):
 
     import sysfsfixture as sf
 
-    from nvmet_p2p import status as st
+    from nvmet_p2p.observe import status as st
     sf.q35_lab(tmp_path)                       # 0000:03:00.0 p2pmem 67108864/66977792
     avail = tmp_path / "sys/bus/pci/devices/0000:03:00.0/p2pmem/available"
     real = st.read_inventory

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nvmet_p2p import profile
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.profile import ProfileError
+from nvmet_p2p.policy import profile
+from nvmet_p2p.policy.profile import ProfileError
 from support.machine import Machine, MiB, lab_machine
 
 HOST = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"
@@ -244,7 +244,7 @@ def test_by_id_links_read_by_the_caller_are_honoured(tmp_path):
 def test_fabrics_namespaces_are_not_candidates(tmp_path):
     inv = lab_machine()
     # an initiator connected to this very target shows the subsystem as another nvme controller
-    from nvmet_p2p.model import NvmeController, NvmeNamespace
+    from nvmet_p2p.pci.model import NvmeController, NvmeNamespace
     inv.nvme["nvme9"] = NvmeController(name="nvme9", transport="rdma", pci=None, serial="cmbA",
                                        namespaces=["nvme9n1"])
     inv.namespaces["nvme9n1"] = NvmeNamespace(name="nvme9n1", nsid=1, controller="nvme9", pci=None)
@@ -577,7 +577,7 @@ def test_profile_nqn_length_limit_is_223_bytes(tmp_path):
 
 def _ranged_specs(spec, path=""):
     """Every Int/Size spec with a bound in the profile format, with its dotted path."""
-    from nvmet_p2p import schema
+    from nvmet_p2p.policy import schema
     if isinstance(spec, schema.Record):
         for name, f in spec.fields.items():
             yield from _ranged_specs(f.spec, f"{path}.{name}" if path else name)
@@ -596,7 +596,7 @@ RANGED = sorted({p: s for p, s in _ranged_specs(profile.PROFILE)}.items())
 def test_every_profile_limit_at_n_and_n_plus_1(path, spec):
     import yaml
 
-    from nvmet_p2p import schema
+    from nvmet_p2p.policy import schema
     for value, ok in ((spec.lo, True), (spec.hi, True),
                       (None if spec.lo is None else spec.lo - 1, False),
                       (None if spec.hi is None else spec.hi + 1, False)):

@@ -1,4 +1,4 @@
-"""nvmet_p2p.rtnl: the rtnetlink address messages parsed from crafted bytes, and the live dump
+"""nvmet_p2p.pci.rtnl: the rtnetlink address messages parsed from crafted bytes, and the live dump
 compared with pyroute2's reading of the same kernel (the machine the tests run on)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from nvmet_p2p import rtnl
+from nvmet_p2p.pci import rtnl
 
 
 def attr(typ: int, raw: bytes) -> bytes:
@@ -60,7 +60,7 @@ def test_truncated_or_malformed_messages_end_the_parse(cut):
 
 
 def _pyroute2_addresses() -> dict[str, dict]:
-    """The same reading through pyroute2 (what nvmet-p2p used before nvmet_p2p.rtnl)."""
+    """The same reading through pyroute2 (what nvmet-p2p used before nvmet_p2p.pci.rtnl)."""
     pyroute2 = pytest.importorskip("pyroute2")
     out: dict[str, dict] = {}
     with pyroute2.IPRoute() as ipr:

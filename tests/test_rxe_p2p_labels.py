@@ -13,9 +13,9 @@ import sys
 
 import sysfsfixture as sf
 
-from nvmet_p2p.doctor import OK, diagnose
-from nvmet_p2p.inventory import read_inventory
-from nvmet_p2p.topology import render_tree
+from nvmet_p2p.pci.doctor import OK, diagnose
+from nvmet_p2p.pci.inventory import read_inventory
+from nvmet_p2p.pci.topology import render_tree
 
 
 def _cli(root, *args):

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from nvmet_p2p import lastapply
-from nvmet_p2p.apply import ManagedStore, apply_lock
-from nvmet_p2p.configfs import read_state
+from nvmet_p2p.nvmet import lastapply
+from nvmet_p2p.nvmet.apply import ManagedStore, apply_lock
+from nvmet_p2p.nvmet.configfs import read_state
 from nvmet_p2p.shell.app import ShellApp, scrub, secure_dir
 from nvmet_p2p.shell.p2p import P2pContext
 from nvmet_p2p.shell.session import Session
@@ -408,7 +408,7 @@ def test_bookmarks_persist_as_json_not_pickle(tmp_path):
 def test_ctrl_c_during_commit_rolls_back_and_keeps_the_changes(sh, monkeypatch):
     import signal
 
-    from nvmet_p2p import apply as apply_mod
+    from nvmet_p2p.nvmet import apply as apply_mod
     real = apply_mod.Applier._run
     presses = []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nvmet_p2p import placement, profile
+from nvmet_p2p.policy import placement, profile
 from support.machine import amd_machine, jbof_single_switch_machine, lab_machine
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"

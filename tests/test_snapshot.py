@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from nvmet_p2p import snapshot as snapmod
 from nvmet_p2p.errors import InputError, NvmetP2PError
-from nvmet_p2p.inventory import read_inventory
-from nvmet_p2p.snapshot import RecordingRoot, take_snapshot
+from nvmet_p2p.pci import snapshot as snapmod
+from nvmet_p2p.pci.inventory import read_inventory
+from nvmet_p2p.pci.snapshot import RecordingRoot, take_snapshot
 from support import sysfs as sf
 
 MACHINES = [sf.q35_lab, sf.skylake_sp, sf.two_host_bridges, sf.amd_zen, sf.nested_switches,

@@ -22,20 +22,20 @@ HEAVY = ("typing", "dataclasses", "inspect", "threading", "copy", "difflib", "gz
 #: module -> the heavy modules it needs at import (and why); every other one of HEAVY is refused
 ALLOWED = {
     # the engine every apply, restore, clear and status goes through
-    "nvmet_p2p.apply": (),
-    "nvmet_p2p.journal": (),
-    "nvmet_p2p.devwait": (),
-    "nvmet_p2p.inventory": (),              # gzip: only for a /proc/config.gz fall-back
-    "nvmet_p2p.evidence": (),               # threading: only status --watch's sampler
-    "nvmet_p2p.status": (),
-    "nvmet_p2p.topology": (),
-    "nvmet_p2p.doctor": (),
-    "nvmet_p2p.units": (),                  # its templates are read as files
+    "nvmet_p2p.nvmet.apply": (),
+    "nvmet_p2p.nvmet.journal": (),
+    "nvmet_p2p.service.devwait": (),
+    "nvmet_p2p.pci.inventory": (),              # gzip: only for a /proc/config.gz fall-back
+    "nvmet_p2p.observe.evidence": (),               # threading: only status --watch's sampler
+    "nvmet_p2p.observe.status": (),
+    "nvmet_p2p.pci.topology": (),
+    "nvmet_p2p.pci.doctor": (),
+    "nvmet_p2p.service.units": (),                  # its templates are read as files
     # records and sizes the shell and placement use: PyYAML only where a profile is parsed
-    "nvmet_p2p.profile": (),
-    "nvmet_p2p.schema": (),
-    "nvmet_p2p.placement": (),
-    "nvmet_p2p.snapshot": ("tempfile", "shutil"),   # it builds the snapshot in a temporary dir
+    "nvmet_p2p.policy.profile": (),
+    "nvmet_p2p.policy.schema": (),
+    "nvmet_p2p.policy.placement": (),
+    "nvmet_p2p.pci.snapshot": ("tempfile", "shutil"),   # it builds the snapshot in a temporary dir
     "nvmet_p2p.commands.doctor": ("textwrap",),     # its human report is wrapped
     "nvmet_p2p.commands.topology": (),
     "nvmet_p2p.commands.apply": (),
@@ -81,4 +81,4 @@ def test_help_and_version_import_no_command_module(argv):
 def test_install_units_renders_without_the_apply_engine():
     """It needs the state directory's default, not the engine that defines it (16 modules)."""
     _, ours = _loaded_after("import nvmet_p2p.commands.install_units")
-    assert "nvmet_p2p.apply" not in ours and "nvmet_p2p.journal" not in ours
+    assert "nvmet_p2p.nvmet.apply" not in ours and "nvmet_p2p.nvmet.journal" not in ours

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from nvmet_p2p import statefile
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.nvmet import statefile
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "nvmetcli")
 
@@ -245,7 +245,7 @@ def test_fast_namespace_path_agrees_with_the_full_validator():
     """statefile parses the usual namespace entry without building JSON paths; for every entry
     it takes, the full validator must give the same namespace, and everything the full
     validator refuses must be handed over to it (so it is reported with its path)."""
-    from nvmet_p2p import state as st
+    from nvmet_p2p.nvmet import state as st
     fast, slow = st.Subsystem(S1), st.Subsystem(S1)
     took = 0
     for j, n in enumerate(FAST_SHAPE):

@@ -8,10 +8,10 @@ import os
 import pytest
 
 from nvmet_p2p import cli
-from nvmet_p2p import evidence as ev
-from nvmet_p2p import status as st
-from nvmet_p2p.model import Inventory, NetDevice, NvmeNamespace, P2pMem, PciFunction, RdmaDevice
-from nvmet_p2p.state import Namespace, Port, Subsystem, TargetState
+from nvmet_p2p.nvmet.state import Namespace, Port, Subsystem, TargetState
+from nvmet_p2p.observe import evidence as ev
+from nvmet_p2p.observe import status as st
+from nvmet_p2p.pci.model import Inventory, NetDevice, NvmeNamespace, P2pMem, PciFunction, RdmaDevice
 from support import sysfs as sf
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "lab", "capture1")
@@ -283,7 +283,7 @@ def test_a_corrupt_managed_set_is_named_not_hidden(tmp_path, monkeypatch):
 
 
 def test_a_crash_in_the_distance_engine_is_not_cannot_say(monkeypatch):
-    from nvmet_p2p import distance
+    from nvmet_p2p.pci import distance
     assert st.distance_facts("0000:99:00.0", "nvme0n1", lab_inventory()) is None  # unknown: cannot say
 
     def broken(*a, **k):

@@ -171,7 +171,7 @@ def test_q35_lab_reads_like_the_real_lab_default(tmp_path):
     ``tools/lab/run --topology default`` (7.3.4+deb13-amd64). Only the dummy0 MAC and its
     link-local address (random per boot) may differ.
     """
-    from nvmet_p2p.inventory import read_inventory
+    from nvmet_p2p.pci.inventory import read_inventory
 
     real = json.loads((Path(__file__).parent / "data" / "lab_default_inventory.json").read_text())
     got = read_inventory(sf.soft_roce(tmp_path, rxe_name="rxe0").root).to_dict()

@@ -8,8 +8,14 @@ import json
 import pytest
 
 from nvmet_p2p import cli
-from nvmet_p2p.distance import P2pdma
-from nvmet_p2p.topology import build_matrix, host_bridge_summary, render_matrix, render_tree, topology_document
+from nvmet_p2p.pci.distance import P2pdma
+from nvmet_p2p.pci.topology import (
+    build_matrix,
+    host_bridge_summary,
+    render_matrix,
+    render_tree,
+    topology_document,
+)
 from support.machine import RR_CR, Machine, lab
 
 

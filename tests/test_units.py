@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from nvmet_p2p import cli, units
+from nvmet_p2p import cli
+from nvmet_p2p.service import units
 
 BIN = os.path.join(os.path.dirname(sys.executable), "nvmet-p2p")
 ANALYZE = shutil.which("systemd-analyze")

@@ -14,13 +14,14 @@ import pytest
 from fakenvmet import FakeNvmet
 from sysfsfixture import q35_lab
 
-from nvmet_p2p import hotplug as hp
-from nvmet_p2p import statefile, watch
-from nvmet_p2p import status as st
-from nvmet_p2p.apply import TEST_KILL_ENV, TEST_SIGNAL_ENV, reconcile
-from nvmet_p2p.configfs import read_state
-from nvmet_p2p.degraded import DegradedStore
-from nvmet_p2p.inventory import read_inventory
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import TEST_KILL_ENV, TEST_SIGNAL_ENV, reconcile
+from nvmet_p2p.nvmet.configfs import read_state
+from nvmet_p2p.nvmet.degraded import DegradedStore
+from nvmet_p2p.observe import status as st
+from nvmet_p2p.pci.inventory import read_inventory
+from nvmet_p2p.service import hotplug as hp
+from nvmet_p2p.service import watch
 
 NQN = "nqn.2026-12.io.lab:w"
 A, B, C, P = "0000:03:00.0", "0000:04:00.0", "0000:05:00.0", "0000:06:00.0"

@@ -14,7 +14,7 @@ from nvmet_p2p.errors import InputError, NvmetP2PError
 
 TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing at start-up)
 if TYPE_CHECKING:
-    from nvmet_p2p.model import Inventory
+    from nvmet_p2p.pci.model import Inventory
 
 
 def add_inventory_option(parser) -> None:
@@ -30,8 +30,8 @@ def load_inventory(args, *, addresses: bool = True) -> Inventory:
     if path:
         return inventory_from_file(path)
     try:
-        from nvmet_p2p.inventory import read_inventory
-    except ImportError as exc:   # the readers live in nvmet_p2p/inventory.py
+        from nvmet_p2p.pci.inventory import read_inventory
+    except ImportError as exc:   # the readers live in nvmet_p2p/pci/inventory.py
         raise NvmetP2PError(f"cannot read {args.root}: the sysfs readers are not available "
                             f"({exc}); use --inventory FILE") from None
     if addresses:
@@ -41,7 +41,7 @@ def load_inventory(args, *, addresses: bool = True) -> Inventory:
 
 def inventory_from_file(path: str) -> Inventory:
     from nvmet_p2p import safeload
-    from nvmet_p2p.model import Inventory
+    from nvmet_p2p.pci.model import Inventory
     doc = safeload.load_json(path)
     if isinstance(doc, dict) and isinstance(doc.get("inventory"), dict):
         doc, where = doc["inventory"], f"{path}: $.inventory"

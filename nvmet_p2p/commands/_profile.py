@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import sys
 
-from nvmet_p2p import output, placement
-from nvmet_p2p.apply import Outcome, reconcile
+from nvmet_p2p import output
 from nvmet_p2p.commands._inventory import load_inventory
 from nvmet_p2p.commands._profileopts import add_profile_options  # noqa: F401 (its old home)
 from nvmet_p2p.commands._target import directory, lock_timeout, print_plan, report_recovery
-from nvmet_p2p.configfs import Configfs, capabilities
-from nvmet_p2p.plan import build_plan
-from nvmet_p2p.state import TargetState
-from nvmet_p2p.statefile import write_atomic
+from nvmet_p2p.nvmet.apply import Outcome, reconcile
+from nvmet_p2p.nvmet.configfs import Configfs, capabilities
+from nvmet_p2p.nvmet.plan import build_plan
+from nvmet_p2p.nvmet.state import TargetState
+from nvmet_p2p.nvmet.statefile import write_atomic
+from nvmet_p2p.policy import placement
 
 
 def placement_from_args(args) -> placement.Placement:
@@ -57,7 +58,7 @@ def run_plan(args) -> int:
 
 
 def run_apply(args, progress, rec=None) -> int:
-    """``rec``: a :class:`nvmet_p2p.lastapply.Recorder` to hand the outcome to."""
+    """``rec``: a :class:`nvmet_p2p.nvmet.lastapply.Recorder` to hand the outcome to."""
     p = placement_from_args(args)
     if not args.json:
         sys.stdout.write(placement.render(p, explain=args.explain) + "\n\n")

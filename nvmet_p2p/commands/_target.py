@@ -22,7 +22,7 @@ def add_state_dir(parser) -> None:
 
 def directory(args) -> str:
     """``--state-dir``, else ``$NVMET_P2P_STATE_DIR``, else /var/lib/nvmet-p2p
-    (:func:`nvmet_p2p.apply.state_dir`, without importing the apply engine)."""
+    (:func:`nvmet_p2p.nvmet.apply.state_dir`, without importing the apply engine)."""
     return (getattr(args, "state_dir", None) or os.environ.get("NVMET_P2P_STATE_DIR")
             or "/var/lib/nvmet-p2p")
 
@@ -48,11 +48,11 @@ def report_recovery(recovery) -> None:
 def settle_first(args, *, must: bool = True):
     """Settle an interrupted earlier apply before a command that reads the target (``status``,
     ``save``). ``must=False``: a failure is a warning on stderr, the command goes on."""
-    from nvmet_p2p import journal
+    from nvmet_p2p.nvmet import journal
     d = directory(args)
     if not journal.pending(d):
         return None
-    from nvmet_p2p.apply import open_configfs, settle_pending  # (the engine only when needed)
+    from nvmet_p2p.nvmet.apply import open_configfs, settle_pending  # (the engine only when needed)
     try:
         rec = settle_pending(open_configfs(args.root, load_module=False), d, args.root,
                              kernel=getattr(args, "kernel", None), lock_timeout=lock_timeout(args))

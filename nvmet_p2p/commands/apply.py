@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from nvmet_p2p import safeload, statefile
-from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, apply_saved_plan, reconcile
+from nvmet_p2p import safeload
 from nvmet_p2p.commands import _profileopts
 from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, lock_timeout, print_plan
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, apply_saved_plan, reconcile
+from nvmet_p2p.nvmet.plan import Plan
 from nvmet_p2p.output import Progress
-from nvmet_p2p.plan import Plan
 
 NAME = "apply"
 ORDER = 41
@@ -26,7 +27,7 @@ def register(p) -> None:
 
 
 def run(args) -> int:
-    from nvmet_p2p import lastapply
+    from nvmet_p2p.nvmet import lastapply
     progress = Progress(quiet=args.json)
     try:
         with lastapply.recorded(directory(args), "apply") as rec:

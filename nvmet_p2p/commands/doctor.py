@@ -42,7 +42,7 @@ def _human(doc: dict) -> str:
 
 
 def run(args) -> int:
-    from nvmet_p2p.doctor import diagnose
+    from nvmet_p2p.pci.doctor import diagnose
 
     inv = load_inventory(args)
     report = diagnose(inv, kernel=args.kernel)

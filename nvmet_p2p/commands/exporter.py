@@ -42,7 +42,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 def run(args) -> int:
     from prometheus_client import start_http_server
 
-    from nvmet_p2p.metrics import CachedCollector, registry_for
+    from nvmet_p2p.observe.metrics import CachedCollector, registry_for
 
     addr, port = parse_listen(args.listen)
     if args.min_interval < 0:

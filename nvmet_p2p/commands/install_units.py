@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-from nvmet_p2p import output, units
+from nvmet_p2p import output
 from nvmet_p2p.commands._target import add_state_dir, default_save_file, directory
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.service import units
 
 NAME = "install-units"
 ORDER = 46

@@ -11,8 +11,8 @@ import os
 import sys
 import time
 
-from nvmet_p2p import p2ptest
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.harness import p2ptest
 from nvmet_p2p.output import Progress, emit
 
 NAME = "p2p-test"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from nvmet_p2p import statefile
-from nvmet_p2p.apply import reconcile
 from nvmet_p2p.commands import _profileopts
 from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout, print_plan
-from nvmet_p2p.statefile import write_atomic
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import reconcile
+from nvmet_p2p.nvmet.statefile import write_atomic
 
 NAME = "plan"
 ORDER = 40

@@ -9,10 +9,10 @@ error with file, line and offending value; with ``--no-machine`` only the struct
 
 from __future__ import annotations
 
-from nvmet_p2p import profile
 from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
 from nvmet_p2p.output import dump_json, emit
-from nvmet_p2p.schema import format_size
+from nvmet_p2p.policy import profile
+from nvmet_p2p.policy.schema import format_size
 
 NAME = "profile"
 ORDER = 35

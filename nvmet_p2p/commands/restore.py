@@ -4,7 +4,7 @@ Unlike ``nvmetcli restore`` it does not clear first: objects already right are n
 so hosts connected to them stay connected.
 
 ``--wait-devices SECONDS`` (what the boot unit uses): wait up to SECONDS for every block
-device, p2pmem provider and port address the file needs (:mod:`nvmet_p2p.devwait`), then
+device, p2pmem provider and port address the file needs (:mod:`nvmet_p2p.service.devwait`), then
 export what is there, name what is missing, record it in the state directory (``status``
 shows it, ``watch --policy reconcile`` completes it when the device appears) and exit with
 status 4 (a partial restore). Without it the restore is all or nothing, as before.
@@ -15,8 +15,7 @@ from __future__ import annotations
 import sys
 import time
 
-from nvmet_p2p import devwait, output, statefile
-from nvmet_p2p.apply import ApplyFailed, ApplyInterrupted, reconcile
+from nvmet_p2p import output
 from nvmet_p2p.commands._target import (
     add_state_dir,
     default_save_file,
@@ -25,9 +24,12 @@ from nvmet_p2p.commands._target import (
     lock_timeout,
     print_plan,
 )
-from nvmet_p2p.degraded import DegradedStore, Entry
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, reconcile
+from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
 from nvmet_p2p.output import Progress
+from nvmet_p2p.service import devwait
 
 NAME = "restore"
 ORDER = 44
@@ -56,7 +58,7 @@ def register(p) -> None:
 def run(args) -> int:
     if args.wait_devices is not None and not 0 <= args.wait_devices <= 86400:
         raise InputError("--wait-devices must be between 0 and 86400 seconds")
-    from nvmet_p2p import lastapply
+    from nvmet_p2p.nvmet import lastapply
     progress = Progress(quiet=args.json)
     waited = degraded = None
     try:
@@ -95,7 +97,7 @@ def _wait_and_degrade(args, desired, progress):
     waited = devwait.wait(items, args.wait_devices, probe, progress)
     live = None
     if waited.missing:
-        from nvmet_p2p.configfs import Configfs, read_state
+        from nvmet_p2p.nvmet.configfs import Configfs, read_state
         cfs = Configfs(args.root)
         live = read_state(cfs) if cfs.present() else None
     return waited, devwait.degrade(desired, waited.missing, live, args.without_provider)

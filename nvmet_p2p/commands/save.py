@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
-from nvmet_p2p import output, statefile
-from nvmet_p2p.apply import open_configfs
+from nvmet_p2p import output
 from nvmet_p2p.commands._target import add_state_dir, default_save_file, settle_first
-from nvmet_p2p.configfs import read_state
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import open_configfs
+from nvmet_p2p.nvmet.configfs import read_state
 
 NAME = "save"
 ORDER = 43

@@ -39,7 +39,7 @@ def _human(s: dict) -> str:
 
 
 def run(args) -> int:
-    from nvmet_p2p.snapshot import take_snapshot
+    from nvmet_p2p.pci.snapshot import take_snapshot
 
     summary = take_snapshot(args.dir, root=args.root, force=args.force,
                             progress=Progress(quiet=args.json))

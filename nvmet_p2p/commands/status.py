@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
-from nvmet_p2p import evidence as ev
-from nvmet_p2p import status as st
 from nvmet_p2p.commands._target import add_state_dir, settle_first
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.observe import evidence as ev
+from nvmet_p2p.observe import status as st
 from nvmet_p2p.output import emit
 
 NAME = "status"
@@ -43,7 +43,7 @@ def register(p):
 def _io_size(text: str | None) -> int | None:
     if text is None:
         return None
-    from nvmet_p2p.schema import parse_size
+    from nvmet_p2p.policy.schema import parse_size
     n = parse_size(text)
     if not n:
         raise InputError(f"--io-size: expected a size such as 4096, 128k or 1MiB, got {text!r}",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
-from nvmet_p2p.distance import P2pdma
 from nvmet_p2p.output import dump_json
-from nvmet_p2p.topology import build_matrix, render_matrix, render_tree, topology_document
+from nvmet_p2p.pci.distance import P2pdma
+from nvmet_p2p.pci.topology import build_matrix, render_matrix, render_tree, topology_document
 
 NAME = "topology"
 ORDER = 20

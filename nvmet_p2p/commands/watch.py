@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from nvmet_p2p import hotplug
 from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.service import hotplug
 
 NAME = "watch"
 ORDER = 62
@@ -51,11 +51,11 @@ def argparse_suppress():
 
 
 def run(args) -> int:
-    from nvmet_p2p import watch
+    from nvmet_p2p.service import watch
     if not 0 < args.debounce <= 30:
         raise InputError("--debounce must be between 0 and 30 seconds")
     if args.profile:
-        from nvmet_p2p import profile
+        from nvmet_p2p.policy import profile
         profile.load(args.profile)          # a broken profile is an error now, not at the event
     if os.path.realpath(args.root) != "/":
         raise InputError("watch needs the live system (--root /): udev events come from this kernel")

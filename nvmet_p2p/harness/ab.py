@@ -5,7 +5,7 @@
 while the namespace is disabled, and a controller's p2p mapping is fixed when it connects, so
 the bench disconnects before toggling and reconnects after.
 
-Every change goes through the reconciler (:func:`nvmet_p2p.apply.reconcile`): the desired
+Every change goes through the reconciler (:func:`nvmet_p2p.nvmet.apply.reconcile`): the desired
 state is the subsystem as it is live with only ``p2pmem`` changed, so the plan cycles exactly
 those namespaces (``enable`` 0, ``p2pmem``, ``enable`` 1), rolls back if the kernel refuses,
 and holds the apply lock. The subsystem joins nvmet-p2p's managed set, as with any apply.
@@ -13,15 +13,15 @@ and holds the apply lock. The subsystem joins nvmet-p2p's managed set, as with a
 
 from __future__ import annotations
 
-from nvmet_p2p import state as st
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.nvmet import state as st
 
 
 class LocalToggle:
     def __init__(self, root: str, subsystems: list[str], nsids: list[int] | None = None,
                  on_value: str | None = None, state_dir: str | None = None, progress=None, cfs=None):
-        from nvmet_p2p.apply import state_dir as _state_dir
-        from nvmet_p2p.configfs import Configfs, read_state
+        from nvmet_p2p.nvmet.apply import state_dir as _state_dir
+        from nvmet_p2p.nvmet.configfs import Configfs, read_state
         self.root = root
         self.cfs = cfs            # tests pass a fake configfs; None: the live tree under root
         self.directory = _state_dir(state_dir)
@@ -56,7 +56,7 @@ class LocalToggle:
         authoritative in a desired state), with only ``p2pmem`` changed."""
         import copy
 
-        from nvmet_p2p.configfs import Configfs, read_state
+        from nvmet_p2p.nvmet.configfs import Configfs, read_state
         live = read_state(self.cfs or Configfs(self.root))
         d = st.TargetState()
         for (nqn, nsid), v in values.items():
@@ -70,7 +70,7 @@ class LocalToggle:
         return d
 
     def _apply(self, values: dict[tuple[str, int], str], label: str) -> None:
-        from nvmet_p2p.apply import reconcile
+        from nvmet_p2p.nvmet.apply import reconcile
         out = reconcile(self.root, self.desired(values), self.directory, cfs=self.cfs)
         r = out.result
         self.outcomes.append({"to": label, "writes": r.writes if r else 0,

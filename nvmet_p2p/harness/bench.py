@@ -23,12 +23,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from nvmet_p2p import evidence as ev
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.harness import environment, hostsys
 from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.fio import FioInterrupted, FioRun, Workload, job_file, job_name, run_fio
 from nvmet_p2p.harness.nvmecli import AlreadyConnected, HostIdentity, NvmeCli
+from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.record import dataclass, field
 
 # --------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class LocalEvidence:
 
     def __init__(self, root: str = "/", hints: Callable[[], list] = lambda: [], subsystems: Callable[[], set] = set,
                  interval: float = 1.0):
-        from nvmet_p2p import status as st
+        from nvmet_p2p.observe import status as st
         self.st = st
         self.root = root
         self.hints = hints
@@ -381,7 +381,7 @@ class Bench:
 
     # -- helpers ---------------------------------------------------------------------------
     def hints(self) -> list:
-        from nvmet_p2p.status import HostControllerHint
+        from nvmet_p2p.observe.status import HostControllerHint
         out = []
         for c in (self.conns.items if self.conns else []):
             addr = dict(kv.split("=", 1) for kv in c.ctrl.address.split(",") if "=" in kv)
@@ -526,10 +526,10 @@ class Bench:
 
     def _explain(self, mark) -> dict | None:
         """The likely cause of a failed run from the kernel log of its window
-        (:func:`nvmet_p2p.explain.explain`, the same reading ``p2p-test`` does)."""
+        (:func:`nvmet_p2p.observe.explain.explain`, the same reading ``p2p-test`` does)."""
         if mark is None or self.klog is None:
             return None
-        from nvmet_p2p import explain
+        from nvmet_p2p.observe import explain
         try:
             records = self.klog.records_since(mark)
         except OSError:

@@ -20,8 +20,8 @@ import subprocess
 import uuid
 from collections.abc import Callable
 
-from nvmet_p2p.defs import NQN_MAX
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.nvmet.defs import NQN_MAX
 from nvmet_p2p.record import dataclass
 
 

@@ -5,7 +5,7 @@ the timed matrix (p2p and host buffers interleaved) and the final checks, one fi
 per pass with one job section per namespace (they run at the same time, each with its own
 buffers in the pool), through the bench harness (:func:`nvmet_p2p.harness.fio.run_fio`: job
 files kept in ``OUT/fio/``, fio's JSON parsed, its ETA lines as progress). While each fio
-runs, ``p2pmem/available`` of the provider is sampled (:class:`~nvmet_p2p.evidence.PoolSampler`)
+runs, ``p2pmem/available`` of the provider is sampled (:class:`~nvmet_p2p.observe.evidence.PoolSampler`)
 and compared with what the p2p jobs must map. Results land in ``OUT`` in the bench schema
 (``results.json``/CSV/``summary.md``/plots) with a ``p2p_test`` section.
 
@@ -21,13 +21,13 @@ import os
 import time
 from typing import Callable
 
-from nvmet_p2p import evidence as ev
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import environment
 from nvmet_p2p.harness import p2pfio as pf
 from nvmet_p2p.harness import p2pfio_report as rep
 from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.fio import FioInterrupted, FioRun, Workload, job_file, job_name, run_fio
+from nvmet_p2p.observe import evidence as ev
 
 KERNEL_LOG_KEEP = 200        # kernel log lines kept in results.json (every failed I/O logs one)
 
@@ -261,7 +261,7 @@ class FioP2pRun:
         return results
 
     def _explain(self, statuses: dict, kernel_log: list[str]) -> None:
-        from nvmet_p2p.p2ptest import explain_refusal
+        from nvmet_p2p.harness.p2ptest import explain_refusal
         for dev, s in statuses.items():
             if s["refusal"]:
                 explain_refusal(self.plan.provider, s["refusal"], self.prediction, _lines_for(
@@ -312,10 +312,10 @@ def _lines_for(dev: str, kernel_log: list[str], prediction: dict) -> list[str]:
 
 
 def kernel_cause(kernel_log: list[str], root: str, provider: str, devices: list[str]) -> tuple[str | None, dict | None]:
-    """The project's kernel-log explainer of lost data (:func:`nvmet_p2p.explain.explain`:
+    """The project's kernel-log explainer of lost data (:func:`nvmet_p2p.observe.explain.explain`:
     IOMMU faults mapped to the BAR they hit, AER, I/O errors, resets): (its one sentence, its
     causes), or (None, None) when the window holds none."""
-    from nvmet_p2p.explain import explain
+    from nvmet_p2p.observe.explain import explain
     e = explain(kernel_log, root=root, providers=[provider], devices=devices)
     return (e.summary or None), (e.to_dict() if e.found else None)
 

@@ -101,7 +101,7 @@ class JsonPrefs(Prefs):
         path = getattr(self, "json_path", None)
         if not path:
             return
-        from nvmet_p2p.statefile import write_atomic
+        from nvmet_p2p.nvmet.statefile import write_atomic
         data = {k: self[k] for k in KEPT_PREFS if k in self}
         try:
             write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n", mode=0o600,
@@ -252,7 +252,7 @@ class ShellApp(P2pAssist):
     # -- staging -------------------------------------------------------------------------------
     def stage(self, edit: ed.Edit, messages: list[str]) -> None:
         """Stage ``edit`` (or, write-through, apply it) and say what happened."""
-        from nvmet_p2p.apply import ApplyFailed
+        from nvmet_p2p.nvmet.apply import ApplyFailed
         try:
             result = self.session.stage(edit)
         except ed.EditError as exc:
@@ -293,7 +293,7 @@ class ShellApp(P2pAssist):
         if not self.session.edits:
             self.say("Nothing to commit: no staged changes.")
             return
-        from nvmet_p2p.apply import ApplyFailed
+        from nvmet_p2p.nvmet.apply import ApplyFailed
         try:
             result = self.session.commit()
         except ApplyFailed as exc:
@@ -349,8 +349,8 @@ class ShellApp(P2pAssist):
 
     # -- files ---------------------------------------------------------------------------------
     def saveconfig(self, savefile: str | None) -> None:
-        from nvmet_p2p import statefile
-        from nvmet_p2p.configfs import read_state
+        from nvmet_p2p.nvmet import statefile
+        from nvmet_p2p.nvmet.configfs import read_state
         path = savefile or os.environ.get("NVMET_P2P_SAVE_FILE", "/etc/nvmet/config.json")
         live = read_state(self.session.cfs)
         try:
@@ -366,7 +366,7 @@ class ShellApp(P2pAssist):
                       "change(s) are not in it (`commit` first)")
 
     def restoreconfig(self, savefile: str | None, clear: bool) -> None:
-        from nvmet_p2p import statefile
+        from nvmet_p2p.nvmet import statefile
         path = savefile or os.environ.get("NVMET_P2P_SAVE_FILE", "/etc/nvmet/config.json")
         state = statefile.load(path)
         how = "replacing the whole target" if clear else "adding and updating what it names"

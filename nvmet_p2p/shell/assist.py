@@ -12,7 +12,8 @@ import os
 
 from configshell import ExecutionError
 
-from nvmet_p2p import distance, placement
+from nvmet_p2p.pci import distance
+from nvmet_p2p.policy import placement
 from nvmet_p2p.shell.p2p import ByNamespace, Verdict, clients_line
 
 NS_OFFLINE = ("device_path", "device_uuid", "device_nguid", "buffered_io", "resv_enable",
@@ -130,7 +131,7 @@ class P2pAssist:
                        "(ENOENT)")
         block = self.p2p.block_name(path) if path.startswith("/dev/") else None
         if block and path == f"/dev/{block}":
-            from nvmet_p2p.profile import stable_by_id_name
+            from nvmet_p2p.policy.profile import stable_by_id_name
             stable = stable_by_id_name(block, self.p2p.by_id_links())
             if stable:
                 out.append(f"/dev/disk/by-id/{stable} names the same device and keeps its name "

@@ -20,8 +20,8 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
-from nvmet_p2p import state as st
 from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.record import dataclass, field
 
 Locator = tuple

@@ -1,12 +1,12 @@
 """What the shell knows about p2p memory: verdicts, ranked providers, device names.
 
-The machine's :class:`~nvmet_p2p.model.Inventory` is read once (lazily, on first use; ``refresh``
+The machine's :class:`~nvmet_p2p.pci.model.Inventory` is read once (lazily, on first use; ``refresh``
 under ``/machine`` reads it again). For a namespace of the shell's view, the p2p clients are
 the ones the kernel will use (drivers/nvme/target/core.c): the PCI function behind its
 ``device_path`` (checked by ``nvmet_p2pmem_ns_enable()`` when the namespace is enabled) and
 the RDMA NIC behind every port that exports its subsystem (``ctrl->p2p_client``, per host
-connection; soft RDMA and TCP have none). Verdicts come from :mod:`nvmet_p2p.distance`; the
-ranking of providers is :func:`nvmet_p2p.placement.place` run for that one namespace, with the
+connection; soft RDMA and TCP have none). Verdicts come from :mod:`nvmet_p2p.pci.distance`; the
+ranking of providers is :func:`nvmet_p2p.policy.placement.place` run for that one namespace, with the
 p2pmem budgets of the view's other namespaces already taken from each pool, so the shell
 offers providers in exactly the order a profile would place them.
 
@@ -19,11 +19,13 @@ from __future__ import annotations
 import copy
 import os
 
-from nvmet_p2p import distance, placement, profile, record
-from nvmet_p2p.defs import MapType
-from nvmet_p2p.model import Inventory, NvmeController, NvmeNamespace, bdf_sort_key
+from nvmet_p2p import record
+from nvmet_p2p.nvmet.state import Port, TargetState
+from nvmet_p2p.pci import distance
+from nvmet_p2p.pci.model import Inventory, NvmeController, NvmeNamespace, bdf_sort_key
+from nvmet_p2p.pci.p2pdma_rules import MapType
+from nvmet_p2p.policy import placement, profile
 from nvmet_p2p.record import dataclass, field
-from nvmet_p2p.state import Port, TargetState
 
 BUDGET = dict(profile.DEFAULT_BUDGET)
 
@@ -96,7 +98,7 @@ class P2pContext:
     def inv(self) -> Inventory:
         if self._inv is None:
             from nvmet_p2p.errors import NvmetP2PError
-            from nvmet_p2p.inventory import read_inventory
+            from nvmet_p2p.pci.inventory import read_inventory
             if self.progress:
                 self.progress("reading the machine's inventory (PCI tree, p2pmem pools, RDMA)")
             try:
@@ -135,7 +137,7 @@ class P2pContext:
 
     def block_name(self, device_path: str) -> str | None:
         if device_path not in self._blocks:
-            from nvmet_p2p.inventory import block_device_name
+            from nvmet_p2p.pci.inventory import block_device_name
             name = block_device_name(self.root, device_path)
             if name is None and device_path.startswith("/dev/disk/by-id/"):
                 name = self.by_id_links().get(os.path.basename(device_path))
@@ -157,7 +159,7 @@ class P2pContext:
         return got
 
     def _resolve_port(self, p: Port) -> profile.ResolvedPort:
-        from nvmet_p2p.status import rdma_devices_for_address
+        from nvmet_p2p.observe.status import rdma_devices_for_address
         a = p.attrs
         tr, addr = a.get("addr_trtype", ""), a.get("addr_traddr", "")
         params = {k: v for k, v in a.items() if k.startswith("param_") and (_int(v) or 0) > 0}
@@ -391,7 +393,7 @@ class P2pContext:
 
     def address_choices(self) -> list[Choice]:
         """IP addresses of this machine, with the RDMA device that would carry each."""
-        from nvmet_p2p.status import rdma_devices_for_address
+        from nvmet_p2p.observe.status import rdma_devices_for_address
         out: list[Choice] = []
         for nd in sorted(self.inv.net.values(), key=lambda n: n.name):
             for cidr in nd.addresses:
@@ -465,7 +467,7 @@ class Verdict:
 
 
 def kbool(v: str) -> bool | None:
-    from nvmet_p2p.configfs import kstrtobool
+    from nvmet_p2p.nvmet.configfs import kstrtobool
     return kstrtobool(v)
 
 

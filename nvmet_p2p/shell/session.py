@@ -6,11 +6,11 @@ configfs read per keypress); a command that changes something stages an edit.
 
 Writing goes through the reconciler and nothing else. ``diff`` and ``commit`` read configfs
 again, replay the edits on that fresh read (someone else's changes since are kept; an edit
-that no longer applies is reported as a conflict), and let :func:`nvmet_p2p.plan.build_plan`
+that no longer applies is reported as a conflict), and let :func:`nvmet_p2p.nvmet.plan.build_plan`
 turn "live -> desired" into ordered operations. ``commit`` hands that plan to
-:func:`nvmet_p2p.apply.apply_saved_plan`, which takes the apply lock in the state directory,
+:func:`nvmet_p2p.nvmet.apply.apply_saved_plan`, which takes the apply lock in the state directory,
 refuses if configfs changed since the plan was read, executes it and undoes every completed
-step if the kernel refuses one (:class:`~nvmet_p2p.apply.ApplyFailed` carries the kernel's
+step if the kernel refuses one (:class:`~nvmet_p2p.nvmet.apply.ApplyFailed` carries the kernel's
 own log lines). The plan is built as if every live object were managed, with ``prune``, so
 a ``delete`` in the shell removes what it names; its recorded ``managed_after`` is then set
 to what the managed set really becomes: what nvmet-p2p managed before, plus what the shell
@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import copy
 
-from nvmet_p2p import defs, lastapply, record
-from nvmet_p2p import state as st
-from nvmet_p2p.apply import (
+from nvmet_p2p import record
+from nvmet_p2p.errors import Busy, NvmetP2PError
+from nvmet_p2p.nvmet import defs, lastapply
+from nvmet_p2p.nvmet import state as st
+from nvmet_p2p.nvmet.apply import (
     ApplyFailed,
     ApplyInterrupted,
     ManagedStore,
@@ -36,9 +38,8 @@ from nvmet_p2p.apply import (
     settle_pending,
     state_dir,
 )
-from nvmet_p2p.configfs import Configfs, capabilities, read_state
-from nvmet_p2p.errors import Busy, NvmetP2PError
-from nvmet_p2p.plan import Managed, Plan, build_plan
+from nvmet_p2p.nvmet.configfs import Configfs, capabilities, read_state
+from nvmet_p2p.nvmet.plan import Managed, Plan, build_plan
 from nvmet_p2p.record import dataclass, field
 from nvmet_p2p.shell.edits import Edit, EditError, Locator
 
@@ -148,7 +149,7 @@ def _minus(a: Managed, b: Managed) -> Managed:
 
 def set_aside(live: st.TargetState, desired: st.TargetState, managed: Managed) -> list[str]:
     """Leave alone what the kernel holds under a name nvmet-p2p cannot manage (``mkdir``
-    took it, the planner refuses it: see :func:`nvmet_p2p.plan.name_problems`) when no staged
+    took it, the planner refuses it: see :func:`nvmet_p2p.nvmet.plan.name_problems`) when no staged
     edit touched it: such hosts and subsystems, and the links to them that are still wanted,
     leave ``desired`` and ``managed`` (changed in place), so the plan neither checks nor
     touches them. What the user did change under such a name stays, and the plan refuses it.

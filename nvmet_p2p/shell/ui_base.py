@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from configshell import ConfigNode, ExecutionError
 
-from nvmet_p2p import defs
-from nvmet_p2p.configfs import ATTR_GROUPS, KNOWN_ATTRS, is_secret, mask
+from nvmet_p2p.nvmet import defs
+from nvmet_p2p.nvmet.configfs import ATTR_GROUPS, KNOWN_ATTRS, is_secret, mask
 from nvmet_p2p.shell import edits as ed
 
 #: attributes whose values are a fixed set (what ``set ...=<TAB>`` offers)

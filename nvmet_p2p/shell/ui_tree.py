@@ -13,7 +13,7 @@ import uuid
 
 from configshell import ExecutionError
 
-from nvmet_p2p import defs
+from nvmet_p2p.nvmet import defs
 from nvmet_p2p.shell import edits as ed
 from nvmet_p2p.shell.ui_base import UINode
 
@@ -124,7 +124,7 @@ class UIRoot(UINode):
         if confirm.lower() not in ("1", "true", "yes", "y"):
             raise ExecutionError("this stages removing the whole target; run `clearconfig "
                                  "confirm=true` to mean it")
-        from nvmet_p2p.state import TargetState
+        from nvmet_p2p.nvmet.state import TargetState
         self.app.stage(ed.replace_all(TargetState(), "clear the whole target"),
                        ["Staged: remove every host, port and subsystem."])
 

@@ -16,7 +16,7 @@ both ends, the first and last step of each kind, a stride through the middle; fo
 apply the first 60 steps, the issue's window -- within a time budget,
 ``NVMET_P2P_LAB_CRASH_BUDGET`` (``NVMET_P2P_LAB_CRASH_ALL=1``: every k there too, no budget).
 For each k a forked child runs the apply with the test-only hook that SIGKILLs it after step
-k; the parent then settles the journal (:func:`nvmet_p2p.apply.settle`, what the next command
+k; the parent then settles the journal (:func:`nvmet_p2p.nvmet.apply.settle`, what the next command
 does) and compares a byte-for-byte dump of configfs -- every readable attribute and every link
 -- with the dump of OLD or NEW taken before. The CLI is checked the same way a user meets it
 (150 namespaces): `apply` killed, then `apply --prune` of the old state says it rolled back;
@@ -35,10 +35,10 @@ import time
 import pytest
 
 import labutil
-from nvmet_p2p import journal as jr
-from nvmet_p2p import statefile
-from nvmet_p2p.apply import TEST_KILL_ENV, TEST_SIGNAL_ENV, ManagedStore, clear, reconcile, settle
-from nvmet_p2p.configfs import Configfs
+from nvmet_p2p.nvmet import journal as jr
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import TEST_KILL_ENV, TEST_SIGNAL_ENV, ManagedStore, clear, reconcile, settle
+from nvmet_p2p.nvmet.configfs import Configfs
 
 pytestmark = pytest.mark.lab
 
@@ -266,7 +266,7 @@ def change_with_prune(crash, every=False):
 
 
 def first_apply(crash, every=False):
-    from nvmet_p2p.plan import Managed
+    from nvmet_p2p.nvmet.plan import Managed
     clear("/", crash["sd"])
     ops = crash["first_steps"]
     assert len(ops) > 4 * crash["ns"]

@@ -1,4 +1,4 @@
-"""Lab tier: ``nvmet_p2p.distance`` against the real kernel, beyond accept/refuse.
+"""Lab tier: ``nvmet_p2p.pci.distance`` against the real kernel, beyond accept/refuse.
 
 For every (p2pmem provider, NVMe namespace) pair of the booted topology (one in-process
 inventory read, so the whole module takes seconds):
@@ -27,8 +27,8 @@ P2P_LINE = re.compile(r"peer-to-peer DMA|ACS redirect|P2PDMA whitelist")
 
 @pytest.fixture(scope="module")
 def engine():
-    from nvmet_p2p.distance import P2pdma
-    from nvmet_p2p.inventory import read_inventory
+    from nvmet_p2p.pci.distance import P2pdma
+    from nvmet_p2p.pci.inventory import read_inventory
     return P2pdma(read_inventory("/"))
 
 

@@ -14,8 +14,8 @@ import sys
 import pytest
 
 import labutil
-from nvmet_p2p.inventory import read_inventory
-from nvmet_p2p.snapshot import take_snapshot
+from nvmet_p2p.pci.inventory import read_inventory
+from nvmet_p2p.pci.snapshot import take_snapshot
 
 pytestmark = [pytest.mark.lab]
 
@@ -82,7 +82,7 @@ def test_reader_matches_device_map_and_lspci(lab_devices):
 
 
 def test_non_root_read_of_the_real_sysfs(lab_devices):
-    code = ("import json; from nvmet_p2p.inventory import read_inventory as r; i = r('/'); "
+    code = ("import json; from nvmet_p2p.pci.inventory import read_inventory as r; i = r('/'); "
             "print(json.dumps({'root': i.system.is_root, "
             "'readable': sorted(b for b, f in i.pci.items() if f.config_readable), "
             "'ids': {b: [f.vendor, f.device, f.upstream] for b, f in i.pci.items()}, "
@@ -105,7 +105,7 @@ def test_snapshot_of_the_live_lab_reads_back_identically(tmp_path):
     live.pop("source"), copy.pop("source")
     assert live == copy
     # doctor gives the same verdict on the snapshot as on the machine
-    from nvmet_p2p.doctor import diagnose
+    from nvmet_p2p.pci.doctor import diagnose
 
     da = diagnose(read_inventory("/")).to_dict()
     db = diagnose(read_inventory(tmp_path / "snap")).to_dict()
@@ -115,7 +115,7 @@ def test_snapshot_of_the_live_lab_reads_back_identically(tmp_path):
 
 @pytest.mark.topology("all")
 def test_doctor_on_the_real_kernel(lab_devices):
-    from nvmet_p2p.doctor import diagnose
+    from nvmet_p2p.pci.doctor import diagnose
 
     report = diagnose(read_inventory("/"))
     doc = report.to_dict()

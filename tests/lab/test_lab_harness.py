@@ -26,8 +26,9 @@ import subprocess
 
 import pytest
 
-from nvmet_p2p import cli, statefile
-from nvmet_p2p.apply import clear, reconcile
+from nvmet_p2p import cli
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import clear, reconcile
 
 pytestmark = pytest.mark.lab
 
@@ -240,7 +241,7 @@ def test_pool_sampler_sees_a_real_allocation(target):
     import mmap
     import time
 
-    from nvmet_p2p.evidence import PoolSampler
+    from nvmet_p2p.observe.evidence import PoolSampler
     bdf = target["dev"]["cmbA"]["bdf"]
     s = PoolSampler([bdf], interval=0.05).start()
     time.sleep(0.2)

@@ -23,10 +23,10 @@ import time
 
 import pytest
 
-from nvmet_p2p import statefile
-from nvmet_p2p.apply import ApplyFailed, reconcile
-from nvmet_p2p.configfs import Configfs, capabilities, read_state
 from nvmet_p2p.kmsg import KernelLog
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import ApplyFailed, reconcile
+from nvmet_p2p.nvmet.configfs import Configfs, capabilities, read_state
 
 pytestmark = pytest.mark.lab
 
@@ -263,7 +263,7 @@ def test_09_invalid_port_address_rolls_back(lab):
 
 
 def test_10_second_apply_waits_for_the_lock(lab):
-    from nvmet_p2p.apply import apply_lock
+    from nvmet_p2p.nvmet.apply import apply_lock
     with apply_lock(lab["state_dir"]):
         t0 = time.monotonic()
         r = cli("apply", "--state", str(lab["state_file"]), "--lock-timeout", "2", check=False)

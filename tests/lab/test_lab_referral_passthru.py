@@ -14,9 +14,9 @@ import os
 import pytest
 
 from labutil import NVMET, _write, devmap, ensure_nvmet
-from nvmet_p2p import statefile
-from nvmet_p2p.apply import ApplyFailed, clear, reconcile
-from nvmet_p2p.configfs import Configfs, read_state
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import ApplyFailed, clear, reconcile
+from nvmet_p2p.nvmet.configfs import Configfs, read_state
 
 pytestmark = pytest.mark.lab
 

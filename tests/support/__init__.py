@@ -1,7 +1,7 @@
 """Test helpers (not tests): the machine models the tests run against.
 
 * :mod:`support.machine` -- the one in-memory machine builder (:class:`~support.machine.Machine`,
-  an :class:`nvmet_p2p.model.Inventory` in a few lines) and the reference machines, the lab's
+  an :class:`nvmet_p2p.pci.model.Inventory` in a few lines) and the reference machines, the lab's
   among them (:func:`~support.machine.lab`);
 * :mod:`support.sysfs` -- synthetic sysfs/procfs trees with the real kernel's file layout, for
   the readers;

@@ -14,7 +14,7 @@ import errno
 import os
 import uuid
 
-from nvmet_p2p.configfs import Configfs
+from nvmet_p2p.nvmet.configfs import Configfs
 
 NS_FILES = {"ana_grpid": "1", "buffered_io": "0", "device_nguid": "00000000-0000-0000-0000-000000000000",
             "device_path": "(null)", "enable": "0", "p2pmem": "0", "resv_enable": "0"}
@@ -77,7 +77,7 @@ class FakeNvmet(Configfs):
         try:
             getattr(self, "_do_" + op)(rel, *extra)
         except OSError as exc:
-            from nvmet_p2p.configfs import ConfigfsError
+            from nvmet_p2p.nvmet.configfs import ConfigfsError
             raise ConfigfsError(op, rel, exc) from exc
 
     def _do_mkdir(self, rel, *_):

@@ -1,4 +1,4 @@
-"""The one in-memory machine builder: synthetic :class:`nvmet_p2p.model.Inventory` objects.
+"""The one in-memory machine builder: synthetic :class:`nvmet_p2p.pci.model.Inventory` objects.
 
 The readers build an Inventory from sysfs; tests of the pure logic (distance, placement,
 profiles, topology) and the benchmarks in ``tools/bench`` build one directly with
@@ -36,7 +36,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from nvmet_p2p.model import (
+from nvmet_p2p.pci.model import (
     PCIE_ENDPOINT,
     PCIE_ROOT_PORT,
     PCIE_SWITCH_DOWNSTREAM,

@@ -14,7 +14,7 @@ Quick start::
 
     m = sf.q35_lab(tmp_path)                # the lab's default topology
     m.bdf("cmbA")                           # -> "0000:03:00.0"
-    inv = read_inventory(m.root)            # nvmet_p2p.inventory
+    inv = read_inventory(m.root)            # nvmet_p2p.pci.inventory
 
     m = sf.Machine(tmp_path)                # or build your own
     m.system(cpu_vendor="GenuineIntel", cpu_family=6)

@@ -27,9 +27,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from prometheus_client import start_http_server  # noqa: E402
 
-from nvmet_p2p import statefile  # noqa: E402
-from nvmet_p2p.apply import clear, reconcile  # noqa: E402
-from nvmet_p2p.metrics import TargetCollector, registry_for  # noqa: E402
+from nvmet_p2p.nvmet import statefile  # noqa: E402
+from nvmet_p2p.nvmet.apply import clear, reconcile  # noqa: E402
+from nvmet_p2p.observe.metrics import TargetCollector, registry_for  # noqa: E402
 
 NQN = "nqn.2026-11.io.nvmet-p2p:bench-metrics"
 TARGET = 2.0

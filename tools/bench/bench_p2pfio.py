@@ -38,9 +38,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", ".."))
 
-from nvmet_p2p import p2ptest  # noqa: E402
 from nvmet_p2p.harness import p2pfio as pf  # noqa: E402
 from nvmet_p2p.harness import p2pfio_report as rep  # noqa: E402
+from nvmet_p2p.harness import p2ptest  # noqa: E402
 from nvmet_p2p.harness.environment import emulation_label  # noqa: E402
 from nvmet_p2p.harness.p2pfio_run import FioP2pRun, alloc_path  # noqa: E402
 from nvmet_p2p.output import Progress  # noqa: E402

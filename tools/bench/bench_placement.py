@@ -10,7 +10,7 @@ queues x depth x I/O size. Every host connection is one namespace x NIC path:
   NIC and silently uses host memory otherwise);
 * kernel auto mode (``p2pmem=1``): per connection the kernel picks uniformly at random among
   the published providers at the smallest summed distance (``pci_p2pmem_find_many`` as
-  ``nvmet_p2p.distance`` predicts it), averaged over ``--seeds`` seeds.
+  ``nvmet_p2p.pci.distance`` predicts it), averaged over ``--seeds`` seeds.
 
 Reported per machine and method: share of paths that stay below the root complex (the provider
 reaches NIC and NVMe as bus_addr), worst provider oversubscription (budgeted in-flight bytes /
@@ -44,8 +44,8 @@ CHECKOUT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, CHECKOUT)
 sys.path.insert(0, os.path.join(CHECKOUT, "tests"))
 
-from nvmet_p2p import placement, profile  # noqa: E402
-from nvmet_p2p.distance import P2pdma  # noqa: E402
+from nvmet_p2p.pci.distance import P2pdma  # noqa: E402
+from nvmet_p2p.policy import placement, profile  # noqa: E402
 from support import machine as machines  # noqa: E402
 
 MiB = 1 << 20

@@ -35,8 +35,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from nvmet_p2p import statefile  # noqa: E402
-from nvmet_p2p.apply import clear, reconcile  # noqa: E402
+from nvmet_p2p.nvmet import statefile  # noqa: E402
+from nvmet_p2p.nvmet.apply import clear, reconcile  # noqa: E402
 
 NQN = "nqn.2026-12.io.nvmet-p2p:bench-shell"
 LINES = ("set p2pmem=", "set p2pmem=0000:0", "set device path=/dev/nvme", "set ")

@@ -34,14 +34,14 @@ sys.path.insert(0, CHECKOUT)
 sys.path.insert(0, os.path.join(CHECKOUT, "tests"))
 
 from nvmet_p2p import cli  # noqa: E402
-from nvmet_p2p.distance import P2pdma  # noqa: E402
+from nvmet_p2p.pci.distance import P2pdma  # noqa: E402
 from support import sysfs as sf  # noqa: E402
 
 try:
-    from nvmet_p2p.inventory import read_inventory  # noqa: E402
+    from nvmet_p2p.pci.inventory import read_inventory  # noqa: E402
 except ImportError as exc:  # the readers are the inventory developer's module
     sys.exit(f"bench_topology: cannot import the sysfs readers: {exc}")
-from nvmet_p2p.topology import build_matrix  # noqa: E402
+from nvmet_p2p.pci.topology import build_matrix  # noqa: E402
 
 
 def timed(fn, repeat: int) -> tuple[list[float], object]:

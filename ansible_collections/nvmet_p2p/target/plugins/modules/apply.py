@@ -189,7 +189,7 @@ def run_module():
                            mutually_exclusive=[SOURCES], required_one_of=[SOURCES])
     require_nvmet_p2p(module)
     p = module.params
-    from nvmet_p2p.apply import state_dir as default_state_dir
+    from nvmet_p2p.nvmet.apply import state_dir as default_state_dir
     try:
         desired = automation.desired_from(
             profile=p["profile"], profile_content=p["profile_content"],

@@ -1,0 +1,676 @@
+"""Executing a plan against configfs: all or nothing, one at a time, every write counted.
+
+Before each step the engine records how to undo it, from what configfs shows at that moment
+(the old value of an attribute; for a directory about to be removed, every attribute and its
+``enable``). If the kernel refuses a step, the completed steps are undone in reverse order and
+:class:`ApplyFailed` reports the kernel's own words: the errno and the kernel log lines printed
+while the step ran (read through :mod:`nvmet_p2p.kmsg`). After a failed apply the tree is back
+to what it was (checked by the lab tests with a full dump before and after).
+
+Only one apply runs at a time: :func:`apply_lock` takes an exclusive ``flock`` on
+``<state dir>/lock``; a second apply waits for it up to ``lock_timeout`` seconds (default 0, or
+``$NVMET_P2P_LOCK_TIMEOUT``; the CLI's ``--lock-timeout`` defaults to 30) and then gets
+:class:`nvmet_p2p.errors.Busy` naming the holder.
+
+Whatever ends an apply early leaves the target before-or-after, never a mix: a kernel refusal,
+an exception, SIGTERM or SIGINT roll the completed steps back in-process (the signals then end
+the command with 143/130, :class:`ApplyInterrupted`); for what cannot be caught (SIGKILL, a
+crash, power loss) the intent is in :mod:`nvmet_p2p.nvmet.journal` before the first write, and the
+next command settles it (:func:`settle`) before it does anything else.
+
+:func:`reconcile` is the whole "plan + apply" cycle used by ``apply``, ``restore`` and
+``clear`` (and by the placement code with a ``TargetState`` of its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as _errno
+import fcntl
+import json
+import os
+import signal
+import time
+
+from nvmet_p2p.errors import Busy, KernelError, NvmetP2PError
+from nvmet_p2p.nvmet import journal as jr
+from nvmet_p2p.nvmet import state as st
+from nvmet_p2p.nvmet.configfs import Configfs, ConfigfsError, capabilities, read_state
+from nvmet_p2p.nvmet.plan import (
+    HOST_ORDER,
+    NS_ORDER,
+    PORT_ORDER,
+    REF_ORDER,
+    Managed,
+    Op,
+    Plan,
+    build_plan,
+    clear_plan,
+    digest,
+    same,
+)
+from nvmet_p2p.record import dataclass, field
+
+TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nvmet_p2p.kmsg import KernelLog
+
+DEFAULT_STATE_DIR = "/var/lib/nvmet-p2p"
+MANAGED_FILE = "managed.json"
+LOCK_FILE = "lock"
+
+#: test-only hook: ``NVMET_P2P_TEST_KILL_AFTER_STEP=K`` makes the applier SIGKILL itself once K
+#: configfs steps are done (0: right after the journal; ``record``: after the managed set, before
+#: the journal is removed) -- what a crash or ``kill -9`` at that point leaves behind
+TEST_KILL_ENV = "NVMET_P2P_TEST_KILL_AFTER_STEP"
+#: test-only hook: ``NVMET_P2P_TEST_SIGNAL_AFTER_STEP=K:SIG`` sends SIG (TERM, INT) to itself
+TEST_SIGNAL_ENV = "NVMET_P2P_TEST_SIGNAL_AFTER_STEP"
+LOCK_TIMEOUT_ENV = "NVMET_P2P_LOCK_TIMEOUT"
+
+
+def state_dir(cli_value: str | None = None) -> str:
+    """``--state-dir``, else ``$NVMET_P2P_STATE_DIR``, else /var/lib/nvmet-p2p."""
+    return cli_value or os.environ.get("NVMET_P2P_STATE_DIR") or DEFAULT_STATE_DIR
+
+
+# ----------------------------------------------------------------------------------------------
+# Managed set on disk, lock
+# ----------------------------------------------------------------------------------------------
+
+class ManagedStore:
+    """``<state dir>/managed.json``: which objects nvmet-p2p manages (see :class:`Managed`).
+
+    While an apply journal is pending (an apply was interrupted and not settled yet), the set
+    read also holds what that apply was creating: no object nvmet-p2p made is ever outside it.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.path = os.path.join(directory, MANAGED_FILE)
+
+    def load(self) -> Managed:
+        m = self._load_file()
+        if jr.pending(self.directory):
+            rec = jr.load(self.directory)
+            if rec is not None:
+                m = m.union(_managed(rec["managed_before"], self.path)).union(
+                    _managed(rec["managed_after"], self.path))
+        return m
+
+    def _load_file(self) -> Managed:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return Managed.from_dict(json.load(f))
+        except FileNotFoundError:
+            return Managed()
+        except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise NvmetP2PError(f"{self.path}: unreadable managed-set file ({exc}); move it away "
+                                f"to start managing from scratch") from None
+
+    def save(self, m: Managed) -> None:
+        from nvmet_p2p.nvmet.statefile import write_atomic  # (only when the set changes: start-up)
+        write_atomic(self.path, json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n",
+                     mode=0o600, backups=1)
+
+
+def _managed(d, where: str) -> Managed:
+    try:
+        return Managed.from_dict(d)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise NvmetP2PError(f"{where}: the apply journal's managed set is damaged ({exc})") from None
+
+
+def lock_timeout(value: float | None = None) -> float:
+    """``value``, else ``$NVMET_P2P_LOCK_TIMEOUT``, else 0 (refuse at once)."""
+    if value is not None:
+        return max(0.0, float(value))
+    try:
+        return max(0.0, float(os.environ.get(LOCK_TIMEOUT_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
+
+
+@contextlib.contextmanager
+def apply_lock(directory: str, timeout: float | None = None, progress=None):
+    """Exclusive lock for one apply at a time. A second one waits up to ``timeout`` seconds
+    (see :func:`lock_timeout`) for the first to finish, then gets :class:`Busy`."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    wait = lock_timeout(timeout)
+    try:
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+                if time.monotonic() >= deadline:
+                    waited = f"waited {wait:g} s for it; " if wait else ""
+                    raise Busy(f"another nvmet-p2p apply is running ({holder}); {waited}run again "
+                               f"when it has finished, or give --lock-timeout SECONDS to wait "
+                               f"(lock: {path}; nothing was changed)") from None
+                if progress and not told:
+                    progress(f"waiting up to {wait:g} s for the lock held by {holder}")
+                    told = True
+                time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Executing
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class ApplyResult:
+    steps: int
+    writes: int
+    seconds: float
+    undo_writes: int = 0
+
+    def to_dict(self) -> dict:
+        return {"steps": self.steps, "configfs_writes": self.writes, "seconds": round(self.seconds, 4)}
+
+
+class ApplyFailed(KernelError):
+    """A step failed; the completed steps were undone (see ``rollback_errors``)."""
+
+    def __init__(self, message: str, *, op: Op, step: int, total: int, errno: int | None,
+                 dmesg: list[str], rolled_back: int, rollback_errors: list[str]):
+        self.op = op
+        self.step = step
+        self.total = total
+        self.rolled_back = rolled_back
+        self.rollback_errors = rollback_errors
+        super().__init__(message, errno=errno, path=op.path, dmesg=dmesg)
+
+    def to_dict(self) -> dict:
+        return {"error": str(self), "step": self.step, "steps": self.total,
+                "op": self.op.to_dict(), "errno": self.errno,
+                "errno_name": _errno.errorcode.get(self.errno or 0),
+                "kernel_log": self.dmesg, "rolled_back_steps": self.rolled_back,
+                "rollback_errors": self.rollback_errors}
+
+
+def _kind_of(path: str) -> str:
+    parts = path.split("/")
+    if parts[0] == "hosts":
+        return "host"
+    if parts[0] == "subsystems":
+        return "namespace" if len(parts) == 4 else "subsystem"
+    if parts[0] == "ports":
+        if len(parts) == 2:
+            return "port"
+        return "referral" if parts[2] == "referrals" else "ana_group"
+    return "root"
+
+
+_ORDER = {"host": HOST_ORDER, "namespace": NS_ORDER, "port": PORT_ORDER, "referral": REF_ORDER,
+          "ana_group": ("ana_state",)}
+
+
+def _readable(cfs: Configfs, rel: str) -> dict[str, str]:
+    return jr.readable_attrs(cfs, rel)
+
+
+_restorable = jr.restorable
+
+
+class ApplyInterrupted(NvmetP2PError):
+    """SIGTERM or SIGINT arrived while an apply ran; the completed steps were undone (unless
+    ``completed``: the signal came after the last configfs step and the apply stands)."""
+
+    def __init__(self, signum: int, *, step: int, total: int, rolled_back: int,
+                 rollback_errors: list[str], completed: bool = False):
+        self.signum = signum
+        self.step = step
+        self.total = total
+        self.rolled_back = rolled_back
+        self.rollback_errors = rollback_errors
+        self.completed = completed
+        self.exit_status = 128 + signum
+        name = signal.Signals(signum).name
+        if completed:
+            msg = (f"{name} arrived after all {total} configfs steps were done: the apply is "
+                   f"complete and recorded")
+        else:
+            msg = (f"{name} after step {step}/{total}: the {step} completed step{'s' if step != 1 else ''} "
+                   f"were undone")
+            msg += "; configfs is as before." if not rollback_errors else \
+                f"; ROLLBACK INCOMPLETE: {'; '.join(rollback_errors)}"
+        super().__init__(msg)
+
+    def to_dict(self) -> dict:
+        return {"error": str(self), "signal": signal.Signals(self.signum).name, "step": self.step,
+                "steps": self.total, "rolled_back_steps": self.rolled_back,
+                "rollback_errors": self.rollback_errors, "completed": self.completed}
+
+
+class _Signals:
+    """SIGTERM/SIGINT held back while configfs changes: the handler only notes the signal, the
+    applier looks between steps and rolls back. Only in the main thread (elsewhere Python
+    cannot install handlers; the embedding program owns its signals there)."""
+
+    def __init__(self):
+        self.pending: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> "_Signals":
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[s] = signal.signal(s, self._note)
+            except ValueError:      # not the main thread: signals are not ours to take here
+                break
+        return self
+
+    def _note(self, signum, frame) -> None:
+        if self.pending is None:
+            self.pending = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _test_hook(point) -> None:
+    """The test-only kill/signal hooks (see :data:`TEST_KILL_ENV`); nothing when unset."""
+    k = os.environ.get(TEST_KILL_ENV)
+    if k is not None and k == str(point):
+        os.kill(os.getpid(), signal.SIGKILL)
+    spec = os.environ.get(TEST_SIGNAL_ENV)
+    if spec and spec.split(":")[0] == str(point):
+        os.kill(os.getpid(), getattr(signal, "SIG" + spec.split(":", 1)[1]))
+
+
+class Applier:
+    """Runs a plan's operations on ``cfs`` with undo on failure."""
+
+    def __init__(self, cfs: Configfs, klog: KernelLog | None = None,
+                 progress: Callable[[str], None] | None = None):
+        self.cfs = cfs
+        self.klog = klog
+        self.progress = progress
+        #: returns a signal number when the apply must stop (set by :func:`_execute`)
+        self.stop_requested: Callable[[], int | None] = lambda: None
+
+    # -- undo recipes -------------------------------------------------------------------------
+    def _undo_for(self, op: Op) -> list[Callable[[], None]]:
+        cfs = self.cfs
+        if op.action == "mkdir":
+            return [lambda p=op.path: cfs.rmdir(p)]
+        if op.action == "link":
+            return [lambda p=op.path: cfs.unlink(p)]
+        if op.action == "unlink":
+            name = op.path.rsplit("/", 1)[-1]
+            target = f"hosts/{name}" if "/allowed_hosts/" in op.path else f"subsystems/{name}"
+            return [lambda p=op.path, t=target: cfs.symlink(t, p)]
+        if op.action == "write":
+            try:
+                old = cfs.read(op.path).strip()
+            except OSError:
+                return []
+            name = op.attr
+            if same(name, old, op.value) or not _restorable(name, old):
+                return []
+            return [lambda p=op.path, v=old: cfs.write(p, v)]
+        if op.action == "rmdir":
+            return [self._recreate_recipe(op.path)]
+        return []
+
+    def _recreate_recipe(self, rel: str) -> Callable[[], None]:
+        kind = _kind_of(rel)
+        snap = _readable(self.cfs, rel)
+        enable = snap.pop("enable", None)
+        cfs = self.cfs
+
+        def recreate():
+            cfs.mkdir(rel)
+            fresh = _readable(cfs, rel)
+            order = list(_ORDER.get(kind, ()))
+            names = [n for n in order if n in snap] + sorted(n for n in snap if n not in order)
+            if kind == "subsystem" and "attr_allow_any_host" in names:
+                names.remove("attr_allow_any_host")
+                names.append("attr_allow_any_host")
+            for n in names:
+                if n in fresh and not same(n, fresh[n], snap[n]) and _restorable(n, snap[n]):
+                    cfs.write(f"{rel}/{n}", snap[n])
+            if enable == "1":
+                cfs.write(f"{rel}/enable", "1")
+        return recreate
+
+    # -- running ------------------------------------------------------------------------------
+    def _run(self, op: Op) -> None:
+        if op.action == "write":
+            self.cfs.write(op.path, op.value or "")
+        elif op.action == "mkdir":
+            self.cfs.mkdir(op.path)
+        elif op.action == "rmdir":
+            self.cfs.rmdir(op.path)
+        elif op.action == "link":
+            self.cfs.symlink(op.target or "", op.path)
+        elif op.action == "unlink":
+            self.cfs.unlink(op.path)
+        else:
+            raise NvmetP2PError(f"unknown plan operation {op.action!r}")
+
+    def apply(self, plan: Plan) -> ApplyResult:
+        """Run every step; on a refusal, an exception or a stop request undo the completed ones
+        in reverse order and raise (:class:`ApplyFailed`, the exception, :class:`ApplyInterrupted`)."""
+        t0 = time.monotonic()
+        w0 = self.cfs.writes
+        undo: list[tuple[int, Callable[[], None]]] = []
+        total = len(plan.ops)
+        last_report = 0.0
+        follower = self.klog.follow() if self.klog and total else None
+        try:
+            for i, op in enumerate(plan.ops, 1):
+                self._check_stop(undo, i - 1, total)
+                if follower:
+                    follower.drain()          # forget what earlier steps printed
+                try:
+                    recipe = self._undo_for(op)
+                    self._run(op)
+                except ConfigfsError as exc:
+                    dmesg = self._kernel_lines(follower)
+                    forward = self.cfs.writes - w0
+                    rolled, rb_errors = self._rollback(undo)
+                    raise self._failure(op, i, total, exc, dmesg, rolled, rb_errors, forward) from None
+                except BaseException:
+                    # a bug, MemoryError ...: the step's outcome is unknown, undo what is known
+                    self._rollback(undo)
+                    raise
+                undo.extend((i, r) for r in recipe)
+                _test_hook(i)
+                if self.progress and (time.monotonic() - last_report > 2.0) and total > 50:
+                    last_report = time.monotonic()
+                    self.progress(f"{i}/{total} configfs writes")
+            self._check_stop(undo, total, total)
+        finally:
+            if follower:
+                follower.close()
+        return ApplyResult(steps=total, writes=self.cfs.writes - w0, seconds=time.monotonic() - t0)
+
+    def _check_stop(self, undo, done: int, total: int) -> None:
+        signum = self.stop_requested()
+        if signum is None:
+            return
+        if self.progress:
+            self.progress(f"{signal.Signals(signum).name}: rolling back {done} completed step(s)")
+        rolled, errors = self._rollback(undo)
+        raise ApplyInterrupted(signum, step=done, total=total, rolled_back=rolled,
+                               rollback_errors=errors)
+
+    @staticmethod
+    def _kernel_lines(follower) -> list[str]:
+        """What the kernel printed while the failing step ran (some lines arrive late)."""
+        if follower is None:
+            return []
+        lines: list[str] = []
+        for delay in (0.0, 0.05, 0.2):
+            if delay:
+                time.sleep(delay)
+            lines += [r.text for r in follower.drain()]
+            if lines:
+                break
+        return lines
+
+    def _rollback(self, undo) -> tuple[int, list[str]]:
+        errors = []
+        for step, fn in reversed(undo):
+            try:
+                fn()
+            except OSError as exc:
+                errors.append(f"undo of step {step}: {getattr(exc, 'op', '')} "
+                              f"{getattr(exc, 'rel', '')}: {exc.strerror}")
+        return len({s for s, _ in undo}), errors
+
+    def _failure(self, op, i, total, exc: ConfigfsError, dmesg, rolled, rb_errors, forward):
+        ename = _errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        what = op.describe().split(None, 1)[1] if op.action != "link" else op.path
+        msg = f"step {i}/{total} failed: {op.action} {what}: {exc.strerror} ({ename})"
+        if op.action == "write" and exc.errno == _errno.ENOENT and \
+                self.cfs.isdir(op.path.rsplit("/", 1)[0]) and not self.cfs.exists(op.path):
+            msg += f"; this kernel has no attribute '{op.attr}' there"
+        if exc.errno == _errno.EACCES and op.path.startswith("ports/"):
+            msg += "; the port is enabled (a subsystem is linked)"
+        msg += f". Rolled back {rolled} completed step{'s' if rolled != 1 else ''}"
+        msg += "; configfs is as before." if not rb_errors else \
+            f"; ROLLBACK INCOMPLETE: {'; '.join(rb_errors)}"
+        return ApplyFailed(msg, op=op, step=i, total=total, errno=exc.errno, dmesg=dmesg,
+                           rolled_back=rolled, rollback_errors=rb_errors)
+
+
+# ----------------------------------------------------------------------------------------------
+# The reconcile cycle
+# ----------------------------------------------------------------------------------------------
+
+def open_configfs(root: str, load_module: bool = True) -> Configfs:
+    """The nvmet tree under ``root``; on the live system, load nvmet if it is not there yet."""
+    cfs = Configfs(root)
+    if not cfs.present() and load_module and os.path.realpath(root) == "/":
+        with contextlib.suppress(OSError):
+            import subprocess
+            subprocess.run(["modprobe", "nvmet"], check=False, capture_output=True)
+    if not cfs.present():
+        raise NvmetP2PError(f"{cfs.base}: no nvmet configfs tree (load the nvmet module and mount "
+                            f"configfs on /sys/kernel/config)")
+    return cfs
+
+
+@dataclass
+class Outcome:
+    plan: Plan
+    result: ApplyResult | None = None
+    applied: bool = False
+    extra: dict = field(default_factory=dict)
+    #: seconds spent per phase of :func:`reconcile`: "read" (open, lock, read the live tree),
+    #: "plan", "apply" (the configfs steps), "record" (the managed-set file and the journal);
+    #: for benchmarks (tools/bench/bench_apply.py prints them), not part of :meth:`to_dict`
+    timings: dict = field(default_factory=dict)
+    #: an interrupted earlier apply this call settled first (see :func:`settle`), else None
+    recovery: jr.Recovery | None = None
+
+    def to_dict(self, secrets: bool = False) -> dict:
+        d = {"applied": self.applied, "plan": self.plan.to_dict(secrets)}
+        if self.result:
+            d["result"] = self.result.to_dict()
+        if self.recovery is not None:
+            d["recovery"] = self.recovery.to_dict()
+        d.update(self.extra)
+        return d
+
+
+def reconcile(root: str, desired: st.TargetState, directory: str, *, prune: bool = False,
+              dry_run: bool = False, progress=None, kernel: str | None = None,
+              cfs: Configfs | None = None, lock_timeout: float | None = None) -> Outcome:
+    """Plan ``desired`` against the live tree and (unless ``dry_run``) apply it, under the lock.
+
+    This is the function ``plan``/``apply``/``restore`` call and the placement code can call
+    with the ``TargetState`` it computed from a profile. An interrupted earlier apply is settled
+    first (:func:`settle`; ``Outcome.recovery`` says what was done), also for ``dry_run``.
+    """
+    t0 = time.perf_counter()
+    cfs = cfs or open_configfs(root, load_module=not dry_run)
+    store = ManagedStore(directory)
+    recovery = None
+    if dry_run:
+        recovery = settle_pending(cfs, directory, root, kernel=kernel, lock_timeout=lock_timeout,
+                                  progress=progress)
+    ctx = contextlib.nullcontext() if dry_run else apply_lock(directory, lock_timeout, progress)
+    with ctx:
+        if not dry_run:
+            recovery = settle(cfs, directory, root, kernel=kernel, progress=progress)
+        # A plan that is only shown may be saved and applied later: it is made from the whole
+        # tree and carries its fingerprint. Applying right away needs only what the desired
+        # state names (every named attribute is still read, so drift in it is still seen).
+        live = read_state(cfs) if dry_run else read_state(cfs, only=desired)
+        t1 = time.perf_counter()
+        caps = capabilities(cfs, kernel, live=live)
+        managed = store.load()
+        plan = build_plan(live, desired, managed, prune=prune, caps=caps, fingerprint=dry_run)
+        t2 = time.perf_counter()
+        if dry_run:
+            out = Outcome(plan)
+        else:
+            out = _execute(cfs, plan, store, root, progress, managed_before=managed)
+    out.timings = {"read": t1 - t0, "plan": t2 - t1, **out.timings}
+    out.recovery = recovery
+    return out
+
+
+def apply_saved_plan(root: str, plan: Plan, directory: str, progress=None,
+                     cfs: Configfs | None = None, lock_timeout: float | None = None) -> Outcome:
+    """Apply a plan made earlier, if configfs has not changed since (else refuse)."""
+    cfs = cfs or open_configfs(root)
+    store = ManagedStore(directory)
+    with apply_lock(directory, lock_timeout, progress):
+        recovery = settle(cfs, directory, root, progress=progress)
+        if not plan.live_digest:
+            raise NvmetP2PError("this plan carries no fingerprint of the configfs tree it was made "
+                                "for (it was printed by `apply`); save one with `nvmet-p2p plan "
+                                "--out FILE` (nothing was changed)")
+        live = read_state(cfs)
+        if digest(live) != plan.live_digest:
+            raise NvmetP2PError("configfs changed since this plan was made; run `nvmet-p2p plan` "
+                                "again (nothing was changed)")
+        out = _execute(cfs, plan, store, root, progress)
+    out.recovery = recovery
+    return out
+
+
+def clear(root: str, directory: str, everything: bool = False, dry_run: bool = False,
+          cfs: Configfs | None = None, lock_timeout: float | None = None) -> Outcome:
+    cfs = cfs or open_configfs(root, load_module=False)
+    store = ManagedStore(directory)
+    recovery = None
+    if dry_run:
+        recovery = settle_pending(cfs, directory, root, lock_timeout=lock_timeout)
+    ctx = contextlib.nullcontext() if dry_run else apply_lock(directory, lock_timeout)
+    with ctx:
+        if not dry_run:
+            recovery = settle(cfs, directory, root)
+        live = read_state(cfs)
+        plan = clear_plan(live, store.load(), everything=everything)
+        out = Outcome(plan) if dry_run else _execute(cfs, plan, store, root, None)
+    out.recovery = recovery
+    return out
+
+
+def _kernel_log(root: str) -> KernelLog:
+    """The kernel log a failing step's lines are read from (imported here: an apply that changes
+    nothing never reads it, and the import is part of every command's start-up)."""
+    from nvmet_p2p.kmsg import KernelLog
+    return KernelLog(root=root)
+
+
+def _execute(cfs: Configfs, plan: Plan, store: ManagedStore, root: str, progress,
+             managed_before: Managed | None = None) -> Outcome:
+    """Journal (only when something changes), steps, managed set, end of journal; SIGTERM and
+    SIGINT are held back for the whole of it and answered with a rollback."""
+    t0 = time.perf_counter()
+    applier = Applier(cfs, _kernel_log(root) if plan.ops else None, progress)
+    with _Signals() as sig:
+        applier.stop_requested = lambda: sig.pending
+        if plan.ops:
+            if managed_before is None:
+                managed_before = store.load()
+            jr.begin(store.directory, cfs, plan, managed_before)
+            _test_hook(0)
+        t1 = time.perf_counter()
+        try:
+            res = applier.apply(plan)
+        except ApplyFailed as exc:
+            if not exc.rollback_errors:
+                jr.finish(store.directory)   # back as before: nothing to settle
+            else:
+                exc.args = (str(exc) + " The journal is kept: the next nvmet-p2p command tries "
+                            "the rollback again.",)
+            raise
+        except ApplyInterrupted as exc:
+            if not exc.rollback_errors:
+                jr.finish(store.directory)
+            raise
+        except BaseException:
+            raise                            # (rolled back as far as known; journal kept)
+        t2 = time.perf_counter()
+        if plan.managed_after != managed_before or not os.path.exists(store.path):
+            store.save(plan.managed_after)   # (unchanged: no rewrite, no fsync, no backup rotation)
+        if plan.ops:
+            _test_hook("record")
+            jr.finish(store.directory)
+        late = sig.pending
+    if late is not None:
+        raise ApplyInterrupted(late, step=len(plan.ops), total=len(plan.ops), rolled_back=0,
+                               rollback_errors=[], completed=True)
+    return Outcome(plan, res, applied=True,
+                   timings={"journal": t1 - t0, "apply": t2 - t1,
+                            "record": time.perf_counter() - t2})
+
+
+# ----------------------------------------------------------------------------------------------
+# Settling an interrupted apply
+# ----------------------------------------------------------------------------------------------
+
+def settle_pending(cfs: Configfs, directory: str, root: str, *, kernel: str | None = None,
+                   lock_timeout: float | None = None, progress=None) -> jr.Recovery | None:
+    """:func:`settle` under the lock, for callers that do not hold it (read-only commands:
+    ``plan``, ``status``, ``save``); one ``stat`` when there is nothing to settle."""
+    if not jr.pending(directory):
+        return None
+    with apply_lock(directory, lock_timeout, progress):
+        return settle(cfs, directory, root, kernel=kernel, progress=progress)
+
+
+def settle(cfs: Configfs, directory: str, root: str, *, kernel: str | None = None,
+           progress=None) -> jr.Recovery | None:
+    """Finish the bookkeeping of, or roll back, an apply that was interrupted (the caller holds
+    the lock). See :mod:`nvmet_p2p.nvmet.journal` for the rule. None when nothing was pending."""
+    rec = jr.load(directory)
+    if rec is None:
+        return None
+    store = ManagedStore(directory)
+    before, after = _managed(rec["managed_before"], store.path), _managed(rec["managed_after"], store.path)
+    if rec.get("configfs") != os.path.abspath(cfs.base):
+        raise NvmetP2PError(f"{jr.journal_path(directory)}: an interrupted apply of "
+                            f"{rec.get('configfs')} is pending; run nvmet-p2p with the --root of "
+                            f"that tree to settle it (this command works on {cfs.base})")
+    bid = jr.boot_id(cfs.root)
+    if rec.get("boot_id") and bid and rec["boot_id"] != bid:
+        store.save(store._load_file().union(before).union(after))
+        jr.finish(directory)
+        return jr.Recovery("discarded", "it ran in an earlier boot, and configfs does not survive a "
+                           "reboot; the managed set keeps every object it was creating", rec)
+    if jr.is_complete(cfs, rec["ops"]):
+        store.save(after)
+        jr.finish(directory)
+        return jr.Recovery("completed", "only the bookkeeping after its last step was missing", rec)
+    facts = rec["before"]
+    live = read_state(cfs, only=jr.read_scope(facts))
+    target = jr.rollback_target(live, facts)
+    plan = build_plan(live, target, Managed.of_state(live), prune=True,
+                      caps=capabilities(cfs, kernel, live=live), fingerprint=False)
+    if progress and plan.ops:
+        progress(f"rolling back an interrupted apply: {len(plan.ops)} configfs step(s)")
+    try:
+        res = Applier(cfs, _kernel_log(root), progress).apply(plan)
+    except ApplyFailed as exc:
+        raise NvmetP2PError(f"an earlier apply (pid {rec.get('pid')}, {rec.get('started')}) was "
+                            f"interrupted and rolling it back failed: {exc} The journal "
+                            f"{jr.journal_path(directory)} is kept; fix the cause and run any "
+                            f"nvmet-p2p command again") from None
+    store.save(before)
+    jr.finish(directory)
+    r = jr.Recovery("rolled back", "not every step had been done, and the state before it is the "
+                    "only whole one known", rec, writes=res.writes)
+    r.steps = [o.describe() for o in plan.ops]
+    return r

@@ -1,0 +1,114 @@
+"""``<state dir>/degraded.json``: what is exported less well than the configuration asks, since
+when, and why -- written by ``restore --wait-devices`` (items it held back) and by ``watch``
+(what it saw the kernel lose), read by ``status``.
+
+The kernel keeps no such record: a namespace whose p2pmem provider was hot-removed stays
+enabled, still shows the removed BDF in ``p2pmem`` and silently serves from host memory; when
+the provider comes back it is a new PCI device the namespace does not use. Only someone who saw
+the event can tell, so the watcher writes it down here.
+
+One entry per (object, kind); objects are named like the plan names them (``namespace
+<nqn>/<nsid>``, ``port <id>``). Kinds:
+
+* ``offload-lost``: the namespace's provider is gone (or came back as a new device the
+  namespace does not use yet); ``provider`` = the BDF;
+* ``re-placed``: the provider is gone and the watcher moved the namespace to ``now`` until
+  it returns;
+* ``backing-lost``: the block device behind the namespace is gone; ``device`` (kernel name),
+  ``wwid`` and ``serial`` identify it when it returns;
+* ``held-back``: restore could not export it (a device, provider or address was missing);
+* ``port-lost``: the RDMA device or address a port listens on is gone.
+
+Reads never fail the caller (an unreadable file is an empty record with a warning); writes
+are atomic (temporary file + rename) under an ``flock`` of ``degraded.lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+
+from nvmet_p2p.record import dataclass, field
+
+FILE = "degraded.json"
+KINDS = ("offload-lost", "re-placed", "backing-lost", "held-back", "port-lost")
+
+
+@dataclass
+class Entry:
+    object: str
+    kind: str
+    since: float
+    detail: str
+    source: str = "watch"
+    facts: dict = field(default_factory=dict)     # provider, device, wwid, serial ...
+
+    def to_dict(self) -> dict:
+        return {"object": self.object, "kind": self.kind, "since": self.since,
+                "since_text": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)),
+                "detail": self.detail, "source": self.source, **self.facts}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Entry":
+        known = {"object", "kind", "since", "since_text", "detail", "source"}
+        return cls(str(d["object"]), str(d["kind"]), float(d["since"]), str(d.get("detail", "")),
+                   str(d.get("source", "watch")), {k: v for k, v in d.items() if k not in known})
+
+
+class DegradedStore:
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.path = os.path.join(directory, FILE)
+        self.warning: str | None = None
+
+    def load(self) -> dict[tuple[str, str], Entry]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                doc = json.load(f)
+            return {(e.object, e.kind): e for e in map(Entry.from_dict, doc.get("entries", []))}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            self.warning = f"{self.path}: unreadable ({exc}); ignored"
+            return {}
+
+    @contextlib.contextmanager
+    def _locked(self):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.directory, "degraded.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _save(self, entries: dict[tuple[str, str], Entry]) -> None:
+        from nvmet_p2p.nvmet.statefile import write_atomic
+        doc = {"format": 1, "entries": [e.to_dict() for _, e in sorted(entries.items())]}
+        write_atomic(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n", mode=0o600,
+                     backups=0)
+
+    def update(self, put: list[Entry] = (), drop: list[tuple[str, str]] = (),
+               drop_source: str | None = None) -> dict[tuple[str, str], Entry]:
+        """Add/replace ``put`` (an existing entry keeps its ``since``), remove ``drop`` keys
+        and, with ``drop_source``, every entry that source wrote before."""
+        with self._locked():
+            cur = self.load()
+            if drop_source:
+                cur = {k: e for k, e in cur.items() if e.source != drop_source}
+            for k in drop:
+                cur.pop(k, None)
+            for e in put:
+                old = cur.get((e.object, e.kind))
+                if old is not None:
+                    e.since = old.since
+                cur[(e.object, e.kind)] = e
+            self._save(cur)
+            return cur
+
+
+def for_object(entries: dict[tuple[str, str], Entry], obj: str) -> list[Entry]:
+    return [e for (o, _k), e in sorted(entries.items()) if o == obj]

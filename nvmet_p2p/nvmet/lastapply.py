@@ -1,0 +1,123 @@
+"""The last apply's result, kept in the state directory for monitoring.
+
+``<state dir>/last-apply.json`` says when the last ``apply`` (CLI, ``restore``, ``clear``, the
+Ansible module, the watcher, a ``shell`` commit) finished, whether it succeeded, how many
+configfs writes it made and, when it failed, the one-line error (secrets are masked in every
+message nvmet-p2p makes). The metrics exporter publishes it as ``nvmet_p2p_last_apply_*``.
+
+It is written *after* the reconciler returned or raised, outside the apply lock and beside the
+reconciler's own files (``managed.json``, the lock, a journal): it is a report, never read back
+by the apply path. Dry runs (``plan``, check mode) are not applies and are not recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+
+from nvmet_p2p.errors import Busy, InputError, KernelError, NvmetP2PError
+from nvmet_p2p.nvmet.statefile import write_atomic
+from nvmet_p2p.record import dataclass
+
+FILE = "last-apply.json"
+FORMAT = 1
+
+
+@dataclass
+class LastApply:
+    """One recorded apply. ``result``: ``applied`` (changes written), ``unchanged`` (0 writes),
+    ``failed``; ``error_kind`` (failed only): ``kernel`` (a step refused, rolled back),
+    ``input`` (nothing written), ``busy`` (another apply held the lock), ``other``."""
+
+    time: float
+    result: str
+    source: str
+    configfs_writes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.result != "failed"
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "time": self.time, "result": self.result, "source": self.source,
+                "configfs_writes": self.configfs_writes, "seconds": round(self.seconds, 4),
+                "error": self.error, "error_kind": self.error_kind}
+
+
+def path(directory: str) -> str:
+    return os.path.join(directory, FILE)
+
+
+def save(directory: str, rec: LastApply) -> None:
+    write_atomic(path(directory), json.dumps(rec.to_dict(), indent=2) + "\n", mode=0o600,
+                 backups=0)
+
+
+def load(directory: str) -> LastApply | None:
+    """The record, or None when there is none; :class:`NvmetP2PError` when it is unreadable."""
+    try:
+        with open(path(directory), encoding="utf-8") as f:
+            d = json.load(f)
+        return LastApply(time=float(d["time"]), result=str(d["result"]), source=str(d["source"]),
+                         configfs_writes=int(d.get("configfs_writes") or 0),
+                         seconds=float(d.get("seconds") or 0.0), error=d.get("error"),
+                         error_kind=d.get("error_kind"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise NvmetP2PError(f"{path(directory)}: unreadable last-apply record ({exc})") from None
+
+
+def _kind(exc: BaseException) -> str:
+    if isinstance(exc, Busy):
+        return "busy"
+    if isinstance(exc, KernelError):
+        return "kernel"
+    if isinstance(exc, InputError):
+        return "input"
+    return "other"
+
+
+class Recorder:
+    """What :func:`recorded` hands to its block: set ``outcome`` to the reconciler's result."""
+
+    def __init__(self):
+        self.outcome = None
+
+
+@contextlib.contextmanager
+def recorded(directory: str, source: str, enabled: bool = True):
+    """Record the apply run in the block: success from ``rec.outcome`` (an
+    :class:`~nvmet_p2p.nvmet.apply.Outcome`), failure from the :class:`NvmetP2PError` it raises
+    (re-raised). A record that cannot be written never turns an apply into a failure.
+    ``enabled=False`` (a dry run) records nothing."""
+    rec = Recorder()
+    t0 = time.monotonic()
+    if not enabled:
+        yield rec
+        return
+    try:
+        yield rec
+    except NvmetP2PError as exc:
+        _save_quietly(directory, LastApply(time=time.time(), result="failed", source=source,
+                                           seconds=time.monotonic() - t0, error=str(exc),
+                                           error_kind=_kind(exc)))
+        raise
+    out = rec.outcome
+    if out is None or not getattr(out, "applied", False):
+        return
+    writes = out.result.writes if out.result else 0
+    _save_quietly(directory, LastApply(time=time.time(), result="applied" if writes else "unchanged",
+                                       source=source, configfs_writes=writes,
+                                       seconds=out.result.seconds if out.result else 0.0))
+
+
+def _save_quietly(directory: str, rec: LastApply) -> None:
+    with contextlib.suppress(OSError):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        save(directory, rec)

@@ -1,0 +1,275 @@
+"""Prometheus metrics of the target: p2pmem pools, offload verdicts, exports, the last apply,
+doctor's checks.
+
+One collector (:class:`TargetCollector`) reads, per scrape, what ``status``, ``doctor`` and the
+state directory know, and yields metric families through ``prometheus_client``; ``nvmet-p2p
+metrics`` writes them once (stdout, or node_exporter's textfile collector with an atomic
+rename), ``nvmet-p2p exporter`` serves them over HTTP. Names start with ``nvmet_p2p_``, values
+are in base units (bytes, seconds), and every label takes a bounded set of values: a provider
+BDF, a subsystem NQN and nsid, a controller id, a reason code from :mod:`nvmet_p2p.observe.evidence`,
+a doctor check id and status.
+
+Metric (type) and labels:
+
+* ``nvmet_p2p_p2pmem_size_bytes``, ``nvmet_p2p_p2pmem_available_bytes``,
+  ``nvmet_p2p_p2pmem_published`` (gauges) ``{provider}``: the pool of every PCI function with
+  p2p memory (``/sys/bus/pci/devices/<bdf>/p2pmem/{size,available,published}``);
+* ``nvmet_p2p_offload_active`` (gauge, 1/0) ``{subsystem, nsid, cntlid, reason}``: the verdict
+  per namespace x host controller (``cntlid`` empty when no host has connected, ``reason``
+  empty when the offload is active; a partial offload, the pool exhausted, is 0 with its reason);
+  ``nvmet_p2p_offload_verdicts{verdict, reason}`` counts them (verdict: active, partial,
+  inactive);
+* ``nvmet_p2p_subsystems{allow_any_host}``, ``nvmet_p2p_namespaces{enabled}``,
+  ``nvmet_p2p_ports{trtype}``, ``nvmet_p2p_allowed_hosts``, ``nvmet_p2p_host_controllers``
+  (gauges): what is exported (the subsystems ``status`` shows: the managed ones, or all);
+  ``nvmet_p2p_namespace_info{subsystem, nsid, device_path, p2pmem, mode}`` = 1;
+* ``nvmet_p2p_last_apply_success`` (1/0), ``_timestamp_seconds``, ``_duration_seconds``,
+  ``_configfs_writes``, ``nvmet_p2p_last_apply_info{result, source, error_kind}`` = 1: the
+  record of :mod:`nvmet_p2p.nvmet.lastapply` (absent before the first apply);
+* ``nvmet_p2p_doctor_can_offload`` (1/0), ``nvmet_p2p_doctor_check{check, status}`` (1 for the
+  check's status, 0 for the three others);
+* ``nvmet_p2p_collector_success{collector}``, ``nvmet_p2p_collector_duration_seconds{collector}``
+  for ``status``, ``doctor`` and ``last_apply``: a part that cannot be read says so here and
+  leaves its metrics out, the others are still served.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from nvmet_p2p import __version__
+from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.nvmet import lastapply
+from nvmet_p2p.nvmet.apply import state_dir as _state_dir
+
+PREFIX = "nvmet_p2p_"
+DOCTOR_STATUSES = ("ok", "warn", "fail", "skip")
+#: ``status`` verdicts -> the ``verdict`` label (partial: some requests fell back to host
+#: memory because the pool ran out; it counts as not active)
+VERDICTS = {"offload active": "active", "offload partial": "partial", "inactive": "inactive"}
+
+
+def _g(name: str, doc: str, labels: tuple[str, ...] = (), unit: str = "") -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, doc, labels=list(labels), unit=unit)
+
+
+# ----------------------------------------------------------------------------------------------
+# Documents -> metric families (pure)
+# ----------------------------------------------------------------------------------------------
+
+def pool_families(status_doc: dict) -> list[GaugeMetricFamily]:
+    size = _g("p2pmem_size_bytes", "Size of the provider's p2pmem pool (bytes).", ("provider",))
+    avail = _g("p2pmem_available_bytes", "Free bytes in the provider's p2pmem pool "
+                                         "(p2pmem/available; drops while DMA buffers are mapped).",
+               ("provider",))
+    pub = _g("p2pmem_published", "1 when the provider is published for other drivers "
+                                 "(p2pmem/published: the kernel's auto mode may choose it).",
+             ("provider",))
+    for bdf, p in sorted((status_doc.get("providers") or {}).items()):
+        if p.get("size") is not None:
+            size.add_metric([bdf], float(p["size"]))
+        if p.get("available") is not None:
+            avail.add_metric([bdf], float(p["available"]))
+        pub.add_metric([bdf], 1.0 if p.get("published") else 0.0)
+    return [size, avail, pub]
+
+
+def offload_families(status_doc: dict) -> list[GaugeMetricFamily]:
+    active = _g("offload_active", "1 when this namespace's I/O through this host controller "
+                                  "uses p2p memory ('offload active' in nvmet-p2p status), else 0 "
+                                  "with the reason code.", ("subsystem", "nsid", "cntlid", "reason"))
+    counts: dict[tuple[str, str], int] = {}
+    for sub in status_doc.get("subsystems", []):
+        for ns in sub.get("namespaces", []):
+            for v in ns.get("verdicts", []):
+                verdict = VERDICTS.get(v.get("verdict"), "unknown")
+                ok = verdict == "active"
+                reason = "" if ok else str(v.get("reason") or "unknown")
+                cntlid = "" if v.get("cntlid") is None else str(v["cntlid"])
+                active.add_metric([sub["nqn"], str(ns["nsid"]), cntlid, reason], 1.0 if ok else 0.0)
+                key = (verdict, reason)
+                counts[key] = counts.get(key, 0) + 1
+    verdicts = _g("offload_verdicts", "Number of namespace x host controller verdicts, by verdict "
+                                      "and reason.", ("verdict", "reason"))
+    for (verdict, reason), n in sorted(counts.items()):
+        verdicts.add_metric([verdict, reason], float(n))
+    return [active, verdicts]
+
+
+def export_families(status_doc: dict) -> list[GaugeMetricFamily]:
+    subs = status_doc.get("subsystems", [])
+    s = _g("subsystems", "Exported subsystems (those nvmet-p2p status shows).", ("allow_any_host",))
+    n = _g("namespaces", "Namespaces of the exported subsystems, by enable state.", ("enabled",))
+    p = _g("ports", "Ports the exported subsystems are linked to, by transport.", ("trtype",))
+    h = _g("allowed_hosts", "Distinct host NQNs allowed on the exported subsystems.")
+    c = _g("host_controllers", "Host controllers the kernel created for the exported subsystems "
+                               "(from the kernel log, or nvmet debugfs when present).")
+    info = _g("namespace_info", "One series per exported namespace: its backing device and the "
+                                "p2pmem setting read back from configfs.",
+              ("subsystem", "nsid", "device_path", "p2pmem", "mode"))
+    any_host = sum(1 for x in subs if x.get("allow_any_host"))
+    s.add_metric(["true"], float(any_host))
+    s.add_metric(["false"], float(len(subs) - any_host))
+    nss = [(x["nqn"], ns) for x in subs for ns in x.get("namespaces", [])]
+    enabled = sum(1 for _, ns in nss if ns.get("enabled"))
+    n.add_metric(["true"], float(enabled))
+    n.add_metric(["false"], float(len(nss) - enabled))
+    ports: dict[int, str] = {}
+    for x in subs:
+        for port in x.get("ports", []):
+            ports[port["portid"]] = port.get("trtype") or "unknown"
+    for trtype in sorted(set(ports.values())):
+        p.add_metric([trtype], float(sum(1 for t in ports.values() if t == trtype)))
+    h.add_metric([], float(len({a for x in subs for a in x.get("allowed_hosts", [])})))
+    c.add_metric([], float(sum(len(x.get("controllers", [])) for x in subs)))
+    for nqn, ns in nss:
+        info.add_metric([nqn, str(ns["nsid"]), ns.get("device_path") or "", ns.get("p2pmem") or "",
+                         ns.get("mode") or ""], 1.0)
+    return [s, n, p, h, c, info]
+
+
+def last_apply_families(rec: lastapply.LastApply | None) -> list[GaugeMetricFamily]:
+    if rec is None:
+        return []
+    fams = [_g("last_apply_success", "1 when the last apply succeeded (changed or not), 0 when "
+                                     "it failed (a kernel refusal was rolled back, bad input, busy)."),
+            _g("last_apply_timestamp_seconds", "When the last apply finished (Unix time)."),
+            _g("last_apply_duration_seconds", "How long the last apply took."),
+            _g("last_apply_configfs_writes", "configfs writes the last apply made.")]
+    for fam, value in zip(fams, (1.0 if rec.success else 0.0, rec.time, rec.seconds,
+                                 float(rec.configfs_writes))):
+        fam.add_metric([], value)
+    info = _g("last_apply_info", "The last apply's result (applied, unchanged, failed), who ran "
+                                 "it and, when it failed, the kind of error.",
+              ("result", "source", "error_kind"))
+    info.add_metric([rec.result, rec.source, rec.error_kind or ""], 1.0)
+    return fams + [info]
+
+
+def doctor_families(doctor_doc: dict) -> list[GaugeMetricFamily]:
+    can = _g("doctor_can_offload", "1 when nvmet-p2p doctor finds nothing that blocks the "
+                                   "offload (no failed check).")
+    can.add_metric([], 1.0 if doctor_doc.get("can_offload") else 0.0)
+    check = _g("doctor_check", "nvmet-p2p doctor's checks: 1 for the check's status, 0 for the "
+                               "others.", ("check", "status"))
+    for c in doctor_doc.get("checks", []):
+        for s in DOCTOR_STATUSES:
+            check.add_metric([c["id"], s], 1.0 if c["status"] == s else 0.0)
+    return [can, check]
+
+
+# ----------------------------------------------------------------------------------------------
+# The collector (edges: reads the machine on every collect)
+# ----------------------------------------------------------------------------------------------
+
+class TargetCollector:
+    """A ``prometheus_client`` collector over the live machine (or a tree under ``root``)."""
+
+    def __init__(self, root: str = "/", state_dir: str | None = None,
+                 all_subsystems: bool = False, kernel: str | None = None, doctor: bool = True):
+        self.root = root
+        self.state_dir = _state_dir(state_dir)
+        self.all_subsystems = all_subsystems
+        self.kernel = kernel
+        self.doctor = doctor
+        self.errors: dict[str, str] = {}
+
+    def describe(self):
+        return []          # nothing is read at registration
+
+    def collect(self):
+        self.errors = {}
+        fams = []
+        ok = _g("collector_success", "1 when this part of the metrics could be read on this "
+                                     "scrape.", ("collector",))
+        took = _g("collector_duration_seconds", "Time spent reading this part of the metrics.",
+                  ("collector",))
+        parts = [("status", self._status), ("last_apply", self._last_apply)]
+        if self.doctor:
+            parts.append(("doctor", self._doctor))
+        self._inv = None
+        for name, fn in parts:
+            t0 = time.perf_counter()
+            try:
+                fams += fn()
+                ok.add_metric([name], 1.0)
+            except (NvmetP2PError, OSError) as exc:
+                self.errors[name] = str(exc)
+                ok.add_metric([name], 0.0)
+            took.add_metric([name], time.perf_counter() - t0)
+        info = _g("build_info", "nvmet-p2p's version and the running kernel.", ("version", "kernel"))
+        kernel = self._inv.system.kernel_release if self._inv is not None else ""
+        info.add_metric([__version__, kernel or ""], 1.0)
+        yield from fams
+        yield info
+        yield ok
+        yield took
+
+    def _inventory(self):
+        if self._inv is None:
+            from nvmet_p2p.pci.inventory import read_inventory
+            self._inv = read_inventory(self.root)
+        return self._inv
+
+    def _status(self):
+        from nvmet_p2p.observe import status
+        rep = status.collect(self.root, all_subsystems=self.all_subsystems, kernel=self.kernel,
+                             inventory=self._inventory(), state_dir=self.state_dir)
+        doc = json.loads(json.dumps(rep.to_dict(), default=str))
+        return pool_families(doc) + offload_families(doc) + export_families(doc)
+
+    def _last_apply(self):
+        return last_apply_families(lastapply.load(self.state_dir))
+
+    def _doctor(self):
+        from nvmet_p2p.pci.doctor import diagnose
+        return doctor_families(diagnose(self._inventory(), kernel=self.kernel).to_dict())
+
+
+def registry_for(collector: TargetCollector) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(collector)
+    return reg
+
+
+def exposition(collector: TargetCollector) -> str:
+    """The text exposition format (what a scrape returns and the textfile collector reads)."""
+    return generate_latest(registry_for(collector)).decode("utf-8")
+
+
+def samples(collector: TargetCollector) -> list[dict]:
+    """Every sample as plain data (``metrics --json``)."""
+    out = []
+    for fam in registry_for(collector).collect():
+        for s in fam.samples:
+            out.append({"name": s.name, "labels": dict(s.labels), "value": s.value,
+                        "type": fam.type, "help": fam.documentation})
+    return out
+
+
+class CachedCollector:
+    """``collector``'s families, read again only when ``min_interval`` seconds have passed
+    (parallel or rapid scrapes share one reading of the machine)."""
+
+    def __init__(self, collector: TargetCollector, min_interval: float = 1.0):
+        import threading
+        self.collector = collector
+        self.min_interval = min_interval
+        self._lock = threading.Lock()
+        self._at = None
+        self._fams: list = []
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        with self._lock:
+            now = time.monotonic()
+            if self._at is None or now - self._at >= self.min_interval:
+                self._fams = list(self.collector.collect())
+                self._at = time.monotonic()
+            return list(self._fams)

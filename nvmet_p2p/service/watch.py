@@ -1,0 +1,716 @@
+"""``nvmet-p2p watch``: one udev monitor, debounced bursts, one decision line each, and (with
+``--policy reconcile``) the writes that make the target match its configuration again -- all
+through :func:`nvmet_p2p.nvmet.apply.reconcile` (the plan/apply path and its lock).
+
+Edges here, decisions in :mod:`nvmet_p2p.service.hotplug`:
+
+* :class:`UdevSource`: a pyudev netlink monitor on ``pci``, ``nvme``, ``block``,
+  ``infiniband`` and ``net`` (source ``udev`` when udevd runs -- its events carry ``ID_*``
+  properties and come after the ``/dev/disk/by-id`` links exist -- else the kernel's own
+  uevents); :class:`AddressSource`: address changes through rtnetlink (:mod:`nvmet_p2p.pci.rtnl`), which
+  uevents do not carry.
+* :func:`read_facts`: the managed namespaces and ports, the block device and wwid behind each,
+  read *before* a burst, because on ``remove`` sysfs is gone.
+* :class:`Watcher`: collects a burst until the events have been quiet for ``debounce``
+  seconds (at most ``max_window``), decides, logs, records what was lost in
+  ``<state dir>/degraded.json`` (``status`` shows it) and, with ``reconcile``, writes only the
+  namespaces concerned.
+
+Log lines are logfmt (``key=value``, one per decision) on stdout, with a ``<N>`` syslog
+priority prefix when stdout is the journal (``$JOURNAL_STREAM``); ``--json`` prints JSON
+lines instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+from nvmet_p2p.nvmet import state as st
+from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
+from nvmet_p2p.record import dataclass, field
+from nvmet_p2p.service import hotplug as hp
+
+DEFAULT_DEBOUNCE = 0.5
+MAX_WINDOW = 3.0
+#: how long a re-enable waits for a returning device's path (a by-id link udev is creating)
+PATH_WAIT = 5.0
+
+
+# ----------------------------------------------------------------------------------------------
+# event sources
+# ----------------------------------------------------------------------------------------------
+
+class UdevSource:
+    """pyudev monitor; ``source``: ``udev``, ``kernel`` or ``auto`` (udev if udevd runs)."""
+
+    def __init__(self, source: str = "auto"):
+        import pyudev
+        if source == "auto":
+            source = "udev" if os.path.exists("/run/udev/control") else "kernel"
+        self.source = source
+        self.context = pyudev.Context()
+        self.monitor = pyudev.Monitor.from_netlink(self.context, source=source)
+        for s in hp.SUBSYSTEMS:
+            self.monitor.filter_by(s)
+        self.monitor.set_receive_buffer_size(8 << 20)
+        self.monitor.start()
+
+    def fileno(self) -> int:
+        return self.monitor.fileno()
+
+    def read(self) -> list[hp.Event]:
+        out = []
+        while True:
+            dev = self.monitor.poll(timeout=0)
+            if dev is None:
+                return out
+            now = time.monotonic()
+            if dev.subsystem not in hp.SUBSYSTEMS:
+                continue
+            props = {k: str(v) for k, v in dev.properties.items()}
+            seq = props.get("SEQNUM")
+            out.append(hp.Event(dev.action or "", dev.subsystem, dev.sys_name, props, now,
+                                int(seq) if seq and seq.isdigit() else None))
+
+
+class AddressSource:
+    """IPv4/IPv6 address additions and removals as events, from an rtnetlink socket bound to
+    the IFADDR groups (stdlib only: a plain non-blocking socket the select loop can own)."""
+
+    source = "rtnetlink"
+
+    def __init__(self):
+        from nvmet_p2p.pci import rtnl
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.bind((0, rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR))
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read(self) -> list[hp.Event]:
+        out = []
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return out
+            out += self.parse(data, time.monotonic())
+
+    @classmethod
+    def parse(cls, data: bytes, now: float) -> list[hp.Event]:
+        """The address messages of one datagram (:func:`nvmet_p2p.pci.rtnl.parse`) as ``addr``
+        events named by interface (its index when the name is gone)."""
+        from nvmet_p2p.pci import rtnl
+        try:
+            msgs, _ = rtnl.parse(data)
+        except OSError:
+            return []
+        out = []
+        for typ, _fam, _plen, index, ip in msgs:
+            try:
+                name = socket.if_indextoname(index)
+            except OSError:
+                name = str(index)
+            out.append(hp.Event("add" if typ == rtnl.RTM_NEWADDR else "remove", "addr", name,
+                                {"ADDRESS": ip}, now))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# facts (read before a burst)
+# ----------------------------------------------------------------------------------------------
+
+def _read(root: str, path: str) -> str | None:
+    try:
+        with open(os.path.join(root, path.lstrip("/"))) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def block_identity(root: str, name: str) -> tuple[str | None, str | None, str | None]:
+    """(devnum, wwid, controller serial) of a block device from sysfs."""
+    base = f"/sys/class/block/{name}"
+    serial = _read(root, f"{base}/device/serial")
+    return _read(root, f"{base}/dev"), _read(root, f"{base}/wwid"), serial
+
+
+def read_facts(root: str, live: st.TargetState, managed_subsystems: set[str] | None,
+               inventory=None) -> hp.Facts:
+    """What the watcher needs to recognise a later removal: per managed namespace its block
+    device, wwid, serial and PCI function; per port the RDMA devices and netdevs serving it."""
+    from nvmet_p2p.observe.status import rdma_devices_for_address
+    from nvmet_p2p.pci.inventory import block_device_name, read_inventory
+    inv = inventory or read_inventory(root)
+    facts = hp.Facts(providers={f.bdf for f in inv.providers()})
+    ports_of: dict[str, list[int]] = {}
+    for pid, p in sorted(live.ports.items()):
+        traddr = p.attrs.get("addr_traddr", "")
+        rd = rdma_devices_for_address(traddr, inv) if p.attrs.get("addr_trtype") == "rdma" else []
+        nd = sorted({n for d in rd for n in (list(d.netdevs) + [x for q in d.ports for x in q.netdevs])})
+        facts.ports[pid] = hp.PortFacts(pid, p.attrs.get("addr_trtype", ""), traddr,
+                                        tuple(d.name for d in rd), tuple(nd))
+        for nqn in p.subsystems:
+            ports_of.setdefault(nqn, []).append(pid)
+    for nqn, sub in sorted(live.subsystems.items()):
+        if managed_subsystems is not None and nqn not in managed_subsystems:
+            continue
+        for nsid, ns in sorted(sub.namespaces.items()):
+            path = ns.attrs.get("device_path", "")
+            n = hp.NsFacts(nqn, nsid, ns.enable, path, ns.attrs.get("p2pmem", "0").strip().lower(),
+                           ports=tuple(ports_of.get(nqn, [])))
+            name = block_device_name(root, path) if path else None
+            if name and os.path.exists(os.path.join(root, f"sys/class/block/{name}")):
+                n.block = name
+                n.devnum, n.wwid, n.serial = block_identity(root, name)
+                nsinfo = inv.namespaces.get(name)
+                n.backing_pci = nsinfo.pci if nsinfo else None
+            facts.namespaces[n.key] = n
+    return facts
+
+
+def appeared_blocks(root: str, events: list[hp.Event]) -> list[hp.Appeared]:
+    out = []
+    for e in events:
+        if e.subsystem == "block" and e.action == "add" and e.props.get("DEVTYPE", "disk") == "disk":
+            name = e.devname
+            _dev, wwid, serial = block_identity(root, name)
+            links = tuple(x for x in e.props.get("DEVLINKS", "").split() if x)
+            out.append(hp.Appeared(name, wwid, serial, links))
+    return out
+
+
+def published_providers(root: str, events: list[hp.Event]) -> set[str]:
+    out = set()
+    for e in events:
+        if e.subsystem == "pci" and e.action in ("add", "bind"):
+            if _read(root, f"/sys/bus/pci/devices/{e.bdf}/p2pmem/published") == "1":
+                out.add(e.bdf)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# log lines
+# ----------------------------------------------------------------------------------------------
+
+_PRIO = {"provider-lost": 4, "backing-lost": 3, "rdma-lost": 4, "address-lost": 4}
+
+
+def logfmt(fields: dict) -> str:
+    parts = []
+    for k, v in fields.items():
+        if v is None or v == [] or v == "":
+            continue
+        if isinstance(v, (list, tuple)):
+            v = ",".join(map(str, v))
+        s = str(v)
+        if not s or any(c in s for c in ' "=\\') or any(ord(c) < 32 for c in s):
+            s = json.dumps(s)
+        parts.append(f"{k}={s}")
+    return " ".join(parts)
+
+
+class Log:
+    def __init__(self, as_json: bool = False, stream=None):
+        self.as_json = as_json
+        self.stream = stream or sys.stdout
+        self.journal = bool(os.environ.get("JOURNAL_STREAM"))
+
+    def __call__(self, fields: dict, priority: int = 6) -> None:
+        if self.as_json:
+            line = json.dumps({k: v for k, v in fields.items() if v is not None}, default=str)
+        else:
+            line = logfmt(fields)
+        if self.journal and not self.as_json:
+            line = f"<{priority}>{line}"
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def sd_notify(message: str) -> None:
+    """``sd_notify(3)`` without libsystemd (Type=notify units)."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(path)
+            s.sendall(message.encode())
+    except OSError:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------
+# the watcher
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Options:
+    root: str = "/"
+    state_dir: str = "/var/lib/nvmet-p2p"
+    policy: str = "report"
+    debounce: float = DEFAULT_DEBOUNCE
+    max_window: float = MAX_WINDOW
+    profile: str | None = None
+    kernel: str | None = None
+    all_subsystems: bool = False
+    exit_after: int | None = None       # stop after this many bursts with decisions (tests)
+    verbose: bool = False               # one debug line per event received
+    lock_timeout: float | None = None   # wait this long for another apply's lock (then Busy)
+
+
+@dataclass
+class Burst:
+    events: list[hp.Event] = field(default_factory=list)
+    first: float = 0.0
+    last: float = 0.0
+
+
+class Watcher:
+    def __init__(self, opts: Options, sources: list, log: Log, *, cfs=None):
+        self.o = opts
+        self.sources = sources
+        self.log = log
+        self.cfs = cfs
+        self.store = DegradedStore(opts.state_dir)
+        self.facts = hp.Facts()
+        self.inventory = None
+        self.stopping = False
+        self.bursts_decided = 0
+        self._wake = _Wake()
+
+    # -- facts --------------------------------------------------------------------------------
+    def _cfs(self):
+        from nvmet_p2p.nvmet.apply import open_configfs
+        if self.cfs is None:
+            self.cfs = open_configfs(self.o.root, load_module=False)
+        return self.cfs
+
+    def _managed(self) -> set[str] | None:
+        """The subsystems to watch: the ones nvmet-p2p manages (none without a record: it
+        never writes objects it did not make), every one with ``--all``."""
+        if self.o.all_subsystems:
+            return None
+        from nvmet_p2p.observe.status import managed_subsystems
+        return managed_subsystems(self.o.state_dir) or set()
+
+    def refresh(self) -> None:
+        """Read the target and the machine (between bursts, so that a re-placement at the next
+        event needs no read of the whole machine: under the lab's TCG that takes seconds)."""
+        from nvmet_p2p.nvmet.configfs import read_state
+        from nvmet_p2p.pci.inventory import read_inventory
+        self.inventory = read_inventory(self.o.root)
+        self.facts = read_facts(self.o.root, read_state(self._cfs()), self._managed(), self.inventory)
+
+    def settle(self) -> None:
+        """An apply that was killed half-way (this watcher's own, under systemd's restart, or
+        any other) is settled before the target is read: the facts are never a half-applied
+        tree. The same journal rule as every command (:func:`nvmet_p2p.nvmet.apply.settle_pending`)."""
+        from nvmet_p2p.nvmet.apply import settle_pending
+        rec = settle_pending(self._cfs(), self.o.state_dir, self.o.root, kernel=self.o.kernel,
+                             lock_timeout=self.o.lock_timeout)
+        if rec is not None:
+            self.log({"msg": "settled an interrupted apply", "recovery": rec.message()}, 4)
+
+    def lost(self) -> dict[str, dict]:
+        return {f"{e.kind} {e.object}": {**e.facts, "since": e.since}
+                for e in self.store.load().values()}
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> int:
+        _warm_up(self.o.profile is not None)
+        self.settle()
+        self.refresh()
+        if not self.facts.namespaces:
+            self.log({"msg": "no managed namespace to watch (nothing applied with this state directory "
+                             "yet; --all watches every subsystem)", "state_dir": self.o.state_dir}, 4)
+        self.log({"msg": "watching", "policy": self.o.policy,
+                  "sources": [getattr(s, "source", type(s).__name__) for s in self.sources],
+                  "namespaces": len(self.facts.namespaces), "ports": len(self.facts.ports),
+                  "debounce_s": self.o.debounce})
+        sd_notify("READY=1")
+        burst = Burst()
+        while not self.stopping:
+            timeout = None
+            if burst.events:
+                now = time.monotonic()
+                timeout = max(0.0, min(burst.last + self.o.debounce, burst.first + self.o.max_window) - now)
+            try:
+                ready, _, _ = select.select(self.sources + [self._wake], [], [], timeout)
+            except InterruptedError:
+                continue
+            for src in ready:
+                if src is self._wake:
+                    continue
+                for e in src.read():
+                    if self.o.verbose:
+                        self.log({"event": e.action, "subsystem": e.subsystem, "name": e.name,
+                                  **{k.lower(): v for k, v in e.to_dict()["props"].items()}}, 7)
+                    if not burst.events:
+                        burst.first = e.received
+                    burst.events.append(e)
+                    burst.last = e.received
+            now = time.monotonic()
+            if burst.events and (now >= burst.last + self.o.debounce or now >= burst.first + self.o.max_window):
+                self.handle(burst.events)
+                burst = Burst()
+                if self.o.exit_after is not None and self.bursts_decided >= self.o.exit_after:
+                    break
+        sd_notify("STOPPING=1")
+        return 0
+
+    def stop(self, *_a) -> None:
+        """Signal handler: finish the burst being handled (never half a reconcile), then exit."""
+        self.stopping = True
+        self._wake.set()
+
+    # -- one burst ----------------------------------------------------------------------------
+    def handle(self, events: list[hp.Event]) -> list[hp.Decision]:
+        t_decide = time.monotonic()
+        lost = self.lost()
+        came = published_providers(self.o.root, events)
+        went = {e.bdf for e in events if e.subsystem == "pci" and e.action in ("remove", "unbind")}
+        published = (self.facts.providers - went) | came
+        decisions = hp.decide(events, self.facts, lost, appeared_blocks(self.o.root, events), came)
+        if decisions:
+            self.bursts_decided += 1
+            if self.o.policy == "reconcile":
+                self._reconcile(decisions, lost, published)
+            self._record(decisions)
+            for d in decisions:
+                self._log(d, t_decide, len(events))
+        try:
+            self.refresh()
+        except Exception as exc:          # keep watching; the next burst reads again
+            self.log({"msg": "cannot re-read the target", "error": str(exc)}, 3)
+        return decisions
+
+    def _log(self, d: hp.Decision, t_decide: float, n_events: int) -> None:
+        r = d.result
+        fields = {"decision": d.kind, "subject": d.subject, "namespaces": d.namespaces,
+                  "ports": d.ports, "policy": self.o.policy, "action": d.action,
+                  "detail": d.detail, "events": n_events,
+                  "reaction_ms": r.get("reaction_ms"), "configfs_ms": r.get("configfs_ms"),
+                  "writes": r.get("writes"), "debounce_ms": round((t_decide - d.first_event) * 1000, 1)
+                  if d.first_event else None, "error": r.get("error")}
+        for k in ("changes",):
+            if r.get(k):
+                fields[k] = r[k]
+        self.log(fields, 3 if r.get("error") else _PRIO.get(d.kind, 5))
+
+    # -- recording what was lost --------------------------------------------------------------
+    def _record(self, decisions: list[hp.Decision]) -> None:
+        now = time.time()
+        put, drop = [], []
+        for d in decisions:
+            for k in d.namespaces:
+                obj = f"namespace {k}"
+                if d.kind == "provider-lost":
+                    where = d.result.get("replaced", {}).get(k)
+                    if where and where != "0":
+                        put.append(Entry(obj, "re-placed", now, f"provider {d.subject} removed; "
+                                         f"p2pmem {where} until it returns", "watch",
+                                         {"provider": d.subject, "now": where}))
+                    else:
+                        put.append(Entry(obj, "offload-lost", now, f"provider {d.subject} removed; the "
+                                         f"namespace serves from host memory", "watch",
+                                         {"provider": d.subject}))
+                elif d.kind == "backing-lost":
+                    put.append(Entry(obj, "backing-lost", now, f"block device {d.subject} removed",
+                                     "watch", {k2: v for k2, v in d.facts.items() if v}))
+                elif d.kind == "backing-back" and d.action == "reconciled":
+                    drop.append((obj, "backing-lost"))
+                    drop.append((obj, "held-back"))
+                elif d.kind == "provider-back" and d.action == "reconciled":
+                    drop.append((obj, "offload-lost"))
+                    drop.append((obj, "re-placed"))
+                elif d.kind == "provider-back":
+                    put.append(Entry(obj, "offload-lost", now,
+                                     f"provider {d.subject} is back as a new PCI device, but the "
+                                     f"namespace still holds the removed one (p2pmem reads the same "
+                                     f"BDF); `watch --policy reconcile` rewrites it", "watch",
+                                     {"provider": d.subject}))
+            for p in d.ports:
+                obj = f"port {p}"
+                if d.kind in ("rdma-lost", "address-lost"):
+                    put.append(Entry(obj, "port-lost", now, d.detail, "watch", {"subject": d.subject}))
+                elif d.kind in ("rdma-back", "address-back"):
+                    drop.append((obj, "port-lost"))
+        if put or drop:
+            self.store.update(put=put, drop=drop)
+
+    # -- reconcile ----------------------------------------------------------------------------
+    def _reconcile(self, decisions: list[hp.Decision], lost: dict[str, dict],
+                   published: set[str]) -> None:
+        def inv():          # as read before the burst; the removed devices are excluded by name
+            if self.inventory is None:
+                from nvmet_p2p.pci.inventory import read_inventory
+                self.inventory = read_inventory(self.o.root)
+            return self.inventory
+
+        targets = hp.remedies(decisions, self.facts, lost,
+                              lambda n, gone: self.choose_provider(inv(), n, gone), published)
+        if not targets:
+            for d in decisions:
+                d.action = "nothing to write" if d.kind.endswith(("-lost", "-back")) else d.action
+                if d.kind.startswith(("rdma", "address")):
+                    d.action = "reported"
+                    d.result["changes"] = self._placement_recheck(inv(), d)
+            return
+        res = self.apply_targets(targets)
+        for d in decisions:
+            mine = [k for k in d.namespaces if k in targets]
+            d.result.update({k: v for k, v in res.items() if k != "per_ns"})
+            if "error" in res:
+                d.action = "failed"
+                if res.get("recovered"):
+                    d.result["changes"] = res["recovered"]
+            elif mine:
+                d.action = "reconciled"
+                d.result["changes"] = ["; ".join(targets[k].why) for k in mine]
+                if d.kind == "provider-lost":
+                    d.result["replaced"] = {k: targets[k].p2pmem for k in mine}
+            else:
+                d.action = "nothing to write"
+            d.result["reaction_ms"] = round((res["t_done"] - d.first_event) * 1000, 1) \
+                if d.first_event and "t_done" in res else None
+            d.result.pop("t_done", None)
+
+    def choose_provider(self, inv, n: hp.NsFacts, gone: set[str]):
+        """Another published provider the kernel accepts for this namespace's clients (the
+        backing NVMe and the PCI RDMA NICs of its ports), nearest first, then most free."""
+        if self.o.profile:
+            return self._profile_choice(inv, n)
+        from nvmet_p2p.pci import distance
+        clients = [n.backing_pci] if n.backing_pci else []
+        for pid in n.ports:
+            for ib in self.facts.ports.get(pid, hp.PortFacts(pid, "", "")).rdma:
+                d = inv.rdma.get(ib)
+                if d and d.pci and not d.soft:
+                    clients.append(d.pci)
+        if not clients:
+            return None, "no PCI client to place against"
+        found = distance.find_many(inv, clients, self.o.kernel)
+        ok = [v for v in found.candidates if v.distance >= 0 and v.provider not in gone
+              and v.provider_published]
+        if not ok:
+            return None, (f"no other provider the kernel accepts for {', '.join(clients)}: the "
+                          f"namespace keeps serving from host memory until the provider returns")
+        avail = {f.bdf: (f.p2pmem.available if f.p2pmem else 0) for f in inv.pci.values()}
+        best = sorted(ok, key=lambda v: (v.distance, -avail.get(v.provider, 0), v.provider))[0]
+        return best.provider, (f"re-placed on {best.provider} ({best.map_type}, distance "
+                               f"{best.distance}): the nearest published provider the kernel "
+                               f"accepts for {', '.join(clients)}")
+
+    def _profile_choice(self, inv, n: hp.NsFacts):
+        from nvmet_p2p.policy import placement
+        try:
+            p = placement.place_profile(self.o.profile, inv, self.o.kernel, root=self.o.root)
+        except Exception as exc:
+            return None, f"profile {self.o.profile} cannot be placed now: {exc}"
+        sub = p.state.subsystems.get(n.nqn)
+        ns = sub.namespaces.get(n.nsid) if sub else None
+        if ns is None or ns.attrs.get("device_path") != n.device_path:
+            return None, (f"profile {self.o.profile} no longer maps {n.key} to {n.device_path} on "
+                          f"this machine: not re-placed")
+        v = ns.attrs.get("p2pmem", "0")
+        return v, f"re-placed by profile {self.o.profile}: p2pmem {v}"
+
+    def _placement_recheck(self, inv, d: hp.Decision) -> list[str]:
+        """After an RDMA device or address change: does each pinned provider still suit the
+        namespace's clients (its NVMe and the PCI RDMA devices its ports now have)?"""
+        from nvmet_p2p.observe.status import rdma_devices_for_address
+        from nvmet_p2p.pci import distance
+        out = []
+        for k in d.namespaces:
+            n = self.facts.namespaces[k]
+            if not n.provider:
+                continue
+            nics = {x.pci for pid in n.ports if pid in self.facts.ports
+                    for x in rdma_devices_for_address(self.facts.ports[pid].traddr, inv)
+                    if x.pci and not x.soft}
+            clients = ([n.backing_pci] if n.backing_pci else []) + sorted(nics)
+            if not clients:
+                continue
+            try:
+                v = distance.distance_many(inv, n.provider, clients, self.o.kernel)
+            except Exception as exc:
+                out.append(f"{k}: provider {n.provider} not re-checked ({exc})")
+                continue
+            out.append(f"{k}: provider {n.provider} {'still suits' if v.distance >= 0 else 'NO LONGER suits'} "
+                       f"{', '.join(clients)} ({v.map_type}, distance {v.distance})")
+        return out
+
+    def apply_targets(self, targets: dict[str, hp.NsTarget]) -> dict:
+        """At most two reconciles: first the namespaces holding a dead provider get p2pmem 0
+        (disabled), then every target's end state. Returns timings and writes.
+
+        The first step also runs before moving a namespace off a provider that is gone: the
+        second step's undo then writes ``0`` back, never the removed BDF (ENODEV: a rollback
+        that cannot finish leaves the apply journal pending and blocks every later apply)."""
+        from nvmet_p2p.errors import NvmetP2PError
+        from nvmet_p2p.nvmet import lastapply
+        from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, ManagedStore, reconcile
+        from nvmet_p2p.nvmet.configfs import read_state
+        cfs = self._cfs()
+        managed = ManagedStore(self.o.state_dir).load()
+        live = read_state(cfs)
+        self._wait_paths(targets)
+        step1, step2 = self._steps(targets)
+        out = {"writes": 0, "configfs_ms": 0.0}
+        try:
+            for step in (step1, step2):
+                if not step:
+                    continue
+                try:
+                    with lastapply.recorded(self.o.state_dir, "watch") as rec:
+                        rec.outcome = o = reconcile(
+                            self.o.root, partial_desired(live, managed, step, self.facts),
+                            self.o.state_dir, cfs=cfs, kernel=self.o.kernel,
+                            lock_timeout=self.o.lock_timeout)
+                except ApplyInterrupted as exc:
+                    # SIGTERM/SIGINT during the writes was meant for the watcher: it stops after
+                    # this burst. All steps done: the burst is finished as promised (the next
+                    # step still runs). Rolled back: the apply path put this step's writes back
+                    # (the journal covers a kill); nothing more is written but the recovery
+                    # below, so the namespaces serve as before the burst.
+                    self.stopping = True
+                    if not exc.completed:
+                        raise
+                    o = None
+                if o is not None:
+                    out["writes"] += o.result.writes if o.result else 0
+                    out["configfs_ms"] += round(o.timings.get("apply", 0.0) * 1000, 2)
+        except (ApplyFailed, NvmetP2PError) as exc:
+            out["error"] = str(exc)
+            out["recovered"] = self._recover(live, managed, targets)
+        out["t_done"] = time.monotonic()
+        return out
+
+    def _steps(self, targets: dict[str, hp.NsTarget]) -> tuple[dict, dict]:
+        """The two reconciles' namespaces: first p2pmem 0 and disabled (those being rewritten or
+        leaving a dead provider), then every target's end state."""
+        step1 = {k: st.Namespace(self.facts.namespaces[k].nsid, False, {"p2pmem": "0"})
+                 for k, x in targets.items() if x.rewrite_p2pmem or self._leaves_dead(k, x)}
+        step2 = {}
+        for k, x in targets.items():
+            n = self.facts.namespaces[k]
+            attrs = {}
+            if x.device_path is not None:
+                attrs["device_path"] = x.device_path
+            p2p = x.p2pmem if x.p2pmem is not None else (n.p2pmem if x.rewrite_p2pmem else None)
+            if p2p is not None:
+                attrs["p2pmem"] = p2p
+            step2[k] = st.Namespace(n.nsid, n.enabled if x.enable is None else x.enable, attrs)
+        return step1, step2
+
+    def _leaves_dead(self, k: str, x: hp.NsTarget) -> bool:
+        prov = self.facts.namespaces[k].provider
+        return bool(prov and x.p2pmem is not None and x.p2pmem != prov and not self._published(prov))
+
+    def _recover(self, before: st.TargetState, managed, targets: dict[str, hp.NsTarget]) -> list[str]:
+        """After a refused step the rollback cannot always write a removed provider's BDF
+        back (ENODEV): a namespace that served before must serve again, from host memory if
+        its provider is gone."""
+        from nvmet_p2p.errors import NvmetP2PError
+        from nvmet_p2p.nvmet import lastapply
+        from nvmet_p2p.nvmet.apply import ApplyFailed, reconcile
+        from nvmet_p2p.nvmet.configfs import read_state
+        now = read_state(self._cfs())
+        fix = {}
+        for k in targets:
+            n = self.facts.namespaces[k]
+            was = before.subsystems.get(n.nqn, st.Subsystem(n.nqn)).namespaces.get(n.nsid)
+            cur = now.subsystems.get(n.nqn, st.Subsystem(n.nqn)).namespaces.get(n.nsid)
+            if was and cur and was.enable and not cur.enable and targets[k].enable is not False:
+                p2p = was.attrs.get("p2pmem", "0")
+                if _is_bdf(p2p) and not self._published(p2p):
+                    p2p = "0"
+                fix[k] = st.Namespace(n.nsid, True, {"p2pmem": p2p})
+        if not fix:
+            return []
+        try:
+            with lastapply.recorded(self.o.state_dir, "watch") as rec:
+                rec.outcome = reconcile(self.o.root, partial_desired(now, managed, fix, self.facts),
+                                        self.o.state_dir, cfs=self._cfs(), kernel=self.o.kernel,
+                                        lock_timeout=self.o.lock_timeout)
+            return [f"{k} re-enabled with p2pmem {fix[k].attrs['p2pmem']}" +
+                    (" (host memory)" if fix[k].attrs["p2pmem"] == "0" else "") for k in fix]
+        except (ApplyFailed, NvmetP2PError) as exc:
+            return [f"re-enabling {', '.join(fix)} failed too: {exc}"]
+
+    def _published(self, bdf: str) -> bool:
+        return _read(self.o.root, f"/sys/bus/pci/devices/{bdf}/p2pmem/published") == "1"
+
+    def _wait_paths(self, targets: dict[str, hp.NsTarget]) -> None:
+        """A re-enable opens device_path: give udev a moment to create a by-id link."""
+        from nvmet_p2p.service.devwait import Probe
+        probe = Probe(self.o.root)
+        deadline = time.monotonic() + PATH_WAIT
+        for k, x in targets.items():
+            if not x.enable:
+                continue
+            path = x.device_path or self.facts.namespaces[k].device_path
+            while probe.block_device(path) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+def _warm_up(profile: bool) -> None:
+    """Import what a reaction needs now, not at the first event (under the lab's TCG an
+    import of the distance rules took seconds of the first reaction)."""
+    import nvmet_p2p.kmsg  # noqa: F401
+    import nvmet_p2p.nvmet.apply  # noqa: F401
+    import nvmet_p2p.nvmet.plan  # noqa: F401
+    import nvmet_p2p.pci.distance  # noqa: F401
+    import nvmet_p2p.service.devwait  # noqa: F401
+    if profile:
+        import nvmet_p2p.policy.placement  # noqa: F401
+
+
+class _Wake:
+    """A pipe the signal handler writes to, so that select() returns at once."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.w, False)
+
+    def fileno(self) -> int:
+        return self.r
+
+    def set(self) -> None:
+        try:
+            os.write(self.w, b"x")
+        except OSError:
+            pass
+
+
+def _is_bdf(v: str) -> bool:
+    return hp._is_bdf(v)
+
+
+def partial_desired(live: st.TargetState, managed, changes: dict[str, st.Namespace],
+                    facts: hp.Facts) -> st.TargetState:
+    """A desired state naming only the changed namespaces (and, so that nothing else moves,
+    the subsystems' host links nvmet-p2p made); everything it does not name is left alone."""
+    out = st.TargetState()
+    for k, ns in changes.items():
+        nqn = facts.namespaces[k].nqn
+        ls = live.subsystems.get(nqn)
+        hosts = [h for h in (ls.allowed_hosts if ls else []) if (nqn, h) in managed.allowed_hosts]
+        sub = out.subsystems.setdefault(nqn, st.Subsystem(nqn, {}, hosts))
+        sub.namespaces[ns.nsid] = ns
+    return out
+
+
+def install_signal_handlers(w: Watcher) -> None:
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, w.stop)
