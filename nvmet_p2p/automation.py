@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from dataclasses import dataclass
 
 import yaml
 
@@ -33,7 +34,6 @@ from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.apply import ManagedStore, open_configfs, reconcile
 from nvmet_p2p.nvmet.configfs import Configfs, mask, read_state
 from nvmet_p2p.nvmet.plan import Managed, Op
-from nvmet_p2p.record import dataclass
 
 
 @dataclass

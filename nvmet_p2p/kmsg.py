@@ -28,8 +28,7 @@ import errno
 import os
 import re
 import stat
-
-from nvmet_p2p.record import dataclass
+from dataclasses import dataclass
 
 #: syslog levels as the kernel numbers them (``KERN_EMERG`` = 0 ... ``KERN_DEBUG`` = 7).
 LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")

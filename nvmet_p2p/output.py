@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
-    from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TextIO
 
 
 def dump_json(data: Any, out: TextIO | None = None) -> None:

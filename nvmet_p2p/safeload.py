@@ -24,16 +24,16 @@ output, saved inventories).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import stat
+import types
+import typing
+from typing import Any
 
 from nvmet_p2p.errors import InputError
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from typing import Any
 
 #: the deepest nesting accepted in any document (real ones stay below 12)
 MAX_DEPTH = 64
@@ -417,14 +417,11 @@ _HINTS: dict = {}
 
 
 def _hints(cls) -> dict:
-    import typing
-
-    from nvmet_p2p import record
     if cls not in _HINTS:
         hints = typing.get_type_hints(cls)
-        _HINTS[cls] = {f.name: (hints[f.name], f.default is record.MISSING
-                                and f.default_factory is record.MISSING)
-                       for f in record.fields(cls)}
+        _HINTS[cls] = {f.name: (hints[f.name], f.default is dataclasses.MISSING
+                                and f.default_factory is dataclasses.MISSING)
+                       for f in dataclasses.fields(cls)}
     return _HINTS[cls]
 
 
@@ -448,10 +445,6 @@ def _check_dc(v, cls, path):
 
 
 def _check_hint(v, hint, path):
-    import types
-    import typing
-
-    from nvmet_p2p import record
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
@@ -477,7 +470,7 @@ def _check_hint(v, hint, path):
             if p:
                 return p
         return None
-    if record.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint):
         return _check_dc(v, hint, path)
     if hint is typing.Any:
         return None
@@ -529,11 +522,11 @@ def check_managed(d: Any, where: str = "managed set") -> None:
              "allowed_hosts": (str, str), "port_links": (int, str)}
     check(d, {"hosts": Opt([str], False), "subsystems": Opt([str], False), "ports": Opt([int], False),
               "discovery_nqn": Opt(bool, False), **{k: Opt([list], False) for k in pairs}}, where)
-    for k, types in pairs.items():
+    for k, kinds in pairs.items():
         for i, p in enumerate(d.get(k) or []):
-            if len(p) != 2 or any(_check(x, t, "") for x, t in zip(p, types)):
-                raise DocumentError(f"$.{k}[{i}]: expected a pair of {types[0].__name__} and "
-                                    f"{types[1].__name__}, got {_short(p)}", where=where)
+            if len(p) != 2 or any(_check(x, t, "") for x, t in zip(p, kinds)):
+                raise DocumentError(f"$.{k}[{i}]: expected a pair of {kinds[0].__name__} and "
+                                    f"{kinds[1].__name__}, got {_short(p)}", where=where)
 
 
 def check_plan(d: dict, where: str) -> None:

@@ -20,7 +20,7 @@ FORBIDDEN = {
     ("observe", "service"), ("observe", "shell"), ("observe", "commands"),
     ("service", "shell"), ("service", "commands"),
 }
-LEAVES = {"errors", "output", "kernel", "kmsg", "safeload", "record"}
+LEAVES = {"errors", "output", "kernel", "kmsg", "safeload"}
 #: known exceptions, each to be removed (issue 21): safeload's saved-plan check parses configfs
 #: paths with the journal's parser
 KNOWN = {"nvmet_p2p.safeload imports nvmet_p2p.nvmet.journal"}

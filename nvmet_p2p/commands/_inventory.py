@@ -11,10 +11,7 @@ from __future__ import annotations
 import re
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING, without importing typing at start-up)
-if TYPE_CHECKING:
-    from nvmet_p2p.pci.model import Inventory
+from nvmet_p2p.pci.model import Inventory
 
 
 def add_inventory_option(parser) -> None:

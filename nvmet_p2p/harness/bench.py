@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.harness import environment, hostsys
@@ -29,7 +30,6 @@ from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.fio import FioInterrupted, FioRun, Workload, job_file, job_name, run_fio
 from nvmet_p2p.harness.nvmecli import AlreadyConnected, HostIdentity, NvmeCli
 from nvmet_p2p.observe import evidence as ev
-from nvmet_p2p.record import dataclass, field
 
 # --------------------------------------------------------------------------------------
 # Connections

@@ -30,9 +30,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
-from nvmet_p2p.record import asdict, dataclass, field
 
 SCHEMA_PERCENTILES = ("50.000000", "99.000000", "99.900000")
 

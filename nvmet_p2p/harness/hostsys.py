@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import NvmetP2PError
-from nvmet_p2p.record import dataclass, field
 
 _NS_DIR_RE = re.compile(r"^nvme(?P<s>\d+)(?:c(?P<c>\d+))?n(?P<h>\d+)$")
 

@@ -19,10 +19,10 @@ import re
 import subprocess
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.nvmet.defs import NQN_MAX
-from nvmet_p2p.record import dataclass
 
 
 class NvmeCliError(NvmetP2PError):

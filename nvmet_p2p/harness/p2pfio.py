@@ -59,10 +59,10 @@ after it, so the p2p and host jobs never read each other's data and both read wr
 from __future__ import annotations
 
 import mmap
+from dataclasses import asdict, dataclass, field
 
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness.fio import Workload
-from nvmet_p2p.record import asdict, dataclass, field
 
 PAGE = mmap.PAGESIZE
 VERIFY = "crc32c"

@@ -26,13 +26,13 @@ import errno as _errno
 import mmap
 import os
 import time
+from dataclasses import asdict, dataclass, field
 
 from nvmet_p2p.errors import InputError, KernelError, NvmetP2PError
 from nvmet_p2p.harness.environment import emulation_label
 from nvmet_p2p.harness.hostsys import read_text
 from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.pci.p2pdma_rules import MapType
-from nvmet_p2p.record import asdict, dataclass, field
 
 PAGE = mmap.PAGESIZE
 

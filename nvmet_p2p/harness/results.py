@@ -48,15 +48,12 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from typing import Any
+from nvmet_p2p.harness.environment import EMULATED_LABEL  # noqa: F401  (re-exported)
 
 SCHEMA = "nvmet-p2p/bench-results"
 SCHEMA_VERSION = 2
-
-from nvmet_p2p.harness.environment import EMULATED_LABEL  # noqa: F401  (re-exported)
 
 
 def iso(t: float | None) -> str | None:

@@ -16,9 +16,10 @@ while writing; a separate ``verify_only`` pass then re-reads everything.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness.fio import Workload
-from nvmet_p2p.record import replace
 
 DEFAULT_QDS = (1, 8, 32)
 MATRICES = ("default", "quick", "integrity", "throughput")

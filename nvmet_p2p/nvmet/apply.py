@@ -31,8 +31,11 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import Busy, KernelError, NvmetP2PError
+from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.nvmet import journal as jr
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.configfs import Configfs, ConfigfsError, capabilities, read_state
@@ -49,13 +52,6 @@ from nvmet_p2p.nvmet.plan import (
     digest,
     same,
 )
-from nvmet_p2p.record import dataclass, field
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from nvmet_p2p.kmsg import KernelLog
 
 DEFAULT_STATE_DIR = "/var/lib/nvmet-p2p"
 MANAGED_FILE = "managed.json"

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from dataclasses import dataclass, field
 
 from nvmet_p2p.kernel import parse_kernel_version
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.defs import rel_path_problem
-from nvmet_p2p.record import dataclass, field
 
 NVMET_DIR = "sys/kernel/config/nvmet"
 

@@ -30,8 +30,7 @@ import fcntl
 import json
 import os
 import time
-
-from nvmet_p2p.record import dataclass, field
+from dataclasses import dataclass, field
 
 FILE = "degraded.json"
 KINDS = ("offload-lost", "re-placed", "backing-lost", "held-back", "port-lost")

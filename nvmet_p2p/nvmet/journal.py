@@ -42,11 +42,11 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.configfs import NULL_PATH, Configfs, is_secret
-from nvmet_p2p.record import dataclass, field
 
 JOURNAL_FILE = "journal.json"
 FORMAT = 1

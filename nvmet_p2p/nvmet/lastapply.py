@@ -16,10 +16,10 @@ import contextlib
 import json
 import os
 import time
+from dataclasses import dataclass
 
 from nvmet_p2p.errors import Busy, InputError, KernelError, NvmetP2PError
 from nvmet_p2p.nvmet.statefile import write_atomic
-from nvmet_p2p.record import dataclass
 
 FILE = "last-apply.json"
 FORMAT = 1

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
+from typing import Any
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.kernel import kstrtobool
@@ -50,11 +52,6 @@ from nvmet_p2p.nvmet.defs import (
     rel_path_problem,
     subsystem_nqn_problem,
 )
-from nvmet_p2p.record import dataclass, field
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from typing import Any
 
 PLAN_FORMAT = 1
 

@@ -20,7 +20,7 @@ Pure data: nothing here touches the filesystem.
 
 from __future__ import annotations
 
-from nvmet_p2p.record import dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Any
 
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import kstrtobool
@@ -44,10 +45,6 @@ from nvmet_p2p.nvmet.defs import (
     parse_int,
     subsystem_nqn_problem,
 )
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from typing import Any
 
 DEFAULT_FILE = "/etc/nvmet/config.json"
 BACKUPS = 3

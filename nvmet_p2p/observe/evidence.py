@@ -28,13 +28,10 @@ import functools
 import os
 import re
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 
 from nvmet_p2p.pci.p2pdma_rules import MapType
-from nvmet_p2p.record import asdict, dataclass, field
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
 
 # --------------------------------------------------------------------------------------
 # Log line parsing

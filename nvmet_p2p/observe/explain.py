@@ -27,12 +27,8 @@ from __future__ import annotations
 
 import os
 import re
-
-from nvmet_p2p.record import asdict, dataclass, field
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from collections.abc import Iterable
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 
 _BDF = r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
 _HEX = r"(?:0x)?[0-9a-fA-F]{1,16}"

@@ -24,12 +24,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.nvmet.state import Host, Namespace, Port, Subsystem, TargetState
 from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.pci.model import Inventory, RdmaDevice
-from nvmet_p2p.record import dataclass, field
 
 SCHEMA = "nvmet-p2p/status"
 SCHEMA_VERSION = 1

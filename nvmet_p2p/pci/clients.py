@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import BDF_NO_DOMAIN_RE, is_bdf
 from nvmet_p2p.pci.model import Inventory
-from nvmet_p2p.record import dataclass, field
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 # Client kinds
 KIND_PCI = "pci"

@@ -32,6 +32,8 @@ was assumed and what the verdict would be otherwise.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import parse_kernel_version
@@ -63,11 +65,6 @@ from nvmet_p2p.pci.model import (
     bdf_sort_key,
 )
 from nvmet_p2p.pci.p2pdma_rules import MapType
-from nvmet_p2p.record import dataclass, field
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
 
 #: ``pci_p2pmem_find_many()`` keeps at most PAGE_SIZE / sizeof(pointer) tied providers.
 FIND_MANY_MAX_TIES = 512

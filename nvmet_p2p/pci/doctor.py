@@ -12,11 +12,12 @@ The path checks (IOMMU/ACS on candidate provider <-> RDMA NIC paths) use
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from nvmet_p2p.kernel import parse_kernel_version
 from nvmet_p2p.pci import distance as D
 from nvmet_p2p.pci.model import Inventory
 from nvmet_p2p.pci.p2pdma_rules import MapType
-from nvmet_p2p.record import dataclass, field
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 

@@ -40,6 +40,7 @@ import os
 import posixpath
 import re
 import struct
+from collections.abc import Callable
 
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import is_bdf
@@ -57,10 +58,6 @@ from nvmet_p2p.pci.model import (
     SystemInfo,
     bdf_sort_key,
 )
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 #: File at the top of a snapshot with what sysfs cannot hold (netlink addresses, metadata).
 SNAPSHOT_META = "nvmet-p2p-snapshot.json"

@@ -13,8 +13,9 @@ that would DMA to or from that memory (the RDMA NIC, the NVMe behind a namespace
 
 from __future__ import annotations
 
-from nvmet_p2p import record
-from nvmet_p2p.record import dataclass, field
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
 
 # The nvmet-p2p lab's RDMA NIC (tools/lab/rxe_p2p: soft-RoCE whose DMA device is a PCI NIC)
 
@@ -29,10 +30,6 @@ def rxe_p2p_label(nic_driver: str | None, bdf: str) -> str:
     """The words every output that depends on the lab's RDMA NIC carries."""
     return (f"the lab's emulated RDMA NIC (rxe_p2p on {nic_driver or 'a PCI NIC'} {bdf}): "
             f"its DMA is done by CPU copies")
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from typing import Any
 
 #: ACS Control bits whose presence makes the kernel treat a device as redirecting p2p
 #: traffic upstream (``pci_acs_enabled``-style check in p2pdma.c): RR | CR | EC.
@@ -52,7 +49,7 @@ PCIE_RC_INTEGRATED_ENDPOINT = 0x9
 
 
 def _asdict(obj: Any) -> Any:
-    return record.asdict(obj)
+    return dataclasses.asdict(obj)
 
 
 @dataclass

@@ -35,8 +35,7 @@ Timeline (mainline, "X.Y" = first release with the behaviour):
 from __future__ import annotations
 
 import enum
-
-from nvmet_p2p.record import dataclass
+from dataclasses import dataclass
 
 
 class MapType(enum.StrEnum):

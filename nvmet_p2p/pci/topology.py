@@ -19,10 +19,11 @@ for a namespace and for a host connection).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from nvmet_p2p.pci.distance import Client, P2pdma, acs_bits_text, device_role, resolve_client
 from nvmet_p2p.pci.model import Inventory, PciFunction, bdf_sort_key
 from nvmet_p2p.pci.p2pdma_rules import MapType
-from nvmet_p2p.record import dataclass
 
 
 def human_size(n: int | None) -> str:

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet.state import Host, Namespace, Port, Subsystem, TargetState
@@ -49,11 +51,6 @@ from nvmet_p2p.pci.model import Inventory, bdf_sort_key
 from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.policy.profile import Resolved, ResolvedNamespace
 from nvmet_p2p.policy.schema import format_size
-from nvmet_p2p.record import dataclass, field
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from typing import Any
 
 
 class PlacementError(NvmetP2PError):

@@ -31,6 +31,7 @@ import ipaddress
 import os
 import re
 import stat
+from dataclasses import dataclass, field
 
 from nvmet_p2p.kernel import is_bdf
 from nvmet_p2p.nvmet.defs import (
@@ -70,7 +71,6 @@ from nvmet_p2p.policy.schema import (  # noqa: F401 (a profile's sizes, re-expor
     parse_size,
     show,
 )
-from nvmet_p2p.record import dataclass, field
 
 POLICIES = ("off", "kernel", "placed", "pinned")
 REQUIRE = ("any", MapType.BUS_ADDR.value)

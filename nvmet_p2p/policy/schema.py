@@ -12,16 +12,13 @@ format with them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
 
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.record import dataclass
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
-
-    import yaml
 
 
 def _yaml():

@@ -31,13 +31,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from nvmet_p2p.nvmet import state as st
-from nvmet_p2p.record import dataclass, field
-
-TYPE_CHECKING = False   # (typing.TYPE_CHECKING without importing typing: start-up cost)
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 #: exit status of a restore that exported only part of the configuration
 EXIT_PARTIAL = 4

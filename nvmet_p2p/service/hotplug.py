@@ -28,7 +28,7 @@ by identity read from sysfs (the namespace's ``wwid``, the provider's BDF).
 
 from __future__ import annotations
 
-from nvmet_p2p.record import dataclass, field
+from dataclasses import dataclass, field
 
 SUBSYSTEMS = ("pci", "nvme", "block", "infiniband", "net")
 POLICIES = ("report", "reconcile")

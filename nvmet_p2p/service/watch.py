@@ -30,10 +30,10 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass, field
 
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
-from nvmet_p2p.record import dataclass, field
 from nvmet_p2p.service import hotplug as hp
 
 DEFAULT_DEBOUNCE = 0.5

@@ -18,11 +18,11 @@ Objects are addressed by a *locator* tuple, in the kernel's vocabulary:
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from typing import Callable
 
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import state as st
-from nvmet_p2p.record import dataclass, field
 
 Locator = tuple
 

@@ -17,15 +17,15 @@ Nothing here reads configfs; the only reads per completion are each provider's
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
+from dataclasses import dataclass, field
 
-from nvmet_p2p import record
 from nvmet_p2p.nvmet.state import Port, TargetState
 from nvmet_p2p.pci import distance
 from nvmet_p2p.pci.model import Inventory, NvmeController, NvmeNamespace, bdf_sort_key
 from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.policy import placement, profile
-from nvmet_p2p.record import dataclass, field
 
 BUDGET = dict(profile.DEFAULT_BUDGET)
 
@@ -283,7 +283,7 @@ class P2pContext:
         for bdf, a in avail.items():
             fn = copy.copy(inv.pci[bdf])
             base = fn.p2pmem.available if a is None else a
-            fn.p2pmem = record.replace(fn.p2pmem, available=base - taken.get(bdf, 0))
+            fn.p2pmem = dataclasses.replace(fn.p2pmem, available=base - taken.get(bdf, 0))
             inv.pci[bdf] = fn
         return inv
 

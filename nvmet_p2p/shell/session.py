@@ -23,8 +23,9 @@ the kernel refuses is rolled back and dropped.
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass, field
 
-from nvmet_p2p import record
 from nvmet_p2p.errors import Busy, NvmetP2PError
 from nvmet_p2p.nvmet import defs, lastapply
 from nvmet_p2p.nvmet import state as st
@@ -40,7 +41,6 @@ from nvmet_p2p.nvmet.apply import (
 )
 from nvmet_p2p.nvmet.configfs import Configfs, capabilities, read_state
 from nvmet_p2p.nvmet.plan import Managed, Plan, build_plan
-from nvmet_p2p.record import dataclass, field
 from nvmet_p2p.shell.edits import Edit, EditError, Locator
 
 
@@ -141,7 +141,7 @@ def _compare(base: st.TargetState, view: st.TargetState) -> Pending:
 
 def _minus(a: Managed, b: Managed) -> Managed:
     out = Managed()
-    for f in record.fields(Managed):
+    for f in dataclasses.fields(Managed):
         va, vb = getattr(a, f.name), getattr(b, f.name)
         setattr(out, f.name, (va and not vb) if isinstance(va, bool) else va - vb)
     return out
