@@ -147,6 +147,26 @@ def test_inline_profile_is_placed_like_a_file(tmp_path):
         a.desired_from(profile_content=yaml.safe_dump(prof), profile_dir=str(root), root=str(root))
 
 
+def test_inline_profile_parsed_by_a_yaml_11_loader_keeps_p2p_off(tmp_path):
+    """An Ansible task's ``profile_content`` reaches the module already parsed by a YAML 1.1
+    loader: a bare ``p2p: off`` arrives as ``False`` (and a mapping given as text is written
+    back as ``false``); both mean off."""
+    import yaml
+    root = tmp_path / "m"
+    sf.q35_lab(root, rxe=True, rxe_name="rxe0", nvmet_loaded=True)
+    text = (f"version: 1\nhosts: [{{nqn: '{H1}'}}]\n"
+            "ports: [{id: 1, transport: rdma, rdma_device: rxe0}]\n"
+            f"subsystems:\n  - nqn: {S1}\n    hosts: ['{H1}']\n    ports: [1]\n"
+            "    p2p: {policy: placed, when_none: off}\n"
+            "    namespaces:\n      - select: {serial: cmbB}\n        p2p: off\n")
+    parsed = yaml.safe_load(text)
+    assert parsed["subsystems"][0]["namespaces"][0]["p2p"] is False
+    for given in (parsed, yaml.safe_dump(parsed), text):
+        d = a.desired_from(profile_content=given, root=str(root))
+        assert d.state.subsystems[S1].namespaces[1].attrs["p2pmem"] == "0"
+        assert d.placement.decisions[0].status == "off"
+
+
 def test_an_apply_that_changes_nothing_returns_no_plan_or_placement_document(tmp_path):
     """The plan and the placement as data come with a change; the run after it returns the
     counts, the text and the warnings only (small for a fleet and for ansible-core's result

@@ -193,6 +193,30 @@ def test_yaml_11_traps_are_avoided(tmp_path):
                 m.build())
     assert r.namespaces[0].controller.serial == "0012"
     assert r.namespaces[0].policy == "off"
+    # ...and say that other YAML 1.1 loaders read 0012 as the number 10
+    assert any("'0012' is read as text here" in str(w) and "quote it" in str(w)
+               for w in r.warnings)
+
+
+@pytest.mark.parametrize("where,text", [
+    ("namespace", "{serial: cmbA}\n        p2p: false"),
+    ("namespace", "{serial: cmbA}\n        p2p: no"),
+    ("namespace", "{serial: cmbA}\n        p2p: {policy: false}"),
+    ("namespace", "{serial: cmbA}\n        p2p: {policy: placed, when_none: false, when_full: no}"),
+])
+def test_yaml_11_false_means_off_where_off_is_a_keyword(tmp_path, where, text):
+    """What a YAML 1.1 loader (an Ansible task's inline profile) makes of ``off``: false."""
+    r = resolve(tmp_path, BASE.replace("{serial: cmbA}", text))
+    ns = r.namespaces[0]
+    if "when_none" in text:
+        assert (ns.policy, ns.when_none, ns.when_full) == ("placed", "off", "off")
+    else:
+        assert ns.policy == "off"
+
+
+def test_yaml_11_true_is_no_policy(tmp_path):
+    errs = errors(tmp_path, BASE.replace("{serial: cmbA}", "{serial: cmbA}\n        p2p: true"))
+    assert any("expected one of off, kernel, placed, got 'true'" in e for e in errs), errs
 
 
 # -- selectors against the machine ------------------------------------------------------------
@@ -515,7 +539,7 @@ def test_shipped_json_schema_is_in_sync_with_the_model():
     shipped = json.loads((REPO / "profiles" / "profile.schema.json").read_text())
     assert shipped == profile.json_schema(), (
         "profiles/profile.schema.json is stale: regenerate it with "
-        "`nvmet-p2p profile-schema > profiles/profile.schema.json`")
+        "`nvmet-p2p profile schema > profiles/profile.schema.json`")
 
 
 def test_json_schema_describes_every_key_and_forbids_others():
@@ -526,8 +550,10 @@ def test_json_schema_describes_every_key_and_forbids_others():
     assert set(ns["properties"]) == set(profile.NAMESPACE.fields)
     assert set(ns["properties"]["select"]["properties"]) == set(profile.SELECT.fields)
     p2p = ns["properties"]["p2p"]["oneOf"]
-    assert p2p[0] == {"enum": ["off", "kernel", "placed"]}
-    assert p2p[1]["properties"]["policy"]["enum"] == list(profile.POLICIES)
+    # false: what a YAML 1.1 loader makes of a bare off
+    assert p2p[0]["enum"] == ["off", "kernel", "placed", False]
+    assert p2p[1]["properties"]["policy"]["enum"] == list(profile.POLICIES) + [False]
+    assert p2p[1]["properties"]["require"]["enum"] == ["any", "bus_addr"]
     port = s["properties"]["ports"]["items"]
     assert port["properties"]["max_queue_size"]["minimum"] == 16
     assert {"required": ["rdma_device"]} in port["anyOf"]

@@ -89,3 +89,40 @@ def test_the_readme_example_profile_is_valid():
     data = profile.parse(block, "README.md", rep)
     assert not rep.errors, [str(e) for e in rep.errors]
     assert data["subsystems"][0]["namespaces"][1]["p2p"]["pinned"] == "0000:3e:00.0"
+
+
+def test_shipped_profiles_validate_against_the_shipped_schema_with_a_yaml_11_loader():
+    """An editor, a CI linter or Ansible reads a profile with a YAML 1.1 loader (PyYAML's
+    safe_load: a bare ``off`` is ``False``) and checks it against profiles/profile.schema.json
+    with a standard JSON Schema validator: every shipped profile passes, and so does the
+    same profile written the way a YAML 1.1 dumper writes it back."""
+    import json
+
+    import yaml
+    jsonschema = _jsonschema()
+    schema = json.loads((PROFILES / "profile.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted(PROFILES.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        errs = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
+        assert errs == [], f"{path.name}: {errs}"
+        again = yaml.safe_load(yaml.safe_dump(doc))
+        assert list(validator.iter_errors(again)) == []
+        # and nvmet-p2p reads the dumped text as it reads the file
+        assert profile.load_text(yaml.safe_dump(doc), path.name, str(PROFILES)).data == \
+            profile.load(str(path)).data
+    # the schema still refuses what the profile format refuses
+    bad = yaml.safe_load("version: 1\nsubsystems: [{nqn: x, namespaces: [], p2p: true}]")
+    assert any("p2p" in list(e.absolute_path) for e in validator.iter_errors(bad))
+
+
+def _jsonschema():
+    """jsonschema comes with the test extra (pip install -e '.[test]'); CI installs it."""
+    import os
+    try:
+        import jsonschema
+    except ImportError:
+        assert not os.environ.get("CI"), "CI installs the test extra (tools/lab/setup): jsonschema"
+        pytest.skip("jsonschema is not installed: run tools/lab/setup (the test extra has it)")
+    return jsonschema

@@ -11,7 +11,7 @@ The format is described once, by :data:`PROFILE` below (with the declarative sch
 :mod:`nvmet_p2p.policy.schema`); the same description validates a file (every error with file, line
 and offending value, all of them at once, nothing written), documents it, and generates the
 JSON Schema editors use
-(``nvmet-p2p profile-schema``, shipped as ``profiles/profile.schema.json``).
+(``nvmet-p2p profile schema``, shipped as ``profiles/profile.schema.json``).
 
 Three steps, two of them pure:
 

@@ -143,6 +143,9 @@ class Spec:
         rep.error(Mark.of(rep.file, node, path), f"expected {expected}, got {got}")
 
 
+_TAG_WORDS = {"int": "number", "float": "number", "bool": "boolean", "timestamp": "date"}
+
+
 class Str(Spec):
     def __init__(self, doc: str = "", *, pattern: str | None = None, max_len: int | None = None,
                  what: str = "a string", check: Callable[[str], str | None] | None = None):
@@ -153,6 +156,12 @@ class Str(Spec):
             return self._wrong(node, path, rep, self.what)
         text = node.value            # the text as written: serials like 0012 stay "0012"
         where = Mark.of(rep.file, node, path)
+        kind = node.tag.rsplit(":", 1)[-1]
+        if kind != "str":
+            # other tools read the same file with a YAML 1.1 loader: they get a number, a
+            # boolean or a date here, and the JSON Schema (a string) flags it
+            rep.warn(where, f"{show(text)} is read as text here, but YAML 1.1 loaders (PyYAML, "
+                            f"Ansible) read it as a {_TAG_WORDS.get(kind, kind)}: quote it")
         if self.max_len is not None and len(text) > self.max_len:
             return rep.error(where, f"{show(text)} is longer than {self.max_len} characters")
         if self.pattern and not re.fullmatch(self.pattern, text):
@@ -218,21 +227,44 @@ class Bool(Spec):
         return _doc({"type": "boolean"}, self.doc)
 
 
+#: The words a YAML 1.1 loader (PyYAML's safe_load, Ansible) reads as false: ``off`` written
+#: bare in a file arrives as ``False`` once such a loader has parsed it, and is written back as
+#: ``false`` (an Ansible task's inline ``profile_content``, say).
+YAML11_FALSE = ("false", "no", "off")
+
+
 class Enum(Spec):
+    """One of ``values``. When ``"off"`` is one of them, a YAML 1.1 false (``false``, ``no``,
+    ``off`` unquoted) means ``off``: that is what the same text means to any YAML 1.1 loader."""
+
     def __init__(self, values: tuple[str, ...], doc: str = ""):
         self.values, self.doc = values, doc
+        self.false_means = "off" if "off" in values else None
 
     def check(self, node, path, rep):
         # The text as written: YAML 1.1 would turn a bare ``off`` into false.
         if not isinstance(node, _yaml().ScalarNode) or node.tag.endswith(":null"):
             return self._wrong(node, path, rep, "one of " + ", ".join(self.values))
+        if self.false_means and node.tag.endswith(":bool") and \
+                node.value.lower() in YAML11_FALSE:
+            return self.false_means
         if node.value not in self.values:
             return rep.error(Mark.of(rep.file, node, path),
                              f"expected one of {', '.join(self.values)}, got {show(node.value)}")
         return node.value
 
     def json_schema(self):
-        return _doc({"enum": list(self.values)}, self.doc)
+        values: list = list(self.values)
+        doc = self.doc
+        if self.false_means:
+            values.append(False)
+            doc = f"{doc} {self.false_note}" if doc else self.false_note
+        return _doc({"enum": values}, doc)
+
+    @property
+    def false_note(self) -> str:
+        return (f"false means {self.false_means} (what YAML 1.1 loaders make of a bare "
+                f"{self.false_means}).")
 
 
 _SIZE_RE = r"[0-9]+ ?(?:B|[kKMG]|KiB|MiB|GiB)?"
@@ -339,6 +371,8 @@ class Record(Spec):
             s = dict(f.spec.json_schema())
             if f.doc:
                 s["description"] = f.doc
+                if isinstance(f.spec, Enum) and f.spec.false_means:
+                    s["description"] += " " + f.spec.false_note
             props[f.name] = s
         s = {"type": "object", "title": self.title, "additionalProperties": False,
              "properties": props}
