@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             import traceback
             traceback.print_exc()
-        print(_redact(f"nvmet-p2p {command}: error: {exc}"), file=sys.stderr)
+        from nvmet_p2p.output import safe_lines  # (names in messages: no terminal escapes)
+        print(safe_lines(_redact(f"nvmet-p2p {command}: error: {exc}").split("\n")),
+              file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
         print(f"nvmet-p2p {command}: interrupted", file=sys.stderr)

@@ -25,7 +25,12 @@ class InputError(NvmetP2PError):
     def __init__(self, message: str, where: str | None = None):
         self.message = message
         self.where = where
-        super().__init__(f"{where}: {message}" if where else message)
+        if where:
+            # a file name is a name like any other: shown terminal-safe, as every name is
+            # (imported here: `--version` and `--help` load this module and nothing else)
+            from nvmet_p2p.output import safe
+            message = f"{safe(where)}: {message}"
+        super().__init__(message)
 
 
 class KernelError(NvmetP2PError):

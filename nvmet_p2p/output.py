@@ -11,6 +11,39 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def safe(text: str) -> str:
+    """``text`` made safe for a terminal: every character that is not printable -- control
+    characters (ESC, which starts a terminal escape sequence; newline, carriage return, tab),
+    DEL and the C1 controls, Unicode format and separator characters (bidirectional
+    overrides) -- is shown as a Python-style escape (``\\x1b``, ``\\n``, ``\\u202e``).
+
+    Names that come from the kernel or from files (configfs directories anyone with root can
+    ``mkdir``, host NQNs a remote host sends, netdev names, profile and state-file text) pass
+    through here in every human renderer, one line at a time: a name cannot recolour the
+    terminal, move the cursor or forge a line of output. ``--json`` output is not touched
+    (JSON escapes control characters itself, and a program wants the exact name)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    e = _ESCAPES.get(c)
+    if e is not None:
+        return e
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def safe_lines(lines: Iterable[str]) -> str:
+    """Lines of a human rendering, each made :func:`safe`, joined with newlines (a newline
+    inside one of them is a name's, and is escaped)."""
+    return "\n".join(safe(line) for line in lines)
+
+
 def dump_json(data: Any, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     json.dump(data, out, indent=2, sort_keys=False, default=_default)
@@ -32,13 +65,13 @@ def emit(as_json: bool, data: Any, human: Callable[[Any], str], out: TextIO | No
     if as_json:
         dump_json(data, out)
     else:
-        text = human(data)
+        text = safe_lines(human(data).split("\n"))
         out.write(text if text.endswith("\n") or not text else text + "\n")
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A plain left-aligned text table (no colours, no box drawing)."""
-    rows = [["" if c is None else str(c) for c in r] for r in rows]
+    """A plain left-aligned text table (no colours, no box drawing); cells are :func:`safe`."""
+    rows = [["" if c is None else safe(str(c)) for c in r] for r in rows]
     widths = [len(h) for h in headers]
     for r in rows:
         for i, c in enumerate(r):

@@ -52,6 +52,7 @@ from nvmet_p2p.nvmet.defs import (
     rel_path_problem,
     subsystem_nqn_problem,
 )
+from nvmet_p2p.output import safe_lines
 
 PLAN_FORMAT = 1
 
@@ -994,4 +995,4 @@ def render(plan: Plan, steps: bool = False) -> str:
         w = len(str(len(plan.ops)))
         for i, o in enumerate(plan.ops, 1):
             lines.append(f"  {i:>{w}}. {o.describe()}")
-    return "\n".join(lines)
+    return safe_lines(lines)

@@ -559,9 +559,9 @@ def _render_providers(rep: StatusReport) -> list[str]:
                      f"{_mib(s.get('min'))}..{_mib(s.get('max'))}" if s else "-",
                      ("yes" if s.get("moved") else "no") if s else "-",
                      _mib(s.get("max_in_use")) if s else "-", _near_zero(s)])
-    out = ["p2pmem providers",
-           table(["provider", "size", "available", "published", "sampled min..max", "moved", "peak in use",
-                  "near zero"], rows)]
+    out = ["p2pmem providers"]
+    out += table(["provider", "size", "available", "published", "sampled min..max", "moved", "peak in use",
+                  "near zero"], rows).split("\n")
     if rep.sampling:
         sm = rep.sampling
         out.append(f"sampled {sm['seconds']:.1f} s every {sm['interval']:g} s"
@@ -627,7 +627,7 @@ _DEGRADED_TITLE = {"offload-lost": "OFFLOAD LOST", "re-placed": "RE-PLACED", "ba
 
 
 def render(rep: StatusReport) -> str:
-    from nvmet_p2p.output import table
+    from nvmet_p2p.output import safe_lines, table
     out = [f"note: {n}" for n in rep.notes]
     if rep.providers:
         out += _render_providers(rep)
@@ -642,7 +642,7 @@ def render(rep: StatusReport) -> str:
             prov = n["provider"]
             rows.append([n["nsid"], "yes" if n["enabled"] else "no", n["device_path"], n["p2pmem"],
                          f"{_mib(prov['available'])} of {_mib(prov['size'])}" if prov else "-"])
-        out.append(table(["nsid", "enabled", "device", "p2pmem", "provider available"], rows))
+        out += table(["nsid", "enabled", "device", "p2pmem", "provider available"], rows).split("\n")
         for n in s["namespaces"]:
             for e in n.get("degraded", []):
                 out.append(f"  nsid {n['nsid']}: {_DEGRADED_TITLE.get(e['kind'], e['kind'])} since "
@@ -658,4 +658,4 @@ def render(rep: StatusReport) -> str:
             out.append(f"  {r['message']}")
     if not rep.subsystems:
         out.append("no subsystems")
-    return "\n".join(out)
+    return safe_lines(out)

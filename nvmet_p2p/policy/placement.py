@@ -46,6 +46,7 @@ from typing import Any
 
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet.state import Host, Namespace, Port, Subsystem, TargetState
+from nvmet_p2p.output import safe_lines
 from nvmet_p2p.pci import distance
 from nvmet_p2p.pci.model import Inventory, bdf_sort_key
 from nvmet_p2p.pci.p2pdma_rules import MapType
@@ -834,7 +835,7 @@ def render(p: Placement, explain: bool = False) -> str:
             lines.append(f"    {b}: {format_size(used)} / {format_size(a)}{pct}")
     for w in p.warnings:
         lines.append(f"  warning: {w}")
-    return "\n".join(lines)
+    return safe_lines(lines)
 
 
 def place_profile(path: str, inv: Inventory, kernel: str | None = None, *,

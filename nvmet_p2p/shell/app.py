@@ -29,6 +29,7 @@ from typing import Iterable, TextIO
 from configshell import ConfigShell, Console, ExecutionError, Prefs
 
 from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.output import safe, safe_lines
 from nvmet_p2p.shell import edits as ed
 from nvmet_p2p.shell.assist import P2pAssist
 from nvmet_p2p.shell.p2p import P2pContext
@@ -141,6 +142,28 @@ def _fresh_prefs() -> None:
 # configshell
 # ----------------------------------------------------------------------------------------------
 
+def _safe(text: str) -> str:
+    """A message's own lines kept, names in it made terminal-safe."""
+    return safe_lines(str(text).split("\n"))
+
+
+class SafeConsole(Console):
+    """configshell's console with names made terminal-safe (:func:`nvmet_p2p.output.safe`):
+    ``ls`` styles every node name through :meth:`render_text` (a hand-made configfs directory
+    can hold ESC or a newline), and errors quote names as they were typed or found."""
+
+    def render_text(self, text, fgcolor=None, bgcolor=None, styles=None, open_end=False,
+                    todefault=False):
+        if fgcolor or bgcolor or styles:            # one name, about to be coloured
+            text = safe(str(text))
+        return super().render_text(text, fgcolor, bgcolor, styles, open_end, todefault)
+
+    def display(self, text, no_lf=False, error=False):
+        if error:                                   # (a tree keeps the colours of its names)
+            text = _safe(text)
+        super().display(text, no_lf, error)
+
+
 class NvmetShell(ConfigShell):
     def __init__(self, app: "ShellApp", out: TextIO, err: TextIO, prefs_path: str | None):
         _fresh_prefs()
@@ -153,7 +176,7 @@ class NvmetShell(ConfigShell):
         if prefs_path:
             self.prefs.load_json(prefs_path)
             self.prefs.json_path = prefs_path
-        self.con = Console(stdout=out, stderr=err)
+        self.con = SafeConsole(stdout=out, stderr=err)
         self.log.con = self.con
         # configshell's debug() walks the whole stack with source lines (inspect.stack) on
         # every call, shown or not: tens of ms per command and per TAB. Only when asked.
@@ -161,6 +184,9 @@ class NvmetShell(ConfigShell):
         self.log.debug = lambda msg: (full_debug(self.log, msg)
                                       if self.prefs["loglevel_console"] == "debug" else None)
         self._notes: tuple[list[str], dict[str, str]] | None = None
+
+    def _get_prompt(self):
+        return safe(super()._get_prompt())
 
     # -- completion ----------------------------------------------------------------------------
     def annotate(self, header: list[str], notes: dict[str, str]) -> None:
@@ -236,11 +262,11 @@ class ShellApp(P2pAssist):
 
     # -- output --------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
-        self.out_stream.write(text + "\n")
+        self.out_stream.write(_safe(text) + "\n")
         self.out_stream.flush()
 
     def warn(self, text: str) -> None:
-        self.err_stream.write(f"warning: {text}\n")
+        self.err_stream.write(f"warning: {_safe(text)}\n")
         self.err_stream.flush()
 
     def prompt_msg(self) -> str:
@@ -434,8 +460,8 @@ class ShellApp(P2pAssist):
         for where, line in commands:
             err = self.run_line(line)
             if err:
-                self.err_stream.write(f"nvmet-p2p shell: error: {where}: `{scrub(line.strip())}`: "
-                                      f"{err}\n")
+                self.err_stream.write(f"nvmet-p2p shell: error: {safe(where)}: "
+                                      f"`{safe(scrub(line.strip()))}`: {_safe(err)}\n")
                 self.err_stream.write(self._stopped_note() + "\n")
                 return 1
             if self.exiting:
@@ -493,7 +519,7 @@ class ShellApp(P2pAssist):
                 continue
             err = self.run_line(line)
             if err:
-                self.err_stream.write(f"error: {err}\n")
+                self.err_stream.write(f"error: {_safe(err)}\n")
             self._remember(line, history)
         return 0
 

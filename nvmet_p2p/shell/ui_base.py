@@ -21,6 +21,7 @@ from configshell import ConfigNode, ExecutionError
 
 from nvmet_p2p.nvmet import defs
 from nvmet_p2p.nvmet.configfs import ATTR_GROUPS, KNOWN_ATTRS, is_secret, mask
+from nvmet_p2p.output import safe, safe_lines
 from nvmet_p2p.shell import edits as ed
 
 #: attributes whose values are a fixed set (what ``set ...=<TAB>`` offers)
@@ -108,7 +109,7 @@ class UINode(ConfigNode):
         return self.shell.app.session.view
 
     def out(self, text: str = "") -> None:
-        self.shell.con.display(text)
+        self.shell.con.display(safe_lines(text.split("\n")))
 
     def prompt_msg(self) -> str:
         return self.app.prompt_msg()
@@ -166,7 +167,7 @@ class UINode(ConfigNode):
                         f"{' ...' if len(gone) > 3 else ''})")
         if text:
             bits.append(text)
-        return " ".join(bits), health
+        return safe(" ".join(bits)), health
 
     def container_key(self):
         return None
