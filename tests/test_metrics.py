@@ -35,7 +35,8 @@ DOC = {"hosts": [{"nqn": H}],
 LABELS = {
     "p2pmem_size_bytes": {"provider"}, "p2pmem_available_bytes": {"provider"},
     "p2pmem_published": {"provider"},
-    "offload_active": {"subsystem", "nsid", "cntlid", "reason"},
+    "offload_active": {"subsystem", "nsid"},
+    "offload_reason_info": {"subsystem", "nsid", "reason"},
     "offload_verdicts": {"verdict", "reason"}, "subsystems": {"allow_any_host"},
     "namespaces": {"enabled"}, "ports": {"trtype"}, "allowed_hosts": set(),
     "host_controllers": set(),
@@ -44,6 +45,8 @@ LABELS = {
     "last_apply_duration_seconds": set(), "last_apply_configfs_writes": set(),
     "last_apply_info": {"result", "source", "error_kind"},
     "doctor_can_offload": set(), "doctor_check": {"check", "status"},
+    "applies": {"source"}, "apply_refusals": {"source", "error_kind"},
+    "watch_reactions": {"decision", "action"},
     "build_info": {"version", "kernel"}, "collector_success": {"collector"},
     "collector_duration_seconds": {"collector"},
 }
@@ -64,6 +67,9 @@ def parse(text: str) -> dict:
     """{family name: {(sorted label items): value}} through prometheus_client's parser."""
     out: dict = {}
     for fam in text_string_to_metric_families(text):
+        if fam.name.endswith("_created"):          # prometheus_client's _created beside a _total
+            continue
+        out.setdefault(fam.name, {})
         for s in fam.samples:
             out.setdefault(fam.name, {})[tuple(sorted(s.labels.items()))] = s.value
     return out
@@ -84,7 +90,9 @@ def test_exposition_parses_back_to_what_the_machine_shows(machine):
             assert {k for k, _ in key} == labels, name
     assert value(fams, "p2pmem_size_bytes", provider="0000:03:00.0") == 64 << 20
     assert value(fams, "p2pmem_available_bytes", provider="0000:04:00.0") == 66977792
-    assert value(fams, "offload_active", subsystem=S, nsid="1", cntlid="", reason="no_controller") == 0
+    assert value(fams, "offload_active", subsystem=S, nsid="1") == 0
+    assert value(fams, "offload_reason_info", subsystem=S, nsid="1", reason="no_controller") == 1
+    assert value(fams, "offload_reason_info", subsystem=S, nsid="2", reason="p2pmem_off") == 1
     assert value(fams, "offload_verdicts", verdict="inactive", reason="no_controller") == 1
     assert value(fams, "offload_verdicts", verdict="inactive", reason="p2pmem_off") == 1
     assert value(fams, "namespaces", enabled="true") == 1 == value(fams, "namespaces", enabled="false")
@@ -100,7 +108,9 @@ def test_exposition_parses_back_to_what_the_machine_shows(machine):
     assert value(fams, "doctor_check", check="rdma", status="fail") == 1
     assert value(fams, "doctor_check", check="rdma", status="ok") == 0
     assert all(value(fams, "collector_success", collector=c) == 1
-               for c in ("status", "doctor", "last_apply"))
+               for c in ("status", "doctor", "last_apply", "counters"))
+    assert value(fams, "applies", source="automation") == 1           # the fixture's apply
+    assert fams[M.PREFIX + "apply_refusals"] == {} and fams[M.PREFIX + "watch_reactions"] == {}
 
 
 def test_a_failed_apply_and_an_unreadable_part(machine, tmp_path):
@@ -248,12 +258,141 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist():
         for t in p.get("targets", []):
             names = re.findall(r"\bnvmet_p2p_[a-z0-9_]+", t["expr"])
             assert names, t["expr"]
+            names = [n.removeprefix(M.PREFIX).removesuffix("_total") for n in names]
             for n in names:
-                assert n[len(M.PREFIX):] in LABELS, n
-                used.add(n[len(M.PREFIX):])
+                assert n in LABELS, n
+                used.add(n)
             for label in re.findall(r"\{\{(\w+)\}\}", t.get("legendFormat", "")):
-                assert label == "instance" or any(label in LABELS[n[len(M.PREFIX):]]
-                                                  for n in names), (label, t["expr"])
+                assert label == "instance" or any(label in LABELS[n] for n in names), (label, t["expr"])
+            for label in re.findall(r"by \(([\w, ]+)\)", t["expr"]):
+                assert all(x == "instance" or any(x in LABELS[n] for n in names)
+                           for x in label.replace(" ", "").split(",")), (label, t["expr"])
             assert 'instance=~"$instance"' in t["expr"]
-    assert {"p2pmem_available_bytes", "offload_active", "offload_verdicts", "last_apply_success",
-            "doctor_check", "namespace_info"} <= used
+    assert {"p2pmem_available_bytes", "offload_reason_info", "offload_verdicts", "last_apply_success",
+            "doctor_check", "namespace_info", "applies", "apply_refusals", "watch_reactions"} <= used
+
+
+# ----------------------------------------------------------------------------------------------
+# Naming (docs/metrics.md#naming-rules) and bounded series (docs/metrics.md#labels)
+# ----------------------------------------------------------------------------------------------
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "metrics.md")
+
+
+def documented() -> dict:
+    """{metric: (type, {labels})} from the table of docs/metrics.md."""
+    import re
+    out = {}
+    with open(DOCS, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"^\| `(nvmet_p2p_\w+)` \| (counter|gauge|gauge \(info\)) \|([^|]*)\|", line)
+            if m:
+                out[m.group(1)] = (m.group(2).split()[0], set(re.findall(r"`(\w+)`", m.group(3))))
+    return out
+
+
+def exposed(root, sd) -> dict:
+    """{metric as written: (type, {labels})} of a scrape where every family has a sample."""
+    from nvmet_p2p.nvmet import counters
+    counters.count(sd, [("apply_refusals", {"source": "apply", "error_kind": "input"}),
+                        ("watch_reactions", {"decision": "provider-lost", "action": "reported"})])
+    out = {}
+    for fam in text_string_to_metric_families(M.exposition(M.TargetCollector(root, state_dir=sd))):
+        if fam.name.endswith("_created"):
+            continue
+        names = {s.name for s in fam.samples}
+        assert len(names) == 1, (fam.name, names)
+        out[names.pop()] = (fam.type, {k for s in fam.samples for k in s.labels})
+    return out
+
+
+def test_docs_list_every_metric_with_its_type_and_labels(machine):
+    """docs/metrics.md is the reference (and the convention a new metric follows): every
+    metric a scrape has is in its table with the same type and labels, and nothing else is."""
+    assert exposed(*machine) == documented()
+
+
+def test_names_follow_the_naming_guide(machine):
+    import re
+    got = exposed(*machine)
+    for name, (typ, labels) in got.items():
+        assert re.fullmatch(r"nvmet_p2p_[a-z][a-z0-9_]*[a-z0-9]", name), name
+        assert name.endswith("_total") == (typ == "counter"), name
+        assert not re.search(r"_(mib|kib|ms|milliseconds|percent)(_|$)", name), name
+        assert not labels & {"cntlid", "controller", "traddr", "trsvcid", "host_traddr", "pid",
+                             "time", "error", "message", "detail"}, (name, labels)
+    assert {n for n in got if n.endswith("_total")} == {
+        "nvmet_p2p_applies_total", "nvmet_p2p_apply_refusals_total", "nvmet_p2p_watch_reactions_total"}
+
+
+def _verdict_doc(*verdicts) -> dict:
+    return {"subsystems": [{"nqn": S, "namespaces": [
+        {"nsid": 1, "verdicts": [{"cntlid": c, "verdict": v, "reason": r} for c, v, r in verdicts]}]}]}
+
+
+def _series(fams) -> dict:
+    return {(f.name, tuple(sorted(s.labels.items()))): s.value for f in fams for s in f.samples}
+
+
+def test_a_reconnect_makes_no_new_series():
+    """The kernel gives a host a new controller id at every connect: same series before and
+    after (the README promises bounded labels; a cntlid label broke it)."""
+    before = _series(M.offload_families(_verdict_doc((1, "inactive", "no_p2p_client_on_any_port"))))
+    after = _series(M.offload_families(_verdict_doc((7, "inactive", "no_p2p_client_on_any_port"))))
+    assert before == after
+    assert before[("nvmet_p2p_offload_active", (("nsid", "1"), ("subsystem", S)))] == 0
+
+
+def test_a_changed_reason_keeps_the_offload_series():
+    """The reason is its own info series: offload_active keeps one series (its history goes on)
+    whatever the reason, and active has none."""
+    key = ("nvmet_p2p_offload_active", (("nsid", "1"), ("subsystem", S)))
+    docs = [_verdict_doc((3, "inactive", "no_mapping_logged")),
+            _verdict_doc((3, "offload partial", "pool_exhausted")),
+            _verdict_doc((3, "offload active", None))]
+    got = [_series(M.offload_families(d)) for d in docs]
+    assert [g[key] for g in got] == [0, 0, 1]
+    assert [{k[1] for k in g if k[0] == "nvmet_p2p_offload_reason_info"} for g in got] == [
+        {(("nsid", "1"), ("reason", "no_mapping_logged"), ("subsystem", S))},
+        {(("nsid", "1"), ("reason", "pool_exhausted"), ("subsystem", S))}, set()]
+
+
+def test_one_gauge_per_namespace_over_several_controllers():
+    two = _series(M.offload_families(_verdict_doc((1, "offload active", None),
+                                                  (2, "inactive", "provider_unreachable_from_nic"))))
+    assert two[("nvmet_p2p_offload_active", (("nsid", "1"), ("subsystem", S)))] == 0
+    assert two[("nvmet_p2p_offload_reason_info", (("nsid", "1"), ("reason", "provider_unreachable_from_nic"),
+                                                  ("subsystem", S)))] == 1
+    assert two[("nvmet_p2p_offload_verdicts", (("reason", ""), ("verdict", "active")))] == 1
+    both = _series(M.offload_families(_verdict_doc((1, "offload active", None), (2, "offload active", None))))
+    assert both[("nvmet_p2p_offload_active", (("nsid", "1"), ("subsystem", S)))] == 1
+
+
+def test_applies_are_counted_and_served_as_counters_by_every_reader(machine, tmp_path):
+    """Counted by the process that applied; read the same by a scrape and by the textfile (a
+    new process every time): the second and third apply are not lost between two readings."""
+    import subprocess
+    import sys
+    root, sd = machine
+    for _ in range(2):
+        automation.apply(automation.desired_from(state_content=DOC), root=root, state_dir=sd,
+                         cfs=FakeNvmet(root))
+    text = M.exposition(M.TargetCollector(root, state_dir=sd, doctor=False))
+    assert "# TYPE nvmet_p2p_applies_total counter" in text and "nvmet_p2p_applies_created{" in text
+    assert value(parse(text), "applies", source="automation") == 3
+    prom = tmp_path / "n.prom"
+    subprocess.run([sys.executable, "-m", "nvmet_p2p", "metrics", "--root", root, "--state-dir", sd,
+                    "--no-doctor", "--textfile", str(prom)], check=True)
+    assert value(parse(prom.read_text()), "applies", source="automation") == 3
+
+
+def test_an_unreadable_counter_file_is_one_collector_down(machine):
+    root, sd = machine
+    from nvmet_p2p.nvmet import counters
+    with open(counters.path(sd), "w") as f:
+        f.write("[")
+    col = M.TargetCollector(root, state_dir=sd, doctor=False)
+    fams = parse(M.exposition(col))
+    assert value(fams, "collector_success", collector="counters") == 0
+    assert value(fams, "collector_success", collector="status") == 1
+    assert M.PREFIX + "applies" not in fams and "unreadable counter file" in col.errors["counters"]

@@ -333,3 +333,36 @@ def test_a_watcher_killed_mid_reconcile_is_settled_when_it_starts_again(env):
     ns1 = read_state(cfs).subsystems[NQN].namespaces[1]
     assert ns1.enable and ns1.attrs["p2pmem"] == A          # rolled back to before the burst
     assert "settled an interrupted apply" in out.getvalue()
+
+
+def test_reactions_and_the_watchers_applies_are_counted(env, monkeypatch):
+    """nvmet_p2p_watch_reactions_total and _applies_total{source="watch"}: the watcher counts
+    in the state directory what it decided and did (docs/metrics.md#where-the-counters-live)."""
+    from nvmet_p2p.nvmet import counters
+
+    def counted():
+        return {(name, s.labels): s.value for name, rows in counters.load(sd).items() for s in rows}
+    m, cfs, sd, make, out = env
+    before = counted()
+    w = make()
+    unplug(m, A, "nvme0")
+    w.handle(removal(A, "nvme0n1"))
+    plug(m, A, "nvme0", "cmbA", "0000:02:00.0")
+    w.handle(arrival(A, "nvme0n1"))
+    unplug(m, A, "nvme0")
+    make(policy="report").handle(removal(A, "nvme0n1", t=400.0))
+    now = counted()
+    assert now[("watch_reactions", ("provider-lost", "reconciled"))] == 1
+    assert now[("watch_reactions", ("provider-back", "reconciled"))] == 1
+    assert now[("watch_reactions", ("provider-lost", "reported"))] == 1
+    # the removal is two reconciles (p2pmem 0 first, then the new provider), the return one
+    assert now[("applies", ("watch",))] - before.get(("applies", ("watch",)), 0) == 3
+    assert ("apply_refusals", ("watch", "kernel")) not in now
+    plug(m, A, "nvme0", "cmbA", "0000:02:00.0")
+    w = make()
+    unplug(m, A, "nvme0")
+    monkeypatch.setattr(fakenvmet, "SWITCH", {A, B})      # the fake now refuses C for nvme2n1
+    assert w.handle(removal(A, "nvme0n1", t=500.0))[0].action == "failed"
+    now = counted()
+    assert now[("watch_reactions", ("provider-lost", "failed"))] == 1
+    assert now[("apply_refusals", ("watch", "kernel"))] == 1

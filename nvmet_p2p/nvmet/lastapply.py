@@ -3,7 +3,8 @@
 ``<state dir>/last-apply.json`` says when the last ``apply`` (CLI, ``restore``, ``clear``, the
 Ansible module, the watcher, a ``shell`` commit) finished, whether it succeeded, how many
 configfs writes it made and, when it failed, the one-line error (secrets are masked in every
-message nvmet-p2p makes). The metrics exporter publishes it as ``nvmet_p2p_last_apply_*``.
+message nvmet-p2p makes). The metrics exporter publishes it as ``nvmet_p2p_last_apply_*``;
+every recorded apply is also counted (:mod:`nvmet_p2p.nvmet.counters`).
 
 It is written *after* the reconciler returned or raised, outside the apply lock and beside the
 reconciler's own files (``managed.json``, the lock, a journal): it is a report, never read back
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from nvmet_p2p.errors import Busy, InputError, KernelError, NvmetP2PError
+from nvmet_p2p.nvmet import counters
 from nvmet_p2p.nvmet.statefile import write_atomic
 
 FILE = "last-apply.json"
@@ -118,6 +120,12 @@ def recorded(directory: str, source: str, enabled: bool = True):
 
 
 def _save_quietly(directory: str, rec: LastApply) -> None:
+    """Save the record and count the apply (``nvmet_p2p_applies_total``, and
+    ``nvmet_p2p_apply_refusals_total`` when it failed): every recorded apply is counted."""
     with contextlib.suppress(OSError):
         os.makedirs(directory, mode=0o700, exist_ok=True)
         save(directory, rec)
+    events = [("applies", {"source": rec.source})]
+    if not rec.success:
+        events.append(("apply_refusals", {"source": rec.source, "error_kind": rec.error_kind or "other"}))
+    counters.count(directory, events)

@@ -1,36 +1,15 @@
 """Prometheus metrics of the target: p2pmem pools, offload verdicts, exports, the last apply,
-doctor's checks.
+counters of applies and watcher reactions, doctor's checks.
 
 One collector (:class:`TargetCollector`) reads, per scrape, what ``status``, ``doctor`` and the
 state directory know, and yields metric families through ``prometheus_client``; ``nvmet-p2p
 metrics`` writes them once (stdout, or node_exporter's textfile collector with an atomic
-rename), ``nvmet-p2p exporter`` serves them over HTTP. Names start with ``nvmet_p2p_``, values
-are in base units (bytes, seconds), and every label takes a bounded set of values: a provider
-BDF, a subsystem NQN and nsid, a controller id, a reason code from :mod:`nvmet_p2p.observe.evidence`,
-a doctor check id and status.
+rename), ``nvmet-p2p exporter`` serves them over HTTP.
 
-Metric (type) and labels:
-
-* ``nvmet_p2p_p2pmem_size_bytes``, ``nvmet_p2p_p2pmem_available_bytes``,
-  ``nvmet_p2p_p2pmem_published`` (gauges) ``{provider}``: the pool of every PCI function with
-  p2p memory (``/sys/bus/pci/devices/<bdf>/p2pmem/{size,available,published}``);
-* ``nvmet_p2p_offload_active`` (gauge, 1/0) ``{subsystem, nsid, cntlid, reason}``: the verdict
-  per namespace x host controller (``cntlid`` empty when no host has connected, ``reason``
-  empty when the offload is active; a partial offload, the pool exhausted, is 0 with its reason);
-  ``nvmet_p2p_offload_verdicts{verdict, reason}`` counts them (verdict: active, partial,
-  inactive);
-* ``nvmet_p2p_subsystems{allow_any_host}``, ``nvmet_p2p_namespaces{enabled}``,
-  ``nvmet_p2p_ports{trtype}``, ``nvmet_p2p_allowed_hosts``, ``nvmet_p2p_host_controllers``
-  (gauges): what is exported (the subsystems ``status`` shows: the managed ones, or all);
-  ``nvmet_p2p_namespace_info{subsystem, nsid, device_path, p2pmem, mode}`` = 1;
-* ``nvmet_p2p_last_apply_success`` (1/0), ``_timestamp_seconds``, ``_duration_seconds``,
-  ``_configfs_writes``, ``nvmet_p2p_last_apply_info{result, source, error_kind}`` = 1: the
-  record of :mod:`nvmet_p2p.nvmet.lastapply` (absent before the first apply);
-* ``nvmet_p2p_doctor_can_offload`` (1/0), ``nvmet_p2p_doctor_check{check, status}`` (1 for the
-  check's status, 0 for the three others);
-* ``nvmet_p2p_collector_success{collector}``, ``nvmet_p2p_collector_duration_seconds{collector}``
-  for ``status``, ``doctor`` and ``last_apply``: a part that cannot be read says so here and
-  leaves its metrics out, the others are still served.
+Every metric, its type, labels and meaning, and the naming rules they follow (the Prometheus
+naming guide: ``nvmet_p2p_`` prefix, base units, ``_total`` counters, ``_info`` series for text
+that changes, only bounded labels -- no controller id, no address) are in docs/metrics.md; the
+fast tier holds the two together (tests/test_metrics.py).
 """
 
 from __future__ import annotations
@@ -39,11 +18,11 @@ import json
 import time
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from nvmet_p2p import __version__
 from nvmet_p2p.errors import NvmetP2PError
-from nvmet_p2p.nvmet import lastapply
+from nvmet_p2p.nvmet import counters, lastapply
 from nvmet_p2p.nvmet.apply import state_dir as _state_dir
 
 PREFIX = "nvmet_p2p_"
@@ -79,25 +58,36 @@ def pool_families(status_doc: dict) -> list[GaugeMetricFamily]:
 
 
 def offload_families(status_doc: dict) -> list[GaugeMetricFamily]:
-    active = _g("offload_active", "1 when this namespace's I/O through this host controller "
-                                  "uses p2p memory ('offload active' in nvmet-p2p status), else 0 "
-                                  "with the reason code.", ("subsystem", "nsid", "cntlid", "reason"))
+    """Per namespace, not per host controller: a controller id is new at every reconnect, so
+    it would make a new series each time (docs/metrics.md#labels). The reason is its own info
+    series, so the 0/1 gauge keeps one series however often the reason changes."""
+    active = _g("offload_active", "1 when every host controller's I/O on this namespace uses p2p "
+                                  "memory ('offload active' in nvmet-p2p status), else 0: no host "
+                                  "connected, a partial offload or inactive (the reason is in "
+                                  "nvmet_p2p_offload_reason_info).", ("subsystem", "nsid"))
+    why = _g("offload_reason_info", "Why this namespace's offload is not active: one series per "
+                                    "reason code of nvmet-p2p status, present while "
+                                    "nvmet_p2p_offload_active is 0.", ("subsystem", "nsid", "reason"))
     counts: dict[tuple[str, str], int] = {}
     for sub in status_doc.get("subsystems", []):
         for ns in sub.get("namespaces", []):
-            for v in ns.get("verdicts", []):
+            reasons: list[str] = []
+            verdicts = ns.get("verdicts", [])
+            for v in verdicts:
                 verdict = VERDICTS.get(v.get("verdict"), "unknown")
-                ok = verdict == "active"
-                reason = "" if ok else str(v.get("reason") or "unknown")
-                cntlid = "" if v.get("cntlid") is None else str(v["cntlid"])
-                active.add_metric([sub["nqn"], str(ns["nsid"]), cntlid, reason], 1.0 if ok else 0.0)
-                key = (verdict, reason)
-                counts[key] = counts.get(key, 0) + 1
+                reason = "" if verdict == "active" else str(v.get("reason") or "unknown")
+                if reason and reason not in reasons:
+                    reasons.append(reason)
+                counts[(verdict, reason)] = counts.get((verdict, reason), 0) + 1
+            key = [sub["nqn"], str(ns["nsid"])]
+            active.add_metric(key, 0.0 if reasons or not verdicts else 1.0)
+            for reason in reasons:
+                why.add_metric(key + [reason], 1.0)
     verdicts = _g("offload_verdicts", "Number of namespace x host controller verdicts, by verdict "
-                                      "and reason.", ("verdict", "reason"))
+                                      "(active, partial, inactive) and reason code.", ("verdict", "reason"))
     for (verdict, reason), n in sorted(counts.items()):
         verdicts.add_metric([verdict, reason], float(n))
-    return [active, verdicts]
+    return [active, why, verdicts]
 
 
 def export_families(status_doc: dict) -> list[GaugeMetricFamily]:
@@ -150,6 +140,29 @@ def last_apply_families(rec: lastapply.LastApply | None) -> list[GaugeMetricFami
     return fams + [info]
 
 
+COUNTER_HELP = {
+    "applies": "Applies run (apply, restore, clear, Ansible, the watcher, a shell commit; "
+               "dry runs and check mode are not applies), by who ran them.",
+    "apply_refusals": "Applies that ended without their change: the kernel refused a write "
+                      "(rolled back), the input was refused (nothing written), another apply "
+                      "held the lock (busy), or another error.",
+    "watch_reactions": "The watcher's decisions on hotplug events (what was lost or came back) "
+                       "and what it did about each (reconciled, failed, reported, nothing to write).",
+}
+
+
+def counter_families(counted: dict[str, list[counters.Series]]) -> list[CounterMetricFamily]:
+    """``nvmet_p2p_<counter>_total`` from the counter file (:mod:`nvmet_p2p.nvmet.counters`);
+    every counter is present, at no series until something was counted."""
+    out = []
+    for name, labels in counters.SCHEMA.items():
+        fam = CounterMetricFamily(PREFIX + name, COUNTER_HELP[name], labels=list(labels))
+        for s in sorted(counted.get(name, []), key=lambda s: s.labels):
+            fam.add_metric(list(s.labels), s.value, created=s.created)
+        out.append(fam)
+    return out
+
+
 def doctor_families(doctor_doc: dict) -> list[GaugeMetricFamily]:
     can = _g("doctor_can_offload", "1 when nvmet-p2p doctor finds nothing that blocks the "
                                    "offload (no failed check).")
@@ -188,7 +201,8 @@ class TargetCollector:
                                      "scrape.", ("collector",))
         took = _g("collector_duration_seconds", "Time spent reading this part of the metrics.",
                   ("collector",))
-        parts = [("status", self._status), ("last_apply", self._last_apply)]
+        parts = [("status", self._status), ("last_apply", self._last_apply),
+                 ("counters", self._counters)]
         if self.doctor:
             parts.append(("doctor", self._doctor))
         self._inv = None
@@ -224,6 +238,9 @@ class TargetCollector:
 
     def _last_apply(self):
         return last_apply_families(lastapply.load(self.state_dir))
+
+    def _counters(self):
+        return counter_families(counters.load(self.state_dir))
 
     def _doctor(self):
         from nvmet_p2p.pci.doctor import diagnose

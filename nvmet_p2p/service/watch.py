@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from nvmet_p2p.nvmet import counters
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
 from nvmet_p2p.service import hotplug as hp
@@ -388,6 +389,8 @@ class Watcher:
             self._record(decisions)
             for d in decisions:
                 self._log(d, t_decide, len(events))
+            counters.count(self.o.state_dir, [("watch_reactions", {"decision": d.kind, "action": d.action})
+                                              for d in decisions])
         try:
             self.refresh()
         except Exception as exc:          # keep watching; the next burst reads again
