@@ -29,9 +29,9 @@ import math
 import os
 import stat
 import time
+from dataclasses import dataclass
 
 from nvmet_p2p.errors import NvmetP2PError
-from nvmet_p2p.record import dataclass
 
 FILE = "counters.json"
 FORMAT = 1
