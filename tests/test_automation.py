@@ -205,8 +205,9 @@ def test_offload_summary_lists_what_is_not_active():
                              {"subsystem": S1, "nsid": 2, "cntlid": 2, "verdict": "offload partial",
                               "reason": "pool_exhausted", "detail": "full"}]
     from nvmet_p2p.observe.metrics import offload_families
-    active, counts = offload_families(doc)
+    active, reasons, counts = offload_families(doc)
     assert {tuple(s.labels.values()): s.value for s in counts.samples} == {
         ("active", ""): 1, ("inactive", "soft_rdma"): 1, ("partial", "pool_exhausted"): 1}
-    assert [s.value for s in active.samples] == [1.0, 0.0, 0.0]
+    assert [s.value for s in active.samples] == [1.0, 0.0]           # per namespace
+    assert [s.labels["reason"] for s in reasons.samples] == ["soft_rdma", "pool_exhausted"]
     assert not a.offload_summary({"subsystems": []})["all_active"]     # nothing is not "all"
