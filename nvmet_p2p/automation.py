@@ -31,7 +31,7 @@ import yaml
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.nvmet import lastapply, statefile
 from nvmet_p2p.nvmet import state as st
-from nvmet_p2p.nvmet.apply import ManagedStore, open_configfs, reconcile
+from nvmet_p2p.nvmet.apply import open_configfs, reconcile
 from nvmet_p2p.nvmet.configfs import Configfs, mask, read_state
 from nvmet_p2p.nvmet.plan import Managed, Op
 
@@ -101,17 +101,14 @@ def apply(desired: Desired, *, root: str = "/", state_dir: str, prune: bool = Fa
     """Plan (``check``) or apply ``desired``; a JSON-ready result with secrets masked.
     ``cfs``: the configfs to use (tests give a fake one); default the tree under ``root``."""
     cfs = cfs or open_configfs(root, load_module=not check)
-    before = managed_before = None
-    if diff:
-        before = read_state(cfs)
-        managed_before = ManagedStore(state_dir).load()
     if check:
         outcome = reconcile(root, desired.state, state_dir, prune=prune, dry_run=True,
                             kernel=kernel, cfs=cfs)
     else:
         with lastapply.recorded(state_dir, source) as rec:
+            # (with diff: the whole tree read under the lock is the diff's "before")
             rec.outcome = reconcile(root, desired.state, state_dir, prune=prune, kernel=kernel,
-                                    cfs=cfs)
+                                    cfs=cfs, whole=diff)
         outcome = rec.outcome
     plan = outcome.plan
     res = {"changed": not plan.empty, "applied": outcome.applied,
@@ -128,6 +125,9 @@ def apply(desired: Desired, *, root: str = "/", state_dir: str, prune: bool = Fa
         if desired.placement is not None:
             res["placement"] = desired.placement.to_dict()
     if diff:
+        # "before": the tree and the managed set the plan was made from (under the apply lock
+        # for an apply), not an earlier read another apply may have changed since
+        before, managed_before = outcome.live, outcome.managed_before
         after = simulate(before, plan.ops, desired.state) if check else read_state(cfs)
         keep = managed_before.union(plan.managed_after).union(Managed.of_state(desired.state))
         res["diff"] = {"before": render_view(view(before, desired.state, keep)),

@@ -540,7 +540,8 @@ def check_plan(d: dict, where: str) -> None:
               "changes": Opt([{"action": str, "kind": str, "key": str,
                                "attrs": Opt([{"name": str, "old": scalar, "new": scalar}]),
                                "notes": Opt([str])}]),
-              "warnings": Opt([str]), "live_digest": Opt(str), "prune": Opt(bool),
+              "warnings": Opt([str]), "live_digest": Opt(str), "managed_digest": Opt(str),
+              "prune": Opt(bool),
               "managed_after": Opt(dict)}, where)
     check_managed(d.get("managed_after") or {}, where)
     for i, op in enumerate(d["ops"]):

@@ -178,3 +178,37 @@ def test_restore_without_wait_stays_all_or_nothing(machine, tmp_path, monkeypatc
 def test_restore_wait_devices_bad_value_changes_nothing(tmp_path, capsys):
     rc = cli.main(["restore", str(tmp_path / "x.json"), "--wait-devices", "-1"])
     assert rc == 2 and "--wait-devices must be" in capsys.readouterr().err
+
+
+def test_a_partial_restore_keeps_only_links_live_under_the_lock(machine, tmp_path, monkeypatch, capsys):
+    """Address 10.77.0.1 is missing, so port 1's link is kept only if it is live -- live when
+    the restore holds the apply lock: an ``apply --prune`` that unlinked it while the restore
+    waited for the lock is not undone (issue 19.3)."""
+    from nvmet_p2p.nvmet import apply
+    from nvmet_p2p.nvmet.apply import ManagedStore, reconcile
+    _m, root = machine
+    cfs = FakeNvmet(str(tmp_path / "cfs"))
+    sd = str(tmp_path / "state")
+    monkeypatch.setitem(fakenvmet.DEVICES, BYID, B)
+    monkeypatch.setattr(fakenvmet, "LISTEN", fakenvmet.LISTEN | {"0.0.0.0"})
+    reconcile(str(root), statefile.parse(doc()), sd, cfs=cfs)
+    assert read_state(cfs).ports[1].subsystems == [NQN]
+    unlinked = doc()
+    unlinked["ports"][0]["subsystems"] = []
+    real, state = apply.apply_lock, {"armed": True}
+
+    def hooked(*a, **k):        # the revoking apply held the lock first; the restore waited
+        if state.pop("armed", False):
+            reconcile(str(root), statefile.parse(unlinked), sd, cfs=cfs, prune=True)
+        return real(*a, **k)
+    monkeypatch.setattr(apply, "apply_lock", hooked)
+    monkeypatch.setattr("nvmet_p2p.nvmet.apply.open_configfs", lambda r, load_module=True: cfs)
+    monkeypatch.setattr("nvmet_p2p.nvmet.configfs.Configfs", lambda r: cfs)
+    monkeypatch.setattr(devwait.Probe, "_read_addresses", lambda self: set())    # address gone
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(doc()))
+    rc = cli.main(["restore", str(f), "--root", str(root), "--state-dir", sd, "--wait-devices", "0"])
+    assert "armed" not in state and rc == devwait.EXIT_PARTIAL, capsys.readouterr().err
+    assert read_state(cfs).ports[1].subsystems == []
+    assert (1, NQN) not in ManagedStore(sd).load().port_links
+    assert ("port 1", "port-lost") in DegradedStore(sd).load()

@@ -60,13 +60,14 @@ def run(args) -> int:
         raise InputError("--wait-devices must be between 0 and 86400 seconds")
     from nvmet_p2p.nvmet import lastapply
     progress = Progress(quiet=args.json)
-    waited = degraded = None
+    waited = None
+    held: list[devwait.Degraded] = []
     try:
         with lastapply.recorded(directory(args), "restore", enabled=not args.dry_run) as rec:
             desired = statefile.load(args.file or default_save_file())
             if args.wait_devices is not None:   # waiting is not an apply: nothing written yet
-                waited, degraded = _wait_and_degrade(args, desired, progress)
-                desired = degraded.state
+                waited = _wait(args, desired, progress)
+                desired = _degraded(args, desired, waited, held)
             rec.outcome = outcome = reconcile(args.root, desired, directory(args),
                                               prune=args.prune, dry_run=args.dry_run,
                                               progress=progress, kernel=args.kernel,
@@ -76,6 +77,7 @@ def run(args) -> int:
     if waited is None:
         print_plan(args, outcome)
         return 0
+    degraded = held[-1]
     if not args.dry_run:
         _record(directory(args), degraded)
     partial = bool(waited.missing)
@@ -88,19 +90,25 @@ def run(args) -> int:
     return devwait.EXIT_PARTIAL if partial else 0
 
 
-def _wait_and_degrade(args, desired, progress):
+def _wait(args, desired, progress) -> devwait.WaitResult:
     items = devwait.needs(desired)
     probe = devwait.Probe(args.root)
     if items:
         progress(f"waiting up to {args.wait_devices:g} s for {len(items)} device(s), provider(s) "
                  f"and address(es)")
-    waited = devwait.wait(items, args.wait_devices, probe, progress)
-    live = None
-    if waited.missing:
-        from nvmet_p2p.nvmet.configfs import Configfs, read_state
-        cfs = Configfs(args.root)
-        live = read_state(cfs) if cfs.present() else None
-    return waited, devwait.degrade(desired, waited.missing, live, args.without_provider)
+    return devwait.wait(items, args.wait_devices, probe, progress)
+
+
+def _degraded(args, desired, waited: devwait.WaitResult, held: list):
+    """The desire for a partial restore: ``desired`` minus what is missing, computed from the
+    live tree the reconcile reads under the apply lock (a port link kept because it is live is
+    one that is live then); the :class:`devwait.Degraded` it made is appended to ``held``."""
+    def want(live, _managed):
+        d = devwait.degrade(desired, waited.missing, live if waited.missing else None,
+                            args.without_provider)
+        held.append(d)
+        return d.state
+    return want
 
 
 def _record(directory: str, degraded: devwait.Degraded) -> None:

@@ -6,9 +6,9 @@ while the namespace is disabled, and a controller's p2p mapping is fixed when it
 the bench disconnects before toggling and reconnects after.
 
 Every change goes through the reconciler (:func:`nvmet_p2p.nvmet.apply.reconcile`): the desired
-state is the subsystem as it is live with only ``p2pmem`` changed, so the plan cycles exactly
-those namespaces (``enable`` 0, ``p2pmem``, ``enable`` 1), rolls back if the kernel refuses,
-and holds the apply lock. The subsystem joins nvmet-p2p's managed set, as with any apply.
+state is the subsystem as it is live (read under the apply lock) with only ``p2pmem`` changed,
+so the plan cycles exactly those namespaces (``enable`` 0, ``p2pmem``, ``enable`` 1), rolls
+back if the kernel refuses, and holds the apply lock. The subsystem joins nvmet-p2p's managed set, as with any apply.
 """
 
 from __future__ import annotations
@@ -51,23 +51,25 @@ class LocalToggle:
         if not self.targets:
             raise InputError("A/B: no namespace to toggle", where="--nsid")
 
-    def desired(self, values: dict[tuple[str, int], str]) -> st.TargetState:
-        """The subsystems as they are now (a named subsystem's allowed hosts and namespaces are
-        authoritative in a desired state), with only ``p2pmem`` changed."""
-        import copy
-
-        from nvmet_p2p.nvmet.configfs import Configfs, read_state
-        live = read_state(self.cfs or Configfs(self.root))
-        d = st.TargetState()
-        for (nqn, nsid), v in values.items():
-            if nqn not in d.subsystems:
-                sub = copy.deepcopy(live.subsystems[nqn])
-                d.subsystems[nqn] = sub
-                for h in sub.allowed_hosts:
-                    if h in live.hosts:
-                        d.hosts[h] = copy.deepcopy(live.hosts[h])
-            d.subsystems[nqn].namespaces[nsid].attrs["p2pmem"] = v
-        return d
+    def desired(self, values: dict[tuple[str, int], str]):
+        """What the reconciler is asked for (a desire: computed under the apply lock from the
+        tree read there): the subsystems as they are then (a named subsystem's allowed hosts and
+        namespaces are authoritative in a desired state), with only ``p2pmem`` changed."""
+        def want(live: st.TargetState, _managed) -> st.TargetState:
+            import copy
+            d = st.TargetState()
+            for (nqn, nsid), v in values.items():
+                sub = live.subsystems.get(nqn)
+                if sub is None or nsid not in sub.namespaces:
+                    continue          # gone since the run started: not re-created
+                if nqn not in d.subsystems:
+                    d.subsystems[nqn] = copy.deepcopy(sub)
+                    for h in sub.allowed_hosts:
+                        if h in live.hosts:
+                            d.hosts[h] = copy.deepcopy(live.hosts[h])
+                d.subsystems[nqn].namespaces[nsid].attrs["p2pmem"] = v
+            return d
+        return want
 
     def _apply(self, values: dict[tuple[str, int], str], label: str) -> None:
         from nvmet_p2p.nvmet.apply import reconcile

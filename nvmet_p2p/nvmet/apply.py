@@ -20,6 +20,14 @@ next command settles it (:func:`settle`) before it does anything else.
 
 :func:`reconcile` is the whole "plan + apply" cycle used by ``apply``, ``restore`` and
 ``clear`` (and by the placement code with a ``TargetState`` of its own).
+
+Every change is planned from the live tree and the managed set as read *after* the lock was
+taken: :func:`locked` takes the lock, settles, reads both and hands out a :class:`Locked`, the
+only thing that executes a plan (one it made, or a saved plan whose fingerprints of the tree and
+of the managed set still match). A writer whose wish depends on the target (the watcher, the
+shell, an A/B toggle, a partial restore) passes :func:`reconcile` a function of the live tree and
+the managed set, called in the locked section: an apply that ran while it waited for the lock
+(a host revoked by ``apply --prune``) is planned from, never undone.
 """
 
 from __future__ import annotations
@@ -50,8 +58,14 @@ from nvmet_p2p.nvmet.plan import (
     build_plan,
     clear_plan,
     digest,
+    managed_digest,
     same,
 )
+
+#: a desired state computed from the live tree and the managed set (``desire(live, managed)``):
+#: what a writer passes when what it wants depends on what is there; :func:`reconcile` calls it
+#: under the lock, with what it read there
+Desire = Callable[[st.TargetState, Managed], st.TargetState]
 
 DEFAULT_STATE_DIR = "/var/lib/nvmet-p2p"
 MANAGED_FILE = "managed.json"
@@ -475,6 +489,10 @@ class Outcome:
     timings: dict = field(default_factory=dict)
     #: an interrupted earlier apply this call settled first (see :func:`settle`), else None
     recovery: jr.Recovery | None = None
+    #: the live tree and the managed set the plan was made from (for an apply: as read under
+    #: the lock; ``live`` is partial unless the whole tree was asked for), not in :meth:`to_dict`
+    live: st.TargetState | None = None
+    managed_before: Managed | None = None
 
     def to_dict(self, secrets: bool = False) -> dict:
         d = {"applied": self.applied, "plan": self.plan.to_dict(secrets)}
@@ -486,80 +504,153 @@ class Outcome:
         return d
 
 
-def reconcile(root: str, desired: st.TargetState, directory: str, *, prune: bool = False,
+class Locked:
+    """The target as it is while this process holds the apply lock: the live tree and the
+    managed set read *after* the lock was taken (and after an interrupted apply was settled).
+
+    It is the only source a change is planned from: only :func:`locked` makes one, and
+    :meth:`execute` runs only a plan made by :meth:`plan` (or a saved plan :meth:`accept` found
+    made for this very tree and managed set) while the lock is still held. A writer that wants
+    something depending on the target (the watcher's re-placement, the shell's staged edits, an
+    A/B toggle) computes it from :attr:`live` and :attr:`managed` here, never from an earlier
+    read: whatever another apply changed while it waited for the lock -- a host link revoked by
+    ``apply --prune`` -- is what it plans from.
+    """
+
+    def __init__(self, cfs: Configfs, directory: str, root: str, *, kernel: str | None,
+                 progress, recovery: jr.Recovery | None, live: st.TargetState, managed: Managed,
+                 whole: bool):
+        self.cfs, self.directory, self.root = cfs, directory, root
+        self.kernel, self.progress, self.recovery = kernel, progress, recovery
+        self.live, self.managed, self.whole = live, managed, whole
+        self.held = True
+        self._plans: list[Plan] = []
+
+    def plan(self, desired: st.TargetState, *, prune: bool = False,
+             managed: Managed | None = None) -> Plan:
+        """:func:`build_plan` from :attr:`live` to ``desired``; ``managed``: the set the planner
+        may remove from (default :attr:`managed`; the shell passes every live object)."""
+        caps = capabilities(self.cfs, self.kernel, live=self.live)
+        plan = build_plan(self.live, desired, self.managed if managed is None else managed,
+                          prune=prune, caps=caps, fingerprint=False)
+        self._plans.append(plan)
+        return plan
+
+    def accept(self, plan: Plan) -> None:
+        """A plan made earlier (``plan --out``): executable only if the tree and the managed set
+        are still the ones it was made for."""
+        if not plan.live_digest:
+            raise NvmetP2PError("this plan carries no fingerprint of the configfs tree it was made "
+                                "for (it was printed by `apply`); save one with `nvmet-p2p plan "
+                                "--out FILE` (nothing was changed)")
+        if not self.whole:
+            raise NvmetP2PError("internal: a saved plan is checked against the whole tree")
+        if digest(self.live) != plan.live_digest:
+            raise NvmetP2PError("configfs changed since this plan was made; run `nvmet-p2p plan` "
+                                "again (nothing was changed)")
+        if plan.managed_digest != managed_digest(self.managed):
+            raise NvmetP2PError("the managed set changed since this plan was made (another apply "
+                                "ran"
+                                + ("" if plan.managed_digest else
+                                   ", or the plan was saved by an older nvmet-p2p")
+                                + "); run `nvmet-p2p plan --out` again (nothing was changed)")
+        self._plans.append(plan)
+
+    def execute(self, plan: Plan) -> Outcome:
+        """Run ``plan`` (see :func:`_execute`); refused for a plan not made or accepted here."""
+        if not self.held or not any(p is plan for p in self._plans):
+            raise NvmetP2PError("internal: a plan runs only under the lock it was made under")
+        out = _execute(self.cfs, plan, ManagedStore(self.directory), self.root, self.progress,
+                       managed_before=self.managed)
+        out.recovery, out.live, out.managed_before = self.recovery, self.live, self.managed
+        return out
+
+
+@contextlib.contextmanager
+def locked(root: str, directory: str, *, cfs: Configfs | None = None,
+           only: st.TargetState | None = None, kernel: str | None = None,
+           lock_timeout: float | None = None, progress=None, load_module: bool = True):
+    """Take the apply lock, settle an interrupted apply, then read the live tree (``only``: the
+    attributes a plan to that desired state needs, see :func:`read_state`; default the whole
+    tree) and the managed set: a :class:`Locked`, valid inside the ``with`` block only."""
+    cfs = cfs or open_configfs(root, load_module=load_module)
+    with apply_lock(directory, lock_timeout, progress):
+        recovery = settle(cfs, directory, root, kernel=kernel, progress=progress)
+        live = read_state(cfs, only=only)
+        t = Locked(cfs, directory, root, kernel=kernel, progress=progress, recovery=recovery,
+                   live=live, managed=ManagedStore(directory).load(), whole=only is None)
+        try:
+            yield t
+        finally:
+            t.held = False
+
+
+def reconcile(root: str, desired: st.TargetState | Desire, directory: str, *, prune: bool = False,
               dry_run: bool = False, progress=None, kernel: str | None = None,
-              cfs: Configfs | None = None, lock_timeout: float | None = None) -> Outcome:
+              cfs: Configfs | None = None, lock_timeout: float | None = None,
+              whole: bool = False) -> Outcome:
     """Plan ``desired`` against the live tree and (unless ``dry_run``) apply it, under the lock.
 
-    This is the function ``plan``/``apply``/``restore`` call and the placement code can call
-    with the ``TargetState`` it computed from a profile. An interrupted earlier apply is settled
-    first (:func:`settle`; ``Outcome.recovery`` says what was done), also for ``dry_run``.
+    ``desired``: a ``TargetState``, or a ``Desire`` -- a function of the live tree and the
+    managed set, called with what was read under the lock (a writer whose wish depends on the
+    target must pass one). This is the function ``plan``/``apply``/``restore`` call and the
+    placement code can call with the ``TargetState`` it computed from a profile. An interrupted
+    earlier apply is settled first (:func:`settle`; ``Outcome.recovery`` says what was done),
+    also for ``dry_run``. ``whole``: read the whole tree for an apply (``Outcome.live``), not
+    only what ``desired`` names.
     """
     t0 = time.perf_counter()
     cfs = cfs or open_configfs(root, load_module=not dry_run)
-    store = ManagedStore(directory)
-    recovery = None
     if dry_run:
+        # A plan that is only shown may be saved and applied later: it is made from the whole
+        # tree and carries its fingerprint (and the managed set's). Nothing is changed here, so
+        # no lock is held while planning.
         recovery = settle_pending(cfs, directory, root, kernel=kernel, lock_timeout=lock_timeout,
                                   progress=progress)
-    ctx = contextlib.nullcontext() if dry_run else apply_lock(directory, lock_timeout, progress)
-    with ctx:
-        if not dry_run:
-            recovery = settle(cfs, directory, root, kernel=kernel, progress=progress)
-        # A plan that is only shown may be saved and applied later: it is made from the whole
-        # tree and carries its fingerprint. Applying right away needs only what the desired
-        # state names (every named attribute is still read, so drift in it is still seen).
-        live = read_state(cfs) if dry_run else read_state(cfs, only=desired)
+        live = read_state(cfs)
+        managed = ManagedStore(directory).load()
         t1 = time.perf_counter()
-        caps = capabilities(cfs, kernel, live=live)
-        managed = store.load()
-        plan = build_plan(live, desired, managed, prune=prune, caps=caps, fingerprint=dry_run)
+        want = desired(live, managed) if callable(desired) else desired
+        plan = build_plan(live, want, managed, prune=prune,
+                          caps=capabilities(cfs, kernel, live=live), fingerprint=True)
+        out = Outcome(plan, recovery=recovery, live=live, managed_before=managed)
+        out.timings = {"read": t1 - t0, "plan": time.perf_counter() - t1}
+        return out
+    # Applying right away needs only what the desired state names (every named attribute is
+    # still read, so drift in it is still seen); a Desire reads the whole tree.
+    only = None if whole or callable(desired) else desired
+    with locked(root, directory, cfs=cfs, only=only, kernel=kernel, lock_timeout=lock_timeout,
+                progress=progress) as t:
+        t1 = time.perf_counter()
+        plan = t.plan(desired(t.live, t.managed) if callable(desired) else desired, prune=prune)
         t2 = time.perf_counter()
-        if dry_run:
-            out = Outcome(plan)
-        else:
-            out = _execute(cfs, plan, store, root, progress, managed_before=managed)
+        out = t.execute(plan)
     out.timings = {"read": t1 - t0, "plan": t2 - t1, **out.timings}
-    out.recovery = recovery
     return out
 
 
 def apply_saved_plan(root: str, plan: Plan, directory: str, progress=None,
                      cfs: Configfs | None = None, lock_timeout: float | None = None) -> Outcome:
-    """Apply a plan made earlier, if configfs has not changed since (else refuse)."""
-    cfs = cfs or open_configfs(root)
-    store = ManagedStore(directory)
-    with apply_lock(directory, lock_timeout, progress):
-        recovery = settle(cfs, directory, root, progress=progress)
-        if not plan.live_digest:
-            raise NvmetP2PError("this plan carries no fingerprint of the configfs tree it was made "
-                                "for (it was printed by `apply`); save one with `nvmet-p2p plan "
-                                "--out FILE` (nothing was changed)")
-        live = read_state(cfs)
-        if digest(live) != plan.live_digest:
-            raise NvmetP2PError("configfs changed since this plan was made; run `nvmet-p2p plan` "
-                                "again (nothing was changed)")
-        out = _execute(cfs, plan, store, root, progress)
-    out.recovery = recovery
-    return out
+    """Apply a plan made earlier, if configfs and the managed set have not changed since (else
+    refuse)."""
+    with locked(root, directory, cfs=cfs, lock_timeout=lock_timeout, progress=progress) as t:
+        t.accept(plan)
+        return t.execute(plan)
 
 
 def clear(root: str, directory: str, everything: bool = False, dry_run: bool = False,
           cfs: Configfs | None = None, lock_timeout: float | None = None) -> Outcome:
     cfs = cfs or open_configfs(root, load_module=False)
-    store = ManagedStore(directory)
-    recovery = None
     if dry_run:
         recovery = settle_pending(cfs, directory, root, lock_timeout=lock_timeout)
-    ctx = contextlib.nullcontext() if dry_run else apply_lock(directory, lock_timeout)
-    with ctx:
-        if not dry_run:
-            recovery = settle(cfs, directory, root)
         live = read_state(cfs)
-        plan = clear_plan(live, store.load(), everything=everything)
-        out = Outcome(plan) if dry_run else _execute(cfs, plan, store, root, None)
-    out.recovery = recovery
-    return out
+        managed = ManagedStore(directory).load()
+        return Outcome(clear_plan(live, managed, everything=everything), recovery=recovery,
+                       live=live, managed_before=managed)
+    with locked(root, directory, cfs=cfs, lock_timeout=lock_timeout) as t:
+        plan = t.plan(st.TargetState(), prune=True,
+                      managed=Managed.of_state(t.live) if everything else None)
+        return t.execute(plan)
 
 
 def _kernel_log(root: str) -> KernelLog:
@@ -570,16 +661,15 @@ def _kernel_log(root: str) -> KernelLog:
 
 
 def _execute(cfs: Configfs, plan: Plan, store: ManagedStore, root: str, progress,
-             managed_before: Managed | None = None) -> Outcome:
+             managed_before: Managed) -> Outcome:
     """Journal (only when something changes), steps, managed set, end of journal; SIGTERM and
-    SIGINT are held back for the whole of it and answered with a rollback."""
+    SIGINT are held back for the whole of it and answered with a rollback. Called by
+    :meth:`Locked.execute` only: ``managed_before`` is the set read under the same lock."""
     t0 = time.perf_counter()
     applier = Applier(cfs, _kernel_log(root) if plan.ops else None, progress)
     with _Signals() as sig:
         applier.stop_requested = lambda: sig.pending
         if plan.ops:
-            if managed_before is None:
-                managed_before = store.load()
             jr.begin(store.directory, cfs, plan, managed_before)
             _test_hook(0)
         t1 = time.perf_counter()

@@ -267,6 +267,9 @@ class Plan:
     warnings: list[str]
     live_digest: str
     prune: bool = False
+    #: fingerprint of the managed set the plan was made with (with ``live_digest``): a saved
+    #: plan is applied only while both are unchanged
+    managed_digest: str = ""
 
     @property
     def writes(self) -> int:
@@ -283,7 +286,8 @@ class Plan:
         return c
 
     def to_dict(self, secrets: bool = False) -> dict:
-        return {"format": PLAN_FORMAT, "live_digest": self.live_digest, "prune": self.prune,
+        return {"format": PLAN_FORMAT, "live_digest": self.live_digest,
+                "managed_digest": self.managed_digest, "prune": self.prune,
                 "writes": self.writes, "summary": self.summary(),
                 "secrets_masked": not secrets and any(o.secret for o in self.ops),
                 "changes": [c.to_dict(secrets) for c in self.changes],
@@ -312,7 +316,8 @@ class Plan:
                           list(c.get("notes", []))) for c in d.get("changes", [])]
         return cls([Op.from_dict(o) for o in d.get("ops", [])], changes,
                    Managed.from_dict(d.get("managed_after") or {}), list(d.get("warnings", [])),
-                   d.get("live_digest", ""), bool(d.get("prune", False)))
+                   d.get("live_digest", ""), bool(d.get("prune", False)),
+                   d.get("managed_digest") or "")
 
     def render(self, steps: bool = False) -> str:
         return render(self, steps)
@@ -320,9 +325,18 @@ class Plan:
 
 def digest(live: st.TargetState) -> str:
     """A fingerprint of a live tree: a saved plan is applied only to the tree it was made for."""
-    blob = json.dumps(st.state_to_dict(live), sort_keys=True).encode()
+    return _sha256(json.dumps(st.state_to_dict(live), sort_keys=True))
+
+
+def managed_digest(managed: Managed) -> str:
+    """A fingerprint of a managed set: a saved plan records the set after it (``managed_after``),
+    which is right only if the set is still the one it was made with."""
+    return _sha256(json.dumps(managed.to_dict(), sort_keys=True))
+
+
+def _sha256(text: str) -> str:
     import hashlib  # (lazy: OpenSSL initialisation is a large share of start-up)
-    return hashlib.sha256(blob).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -932,7 +946,8 @@ def build_plan(live: st.TargetState, desired: st.TargetState, managed: Managed |
     exists_after = Managed.of_state(desired).union(_minus(Managed.of_state(live), b.removed))
     managed_after = _minus(managed.union(Managed.of_state(desired)), b.removed).intersect(exists_after)
     return Plan(ops=ops, changes=b.changes, managed_after=managed_after, warnings=b.warnings,
-                live_digest=digest(live) if fingerprint else "", prune=prune)
+                live_digest=digest(live) if fingerprint else "", prune=prune,
+                managed_digest=managed_digest(managed) if fingerprint else "")
 
 
 def _minus(a: Managed, b: Managed) -> Managed:

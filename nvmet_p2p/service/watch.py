@@ -559,17 +559,26 @@ class Watcher:
 
         The first step also runs before moving a namespace off a provider that is gone: the
         second step's undo then writes ``0`` back, never the removed BDF (ENODEV: a rollback
-        that cannot finish leaves the apply journal pending and blocks every later apply)."""
+        that cannot finish leaves the apply journal pending and blocks every later apply).
+
+        What each step writes is computed under the apply lock from the tree and the managed
+        set read there (:func:`partial_desired` as the reconcile's desire): an apply that ran
+        while this one waited for the lock -- a host revoked, a subsystem pruned -- is never
+        undone."""
         from nvmet_p2p.errors import NvmetP2PError
         from nvmet_p2p.nvmet import lastapply
-        from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, ManagedStore, reconcile
-        from nvmet_p2p.nvmet.configfs import read_state
+        from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, reconcile
         cfs = self._cfs()
-        managed = ManagedStore(self.o.state_dir).load()
-        live = read_state(cfs)
         self._wait_paths(targets)
         step1, step2 = self._steps(targets)
         out = {"writes": 0, "configfs_ms": 0.0}
+        first: dict = {}        # the tree as the first step read it under the lock
+
+        def desire(step):
+            def want(live, managed):
+                first.setdefault("live", live)
+                return partial_desired(live, managed, step, self.facts)
+            return want
         try:
             for step in (step1, step2):
                 if not step:
@@ -577,9 +586,8 @@ class Watcher:
                 try:
                     with lastapply.recorded(self.o.state_dir, "watch") as rec:
                         rec.outcome = o = reconcile(
-                            self.o.root, partial_desired(live, managed, step, self.facts),
-                            self.o.state_dir, cfs=cfs, kernel=self.o.kernel,
-                            lock_timeout=self.o.lock_timeout)
+                            self.o.root, desire(step), self.o.state_dir, cfs=cfs,
+                            kernel=self.o.kernel, lock_timeout=self.o.lock_timeout)
                 except ApplyInterrupted as exc:
                     # SIGTERM/SIGINT during the writes was meant for the watcher: it stops after
                     # this burst. All steps done: the burst is finished as promised (the next
@@ -595,7 +603,8 @@ class Watcher:
                     out["configfs_ms"] += round(o.timings.get("apply", 0.0) * 1000, 2)
         except (ApplyFailed, NvmetP2PError) as exc:
             out["error"] = str(exc)
-            out["recovered"] = self._recover(live, managed, targets)
+            if "live" in first:
+                out["recovered"] = self._recover(first["live"], targets)
         out["t_done"] = time.monotonic()
         return out
 
@@ -620,36 +629,36 @@ class Watcher:
         prov = self.facts.namespaces[k].provider
         return bool(prov and x.p2pmem is not None and x.p2pmem != prov and not self._published(prov))
 
-    def _recover(self, before: st.TargetState, managed, targets: dict[str, hp.NsTarget]) -> list[str]:
+    def _recover(self, before: st.TargetState, targets: dict[str, hp.NsTarget]) -> list[str]:
         """After a refused step the rollback cannot always write a removed provider's BDF
-        back (ENODEV): a namespace that served before must serve again, from host memory if
-        its provider is gone."""
+        back (ENODEV): a namespace that served before (``before``: the tree the burst's first
+        step read under the lock) must serve again, from host memory if its provider is gone.
+        What to re-enable is decided under the lock, from the tree read there."""
         from nvmet_p2p.errors import NvmetP2PError
         from nvmet_p2p.nvmet import lastapply
         from nvmet_p2p.nvmet.apply import ApplyFailed, reconcile
-        from nvmet_p2p.nvmet.configfs import read_state
-        now = read_state(self._cfs())
-        fix = {}
-        for k in targets:
-            n = self.facts.namespaces[k]
-            was = before.subsystems.get(n.nqn, st.Subsystem(n.nqn)).namespaces.get(n.nsid)
-            cur = now.subsystems.get(n.nqn, st.Subsystem(n.nqn)).namespaces.get(n.nsid)
-            if was and cur and was.enable and not cur.enable and targets[k].enable is not False:
-                p2p = was.attrs.get("p2pmem", "0")
-                if _is_bdf(p2p) and not self._published(p2p):
-                    p2p = "0"
-                fix[k] = st.Namespace(n.nsid, True, {"p2pmem": p2p})
-        if not fix:
-            return []
+        fix: dict[str, st.Namespace] = {}
+
+        def want(now, managed):
+            fix.clear()
+            for k in targets:
+                n = self.facts.namespaces[k]
+                was = before.subsystems.get(n.nqn, st.Subsystem(n.nqn)).namespaces.get(n.nsid)
+                cur = now.subsystems.get(n.nqn, st.Subsystem(n.nqn)).namespaces.get(n.nsid)
+                if was and cur and was.enable and not cur.enable and targets[k].enable is not False:
+                    p2p = was.attrs.get("p2pmem", "0")
+                    if _is_bdf(p2p) and not self._published(p2p):
+                        p2p = "0"
+                    fix[k] = st.Namespace(n.nsid, True, {"p2pmem": p2p})
+            return partial_desired(now, managed, fix, self.facts)
         try:
             with lastapply.recorded(self.o.state_dir, "watch") as rec:
-                rec.outcome = reconcile(self.o.root, partial_desired(now, managed, fix, self.facts),
-                                        self.o.state_dir, cfs=self._cfs(), kernel=self.o.kernel,
-                                        lock_timeout=self.o.lock_timeout)
-            return [f"{k} re-enabled with p2pmem {fix[k].attrs['p2pmem']}" +
-                    (" (host memory)" if fix[k].attrs["p2pmem"] == "0" else "") for k in fix]
+                rec.outcome = reconcile(self.o.root, want, self.o.state_dir, cfs=self._cfs(),
+                                        kernel=self.o.kernel, lock_timeout=self.o.lock_timeout)
         except (ApplyFailed, NvmetP2PError) as exc:
-            return [f"re-enabling {', '.join(fix)} failed too: {exc}"]
+            return [f"re-enabling {', '.join(fix)} failed too: {exc}"] if fix else []
+        return [f"{k} re-enabled with p2pmem {fix[k].attrs['p2pmem']}" +
+                (" (host memory)" if fix[k].attrs["p2pmem"] == "0" else "") for k in fix]
 
     def _published(self, bdf: str) -> bool:
         return _read(self.o.root, f"/sys/bus/pci/devices/{bdf}/p2pmem/published") == "1"
@@ -703,12 +712,18 @@ def _is_bdf(v: str) -> bool:
 def partial_desired(live: st.TargetState, managed, changes: dict[str, st.Namespace],
                     facts: hp.Facts) -> st.TargetState:
     """A desired state naming only the changed namespaces (and, so that nothing else moves,
-    the subsystems' host links nvmet-p2p made); everything it does not name is left alone."""
+    the subsystems' host links nvmet-p2p made); everything it does not name is left alone.
+
+    ``live`` and ``managed`` are what the reconcile read under the apply lock: a namespace or
+    subsystem that is gone by then (another apply pruned it) is not named -- never re-created
+    -- and only the host links that are still there and still managed are named."""
     out = st.TargetState()
     for k, ns in changes.items():
         nqn = facts.namespaces[k].nqn
         ls = live.subsystems.get(nqn)
-        hosts = [h for h in (ls.allowed_hosts if ls else []) if (nqn, h) in managed.allowed_hosts]
+        if ls is None or ns.nsid not in ls.namespaces:
+            continue
+        hosts = [h for h in ls.allowed_hosts if (nqn, h) in managed.allowed_hosts]
         sub = out.subsystems.setdefault(nqn, st.Subsystem(nqn, {}, hosts))
         sub.namespaces[ns.nsid] = ns
     return out

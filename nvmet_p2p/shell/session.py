@@ -7,12 +7,12 @@ configfs read per keypress); a command that changes something stages an edit.
 Writing goes through the reconciler and nothing else. ``diff`` and ``commit`` read configfs
 again, replay the edits on that fresh read (someone else's changes since are kept; an edit
 that no longer applies is reported as a conflict), and let :func:`nvmet_p2p.nvmet.plan.build_plan`
-turn "live -> desired" into ordered operations. ``commit`` hands that plan to
-:func:`nvmet_p2p.nvmet.apply.apply_saved_plan`, which takes the apply lock in the state directory,
-refuses if configfs changed since the plan was read, executes it and undoes every completed
-step if the kernel refuses one (:class:`~nvmet_p2p.nvmet.apply.ApplyFailed` carries the kernel's
-own log lines). The plan is built as if every live object were managed, with ``prune``, so
-a ``delete`` in the shell removes what it names; its recorded ``managed_after`` is then set
+turn "live -> desired" into ordered operations. ``commit`` does that under the apply lock
+(:func:`nvmet_p2p.nvmet.apply.locked`: the tree and the managed set read after the lock was
+taken), executes the plan and undoes every completed step if the kernel refuses one
+(:class:`~nvmet_p2p.nvmet.apply.ApplyFailed` carries the kernel's own log lines). The plan is
+built as if every live object were managed, with ``prune``, so a ``delete`` in the shell
+removes what it names; its recorded ``managed_after`` is then set
 to what the managed set really becomes: what nvmet-p2p managed before, plus what the shell
 created, minus what is gone (a shell edit never adopts an object nvmetcli made).
 
@@ -32,9 +32,10 @@ from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.apply import (
     ApplyFailed,
     ApplyInterrupted,
+    Locked,
     ManagedStore,
     Outcome,
-    apply_saved_plan,
+    locked,
     open_configfs,
     settle_pending,
     state_dir,
@@ -323,40 +324,47 @@ class Session:
 
     # -- planning and writing ------------------------------------------------------------------
     def plan(self) -> Plan:
-        """The reconciler's plan from configfs as it is now to the view (nothing written)."""
+        """The reconciler's plan from configfs as it is now to the view (nothing written; what
+        ``diff`` shows -- ``commit`` makes it again under the apply lock)."""
         live = read_state(self.cfs)
+        return self._plan(live, ManagedStore(self.directory).load(),
+                          capabilities(self.cfs, self.kernel, live=live))
+
+    def _plan(self, live: st.TargetState, before: Managed, caps, target: Locked | None = None) -> Plan:
+        """The staged edits replayed on ``live``, planned as if every live object were managed
+        (with prune: a ``delete`` removes what it names); the managed set it records is
+        ``before`` plus what the commit creates (:func:`managed_after`)."""
         desired = self._replay(live, self.edits)
-        caps = capabilities(self.cfs, self.kernel, live=live)
-        before = ManagedStore(self.directory).load()
         everything = before.union(Managed.of_state(live))
         aside = set_aside(live, desired, everything)
-        plan = build_plan(live, desired, everything, prune=True, caps=caps, fingerprint=True)
+        if target is not None:
+            plan = target.plan(desired, prune=True, managed=everything)
+        else:
+            plan = build_plan(live, desired, everything, prune=True, caps=caps, fingerprint=True)
         plan.managed_after = managed_after(before, live, desired)
         plan.warnings = [w for w in plan.warnings if not any(a.split("'")[1] in w for a in aside)]
         return plan
 
     def commit(self) -> CommitResult:
-        """Apply the staged edits through the reconciler (all or nothing)."""
-        plan = self.plan()
+        """Apply the staged edits through the reconciler (all or nothing): replayed on the tree
+        and planned against the managed set as read under the apply lock, so that whatever
+        another apply did meanwhile is planned from, never undone or forgotten."""
         n = len(self.edits)
-        if plan.empty:
-            self.reload()
-            return CommitResult(plan, None, n)
         try:
-            with lastapply.recorded(self.directory, "shell") as rec:
-                rec.outcome = apply_saved_plan(self.root, plan, self.directory, cfs=self.cfs,
-                                               lock_timeout=self.lock_timeout)
-            outcome = rec.outcome
+            with lastapply.recorded(self.directory, "shell") as rec, \
+                    locked(self.root, self.directory, cfs=self.cfs, kernel=self.kernel,
+                           lock_timeout=self.lock_timeout) as target:
+                plan = self._plan(target.live, target.managed, None, target)
+                if plan.empty:
+                    rec.outcome = None
+                    outcome = None
+                else:
+                    rec.outcome = outcome = target.execute(plan)
         except ApplyInterrupted as exc:         # Ctrl-C or SIGTERM: undone, unless it was done
             self.reload() if exc.completed else self.refresh()
             raise
         except (ApplyFailed, Busy):
             self.refresh()           # configfs is as before; the edits stay staged
-            raise
-        except NvmetP2PError as exc:
-            if str(exc).startswith("configfs changed since this plan was made"):
-                raise Conflict("configfs changed while committing (someone else wrote it); run "
-                               "`diff` and `commit` again (nothing was changed)") from None
             raise
         self.reload()
         return CommitResult(plan, outcome, n)
