@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
-
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
