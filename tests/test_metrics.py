@@ -166,14 +166,15 @@ def test_exporter_serves_and_caches(machine):
             yield from super().collect()
     inner = Counting(root, state_dir=sd)
     col = M.CachedCollector(inner, min_interval=60)
-    from prometheus_client import start_http_server
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=M.registry_for(col))
+    from nvmet_p2p.observe.exporter import make_server
+    server = make_server(M.registry_for(col), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        url = f"http://127.0.0.1:{server.effective_port}/metrics"
         bodies = [urllib.request.urlopen(url, timeout=10).read().decode() for _ in range(2)]
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
     assert bodies[0] == bodies[1] and len(calls) == 1                 # the second one is cached
     assert value(parse(bodies[0]), "p2pmem_size_bytes", provider="0000:03:00.0") == 64 << 20
 

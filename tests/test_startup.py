@@ -12,7 +12,8 @@ pays for it nor fails when it is missing:
 * matplotlib (the ``plots`` extra): only when a bench run draws its plots;
 * ansible: never by the package (the collection in ansible_collections imports us, not back);
 * configshell-fb: only by the shell;
-* prometheus_client: only by the metrics command and the exporter.
+* prometheus_client: only by the metrics command and the exporter;
+* waitress: only by the exporter.
 
 Each check runs in a fresh interpreter.
 """
@@ -27,13 +28,13 @@ import pytest
 
 import nvmet_p2p
 
-OPTIONAL = ("matplotlib", "ansible", "configshell", "prometheus_client")
+OPTIONAL = ("matplotlib", "ansible", "configshell", "prometheus_client", "waitress")
 
 #: module -> the optional libraries its import may load (everything else refused)
 ALLOWED = {
     "nvmet_p2p.commands.shell": {"configshell"},
     "nvmet_p2p.commands.metrics": {"prometheus_client"},
-    "nvmet_p2p.commands.exporter": {"prometheus_client"},
+    "nvmet_p2p.commands.exporter": {"prometheus_client", "waitress"},
 }
 
 PKG = pathlib.Path(nvmet_p2p.__file__).parent

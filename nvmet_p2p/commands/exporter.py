@@ -1,13 +1,15 @@
-"""``nvmet-p2p exporter``: serve the Prometheus metrics over HTTP (prometheus_client)."""
+"""``nvmet-p2p exporter``: serve the Prometheus metrics over HTTP (prometheus_client's WSGI
+application, served by waitress: :mod:`nvmet_p2p.observe.exporter`)."""
 
 from __future__ import annotations
 
 import signal
 import sys
-import threading
 
 from nvmet_p2p.commands.metrics import add_collector_options, collector_from_args
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.observe.exporter import IDLE_TIMEOUT, make_server
+from nvmet_p2p.observe.metrics import CachedCollector, registry_for
 
 NAME = "exporter"
 ORDER = 63
@@ -15,7 +17,9 @@ HELP = "serve the Prometheus metrics over HTTP (--listen ADDR:PORT, /metrics)"
 DESCRIPTION = (
     "A Prometheus exporter: every scrape of http://ADDR:PORT/metrics reads the machine again "
     "(the same nvmet_p2p_* metrics as `nvmet-p2p metrics`); scrapes closer together than "
-    "--min-interval get the previous answer. Stops on SIGTERM or Ctrl-C.")
+    "--min-interval get the previous answer. / is a page linking to /metrics, any other path "
+    "is 404. Served by waitress: a fixed pool of worker threads, a bounded number of "
+    "connections, idle connections closed after --idle-timeout. Stops on SIGTERM or Ctrl-C.")
 
 DEFAULT_LISTEN = "127.0.0.1:9878"
 
@@ -26,6 +30,9 @@ def register(p) -> None:
                         "0.0.0.0:9878 or [::]:9878 for a Prometheus server elsewhere)")
     p.add_argument("--min-interval", type=float, default=1.0, metavar="SECONDS",
                    help="reuse the last reading for scrapes closer than this (default 1)")
+    p.add_argument("--idle-timeout", type=int, default=IDLE_TIMEOUT, metavar="SECONDS",
+                   help=f"close a connection idle for this long (default {IDLE_TIMEOUT}; a "
+                        "keep-alive connection between scrapes, or a request sent too slowly)")
     add_collector_options(p)
 
 
@@ -40,27 +47,23 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def run(args) -> int:
-    from prometheus_client import start_http_server
-
-    from nvmet_p2p.observe.metrics import CachedCollector, registry_for
-
     addr, port = parse_listen(args.listen)
     if args.min_interval < 0:
         raise InputError("--min-interval must be >= 0")
+    if args.idle_timeout < 1:
+        raise InputError("--idle-timeout must be at least 1 second")
     col = CachedCollector(collector_from_args(args), args.min_interval)
     try:
-        server, thread = start_http_server(port, addr=addr, registry=registry_for(col))
+        server = make_server(registry_for(col), addr, port, idle_timeout=args.idle_timeout)
     except OSError as exc:
-        raise InputError(f"--listen {args.listen}: cannot listen: {exc.strerror}") from None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        raise InputError(f"--listen {args.listen}: cannot listen: {exc.strerror or exc}") from None
+
+    def stop(*_):
+        raise SystemExit(0)        # waitress's loop ends on SystemExit/KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
     print(f"nvmet-p2p exporter: serving http://{args.listen}/metrics", file=sys.stderr, flush=True)
     try:
-        while not stop.wait(3600):
-            pass
-    except KeyboardInterrupt:
-        pass
+        server.run()
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
     return 0

@@ -5,8 +5,8 @@
 
 Builds a target of N namespaces (one subsystem on null_blk, a loop port; applied through the
 reconciler, so they are managed and the metrics show them) for N = 10 and N = 1000 in turn,
-serves the metrics with ``prometheus_client``'s HTTP server exactly as ``nvmet-p2p exporter``
-does (no caching: every scrape reads the machine), and times HTTP scrapes of ``/metrics``,
+serves the metrics with the server ``nvmet-p2p exporter`` uses (``nvmet_p2p.observe.exporter``:
+waitress; no caching: every scrape reads the machine), and times HTTP scrapes of ``/metrics``,
 interleaved small/large after one warm-up each. Prints the medians, the ratio large/small
 (target: at most 2) and the series count of each. Cleans up afterwards.
 """
@@ -20,15 +20,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from prometheus_client import start_http_server  # noqa: E402
-
 from nvmet_p2p.nvmet import statefile  # noqa: E402
 from nvmet_p2p.nvmet.apply import clear, reconcile  # noqa: E402
+from nvmet_p2p.observe.exporter import make_server  # noqa: E402
 from nvmet_p2p.observe.metrics import TargetCollector, registry_for  # noqa: E402
 
 NQN = "nqn.2026-11.io.nvmet-p2p:bench-metrics"
@@ -44,10 +44,12 @@ def state(n: int, dev: str) -> dict:
             "ports": [{"portid": 78, "addr": {"trtype": "loop"}, "subsystems": [NQN]}]}
 
 
-def serve(sd: str):
-    server, _ = start_http_server(0, addr="127.0.0.1", registry=registry_for(
-        TargetCollector("/", state_dir=sd)))
-    return server, f"http://127.0.0.1:{server.server_port}/metrics"
+def serve(sd: str) -> str:
+    """The exporter's server for state directory ``sd`` in a daemon thread (it lives until the
+    process ends: every scrape reads the machine as it is then)."""
+    server = make_server(registry_for(TargetCollector("/", state_dir=sd)), "127.0.0.1", 0)
+    threading.Thread(target=server.run, daemon=True).start()
+    return f"http://127.0.0.1:{server.effective_port}/metrics"
 
 
 def scrape(url: str) -> tuple[float, int]:
@@ -75,14 +77,13 @@ def main() -> int:
     sd = {k: tempfile.mkdtemp(prefix=f"nvmet-p2p-bench-metrics-{k}-") for k in sizes}
     times: dict[str, list[float]] = {k: [] for k in sizes}
     series: dict[str, int] = {}
-    servers = []
+    urls = {k: serve(sd[k]) for k in sizes}
     try:
         # one subsystem at a time may hold the NQN: build, scrape, tear down, for each size
         for rnd in range(a.reps + 1):
             for k, n in sizes.items():
                 reconcile("/", statefile.parse(state(n, a.device)), sd[k])
-                server, url = serve(sd[k])
-                servers.append(server)
+                url = urls[k]
                 if rnd == 0:
                     scrape(url)                     # warm-up: imports, first inventory read
                 dt, series[k] = scrape(url)
@@ -90,12 +91,8 @@ def main() -> int:
                     times[k].append(dt)
                     print(f"... round {rnd}: {n} namespaces: scrape {dt:.3f} s, "
                           f"{series[k]} series", file=sys.stderr)
-                server.shutdown()
-                server.server_close()
                 clear("/", sd[k])
     finally:
-        for s in servers:
-            s.server_close()
         for k in sizes:
             clear("/", sd[k])
     med = {k: statistics.median(v) for k, v in times.items()}
