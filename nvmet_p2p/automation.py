@@ -75,7 +75,8 @@ def desired_from(*, profile: str | None = None, profile_content=None, profile_di
             yaml.safe_dump(_inline_document(profile_content, "profile_content"), sort_keys=False)
         prof = _profile.load_text(text, "profile_content", os.path.abspath(profile_dir or "."),
                                   strict=False)
-    p = placement.place_loaded(prof, read_inventory(root), kernel, root=root)
+    p = placement.place_loaded(prof, read_inventory(root), kernel, root=root,
+                               live=lambda: read_state(Configfs(root)))
     return Desired(p.state, profile or "profile_content", p)
 
 

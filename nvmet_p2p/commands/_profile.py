@@ -17,7 +17,7 @@ from nvmet_p2p.commands._inventory import load_inventory
 from nvmet_p2p.commands._profileopts import add_profile_options  # noqa: F401 (its old home)
 from nvmet_p2p.commands._target import directory, lock_timeout, print_plan, report_recovery
 from nvmet_p2p.nvmet.apply import Outcome, reconcile
-from nvmet_p2p.nvmet.configfs import Configfs, capabilities
+from nvmet_p2p.nvmet.configfs import Configfs, capabilities, read_state
 from nvmet_p2p.nvmet.plan import build_plan
 from nvmet_p2p.nvmet.state import TargetState
 from nvmet_p2p.nvmet.statefile import write_atomic
@@ -28,9 +28,13 @@ def placement_from_args(args) -> placement.Placement:
     """Place the profile on the machine; on a placement error print the explanation first
     (with --explain), then raise (nothing is written)."""
     inv = load_inventory(args)
+    cfs = Configfs(args.root)
     try:
+        # the live tree only chooses ANA group ids (multipath: p2p); the plan itself is made
+        # against the tree read again under the apply lock
         return placement.place_profile(args.profile, inv, args.kernel,
-                                       explain=args.explain or args.json, root=args.root)
+                                       explain=args.explain or args.json, root=args.root,
+                                       live=lambda: read_state(cfs))
     except placement.PlacementError as exc:
         if args.explain and not args.json:
             sys.stdout.write(placement.render(exc.placement, explain=True) + "\n")

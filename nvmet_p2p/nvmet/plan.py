@@ -344,9 +344,13 @@ def _sha256(text: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 class _Builder:
+    # ANA groups of existing ports are created and (re)stated before namespaces move into
+    # them ("ana_groups" before "ns": a port reports a group it has no directory for as
+    # inaccessible, and a new group starts inaccessible); groups are removed after
+    # namespaces left them ("drop_ana"). docs/multipath.md#what-nvmet-offers
     PHASES = ("detach", "unhost", "delete_ns", "delete_subsys", "delete_port_children",
-              "delete_ports", "delete_hosts", "root", "hosts", "subsys", "ns", "link_hosts",
-              "allow_any", "ports", "link_ports")
+              "delete_ports", "delete_hosts", "root", "hosts", "subsys", "ana_groups", "ns",
+              "link_hosts", "allow_any", "ports", "drop_ana", "link_ports")
 
     def __init__(self, live: st.TargetState, desired: st.TargetState, managed: Managed,
                  prune: bool, caps):
@@ -705,7 +709,8 @@ class _Builder:
                     old=None if created else lp.attrs.get(a), obj=obj)
             ch.attrs.append((a, None if created else lp.attrs.get(a), p.attrs[a]))
         self.port_referrals(pid, p, {} if created else lp.referrals, ch)
-        self.port_ana_groups(pid, p, {1: "optimized"} if created else lp.ana_groups, ch)
+        self.port_ana_groups(pid, p, {1: "optimized"} if created else lp.ana_groups, ch,
+                             created=created)
         self.port_links(pid, p, live_links, ch)
         if created or ch.attrs or ch.notes:
             self.changes.append(ch)
@@ -726,24 +731,103 @@ class _Builder:
             else:
                 self.changes.append(Change("left", "referral", f"{pid}/{name}", notes=[_LEFT_NOTE]))
 
-    def port_ana_groups(self, pid: int, p: st.Port, lgroups: dict[int, str], ch: Change):
-        """``ana_groups/<id>``: group 1 always exists; a new group starts inaccessible."""
+    def port_ana_groups(self, pid: int, p: st.Port, lgroups: dict[int, str], ch: Change,
+                        created: bool = False):
+        """``ana_groups/<id>``: group 1 always exists; a new group starts inaccessible, so its
+        state is written right after the ``mkdir`` -- on an existing port before any namespace
+        moves into it, on a new port before the port is linked (no host sees it before)."""
         obj = f"port {pid}"
+        phase = "ports" if created else "ana_groups"
         for gid, state in sorted(p.ana_groups.items()):
             gbase = f"ports/{pid}/ana_groups/{gid}"
             if gid not in lgroups:
-                self.op("ports", "mkdir", gbase, obj=obj)
+                self.op(phase, "mkdir", gbase, obj=obj)
                 if state != "inaccessible":
-                    self.op("ports", "write", f"{gbase}/ana_state", state, obj=obj)
+                    self.op(phase, "write", f"{gbase}/ana_state", state, obj=obj)
                 ch.notes.append(f"ANA group {gid} created ({state})")
             elif not same("ana_state", lgroups[gid], state):
-                self.op("ports", "write", f"{gbase}/ana_state", state, old=lgroups[gid], obj=obj)
+                self.op(phase, "write", f"{gbase}/ana_state", state, old=lgroups[gid], obj=obj)
                 ch.attrs.append((f"ana_groups/{gid}/ana_state", lgroups[gid], state))
         for gid in sorted(set(lgroups) - set(p.ana_groups) - {1}):
             if (pid, gid) in self.managed.ana_groups and self.prune:
-                self.op("delete_port_children", "rmdir", f"ports/{pid}/ana_groups/{gid}", obj=obj)
+                users = self._ana_users(pid, gid)
+                if users:
+                    self.warnings.append(
+                        f"port {pid}: ANA group {gid} is not in the desired state but "
+                        f"{', '.join(users[:4])}{' ...' if len(users) > 4 else ''} (exported "
+                        f"through port {pid}) still belong to it: removing it would make them "
+                        "inaccessible through this port (the kernel reports a group a port has "
+                        "no directory for as inaccessible); left in place")
+                    continue
+                self.op("drop_ana", "rmdir", f"ports/{pid}/ana_groups/{gid}", obj=obj)
                 self.removed.ana_groups.add((pid, gid))
                 ch.notes.append(f"ANA group {gid} removed")
+
+    def _ana_groups_after(self) -> dict[tuple[str, int], int]:
+        """Every namespace's ANA group once the plan ran (desired value, else the live one)."""
+        out: dict[tuple[str, int], int] = {}
+        for nqn, sub in self.live.subsystems.items():
+            for nsid, ns in sub.namespaces.items():
+                out[(nqn, nsid)] = parse_int(ns.attrs.get("ana_grpid") or "1") or 1
+        for nqn, sub in self.desired.subsystems.items():
+            for nsid, ns in sub.namespaces.items():
+                v = ns.attrs.get("ana_grpid")
+                if v is not None:
+                    out[(nqn, nsid)] = parse_int(v) or 1
+                else:
+                    out.setdefault((nqn, nsid), 1)
+        return out
+
+    def _exports_after(self) -> dict[int, set[str]]:
+        """Subsystems each port exports once the plan ran (links of live ports not in the
+        desired state stay; desired ports keep their desired links plus foreign ones)."""
+        out = {pid: set(p.subsystems) for pid, p in self.live.ports.items()}
+        for pid, p in self.desired.ports.items():
+            foreign = {n for n in out.get(pid, set())
+                       if (pid, n) not in self.managed.port_links}
+            out[pid] = set(p.subsystems) | foreign
+        return out
+
+    def _ana_users(self, pid: int, gid: int) -> list[str]:
+        if not hasattr(self, "_ana_after"):
+            self._ana_after = self._ana_groups_after()
+            self._exports = self._exports_after()
+        subs = self._exports.get(pid, set())
+        return [f"{n}/{i}" for (n, i), g in sorted(self._ana_after.items())
+                if g == gid and n in subs]
+
+    def check_ana(self):
+        """A namespace in a group a port that exports it has no directory for is inaccessible
+        through that port; one that ends inaccessible through every port cannot be reached."""
+        after = self._ana_groups_after()
+        exports = self._exports_after()
+        groups: dict[int, dict[int, str]] = {pid: dict(p.ana_groups) for pid, p in self.live.ports.items()}
+        for pid, p in self.desired.ports.items():
+            g = dict(groups.get(pid, {1: "optimized"}))
+            for gid in list(g):
+                if gid != 1 and gid not in p.ana_groups and (pid, gid) in self.removed.ana_groups:
+                    del g[gid]
+            g.update(p.ana_groups)
+            groups[pid] = g
+        for (nqn, nsid), gid in sorted(after.items()):
+            if nqn not in self.desired.subsystems:
+                continue
+            ports = sorted(pid for pid, subs in exports.items() if nqn in subs)
+            if not ports:
+                continue
+            states = {pid: groups.get(pid, {}).get(gid, "inaccessible" if gid != 1 else "optimized")
+                      for pid in ports}
+            missing = [pid for pid in ports if gid not in groups.get(pid, {1: None})]
+            if missing:
+                self.warnings.append(
+                    f"namespace {nqn}/{nsid} is in ANA group {gid}, which port(s) "
+                    f"{', '.join(map(str, missing))} have no directory for: the kernel reports "
+                    "it inaccessible through them")
+            if all(s in ("inaccessible", "persistent-loss") for s in states.values()):
+                self.warnings.append(
+                    f"namespace {nqn}/{nsid}: ANA group {gid} is inaccessible through every port "
+                    f"that exports it ({', '.join(f'{p} {s}' for p, s in states.items())}): no "
+                    "host can reach it")
 
     def port_links(self, pid: int, p: st.Port, live_links: set[str], ch: Change):
         """``subsystems/`` links of a port, last of all: the first link enables the port. A
@@ -834,6 +918,7 @@ class _Builder:
         self.subsystems()   # before hosts(): host removal depends on the links removed here
         self.hosts()
         self.ports()
+        self.check_ana()
         rank = {"root": 0, "host": 1, "subsystem": 2, "namespace": 2, "port": 3, "referral": 3}
         self.changes.sort(key=lambda c: rank.get(c.kind, 4))
         if self.errors:

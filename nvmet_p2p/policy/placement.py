@@ -50,6 +50,7 @@ from nvmet_p2p.output import safe_lines
 from nvmet_p2p.pci import distance
 from nvmet_p2p.pci.model import Inventory, bdf_sort_key
 from nvmet_p2p.pci.p2pdma_rules import MapType
+from nvmet_p2p.policy import ana
 from nvmet_p2p.policy.profile import Resolved, ResolvedNamespace
 from nvmet_p2p.policy.schema import format_size
 
@@ -95,6 +96,31 @@ class Candidate:
 
 
 @dataclass
+class PortPath:
+    """One port of a namespace, as a host connection through it will find it: the kernel
+    checks the namespace's provider against *that connection's* NIC when the host connects
+    (``nvmet_p2pmem_ns_add_p2p()``, per controller;
+    docs/multipath.md#per-controller-p2p-what-the-kernel-decides-at-connect)."""
+
+    portid: int
+    label: str
+    nics: list[str]                  # the port's RDMA NIC(s) (PCI BDF); empty: no p2p client
+    offloads: bool                   # a connection through it gets a p2p mapping
+    providers: list[str]             # providers the kernel accepts for these NIC(s) + the NVMe
+    kernel_picks: list[str]          # p2pmem=1: what pci_p2pmem_find_many() picks from
+    map_type: str | None             # the chosen provider's verdict for this port's clients
+    reason: str
+    ana_state: str | None = None     # multipath: p2p: this port's state for the namespace
+    detail: str | None = None        # the kernel's reasons for a refusal (explain)
+
+    def to_dict(self) -> dict:
+        return {"port": self.portid, "nics": list(self.nics), "offloads": self.offloads,
+                "providers": list(self.providers), "kernel_picks": list(self.kernel_picks),
+                "map_type": self.map_type, "reason": self.reason, "detail": self.detail,
+                "ana_state": self.ana_state}
+
+
+@dataclass
 class Decision:
     """What one namespace gets, and why."""
 
@@ -112,6 +138,7 @@ class Decision:
     map_type: str | None = None
     error: str | None = None
     step: int = 0                    # when it was decided (capacity is what was left then)
+    paths: list[PortPath] = field(default_factory=list)   # per port (several ports / multipath)
 
     @property
     def label(self) -> str:
@@ -136,6 +163,8 @@ class Decision:
             "knobs": list(self.knobs), "error": self.error, "step": self.step,
             "candidates": [c.to_dict() for c in self.candidates],
             "rejected": [c.to_dict() for c in self.rejected],
+            "multipath": ns.multipath,
+            "paths": [p.to_dict() for p in self.paths],
         }
 
 
@@ -148,11 +177,13 @@ class Placement:
     kernel: str
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    ana: ana.AnaPlan | None = None           # multipath: p2p subsystems' ANA groups
 
     def to_dict(self) -> dict:
         return {"profile": self.file, "kernel": self.kernel,
                 "decisions": [d.to_dict() for d in self.decisions],
                 "providers": {k: dict(v) for k, v in self.usage.items()},
+                "ana": self.ana.to_dict() if self.ana else None,
                 "warnings": list(self.warnings), "errors": list(self.errors)}
 
 
@@ -168,6 +199,7 @@ class _Oracle:
         self.kernel = self.p2p.kernel
         self._many: dict[tuple[str, tuple[str, ...]], Any] = {}
         self._clients: dict[str, Any] = {}
+        self._found: dict[tuple[str, ...], Any] = {}
 
     def client(self, bdf: str):
         c = self._clients.get(bdf)
@@ -184,7 +216,11 @@ class _Oracle:
         return v
 
     def find_many(self, clients: list[str]):
-        return self.p2p.find_many(clients)
+        key = tuple(clients)
+        v = self._found.get(key)
+        if v is None:
+            v = self._found[key] = self.p2p.find_many([self.client(c) for c in clients])
+        return v
 
 
 @dataclass
@@ -205,11 +241,14 @@ class _Static:
 # =============================================================================================
 
 def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
-          explain: bool = True) -> Placement:
+          explain: bool = True, live=None) -> Placement:
     """Place every namespace of ``res`` on ``inv``; see the module docstring for the rules.
 
     ``explain=False`` skips the per-candidate explanation (the choice is the same), for
-    planning very large profiles fast."""
+    planning very large profiles fast. ``live`` (the target as it is, or a function reading
+    it, called only when a subsystem has ``multipath: p2p``) only keeps ANA group ids stable
+    across applies and away from other namespaces' groups
+    (:func:`nvmet_p2p.policy.ana.assign`)."""
     pl = _Placer(inv, kernel, explain)
     todo = pl.fixed(res.namespaces)
     pl.phased(todo)
@@ -218,13 +257,90 @@ def place(res: Resolved, inv: Inventory, kernel: str | None = None, *,
         pl.decisions[i].step = step
     errors: list[str] = []
     for d in ordered:
+        if _needs_paths(d.namespace):
+            d.paths = port_paths(d.namespace, d.p2pmem, pl.oracle, pl.providers)
         if d.error:
             where = d.namespace.where
             errors.append(f"{where}: {d.label}: {d.error}" if where else f"{d.label}: {d.error}")
     usage = {b: {"available": pl.avail[b], "assigned": pl.assigned[b]} for b in pl.providers}
-    return Placement(file=res.file, state=_state(res, ordered), decisions=ordered, usage=usage,
+    state = _state(res, ordered)
+    ana_plan = None
+    if any(s.multipath == "p2p" for s in res.subsystems) and not errors:
+        try:
+            ana_plan = _ana(res, ordered, state, live() if callable(live) else live)
+        except ana.AnaError as exc:
+            errors.append(str(exc))
+    return Placement(file=res.file, state=state, decisions=ordered, usage=usage,
                      kernel=pl.oracle.kernel, warnings=[str(w) for w in res.warnings],
-                     errors=errors)
+                     errors=errors, ana=ana_plan)
+
+
+def _needs_paths(ns: ResolvedNamespace) -> bool:
+    """Per-port paths are worked out for namespaces of ``multipath: p2p`` subsystems and for
+    every namespace a host can reach through more than one port with a p2p client."""
+    return ns.multipath == "p2p" or sum(1 for p in ns.ports if p.clients) > 1
+
+
+def port_paths(ns: ResolvedNamespace, p2pmem: str, oracle: "_Oracle",
+               providers: list[str]) -> list[PortPath]:
+    """What a host connection through each of the namespace's ports will get: the kernel
+    checks an explicit provider against that connection's NIC (and skips p2p when it refuses
+    the pair), and in auto mode picks among the providers at the smallest summed distance to
+    the NIC and the NVMe (``pci_p2pmem_find_many()``, at random)."""
+    out = []
+    nvme = ns.nvme_pci
+    for port in ns.ports:
+        nics = list(port.clients)
+        pp = PortPath(port.portid, port.label, nics, False, [], [], None, "")
+        out.append(pp)
+        if not nvme or not nics:
+            pp.reason = port.note or "no p2p client on this port (host memory)"
+            continue
+        pp.providers = [b for b in providers
+                        if oracle.many(b, (nvme, *nics)).map_type != MapType.NOT_SUPPORTED]
+        found = [oracle.find_many([nvme, nic]) for nic in nics]
+        pp.kernel_picks = sorted({t for f in found for t in f.ties}, key=bdf_sort_key)
+        if p2pmem == "0":
+            pp.reason = "p2pmem 0: host memory"
+        elif p2pmem == "1":
+            pp.offloads = all(f.ties for f in found)
+            pp.reason = (f"auto: the kernel picks among {', '.join(pp.kernel_picks)} per "
+                         "connection" if pp.offloads else
+                         "auto: no provider serves this NIC and the NVMe: the kernel logs 'no "
+                         "peer-to-peer memory is available that's supported by ...' and uses "
+                         "host memory")
+        else:
+            v = oracle.many(p2pmem, (nvme, *nics))
+            pp.map_type = v.map_type
+            pp.offloads = v.map_type != MapType.NOT_SUPPORTED
+            if pp.offloads:
+                pp.reason = f"{p2pmem} serves this NIC ({v.map_type})"
+            else:
+                bad = [pv for pv in v.pairs if pv.map_type == MapType.NOT_SUPPORTED]
+                pp.reason = (f"the kernel refuses {p2pmem} for "
+                             + " and ".join(pv.client.name for pv in bad)
+                             + " at connect: host memory")
+                pp.detail = " | ".join(f"{pv.client.name}: {'; '.join(pv.reasons)}" for pv in bad)
+    return out
+
+
+def _ana(res: Resolved, decisions: list[Decision], state: TargetState,
+         live: TargetState | None) -> ana.AnaPlan:
+    """ANA groups of the ``multipath: p2p`` subsystems from their namespaces' per-port paths
+    (the other subsystems' namespaces are left in whatever group they are)."""
+    nspaths = []
+    for d in decisions:
+        ns = d.namespace
+        if ns.multipath != "p2p":
+            continue
+        nspaths.append(ana.NsPaths(ns.subsystem, ns.nsid,
+                                   {pp.portid: pp.offloads for pp in d.paths}))
+    plan = ana.assign(nspaths, live)
+    ana.apply_to(state, plan)
+    for d in decisions:
+        for pp in d.paths:
+            pp.ana_state = plan.state_of(d.namespace.subsystem, d.namespace.nsid, pp.portid)
+    return plan
 
 
 class _Placer:
@@ -286,11 +402,69 @@ class _Placer:
             elif ns.policy == "pinned":
                 self.decisions[i] = _pinned(ns, clients, self.oracle, self.avail, self.assigned)
             else:
+                if ns.multipath == "p2p" and clients:
+                    clients, auto = self.multipath_clients(ns, clients)
+                    if auto is not None:
+                        self.decisions[i] = auto
+                        continue
                 rk = self.ranked(ns, clients)
                 own = any(s.own for s in rk)
                 todo.append(((not own, len(rk), -ns.demand, i), i, ns, clients))
         todo.sort(key=lambda t: t[0])
         return todo
+
+    def multipath_clients(self, ns: ResolvedNamespace, clients: tuple[str, ...]
+                          ) -> tuple[tuple[str, ...], Decision | None]:
+        """``multipath: p2p``: the ports a provider can serve decide, not all of them. Returns
+        the p2p clients to place for -- the NVMe and the NICs of the largest set of ports one
+        provider serves (on a tie, the set whose best candidate ranks best) -- or, when the
+        kernel's per-connection choice (``p2pmem=1``) serves more ports than any single
+        provider, the auto-mode decision. With no port served the clients stay as they are
+        (``when_none`` then decides)."""
+        nvme = clients[0]
+        nic_ports = [p for p in ns.ports if p.clients]
+        per_port = {p.portid: {s.provider for s in self.ranked(ns, (nvme, *p.clients))}
+                    for p in nic_ports}
+        sets: dict[frozenset, None] = {}
+        for s in self.ranked(ns, (nvme,)):
+            served = frozenset(pid for pid, ok in per_port.items() if s.provider in ok)
+            if served:
+                sets.setdefault(served, None)
+        best: tuple | None = None
+        for served in sets:
+            nics = tuple(c for p in nic_ports if p.portid in served for c in p.clients)
+            rk = self.ranked(ns, (nvme, *dict.fromkeys(nics)))
+            k = (-len(served), rk[0].order if rk else (), sorted(served))
+            if rk and (best is None or k < best[0]):
+                best = (k, (nvme, *dict.fromkeys(nics)), served)
+        n_best = len(best[2]) if best else 0
+        auto_served = [p.portid for p in nic_ports if self._auto_serves(ns, nvme, p.clients)]
+        if len(auto_served) > n_best:
+            return clients, self._auto(ns, clients, auto_served, n_best)
+        return (best[1] if best else clients), None
+
+    def _auto_serves(self, ns: ResolvedNamespace, nvme: str, nics: list[str]) -> bool:
+        """Whether every connection through a port gets a provider in auto mode that the
+        profile accepts: every NIC has one, and whichever tie the kernel picks satisfies
+        ``require``."""
+        for nic in nics:
+            f = self.oracle.find_many([nvme, nic])
+            if not f.ties:
+                return False
+            if ns.require == MapType.BUS_ADDR and any(
+                    self.oracle.many(t, (nvme, nic)).map_type != MapType.BUS_ADDR for t in f.ties):
+                return False
+        return True
+
+    def _auto(self, ns: ResolvedNamespace, clients: tuple[str, ...], served: list[int],
+              n_best: int) -> Decision:
+        d = _kernel_mode(ns, clients, self.oracle, self.providers)
+        if d.status != "error":
+            d.status = "auto"
+            d.summary = (f"p2pmem=1: the kernel's choice per connection serves {len(served)} "
+                         f"port(s) ({', '.join(map(str, served))}); any single provider serves at "
+                         f"most {n_best} (the budget is not charged: the kernel picks the pool)")
+        return d
 
     def phased(self, todo: list[tuple]) -> None:
         """2. Placed namespaces in phases (see _PHASES): everything that fits is placed before
@@ -321,8 +495,8 @@ class _Placer:
 
 
 def place_or_raise(res: Resolved, inv: Inventory, kernel: str | None = None, *,
-                   explain: bool = True) -> Placement:
-    p = place(res, inv, kernel, explain=explain)
+                   explain: bool = True, live=None) -> Placement:
+    p = place(res, inv, kernel, explain=explain, live=live)
     if p.errors:
         raise PlacementError(p)
     return p
@@ -827,32 +1001,60 @@ def render(p: Placement, explain: bool = False) -> str:
                 lines.append(f"      note: {n}")
         for k in d.knobs:
             lines.append(f"      knob: {k}")
+        lines += _render_paths(d, explain)
     if p.usage:
         lines.append("  providers (budget assigned by this plan / available now):")
         for b, u in p.usage.items():
             a, used = u["available"], u["assigned"]
             pct = f" ({100 * used / a:.0f}%)" if a else ""
             lines.append(f"    {b}: {format_size(used)} / {format_size(a)}{pct}")
+    if p.ana is not None:
+        lines.append("  ANA (multipath: p2p; optimized where the port's NIC offloads, "
+                     "non-optimized where I/O would go through host memory):")
+        lines += [f"    {ln}" for ln in ana.render(p.ana)]
     for w in p.warnings:
         lines.append(f"  warning: {w}")
     return safe_lines(lines)
 
 
+def _render_paths(d: Decision, explain: bool) -> list[str]:
+    """Per port: whether a connection through it offloads and, with ``explain``, which
+    providers the kernel accepts for its NIC and the NVMe (and picks from in auto mode)."""
+    if not d.paths:
+        return []
+    served = [pp.portid for pp in d.paths if pp.offloads]
+    out = [f"      paths: {len(served)} of {len(d.paths)} port(s) offload"
+           + (f" ({', '.join(map(str, served))})" if served else "")]
+    for pp in d.paths:
+        state = f" [ANA {pp.ana_state}]" if pp.ana_state else ""
+        out.append(f"        port {pp.portid}: {'offloads' if pp.offloads else 'host memory'}"
+                   f"{state}: {pp.reason}")
+        if explain and pp.detail:
+            out.append(f"          why: {pp.detail}")
+        if explain and pp.nics:
+            out.append(f"          the kernel accepts for this NIC and the NVMe: "
+                       f"{', '.join(pp.providers) or 'none'}"
+                       + (f"; p2pmem=1 would pick among: {', '.join(pp.kernel_picks)}"
+                          if pp.kernel_picks else ""))
+    return out
+
+
 def place_profile(path: str, inv: Inventory, kernel: str | None = None, *,
-                  explain: bool = False, root: str | None = None) -> Placement:
+                  explain: bool = False, root: str | None = None, live=None) -> Placement:
     """The ``--profile`` path of ``plan``/``apply``: load and validate the profile (every
     error at once), resolve it against ``inv``, place it. Raises
     :class:`~nvmet_p2p.policy.profile.ProfileError` or :class:`PlacementError` (nothing written).
     ``root`` (the filesystem root the inventory came from) is only used to read the
     ``/dev/disk/by-id`` links a ``by_id`` selector may name."""
     from nvmet_p2p.policy import profile as _profile
-    return place_loaded(_profile.load(path, strict=False), inv, kernel, explain=explain, root=root)
+    return place_loaded(_profile.load(path, strict=False), inv, kernel, explain=explain,
+                        root=root, live=live)
 
 
 def place_loaded(prof, inv: Inventory, kernel: str | None = None, *, explain: bool = False,
-                 root: str | None = None) -> Placement:
+                 root: str | None = None, live=None) -> Placement:
     """:func:`place_profile` for a profile already loaded (``profile.load``/``load_text``)."""
     from nvmet_p2p.policy import profile as _profile
     links = _profile.read_by_id_links(root) if root else {}
     res = _profile.resolve(prof, inv, kernel=kernel, by_id_links=links)
-    return place_or_raise(res, inv, kernel, explain=explain)
+    return place_or_raise(res, inv, kernel, explain=explain, live=live)

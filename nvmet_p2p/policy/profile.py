@@ -77,6 +77,9 @@ REQUIRE = ("any", MapType.BUS_ADDR.value)
 WHEN_FULL = ("share", "off", "error")
 WHEN_NONE = ("error", "off", "best_effort")
 NUMA = ("prefer", "strict")
+#: ``multipath`` of a subsystem: ``off`` (default: hosts pick paths by their own policy) or
+#: ``p2p`` (ANA groups and per-port ANA states from p2p reachability, docs/multipath.md).
+MULTIPATH = ("off", "p2p")
 DEFAULT_P2P = {"policy": "placed", "pinned": None, "require": "any", "numa": "prefer",
                "when_full": "share", "when_none": "error"}
 DEFAULT_BUDGET = {"hosts": 1, "queues": 4, "queue_depth": 128, "io_size": 128 * KiB}
@@ -233,6 +236,12 @@ SUBSYSTEM = Record("subsystem", [
     Field("qid_max", Int(lo=1, hi=MAX_QUEUES), "attr_qid_max: most I/O queues a host gets "
           "(bounds the p2p budget; changing it makes connected hosts reconnect)."),
     Field("p2p", P2P),
+    Field("multipath", Enum(MULTIPATH), "p2p: put the namespaces in ANA groups and set each "
+          "port's ANA state from p2p reachability -- optimized where the port's NIC can use the "
+          "namespace's p2p memory, non-optimized where its I/O would go through host memory -- "
+          "so hosts with native NVMe multipath send I/O down a path that offloads; a namespace "
+          "then needs a provider for some of its ports, not all (docs/multipath.md). off "
+          "(default): ANA is left alone."),
     Field("budget", BUDGET),
     Field("namespaces", ListOf(NAMESPACE), required=True),
     Field("description", Str()),
@@ -466,6 +475,7 @@ class ResolvedNamespace:
     effective: dict[str, int]       # the same after the port/subsystem bounds
     demand: int                     # in-flight p2p bytes to plan for (0: no p2p client)
     where: Mark | None = None
+    multipath: str = "off"          # the subsystem's multipath: off | p2p
     stable_path: str | None = None  # /dev/disk/by-id/... for device_path when udev made one
 
     @property
@@ -506,6 +516,7 @@ class ResolvedSubsystem:
     ports: list[int]
     namespaces: list[ResolvedNamespace]
     where: Mark | None = None
+    multipath: str = "off"          # off | p2p (ANA from p2p reachability)
 
 
 @dataclass
@@ -706,7 +717,8 @@ class _Resolution:
             if key in s:
                 attrs[f"attr_{key}"] = str(s[key])
         rs = ResolvedSubsystem(nqn=nqn, attrs=attrs, allowed_hosts=allowed,
-                               ports=[p.portid for p in sports], namespaces=[], where=s.mark)
+                               ports=[p.portid for p in sports], namespaces=[], where=s.mark,
+                               multipath=s.get("multipath", "off"))
         used_nsids: dict[int, Mark] = {}
         for n in s.get("namespaces", []):
             rs.namespaces += self.entry(n, s, nqn, sports, used_nsids)
@@ -777,6 +789,7 @@ class _Resolution:
             if nsid is None:
                 continue
             rn = _namespace(nqn, nsid, ns, ctrl, sports, p2p, budget, s.get("qid_max"), n.mark)
+            rn.multipath = s.get("multipath", "off")
             _check_namespace(rn, self.inv, self.kernel, p2p_mark, n.at("select"), rep)
             out.append(rn)
         return out

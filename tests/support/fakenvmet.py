@@ -30,6 +30,7 @@ HOST_FILES = {"dhchap_ctrl_key": "", "dhchap_dhgroup": "null", "dhchap_hash": "h
 REF_FILES = {"addr_adrfam": "pci", "addr_portid": "0", "addr_traddr": "", "addr_treq": "not specified",
              "addr_trsvcid": "", "addr_trtype": "", "enable": "0"}
 
+ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
 P2P_PROVIDERS = {"0000:03:00.0", "0000:04:00.0", "0000:05:00.0"}   # published CMBs
 DEVICES = {"/dev/nvme0n1": "0000:03:00.0", "/dev/nvme1n1": "0000:04:00.0",
            "/dev/nvme2n1": "0000:05:00.0", "/dev/nvme3n1": "0000:06:00.0", "/dev/nullb0": None}
@@ -234,6 +235,18 @@ class FakeNvmet(Configfs):
                 v = "1" if v in ("1", "y", "Y") else "0"
             if name == "p2pmem" and v in ("y", "yes", "on"):
                 v = "1"
+            if name == "ana_grpid":                   # nvmet_ns_ana_grpid_store(): kstrtou32
+                try:
+                    g = int(v, 0)
+                except ValueError:
+                    raise _err(errno.EINVAL) from None
+                if not 1 <= g <= 128:
+                    raise _err(errno.EINVAL)
+                v = str(g)
+        elif parts[0] == "ports" and len(parts) == 5 and parts[2] == "ana_groups":
+            if v not in ANA_STATES:                     # nvmet_ana_group_ana_state_store()
+                self.kmsg.append(f"nvmet: Invalid value '{v}' for ana_state")
+                raise _err(errno.EINVAL)
         elif parts[0] == "ports" and len(parts) == 5 and parts[2] == "referrals":   # referral
             # nvmet_addr_*_store(): -EACCES while the referral (its own nvmet_port) is enabled
             if name.startswith("addr_") and self._get(f"{d}/enable") == "1":
@@ -271,6 +284,28 @@ class FakeNvmet(Configfs):
                 raise _err(errno.EINVAL)
         with open(p, "w") as f:
             f.write(v + "\n")
+
+
+def ana_view(cfs: Configfs) -> dict[tuple[str, int], dict[int, str]]:
+    """What a host's ANA log would say, per enabled namespace and per port that exports it
+    (its subsystem is linked there): the port's state for the namespace's group, and
+    ``inaccessible`` for a group the port has no directory for (nvmet_ports_make() starts every
+    group but 1 inaccessible)."""
+    out: dict[tuple[str, int], dict[int, str]] = {}
+    base = cfs.path("")
+    for port in sorted(os.listdir(os.path.join(base, "ports")), key=int):
+        pdir = os.path.join(base, "ports", port)
+        for nqn in os.listdir(os.path.join(pdir, "subsystems")):
+            nsdir = os.path.join(base, "subsystems", nqn, "namespaces")
+            for nsid in os.listdir(nsdir):
+                d = os.path.join(nsdir, nsid)
+                if open(os.path.join(d, "enable")).read().strip() != "1":
+                    continue
+                g = open(os.path.join(d, "ana_grpid")).read().strip()
+                sf = os.path.join(pdir, "ana_groups", g, "ana_state")
+                state = open(sf).read().strip() if os.path.exists(sf) else "inaccessible"
+                out.setdefault((nqn, int(nsid)), {})[int(port)] = state
+    return out
 
 
 def _rmtree(p):

@@ -565,6 +565,24 @@ def skylake_machine(cmb: int = 256 * MiB) -> Inventory:
     return m.build()
 
 
+def multipath_machine(cmb: int = 32 * MiB) -> Inventory:
+    """The lab's ``multipath`` topology (tools/lab/topologies/multipath.yaml): q35 (not
+    whitelisted), two root ports each with a switch holding a CMB NVMe, a plain NVMe and an
+    e1000e with the lab's rxe_p2p device -- cmbA 03:00.0, driveA 04:00.0, nica/rxpa 05:00.0
+    (10.81.0.1); cmbB 08:00.0, driveB 09:00.0, nicb/rxpb 0a:00.0 (10.82.0.1), the BDFs the lab
+    guest showed. Every pair inside a switch is accepted, every pair across refused."""
+    m = Machine(cpu_vendor="AuthenticAMD", cpu_family=15)
+    hb = m.host_bridge()
+    for k, side in enumerate("AB"):
+        d = m.switch(m.root_port(hb), ports=3)
+        m.nvme(d[0], f"cmb{side}", cmb=cmb)
+        m.nvme(d[1], f"drive{side}")
+        m.rdma_nic(d[2], f"rxp{side.lower()}", netdev=f"nic{side.lower()}",
+                   ip=f"10.8{k + 1}.0.1/24", vendor=0x8086, device=0x10d3, driver="e1000e")
+    m.inv.system.numa_nodes = [0]
+    return m.build()
+
+
 def small_cmb_machine() -> Inventory:
     """A switch with an RDMA NIC and eight NVMe: six with a small 4 MiB CMB, two with 1 GiB.
     Own-CMB is what the kernel prefers; here it overflows at once."""
