@@ -30,8 +30,9 @@ Pure logic on plain data: nothing here reads or writes files.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from nvmet_p2p.nvmet.state import TargetState
-from nvmet_p2p.record import dataclass, field
 
 OPTIMIZED = "optimized"
 NON_OPTIMIZED = "non-optimized"
