@@ -467,7 +467,7 @@ class Verdict:
 
 
 def kbool(v: str) -> bool | None:
-    from nvmet_p2p.nvmet.configfs import kstrtobool
+    from nvmet_p2p.kernel import kstrtobool
     return kstrtobool(v)
 
 
