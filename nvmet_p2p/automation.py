@@ -34,6 +34,12 @@ from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.apply import open_configfs, reconcile
 from nvmet_p2p.nvmet.configfs import Configfs, mask, read_state
 from nvmet_p2p.nvmet.plan import Managed, Op
+from nvmet_p2p.observe import status
+from nvmet_p2p.pci.doctor import diagnose
+from nvmet_p2p.pci.inventory import read_inventory
+from nvmet_p2p.pci.topology import topology_document as _doc
+from nvmet_p2p.policy import placement
+from nvmet_p2p.policy import profile as _profile
 
 
 @dataclass
@@ -65,9 +71,6 @@ def desired_from(*, profile: str | None = None, profile_content=None, profile_di
     if state_content is not None:
         doc = _inline_document(state_content, "state_content")
         return Desired(statefile.parse(doc, where="state_content"), "state_content")
-    from nvmet_p2p.pci.inventory import read_inventory
-    from nvmet_p2p.policy import placement
-    from nvmet_p2p.policy import profile as _profile
     if profile is not None:
         prof = _profile.load(profile, strict=False)
     else:
@@ -322,7 +325,6 @@ def render_view(state: st.TargetState) -> str:
 
 def status_document(*, root: str = "/", state_dir: str | None = None, all_subsystems: bool = False,
                     sample_seconds: float = 0.0, io: bool = False, kernel: str | None = None) -> dict:
-    from nvmet_p2p.observe import status
     rep = status.collect(root, sample_seconds=sample_seconds, io_during_sampling=io,
                          all_subsystems=all_subsystems, kernel=kernel, state_dir=state_dir)
     doc = json.loads(json.dumps(rep.to_dict(), default=str))
@@ -349,8 +351,6 @@ def offload_summary(doc: dict) -> dict:
 
 
 def doctor_document(*, root: str = "/", kernel: str | None = None) -> dict:
-    from nvmet_p2p.pci.doctor import diagnose
-    from nvmet_p2p.pci.inventory import read_inventory
     inv = read_inventory(root)
     doc = diagnose(inv, kernel=kernel).to_dict()
     doc["warnings"] = list(inv.warnings)
@@ -358,6 +358,4 @@ def doctor_document(*, root: str = "/", kernel: str | None = None) -> dict:
 
 
 def topology_document(*, root: str = "/", kernel: str | None = None) -> dict:
-    from nvmet_p2p.pci.inventory import read_inventory
-    from nvmet_p2p.pci.topology import topology_document as _doc
     return json.loads(json.dumps(_doc(read_inventory(root), kernel), default=str))

@@ -21,10 +21,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pkgutil
+import re
 import sys
+import tempfile
+import time
+import traceback
 
+import nvmet_p2p.commands as pkg
 from nvmet_p2p import __version__
 from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.nvmet.apply import state_dir
+from nvmet_p2p.output import safe_lines
+from nvmet_p2p.safeload import redact
 
 
 def _columns() -> int:
@@ -78,7 +87,6 @@ def command_modules(only: str | None = None):
     """The command modules, in --help order. ``only``: the subcommand on the command line;
     when a module of that name (``-`` -> ``_``) defines it, import just that one: the other
     modules' imports (YAML, the harness, configshell ...) cost seconds under the lab's TCG."""
-    import nvmet_p2p.commands as pkg
 
     if only and not only.startswith(("_", ".")):
         name = f"{pkg.__name__}.{only.replace('-', '_')}"
@@ -90,7 +98,6 @@ def command_modules(only: str | None = None):
         else:
             if getattr(mod, "NAME", None) == only and hasattr(mod, "run"):
                 return [mod]
-    import pkgutil
     mods = []
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name.startswith("_"):
@@ -137,7 +144,6 @@ def _assigned(src: str, key: str) -> str | None:
 def _string_value(text: str) -> str | None:
     """The value of ``text`` when it is string literals only (adjacent, maybe in parentheses),
     else None."""
-    import re
     parts = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
     if not parts or re.sub(r'"(?:[^"\\]|\\.)*"|[\s()]', "", text):
         return None
@@ -238,9 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except NvmetP2PError as exc:
         if debug:
-            import traceback
             traceback.print_exc()
-        from nvmet_p2p.output import safe_lines  # (names in messages: no terminal escapes)
         print(safe_lines(_redact(f"nvmet-p2p {command}: error: {exc}").split("\n")),
               file=sys.stderr)
         return exc.exit_status
@@ -250,7 +254,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:   # a bug: one line, the details in a file (--debug: here)
-        import traceback
         if debug:
             traceback.print_exc()
             return EXIT_INTERNAL
@@ -262,20 +265,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _redact(text: str) -> str:
-    from nvmet_p2p.safeload import redact
     return redact(text)
 
 
 def _crash_report(argv: list[str], command: str) -> str:
     """Write the traceback (secrets removed) to a 0600 file: in the state directory when it is
     writable, else a temporary file. Returns its path (or why none could be written)."""
-    import tempfile
-    import time
-    import traceback
     text = _redact("".join([
         f"nvmet-p2p {__version__} internal error in `{command}` at {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
         f"argv: {argv!r}\npython: {sys.version.split()[0]}\n\n", traceback.format_exc()]))
-    from nvmet_p2p.nvmet.apply import state_dir
     d = state_dir(_arg_value(argv, "--state-dir"))
     name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     for directory in (d, None):

@@ -6,6 +6,8 @@ status; tracebacks are for bugs only (``NVMET_P2P_DEBUG=1`` shows them).
 
 from __future__ import annotations
 
+from nvmet_p2p.output import safe
+
 
 class NvmetP2PError(Exception):
     """Base class: an expected failure with a message meant for the user."""
@@ -27,8 +29,6 @@ class InputError(NvmetP2PError):
         self.where = where
         if where:
             # a file name is a name like any other: shown terminal-safe, as every name is
-            # (imported here: `--version` and `--help` load this module and nothing else)
-            from nvmet_p2p.output import safe
             message = f"{safe(where)}: {message}"
         super().__init__(message)
 

@@ -28,6 +28,7 @@ import errno
 import os
 import re
 import stat
+import subprocess
 from dataclasses import dataclass
 
 #: syslog levels as the kernel numbers them (``KERN_EMERG`` = 0 ... ``KERN_DEBUG`` = 7).
@@ -203,7 +204,6 @@ class KernelLog:
 
     def _read_dmesg(self) -> list[KmsgRecord]:
         try:
-            import subprocess
             r = subprocess.run([self.dmesg_cmd], capture_output=True, text=True, check=False)
         except OSError:
             return []

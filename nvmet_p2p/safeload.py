@@ -33,6 +33,8 @@ import types
 import typing
 from typing import Any
 
+import yaml
+
 from nvmet_p2p.errors import InputError
 
 #: the deepest nesting accepted in any document (real ones stay below 12)
@@ -229,7 +231,6 @@ def yaml_compose(text: str, where: str):
     """``yaml.compose`` with a depth limit and an alias-expansion limit; returns the root node
     (or None for an empty document). YAML syntax errors are left to the caller (they carry
     marks: ``yaml.MarkedYAMLError``); the limits raise :class:`DocumentError` with a position."""
-    import yaml
 
     class Loader(yaml.SafeLoader):
         depth = 0
@@ -266,7 +267,6 @@ def yaml_compose(text: str, where: str):
 
 def _yaml_size(node, memo: dict, stack=None) -> int:
     """Nodes of the document once every alias is expanded (memoized: linear in the graph)."""
-    import yaml
     key = id(node)
     if key in memo:
         return memo[key]
@@ -340,6 +340,11 @@ def check(doc: Any, spec: Any, where: str, path: str = "$") -> None:
         raise DocumentError(f"{problem[0]}: {problem[1]}", where=where)
 
 
+def problem(doc: Any, spec: Any, path: str = "$") -> tuple[str, str] | None:
+    """What :func:`check` would raise, as ``(JSON path, message)``, or None."""
+    return _check(doc, spec, path)
+
+
 def _check(v, spec, path):
     if isinstance(spec, Opt):
         return None if v is None and spec.null else _check(v, spec.spec, path)
@@ -348,7 +353,7 @@ def _check(v, spec, path):
         return None if any(p is None for p in probs) else probs[0]
     if isinstance(spec, OneOf):
         return None if v in spec.values else (path, f"expected one of {', '.join(map(repr, spec.values))}, "
-                                                     f"got {_short(v)}")
+                                                     f"got {short(v)}")
     if isinstance(spec, list):
         if not isinstance(v, list):
             return path, f"expected a list, got {_tname(v)}"
@@ -387,7 +392,8 @@ def _check(v, spec, path):
                                   f"got {_tname(v)}")
 
 
-def _short(v) -> str:
+def short(v) -> str:
+    """``repr(v)``, at most 40 characters (for messages)."""
     s = repr(v)
     return s if len(s) <= 40 else s[:37] + "..."
 
@@ -432,7 +438,7 @@ def _check_dc(v, cls, path):
     for k in v:
         if k not in fields:
             return f"{path}.{k}" if isinstance(k, str) and k.isidentifier() else path, \
-                f"unknown key {_short(k)}"
+                f"unknown key {short(k)}"
     for name, (hint, required) in fields.items():
         if name not in v:
             if required:
@@ -466,7 +472,7 @@ def _check_hint(v, hint, path):
             return path, f"expected an object, got {_tname(v)}"
         kt, vt = typing.get_args(hint) or (typing.Any, typing.Any)
         for k, x in v.items():
-            p = _check_hint(k, kt, f"{path} key") or _check_hint(x, vt, f"{path}[{_short(k)}]")
+            p = _check_hint(k, kt, f"{path} key") or _check_hint(x, vt, f"{path}[{short(k)}]")
             if p:
                 return p
         return None
@@ -510,57 +516,3 @@ def redact(text: str) -> str:
         if s in text:
             text = text.replace(s, "(secret)")
     return _DHHC.sub("(secret)", text)
-
-
-# ----------------------------------------------------------------------------------------------
-# The project's own documents read back: managed sets (and the journal's), saved plans
-# ----------------------------------------------------------------------------------------------
-
-def check_managed(d: Any, where: str = "managed set") -> None:
-    """The shape :meth:`nvmet_p2p.nvmet.plan.Managed.from_dict` reads."""
-    pairs = {"namespaces": (str, int), "referrals": (int, str), "ana_groups": (int, int),
-             "allowed_hosts": (str, str), "port_links": (int, str)}
-    check(d, {"hosts": Opt([str], False), "subsystems": Opt([str], False), "ports": Opt([int], False),
-              "discovery_nqn": Opt(bool, False), **{k: Opt([list], False) for k in pairs}}, where)
-    for k, kinds in pairs.items():
-        for i, p in enumerate(d.get(k) or []):
-            if len(p) != 2 or any(_check(x, t, "") for x, t in zip(p, kinds)):
-                raise DocumentError(f"$.{k}[{i}]: expected a pair of {kinds[0].__name__} and "
-                                    f"{kinds[1].__name__}, got {_short(p)}", where=where)
-
-
-def check_plan(d: dict, where: str) -> None:
-    """A saved plan (``plan --out``) before :meth:`nvmet_p2p.nvmet.plan.Plan.from_dict` builds it:
-    the shape, and every operation's path inside the nvmet tree (a plan file is a list of
-    writes; one naming ``../../etc/...`` must never run)."""
-    from nvmet_p2p.nvmet.journal import split
-    scalar = Opt((str, type(None)))
-    check(d, {"ops": [{"action": OneOf("mkdir", "rmdir", "write", "link", "unlink"), "path": str,
-                       "value": scalar, "target": scalar, "old": scalar, "object": Opt(str)}],
-              "changes": Opt([{"action": str, "kind": str, "key": str,
-                               "attrs": Opt([{"name": str, "old": scalar, "new": scalar}]),
-                               "notes": Opt([str])}]),
-              "warnings": Opt([str]), "live_digest": Opt(str), "managed_digest": Opt(str),
-              "prune": Opt(bool),
-              "managed_after": Opt(dict)}, where)
-    check_managed(d.get("managed_after") or {}, where)
-    for i, op in enumerate(d["ops"]):
-        path = op["path"]
-        parts = path.split("/")
-        bad = (not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts)
-               or "\x00" in path)
-        try:
-            if not bad:
-                split(path)
-        except (ValueError, Exception):
-            bad = True
-        if bad:
-            raise DocumentError(f"$.ops[{i}].path: {_short(path)} is not a configfs path of the "
-                                f"nvmet tree", where=where)
-        if op["action"] == "link":
-            t = op.get("target") or ""
-            if not (t.startswith(("hosts/", "subsystems/")) and t.count("/") == 1 and ".." not in t):
-                raise DocumentError(f"$.ops[{i}].target: {_short(t)} is not a configfs path of a "
-                                    f"host or subsystem", where=where)
-        if op["action"] == "write" and op.get("value") is not None:
-            no_nul(op["value"], where, f"$.ops[{i}].value")

@@ -314,9 +314,11 @@ def test_damaged_journal_is_a_clear_error(env):
 
 def test_cli_status_and_apply_report_the_recovery(env, tmp_path, capsys, monkeypatch):
     from nvmet_p2p.cli import main
+    from nvmet_p2p.commands import _target
     from nvmet_p2p.nvmet import apply
     cfs, sd = env
     monkeypatch.setattr(apply, "open_configfs", lambda root, load_module=True: cfs)
+    monkeypatch.setattr(_target, "open_configfs", lambda root, load_module=True: cfs)
     go(env, OLD)
     assert killed_apply(env, new_doc(), 4, prune=True) == signal.SIGKILL
     f = tmp_path / "old.json"

@@ -1,5 +1,5 @@
-"""The package layering of nvmet_p2p (nvmet_p2p/__init__.py), held for every import --
-top-level and function-level alike."""
+"""The package layering of nvmet_p2p (nvmet_p2p/__init__.py, docs/dev/architecture.md), held for
+every import -- top-level and function-level alike."""
 
 import ast
 import pathlib
@@ -20,10 +20,7 @@ FORBIDDEN = {
     ("observe", "service"), ("observe", "shell"), ("observe", "commands"),
     ("service", "shell"), ("service", "commands"),
 }
-LEAVES = {"errors", "output", "kernel", "kmsg", "safeload"}
-#: known exceptions, each to be removed (issue 21): safeload's saved-plan check parses configfs
-#: paths with the journal's parser
-KNOWN = {"nvmet_p2p.safeload imports nvmet_p2p.nvmet.journal"}
+LEAVES = {"errors", "output", "kernel", "kmsg", "safeload", "paths"}
 
 
 def _package(module: str) -> str:
@@ -31,40 +28,88 @@ def _package(module: str) -> str:
     return parts[1] if len(parts) > 2 else "(top)"
 
 
-def _imports(path: pathlib.Path, module: str):
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("nvmet_p2p"):
-            if node.module == "nvmet_p2p":
-                yield from (f"nvmet_p2p.{a.name}" for a in node.names)
-            else:
-                yield node.module
-        elif isinstance(node, ast.Import):
-            yield from (a.name for a in node.names if a.name.startswith("nvmet_p2p"))
-
-
-def _modules():
+def _modules() -> dict[str, pathlib.Path]:
+    out = {}
     for path in sorted(PKG.rglob("*.py")):
-        rel = path.relative_to(PKG.parent).with_suffix("")
-        parts = list(rel.parts)
+        parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
-        yield path, ".".join(parts)
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def imports(source: str) -> set[str]:
+    """The nvmet_p2p modules a module's source imports anywhere in it (``from a import b``
+    names a.b when that is a module, else a)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("nvmet_p2p"):
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                found.add(sub if sub in MODULES else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("nvmet_p2p"))
+    return found
+
+
+GRAPH = {m: imports(p.read_text()) - {m} for m, p in MODULES.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_cycle_finder_finds_a_cycle_through_a_function_level_import():
+    a = imports("import nvmet_p2p.nvmet.plan\n")
+    b = imports("def f():\n    from nvmet_p2p.nvmet import journal\n")
+    assert a == {"nvmet_p2p.nvmet.plan"} and b == {"nvmet_p2p.nvmet.journal"}
+    assert cycles({"x": a, "nvmet_p2p.nvmet.plan": {"y"}, "y": {"x"}}) == [["nvmet_p2p.nvmet.plan", "x", "y"]]
+    assert cycles({"x": {"y"}, "y": set()}) == []
+
+
+def test_no_import_cycles():
+    assert cycles(GRAPH) == []
 
 
 def test_no_forbidden_layer_imports():
-    bad = []
-    for path, module in _modules():
-        for target in _imports(path, module):
-            if (_package(module), _package(target if target.count(".") > 1 else target + ".x")) in FORBIDDEN:
-                bad.append(f"{module} imports {target}")
+    bad = [f"{m} imports {t}" for m, targets in GRAPH.items() for t in targets
+           if (_package(m), _package(t if t.count(".") > 1 else t + ".x")) in FORBIDDEN]
     assert bad == []
 
 
 def test_leaves_import_only_leaves():
-    bad = []
-    for path, module in _modules():
-        if module.split(".")[-1] in LEAVES and module.count(".") == 1:
-            for target in _imports(path, module):
-                if target.split(".")[1] not in LEAVES:
-                    bad.append(f"{module} imports {target}")
-    assert sorted(set(bad) - KNOWN) == []
+    bad = [f"{m} imports {t}" for m, targets in GRAPH.items()
+           if m.count(".") == 1 and m.split(".")[1] in LEAVES
+           for t in targets if t.split(".")[1] not in LEAVES]
+    assert bad == []

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import re
 
-from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p import safeload
+from nvmet_p2p.errors import InputError
+from nvmet_p2p.pci.inventory import read_inventory
 from nvmet_p2p.pci.model import Inventory
+from nvmet_p2p.safeload import DocumentError
 
 
 def add_inventory_option(parser) -> None:
@@ -26,19 +29,12 @@ def load_inventory(args, *, addresses: bool = True) -> Inventory:
     path = getattr(args, "inventory", None)
     if path:
         return inventory_from_file(path)
-    try:
-        from nvmet_p2p.pci.inventory import read_inventory
-    except ImportError as exc:   # the readers live in nvmet_p2p/pci/inventory.py
-        raise NvmetP2PError(f"cannot read {args.root}: the sysfs readers are not available "
-                            f"({exc}); use --inventory FILE") from None
     if addresses:
         return read_inventory(args.root)
     return read_inventory(args.root, netlink=dict)
 
 
 def inventory_from_file(path: str) -> Inventory:
-    from nvmet_p2p import safeload
-    from nvmet_p2p.pci.model import Inventory
     doc = safeload.load_json(path)
     if isinstance(doc, dict) and isinstance(doc.get("inventory"), dict):
         doc, where = doc["inventory"], f"{path}: $.inventory"
@@ -59,7 +55,6 @@ _BDF = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
 
 def _check_bdfs(doc: dict, where: str) -> None:
     """Every PCI address the pure logic splits and sorts must be a BDF."""
-    from nvmet_p2p.safeload import DocumentError
     for key, f in doc.get("pci", {}).items():
         for what, v in [("key", key), ("bdf", f.get("bdf")), ("physfn", f.get("physfn"))] + \
                 [("upstream", u) for u in f.get("upstream", [])]:

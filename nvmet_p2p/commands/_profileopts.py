@@ -4,10 +4,11 @@ only when ``--profile`` is given)."""
 
 from __future__ import annotations
 
+from nvmet_p2p.commands._inventory import add_inventory_option
+
 
 def add_profile_options(parser, group) -> None:
     """``group``: the mutually exclusive source group (--state / --plan / --profile)."""
-    from nvmet_p2p.commands._inventory import add_inventory_option
     group.add_argument("--profile", metavar="PROFILE",
                        help="a profile (YAML, see profiles/): nvmet-p2p places the p2pmem "
                             "providers and derives the desired state")

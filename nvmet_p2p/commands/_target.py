@@ -6,6 +6,9 @@ import os
 import sys
 
 from nvmet_p2p import output
+from nvmet_p2p.errors import InputError
+from nvmet_p2p.nvmet import journal
+from nvmet_p2p.nvmet.apply import open_configfs, settle_pending
 
 #: how long a target command waits for another one's apply lock by default
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -33,7 +36,6 @@ def lock_timeout(args) -> float:
         env = os.environ.get("NVMET_P2P_LOCK_TIMEOUT")
         return float(env) if env and env.replace(".", "", 1).isdigit() else DEFAULT_LOCK_TIMEOUT
     if v < 0:
-        from nvmet_p2p.errors import InputError
         raise InputError("--lock-timeout must be >= 0")
     return v
 
@@ -48,11 +50,9 @@ def report_recovery(recovery) -> None:
 def settle_first(args, *, must: bool = True):
     """Settle an interrupted earlier apply before a command that reads the target (``status``,
     ``save``). ``must=False``: a failure is a warning on stderr, the command goes on."""
-    from nvmet_p2p.nvmet import journal
     d = directory(args)
     if not journal.pending(d):
         return None
-    from nvmet_p2p.nvmet.apply import open_configfs, settle_pending  # (the engine only when needed)
     try:
         rec = settle_pending(open_configfs(args.root, load_module=False), d, args.root,
                              kernel=getattr(args, "kernel", None), lock_timeout=lock_timeout(args))

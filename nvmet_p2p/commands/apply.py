@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from nvmet_p2p import safeload
-from nvmet_p2p.commands import _profileopts
+from nvmet_p2p.commands import _profile, _profileopts
 from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, lock_timeout, print_plan
-from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet import lastapply, statefile
 from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, apply_saved_plan, reconcile
 from nvmet_p2p.nvmet.plan import Plan
 from nvmet_p2p.output import Progress
@@ -27,12 +27,10 @@ def register(p) -> None:
 
 
 def run(args) -> int:
-    from nvmet_p2p.nvmet import lastapply
     progress = Progress(quiet=args.json)
     try:
         with lastapply.recorded(directory(args), "apply") as rec:
             if args.profile:
-                from nvmet_p2p.commands import _profile
                 return _profile.run_apply(args, progress, rec)
             if args.plan:
                 plan = Plan.from_dict(safeload.load_json(args.plan), where=args.plan)

@@ -10,6 +10,7 @@ from nvmet_p2p.commands._target import add_state_dir
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import bench as B
 from nvmet_p2p.harness import workloads as W
+from nvmet_p2p.harness.ab import LocalToggle
 from nvmet_p2p.harness.nvmecli import NvmeCli, host_identity
 from nvmet_p2p.output import Progress, emit, table
 
@@ -194,7 +195,6 @@ def _evidence_and_toggle(args, bench, progress) -> None:
         else:
             if not args.nqn:
                 raise InputError("A/B on the local target needs the subsystem(s): --nqn", where="--nqn")
-            from nvmet_p2p.harness.ab import LocalToggle
             bench.toggle = LocalToggle(args.root, args.nqn, args.nsid, args.ab_p2pmem,
                                        state_dir=args.state_dir, progress=progress)
 

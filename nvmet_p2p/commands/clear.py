@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, lock_timeout, print_plan
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.nvmet import lastapply
 from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, clear
 
 NAME = "clear"
@@ -24,7 +25,6 @@ def run(args) -> int:
     if args.all and not args.yes and not args.dry_run:
         raise InputError("--all removes every export on this machine, including ones nvmet-p2p "
                          "did not create; add --yes to confirm (or --dry-run to see the plan)")
-    from nvmet_p2p.nvmet import lastapply
     try:
         with lastapply.recorded(directory(args), "clear", enabled=not args.dry_run) as rec:
             rec.outcome = outcome = clear(args.root, directory(args), everything=args.all,

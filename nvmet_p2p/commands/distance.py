@@ -14,6 +14,7 @@ from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.output import emit
 from nvmet_p2p.pci.distance import P2pdma, Verdict
+from nvmet_p2p.pci.inventory import block_device_name
 from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.pci.topology import human_size
 
@@ -60,7 +61,6 @@ def run(args) -> int:
 def _follow_dev_link(root: str, dev: str) -> str:
     """``/dev/disk/by-id/nvme-...`` (any /dev link) -> ``/dev/nvme1n1`` on the machine read;
     anything else unchanged. The distance rules themselves never touch the filesystem."""
-    from nvmet_p2p.pci.inventory import block_device_name
     name = block_device_name(root, dev) if dev.startswith("/dev/") else None
     return f"/dev/{name}" if name else dev
 

@@ -6,6 +6,7 @@ import textwrap
 
 from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
 from nvmet_p2p.output import emit
+from nvmet_p2p.pci.doctor import diagnose
 
 NAME = "doctor"
 ORDER = 3
@@ -42,7 +43,6 @@ def _human(doc: dict) -> str:
 
 
 def run(args) -> int:
-    from nvmet_p2p.pci.doctor import diagnose
 
     inv = load_inventory(args)
     report = diagnose(inv, kernel=args.kernel)

@@ -6,6 +6,10 @@ import os
 import sys
 
 from nvmet_p2p.commands._target import add_state_dir
+from nvmet_p2p.errors import InputError
+from nvmet_p2p.nvmet.statefile import write_atomic
+from nvmet_p2p.observe import metrics
+from nvmet_p2p.observe.metrics import TargetCollector
 from nvmet_p2p.output import dump_json
 
 NAME = "metrics"
@@ -26,7 +30,6 @@ def add_collector_options(p) -> None:
 
 
 def collector_from_args(args):
-    from nvmet_p2p.observe.metrics import TargetCollector
     return TargetCollector(args.root, state_dir=args.state_dir, all_subsystems=args.all,
                            kernel=args.kernel, doctor=not args.no_doctor)
 
@@ -39,9 +42,6 @@ def register(p) -> None:
 
 
 def run(args) -> int:
-    from nvmet_p2p.errors import InputError
-    from nvmet_p2p.nvmet.statefile import write_atomic
-    from nvmet_p2p.observe import metrics
 
     col = collector_from_args(args)
     if args.json:

@@ -12,7 +12,12 @@ import sys
 import time
 
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.harness import p2pfio as pf
+from nvmet_p2p.harness import p2pfio_report as rep
 from nvmet_p2p.harness import p2ptest
+from nvmet_p2p.harness.fio import fio_version
+from nvmet_p2p.harness.hostsys import read_text
+from nvmet_p2p.harness.p2pfio_run import FioP2pRun, alloc_path, probe_pool
 from nvmet_p2p.output import Progress, emit
 
 NAME = "p2p-test"
@@ -97,7 +102,6 @@ def run(args) -> int:
 
 def _device_size(dev: str, root: str) -> int | None:
     """Bytes of a block device (sysfs, 512-byte sectors) or of a plain file; None unknown."""
-    from nvmet_p2p.harness.hostsys import read_text
     name = os.path.basename(os.path.realpath(dev) if root == "/" else dev)
     sectors = read_text(os.path.join(root, "sys/block", name, "size"))
     if sectors.isdigit():
@@ -120,8 +124,6 @@ def _numjobs(text: str | None) -> int | str:
 
 
 def _plan(args, devices: list[str], pool: dict):
-    from nvmet_p2p.harness import p2pfio as pf
-    from nvmet_p2p.harness.p2pfio_run import alloc_path
     bss = tuple(sorted({p2ptest.parse_size(x, "--bs") for x in args.bs.split(",") if x.strip()})) if args.bs else None
     if args.bs and not bss:
         raise InputError(f"no block size in {args.bs!r}", where="--bs")
@@ -139,9 +141,6 @@ def _plan(args, devices: list[str], pool: dict):
 
 
 def _run_fio(args) -> int:
-    from nvmet_p2p.harness import p2pfio_report as rep
-    from nvmet_p2p.harness.fio import fio_version
-    from nvmet_p2p.harness.p2pfio_run import FioP2pRun, probe_pool
     if args.read_only_source:
         raise InputError("--engine fio verifies with the headers fio writes, so it writes every namespace it "
                          "tests; for a read-only source use --engine copy", where="--read-only-source")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from nvmet_p2p.commands import _profileopts
+from nvmet_p2p.commands import _profile, _profileopts
 from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout, print_plan
 from nvmet_p2p.nvmet import statefile
 from nvmet_p2p.nvmet.apply import reconcile
@@ -34,7 +34,6 @@ def desired_from_args(args):
 
 def run(args) -> int:
     if args.profile:
-        from nvmet_p2p.commands import _profile
         return _profile.run_plan(args)
     desired = desired_from_args(args)
     outcome = reconcile(args.root, desired, directory(args), prune=args.prune, dry_run=True,

@@ -25,7 +25,7 @@ from nvmet_p2p.commands._target import (
     print_plan,
 )
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet import lastapply, statefile
 from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, reconcile
 from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
 from nvmet_p2p.output import Progress
@@ -58,7 +58,6 @@ def register(p) -> None:
 def run(args) -> int:
     if args.wait_devices is not None and not 0 <= args.wait_devices <= 86400:
         raise InputError("--wait-devices must be between 0 and 86400 seconds")
-    from nvmet_p2p.nvmet import lastapply
     progress = Progress(quiet=args.json)
     waited = None
     held: list[devwait.Degraded] = []

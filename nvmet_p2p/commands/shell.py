@@ -6,6 +6,10 @@ import sys
 
 from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout, report_recovery
 from nvmet_p2p.errors import InputError
+from nvmet_p2p.output import Progress
+from nvmet_p2p.shell.app import ShellApp, secure_dir, user_dir
+from nvmet_p2p.shell.p2p import P2pContext
+from nvmet_p2p.shell.session import Session
 
 NAME = "shell"
 ORDER = 45
@@ -42,10 +46,6 @@ def _stdin_lines():
 
 
 def run(args) -> int:
-    from nvmet_p2p.output import Progress
-    from nvmet_p2p.shell.app import ShellApp, secure_dir, user_dir
-    from nvmet_p2p.shell.p2p import P2pContext
-    from nvmet_p2p.shell.session import Session
 
     if args.json:
         raise InputError("--json: the shell prints for people; use `nvmet-p2p save`, `plan --json` "

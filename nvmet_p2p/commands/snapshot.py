@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nvmet_p2p.output import Progress, emit
+from nvmet_p2p.pci.snapshot import take_snapshot
 
 NAME = "snapshot"
 ORDER = 5
@@ -39,7 +40,6 @@ def _human(s: dict) -> str:
 
 
 def run(args) -> int:
-    from nvmet_p2p.pci.snapshot import take_snapshot
 
     summary = take_snapshot(args.dir, root=args.root, force=args.force,
                             progress=Progress(quiet=args.json))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -10,6 +11,7 @@ from nvmet_p2p.errors import InputError
 from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.observe import status as st
 from nvmet_p2p.output import emit
+from nvmet_p2p.policy.schema import parse_size
 
 NAME = "status"
 ORDER = 60
@@ -43,7 +45,6 @@ def register(p):
 def _io_size(text: str | None) -> int | None:
     if text is None:
         return None
-    from nvmet_p2p.policy.schema import parse_size
     n = parse_size(text)
     if not n:
         raise InputError(f"--io-size: expected a size such as 4096, 128k or 1MiB, got {text!r}",
@@ -72,7 +73,6 @@ def run(args) -> int:
                              all_subsystems=args.all, kernel=args.kernel,
                              inventory=inv, state_dir=args.state_dir)
             if args.json:
-                import json
                 sys.stdout.write(json.dumps(rep.to_dict(), default=str) + "\n")
             else:
                 sys.stdout.write(f"\n=== {time.strftime('%H:%M:%S')} ===\n{st.render(rep)}\n")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout
 from nvmet_p2p.errors import InputError, NvmetP2PError
-from nvmet_p2p.service import hotplug
+from nvmet_p2p.policy import profile
+from nvmet_p2p.service import hotplug, watch
 
 NAME = "watch"
 ORDER = 62
@@ -46,16 +48,13 @@ def register(p) -> None:
 
 
 def argparse_suppress():
-    import argparse
     return argparse.SUPPRESS
 
 
 def run(args) -> int:
-    from nvmet_p2p.service import watch
     if not 0 < args.debounce <= 30:
         raise InputError("--debounce must be between 0 and 30 seconds")
     if args.profile:
-        from nvmet_p2p.policy import profile
         profile.load(args.profile)          # a broken profile is an error now, not at the event
     if os.path.realpath(args.root) != "/":
         raise InputError("watch needs the live system (--root /): udev events come from this kernel")

@@ -13,15 +13,18 @@ back if the kernel refuses, and holds the apply lock. The subsystem joins nvmet-
 
 from __future__ import annotations
 
+import copy
+
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.nvmet import state as st
+from nvmet_p2p.nvmet.apply import reconcile
+from nvmet_p2p.nvmet.apply import state_dir as _state_dir
+from nvmet_p2p.nvmet.configfs import Configfs, read_state
 
 
 class LocalToggle:
     def __init__(self, root: str, subsystems: list[str], nsids: list[int] | None = None,
                  on_value: str | None = None, state_dir: str | None = None, progress=None, cfs=None):
-        from nvmet_p2p.nvmet.apply import state_dir as _state_dir
-        from nvmet_p2p.nvmet.configfs import Configfs, read_state
         self.root = root
         self.cfs = cfs            # tests pass a fake configfs; None: the live tree under root
         self.directory = _state_dir(state_dir)
@@ -56,7 +59,6 @@ class LocalToggle:
         tree read there): the subsystems as they are then (a named subsystem's allowed hosts and
         namespaces are authoritative in a desired state), with only ``p2pmem`` changed."""
         def want(live: st.TargetState, _managed) -> st.TargetState:
-            import copy
             d = st.TargetState()
             for (nqn, nsid), v in values.items():
                 sub = live.subsystems.get(nqn)
@@ -72,7 +74,6 @@ class LocalToggle:
         return want
 
     def _apply(self, values: dict[tuple[str, int], str], label: str) -> None:
-        from nvmet_p2p.nvmet.apply import reconcile
         out = reconcile(self.root, self.desired(values), self.directory, cfs=self.cfs)
         r = out.result
         self.outcomes.append({"to": label, "writes": r.writes if r else 0,

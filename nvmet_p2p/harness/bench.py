@@ -16,7 +16,9 @@ Order of one run::
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -29,7 +31,11 @@ from nvmet_p2p.harness import environment, hostsys
 from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.fio import FioInterrupted, FioRun, Workload, job_file, job_name, run_fio
 from nvmet_p2p.harness.nvmecli import AlreadyConnected, HostIdentity, NvmeCli
+from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.observe import evidence as ev
+from nvmet_p2p.observe import explain
+from nvmet_p2p.observe import status as st
+from nvmet_p2p.observe.status import HostControllerHint
 
 # --------------------------------------------------------------------------------------
 # Connections
@@ -159,7 +165,6 @@ class LocalEvidence:
 
     def __init__(self, root: str = "/", hints: Callable[[], list] = lambda: [], subsystems: Callable[[], set] = set,
                  interval: float = 1.0):
-        from nvmet_p2p.observe import status as st
         self.st = st
         self.root = root
         self.hints = hints
@@ -275,7 +280,6 @@ class CommandEvidence:
             out, err = self.proc.communicate()
         rc = self.proc.returncode
         self.proc = None
-        import json
         try:
             d = json.loads(out)
         except ValueError:
@@ -381,7 +385,6 @@ class Bench:
 
     # -- helpers ---------------------------------------------------------------------------
     def hints(self) -> list:
-        from nvmet_p2p.observe.status import HostControllerHint
         out = []
         for c in (self.conns.items if self.conns else []):
             addr = dict(kv.split("=", 1) for kv in c.ctrl.address.split(",") if "=" in kv)
@@ -517,7 +520,6 @@ class Bench:
                           + (f", p99 {s['p99_ns'] / 1000:.0f} µs" if s.get("p99_ns") else ""))
 
     def _log_mark(self):
-        from nvmet_p2p.kmsg import KernelLog
         try:
             self.klog = self.klog or KernelLog(root=self.cfg.root)
             return self.klog.mark()
@@ -529,7 +531,6 @@ class Bench:
         (:func:`nvmet_p2p.observe.explain.explain`, the same reading ``p2p-test`` does)."""
         if mark is None or self.klog is None:
             return None
-        from nvmet_p2p.observe import explain
         try:
             records = self.klog.records_since(mark)
         except OSError:
@@ -683,7 +684,6 @@ _FIO_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 def largest_io(w: Workload) -> int | None:
     """Bytes of the workload's largest I/O (``bs``, or the top of ``bsrange``; fio's units are
     binary), or None when it cannot be told. The target sees at most 1 MiB per command."""
-    import re
     text = w.bs or (w.bsrange.split("-", 1)[-1] if w.bsrange else "")
     m = re.fullmatch(r"(\d+)([kmg]?)i?b?", text.strip().lower())
     return int(m.group(1)) * _FIO_UNITS[m.group(2)] if m else None

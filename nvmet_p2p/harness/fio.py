@@ -32,7 +32,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
+from nvmet_p2p import safeload
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.safeload import Each, Opt
 
 SCHEMA_PERCENTILES = ("50.000000", "99.000000", "99.900000")
 
@@ -360,7 +362,6 @@ def load_json_document(text: str, where: str = "fio output") -> dict:
     """fio's JSON, tolerating text fio puts in front of it (job error lines on stdout,
     ``<host>`` lines in client mode). Raises ValueError (a
     :class:`nvmet_p2p.safeload.DocumentError`) when there is none or it is malformed."""
-    from nvmet_p2p import safeload
     start = None
     if text.lstrip().startswith("{"):
         start = text.index("{")
@@ -377,7 +378,6 @@ def load_json_document(text: str, where: str = "fio output") -> dict:
 
 #: what parse_fio_output indexes into (everything else is optional and read with defaults)
 def _fio_shape():
-    from nvmet_p2p.safeload import Each, Opt
     dirs = Opt({"io_bytes": Opt(float), "bw_bytes": Opt(float), "iops": Opt(float),
                 "runtime": Opt(float), "total_ios": Opt(float),
                 "clat_ns": Opt({"mean": Opt(float), "N": Opt(float),

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nvmet_p2p import safeload
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.nvmet.defs import NQN_MAX
 
@@ -104,7 +105,6 @@ def host_identity(hostnqn: str | None = None, hostid: str | None = None, root: s
 def parse_discovery(text: str, where: str = "nvme discover output") -> list[DiscoveryRecord]:
     """The records of ``nvme discover -o json``; :class:`nvmet_p2p.safeload.DocumentError` (a
     ValueError) for anything else."""
-    from nvmet_p2p import safeload
     scalar = (str, int, float, type(None))
     doc = safeload.loads_json(text, where)
     safeload.check(doc, {"records": safeload.Opt([{k: safeload.Opt(scalar) for k in (
@@ -121,7 +121,6 @@ def parse_discovery(text: str, where: str = "nvme discover output") -> list[Disc
 
 def parse_connect(text: str, where: str = "nvme connect output") -> str:
     """The controller name ``nvme connect -o json`` printed (``{"device": "nvme4"}``)."""
-    from nvmet_p2p import safeload
     doc = safeload.loads_json(text, where)
     dev = doc.get("device") if isinstance(doc, dict) else None
     if not isinstance(dev, str) or not re.fullmatch(r"nvme\d{1,6}", dev):

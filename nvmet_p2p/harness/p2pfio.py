@@ -324,6 +324,18 @@ CHECK_TEXT = {"cmb_to_nvme": "CMB -> NVMe (p2p write, read back through host mem
               "matrix_writes": "every matrix write from the CMB (read back through host memory)",
               "host_control": "host-memory control (the namespace itself)"}
 REFILL = ("refill-host", "host", "p2p", "write", "headers")
+#: The checks whose failure means data was lost on a p2p path.
+P2P_CHECKS = ("cmb_to_nvme", "nvme_to_cmb", "matrix_writes")
+
+
+def check_words(s: dict) -> list[str]:
+    """A namespace's four checks in words (a refused pair's p2p checks say "refused")."""
+    word = {"verified": "yes", "lost": "LOST", "error": "error", None: "-"}
+    out = []
+    for k in ("cmb_to_nvme", "nvme_to_cmb", "matrix_writes", "host_control"):
+        st = s["checks"].get(k, {}).get("status")
+        out.append("refused" if s.get("refusal") and k in P2P_CHECKS and st != "lost" else word.get(st, st))
+    return out
 
 
 def _workload(plan: Plan, name: str, kind: str, region: str, rw: str, bs: int, qd: int, engine: str, *,

@@ -12,10 +12,9 @@ from __future__ import annotations
 import errno as _errno
 
 from nvmet_p2p.harness import results as res
-from nvmet_p2p.harness.p2pfio import CHECK_TEXT, POISON_MAGIC, Plan, size_label
+from nvmet_p2p.harness.p2pfio import CHECK_TEXT, P2P_CHECKS, POISON_MAGIC, Plan, check_words, size_label
+from nvmet_p2p.output import table
 
-#: The checks whose failure means data was lost on a p2p path.
-P2P_CHECKS = ("cmb_to_nvme", "nvme_to_cmb", "matrix_writes")
 VERDICT_EXIT = {"verified": 0, "refused": 3}
 
 def _jobs_of(entry: dict, dev: str) -> list[dict]:
@@ -165,7 +164,6 @@ def _fmt(v, nd=3):
 
 
 def render(results: dict) -> str:
-    from nvmet_p2p.output import table
     p = results["p2p_test"]
     plan = p["plan"]
     L = []
@@ -192,16 +190,6 @@ def render(results: dict) -> str:
                                           if p["verdict"] == "verified" else ""))
     L.append(f"results: {p['out']}/results.json, results.csv, summary.md")
     return "\n".join(L)
-
-
-def check_words(s: dict) -> list[str]:
-    """A namespace's four checks in words (a refused pair's p2p checks say "refused")."""
-    word = {"verified": "yes", "lost": "LOST", "error": "error", None: "-"}
-    out = []
-    for k in ("cmb_to_nvme", "nvme_to_cmb", "matrix_writes", "host_control"):
-        st = s["checks"].get(k, {}).get("status")
-        out.append("refused" if s.get("refusal") and k in P2P_CHECKS and st != "lost" else word.get(st, st))
-    return out
 
 
 def _render_checks(p: dict, table) -> str:

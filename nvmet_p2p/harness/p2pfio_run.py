@@ -26,8 +26,12 @@ from nvmet_p2p.harness import environment
 from nvmet_p2p.harness import p2pfio as pf
 from nvmet_p2p.harness import p2pfio_report as rep
 from nvmet_p2p.harness import results as res
+from nvmet_p2p.harness.bench import _install_signal_handlers
 from nvmet_p2p.harness.fio import FioInterrupted, FioRun, Workload, job_file, job_name, run_fio
+from nvmet_p2p.harness.p2ptest import explain_refusal
+from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.observe import evidence as ev
+from nvmet_p2p.observe.explain import explain
 
 KERNEL_LOG_KEEP = 200        # kernel log lines kept in results.json (every failed I/O logs one)
 
@@ -212,7 +216,6 @@ class FioP2pRun:
         self.verify_step(steps["final-host-control"])
 
     def run(self) -> dict:
-        from nvmet_p2p.harness.bench import _install_signal_handlers
         os.makedirs(self.out_dir, exist_ok=True)
         self.avail_before = ev.read_available(self.root, self.plan.provider)
         mark = self._mark()
@@ -232,7 +235,6 @@ class FioP2pRun:
     # -- kernel log -------------------------------------------------------------------------
     def _mark(self):
         if self.log is None:
-            from nvmet_p2p.kmsg import KernelLog
             self.log = KernelLog(root=self.root)
         try:
             return self.log.mark()
@@ -261,7 +263,6 @@ class FioP2pRun:
         return results
 
     def _explain(self, statuses: dict, kernel_log: list[str]) -> None:
-        from nvmet_p2p.harness.p2ptest import explain_refusal
         for dev, s in statuses.items():
             if s["refusal"]:
                 explain_refusal(self.plan.provider, s["refusal"], self.prediction, _lines_for(
@@ -315,7 +316,6 @@ def kernel_cause(kernel_log: list[str], root: str, provider: str, devices: list[
     """The project's kernel-log explainer of lost data (:func:`nvmet_p2p.observe.explain.explain`:
     IOMMU faults mapped to the BAR they hit, AER, I/O errors, resets): (its one sentence, its
     causes), or (None, None) when the window holds none."""
-    from nvmet_p2p.observe.explain import explain
     e = explain(kernel_log, root=root, providers=[provider], devices=devices)
     return (e.summary or None), (e.to_dict() if e.found else None)
 

@@ -25,13 +25,19 @@ from __future__ import annotations
 import errno as _errno
 import mmap
 import os
+import random
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
 from nvmet_p2p.errors import InputError, KernelError, NvmetP2PError
 from nvmet_p2p.harness.environment import emulation_label
 from nvmet_p2p.harness.hostsys import read_text
+from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.observe import evidence as ev
+from nvmet_p2p.observe import explain
+from nvmet_p2p.observe import status as st
+from nvmet_p2p.output import table
 from nvmet_p2p.pci.p2pdma_rules import MapType
 
 PAGE = mmap.PAGESIZE
@@ -104,7 +110,6 @@ class P2pTestResult:
     explanation: dict | None = None
 
     def medians(self) -> dict:
-        import statistics  # (imported where used: start-up of p2p-test)
         out = {}
         for d in ("read", "write"):
             for p in ("p2p", "host"):
@@ -155,7 +160,6 @@ def block_pci(device: str, root: str = "/") -> str | None:
 def predict(provider: str, devices: list[str], root: str = "/", kernel: str | None = None,
             inventory=None) -> dict:
     """Per device: its PCI function and the distance module's verdict for (provider, it)."""
-    from nvmet_p2p.observe import status as st
     inv = inventory
     out = {}
     for dev in devices:
@@ -235,7 +239,6 @@ def run(provider: str, source: str, destination: str | None = None, *, size: int
     res.pool["size"] = int(_read(os.path.join(pdir, "size")) or 0)
     res.pool["available_before"] = avail
     if log is None:
-        from nvmet_p2p.kmsg import KernelLog
         log = KernelLog(root=root)
     try:
         mark = log.mark()
@@ -298,7 +301,6 @@ def _map_and_transfer(res: P2pTestResult, pdir: str, alloc: str, progress) -> No
 def explain_mismatch(res: P2pTestResult, root: str = "/") -> dict:
     """Name the likely cause of the failed or mismatching transfers from the kernel log of the
     run (IOMMU fault mapped to the provider's BAR, AER, I/O error, reset)."""
-    from nvmet_p2p.observe import explain
     pcis = [p.get("pci") for p in res.prediction.values() if p.get("pci")]
     e = explain.explain(res.kernel_log, root=root, providers=[res.provider], devices=pcis)
     d = e.to_dict()
@@ -343,7 +345,6 @@ def _transfers(res: P2pTestResult, p2p: mmap.mmap, host: _Aligned, progress) -> 
 def _reference(res: P2pTestResult, src_fd: int, host: _Aligned, progress) -> bytes:
     """What every transfer must deliver: a seeded pattern written to the source first, or (a
     read-only source) the source's content read once through host memory."""
-    import random  # (imported where used: start-up of p2p-test)
     size, off = res.size, res.offset
     if not res.seeded:
         n = os.preadv(src_fd, [host.mm], off)
@@ -458,7 +459,6 @@ def explain_refusal(provider: str, r: dict, prediction: dict, kernel_log: list[s
 
 
 def render(res: P2pTestResult) -> str:
-    from nvmet_p2p.output import table
     L = []
     if res.emulated:
         L.append(f"[{res.emulated}]")

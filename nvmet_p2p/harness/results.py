@@ -46,11 +46,17 @@ unchanged, so a v1 reader reads v2 files.
 
 from __future__ import annotations
 
+import csv
+import datetime as _dt
+import io
 import json
 import os
+import statistics
 from typing import Any
 
+from nvmet_p2p.harness import plots as _plots
 from nvmet_p2p.harness.environment import EMULATED_LABEL  # noqa: F401  (re-exported)
+from nvmet_p2p.harness.p2pfio import check_words
 
 SCHEMA = "nvmet-p2p/bench-results"
 SCHEMA_VERSION = 2
@@ -59,13 +65,11 @@ SCHEMA_VERSION = 2
 def iso(t: float | None) -> str | None:
     if t is None:
         return None
-    import datetime as _dt  # (imported where used: start-up)
     return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def summarize(fio_run: dict) -> dict:
     """Per-run summary from a ``FioRun.to_dict()``: totals over jobs, worst latency."""
-    import statistics  # (imported where used: start-up of every command importing results)
     jobs = fio_run.get("jobs") or []
     agg = fio_run.get("aggregate")
     src = [agg] if agg else jobs
@@ -87,7 +91,6 @@ def summarize(fio_run: dict) -> dict:
 def ab_table(runs: list[dict], metric_of=None, on: str = "p2p-on", off: str = "p2p-off") -> dict:
     """Medians and on/off ratio per workload from A/B runs (``on``/``off``: the two variants'
     names; ``p2p-test --engine fio`` compares ``p2p`` with ``host`` buffers)."""
-    import statistics  # (imported where used: start-up)
     by: dict[str, dict[str, list[float]]] = {}
     for r in runs:
         if r.get("variant") not in (on, off):
@@ -186,7 +189,6 @@ def ab_pool(runs: list[dict], on: str = "p2p-on", off: str = "p2p-off") -> dict:
             continue
         t = out.setdefault(r["workload"]["name"], {on: [], off: []})
         t[r["variant"]].append({"round": r.get("round"), "peak_in_use": _peak(r), "providers": r.get("pool") or {}})
-    import statistics  # (imported where used: start-up)
     for t in out.values():
         for key, variant in (("on", on), ("off", off)):
             peaks = [x["peak_in_use"] for x in t[variant] if x["peak_in_use"] is not None]
@@ -243,8 +245,6 @@ def _blank(v) -> str:
 
 
 def csv_text(results: dict) -> str:
-    import csv  # (imported where used: start-up)
-    import io
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
@@ -400,7 +400,6 @@ def _md_evidence(results: dict) -> list[str]:
 
 def _md_p2p_test(p: dict) -> list[str]:
     """``p2p-test --engine fio``: the verdict per namespace and the p2p/host table."""
-    from nvmet_p2p.harness.p2pfio_report import check_words
     L = [f"## p2p-test: **{p['verdict']}** (provider `{p['provider']}`)", "",
          "| namespace | prediction | CMB -> NVMe | NVMe -> CMB | matrix writes | host control | verdict |",
          "|---|---|---|---|---|---|---|"]
@@ -436,7 +435,6 @@ def write_all(out_dir: str, results: dict, plots: bool = True) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     files = []
     if plots:
-        from nvmet_p2p.harness import plots as _plots
         made, note = _plots.make_plots(out_dir, results)
         files += made
         if note and note not in results.setdefault("notes", []):

@@ -38,6 +38,7 @@ import fcntl
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ from nvmet_p2p.nvmet.plan import (
     managed_digest,
     same,
 )
+from nvmet_p2p.nvmet.statefile import write_atomic
 
 #: a desired state computed from the live tree and the managed set (``desire(live, managed)``):
 #: what a writer passes when what it wants depends on what is there; :func:`reconcile` calls it
@@ -120,7 +122,6 @@ class ManagedStore:
                                 f"to start managing from scratch") from None
 
     def save(self, m: Managed) -> None:
-        from nvmet_p2p.nvmet.statefile import write_atomic  # (only when the set changes: start-up)
         write_atomic(self.path, json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n",
                      mode=0o600, backups=1)
 
@@ -469,7 +470,6 @@ def open_configfs(root: str, load_module: bool = True) -> Configfs:
     cfs = Configfs(root)
     if not cfs.present() and load_module and os.path.realpath(root) == "/":
         with contextlib.suppress(OSError):
-            import subprocess
             subprocess.run(["modprobe", "nvmet"], check=False, capture_output=True)
     if not cfs.present():
         raise NvmetP2PError(f"{cfs.base}: no nvmet configfs tree (load the nvmet module and mount "
@@ -653,20 +653,13 @@ def clear(root: str, directory: str, everything: bool = False, dry_run: bool = F
         return t.execute(plan)
 
 
-def _kernel_log(root: str) -> KernelLog:
-    """The kernel log a failing step's lines are read from (imported here: an apply that changes
-    nothing never reads it, and the import is part of every command's start-up)."""
-    from nvmet_p2p.kmsg import KernelLog
-    return KernelLog(root=root)
-
-
 def _execute(cfs: Configfs, plan: Plan, store: ManagedStore, root: str, progress,
              managed_before: Managed) -> Outcome:
     """Journal (only when something changes), steps, managed set, end of journal; SIGTERM and
     SIGINT are held back for the whole of it and answered with a rollback. Called by
     :meth:`Locked.execute` only: ``managed_before`` is the set read under the same lock."""
     t0 = time.perf_counter()
-    applier = Applier(cfs, _kernel_log(root) if plan.ops else None, progress)
+    applier = Applier(cfs, KernelLog(root=root) if plan.ops else None, progress)
     with _Signals() as sig:
         applier.stop_requested = lambda: sig.pending
         if plan.ops:
@@ -748,7 +741,7 @@ def settle(cfs: Configfs, directory: str, root: str, *, kernel: str | None = Non
     if progress and plan.ops:
         progress(f"rolling back an interrupted apply: {len(plan.ops)} configfs step(s)")
     try:
-        res = Applier(cfs, _kernel_log(root), progress).apply(plan)
+        res = Applier(cfs, KernelLog(root=root), progress).apply(plan)
     except ApplyFailed as exc:
         raise NvmetP2PError(f"an earlier apply (pid {rec.get('pid')}, {rec.get('started')}) was "
                             f"interrupted and rolling it back failed: {exc} The journal "

@@ -32,6 +32,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from nvmet_p2p.nvmet.statefile import write_atomic
+
 FILE = "degraded.json"
 KINDS = ("offload-lost", "re-placed", "backing-lost", "held-back", "port-lost")
 
@@ -85,7 +87,6 @@ class DegradedStore:
             os.close(fd)
 
     def _save(self, entries: dict[tuple[str, str], Entry]) -> None:
-        from nvmet_p2p.nvmet.statefile import write_atomic
         doc = {"format": 1, "entries": [e.to_dict() for _, e in sorted(entries.items())]}
         write_atomic(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n", mode=0o600,
                      backups=0)

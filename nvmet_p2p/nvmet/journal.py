@@ -38,6 +38,8 @@ mode 0600 in the 0700 state directory, like the saved plans and ``/etc/nvmet/con
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import sys
@@ -47,6 +49,9 @@ from dataclasses import dataclass, field
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.configfs import NULL_PATH, Configfs, is_secret
+from nvmet_p2p.nvmet.plan import same
+from nvmet_p2p.nvmet.spec import parse_path
+from nvmet_p2p.nvmet.statefile import write_atomic
 
 JOURNAL_FILE = "journal.json"
 FORMAT = 1
@@ -79,52 +84,12 @@ def boot_id(root: str) -> str | None:
 
 
 def _digest(value: str) -> str:
-    import hashlib
     return "sha256:" + hashlib.sha256(value.strip().encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
 # Paths of the nvmet tree -> objects of a TargetState
 # ----------------------------------------------------------------------------------------------
-
-def split(path: str) -> tuple[str, tuple, str | None]:
-    """``(kind, key, rest)`` of a path relative to nvmet/: the object it belongs to and, for an
-    attribute or a link, the remaining name (``None`` for the object's directory itself).
-
-    Kinds: ``root``, ``host``, ``subsystem``, ``namespace``, ``passthru``, ``allowed_host``,
-    ``port``, ``port_link``, ``referral``, ``ana_group``.
-    """
-    p = path.split("/")
-    n = len(p)
-    if p[0] == "hosts" and n in (2, 3):
-        return "host", (p[1],), p[2] if n == 3 else None
-    if p[0] == "subsystems" and n >= 2:
-        if n == 2:
-            return "subsystem", (p[1],), None
-        if n == 3:
-            return "subsystem", (p[1],), p[2]
-        if p[2] == "namespaces" and n in (4, 5):
-            return "namespace", (p[1], int(p[3])), p[4] if n == 5 else None
-        if p[2] == "allowed_hosts" and n == 4:
-            return "allowed_host", (p[1], p[3]), None
-        if p[2] == "passthru" and n == 4:
-            return "passthru", (p[1],), p[3]
-    if p[0] == "ports" and n >= 2:
-        pid = int(p[1])
-        if n == 2:
-            return "port", (pid,), None
-        if n == 3:
-            return "port", (pid,), p[2]
-        if p[2] == "subsystems" and n == 4:
-            return "port_link", (pid, p[3]), None
-        if p[2] == "referrals" and n in (4, 5):
-            return "referral", (pid, p[3]), p[4] if n == 5 else None
-        if p[2] == "ana_groups" and n in (4, 5):
-            return "ana_group", (pid, int(p[3])), p[4] if n == 5 else None
-    if n == 1:
-        return "root", (), p[0]
-    raise NvmetP2PError(f"journal: not a path of the nvmet tree: {path!r}")
-
 
 def _obj(state: st.TargetState, kind: str, key: tuple):
     """The object of ``state`` a (kind, key) names, or None."""
@@ -210,7 +175,7 @@ def before_facts(cfs: Configfs, ops) -> list[dict]:
 
 
 def _link_target(cfs: Configfs, path: str) -> str:
-    kind, key, _ = split(path)
+    kind, key, _ = parse_path(path)
     return f"hosts/{key[1]}" if kind == "allowed_host" else f"subsystems/{key[1]}"
 
 
@@ -229,7 +194,6 @@ def _op_record(op) -> list:
 
 def begin(directory: str, cfs: Configfs, plan, managed_before, *, command: str | None = None) -> dict:
     """Record the intent of ``plan`` durably before its first step; returns the record."""
-    from nvmet_p2p.nvmet.statefile import write_atomic
     rec = {
         "format": FORMAT,
         "pid": os.getpid(),
@@ -298,7 +262,6 @@ def pending(directory: str) -> bool:
 
 def is_complete(cfs: Configfs, ops: list) -> bool:
     """Does configfs already show the effect of every step (the last one on each path)?"""
-    from nvmet_p2p.nvmet.plan import same
     last: dict[str, list] = {}
     for o in ops:
         last[o[1]] = o
@@ -329,13 +292,11 @@ def is_complete(cfs: Configfs, ops: list) -> bool:
 
 def rollback_target(live: st.TargetState, facts: list[dict]) -> st.TargetState:
     """``live`` with every touched path put back as ``facts`` describe it (pure)."""
-    # (only a rollback copies: copy is not part of every apply's start-up)
-    import copy
     d = copy.deepcopy(live)
     # directories first, parents before children; then attributes; then links
     dirs = sorted((f for f in facts if "dir" in f), key=lambda f: f["path"].count("/"))
     for f in dirs:
-        kind, key, _ = split(f["path"])
+        kind, key, _ = parse_path(f["path"])
         if f["dir"]:
             if _obj(d, kind, key) is None and _parent_exists(d, kind, key):
                 _recreate(d, kind, key, dict(f.get("attrs", {})))
@@ -346,7 +307,7 @@ def rollback_target(live: st.TargetState, facts: list[dict]) -> st.TargetState:
             _set_attr(d, f["path"], f["value"])
     for f in facts:
         if "link" in f:
-            kind, key, _ = split(f["path"])
+            kind, key, _ = parse_path(f["path"])
             if not _parent_exists(d, kind, key):
                 continue
             lst = (d.subsystems[key[0]].allowed_hosts if kind == "allowed_host"
@@ -394,7 +355,7 @@ def _remove(d: st.TargetState, kind: str, key: tuple) -> None:
 
 
 def _set_attr(d: st.TargetState, path: str, value: str | None) -> None:
-    kind, key, name = split(path)
+    kind, key, name = parse_path(path)
     if name is None or not restorable(name, value):
         return
     if kind == "root":
@@ -422,7 +383,7 @@ def read_scope(facts: list[dict]) -> st.TargetState:
     :func:`nvmet_p2p.nvmet.configfs.read_state` must read (``only=``) for the rollback plan."""
     s = st.TargetState()
     for f in facts:
-        kind, key, name = split(f["path"])
+        kind, key, name = parse_path(f["path"])
         names = list(f.get("attrs", {})) if f.get("dir") else ([name] if "value" in f else [])
         names = [n for n in names if n != "enable"] if kind in ("namespace", "referral") else names
         if kind == "root" and name:

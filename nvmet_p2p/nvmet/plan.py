@@ -32,6 +32,7 @@ one it did not make is left alone (with a warning when it grants access).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -52,7 +53,9 @@ from nvmet_p2p.nvmet.defs import (
     rel_path_problem,
     subsystem_nqn_problem,
 )
+from nvmet_p2p.nvmet.spec import parse_path
 from nvmet_p2p.output import safe_lines
+from nvmet_p2p.safeload import DocumentError, OneOf, Opt, check, no_nul, problem, short
 
 PLAN_FORMAT = 1
 
@@ -182,7 +185,6 @@ class Managed:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Managed":
-        from nvmet_p2p.safeload import DocumentError, check_managed
         try:
             check_managed(d)
         except DocumentError as exc:
@@ -299,7 +301,6 @@ class Plan:
     def from_dict(cls, d: dict, where: str = "<plan>") -> "Plan":
         if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
             raise InputError(f"not an nvmet-p2p plan (format {PLAN_FORMAT})", where=where)
-        from nvmet_p2p.safeload import check_plan
         check_plan(d, where)
         if d.get("secrets_masked"):
             raise InputError("this plan was printed with its secrets masked and cannot be "
@@ -335,7 +336,6 @@ def managed_digest(managed: Managed) -> str:
 
 
 def _sha256(text: str) -> str:
-    import hashlib  # (lazy: OpenSSL initialisation is a large share of start-up)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -1096,3 +1096,56 @@ def render(plan: Plan, steps: bool = False) -> str:
         for i, o in enumerate(plan.ops, 1):
             lines.append(f"  {i:>{w}}. {o.describe()}")
     return safe_lines(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The project's own documents read back: managed sets (and the journal's), saved plans
+# ----------------------------------------------------------------------------------------------
+
+def check_managed(d: Any, where: str = "managed set") -> None:
+    """The shape :meth:`Managed.from_dict` reads."""
+    pairs = {"namespaces": (str, int), "referrals": (int, str), "ana_groups": (int, int),
+             "allowed_hosts": (str, str), "port_links": (int, str)}
+    check(d, {"hosts": Opt([str], False), "subsystems": Opt([str], False), "ports": Opt([int], False),
+              "discovery_nqn": Opt(bool, False), **{k: Opt([list], False) for k in pairs}}, where)
+    for k, kinds in pairs.items():
+        for i, p in enumerate(d.get(k) or []):
+            if len(p) != 2 or any(problem(x, t) for x, t in zip(p, kinds)):
+                raise DocumentError(f"$.{k}[{i}]: expected a pair of {kinds[0].__name__} and "
+                                    f"{kinds[1].__name__}, got {short(p)}", where=where)
+
+
+def check_plan(d: dict, where: str) -> None:
+    """A saved plan (``plan --out``) before :meth:`Plan.from_dict` builds it:
+    the shape, and every operation's path inside the nvmet tree (a plan file is a list of
+    writes; one naming ``../../etc/...`` must never run)."""
+    scalar = Opt((str, type(None)))
+    check(d, {"ops": [{"action": OneOf("mkdir", "rmdir", "write", "link", "unlink"), "path": str,
+                       "value": scalar, "target": scalar, "old": scalar, "object": Opt(str)}],
+              "changes": Opt([{"action": str, "kind": str, "key": str,
+                               "attrs": Opt([{"name": str, "old": scalar, "new": scalar}]),
+                               "notes": Opt([str])}]),
+              "warnings": Opt([str]), "live_digest": Opt(str), "managed_digest": Opt(str),
+              "prune": Opt(bool),
+              "managed_after": Opt(dict)}, where)
+    check_managed(d.get("managed_after") or {}, where)
+    for i, op in enumerate(d["ops"]):
+        path = op["path"]
+        parts = path.split("/")
+        bad = (not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts)
+               or "\x00" in path)
+        try:
+            if not bad:
+                parse_path(path)
+        except (ValueError, Exception):
+            bad = True
+        if bad:
+            raise DocumentError(f"$.ops[{i}].path: {short(path)} is not a configfs path of the "
+                                f"nvmet tree", where=where)
+        if op["action"] == "link":
+            t = op.get("target") or ""
+            if not (t.startswith(("hosts/", "subsystems/")) and t.count("/") == 1 and ".." not in t):
+                raise DocumentError(f"$.ops[{i}].target: {short(t)} is not a configfs path of a "
+                                    f"host or subsystem", where=where)
+        if op["action"] == "write" and op.get("value") is not None:
+            no_nul(op["value"], where, f"$.ops[{i}].value")

@@ -27,8 +27,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 from typing import Any
 
+from nvmet_p2p import safeload
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import kstrtobool
 from nvmet_p2p.nvmet import state as st
@@ -524,7 +527,6 @@ def _cross_checks(v: _V, top: dict, out: st.TargetState) -> None:
 def load(path: str) -> st.TargetState:
     """Read and validate a desired-state file (nvmetcli format; limits of
     :mod:`nvmet_p2p.safeload`: size, UTF-8, NUL, depth, duplicate keys)."""
-    from nvmet_p2p import safeload
     return parse(safeload.load_json(path), where=path)
 
 
@@ -609,8 +611,6 @@ def write_atomic(path: str, text: str, mode: int = 0o600, backups: int = BACKUPS
     The previous file (if different) is kept as ``path.1`` after shifting ``path.1`` ->
     ``path.2`` ... up to ``backups``. An identical file is left alone (no backup churn).
     """
-    import shutil
-    import tempfile
     path = os.path.abspath(path)
     d = os.path.dirname(path)
     os.makedirs(d, exist_ok=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -529,8 +530,6 @@ class PoolSampler:
             self._stop.wait(self.interval)
 
     def start(self) -> "PoolSampler":
-        # (only this background sampler needs threads: not part of every status's start-up)
-        import threading
         self._stop = threading.Event()
         self.started = time.time()
         self.sample_once()

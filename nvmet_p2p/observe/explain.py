@@ -30,6 +30,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from nvmet_p2p.observe.evidence import split_prefix
+
 _BDF = r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
 _HEX = r"(?:0x)?[0-9a-fA-F]{1,16}"
 
@@ -137,7 +139,6 @@ def _int(text: str | None) -> int | None:
 
 def parse_line(line: str) -> Cause | None:
     """The :class:`Cause` a kernel log line means, or None."""
-    from nvmet_p2p.observe.evidence import split_prefix
     msg = split_prefix(line)[0]
     if not any(w in msg for w in ("DMAR", "AMD-Vi", "iommu", "AER", "Bus Error", "I/O error",
                                   "LBA", "timeout", "reset", "Removing", "DPC", "Link Down")):

@@ -15,6 +15,7 @@ fast tier holds the two together (tests/test_metrics.py).
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,6 +25,9 @@ from nvmet_p2p import __version__
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import counters, lastapply
 from nvmet_p2p.nvmet.apply import state_dir as _state_dir
+from nvmet_p2p.observe import status
+from nvmet_p2p.pci.doctor import diagnose
+from nvmet_p2p.pci.inventory import read_inventory
 
 PREFIX = "nvmet_p2p_"
 DOCTOR_STATUSES = ("ok", "warn", "fail", "skip")
@@ -225,12 +229,10 @@ class TargetCollector:
 
     def _inventory(self):
         if self._inv is None:
-            from nvmet_p2p.pci.inventory import read_inventory
             self._inv = read_inventory(self.root)
         return self._inv
 
     def _status(self):
-        from nvmet_p2p.observe import status
         rep = status.collect(self.root, all_subsystems=self.all_subsystems, kernel=self.kernel,
                              inventory=self._inventory(), state_dir=self.state_dir)
         doc = json.loads(json.dumps(rep.to_dict(), default=str))
@@ -243,7 +245,6 @@ class TargetCollector:
         return counter_families(counters.load(self.state_dir))
 
     def _doctor(self):
-        from nvmet_p2p.pci.doctor import diagnose
         return doctor_families(diagnose(self._inventory(), kernel=self.kernel).to_dict())
 
 
@@ -273,7 +274,6 @@ class CachedCollector:
     (parallel or rapid scrapes share one reading of the machine)."""
 
     def __init__(self, collector: TargetCollector, min_interval: float = 1.0):
-        import threading
         self.collector = collector
         self.min_interval = min_interval
         self._lock = threading.Lock()

@@ -21,14 +21,24 @@ Sources, all below an injectable root:
 
 from __future__ import annotations
 
+import glob
 import ipaddress
 import os
 import time
 from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.kmsg import KernelLog
+from nvmet_p2p.nvmet.apply import ManagedStore
+from nvmet_p2p.nvmet.apply import state_dir as _state_dir
+from nvmet_p2p.nvmet.configfs import Configfs, read_state
+from nvmet_p2p.nvmet.degraded import DegradedStore, for_object
 from nvmet_p2p.nvmet.state import Host, Namespace, Port, Subsystem, TargetState
 from nvmet_p2p.observe import evidence as ev
+from nvmet_p2p.output import safe_lines, table
+from nvmet_p2p.pci import distance as dist
+from nvmet_p2p.pci import inventory as pci_inventory
+from nvmet_p2p.pci.inventory import block_device_name
 from nvmet_p2p.pci.model import Inventory, RdmaDevice
 
 SCHEMA = "nvmet-p2p/status"
@@ -83,14 +93,12 @@ NEEDS = TargetState(
 def read_target(root: str = "/") -> TargetState:
     """The live nvmet tree as a :class:`TargetState` (the nvmet developer's reader), limited to
     the attributes status uses (:data:`NEEDS`)."""
-    from nvmet_p2p.nvmet.configfs import Configfs, read_state
     return read_state(Configfs(root), only=NEEDS)
 
 
 def read_inventory(root: str = "/") -> Inventory:
     """The machine's inventory (the inventory developer's readers)."""
-    from nvmet_p2p.pci.inventory import read_inventory as _read
-    return _read(root)
+    return pci_inventory.read_inventory(root)
 
 
 def read_debugfs_controllers(root: str = "/") -> dict[str, dict[int, dict]] | None:
@@ -119,8 +127,6 @@ def managed_subsystems(state_dir: str | None = None) -> set[str] | None:
     """NQNs nvmet-p2p manages (``<state dir>/managed.json`` of the reconciler), or None when
     there is no such record. A record that cannot be read raises
     :class:`~nvmet_p2p.errors.NvmetP2PError` (it is not the same as no record)."""
-    from nvmet_p2p.nvmet.apply import ManagedStore
-    from nvmet_p2p.nvmet.apply import state_dir as _state_dir
     store = ManagedStore(_state_dir(state_dir))
     if not os.path.exists(store.path):
         return None
@@ -199,7 +205,6 @@ def distance_facts(provider: str, client: str | list[str], inv: Inventory,
     """The distance module's verdict for provider -> client(s), or None when it cannot say
     (an inventory without the PCI tree, an unknown device). Anything else the engine raises
     is a bug and propagates: it must never read as "cannot say"."""
-    from nvmet_p2p.pci import distance as dist
     clients = [client] if isinstance(client, str) else list(client)
     try:
         r = dist.distance_many(inv, provider, clients, kernel)
@@ -394,7 +399,6 @@ def _namespace_row(ctx: _Context, nqn: str, nsid: int, ns, cands: list, ctrl_por
 def _degraded_rows(obj: str, p2p: str, inv: Inventory, degraded: dict | None) -> list[dict]:
     """What the record says this object lost, plus what the kernel's tree shows even without
     it: a pinned provider that is not on the bus (the kernel serves from host memory)."""
-    from nvmet_p2p.nvmet.degraded import for_object
     rows = [e.to_dict() for e in for_object(degraded or {}, obj)]
     pinned = p2p not in ("0", "1", "")
     if pinned and inv.pci and p2p not in inv.pci and not any(r["kind"] == "offload-lost" for r in rows):
@@ -422,14 +426,12 @@ def _port_dict(p: ev.PortFacts, state: TargetState) -> dict:
 def pool_providers(root: str = "/") -> list[str]:
     """Every PCI function with a p2pmem pool (``/sys/bus/pci/devices/*/p2pmem``): what the
     sampler reads, found without the full inventory."""
-    import glob
     return sorted(os.path.basename(os.path.dirname(p))
                   for p in glob.glob(os.path.join(root, "sys/bus/pci/devices/*/p2pmem")))
 
 
 def read_log(root: str = "/") -> tuple[list, dict]:
     """All kernel-log records the ring buffer still holds, and a summary of the source."""
-    from nvmet_p2p.kmsg import KernelLog
     log = KernelLog(root=root)
     try:
         recs = log.records()
@@ -460,8 +462,6 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
         info = {"source": "given", "records": len(log_records), "complete": True}
     notes: list[str] = []
     only = None if all_subsystems else _managed_only(state_dir, notes)
-    from nvmet_p2p.nvmet.apply import state_dir as _state_dir
-    from nvmet_p2p.nvmet.degraded import DegradedStore
     store = DegradedStore(_state_dir(state_dir))
     degraded = store.load()
     if store.warning:
@@ -518,7 +518,6 @@ def _managed_only(state_dir: str | None, notes: list[str]) -> set[str] | None:
 def _device_names(root: str, state: TargetState) -> dict[str, str]:
     """``device_path`` -> block device name, for paths that are links (a device shared by
     several namespaces is resolved once)."""
-    from nvmet_p2p.pci.inventory import block_device_name
     names, seen = {}, set()
     for sub in state.subsystems.values():
         for ns in sub.namespaces.values():
@@ -551,7 +550,6 @@ def _near_zero(s: dict) -> str:
 
 
 def _render_providers(rep: StatusReport) -> list[str]:
-    from nvmet_p2p.output import table
     rows = []
     for bdf, p in rep.providers.items():
         s = p.get("sampled") or {}
@@ -627,7 +625,6 @@ _DEGRADED_TITLE = {"offload-lost": "OFFLOAD LOST", "re-placed": "RE-PLACED", "ba
 
 
 def render(rep: StatusReport) -> str:
-    from nvmet_p2p.output import safe_lines, table
     out = [f"note: {n}" for n in rep.notes]
     if rep.providers:
         out += _render_providers(rep)

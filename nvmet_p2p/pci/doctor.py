@@ -12,6 +12,7 @@ The path checks (IOMMU/ACS on candidate provider <-> RDMA NIC paths) use
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from nvmet_p2p.kernel import parse_kernel_version
@@ -491,7 +492,6 @@ def _uniq(seq):
 
 
 def _nat(s: str):
-    import re
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 

@@ -36,15 +36,17 @@ Bad input (a missing file the kernel always has, a value that does not parse) ra
 
 from __future__ import annotations
 
+import gzip
 import os
 import posixpath
 import re
 import struct
 from collections.abc import Callable
 
+from nvmet_p2p import safeload
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import is_bdf
-from nvmet_p2p.pci import model
+from nvmet_p2p.pci import model, rtnl
 from nvmet_p2p.pci.model import (
     CmbInfo,
     Inventory,
@@ -734,7 +736,6 @@ def snapshot_netlink(r: _Reader) -> dict[str, dict] | None:
         r.warn(f"{path} is missing: interface addresses unknown (a snapshot made "
                f"by `nvmet-p2p snapshot` records them)")
         return None
-    from nvmet_p2p import safeload
     meta = safeload.loads_json(raw, r.fs.host(path))
     if not isinstance(meta, dict) or not isinstance(meta.get("netlink", {}), dict):
         raise InputError("expected an object with a 'netlink' object", where=r.fs.host(path))
@@ -745,7 +746,6 @@ def live_netlink() -> dict[str, dict]:
     """IPv4/IPv6 addresses of every interface, from the kernel's rtnetlink (live only; see
     :mod:`nvmet_p2p.pci.rtnl`); :class:`OSError` when netlink cannot be used (no permission, an
     error reply)."""
-    from nvmet_p2p.pci import rtnl
     return rtnl.interface_addresses()
 
 
@@ -839,7 +839,6 @@ def _read_kernel_config(r: _Reader, s: SystemInfo, rel: str) -> None:
             r.warn(f"no kernel config found (/boot/config-{rel}, /lib/modules/{rel}/config, "
                    f"/proc/config.gz): CONFIG_PCI_P2PDMA unknown")
             return
-        import gzip  # (only this fall-back reads a compressed config)
         try:
             text = gzip.decompress(raw).decode("utf-8", errors="replace")
         except (OSError, EOFError) as exc:

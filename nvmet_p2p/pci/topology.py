@@ -19,6 +19,7 @@ for a namespace and for a host connection).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from nvmet_p2p.pci.distance import Client, P2pdma, acs_bits_text, device_role, resolve_client
@@ -343,7 +344,6 @@ def _acs_short(f: PciFunction) -> str:
 
 
 def _natural(name: str):
-    import re
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 

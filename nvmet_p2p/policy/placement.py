@@ -51,6 +51,7 @@ from nvmet_p2p.pci import distance
 from nvmet_p2p.pci.model import Inventory, bdf_sort_key
 from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.policy import ana
+from nvmet_p2p.policy import profile as _profile
 from nvmet_p2p.policy.profile import Resolved, ResolvedNamespace
 from nvmet_p2p.policy.schema import format_size
 
@@ -1046,7 +1047,6 @@ def place_profile(path: str, inv: Inventory, kernel: str | None = None, *,
     :class:`~nvmet_p2p.policy.profile.ProfileError` or :class:`PlacementError` (nothing written).
     ``root`` (the filesystem root the inventory came from) is only used to read the
     ``/dev/disk/by-id`` links a ``by_id`` selector may name."""
-    from nvmet_p2p.policy import profile as _profile
     return place_loaded(_profile.load(path, strict=False), inv, kernel, explain=explain,
                         root=root, live=live)
 
@@ -1054,7 +1054,6 @@ def place_profile(path: str, inv: Inventory, kernel: str | None = None, *,
 def place_loaded(prof, inv: Inventory, kernel: str | None = None, *, explain: bool = False,
                  root: str | None = None, live=None) -> Placement:
     """:func:`place_profile` for a profile already loaded (``profile.load``/``load_text``)."""
-    from nvmet_p2p.policy import profile as _profile
     links = _profile.read_by_id_links(root) if root else {}
     res = _profile.resolve(prof, inv, kernel=kernel, by_id_links=links)
     return place_or_raise(res, inv, kernel, explain=explain, live=live)

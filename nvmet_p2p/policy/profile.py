@@ -26,6 +26,7 @@ Three steps, two of them pure:
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import ipaddress
 import os
@@ -33,6 +34,9 @@ import re
 import stat
 from dataclasses import dataclass, field
 
+import yaml
+
+from nvmet_p2p import safeload
 from nvmet_p2p.kernel import is_bdf
 from nvmet_p2p.nvmet.defs import (
     DEFAULT_TRSVCID,
@@ -48,6 +52,7 @@ from nvmet_p2p.nvmet.defs import (
     RDMA_MAX_IO,
     nqn_problem,
 )
+from nvmet_p2p.pci import distance
 from nvmet_p2p.pci.model import Inventory, NvmeController, NvmeNamespace, RdmaDevice, bdf_sort_key
 from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.policy import schema
@@ -330,9 +335,7 @@ def parse(text: str, file: str = "<profile>", rep: Report | None = None) -> Obj 
     rep = rep or Report(file)
     # (PyYAML only where a profile's text is parsed: the shell, placement and the watcher use
     # this module's records without reading YAML)
-    import yaml
 
-    from nvmet_p2p import safeload
     try:
         root = safeload.yaml_compose(text, file)
     except safeload.DocumentError as exc:
@@ -358,7 +361,6 @@ def load(path: str, *, read_secrets: bool = True, strict: bool = True) -> Profil
     Raises :class:`ProfileError` listing every problem found; with ``strict=False`` the
     problems are kept in ``Profile.errors`` for :func:`resolve` to report along with the
     ones only the machine reveals."""
-    from nvmet_p2p import safeload
     text = safeload.read_text(path, "yaml")
     return load_text(text, path, os.path.dirname(os.path.abspath(path)),
                      read_secrets=read_secrets, strict=strict)
@@ -388,7 +390,6 @@ def load_text(text: str, file: str, base: str, *, read_secrets: bool = True,
 
 def _read_secret(name: str, base: str, where: Mark, rep: Report) -> Secret | None:
     """Read a DH-HMAC-CHAP key file. Messages name the file, never its content."""
-    from nvmet_p2p import safeload
     path = name if os.path.isabs(name) else os.path.join(base, name)
     try:
         st = os.stat(path)
@@ -885,7 +886,6 @@ def _sel_text(sel: dict) -> str:
 def _near(sel: dict, pool) -> str:
     """A hint listing what is there, for a selector that matched nothing."""
     if "serial" in sel:
-        import difflib  # (only this error hint needs it: not part of every check's start-up)
         serials = sorted({c.serial.strip() for _, c in pool})
         close = difflib.get_close_matches(sel["serial"].strip(), serials, n=3)
         if close:
@@ -937,7 +937,6 @@ def _check_namespace(rn: ResolvedNamespace, inv: Inventory, kernel: str | None, 
         rep.error(p2p_mark, f"pinned provider {bdf} {what} (the kernel answers ENODEV: "
                             "PCI device has no peer-to-peer memory)")
         return
-    from nvmet_p2p.pci import distance  # the kernel's rules live there, only there
     v = distance.pair(inv, bdf, rn.ns.pci, kernel)
     if v.map_type == MapType.NOT_SUPPORTED:
         rep.error(p2p_mark, f"pinned provider {bdf} cannot serve {rn.backing}: "

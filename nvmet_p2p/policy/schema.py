@@ -11,6 +11,7 @@ format with them.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,14 +20,6 @@ from typing import Any
 import yaml
 
 from nvmet_p2p.errors import InputError
-
-
-def _yaml():
-    """PyYAML, for the node classes. Not imported at the top: this module's sizes and records
-    are used by the shell, placement and status, which parse no YAML; a node to check exists
-    only after a profile was parsed, and then PyYAML is already loaded."""
-    import yaml
-    return yaml
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -136,10 +129,10 @@ class Spec:
         raise NotImplementedError
 
     def _wrong(self, node: yaml.Node, path: str, rep: Report, expected: str) -> None:
-        if isinstance(node, _yaml().ScalarNode):
+        if isinstance(node, yaml.ScalarNode):
             got = "nothing" if node.tag.endswith(":null") else show(node.value)
         else:
-            got = "a list" if isinstance(node, _yaml().SequenceNode) else "a mapping"
+            got = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
         rep.error(Mark.of(rep.file, node, path), f"expected {expected}, got {got}")
 
 
@@ -152,7 +145,7 @@ class Str(Spec):
         self.doc, self.pattern, self.max_len, self.what, self.extra = doc, pattern, max_len, what, check
 
     def check(self, node, path, rep):
-        if not isinstance(node, _yaml().ScalarNode) or node.tag.endswith(":null"):
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
             return self._wrong(node, path, rep, self.what)
         text = node.value            # the text as written: serials like 0012 stay "0012"
         where = Mark.of(rep.file, node, path)
@@ -186,7 +179,7 @@ class Int(Spec):
         self.doc, self.lo, self.hi = doc, lo, hi
 
     def check(self, node, path, rep):
-        if not (isinstance(node, _yaml().ScalarNode) and node.tag.endswith(":int")):
+        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int")):
             return self._wrong(node, path, rep, "an integer")
         text = node.value.replace("_", "")
         try:
@@ -219,7 +212,7 @@ class Bool(Spec):
         self.doc = doc
 
     def check(self, node, path, rep):
-        if not (isinstance(node, _yaml().ScalarNode) and node.tag.endswith(":bool")):
+        if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":bool")):
             return self._wrong(node, path, rep, "true or false")
         return node.value.lower() in ("true", "yes", "on", "y")
 
@@ -243,7 +236,7 @@ class Enum(Spec):
 
     def check(self, node, path, rep):
         # The text as written: YAML 1.1 would turn a bare ``off`` into false.
-        if not isinstance(node, _yaml().ScalarNode) or node.tag.endswith(":null"):
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
             return self._wrong(node, path, rep, "one of " + ", ".join(self.values))
         if self.false_means and node.tag.endswith(":bool") and \
                 node.value.lower() in YAML11_FALSE:
@@ -294,7 +287,7 @@ class Size(Spec):
 
     def check(self, node, path, rep):
         where = Mark.of(rep.file, node, path)
-        if not isinstance(node, _yaml().ScalarNode) or node.tag.endswith(":null"):
+        if not isinstance(node, yaml.ScalarNode) or node.tag.endswith(":null"):
             return self._wrong(node, path, rep, "a size (bytes, or e.g. 128KiB, 1MiB)")
         value = parse_size(node.value.replace("_", ""))
         if value is None:
@@ -324,7 +317,7 @@ class Record(Spec):
         self.hints = hints or {}
 
     def check(self, node, path, rep):
-        if not isinstance(node, _yaml().MappingNode):
+        if not isinstance(node, yaml.MappingNode):
             return self._wrong(node, path, rep, f"a mapping ({self.title})")
         out = Obj(Mark.of(rep.file, node, path))
         seen: dict[str, Mark] = {}
@@ -332,7 +325,7 @@ class Record(Spec):
         for knode, vnode in node.value:
             kpath = f"{path}.{knode.value}" if path else str(knode.value)
             kmark = Mark.of(rep.file, knode, kpath)
-            if not isinstance(knode, _yaml().ScalarNode):
+            if not isinstance(knode, yaml.ScalarNode):
                 rep.error(kmark, "a key must be a plain name")
                 continue
             key = knode.value
@@ -346,7 +339,6 @@ class Record(Spec):
                 if key in self.hints:
                     msg += f": {self.hints[key]}"
                 else:
-                    import difflib  # (only this error hint needs it)
                     close = difflib.get_close_matches(key, list(self.fields), n=1)
                     msg += (f" (did you mean {close[0]!r}?)" if close else
                             f" (known: {', '.join(self.fields)})")
@@ -389,7 +381,7 @@ class ListOf(Spec):
         self.item, self.doc, self.min_items = item, doc, min_items
 
     def check(self, node, path, rep):
-        if not isinstance(node, _yaml().SequenceNode):
+        if not isinstance(node, yaml.SequenceNode):
             return self._wrong(node, path, rep, "a list")
         if len(node.value) < self.min_items:
             rep.error(Mark.of(rep.file, node, path), f"needs at least {self.min_items} item(s)")
@@ -414,7 +406,7 @@ class Either(Spec):
         self.short, self.full, self.expand, self.doc = short, full, expand, doc
 
     def check(self, node, path, rep):
-        if isinstance(node, _yaml().MappingNode):
+        if isinstance(node, yaml.MappingNode):
             return self.full.check(node, path, rep)
         value = self.short.check(node, path, rep)
         return None if value is None else self.expand(value, Mark.of(rep.file, node, path))

@@ -28,13 +28,17 @@ address are left out. The restore command names every missing item and exits wit
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nvmet_p2p.nvmet import state as st
+from nvmet_p2p.pci import inventory
+from nvmet_p2p.pci.inventory import SysRoot, block_device_name
 
 #: exit status of a restore that exported only part of the configuration
 EXIT_PARTIAL = 4
@@ -106,7 +110,6 @@ class Probe:
     what nvmet-tcp/rdma will do with it; below another root, the snapshot's record)."""
 
     def __init__(self, root: str = "/", addresses: Callable[[], set[str]] | None = None):
-        from nvmet_p2p.pci.inventory import SysRoot
         self.root = root
         self.fs = SysRoot(root)
         self._addresses = addresses or (None if self.fs.live else self._read_addresses)
@@ -115,7 +118,6 @@ class Probe:
     def bindable(addr: str) -> bool:
         """The kernel has ``addr`` on an interface: a socket can bind it (EADDRNOTAVAIL if not,
         the -99 nvmet_tcp logs when a port is enabled too early)."""
-        import socket
         try:
             ip = ipaddress.ip_address(addr)
         except ValueError:
@@ -129,7 +131,6 @@ class Probe:
                 return False
 
     def _read_addresses(self) -> set[str]:
-        from nvmet_p2p.pci import inventory
         data = inventory.snapshot_netlink(inventory._Reader(self.fs)) or {}
         out = set()
         for rec in data.values():
@@ -142,7 +143,6 @@ class Probe:
 
     def block_device(self, path: str) -> str | None:
         """The kernel block device ``path`` leads to, if the kernel has it."""
-        from nvmet_p2p.pci.inventory import block_device_name
         name = block_device_name(self.root, path)
         if name and os.path.exists(self.fs.host(f"/sys/class/block/{name}")) and \
                 os.path.exists(self.fs.host(path)):
@@ -250,8 +250,6 @@ def degrade(desired: st.TargetState, missing: list[Need], live: st.TargetState |
     """
     if without_provider not in ("export", "hold"):
         raise ValueError(without_provider)
-    # (only a partial restore copies: copy is not part of every restore's start-up)
-    import copy
     out = copy.deepcopy(desired)
     d = Degraded(out)
     gone_dev = {n.what for n in missing if n.kind == "device"}

@@ -15,6 +15,7 @@ Both read ``/etc/default/nvmet-p2p`` (``NVMET_P2P_WAIT_DEVICES``, ``NVMET_P2P_WA
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 UNITS = ("nvmet-p2p.service", "nvmet-p2p-watch.service")
@@ -36,7 +37,6 @@ def executable() -> str:
     me = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     if os.path.basename(me) == "nvmet-p2p" and os.access(me, os.X_OK):
         return me
-    import shutil
     found = shutil.which("nvmet-p2p")
     return os.path.abspath(found) if found else "/usr/local/bin/nvmet-p2p"
 

@@ -32,10 +32,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from nvmet_p2p.nvmet import counters
+import pyudev
+
+from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.nvmet import counters, lastapply
 from nvmet_p2p.nvmet import state as st
+from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, open_configfs, reconcile, settle_pending
+from nvmet_p2p.nvmet.configfs import read_state
 from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
+from nvmet_p2p.observe.status import managed_subsystems, rdma_devices_for_address
+from nvmet_p2p.pci import distance, rtnl
+from nvmet_p2p.pci.inventory import block_device_name, read_inventory
+from nvmet_p2p.policy import placement
 from nvmet_p2p.service import hotplug as hp
+from nvmet_p2p.service.devwait import Probe
 
 DEFAULT_DEBOUNCE = 0.5
 MAX_WINDOW = 3.0
@@ -51,7 +61,6 @@ class UdevSource:
     """pyudev monitor; ``source``: ``udev``, ``kernel`` or ``auto`` (udev if udevd runs)."""
 
     def __init__(self, source: str = "auto"):
-        import pyudev
         if source == "auto":
             source = "udev" if os.path.exists("/run/udev/control") else "kernel"
         self.source = source
@@ -87,7 +96,6 @@ class AddressSource:
     source = "rtnetlink"
 
     def __init__(self):
-        from nvmet_p2p.pci import rtnl
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.bind((0, rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR))
         self.sock.setblocking(False)
@@ -108,7 +116,6 @@ class AddressSource:
     def parse(cls, data: bytes, now: float) -> list[hp.Event]:
         """The address messages of one datagram (:func:`nvmet_p2p.pci.rtnl.parse`) as ``addr``
         events named by interface (its index when the name is gone)."""
-        from nvmet_p2p.pci import rtnl
         try:
             msgs, _ = rtnl.parse(data)
         except OSError:
@@ -147,8 +154,6 @@ def read_facts(root: str, live: st.TargetState, managed_subsystems: set[str] | N
                inventory=None) -> hp.Facts:
     """What the watcher needs to recognise a later removal: per managed namespace its block
     device, wwid, serial and PCI function; per port the RDMA devices and netdevs serving it."""
-    from nvmet_p2p.observe.status import rdma_devices_for_address
-    from nvmet_p2p.pci.inventory import block_device_name, read_inventory
     inv = inventory or read_inventory(root)
     facts = hp.Facts(providers={f.bdf for f in inv.providers()})
     ports_of: dict[str, list[int]] = {}
@@ -291,7 +296,6 @@ class Watcher:
 
     # -- facts --------------------------------------------------------------------------------
     def _cfs(self):
-        from nvmet_p2p.nvmet.apply import open_configfs
         if self.cfs is None:
             self.cfs = open_configfs(self.o.root, load_module=False)
         return self.cfs
@@ -301,14 +305,11 @@ class Watcher:
         never writes objects it did not make), every one with ``--all``."""
         if self.o.all_subsystems:
             return None
-        from nvmet_p2p.observe.status import managed_subsystems
         return managed_subsystems(self.o.state_dir) or set()
 
     def refresh(self) -> None:
         """Read the target and the machine (between bursts, so that a re-placement at the next
         event needs no read of the whole machine: under the lab's TCG that takes seconds)."""
-        from nvmet_p2p.nvmet.configfs import read_state
-        from nvmet_p2p.pci.inventory import read_inventory
         self.inventory = read_inventory(self.o.root)
         self.facts = read_facts(self.o.root, read_state(self._cfs()), self._managed(), self.inventory)
 
@@ -316,7 +317,6 @@ class Watcher:
         """An apply that was killed half-way (this watcher's own, under systemd's restart, or
         any other) is settled before the target is read: the facts are never a half-applied
         tree. The same journal rule as every command (:func:`nvmet_p2p.nvmet.apply.settle_pending`)."""
-        from nvmet_p2p.nvmet.apply import settle_pending
         rec = settle_pending(self._cfs(), self.o.state_dir, self.o.root, kernel=self.o.kernel,
                              lock_timeout=self.o.lock_timeout)
         if rec is not None:
@@ -328,7 +328,6 @@ class Watcher:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> int:
-        _warm_up(self.o.profile is not None)
         self.settle()
         self.refresh()
         if not self.facts.namespaces:
@@ -456,7 +455,6 @@ class Watcher:
                    published: set[str]) -> None:
         def inv():          # as read before the burst; the removed devices are excluded by name
             if self.inventory is None:
-                from nvmet_p2p.pci.inventory import read_inventory
                 self.inventory = read_inventory(self.o.root)
             return self.inventory
 
@@ -493,7 +491,6 @@ class Watcher:
         backing NVMe and the PCI RDMA NICs of its ports), nearest first, then most free."""
         if self.o.profile:
             return self._profile_choice(inv, n)
-        from nvmet_p2p.pci import distance
         clients = [n.backing_pci] if n.backing_pci else []
         for pid in n.ports:
             for ib in self.facts.ports.get(pid, hp.PortFacts(pid, "", "")).rdma:
@@ -515,7 +512,6 @@ class Watcher:
                                f"accepts for {', '.join(clients)}")
 
     def _profile_choice(self, inv, n: hp.NsFacts):
-        from nvmet_p2p.policy import placement
         try:
             p = placement.place_profile(self.o.profile, inv, self.o.kernel, root=self.o.root)
         except Exception as exc:
@@ -531,8 +527,6 @@ class Watcher:
     def _placement_recheck(self, inv, d: hp.Decision) -> list[str]:
         """After an RDMA device or address change: does each pinned provider still suit the
         namespace's clients (its NVMe and the PCI RDMA devices its ports now have)?"""
-        from nvmet_p2p.observe.status import rdma_devices_for_address
-        from nvmet_p2p.pci import distance
         out = []
         for k in d.namespaces:
             n = self.facts.namespaces[k]
@@ -565,9 +559,6 @@ class Watcher:
         set read there (:func:`partial_desired` as the reconcile's desire): an apply that ran
         while this one waited for the lock -- a host revoked, a subsystem pruned -- is never
         undone."""
-        from nvmet_p2p.errors import NvmetP2PError
-        from nvmet_p2p.nvmet import lastapply
-        from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, reconcile
         cfs = self._cfs()
         self._wait_paths(targets)
         step1, step2 = self._steps(targets)
@@ -634,9 +625,6 @@ class Watcher:
         back (ENODEV): a namespace that served before (``before``: the tree the burst's first
         step read under the lock) must serve again, from host memory if its provider is gone.
         What to re-enable is decided under the lock, from the tree read there."""
-        from nvmet_p2p.errors import NvmetP2PError
-        from nvmet_p2p.nvmet import lastapply
-        from nvmet_p2p.nvmet.apply import ApplyFailed, reconcile
         fix: dict[str, st.Namespace] = {}
 
         def want(now, managed):
@@ -665,7 +653,6 @@ class Watcher:
 
     def _wait_paths(self, targets: dict[str, hp.NsTarget]) -> None:
         """A re-enable opens device_path: give udev a moment to create a by-id link."""
-        from nvmet_p2p.service.devwait import Probe
         probe = Probe(self.o.root)
         deadline = time.monotonic() + PATH_WAIT
         for k, x in targets.items():
@@ -674,18 +661,6 @@ class Watcher:
             path = x.device_path or self.facts.namespaces[k].device_path
             while probe.block_device(path) is None and time.monotonic() < deadline:
                 time.sleep(0.05)
-
-
-def _warm_up(profile: bool) -> None:
-    """Import what a reaction needs now, not at the first event (under the lab's TCG an
-    import of the distance rules took seconds of the first reaction)."""
-    import nvmet_p2p.kmsg  # noqa: F401
-    import nvmet_p2p.nvmet.apply  # noqa: F401
-    import nvmet_p2p.nvmet.plan  # noqa: F401
-    import nvmet_p2p.pci.distance  # noqa: F401
-    import nvmet_p2p.service.devwait  # noqa: F401
-    if profile:
-        import nvmet_p2p.policy.placement  # noqa: F401
 
 
 class _Wake:

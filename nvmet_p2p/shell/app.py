@@ -20,6 +20,7 @@ import gc
 import json
 import os
 import re
+import readline
 import stat
 import sys
 import traceback
@@ -27,13 +28,20 @@ import warnings
 from typing import Iterable, TextIO
 
 from configshell import ConfigShell, Console, ExecutionError, Prefs
+from configshell import shell as cs_shell
+from pyparsing import ParseBaseException
 
 from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.nvmet import statefile
+from nvmet_p2p.nvmet.apply import ApplyFailed
+from nvmet_p2p.nvmet.configfs import read_state
+from nvmet_p2p.nvmet.statefile import write_atomic
 from nvmet_p2p.output import safe, safe_lines
 from nvmet_p2p.shell import edits as ed
 from nvmet_p2p.shell.assist import P2pAssist
 from nvmet_p2p.shell.p2p import P2pContext
 from nvmet_p2p.shell.session import Session
+from nvmet_p2p.shell.ui_tree import UIRoot
 
 #: configshell preferences kept between sessions (all plain JSON values)
 KEPT_PREFS = ("bookmarks", "color_mode", "color_path", "color_command", "color_parameter",
@@ -102,7 +110,6 @@ class JsonPrefs(Prefs):
         path = getattr(self, "json_path", None)
         if not path:
             return
-        from nvmet_p2p.nvmet.statefile import write_atomic
         data = {k: self[k] for k in KEPT_PREFS if k in self}
         try:
             write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n", mode=0o600,
@@ -124,11 +131,9 @@ class JsonPrefs(Prefs):
 
 def _forget_last_input() -> None:
     """Keep an answer to a question out of the command history."""
-    if "readline" in sys.modules:
-        import readline
-        n = readline.get_current_history_length()
-        if n:
-            readline.remove_history_item(n - 1)
+    n = readline.get_current_history_length()
+    if n:
+        readline.remove_history_item(n - 1)
 
 
 def _fresh_prefs() -> None:
@@ -205,7 +210,6 @@ class NvmetShell(ConfigShell):
     def _display_completions(self, substitution, matches, max_length):
         if not self._notes:
             return super()._display_completions(substitution, matches, max_length)
-        import readline
         header, notes = self._notes
         vals = {m.partition("=")[2] if "=" in m else m: m for m in matches}
         order = [v for v in notes if v in vals] + [v for v in vals if v not in notes]
@@ -218,7 +222,6 @@ class NvmetShell(ConfigShell):
     def complete_line(self, line: str) -> list[str]:
         """What TAB at the end of ``line`` offers: configshell's own completion code, with
         readline's view of the line given instead of read from the terminal."""
-        from configshell import shell as cs_shell
         rl = cs_shell.readline
         saved = rl.get_line_buffer, rl.get_begidx, rl.get_endidx
         cut = max(line.rfind(c) for c in " \t") + 1
@@ -246,7 +249,6 @@ class ShellApp(P2pAssist):
     def __init__(self, session: Session, p2p: P2pContext, *, out: TextIO | None = None,
                  err: TextIO | None = None, state_path: str | None = None,
                  interactive: bool = False):
-        from nvmet_p2p.shell.ui_tree import UIRoot
         self.session = session
         self.p2p = p2p
         self.out_stream = out or sys.stdout
@@ -278,7 +280,6 @@ class ShellApp(P2pAssist):
     # -- staging -------------------------------------------------------------------------------
     def stage(self, edit: ed.Edit, messages: list[str]) -> None:
         """Stage ``edit`` (or, write-through, apply it) and say what happened."""
-        from nvmet_p2p.nvmet.apply import ApplyFailed
         try:
             result = self.session.stage(edit)
         except ed.EditError as exc:
@@ -319,7 +320,6 @@ class ShellApp(P2pAssist):
         if not self.session.edits:
             self.say("Nothing to commit: no staged changes.")
             return
-        from nvmet_p2p.nvmet.apply import ApplyFailed
         try:
             result = self.session.commit()
         except ApplyFailed as exc:
@@ -375,8 +375,6 @@ class ShellApp(P2pAssist):
 
     # -- files ---------------------------------------------------------------------------------
     def saveconfig(self, savefile: str | None) -> None:
-        from nvmet_p2p.nvmet import statefile
-        from nvmet_p2p.nvmet.configfs import read_state
         path = savefile or os.environ.get("NVMET_P2P_SAVE_FILE", "/etc/nvmet/config.json")
         live = read_state(self.session.cfs)
         try:
@@ -392,7 +390,6 @@ class ShellApp(P2pAssist):
                       "change(s) are not in it (`commit` first)")
 
     def restoreconfig(self, savefile: str | None, clear: bool) -> None:
-        from nvmet_p2p.nvmet import statefile
         path = savefile or os.environ.get("NVMET_P2P_SAVE_FILE", "/etc/nvmet/config.json")
         state = statefile.load(path)
         how = "replacing the whole target" if clear else "adding and updating what it names"
@@ -419,7 +416,6 @@ class ShellApp(P2pAssist):
         except Exception as exc:  # noqa: BLE001 - a bug: one clean line, the trace on request
             if os.environ.get("NVMET_P2P_DEBUG"):
                 traceback.print_exc(file=self.err_stream)
-            from pyparsing import ParseBaseException
             if isinstance(exc, ParseBaseException):
                 return f"cannot parse the command line: {exc}"
             return (f"internal error: {type(exc).__name__}: {exc} (NVMET_P2P_DEBUG=1 shows the "
@@ -489,7 +485,6 @@ class ShellApp(P2pAssist):
     # -- interactive ---------------------------------------------------------------------------
     def interact(self) -> int:
         """The interactive loop: readline with TAB completion, history in the state directory."""
-        import readline
         history = os.path.join(self.state_path, "history") if self.state_path else None
         readline.set_completer_delims("\t\n ~!#$^&(){}\\|;'\",?")
         readline.set_completion_display_matches_hook(self.shell._display_completions)
@@ -524,7 +519,6 @@ class ShellApp(P2pAssist):
         return 0
 
     def _remember(self, line: str, history: str | None) -> None:
-        import readline
         n = readline.get_current_history_length()
         if n and scrub(line) != line:
             readline.replace_history_item(n - 1, scrub(line))

@@ -14,7 +14,9 @@ from configshell import ExecutionError
 
 from nvmet_p2p.pci import distance
 from nvmet_p2p.policy import placement
+from nvmet_p2p.policy.profile import stable_by_id_name
 from nvmet_p2p.shell.p2p import ByNamespace, Verdict, clients_line
+from nvmet_p2p.shell.ui_tree import _path_choices
 
 NS_OFFLINE = ("device_path", "device_uuid", "device_nguid", "buffered_io", "resv_enable",
               "p2pmem")
@@ -64,7 +66,6 @@ class P2pAssist:
         choices = self.p2p.device_choices(self._used_paths())
         got = [c for c in choices if c.value.startswith(text)]
         if not got and text and not text.startswith("/dev/disk/by-id/"):
-            from nvmet_p2p.shell.ui_tree import _path_choices
             return _path_choices(text)               # a file-backed namespace
         links = self.p2p.by_id_links()
         head = ["block devices (NVMe namespaces of this machine):"]
@@ -131,7 +132,6 @@ class P2pAssist:
                        "(ENOENT)")
         block = self.p2p.block_name(path) if path.startswith("/dev/") else None
         if block and path == f"/dev/{block}":
-            from nvmet_p2p.policy.profile import stable_by_id_name
             stable = stable_by_id_name(block, self.p2p.by_id_links())
             if stable:
                 out.append(f"/dev/disk/by-id/{stable} names the same device and keeps its name "

@@ -21,8 +21,12 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.kernel import kstrtobool
 from nvmet_p2p.nvmet.state import Port, TargetState
+from nvmet_p2p.observe.status import rdma_devices_for_address
 from nvmet_p2p.pci import distance
+from nvmet_p2p.pci.inventory import block_device_name, read_inventory
 from nvmet_p2p.pci.model import Inventory, NvmeController, NvmeNamespace, bdf_sort_key
 from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.policy import placement, profile
@@ -97,8 +101,6 @@ class P2pContext:
     @property
     def inv(self) -> Inventory:
         if self._inv is None:
-            from nvmet_p2p.errors import NvmetP2PError
-            from nvmet_p2p.pci.inventory import read_inventory
             if self.progress:
                 self.progress("reading the machine's inventory (PCI tree, p2pmem pools, RDMA)")
             try:
@@ -137,7 +139,6 @@ class P2pContext:
 
     def block_name(self, device_path: str) -> str | None:
         if device_path not in self._blocks:
-            from nvmet_p2p.pci.inventory import block_device_name
             name = block_device_name(self.root, device_path)
             if name is None and device_path.startswith("/dev/disk/by-id/"):
                 name = self.by_id_links().get(os.path.basename(device_path))
@@ -159,7 +160,6 @@ class P2pContext:
         return got
 
     def _resolve_port(self, p: Port) -> profile.ResolvedPort:
-        from nvmet_p2p.observe.status import rdma_devices_for_address
         a = p.attrs
         tr, addr = a.get("addr_trtype", ""), a.get("addr_traddr", "")
         params = {k: v for k, v in a.items() if k.startswith("param_") and (_int(v) or 0) > 0}
@@ -393,7 +393,6 @@ class P2pContext:
 
     def address_choices(self) -> list[Choice]:
         """IP addresses of this machine, with the RDMA device that would carry each."""
-        from nvmet_p2p.observe.status import rdma_devices_for_address
         out: list[Choice] = []
         for nd in sorted(self.inv.net.values(), key=lambda n: n.name):
             for cidr in nd.addresses:
@@ -467,7 +466,6 @@ class Verdict:
 
 
 def kbool(v: str) -> bool | None:
-    from nvmet_p2p.kernel import kstrtobool
     return kstrtobool(v)
 
 

@@ -14,8 +14,11 @@ import uuid
 from configshell import ExecutionError
 
 from nvmet_p2p.nvmet import defs
+from nvmet_p2p.nvmet.state import TargetState
 from nvmet_p2p.shell import edits as ed
+from nvmet_p2p.shell.p2p import clients_line
 from nvmet_p2p.shell.ui_base import UINode
+from nvmet_p2p.shell.ui_machine import UIMachine
 
 NS_OFFLINE = ("device_path", "device_uuid", "device_nguid", "buffered_io", "resv_enable",
               "p2pmem")
@@ -58,7 +61,6 @@ class UIRoot(UINode):
         return ["hosts", "ports", "subsystems", "machine"]
 
     def make_child(self, name):
-        from nvmet_p2p.shell.ui_machine import UIMachine
         cls = {"hosts": UIHosts, "ports": UIPorts, "subsystems": UISubsystems,
                "machine": UIMachine}[name]
         return cls(name, self)
@@ -124,7 +126,6 @@ class UIRoot(UINode):
         if confirm.lower() not in ("1", "true", "yes", "y"):
             raise ExecutionError("this stages removing the whole target; run `clearconfig "
                                  "confirm=true` to mean it")
-        from nvmet_p2p.nvmet.state import TargetState
         self.app.stage(ed.replace_all(TargetState(), "clear the whole target"),
                        ["Staged: remove every host, port and subsystem."])
 
@@ -294,7 +295,6 @@ class UINamespace(UINode):
         if path in (None, ".", ""):
             v = self.app.verdict(self.loc)
             f = self.app.p2p.facts(self.view, self.loc[1], self.loc[2])
-            from nvmet_p2p.shell.p2p import clients_line
             self.out(f"  p2p: {v.short}")
             for line in [clients_line(f)] + v.lines:
                 self.out(f"    {line}")
