@@ -6,14 +6,16 @@ module defines::
     NAME = "topology"          # the subcommand
     ORDER = 10                 # position in --help
     HELP = "one line for --help"
+    DESCRIPTION = "..."        # optional: the paragraph of its --help and man page
+    EXAMPLES = (Example(...),) # its examples (nvmet_p2p.commands._common.Example)
     def register(parser): ...  # add its own arguments (the common ones are already there)
-    def run(args) -> int: ...  # do the work, return the exit status
+    def run(args) -> int: ...  # do the work, return the exit status (nvmet_p2p.exits)
     KERNEL_OPTION = False      # optional: the command applies no kernel rules (no --kernel)
 
-Common options every subcommand accepts: ``--root DIR`` (read sysfs/procfs/configfs below DIR:
-a captured snapshot or a test tree; default ``/``), ``--json`` and, where kernel rules apply,
-``--kernel X.Y`` (the kernel release whose rules apply; default: the running kernel, or the
-snapshot's).
+Common options every subcommand accepts, before or after its name: ``--root DIR`` (read
+sysfs/procfs/configfs below DIR: a captured snapshot or a test tree; default ``/``), ``--json``,
+``--quiet``, ``--debug`` and, where kernel rules apply, ``--kernel X.Y`` (the kernel release
+whose rules apply; default: the running kernel, or the snapshot's).
 """
 
 from __future__ import annotations
@@ -22,74 +24,39 @@ import argparse
 import importlib
 import os
 import pkgutil
-import re
 import sys
 import tempfile
 import time
 import traceback
 
-import nvmet_p2p.commands as pkg
-from nvmet_p2p import __version__
-from nvmet_p2p.errors import NvmetP2PError
+import nvmet_p2p.commands as commands_pkg
+from nvmet_p2p import __version__, exits
+from nvmet_p2p.commands._common import (
+    ALL_COMMON,
+    CommandParser,
+    UsageParser,
+    add_common_options,
+    columns,
+    common_options_of,
+    examples_epilog,
+    exit_status_epilog,
+    fill_defaults,
+)
+from nvmet_p2p.errors import NvmetP2PError, UsageError
 from nvmet_p2p.nvmet.apply import state_dir
-from nvmet_p2p.output import safe_lines
+from nvmet_p2p.output import safe_lines  # (names in messages: no terminal escapes)
 from nvmet_p2p.safeload import redact
 
-
-def _columns() -> int:
-    """The terminal's width the way ``shutil.get_terminal_size()`` finds it ($COLUMNS, else the
-    terminal on stdout, else 80)."""
-    try:
-        n = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        n = 0
-    if n <= 0:
-        try:
-            n = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            n = 0
-    return n or 80
+DESCRIPTION = ("Export NVMe namespaces over NVMe-oF with PCI peer-to-peer (CMB) memory, placed "
+               "by PCIe topology, applied safely, and verified.")
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, given the width it would compute: without one it imports
-    ``shutil`` (and with it zlib, bz2 and lzma) on every ``add_argument``, ~2 ms of every
-    command's start-up."""
-
-    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
-        super().__init__(prog, indent_increment, max_help_position,
-                         _columns() - 2 if width is None else width)
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` with :class:`_HelpFormatter` by default (sub-parsers are made by
-    the parser's own class, so they get it too)."""
-
-    def __init__(self, *args, formatter_class=_HelpFormatter, **kwargs):
-        super().__init__(*args, formatter_class=formatter_class, **kwargs)
-
-
-def _common_parser(kernel: bool = True) -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    g = common.add_argument_group("common options")
-    g.add_argument("--root", default=os.environ.get("NVMET_P2P_ROOT", "/"), metavar="DIR",
-                   help="filesystem root to read (live system '/' or a snapshot directory)")
-    g.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
-    if kernel:
-        g.add_argument("--kernel", metavar="X.Y", default=None,
-                       help="apply the rules of this kernel release instead of the running one")
-    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show Python tracebacks (also $NVMET_P2P_DEBUG=1)")
-    return common
-
-
-def command_modules(only: str | None = None):
-    """The command modules, in --help order. ``only``: the subcommand on the command line;
-    when a module of that name (``-`` -> ``_``) defines it, import just that one: the other
-    modules' imports (YAML, the harness, configshell ...) cost seconds under the lab's TCG."""
-
-    if only and not only.startswith(("_", ".")):
-        name = f"{pkg.__name__}.{only.replace('-', '_')}"
+def command_modules(only: str | None = None) -> list:
+    """The command modules, in --help order. ``only``: the word on the command line where the
+    command goes; when a module of that name (``-`` -> ``_``) defines it, just that one is
+    imported (a command does not pay for the others' imports: YAML, the harness, configshell)."""
+    if only and not only.startswith(("_", ".")) and "/" not in only:
+        name = f"{commands_pkg.__name__}.{only.replace('-', '_')}"
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -99,129 +66,81 @@ def command_modules(only: str | None = None):
             if getattr(mod, "NAME", None) == only and hasattr(mod, "run"):
                 return [mod]
     mods = []
-    for info in pkgutil.iter_modules(pkg.__path__):
+    for info in pkgutil.iter_modules(commands_pkg.__path__):
         if info.name.startswith("_"):
             continue
-        mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        mod = importlib.import_module(f"{commands_pkg.__name__}.{info.name}")
         if hasattr(mod, "NAME") and hasattr(mod, "run"):
             mods.append(mod)
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.NAME))
 
 
-class _Listed:
-    """A command as :func:`command_index` found it, without importing its module."""
-
-    def __init__(self, name: str, order: int, help_: str | None, kernel_option: bool = True):
-        self.NAME, self.ORDER, self.HELP = name, order, help_
-        self.KERNEL_OPTION = kernel_option
-
-    def run(self, args):   # (never called: the real module is imported to run a command)
-        raise NvmetP2PError("internal: a listed command was run without its module")
-
-
-def _assigned(src: str, key: str) -> str | None:
-    """The text of a module-level ``KEY = ...`` in ``src``: from after ``=`` to the first line
-    that starts in column 0 (so a parenthesised value over several lines is whole). Plain string
-    search: a multi-line regex tried at every line of every command module was most of --help's
-    own time."""
-    head = f"{key} = "
-    if src.startswith(head):
-        start = len(head)
-    else:
-        i = src.find("\n" + head)
-        if i < 0:
-            return None
-        start = i + 1 + len(head)
-    j = start
-    while True:
-        j = src.find("\n", j + 1)
-        if j < 0:
-            return None
-        if j + 1 < len(src) and not src[j + 1].isspace():
-            return src[start:j]
-
-
-def _string_value(text: str) -> str | None:
-    """The value of ``text`` when it is string literals only (adjacent, maybe in parentheses),
-    else None."""
-    parts = re.findall(r'"((?:[^"\\]|\\.)*)"', text)
-    if not parts or re.sub(r'"(?:[^"\\]|\\.)*"|[\s()]', "", text):
-        return None
-    joined = "".join(parts)
-    return joined.encode().decode("unicode_escape") if "\\" in text else joined
-
-
-def command_index() -> list[_Listed]:
-    """NAME, ORDER and HELP of every command module, read from their source text (``--help``
-    lists them all; importing them all would cost what the imports of every command cost)."""
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "commands")
-    out = []
-    for fn in sorted(os.listdir(d)):
-        if not fn.endswith(".py") or fn.startswith("_"):
-            continue
-        with open(os.path.join(d, fn), encoding="utf-8") as f:
-            src = f.read()
-        vals: dict = {}
-        for key in ("NAME", "ORDER", "HELP"):
-            text = _assigned(src, key)
-            if text is None:
-                continue
-            text = text.strip()
-            if key == "ORDER":
-                if text.isdigit():
-                    vals[key] = int(text)
-                continue
-            value = _string_value(text)
-            if value is None:
-                vals = {}        # not plain string literals: fall back to importing
-                break
-            vals[key] = value
-        if "NAME" not in vals or "def run(" not in src:
-            return command_modules()      # a module this reader cannot follow: import them all
-        kopt = (_assigned(src, "KERNEL_OPTION") or "").split("#")[0].strip()
-        out.append(_Listed(vals["NAME"], vals.get("ORDER", 100), vals.get("HELP"),
-                           kopt != "False"))
-    return sorted(out, key=lambda m: (m.ORDER, m.NAME))
-
-
-class _ListedParser:
-    """The sub-parser of a listed command: the top-level ``--help`` shows only its name and HELP
-    (argparse keeps those itself), and no listed command is ever parsed (the one on the command
-    line has its module imported). A real ``ArgumentParser`` per command, with the common options
-    copied in, was most of ``--help``'s own time."""
-
-    def __init__(self, **kwargs):
-        self.prog = kwargs.get("prog")
-
-    def set_defaults(self, **kwargs) -> None:
-        pass
-
-
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="nvmet-p2p",
-        description="Export NVMe namespaces over NVMe-oF with PCI peer-to-peer (CMB) memory, "
-                    "placed by PCIe topology, applied safely, and verified.")
+    """The whole command line (every command module imported), or with ``only`` the parser of
+    that one command (see :func:`command_modules`)."""
+    parser = UsageParser(prog="nvmet-p2p", description=DESCRIPTION,
+                         epilog=exit_status_epilog(columns() - 2) + "\n\n"
+                         "`nvmet-p2p help COMMAND` (or COMMAND --help) shows a command's options "
+                         "and examples; man nvmet-p2p, man nvmet-p2p-COMMAND.")
     parser.add_argument("--version", action="version", version=f"nvmet-p2p {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show Python tracebacks (also $NVMET_P2P_DEBUG=1)")
-    mods = command_modules(only) if only else command_index()
-    listing = all(isinstance(m, _Listed) for m in mods)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
-                                parser_class=_ListedParser if listing else type(parser))
-    commons = {} if listing else {True: [_common_parser()], False: [_common_parser(kernel=False)]}
-    for mod in mods:
-        common = commons.get(getattr(mod, "KERNEL_OPTION", True), [])
-        p = sub.add_parser(mod.NAME, parents=common, help=getattr(mod, "HELP", None),
-                           description=getattr(mod, "DESCRIPTION", getattr(mod, "HELP", None)))
-        if hasattr(mod, "register"):
-            mod.register(p)
-        p.set_defaults(_run=mod.run)
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND",
+                                parser_class=CommandParser)
+    add_common_options(parser)
+    for mod in command_modules(only):
+        add_command(sub, mod)
     return parser
 
 
-#: exit status of an unexpected internal error (a bug): sysexits' EX_SOFTWARE
-EXIT_INTERNAL = 70
+def add_command(sub, mod) -> argparse.ArgumentParser:
+    """The parser of one command module: its common options, its own arguments, its examples."""
+    p = sub.add_parser(mod.NAME, help=getattr(mod, "HELP", None),
+                       description=getattr(mod, "DESCRIPTION", getattr(mod, "HELP", None)),
+                       epilog=examples_epilog(getattr(mod, "EXAMPLES", ())))
+    add_common_options(p, common_options_of(mod))
+    if hasattr(mod, "register"):
+        mod.register(p)
+    p.set_defaults(_run=mod.run, _module=mod)
+    return p
+
+
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
+#: the top-level options that take a value (to find the command word without parsing)
+_VALUE_OPTIONS = {"--root", "--kernel"}
+
+
+def _command_word(argv: list[str]) -> str | None:
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if not a.startswith("-") or a == "-":
+            return a
+        i += 2 if a in _VALUE_OPTIONS else 1
+    return None
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
+    """Parse the command line; returns the arguments and the parser of the command (argparse
+    exits with status 2 on a usage error, after printing that parser's usage)."""
+    parser = build_parser(_command_word(argv))
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        return args, parser
+    cmd = subparser(parser, args.command)
+    given = fill_defaults(args)
+    takes = set(common_options_of(args._module))
+    for name in ALL_COMMON:
+        if name in given and name not in takes:
+            cmd.error(f"--{name} does not apply to {args.command}")
+    args._given = given
+    return args, cmd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,19 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or bool(os.environ.get("NVMET_P2P_DEBUG"))
     command = "?"
     if argv and argv[0] == "--version":
-        print(f"nvmet-p2p {__version__}")     # (before anything else is imported)
-        return 0
+        print(f"nvmet-p2p {__version__}")
+        return exits.OK
+    cmd = None
     try:
-        # the top-level parser has no option taking a value: the first word is the subcommand
-        first = next((a for a in argv if not a.startswith("-")), None)
-        command = first or command
-        parser = build_parser(first)
-        args = parser.parse_args(argv)
+        args, cmd = parse(argv)
         if not getattr(args, "_run", None):
-            parser.print_help()
-            return 2
+            cmd.print_help()
+            return exits.USAGE
         command = args.command
-        return int(args._run(args) or 0)
+        return int(args._run(args) or exits.OK)
+    except UsageError as exc:
+        cmd.print_usage(sys.stderr)
+        print(safe_lines(f"{cmd.prog}: error: {exc}".split("\n")), file=sys.stderr)
+        return exc.exit_status
     except NvmetP2PError as exc:
         if debug:
             traceback.print_exc()
@@ -250,18 +170,18 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_status
     except KeyboardInterrupt:
         print(f"nvmet-p2p {command}: interrupted", file=sys.stderr)
-        return 130
+        return exits.INTERRUPTED
     except BrokenPipeError:
-        return 0
+        return exits.OK
     except Exception as exc:   # a bug: one line, the details in a file (--debug: here)
         if debug:
             traceback.print_exc()
-            return EXIT_INTERNAL
+            return exits.INTERNAL
         where = _crash_report(argv, command)
         print(f"nvmet-p2p {command}: internal error ({type(exc).__name__}); this is a bug in "
               f"nvmet-p2p, nothing of yours. Details: {where} (or run again with --debug)",
               file=sys.stderr)
-        return EXIT_INTERNAL
+        return exits.INTERNAL
 
 
 def _redact(text: str) -> str:

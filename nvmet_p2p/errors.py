@@ -6,13 +6,14 @@ status; tracebacks are for bugs only (``NVMET_P2P_DEBUG=1`` shows them).
 
 from __future__ import annotations
 
+from nvmet_p2p import exits
 from nvmet_p2p.output import safe
 
 
 class NvmetP2PError(Exception):
     """Base class: an expected failure with a message meant for the user."""
 
-    exit_status = 1
+    exit_status = exits.FAILED
 
 
 class InputError(NvmetP2PError):
@@ -22,7 +23,7 @@ class InputError(NvmetP2PError):
     Raised before anything is written.
     """
 
-    exit_status = 2
+    exit_status = exits.USAGE
 
     def __init__(self, message: str, where: str | None = None):
         self.message = message
@@ -31,6 +32,11 @@ class InputError(NvmetP2PError):
             # a file name is a name like any other: shown terminal-safe, as every name is
             message = f"{safe(where)}: {message}"
         super().__init__(message)
+
+
+class UsageError(InputError):
+    """A command line that cannot mean what it says: options that do not go together, or one
+    that would be ignored. Reported with the command's usage, before anything is read."""
 
 
 class KernelError(NvmetP2PError):
@@ -53,4 +59,4 @@ class KernelError(NvmetP2PError):
 class Busy(NvmetP2PError):
     """Another nvmet-p2p apply holds the lock."""
 
-    exit_status = 3
+    exit_status = exits.BUSY

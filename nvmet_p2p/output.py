@@ -92,3 +92,16 @@ class Progress:
         if not self.quiet:
             self.stream.write(f"... {message}\n")
             self.stream.flush()
+
+
+def warn(command: str, text: str) -> None:
+    """A warning: on stderr, always (``--quiet`` keeps warnings)."""
+    sys.stderr.write(safe_lines(f"nvmet-p2p {command}: warning: {text}".split("\n")) + "\n")
+    sys.stderr.flush()
+
+
+def note(args, text: str) -> None:
+    """A note (something worth knowing, nothing wrong): on stderr, not with ``--quiet``."""
+    if not getattr(args, "quiet", False):
+        sys.stderr.write(safe_lines(f"nvmet-p2p {args.command}: note: {text}".split("\n")) + "\n")
+        sys.stderr.flush()

@@ -19,6 +19,16 @@ from nvmet_p2p.harness import workloads as W
 pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt-get install fio)")
 
 
+@pytest.fixture(autouse=True)
+def files_as_devices(monkeypatch):
+    """These runs use plain files for namespaces: the command's refusal of anything but a block
+    device (tested below) is lifted for them."""
+    import nvmet_p2p.commands.bench as cmd
+    real = cmd.check_block_device
+    monkeypatch.setattr(cmd, "check_block_device", lambda dev: None)
+    return real
+
+
 def disk(tmp_path, name="disk.img", mib=24):
     p = tmp_path / name
     with open(p, "wb") as f:
@@ -78,6 +88,22 @@ def test_writes_need_permission(tmp_path, capsys):
 def test_bad_arguments(argv, msg, capsys):
     assert cli.main(argv) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_device_must_be_an_existing_block_device(tmp_path, capsys, files_as_devices, monkeypatch):
+    """`--device /dev/nvme9n1` says "no such device" before fio runs; a regular file or a
+    character device is refused (fio would fill the file)."""
+    import nvmet_p2p.commands.bench as cmd
+    monkeypatch.setattr(cmd, "check_block_device", files_as_devices)
+    ran = []
+    monkeypatch.setattr(B.Bench, "run", lambda self: ran.append(self) or {})
+    for dev, msg in ((str(tmp_path / "nvme9n1"), "no such device"),
+                     (disk(tmp_path), "not a block device"), ("/dev/null", "not a block device")):
+        assert cli.main(["bench", "--device", dev, "--workload", "seq-read-128k-qd16",
+                         "--matrix", "quick", "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert f"{dev}: {msg}" in err, err
+    assert ran == [] and not (tmp_path / "o").exists()
 
 
 class FlipToggle:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as S
 
-from nvmet_p2p import kmsg, safeload
+from nvmet_p2p import exits, kmsg, safeload
 from nvmet_p2p.commands._inventory import inventory_from_file
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import fio, nvmecli
@@ -159,7 +159,7 @@ def test_internal_error_is_one_line_and_a_0600_report_without_secrets(tmp_path, 
     rc = cli.main(["doctor", "--root", str(tmp_path), "--state-dir", str(sd)]
                   if False else ["doctor", "--root", str(tmp_path)])
     err = capsys.readouterr().err
-    assert rc == cli.EXIT_INTERNAL and err.count("\n") == 1 and "Traceback" not in err
+    assert rc == exits.INTERNAL and err.count("\n") == 1 and "Traceback" not in err
     assert "internal error (RuntimeError)" in err and key not in err
     path = err.split("Details: ")[1].split(" (or run")[0]
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
@@ -167,7 +167,7 @@ def test_internal_error_is_one_line_and_a_0600_report_without_secrets(tmp_path, 
     assert "RuntimeError" in text and "Traceback" in text and key not in text and "(secret)" in text
     os.unlink(path)
     rc = cli.main(["doctor", "--root", str(tmp_path), "--debug"])
-    assert rc == cli.EXIT_INTERNAL and "Traceback" in capsys.readouterr().err
+    assert rc == exits.INTERNAL and "Traceback" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ FORBIDDEN = {
     ("observe", "service"), ("observe", "shell"), ("observe", "commands"),
     ("service", "shell"), ("service", "commands"),
 }
-LEAVES = {"errors", "output", "kernel", "kmsg", "safeload", "paths"}
+LEAVES = {"errors", "exits", "output", "kernel", "kmsg", "safeload", "paths"}
 
 
 def _package(module: str) -> str:

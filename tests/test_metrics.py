@@ -179,7 +179,9 @@ def test_exporter_serves_and_caches(machine):
     assert value(parse(bodies[0]), "p2pmem_size_bytes", provider="0000:03:00.0") == 64 << 20
 
 
-def test_exporter_cli_stops_on_sigterm(machine):
+@pytest.mark.parametrize("signame,status", [("SIGTERM", 0), ("SIGINT", 130)])
+def test_exporter_cli_stops_on_sigterm_and_ctrl_c(machine, signame, status):
+    """SIGTERM (systemctl stop) is a normal end: 0; Ctrl-C is 130, as everywhere."""
     import signal
     import socket
     import subprocess
@@ -203,8 +205,8 @@ def test_exporter_cli_stops_on_sigterm(machine):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
         assert b"nvmet_p2p_offload_active" in body
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=20) == 0
+        p.send_signal(getattr(signal, signame))
+        assert p.wait(timeout=20) == status
     finally:
         if p.poll() is None:
             p.kill()

@@ -17,7 +17,7 @@ import os
 import pytest
 import sysfsfixture as sf
 
-from nvmet_p2p import cli
+from nvmet_p2p import cli, exits
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import p2pfio as pf
 from nvmet_p2p.harness import p2pfio_report as rep
@@ -294,7 +294,7 @@ def test_runner_refused_namespace_gets_no_more_p2p_jobs(tmp_path):
     assert all(b in c[2] for c in fake.calls if c[0] == "final-host-control")
     p = out["p2p_test"]
     assert p["devices"][a]["verdict"] == "verified" and p["devices"][b]["verdict"] == "refused"
-    assert p["verdict"] == "refused" and rep.VERDICT_EXIT[p["verdict"]] == 3
+    assert p["verdict"] == "refused" and rep.VERDICT_EXIT[p["verdict"]] == exits.NO_P2P == 5
     expl = p["devices"][b]["refusal"]["explanation"]
     assert "do not share an upstream bridge" in expl and "unrelated" not in expl
     cells = {c["name"]: c for c in p["cells"]}

@@ -36,10 +36,10 @@ def nvmet(tmp_path, inv_file, *argv):
 
 def test_plan_profile_offline_on_a_snapshot_without_configfs(tmp_path, inv_file, capsys):
     assert nvmet(tmp_path, inv_file, "plan", "--profile", LAB) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert f"{CMB_SUB} nsid 1 <- cmbA/1 (/dev/nvme0n1, 0000:03:00.0)" in out
     assert "p2pmem=0000:03:00.0 [placed]" in out and "p2pmem=0 [off]" in out
-    assert "planned against an empty nvmet target" in out
+    assert "planned against an empty nvmet target" in err          # a note: on stderr
     assert f"+ namespace {CMB_SUB}/1" in out and 'p2pmem: "0000:03:00.0"' in out
     assert "lost:" not in out                       # candidates only with --explain
     assert nvmet(tmp_path, inv_file, "plan", "--profile", LAB, "--explain") == 0

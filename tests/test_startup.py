@@ -62,7 +62,10 @@ def test_command_module_loads_only_the_optional_libraries_it_needs(module):
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"]])
 def test_help_and_version_load_no_optional_library(argv):
+    """--version loads none; --help is built by argparse from every command module (issue 21),
+    so it loads what their imports may load (ALLOWED), and nothing more."""
     code = ("import contextlib, io\nfrom nvmet_p2p import cli\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             f"    try:\n        cli.main({argv!r})\n    except SystemExit:\n        pass")
-    assert _loaded_after(code) == set()
+    may = set().union(*ALLOWED.values()) if argv == ["--help"] else set()
+    assert _loaded_after(code) <= may

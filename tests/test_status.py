@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from nvmet_p2p import cli
+from nvmet_p2p import cli, exits
 from nvmet_p2p.nvmet.state import Namespace, Port, Subsystem, TargetState
 from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.observe import status as st
@@ -242,7 +242,7 @@ def test_status_watch_refreshes_until_interrupted(tmp_path, capsys, monkeypatch)
         real_sleep(s)               # the pool sampler runs on real time: give it the interval
 
     monkeypatch.setattr(cmd.time, "sleep", fake_sleep)
-    assert cli.main(["status", "--root", str(tmp_path), "--all", "--json", "--watch", "0.5"]) == 0
+    assert cli.main(["status", "--root", str(tmp_path), "--all", "--json", "--watch", "0.5"]) == exits.INTERRUPTED
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2 and ticks == [0.5, 0.5, 0.5]
     assert lines[-1]["providers"]["0000:03:00.0"]["sampled"]["samples"] >= 2

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nvmet_p2p import cli
+from nvmet_p2p import cli, exits
 from nvmet_p2p.pci.distance import P2pdma
 from nvmet_p2p.pci.topology import (
     build_matrix,
@@ -99,7 +99,7 @@ def _inv_file(tmp_path, topo: Machine, wrap: bool = False) -> str:
 
 def test_distance_command_json(tmp_path, capsys):
     f = _inv_file(tmp_path, lab(dsp_acs=RR_CR))
-    assert cli.main(["distance", "--inventory", f, "--json", "0000:03:00.0", "nvme1n1"]) == 0
+    assert cli.main(["distance", "--inventory", f, "--json", "0000:03:00.0", "nvme1n1"]) == exits.NO_P2P
     out = json.loads(capsys.readouterr().out)
     assert {k: out[k] for k in ("provider", "clients", "map_type", "distance",
                                 "kernel_parameter")} == {
@@ -120,7 +120,7 @@ def test_distance_command_kernel_override_and_human(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "THRU_HOST_BRIDGE, distance 4  (through the root complex)" in out
     assert cli.main(["distance", "--inventory", f, "--kernel", "5.5", "--json",
-                     "0000:01:00.0", "mlx5_0"]) == 0
+                     "0000:01:00.0", "mlx5_0"]) == exits.NO_P2P
     out = json.loads(capsys.readouterr().out)
     assert (out["map_type"], out["kernel"], out["kernel_source"]) == \
         ("not_supported", "5.5", "--kernel")
@@ -131,7 +131,7 @@ def test_distance_command_find(tmp_path, capsys):
     assert cli.main(["distance", "--inventory", f, "--find", "--json", "nvme2n1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["best_distance"], out["ties"], out["random_choice"]) == (0, ["0000:05:00.0"], False)
-    assert cli.main(["distance", "--inventory", f, "--find", "0000:06:00.0"]) == 0
+    assert cli.main(["distance", "--inventory", f, "--find", "0000:06:00.0"]) == exits.NO_P2P
     assert "no published provider is compatible" in capsys.readouterr().out
 
 
@@ -184,7 +184,7 @@ def test_cli_imports_only_the_chosen_command():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == \
-        "['nvmet_p2p.commands._inventory', 'nvmet_p2p.commands.distance']"
+        "['nvmet_p2p.commands._common', 'nvmet_p2p.commands._inventory', 'nvmet_p2p.commands.distance']"
     r = subprocess.run([sys.executable, "-m", "nvmet_p2p", "--help"], capture_output=True,
                        text=True)
     assert "distance" in r.stdout and "topology" in r.stdout and "snapshot" in r.stdout

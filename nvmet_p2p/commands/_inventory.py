@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from nvmet_p2p import safeload
-from nvmet_p2p.errors import InputError
+from nvmet_p2p.errors import InputError, UsageError
 from nvmet_p2p.pci.inventory import read_inventory
 from nvmet_p2p.pci.model import Inventory
 from nvmet_p2p.safeload import DocumentError
@@ -21,6 +21,13 @@ def add_inventory_option(parser) -> None:
     parser.add_argument("--inventory", metavar="FILE", default=None,
                         help="read the inventory from a JSON file (topology --json output) "
                              "instead of --root")
+
+
+def refuse_root_with_inventory(args) -> None:
+    """A command that reads only the machine takes it from --root or from --inventory, not
+    both (the other would be ignored)."""
+    if getattr(args, "inventory", None) and "root" in getattr(args, "_given", ()):
+        raise UsageError("--inventory and --root both name the machine to read; give one")
 
 
 def load_inventory(args, *, addresses: bool = True) -> Inventory:
@@ -45,9 +52,12 @@ def inventory_from_file(path: str) -> Inventory:
     safeload.check_dataclass(doc, Inventory, where)
     _check_bdfs(doc, where)
     try:
-        return Inventory.from_dict(doc)
+        inv = Inventory.from_dict(doc)
     except (TypeError, KeyError, ValueError, AttributeError) as exc:
         raise InputError(f"malformed inventory: {exc}", where=where) from None
+    # what was read is this file (the root it was taken from, often "/", is another machine's)
+    inv.source = path
+    return inv
 
 
 _BDF = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")

@@ -85,5 +85,5 @@ def _print(args, p: placement.Placement, outcome: Outcome) -> None:
         return
     sys.stdout.write(placement.render(p, explain=args.explain) + "\n\n")
     if "note" in outcome.extra:
-        sys.stdout.write(f"note: {outcome.extra['note']}\n")
+        output.note(args, outcome.extra["note"])
     print_plan(args, outcome, steps=args.steps)

@@ -5,6 +5,19 @@ only when ``--profile`` is given)."""
 from __future__ import annotations
 
 from nvmet_p2p.commands._inventory import add_inventory_option
+from nvmet_p2p.errors import UsageError
+
+
+def refuse_profile_options(args) -> None:
+    """--explain and --inventory are about a profile's placement; without --profile they
+    would be ignored."""
+    if args.profile:
+        return
+    given = [o for o, on in (("--explain", args.explain), ("--inventory", args.inventory)) if on]
+    if given:
+        source = "--state" if getattr(args, "state", None) else "--plan"
+        raise UsageError(f"{' and '.join(given)} only apply to --profile (a placement); with "
+                         f"{source} they would be ignored")
 
 
 def add_profile_options(parser, group) -> None:

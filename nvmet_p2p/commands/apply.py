@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nvmet_p2p import safeload
 from nvmet_p2p.commands import _profile, _profileopts
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, lock_timeout, print_plan
 from nvmet_p2p.nvmet import lastapply, statefile
 from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, apply_saved_plan, reconcile
@@ -13,6 +14,15 @@ from nvmet_p2p.output import Progress
 NAME = "apply"
 ORDER = 41
 HELP = "apply a desired state (or a saved plan) to configfs; rolled back if the kernel refuses a step"
+
+EXAMPLES = (
+    Example("nvmet-p2p apply --profile target.yaml", "place the profile's namespaces and apply "
+            "them, all or nothing", lab=True),
+    Example("nvmet-p2p apply --plan plan.json", "apply exactly a reviewed plan (refused if the "
+            "target changed since it was made)", lab=True),
+    Example("nvmet-p2p apply --state config.json --prune --steps", "reach a desired state, remove "
+            "the managed objects it does not name, list every configfs operation", lab=True),
+)
 
 
 def register(p) -> None:
@@ -27,7 +37,8 @@ def register(p) -> None:
 
 
 def run(args) -> int:
-    progress = Progress(quiet=args.json)
+    _profileopts.refuse_profile_options(args)
+    progress = Progress(quiet=args.json or args.quiet)
     try:
         with lastapply.recorded(directory(args), "apply") as rec:
             if args.profile:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 
+from nvmet_p2p import exits
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import bench as B
@@ -24,6 +27,13 @@ DESCRIPTION = (
     "crc32c block headers), record GB/s, IOPS, latency percentiles and CPU, take the target's offload "
     "evidence for the same window, and always disconnect. Writes results.json, results.csv, summary.md "
     "and PNG plots (with the 'plots' extra) into --out.")
+
+EXAMPLES = (
+    Example("nvmet-p2p bench --list", "the workloads of the default matrix"),
+    Example("nvmet-p2p bench --device /dev/nvme1n1 --matrix quick --workload seq-read-128k-qd16 "
+            "--runtime 5 --ramp 0", "one read workload on a local namespace (nothing written)",
+            lab=True),
+)
 
 
 def _qds(text: str) -> tuple[int, ...]:
@@ -130,13 +140,15 @@ def run(args) -> int:
     if args.list:
         return _list(args)
     _check_options(args)
-    progress = Progress(quiet=False)
+    progress = Progress(quiet=args.quiet)
     servers = [B.parse_fio_server(s) for s in args.fio_server]
     workloads = _matrix(args)
     writers = [w.name for w in workloads if w.writes]
     if writers and not args.allow_write:
         raise InputError(f"workloads {', '.join(writers)} write to the namespaces and destroy their data; "
                          f"pass --allow-write, or pick read-only ones with --workload", where="--allow-write")
+    for dev in args.device:
+        check_block_device(dev)
     out = args.out or os.path.join("results", time.strftime("bench-%Y%m%d-%H%M%S"))
     host = host_identity(args.hostnqn, args.hostid, args.root) if args.transport else None
     target = B.TargetAddress(transport=args.transport, traddr=args.traddr, trsvcid=args.trsvcid,
@@ -157,8 +169,8 @@ def run(args) -> int:
                      "ab": results["ab"]},
          lambda _d: _human(results, out))
     if results["interrupted"]:
-        return 130
-    return 0 if results["ok"] else 1
+        return exits.INTERRUPTED
+    return exits.OK if results["ok"] else exits.FAILED
 
 
 def _check_options(args) -> None:
@@ -177,6 +189,20 @@ def _check_options(args) -> None:
         raise InputError("--ab-rounds must be >= 0", where="--ab-rounds")
     if bool(args.ab_on_cmd) != bool(args.ab_off_cmd):
         raise InputError("give both --ab-on-cmd and --ab-off-cmd")
+
+
+def check_block_device(dev: str) -> None:
+    """--device runs fio on a block device as it is: one that exists, and not a file (fio would
+    fill a regular file, or stop with an errno in total_file_size on a missing one)."""
+    try:
+        mode = os.stat(dev).st_mode
+    except FileNotFoundError:
+        raise InputError("no such device", where=dev) from None
+    except OSError as exc:
+        raise InputError(f"cannot use it: {exc.strerror}", where=dev) from None
+    if not stat.S_ISBLK(mode):
+        raise InputError("not a block device (--device takes a namespace such as /dev/nvme1n1)",
+                         where=dev)
 
 
 def _evidence_and_toggle(args, bench, progress) -> None:

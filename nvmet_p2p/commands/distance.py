@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
+from nvmet_p2p import exits
+from nvmet_p2p.commands._common import Example
+from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory, refuse_root_with_inventory
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.output import emit
 from nvmet_p2p.pci.distance import P2pdma, Verdict
@@ -27,6 +29,15 @@ DESCRIPTION = (
     "like /dev/nvme1n1, an NVMe controller, a network interface or an IP address), using the "
     "rules of the inventory's kernel release or --kernel X.Y.")
 
+EXAMPLES = (
+    Example("nvmet-p2p distance 0000:03:00.0 0000:04:00.0", "would the kernel let the NVMe at "
+            "04:00.0 use the CMB of 03:00.0, and why"),
+    Example("nvmet-p2p distance 0000:03:00.0 /dev/nvme3n1", "a client the kernel would refuse "
+            "(across a host bridge that is not whitelisted): exit status 5", status=exits.NO_P2P),
+    Example("nvmet-p2p distance --find /dev/nvme1n1", "the providers the kernel would consider for "
+            "a client in auto mode (p2pmem 1)"),
+)
+
 
 def register(parser) -> None:
     parser.usage = ("%(prog)s [options] PROVIDER CLIENT [CLIENT ...]\n"
@@ -41,6 +52,7 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
+    refuse_root_with_inventory(args)
     # interface addresses are needed only to resolve a client given as an IP address
     inv = load_inventory(args, addresses=any(_is_ip(d) for d in args.devices))
     if not getattr(args, "inventory", None):
@@ -49,13 +61,13 @@ def run(args) -> int:
     if args.find:
         res = eng.find_many(args.devices)
         emit(args.json, res, lambda r: _human_find(r, eng))
-        return 0
+        return exits.OK if res.ties else exits.NO_P2P
     if len(args.devices) < 2:
         raise InputError("need a PROVIDER and at least one CLIENT (or --find CLIENT...)",
                          where="arguments")
     v = eng.distance_many(args.devices[0], args.devices[1:])
     emit(args.json, v, lambda v: _human(v, eng))
-    return 0
+    return exits.NO_P2P if v.map_type == MapType.NOT_SUPPORTED else exits.OK
 
 
 def _follow_dev_link(root: str, dev: str) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import textwrap
 
-from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
-from nvmet_p2p.output import emit
+from nvmet_p2p import exits
+from nvmet_p2p.commands._common import Example
+from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory, refuse_root_with_inventory
+from nvmet_p2p.output import emit, warn
 from nvmet_p2p.pci.doctor import diagnose
 
 NAME = "doctor"
@@ -20,6 +22,15 @@ DESCRIPTION = (
     "offload at all (any check failed), 0 otherwise.")
 
 _TAG = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]", "skip": "[skip]"}
+
+EXAMPLES = (
+    # (the test machine has soft RDMA only: CANNOT OFFLOAD, exit status 1)
+    Example("nvmet-p2p doctor", "can this machine offload NVMe-oF to p2p memory? The first line "
+            "is the verdict (exit status 1: it cannot); every check that is not ok says how to "
+            "fix it", status=exits.FAILED),
+    Example("nvmet-p2p doctor --root snap", "the same checks on a snapshot taken elsewhere "
+            "(nvmet-p2p snapshot snap)", status=exits.FAILED),
+)
 
 
 def register(parser) -> None:
@@ -37,16 +48,18 @@ def _human(doc: dict) -> str:
     n = doc["counts"]
     out += ["", f"{sum(n.values())} checks: {n['ok']} ok, {n['warn']} warn, {n['fail']} fail, "
                 f"{n['skip']} skip (source: {doc['source']}, kernel {doc['kernel'] or 'unknown'})"]
-    for w in doc.get("warnings", []):
-        out.append(f"reader warning: {w}")
     return "\n".join(out)
 
 
 def run(args) -> int:
 
+    refuse_root_with_inventory(args)
     inv = load_inventory(args)
     report = diagnose(inv, kernel=args.kernel)
     doc = report.to_dict()
     doc["warnings"] = list(inv.warnings)
     emit(args.json, doc, _human)
-    return 0 if report.can_offload else 1
+    if not args.json:
+        for w in doc["warnings"]:
+            warn("doctor", f"reading the machine: {w}")
+    return exits.OK if report.can_offload else exits.FAILED

@@ -4,12 +4,14 @@ application, served by waitress: :mod:`nvmet_p2p.observe.exporter`)."""
 from __future__ import annotations
 
 import signal
-import sys
 
+from nvmet_p2p import exits
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands.metrics import add_collector_options, collector_from_args
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.observe.exporter import IDLE_TIMEOUT, make_server
 from nvmet_p2p.observe.metrics import CachedCollector, registry_for
+from nvmet_p2p.output import note
 
 NAME = "exporter"
 ORDER = 63
@@ -22,6 +24,11 @@ DESCRIPTION = (
     "connections, idle connections closed after --idle-timeout. Stops on SIGTERM or Ctrl-C.")
 
 DEFAULT_LISTEN = "127.0.0.1:9878"
+
+EXAMPLES = (
+    Example("nvmet-p2p exporter", "serve http://127.0.0.1:9878/metrics until Ctrl-C or SIGTERM",
+            interrupt=True),
+)
 
 
 def register(p) -> None:
@@ -58,12 +65,17 @@ def run(args) -> int:
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: cannot listen: {exc.strerror or exc}") from None
 
-    def stop(*_):
-        raise SystemExit(0)        # waitress's loop ends on SystemExit/KeyboardInterrupt
+    stopped_by: list[int] = []
+
+    def stop(signum, _frame):
+        stopped_by.append(signum)
+        raise SystemExit(exits.OK)  # waitress's loop ends (and returns) on SystemExit
     signal.signal(signal.SIGTERM, stop)
-    print(f"nvmet-p2p exporter: serving http://{args.listen}/metrics", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGINT, stop)
+    note(args, f"serving http://{args.listen}/metrics")
     try:
         server.run()
     finally:
         server.close()
-    return 0
+    # SIGTERM (systemctl stop) is a normal end; Ctrl-C is 130 as everywhere
+    return exits.INTERRUPTED if signal.SIGINT in stopped_by else exits.OK

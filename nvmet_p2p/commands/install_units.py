@@ -6,8 +6,9 @@ import os
 import sys
 
 from nvmet_p2p import output
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir, default_save_file, directory
-from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.errors import InputError, NvmetP2PError, UsageError
 from nvmet_p2p.service import units
 
 NAME = "install-units"
@@ -21,9 +22,16 @@ DESCRIPTION = (
     "systemctl enable nvmet-p2p.service nvmet-p2p-watch.service. Stopping nvmet-p2p.service "
     "leaves the target running unless --clear-on-stop.")
 
+EXAMPLES = (
+    Example("nvmet-p2p install-units --print", "the units as they would be written"),
+    Example("nvmet-p2p install-units && systemctl daemon-reload", "write them to "
+            "/etc/systemd/system; then systemctl enable nvmet-p2p.service "
+            "nvmet-p2p-watch.service", lab=True),
+)
+
 
 def register(p) -> None:
-    p.add_argument("--dir", default=units.DEFAULT_UNIT_DIR, metavar="DIR",
+    p.add_argument("--dir", default=None, metavar="DIR",
                    help=f"unit directory (default {units.DEFAULT_UNIT_DIR})")
     p.add_argument("--print", dest="print_only", action="store_true",
                    help="print the rendered units, write nothing")
@@ -39,6 +47,9 @@ def register(p) -> None:
 
 
 def run(args) -> int:
+    if args.print_only and args.dir is not None:
+        raise UsageError("--print writes nothing: --dir would be ignored")
+    args.dir = args.dir or units.DEFAULT_UNIT_DIR
     bin_path = os.path.abspath(args.bin) if args.bin else units.executable()
     if not os.access(bin_path, os.X_OK):
         raise InputError(f"{bin_path} is not an executable (--bin)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+from nvmet_p2p import exits
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.nvmet.statefile import write_atomic
@@ -20,6 +22,12 @@ DESCRIPTION = (
     "them atomically (temporary file + rename) for node_exporter's textfile collector "
     "(--collector.textfile.directory; the file name must end in .prom). Run it from a timer; "
     "`nvmet-p2p exporter` serves the same metrics over HTTP.")
+
+EXAMPLES = (
+    Example("nvmet-p2p metrics", "the nvmet_p2p_* metrics in the Prometheus text format"),
+    Example("nvmet-p2p metrics --textfile node-exporter/nvmet_p2p.prom", "for node_exporter's "
+            "textfile collector, written atomically (run it from a timer)"),
+)
 
 
 def add_collector_options(p) -> None:
@@ -42,11 +50,15 @@ def register(p) -> None:
 
 
 def run(args) -> int:
+    from nvmet_p2p.errors import UsageError
 
+    if args.json and args.textfile:
+        raise UsageError("--textfile writes the Prometheus text format; --json prints JSON on "
+                         "stdout instead: give one")
     col = collector_from_args(args)
     if args.json:
         dump_json({"samples": metrics.samples(col), "errors": col.errors})
-        return 1 if col.errors else 0
+        return exits.FAILED if col.errors else exits.OK
     text = metrics.exposition(col)
     if args.textfile:
         if not args.textfile.endswith(".prom"):
@@ -59,4 +71,4 @@ def run(args) -> int:
         sys.stdout.write(text)
     for part, err in col.errors.items():
         print(f"nvmet-p2p metrics: warning: {part} could not be read: {err}", file=sys.stderr)
-    return 1 if col.errors else 0
+    return exits.FAILED if col.errors else exits.OK

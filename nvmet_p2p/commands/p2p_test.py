@@ -11,6 +11,8 @@ import os
 import sys
 import time
 
+from nvmet_p2p import exits
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import p2pfio as pf
 from nvmet_p2p.harness import p2pfio_report as rep
@@ -35,6 +37,14 @@ DESCRIPTION = (
 #: Options only the fio engine takes (dest -> flag), None when not given.
 FIO_ONLY = {"bs": "--bs", "qd": "--qd", "ioengine": "--ioengine", "numjobs": "--numjobs", "runtime": "--runtime",
             "ramp": "--ramp", "out": "--out", "sample_interval": "--sample-interval"}
+
+EXAMPLES = (
+    Example("nvmet-p2p p2p-test 0000:03:00.0 /dev/nvme1n1 --read-only-source", "read a namespace "
+            "into the CMB of 03:00.0 and compare with a read through host memory (nothing "
+            "written)", lab=True),
+    Example("nvmet-p2p p2p-test 0000:03:00.0 /dev/nvme3n1 --read-only-source", "a pair the kernel "
+            "refuses: exit status 5, with the reason", status=exits.NO_P2P, lab=True),
+)
 
 
 def register(p):
@@ -91,9 +101,9 @@ def run(args) -> int:
                          f"--allow-write (or --read-only-source and no DST)", where="--allow-write")
     res = p2ptest.run(args.provider, args.source, dst, size=size, offset=offset,
                       repeat=args.repeat, seed=args.seed, seed_source=not args.read_only_source,
-                      root=args.root, kernel=args.kernel, progress=Progress(quiet=False))
+                      root=args.root, kernel=args.kernel, progress=Progress(quiet=args.quiet))
     emit(args.json, res.to_dict(), lambda _d: p2ptest.render(res))
-    return {"verified": 0, "refused": 3}.get(res.verdict, 1)
+    return {"verified": exits.OK, "refused": exits.NO_P2P}.get(res.verdict, exits.FAILED)
 
 
 # --------------------------------------------------------------------------------------
@@ -158,7 +168,7 @@ def _run_fio(args) -> int:
                          f"(a p2p and a host region each); pass --allow-write", where="--allow-write")
     fio_version(args.fio)                       # fio installed: a clear error before anything else
     probe_pool(args.root, args.provider, plan.mappings(*plan.largest), pool["available"])
-    progress = Progress(quiet=False)
+    progress = Progress(quiet=args.quiet)
     progress(f"plan: {len(plan.cells)} cells x {plan.repeat} round(s) x p2p/host buffer + "
              f"{plan.runs_planned() - len(plan.cells) * plan.repeat * 2} verification passes on "
              f"{len(devices)} namespace(s); about {plan.seconds_planned():.0f} s of timed I/O")
@@ -169,5 +179,5 @@ def _run_fio(args) -> int:
     results = runner.run()
     emit(args.json, rep.summary_json(results), lambda _d: rep.render(results))
     if results["interrupted"]:
-        return 130
-    return rep.VERDICT_EXIT.get(results["p2p_test"]["verdict"], 1)
+        return exits.INTERRUPTED
+    return rep.VERDICT_EXIT.get(results["p2p_test"]["verdict"], exits.FAILED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from nvmet_p2p.commands import _profile, _profileopts
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout, print_plan
 from nvmet_p2p.nvmet import statefile
 from nvmet_p2p.nvmet.apply import reconcile
@@ -13,6 +14,13 @@ from nvmet_p2p.nvmet.statefile import write_atomic
 NAME = "plan"
 ORDER = 40
 HELP = "show the configfs changes that would bring the target to a desired state"
+
+EXAMPLES = (
+    Example("nvmet-p2p plan --profile target.yaml --explain", "where each namespace's p2p memory "
+            "would come from and why, then the configfs changes"),
+    Example("nvmet-p2p plan --state config.json --out plan.json", "the changes that reach a saved "
+            "state, kept for `apply --plan`"),
+)
 
 
 def register(p) -> None:
@@ -33,6 +41,7 @@ def desired_from_args(args):
 
 
 def run(args) -> int:
+    _profileopts.refuse_profile_options(args)
     if args.profile:
         return _profile.run_plan(args)
     desired = desired_from_args(args)

@@ -9,8 +9,10 @@ error with file, line and offending value; with ``--no-machine`` only the struct
 
 from __future__ import annotations
 
-from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
-from nvmet_p2p.output import dump_json, emit
+from nvmet_p2p.commands._common import Example, add_common_options
+from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory, refuse_root_with_inventory
+from nvmet_p2p.errors import UsageError
+from nvmet_p2p.output import dump_json, emit, warn
 from nvmet_p2p.policy import profile
 from nvmet_p2p.policy.schema import format_size
 
@@ -21,15 +23,30 @@ DESCRIPTION = ("check PROFILE: validate a profile (YAML) and match its selectors
                "machine; every error is listed with file, line and value. schema: print the "
                "JSON Schema of the profile format (for editors).")
 
+EXAMPLES = (
+    Example("nvmet-p2p profile check target.yaml", "validate a profile and match it against this "
+            "machine; every error with file, line and value"),
+    Example("nvmet-p2p profile check --no-machine target.yaml", "the structure only (on a "
+            "workstation)"),
+    Example("nvmet-p2p profile schema > profile.schema.json", "the JSON Schema, for an editor"),
+)
+
 
 def register(p) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    c = sub.add_parser("check", help="validate a profile and match it against the machine")
-    c.add_argument("profile", metavar="PROFILE")
+    c = sub.add_parser("check", help="validate a profile and match it against the machine",
+                       description="Validate PROFILE (YAML) and match its selectors against the "
+                                   "machine of --root or --inventory; every error is listed with "
+                                   "file, line and value.")
+    add_common_options(c)
+    c.add_argument("profile", metavar="PROFILE", help="the profile file (YAML)")
     c.add_argument("--no-machine", action="store_true",
                    help="check the structure only (no inventory needed)")
     add_inventory_option(c)
-    sub.add_parser("schema", help="print the profile JSON Schema")
+    s = sub.add_parser("schema", help="print the profile JSON Schema",
+                       description="Print the JSON Schema of the profile format (for editors; "
+                                   "the shipped profiles/profile.schema.json is this output).")
+    add_common_options(s, ("json", "quiet", "debug"))
 
 
 def run(args) -> int:
@@ -37,12 +54,19 @@ def run(args) -> int:
         dump_json(profile.json_schema())
         return 0
     if args.no_machine:
+        ignored = [o for o, on in (("--inventory", args.inventory), ("--root", "root" in args._given),
+                                   ("--kernel", args.kernel)) if on]
+        if ignored:
+            raise UsageError(f"--no-machine checks the structure only: {', '.join(ignored)} "
+                             "would be ignored")
         prof = profile.load(args.profile)
         doc = {"profile": args.profile, "valid": True, "machine": None,
                "warnings": [str(w) for w in prof.warnings]}
         emit(args.json, doc, lambda d: f"{args.profile}: structure OK (not matched against a "
-                                       "machine)" + "".join(f"\nwarning: {w}" for w in d["warnings"]))
+                                       "machine)")
+        _warnings(args, doc)
         return 0
+    refuse_root_with_inventory(args)
     inv = load_inventory(args)
     prof = profile.load(args.profile, strict=False)
     res = profile.resolve(prof, inv, kernel=args.kernel,
@@ -60,7 +84,14 @@ def run(args) -> int:
            "hosts": sorted(res.hosts),
            "warnings": [str(w) for w in res.warnings]}
     emit(args.json, doc, _human)
+    _warnings(args, doc)
     return 0
+
+
+def _warnings(args, doc: dict) -> None:
+    if not args.json:                   # (with --json they are in the document)
+        for w in doc["warnings"]:
+            warn("profile", w)
 
 
 def _human(d: dict) -> str:
@@ -74,7 +105,6 @@ def _human(d: dict) -> str:
                    f"({n['device_path']}, {n['nvme']}) p2p {n['policy']}"
                    + (f" {n['pinned']}" if n["pinned"] else "")
                    + (f", budget {format_size(n['demand'])}" if n["demand"] else ""))
-    out += [f"warning: {w}" for w in d["warnings"]]
     return "\n".join(out)
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 
 from nvmet_p2p import output
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import (
     add_state_dir,
     default_save_file,
@@ -24,7 +25,7 @@ from nvmet_p2p.commands._target import (
     lock_timeout,
     print_plan,
 )
-from nvmet_p2p.errors import InputError
+from nvmet_p2p.errors import InputError, UsageError
 from nvmet_p2p.nvmet import lastapply, statefile
 from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, reconcile
 from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
@@ -38,6 +39,13 @@ DESCRIPTION = (HELP + ". With --wait-devices SECONDS (the boot unit) it waits fo
                "providers and addresses the file names, exports what is there and exits 4 "
                "when something is still missing (a partial restore).")
 
+EXAMPLES = (
+    Example("nvmet-p2p restore --dry-run", "what restoring the saved file would change"),
+    Example("nvmet-p2p restore --wait-devices 30", "what the boot unit runs: wait for the "
+            "devices, export what is there, exit status 4 if something is still missing",
+            lab=True),
+)
+
 
 def register(p) -> None:
     p.add_argument("file", nargs="?", default=None,
@@ -49,16 +57,20 @@ def register(p) -> None:
                    help="wait up to SECONDS for the block devices (by-id links), p2pmem providers "
                         "and port addresses the file needs, then export what is there; exit 4 "
                         "if anything is missing (partial restore)")
-    p.add_argument("--without-provider", choices=("export", "hold"), default="export",
+    p.add_argument("--without-provider", choices=("export", "hold"), default=None,
                    help="with --wait-devices, a namespace whose p2pmem provider is missing: "
                         "export it from host memory (p2pmem 0; default) or hold it disabled")
     add_state_dir(p)
 
 
 def run(args) -> int:
+    if args.without_provider and args.wait_devices is None:
+        raise UsageError("--without-provider decides what --wait-devices does with a namespace "
+                         "whose provider is missing: give --wait-devices SECONDS too")
+    args.without_provider = args.without_provider or "export"
     if args.wait_devices is not None and not 0 <= args.wait_devices <= 86400:
         raise InputError("--wait-devices must be between 0 and 86400 seconds")
-    progress = Progress(quiet=args.json)
+    progress = Progress(quiet=args.json or args.quiet)
     waited = None
     held: list[devwait.Degraded] = []
     try:

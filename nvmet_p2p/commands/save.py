@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from nvmet_p2p import output
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir, default_save_file, settle_first
 from nvmet_p2p.nvmet import statefile
 from nvmet_p2p.nvmet.apply import open_configfs
@@ -14,6 +15,12 @@ NAME = "save"
 ORDER = 43
 HELP = "save the live target configuration (nvmetcli format + p2pmem/buffered_io; 0600, with backup)"
 KERNEL_OPTION = False      # applies no kernel rules: no --kernel
+
+EXAMPLES = (
+    Example("nvmet-p2p save", "save the running target where the boot unit restores it from "
+            "(/etc/nvmet/config.json or $NVMET_P2P_SAVE_FILE)"),
+    Example("nvmet-p2p save backup.json", "save it to another file"),
+)
 
 
 def register(p) -> None:

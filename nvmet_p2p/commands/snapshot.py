@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from nvmet_p2p.output import Progress, emit
+from nvmet_p2p import exits
+from nvmet_p2p.commands._common import Example
+from nvmet_p2p.output import Progress, emit, warn
 from nvmet_p2p.pci.snapshot import take_snapshot
 
 NAME = "snapshot"
@@ -15,6 +17,14 @@ DESCRIPTION = (
     "through netlink, so that `nvmet-p2p <command> --root DIR` sees the same machine elsewhere. "
     "The snapshot is read back and compared before it is kept. Run as root: without it PCI "
     "config space stops at 64 bytes and ACS settings are not captured.")
+
+EXAMPLES = (
+    Example("nvmet-p2p snapshot snap-host1", "capture this machine into the new directory "
+            "snap-host1 (as root: PCI config space and ACS are only readable by root)"),
+    Example("nvmet-p2p snapshot --force snap && nvmet-p2p doctor --root snap", "replace an older "
+            "snapshot, then read it back as any command that reads the machine can",
+            status=exits.FAILED),
+)
 
 
 def register(parser) -> None:
@@ -33,8 +43,6 @@ def _human(s: dict) -> str:
              "  PCI config space: " + ("full (ACS and port types captured)" if s["config_readable"]
                                        else "only 64 bytes (not root): ACS settings NOT captured"),
              f"  verified: reading {s['path']} gives the same inventory as {s['source']}"]
-    for w in s["warnings"]:
-        lines.append(f"  warning: {w}")
     lines.append(f"use it with: nvmet-p2p doctor --root {s['path']}")
     return "\n".join(lines)
 
@@ -42,6 +50,9 @@ def _human(s: dict) -> str:
 def run(args) -> int:
 
     summary = take_snapshot(args.dir, root=args.root, force=args.force,
-                            progress=Progress(quiet=args.json))
+                            progress=Progress(quiet=args.json or args.quiet))
     emit(args.json, summary, _human)
+    if not args.json:
+        for w in summary["warnings"]:
+            warn("snapshot", w)
     return 0

@@ -6,8 +6,10 @@ import json
 import sys
 import time
 
+from nvmet_p2p import exits
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir, settle_first
-from nvmet_p2p.errors import InputError
+from nvmet_p2p.errors import InputError, UsageError
 from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.observe import status as st
 from nvmet_p2p.output import emit
@@ -23,19 +25,27 @@ DESCRIPTION = (
     "('offload active') or why not. --sample/--watch also sample p2pmem/available, the only "
     "runtime signal of p2p use.")
 
+EXAMPLES = (
+    Example("nvmet-p2p status", "each namespace x host controller: is the offload active, and "
+            "if not, why"),
+    Example("nvmet-p2p status --sample 2 --io", "while the hosts run I/O: a pool that never moves "
+            "means the kernel used host memory"),
+    Example("nvmet-p2p status --watch", "refresh every 2 s until Ctrl-C", interrupt=True),
+)
+
 
 def register(p):
     add_state_dir(p)
     p.add_argument("--all", action="store_true",
                    help="show every subsystem, not only the ones nvmet-p2p manages")
-    p.add_argument("--sample", type=float, metavar="SECONDS", default=0.0,
+    p.add_argument("--sample", type=float, metavar="SECONDS", default=None,
                    help="sample p2pmem/available for SECONDS before reporting (run it while I/O runs)")
     p.add_argument("--io", action="store_true",
                    help="I/O is running while sampling: a pool that never moves then means fallback")
     p.add_argument("--io-size", metavar="SIZE",
                    help="largest I/O the hosts send (e.g. 128k): with --sample, the pool counts as exhausted "
                         "while p2pmem/available is below it (default: below 1/64 of the pool)")
-    p.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
+    p.add_argument("--interval", type=float, default=None, metavar="SECONDS",
                    help="sampling interval (default 0.1)")
     p.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
                    help="refresh every SECONDS (default 2) until Ctrl-C; pools are sampled continuously "
@@ -52,7 +62,22 @@ def _io_size(text: str | None) -> int | None:
     return n
 
 
+def _refuse_ignored(args) -> None:
+    """The sampling options mean something only while sampling (--sample or --watch)."""
+    if args.sample is not None and args.watch is not None:
+        raise UsageError("--watch samples the pools all along; --sample would be ignored")
+    sampling = bool(args.sample) or args.watch is not None
+    ignored = [o for o, on in (("--io", args.io), ("--io-size", args.io_size is not None),
+                               ("--interval", args.interval is not None)) if on]
+    if ignored and not sampling:
+        raise UsageError(f"{', '.join(ignored)} describe{'s' if len(ignored) == 1 else ''} the "
+                         "sampling of the pools: give --sample SECONDS (or --watch)")
+
+
 def run(args) -> int:
+    _refuse_ignored(args)
+    args.sample = 0.0 if args.sample is None else args.sample
+    args.interval = 0.1 if args.interval is None else args.interval
     if args.sample < 0 or args.interval <= 0 or (args.watch is not None and args.watch <= 0):
         raise InputError("--sample must be >= 0, --interval and --watch > 0")
     io_size = _io_size(args.io_size)
@@ -78,7 +103,7 @@ def run(args) -> int:
                 sys.stdout.write(f"\n=== {time.strftime('%H:%M:%S')} ===\n{st.render(rep)}\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
-        return 0
+        return exits.INTERRUPTED
     finally:
         sampler.stop()
 

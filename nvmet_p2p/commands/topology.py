@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory
+from nvmet_p2p.commands._common import Example
+from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory, refuse_root_with_inventory
 from nvmet_p2p.output import dump_json
 from nvmet_p2p.pci.distance import P2pdma
 from nvmet_p2p.pci.topology import build_matrix, render_matrix, render_tree, topology_document
@@ -16,6 +17,15 @@ DESCRIPTION = (
     "and NUMA nodes, then the provider x client matrix of the kernel's map type and distance. "
     "--json prints the inventory plus the matrix.")
 
+EXAMPLES = (
+    Example("nvmet-p2p topology", "the PCIe tree with providers, NVMe, RDMA, ACS and NUMA, then "
+            "the provider x client matrix"),
+    Example("nvmet-p2p topology --json > inventory.json", "keep the inventory to examine it on "
+            "another machine"),
+    Example("nvmet-p2p topology --inventory inventory.json --no-matrix", "the tree of a kept "
+            "inventory"),
+)
+
 
 def register(parser) -> None:
     parser.add_argument("--no-matrix", action="store_true", help="only the tree")
@@ -25,6 +35,7 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
+    refuse_root_with_inventory(args)
     inv = load_inventory(args)
     if args.json:
         dump_json(topology_document(inv, args.kernel))

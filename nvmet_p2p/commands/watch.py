@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 
+from nvmet_p2p import exits
+from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.output import warn
 from nvmet_p2p.policy import profile
 from nvmet_p2p.service import hotplug, watch
 
@@ -21,6 +25,13 @@ DESCRIPTION = (
     "--policy reconcile the namespaces concerned -- and only those -- are re-placed, disabled, "
     "re-enabled or have p2pmem rewritten, through the same plan/apply path and lock as "
     "`apply`. What was lost is recorded in the state directory; `status` shows it.")
+
+EXAMPLES = (
+    Example("nvmet-p2p watch", "log what hotplug does to the target, change nothing (until "
+            "Ctrl-C or SIGTERM)", lab=True, interrupt=True),
+    Example("nvmet-p2p watch --policy reconcile", "also re-place, disable or re-enable the "
+            "namespaces concerned", lab=True, interrupt=True),
+)
 
 
 def register(p) -> None:
@@ -69,7 +80,15 @@ def run(args) -> int:
     try:
         sources.append(watch.AddressSource())
     except Exception as exc:
-        print(f"nvmet-p2p watch: warning: address changes not watched: {exc}")
+        warn("watch", f"address changes not watched: {exc}")
     w = watch.Watcher(opts, sources, watch.Log(as_json=args.json))
     watch.install_signal_handlers(w)
-    return w.run()
+    interrupted = []
+
+    def on_sigint(signum, frame):       # Ctrl-C ends like SIGTERM, but the status says so
+        interrupted.append(signum)
+        w.stop(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    status = w.run()
+    return exits.INTERRUPTED if interrupted and status == exits.OK else status

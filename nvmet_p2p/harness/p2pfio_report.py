@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import errno as _errno
 
+from nvmet_p2p import exits
 from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.p2pfio import CHECK_TEXT, P2P_CHECKS, POISON_MAGIC, Plan, check_words, size_label
 from nvmet_p2p.output import table
 
-VERDICT_EXIT = {"verified": 0, "refused": 3}
+VERDICT_EXIT = {"verified": exits.OK, "refused": exits.NO_P2P}
+
 
 def _jobs_of(entry: dict, dev: str) -> list[dict]:
     return [j for j in entry["fio"]["jobs"] if j.get("filename") == dev]

@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nvmet_p2p import exits
 from nvmet_p2p.errors import Busy, KernelError, NvmetP2PError
 from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.nvmet import journal as jr
@@ -249,7 +250,7 @@ class ApplyInterrupted(NvmetP2PError):
         self.rolled_back = rolled_back
         self.rollback_errors = rollback_errors
         self.completed = completed
-        self.exit_status = 128 + signum
+        self.exit_status = exits.signalled(signum)
         name = signal.Signals(signum).name
         if completed:
             msg = (f"{name} arrived after all {total} configfs steps were done: the apply is "

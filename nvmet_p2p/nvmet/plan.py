@@ -38,6 +38,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from nvmet_p2p import exits
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.kernel import kstrtobool
 from nvmet_p2p.nvmet import state as st
@@ -84,7 +85,7 @@ _LEFT_NOTE = "not in the desired state; --prune removes it"
 class PlanError(NvmetP2PError):
     """The desired state cannot be reached on this kernel / from this live state."""
 
-    exit_status = 2
+    exit_status = exits.USAGE
 
 
 # ----------------------------------------------------------------------------------------------

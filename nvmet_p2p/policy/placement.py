@@ -44,6 +44,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from nvmet_p2p import exits
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet.state import Host, Namespace, Port, Subsystem, TargetState
 from nvmet_p2p.output import safe_lines
@@ -59,7 +60,7 @@ from nvmet_p2p.policy.schema import format_size
 class PlacementError(NvmetP2PError):
     """The profile cannot be placed on this machine (``when_none``/``when_full: error``)."""
 
-    exit_status = 2
+    exit_status = exits.USAGE
 
     def __init__(self, placement: "Placement"):
         self.placement = placement

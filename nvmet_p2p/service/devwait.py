@@ -36,12 +36,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nvmet_p2p import exits
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.pci import inventory
 from nvmet_p2p.pci.inventory import SysRoot, block_device_name
 
 #: exit status of a restore that exported only part of the configuration
-EXIT_PARTIAL = 4
+EXIT_PARTIAL = exits.PARTIAL
 POLL_S = 0.25
 
 _IP_TRTYPES = ("rdma", "tcp")

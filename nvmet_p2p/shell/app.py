@@ -31,6 +31,7 @@ from configshell import ConfigShell, Console, ExecutionError, Prefs
 from configshell import shell as cs_shell
 from pyparsing import ParseBaseException
 
+from nvmet_p2p import exits
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import statefile
 from nvmet_p2p.nvmet.apply import ApplyFailed
@@ -459,7 +460,7 @@ class ShellApp(P2pAssist):
                 self.err_stream.write(f"nvmet-p2p shell: error: {safe(where)}: "
                                       f"`{safe(scrub(line.strip()))}`: {_safe(err)}\n")
                 self.err_stream.write(self._stopped_note() + "\n")
-                return 1
+                return exits.FAILED
             if self.exiting:
                 return 0
         if finish and self.session.edits:
@@ -468,7 +469,7 @@ class ShellApp(P2pAssist):
                                   f"change{'s' if n != 1 else ''} not committed: nothing of "
                                   f"{'them' if n != 1 else 'it'} was written; end with `commit` "
                                   "(or `abort`)\n")
-            return 1
+            return exits.FAILED
         return 0
 
     def _stopped_note(self) -> str:

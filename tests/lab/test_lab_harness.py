@@ -221,7 +221,7 @@ def test_p2p_test_refused_across_root_ports(target, capsys):
     rc, stdout, stderr = nvmet_p2p(capsys, "p2p-test", nv["cmbA"]["bdf"], nv["plain"]["namespaces"][0],
                                    "--size", "1M", "--offset", str(128 << 20), "--repeat", "1",
                                    "--allow-write", "--json")
-    assert rc == 3, stdout + stderr
+    assert rc == 5, stdout + stderr           # exit status 5: no p2p (nvmet_p2p.exits)
     d = json.loads(stdout)
     assert d["verdict"] == "refused" and d["refusal"]["errname"] == "EINVAL"
     assert d["refusal"]["device"] == nv["plain"]["namespaces"][0]
