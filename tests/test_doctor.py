@@ -265,3 +265,57 @@ def test_doctor_reads_an_inventory_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nvmet_p2p", "doctor", "--inventory", str(f)],
                        capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("CAN OFFLOAD")
+
+
+def _enable_nvmetcli(root, where="etc", target="multi-user.target.wants"):
+    wants = root / where / "systemd" / "system" / target
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / "nvmet.service").symlink_to("/lib/systemd/system/nvmet.service")   # as systemctl enable
+
+
+def test_nvmetcli_unit_enabled_is_a_warning_read_from_the_filesystem(tmp_path, monkeypatch):
+    """nvmetcli's nvmet.service restores the same file after clearing the target, and drops
+    p2pmem/buffered_io: doctor warns when it is enabled, reading systemd's links under the
+    root -- never asking systemctl (nothing is run)."""
+    m = good_machine(tmp_path)
+    _, c = run_doctor(m)
+    assert (c["nvmetcli-unit"].status, c["nvmetcli-unit"].detail) == (OK, "nvmetcli's nvmet.service is not enabled")
+    _enable_nvmetcli(m.root)
+
+    def no_process(*a, **k):
+        raise AssertionError(f"doctor ran a process: {a}")
+    with monkeypatch.context() as mp:
+        mp.setattr(subprocess, "run", no_process)
+        mp.setattr(subprocess, "Popen", no_process)
+        report, c = run_doctor(m)
+    w = c["nvmetcli-unit"]
+    assert w.status == WARN and "/etc/systemd/system/multi-user.target.wants/nvmet.service" in w.detail
+    assert "systemctl disable nvmet.service" in w.fix
+    assert report.can_offload and report.summary.startswith("CAN OFFLOAD, with 1 warning")
+    r = cli(m.root)
+    assert r.returncode == 0 and "[warn] nvmetcli's nvmet.service: nvmetcli's nvmet.service is enabled" in r.stdout
+    assert "fix: systemctl disable nvmet.service" in r.stdout
+
+
+def test_nvmetcli_unit_enabled_at_runtime_or_masked(tmp_path):
+    m = good_machine(tmp_path)
+    _enable_nvmetcli(m.root, where="run", target="sysinit.target.requires")
+    _, c = run_doctor(m)
+    w = c["nvmetcli-unit"]
+    assert w.status == WARN and "/run/systemd/system/sysinit.target.requires/nvmet.service" in w.detail
+    (m.root / "etc" / "systemd" / "system").mkdir(parents=True)
+    (m.root / "etc" / "systemd" / "system" / "nvmet.service").symlink_to("/dev/null")   # systemctl mask
+    _, c = run_doctor(m)
+    assert (c["nvmetcli-unit"].status, c["nvmetcli-unit"].detail) == (OK, "nvmetcli's nvmet.service is masked")
+
+
+def test_nvmetcli_unit_unknown_in_an_older_inventory_file(tmp_path):
+    m = good_machine(tmp_path)
+    d = read_inventory(m.root).to_dict()
+    del d["system"]["nvmetcli_unit_links"]
+    f = tmp_path / "inv.json"
+    f.write_text(json.dumps(d))
+    r = subprocess.run([sys.executable, "-m", "nvmet_p2p", "doctor", "--inventory", str(f), "--json"],
+                       capture_output=True, text=True)
+    check = {c["id"]: c for c in json.loads(r.stdout)["checks"]}["nvmetcli-unit"]
+    assert r.returncode == 0 and check["status"] == "skip"

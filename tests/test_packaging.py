@@ -57,6 +57,9 @@ def test_wheel_contents(installed):
     names = zipfile.ZipFile(wheel).namelist()
     assert "nvmet_p2p/service/data/systemd/nvmet-p2p.service" in names
     assert "nvmet_p2p/service/data/systemd/nvmet-p2p-watch.service" in names
+    assert "nvmet_p2p/service/data/systemd/nvmet-p2p-exporter.service" in names
+    assert "nvmet_p2p/service/data/systemd/nvmet-p2p-metrics.service" in names
+    assert "nvmet_p2p/service/data/systemd/nvmet-p2p-metrics.timer" in names
     assert "nvmet_p2p/harness/__init__.py" in names
     assert not [n for n in names if n.startswith(("tests/", "tools/"))]
 

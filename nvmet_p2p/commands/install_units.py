@@ -14,13 +14,17 @@ from nvmet_p2p.service import units
 NAME = "install-units"
 ORDER = 46
 KERNEL_OPTION = False      # renders files; no kernel rules
-HELP = "install the systemd units (boot-time restore, hotplug watcher) for this installation"
+HELP = ("install the systemd units (boot-time restore, hotplug watcher, metrics exporter or "
+        "textfile timer) for this installation")
 DESCRIPTION = (
-    "Write nvmet-p2p.service (restore --wait-devices at boot) and nvmet-p2p-watch.service "
-    "(watch) into the unit directory, with the absolute path of this nvmet-p2p, the saved "
-    "configuration file and the state directory filled in. Then: systemctl daemon-reload; "
-    "systemctl enable nvmet-p2p.service nvmet-p2p-watch.service. Stopping nvmet-p2p.service "
-    "leaves the target running unless --clear-on-stop.")
+    "Write nvmet-p2p.service (restore --wait-devices at boot; conflicts with nvmetcli's "
+    "nvmet.service), nvmet-p2p-watch.service (watch), nvmet-p2p-exporter.service (the metrics "
+    "over HTTP) and nvmet-p2p-metrics.timer/.service (metrics --textfile every minute for "
+    "node_exporter) into the unit directory, with the absolute path of this nvmet-p2p, the "
+    "saved configuration file and the state directory filled in. Then: systemctl "
+    "daemon-reload; systemctl enable nvmet-p2p.service nvmet-p2p-watch.service, and for "
+    "Prometheus either nvmet-p2p-exporter.service or nvmet-p2p-metrics.timer. Stopping "
+    "nvmet-p2p.service leaves the target running unless --clear-on-stop.")
 
 EXAMPLES = (
     Example("nvmet-p2p install-units --print", "the units as they would be written"),
@@ -88,5 +92,11 @@ def run(args) -> int:
         print(f"wrote {path}")
     print(f"restores {save_file} at boot with {bin_path}; next:\n"
           f"  systemctl daemon-reload\n"
-          f"  systemctl enable nvmet-p2p.service nvmet-p2p-watch.service")
+          f"  systemctl enable nvmet-p2p.service nvmet-p2p-watch.service\n"
+          f"for Prometheus, one of:\n"
+          f"  systemctl enable --now nvmet-p2p-exporter.service   # scraped at 127.0.0.1:9878/metrics\n"
+          f"  systemctl enable --now nvmet-p2p-metrics.timer      # node_exporter's textfile collector\n"
+          f"nvmetcli's own {units.NVMETCLI_UNIT}, if enabled, is not started with nvmet-p2p.service "
+          f"(Conflicts=); `systemctl disable {units.NVMETCLI_UNIT}` (nvmet-p2p doctor warns while it is "
+          f"enabled)")
     return 0

@@ -25,7 +25,7 @@ OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 #: Which problem the one-line summary names first (most fundamental first).
 PRIORITY = ("kernel", "p2pdma", "nvmet", "nvmet_rdma", "rdma", "providers", "namespaces",
             "paths", "configfs", "cmb-registered", "multipath", "config-space", "addresses",
-            "cmb-sqes", "iommu")
+            "cmb-sqes", "iommu", "nvmetcli-unit")
 
 
 def _rank(c: "Check") -> int:
@@ -386,6 +386,28 @@ def check_multipath(inv: Inventory) -> Check:
                  items=items)
 
 
+def check_nvmetcli_unit(inv: Inventory) -> Check:
+    """nvmetcli's ``nvmet.service`` enabled beside nvmet-p2p: at boot (or on a restart) it
+    clears the whole target and restores /etc/nvmet/config.json with nvmetcli, which drops
+    ``p2pmem`` and ``buffered_io``; nvmet-p2p.service conflicts with it, so systemd runs only
+    one, but which one an operator meant is theirs to say."""
+    title = "nvmetcli's nvmet.service"
+    links = inv.system.nvmetcli_unit_links
+    if links is None:
+        return Check("nvmetcli-unit", title, SKIP, "systemd's unit links were not read")
+    if not links:
+        return Check("nvmetcli-unit", title, OK, "nvmetcli's nvmet.service is not enabled")
+    if inv.system.nvmetcli_unit_masked:
+        return Check("nvmetcli-unit", title, OK, "nvmetcli's nvmet.service is masked", items=[
+            {"link": x} for x in links])
+    return Check("nvmetcli-unit", title, WARN,
+                 f"nvmetcli's nvmet.service is enabled ({', '.join(links)}): it restores the "
+                 f"saved file after clearing the whole target and nvmetcli drops p2pmem and "
+                 f"buffered_io; nvmet-p2p.service conflicts with it (systemd starts one of the two)",
+                 "systemctl disable nvmet.service (nvmet-p2p.service restores the same file with "
+                 "p2pmem), or systemctl mask nvmet.service", items=[{"link": x} for x in links])
+
+
 def check_iommu(inv: Inventory) -> Check:
     title = "IOMMU"
     s = inv.system
@@ -513,6 +535,7 @@ def diagnose(inv: Inventory, kernel: str | None = None) -> Report:
         check_addresses(inv),
         check_iommu(inv),
         check_config_space(inv),
+        check_nvmetcli_unit(inv),
         check_paths(inv, kernel),
     ]
     hard = [r for r in inv.rdma.values() if r.pci and not r.soft]

@@ -776,12 +776,44 @@ def _read_system(r: _Reader) -> SystemInfo:
             raise InputError(f"not a node list: {online!r}",
                              where=r.fs.host("/sys/devices/system/node/online")) from None
     _read_loaded(r, s)
+    _read_nvmetcli_unit(r, s)
     s.nvmet_configfs = r.fs.is_dir("/sys/kernel/config/nvmet")
     rel = s.kernel_release
     if rel:
         _read_kernel_config(r, s, rel)
         _read_modules(r, s, rel)
     return s
+
+
+#: nvmetcli's systemd unit: it restores /etc/nvmet/config.json after clearing the whole target
+NVMETCLI_UNIT = "nvmet.service"
+#: where ``systemctl enable`` (and ``enable --runtime``, ``mask``) put a unit's links
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system")
+
+
+def _read_nvmetcli_unit(r: _Reader, s: SystemInfo) -> None:
+    """Whether nvmetcli's unit is enabled, read from the filesystem as systemd keeps it (links
+    in ``<dir>/<target>.wants/`` or ``.requires/``; masked: ``<dir>/nvmet.service`` -> /dev/null),
+    never by asking systemd: the same under ``--root`` and in a snapshot."""
+    links: list[str] = []
+    for d in UNIT_DIRS:
+        try:
+            names = r.fs.listdir(d)
+        except OSError:
+            continue
+        if NVMETCLI_UNIT in names:
+            try:
+                s.nvmetcli_unit_masked |= r.fs.readlink(f"{d}/{NVMETCLI_UNIT}") == "/dev/null"
+            except OSError:
+                pass                                   # a unit file, not a link
+        for n in names:
+            if n.endswith((".wants", ".requires")):
+                try:
+                    if NVMETCLI_UNIT in r.fs.listdir(f"{d}/{n}"):
+                        links.append(f"{d}/{n}/{NVMETCLI_UNIT}")
+                except OSError:
+                    continue
+    s.nvmetcli_unit_links = links
 
 
 def _read_cpu(r: _Reader, s: SystemInfo) -> None:

@@ -284,6 +284,10 @@ class SystemInfo:
     is_root: bool = False               # the reader could read privileged files
     numa_nodes: list[int] = field(default_factory=list)
     nvme_multipath: bool | None = None  # /sys/module/nvme_core/parameters/multipath (None: unknown)
+    #: nvmetcli's nvmet.service: the links that enable it (/etc/systemd/system/<target>.wants/
+    #: nvmet.service, also .requires and /run's), None when not read (an older inventory file)
+    nvmetcli_unit_links: list[str] | None = None
+    nvmetcli_unit_masked: bool = False  # its unit file is a link to /dev/null (systemctl mask)
 
 
 @dataclass

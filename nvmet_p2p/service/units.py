@@ -6,10 +6,17 @@ somewhere different each time), the saved configuration file and the state direc
   ``sys-kernel-config.mount``, ``network-online.target`` (wanted) and ``rdma-hw.target``; no
   ``systemd-udev-settle`` (restore waits for the devices it needs itself). Stopping it leaves
   the target running, so hosts stay connected; ``clear_on_stop`` adds ``ExecStop=... clear``
-  (removes what nvmet-p2p manages, nothing else).
+  (removes what nvmet-p2p manages, nothing else). ``Conflicts=nvmet.service`` and
+  ``After=nvmet.service``: nvmetcli's own unit restores the same file after clearing the whole
+  target (and nvmetcli drops ``p2pmem``/``buffered_io``), so systemd never runs both, and a
+  running ``nvmet.service`` is stopped (cleared) before the restore, not after it.
 * ``nvmet-p2p-watch.service``: ``watch`` (Type=notify: ready once the udev monitor listens).
+* ``nvmet-p2p-exporter.service``: ``exporter`` (the metrics over HTTP), or
+* ``nvmet-p2p-metrics.timer`` + ``nvmet-p2p-metrics.service``: ``metrics --textfile`` every
+  minute for node_exporter's textfile collector.
 
-Both read ``/etc/default/nvmet-p2p`` (``NVMET_P2P_WAIT_DEVICES``, ``NVMET_P2P_WATCH_POLICY``).
+All read ``/etc/default/nvmet-p2p`` (``NVMET_P2P_WAIT_DEVICES``, ``NVMET_P2P_WATCH_POLICY``,
+``NVMET_P2P_EXPORTER_LISTEN``, ``NVMET_P2P_TEXTFILE``).
 """
 
 from __future__ import annotations
@@ -18,7 +25,11 @@ import os
 import shutil
 import sys
 
-UNITS = ("nvmet-p2p.service", "nvmet-p2p-watch.service")
+UNITS = ("nvmet-p2p.service", "nvmet-p2p-watch.service", "nvmet-p2p-exporter.service",
+         "nvmet-p2p-metrics.service", "nvmet-p2p-metrics.timer")
+#: nvmetcli's unit (it restores /etc/nvmet/config.json after clearing the target): the boot
+#: unit conflicts with it, ``doctor`` warns when it is enabled
+NVMETCLI_UNIT = "nvmet.service"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
 NO_STOP = ("# No ExecStop: `systemctl stop` leaves the target running (connected hosts stay "
            "connected).\n# `nvmet-p2p install-units --clear-on-stop` adds `ExecStop=... clear`.")
