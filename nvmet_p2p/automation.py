@@ -265,7 +265,7 @@ def _on_port(s: st.TargetState, op: Op, parts: list[str]) -> None:
         if len(parts) == 4 and op.action == "rmdir":
             port.ana_groups.pop(gid, None)
         elif len(parts) == 4 and op.action == "mkdir":
-            port.ana_groups.setdefault(gid, "optimized")
+            port.ana_groups.setdefault(gid, "inaccessible")   # a new group starts so
         elif len(parts) == 5 and op.action == "write":
             port.ana_groups[gid] = op.value or ""
     elif len(parts) == 3:

@@ -110,6 +110,20 @@ def test_simulate_follows_every_kind_of_operation():
     assert sim.subsystems[S1].allowed_hosts == [H1]
 
 
+def test_simulate_starts_a_new_ana_group_inaccessible_as_the_kernel_does():
+    """check mode's "after": a group made with ``mkdir`` and no state write (the desired state
+    is the kernel's initial one) is inaccessible, not optimized (docs/multipath.md)."""
+    empty = statefile.parse({"hosts": [], "subsystems": [], "ports": []})
+    doc = copy.deepcopy(DOC)
+    doc["ports"][0]["ana_groups"] = [{"grpid": 3, "ana": {"state": "inaccessible"}},
+                                     {"grpid": 4, "ana": {"state": "non-optimized"}}]
+    from nvmet_p2p.nvmet.plan import Managed, build_plan
+    plan = build_plan(empty, statefile.parse(doc), Managed())
+    sim = a.simulate(empty, plan.ops, statefile.parse(doc))
+    assert sim.ports[1].ana_groups[3] == "inaccessible"
+    assert sim.ports[1].ana_groups[4] == "non-optimized"
+
+
 def test_exactly_one_source_and_inline_documents_are_checked(tmp_path):
     with pytest.raises(InputError, match="exactly one of"):
         a.desired_from()

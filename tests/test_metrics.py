@@ -4,6 +4,7 @@ configfs (tests/fakenvmet.py). The pool gauge on the real kernel: tests/lab/test
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import urllib.request
@@ -47,6 +48,7 @@ LABELS = {
     "doctor_can_offload": set(), "doctor_check": {"check", "status"},
     "applies": {"source"}, "apply_refusals": {"source", "error_kind"},
     "watch_reactions": {"decision", "action"},
+    "ana_state": {"port", "grpid", "state"}, "ana_group_namespaces": {"grpid"},
     "build_info": {"version", "kernel"}, "collector_success": {"collector"},
     "collector_duration_seconds": {"collector"},
 }
@@ -399,3 +401,27 @@ def test_an_unreadable_counter_file_is_one_collector_down(machine):
     assert value(fams, "collector_success", collector="counters") == 0
     assert value(fams, "collector_success", collector="status") == 1
     assert M.PREFIX + "applies" not in fams and "unreadable counter file" in col.errors["counters"]
+
+
+def test_ana_state_per_port_and_group(tmp_path):
+    """A namespace in ANA group 2, optimized through the tcp port and non-optimized through the
+    rdma one: one series per state, 1 for the current; group 1 on both ports; the group's
+    namespace count."""
+    root = tmp_path / "m"
+    sf.q35_lab(root, rxe=True, rxe_name="rxe0", nvmet_loaded=True)
+    cfs = FakeNvmet(str(root))
+    sd = str(tmp_path / "state")
+    doc = copy.deepcopy(DOC)
+    doc["subsystems"][0]["namespaces"][0]["ana_grpid"] = 2
+    doc["ports"][0]["ana_groups"] = [{"grpid": 2, "ana": {"state": "non-optimized"}}]
+    doc["ports"][1]["ana_groups"] = [{"grpid": 2, "ana": {"state": "optimized"}}]
+    automation.apply(automation.desired_from(state_content=doc), root=str(root), state_dir=sd,
+                     cfs=cfs)
+    fams = parse(M.exposition(M.TargetCollector(str(root), state_dir=sd)))
+    states = {k: v for k, v in fams[M.PREFIX + "ana_state"].items() if v == 1}
+    got = {(dict(k)["port"], dict(k)["grpid"]): dict(k)["state"] for k in states}
+    assert got == {("1", "1"): "optimized", ("1", "2"): "non-optimized",
+                   ("2", "1"): "optimized", ("2", "2"): "optimized"}
+    assert len(fams[M.PREFIX + "ana_state"]) == 4 * 5          # every state of every row
+    assert value(fams, "ana_group_namespaces", grpid="2") == 1
+    assert value(fams, "ana_group_namespaces", grpid="1") == 1

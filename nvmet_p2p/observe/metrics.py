@@ -25,6 +25,7 @@ from nvmet_p2p import __version__
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import counters, lastapply
 from nvmet_p2p.nvmet.apply import state_dir as _state_dir
+from nvmet_p2p.nvmet.defs import ANA_STATES
 from nvmet_p2p.observe import status
 from nvmet_p2p.pci.doctor import diagnose
 from nvmet_p2p.pci.inventory import read_inventory
@@ -124,6 +125,24 @@ def export_families(status_doc: dict) -> list[GaugeMetricFamily]:
         info.add_metric([nqn, str(ns["nsid"]), ns.get("device_path") or "", ns.get("p2pmem") or "",
                          ns.get("mode") or ""], 1.0)
     return [s, n, p, h, c, info]
+
+
+def ana_families(status_doc: dict) -> list[GaugeMetricFamily]:
+    """ANA state per port and group (a fixed set of states: one series each, 1 for the current
+    one), and how many of the shown namespaces are in each group."""
+    state = _g("ana_state", "ANA state hosts see through this port for this ANA group: 1 for the "
+                            "current state, 0 for the other four.", ("port", "grpid", "state"))
+    members = _g("ana_group_namespaces", "Namespaces (of the shown subsystems) in this ANA group.",
+                 ("grpid",))
+    counted: dict[int, int] = {}
+    for row in status_doc.get("ana", []):
+        for s in ANA_STATES:
+            state.add_metric([str(row["port"]), str(row["grpid"]), s],
+                             1.0 if row["state"] == s else 0.0)
+        counted[row["grpid"]] = len(row["namespaces"])
+    for g, n in sorted(counted.items()):
+        members.add_metric([str(g)], float(n))
+    return [state, members]
 
 
 def last_apply_families(rec: lastapply.LastApply | None) -> list[GaugeMetricFamily]:
@@ -236,7 +255,7 @@ class TargetCollector:
         rep = status.collect(self.root, all_subsystems=self.all_subsystems, kernel=self.kernel,
                              inventory=self._inventory(), state_dir=self.state_dir)
         doc = json.loads(json.dumps(rep.to_dict(), default=str))
-        return pool_families(doc) + offload_families(doc) + export_families(doc)
+        return pool_families(doc) + offload_families(doc) + export_families(doc) + ana_families(doc)
 
     def _last_apply(self):
         return last_apply_families(lastapply.load(self.state_dir))

@@ -86,7 +86,8 @@ NEEDS = TargetState(
     hosts=_Every(Host(nqn="", attrs={})),
     subsystems=_Every(Subsystem(nqn="", attrs={"attr_allow_any_host": ""},
                                 namespaces=_Every(Namespace(nsid=0, enable=False,
-                                                            attrs={"device_path": "", "p2pmem": ""})))),
+                                                            attrs={"device_path": "", "p2pmem": "",
+                                                                   "ana_grpid": ""})))),
     ports=_Every(Port(portid=0, attrs={"addr_trtype": "", "addr_traddr": "", "addr_trsvcid": ""})))
 
 
@@ -238,6 +239,7 @@ class StatusReport:
     notes: list = field(default_factory=list)
     degraded_ports: list = field(default_factory=list)   # ports the watcher saw lose their NIC/address
     sampling: dict | None = None
+    ana: list = field(default_factory=list)      # per port and ANA group: state, namespaces
 
     def verdicts(self) -> list[ev.Verdict]:
         return [v for s in self.subsystems for n in s["namespaces"] for v in n["_verdicts"]]
@@ -252,7 +254,8 @@ class StatusReport:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "kernel": self.kernel,
                 "time": self.time, "log": self.log, "debugfs": self.debugfs,
                 "sampling": self.sampling, "providers": self.providers, "subsystems": subs,
-                "refusals": self.refusals, "notes": self.notes, "degraded_ports": self.degraded_ports}
+                "refusals": self.refusals, "notes": self.notes, "degraded_ports": self.degraded_ports,
+                "ana": self.ana}
 
 
 def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
@@ -276,6 +279,7 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
     for nqn, sub in sorted(state.subsystems.items()):
         if only is None or nqn in only:
             rep.subsystems.append(_subsystem_row(ctx, nqn, sub, ports_of.get(nqn, [])))
+    rep.ana = ana_rows(state, rep.subsystems)
     rep.refusals = [e.to_dict() for e in events if e.kind in (ev.KIND_NO_P2P_FOR_NS, ev.KIND_NOT_BDEV,
                                                               ev.KIND_DRIVER_NO_P2P)]
     if debugfs is None:
@@ -388,7 +392,9 @@ def _namespace_row(ctx: _Context, nqn: str, nsid: int, ns, cands: list, ctrl_por
         verdicts.append(ev.decide(subsystem=nqn, nsid=nsid, ns_enabled=ns.enable, p2pmem=p2p,
                                   ports=sports, ctrl=c, port=port, distance=dist, pools=ctx.pools,
                                   io_during_sampling=ctx.io_during_sampling))
+    grp = ns.attrs.get("ana_grpid", "")
     return {"nsid": nsid, "enabled": ns.enable, "device_path": dev, "p2pmem": p2p,
+            "ana_grpid": int(grp) if grp.isdigit() else 1,
             "mode": "off" if p2p in ("0", "") else ("auto" if p2p == "1" else "pinned"),
             "backing_pci": backing_pci(dev, ctx.inv, ctx.dev_names),
             "provider": ctx.providers.get(p2p) if p2p not in ("0", "1", "") else None,
@@ -409,14 +415,38 @@ def _degraded_rows(obj: str, p2p: str, inv: Inventory, degraded: dict | None) ->
     return rows
 
 
+def ana_rows(state: TargetState, subsystems: list[dict]) -> list[dict]:
+    """Per port of the shown subsystems and per ANA group on it (or named by one of their
+    namespaces): the state hosts connected through that port see, and the shown namespaces in
+    the group. A group a port has no directory for is reported ``inaccessible`` by the kernel
+    (docs/multipath.md#what-nvmet-offers)."""
+    members: dict[int, list[str]] = {}
+    ports: set[int] = set()
+    for sub in subsystems:
+        ports |= {p["portid"] for p in sub["ports"]}
+        for ns in sub["namespaces"]:
+            members.setdefault(ns.get("ana_grpid") or 1, []).append(f"{sub['nqn']}/{ns['nsid']}")
+    rows = []
+    for pid in sorted(ports):
+        groups = dict(state.ports[pid].ana_groups) if pid in state.ports else {}
+        groups.setdefault(1, "optimized")
+        for g in sorted(set(groups) | set(members)):
+            rows.append({"port": pid, "grpid": g,
+                         "state": groups.get(g, "inaccessible"),
+                         "directory": g in groups, "namespaces": members.get(g, [])})
+    return rows
+
+
 def _svc(state: TargetState, portid: int) -> str:
     return state.ports[portid].attrs.get("addr_trsvcid", "") if portid in state.ports else ""
 
 
 def _port_dict(p: ev.PortFacts, state: TargetState) -> dict:
+    groups = state.ports[p.portid].ana_groups if p.portid in state.ports else {}
     return {"portid": p.portid, "trtype": p.trtype, "traddr": p.traddr,
             "trsvcid": _svc(state, p.portid), "rdma_device": p.rdma_device,
-            "rdma_soft": p.rdma_soft, "rdma_pci": p.rdma_pci, "rdma_emulated": p.rdma_emulated}
+            "rdma_soft": p.rdma_soft, "rdma_pci": p.rdma_pci, "rdma_emulated": p.rdma_emulated,
+            "ana_groups": {str(g): st for g, st in sorted(groups.items())}}
 
 
 # --------------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ description:
     C(offload active) or C(inactive) with the reason code.
   - Adds C(status.offload), counts over the verdicts with the inactive ones listed, for
     assertions in a playbook.
+  - C(status.ana) lists, per port of the shown subsystems and per ANA group, the state hosts
+    see through that port and the namespaces in the group (a subsystem with C(multipath=p2p)
+    in its profile sets them from p2p reachability); each port also carries its
+    C(ana_groups) and each namespace its C(ana_grpid).
   - Reads only; runs nvmet-p2p in-process.
 version_added: "0.1.0"
 author:
@@ -61,6 +65,10 @@ EXAMPLES = r"""
   nvmet_p2p.target.status_info:
   register: st
 
+- name: No ANA group is inaccessible through any port
+  ansible.builtin.assert:
+    that: st.status.ana | selectattr('state', 'equalto', 'inaccessible') | list | length == 0
+
 - name: Every namespace's offload is active
   ansible.builtin.assert:
     that: st.status.offload.all_active
@@ -69,7 +77,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 status:
-  description: The C(nvmet-p2p status --json) document plus C(offload) (verdicts, active, inactive, all_active).
+  description:
+    - The C(nvmet-p2p status --json) document plus C(offload) (verdicts, active, inactive, all_active).
+    - C(ana) has one entry per port and ANA group (port, grpid, state, directory, namespaces).
   returned: always
   type: dict
 """
