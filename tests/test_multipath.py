@@ -13,7 +13,7 @@ from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.apply import reconcile
 from nvmet_p2p.nvmet.configfs import read_state
 from nvmet_p2p.nvmet.plan import Managed, build_plan
-from nvmet_p2p.policy import placement, profile
+from nvmet_p2p.policy import multipath, placement, profile
 from nvmet_p2p.policy.ana import NON_OPTIMIZED, OPTIMIZED
 from support.fakenvmet import FakeNvmet, ana_view
 from support.machine import multipath_machine
@@ -265,3 +265,59 @@ def test_a_namespace_in_a_group_its_port_lacks_is_a_warning():
     desired.ports[1].ana_groups = {7: "inaccessible"}
     plan = build_plan(st.TargetState(), desired, Managed())
     assert any("inaccessible through every port" in w for w in plan.warnings)
+
+
+# -- re-deriving the states of a live target (the watcher) -----------------------------------
+
+def _live_after_apply():
+    """The live tree as the placement left it (groups 2: port 1 optimized, 3: port 2)."""
+    pl = place(prof(TWO))
+    return pl.state, {g for p in pl.state.ports.values() for g in p.ana_groups}
+
+
+def _rederive(live, groups, inv=None, nics=None, **kw):
+    inv = inv or multipath_machine()
+    nvme = {(SUB, 1): DRIVE_A, (SUB, 2): DRIVE_B}
+    nics = nics if nics is not None else {1: [NIC_A], 2: [NIC_B]}
+    return multipath.rederive(live, groups, nvme, nics, placement.Oracle(inv), **kw)
+
+
+def test_rederive_on_an_unchanged_machine_changes_nothing():
+    live, groups = _live_after_apply()
+    r = _rederive(live, groups)
+    assert r.changes == [] and r.plan.members == {(SUB, 1): 2, (SUB, 2): 3}
+
+
+def test_rederive_provider_gone_restates_its_group_only():
+    live, groups = _live_after_apply()
+    inv = multipath_machine()
+    del inv.pci[CMB_A]                          # hot-removed: no longer on the bus
+    r = _rederive(live, groups, inv)
+    assert r.changes == ["port 1 group 2: optimized -> non-optimized"]
+    assert "is not a published provider on the PCI bus" in r.paths[(SUB, 1)][0].reason
+
+
+def test_rederive_nic_address_gone_and_back():
+    live, groups = _live_after_apply()
+    gone = _rederive(live, groups, nics={1: [], 2: [NIC_B]},
+                     notes_of={1: "10.81.0.1 is on no netdev now"})
+    assert gone.changes == ["port 1 group 2: optimized -> non-optimized"]
+    assert gone.paths[(SUB, 1)][0].reason == "10.81.0.1 is on no netdev now"
+    live.ports[1].ana_groups[2] = "non-optimized"
+    back = _rederive(live, groups)
+    assert back.changes == ["port 1 group 2: non-optimized -> optimized"]
+
+
+def test_rederive_a_stale_binding_does_not_offload():
+    """The provider is back at its BDF, but the namespace still holds the removed device until
+    p2pmem is written again: not optimized until then."""
+    live, groups = _live_after_apply()
+    r = _rederive(live, groups, not_offloading={(SUB, 1): "bound to the removed device"})
+    assert r.changes == ["port 1 group 2: optimized -> non-optimized"]
+
+
+def test_rederive_leaves_namespaces_of_other_groups_alone():
+    live, groups = _live_after_apply()
+    live.subsystems[SUB].namespaces[2].attrs["ana_grpid"] = "1"
+    r = _rederive(live, {2})
+    assert list(r.paths) == [(SUB, 1)] and (SUB, 2) not in r.plan.members

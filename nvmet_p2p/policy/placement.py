@@ -285,45 +285,61 @@ def _needs_paths(ns: ResolvedNamespace) -> bool:
 
 def port_paths(ns: ResolvedNamespace, p2pmem: str, oracle: "_Oracle",
                providers: list[str]) -> list[PortPath]:
-    """What a host connection through each of the namespace's ports will get: the kernel
-    checks an explicit provider against that connection's NIC (and skips p2p when it refuses
+    """What a host connection through each of the namespace's ports will get
+    (:func:`path_verdict` per port)."""
+    return [path_verdict(port.portid, port.label, ns.nvme_pci, list(port.clients), p2pmem,
+                         oracle, providers, port.note) for port in ns.ports]
+
+
+def path_verdict(portid: int, label: str, nvme: str | None, nics: list[str], p2pmem: str,
+                 oracle: "_Oracle", providers: list[str], note: str | None = None) -> PortPath:
+    """One port of a namespace (NVMe ``nvme``) whose NIC(s) are ``nics``: the kernel checks an
+    explicit provider against that connection's NIC at connect (and skips p2p when it refuses
     the pair), and in auto mode picks among the providers at the smallest summed distance to
-    the NIC and the NVMe (``pci_p2pmem_find_many()``, at random)."""
-    out = []
-    nvme = ns.nvme_pci
-    for port in ns.ports:
-        nics = list(port.clients)
-        pp = PortPath(port.portid, port.label, nics, False, [], [], None, "")
-        out.append(pp)
-        if not nvme or not nics:
-            pp.reason = port.note or "no p2p client on this port (host memory)"
-            continue
-        pp.providers = [b for b in providers
-                        if oracle.many(b, (nvme, *nics)).map_type != MapType.NOT_SUPPORTED]
-        found = [oracle.find_many([nvme, nic]) for nic in nics]
-        pp.kernel_picks = sorted({t for f in found for t in f.ties}, key=bdf_sort_key)
-        if p2pmem == "0":
-            pp.reason = "p2pmem 0: host memory"
-        elif p2pmem == "1":
-            pp.offloads = all(f.ties for f in found)
-            pp.reason = (f"auto: the kernel picks among {', '.join(pp.kernel_picks)} per "
-                         "connection" if pp.offloads else
-                         "auto: no provider serves this NIC and the NVMe: the kernel logs 'no "
-                         "peer-to-peer memory is available that's supported by ...' and uses "
-                         "host memory")
+    the NIC and the NVMe (``pci_p2pmem_find_many()``, at random). ``providers``: the published
+    providers on the bus; a ``p2pmem`` naming another device does not offload."""
+    pp = PortPath(portid, label, nics, False, [], [], None, "")
+    if not nvme or not nics:
+        pp.reason = note or "no p2p client on this port (host memory)"
+        return pp
+    pp.providers = [b for b in providers
+                    if oracle.many(b, (nvme, *nics)).map_type != MapType.NOT_SUPPORTED]
+    found = [oracle.find_many([nvme, nic]) for nic in nics]
+    pp.kernel_picks = sorted({t for f in found for t in f.ties}, key=bdf_sort_key)
+    if p2pmem in ("0", ""):
+        pp.reason = "p2pmem 0: host memory"
+    elif p2pmem == "1":
+        pp.offloads = all(f.ties for f in found)
+        pp.reason = (f"auto: the kernel picks among {', '.join(pp.kernel_picks)} per "
+                     "connection" if pp.offloads else
+                     "auto: no provider serves this NIC and the NVMe: the kernel logs 'no "
+                     "peer-to-peer memory is available that's supported by ...' and uses "
+                     "host memory")
+    elif p2pmem not in providers:
+        pp.reason = (f"{p2pmem} is not a published provider on the PCI bus: the kernel serves "
+                     "the namespace from host memory")
+    else:
+        v = oracle.many(p2pmem, (nvme, *nics))
+        pp.map_type = v.map_type
+        pp.offloads = v.map_type != MapType.NOT_SUPPORTED
+        if pp.offloads:
+            pp.reason = f"{p2pmem} serves this NIC ({v.map_type})"
         else:
-            v = oracle.many(p2pmem, (nvme, *nics))
-            pp.map_type = v.map_type
-            pp.offloads = v.map_type != MapType.NOT_SUPPORTED
-            if pp.offloads:
-                pp.reason = f"{p2pmem} serves this NIC ({v.map_type})"
-            else:
-                bad = [pv for pv in v.pairs if pv.map_type == MapType.NOT_SUPPORTED]
-                pp.reason = (f"the kernel refuses {p2pmem} for "
-                             + " and ".join(pv.client.name for pv in bad)
-                             + " at connect: host memory")
-                pp.detail = " | ".join(f"{pv.client.name}: {'; '.join(pv.reasons)}" for pv in bad)
-    return out
+            bad = [pv for pv in v.pairs if pv.map_type == MapType.NOT_SUPPORTED]
+            pp.reason = (f"the kernel refuses {p2pmem} for "
+                         + " and ".join(pv.client.name for pv in bad)
+                         + " at connect: host memory")
+            pp.detail = " | ".join(f"{pv.client.name}: {'; '.join(pv.reasons)}" for pv in bad)
+    return pp
+
+
+class Oracle(_Oracle):
+    """The kernel's p2pdma verdicts for one inventory, cached (what :func:`path_verdict`
+    asks); with the published providers of the inventory."""
+
+    def __init__(self, inv: Inventory, kernel: str | None = None):
+        super().__init__(inv, kernel)
+        self.providers = [f.bdf for f in inv.providers(published_only=True)]
 
 
 def _ana(res: Resolved, decisions: list[Decision], state: TargetState,
