@@ -32,8 +32,9 @@ from nvmet_p2p.errors import InputError
 from nvmet_p2p.nvmet import lastapply, statefile
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.apply import open_configfs, reconcile
-from nvmet_p2p.nvmet.configfs import Configfs, mask, read_state
+from nvmet_p2p.nvmet.configfs import Configfs, read_state
 from nvmet_p2p.nvmet.plan import Managed, Op
+from nvmet_p2p.nvmet.spec import mask, parse_path
 from nvmet_p2p.observe import status
 from nvmet_p2p.pci.doctor import diagnose
 from nvmet_p2p.pci.inventory import read_inventory
@@ -155,34 +156,56 @@ def simulate(live: st.TargetState, ops: list[Op],
     for op in ops:
         _simulate_one(out, op)
         if op.action == "mkdir" and desired is not None:
-            _seed(out, desired, op.path.split("/"))
+            _seed(out, desired, op.path)
     return out
 
 
-def _seed(s: st.TargetState, desired: st.TargetState, parts: list[str]) -> None:
-    if parts[0] == "hosts" and len(parts) == 2 and parts[1] in desired.hosts:
-        s.hosts[parts[1]].attrs.update(desired.hosts[parts[1]].attrs)
-    elif parts[0] == "subsystems" and parts[1] in desired.subsystems:
-        want = desired.subsystems[parts[1]]
-        if len(parts) == 2:
-            s.subsystems[parts[1]].attrs.update(want.attrs)
-        elif len(parts) == 4 and parts[2] == "namespaces" and int(parts[3]) in want.namespaces:
-            s.subsystems[parts[1]].namespaces[int(parts[3])].attrs.update(
-                want.namespaces[int(parts[3])].attrs)
-    elif parts[0] == "ports" and len(parts) == 2 and int(parts[1]) in desired.ports:
-        s.ports[int(parts[1])].attrs.update(desired.ports[int(parts[1])].attrs)
+def _seed(s: st.TargetState, desired: st.TargetState, path: str) -> None:
+    """A host, subsystem, namespace or port just made gets the attributes ``desired`` gives it."""
+    kind, key, _ = parse_path(path)
+    now, want = _attr_owner(s, kind, key), _attr_owner(desired, kind, key)
+    if now is not None and want is not None:
+        now.attrs.update(want.attrs)
+
+
+def _attr_owner(s: st.TargetState, kind: str, key: tuple):
+    """The host, subsystem, namespace or port of ``s`` that (kind, key) names, or None."""
+    if kind == "host":
+        return s.hosts.get(key[0])
+    if kind == "subsystem":
+        return s.subsystems.get(key[0])
+    if kind == "namespace":
+        sub = s.subsystems.get(key[0])
+        return sub.namespaces.get(key[1]) if sub is not None else None
+    if kind == "port":
+        return s.ports.get(key[0])
+    return None
+
+
+#: the top-level tables of a TargetState and how each kind's object is made
+_TOP = {"host": (lambda s: s.hosts, st.Host), "subsystem": (lambda s: s.subsystems, st.Subsystem),
+        "port": (lambda s: s.ports, st.Port)}
 
 
 def _simulate_one(s: st.TargetState, op: Op) -> None:
-    parts = op.path.split("/")
-    if parts == ["discovery_nqn"]:
-        s.discovery_nqn = op.value
-    elif parts[0] == "hosts":
-        _on_host(s, op, parts)
-    elif parts[0] == "subsystems":
-        _on_subsystem(s, op, parts)
-    elif parts[0] == "ports":
-        _on_port(s, op, parts)
+    kind, key, attr = parse_path(op.path)
+    if kind == "root":
+        if attr == "discovery_nqn":
+            s.discovery_nqn = op.value
+    elif kind in _TOP:
+        table, make = _TOP[kind][0](s), _TOP[kind][1]
+        if attr is None:
+            _make_or_remove(table, key[0], op, lambda: make(key[0]))
+        elif key[0] in table:
+            _set(table[key[0]].attrs, op, attr)
+    elif kind in ("namespace", "passthru", "allowed_host"):
+        sub = s.subsystems.get(key[0])
+        if sub is not None:
+            _in_subsystem(sub, kind, key, attr, op)
+    else:
+        port = s.ports.get(key[0])
+        if port is not None:
+            _in_port(port, kind, key, attr, op)
 
 
 def _set(attrs: dict, op: Op, attr: str) -> None:
@@ -205,71 +228,41 @@ def _link_or_unlink(names: list, name: str, op: Op) -> None:
         names.remove(name)
 
 
-def _set_enable_or_attr(obj, op: Op, attr: str) -> None:
-    """A namespace's or referral's ``enable`` is a field of its own, any other file an attr."""
-    if attr == "enable":
-        obj.enable = (op.value or "").strip() == "1"
-    else:
-        _set(obj.attrs, op, attr)
+def _child(table: dict, name, attr: str | None, op: Op, make) -> None:
+    """A namespace or referral: made or removed, or its ``enable`` (a field of its own) or
+    another file (an attr) written."""
+    if attr is None:
+        _make_or_remove(table, name, op, make)
+    elif name in table:
+        if attr == "enable":
+            table[name].enable = (op.value or "").strip() == "1"
+        else:
+            _set(table[name].attrs, op, attr)
 
 
-def _on_host(s: st.TargetState, op: Op, parts: list[str]) -> None:
-    nqn = parts[1]
-    if len(parts) == 2:
-        _make_or_remove(s.hosts, nqn, op, lambda: st.Host(nqn))
-    elif nqn in s.hosts:
-        _set(s.hosts[nqn].attrs, op, parts[2])
-
-
-def _on_subsystem(s: st.TargetState, op: Op, parts: list[str]) -> None:
-    nqn = parts[1]
-    if len(parts) == 2:
-        _make_or_remove(s.subsystems, nqn, op, lambda: st.Subsystem(nqn))
-        return
-    sub = s.subsystems.get(nqn)
-    if sub is None:
-        return
-    if parts[2] == "allowed_hosts" and len(parts) == 4:
-        _link_or_unlink(sub.allowed_hosts, parts[3], op)
-    elif parts[2] == "namespaces" and len(parts) >= 4:
-        nsid = int(parts[3])
-        if len(parts) == 4:
-            _make_or_remove(sub.namespaces, nsid, op, lambda: st.Namespace(nsid, enable=False))
-        elif nsid in sub.namespaces:
-            _set_enable_or_attr(sub.namespaces[nsid], op, parts[4])
-    elif parts[2] == "passthru" and len(parts) == 4:
+def _in_subsystem(sub: st.Subsystem, kind: str, key: tuple, attr: str | None, op: Op) -> None:
+    if kind == "allowed_host":
+        _link_or_unlink(sub.allowed_hosts, key[1], op)
+    elif kind == "namespace":
+        _child(sub.namespaces, key[1], attr, op, lambda: st.Namespace(key[1], enable=False))
+    elif attr is not None:                                       # passthru/<attr>
         sub.passthru = sub.passthru if sub.passthru is not None else {}
-        _set(sub.passthru, op, parts[3])
-    elif len(parts) == 3:
-        _set(sub.attrs, op, parts[2])
+        _set(sub.passthru, op, attr)
 
 
-def _on_port(s: st.TargetState, op: Op, parts: list[str]) -> None:
-    pid = int(parts[1])
-    if len(parts) == 2:
-        _make_or_remove(s.ports, pid, op, lambda: st.Port(pid))
-        return
-    port = s.ports.get(pid)
-    if port is None:
-        return
-    if parts[2] == "subsystems" and len(parts) == 4:
-        _link_or_unlink(port.subsystems, parts[3], op)
-    elif parts[2] == "referrals" and len(parts) >= 4:
-        name = parts[3]
-        if len(parts) == 4:
-            _make_or_remove(port.referrals, name, op, lambda: st.Referral(name, enable=False))
-        elif name in port.referrals:
-            _set_enable_or_attr(port.referrals[name], op, parts[4])
-    elif parts[2] == "ana_groups" and len(parts) >= 4:
-        gid = int(parts[3])
-        if len(parts) == 4 and op.action == "rmdir":
+def _in_port(port: st.Port, kind: str, key: tuple, attr: str | None, op: Op) -> None:
+    if kind == "port_link":
+        _link_or_unlink(port.subsystems, key[1], op)
+    elif kind == "referral":
+        _child(port.referrals, key[1], attr, op, lambda: st.Referral(key[1], enable=False))
+    elif kind == "ana_group":
+        gid = key[1]
+        if attr is None and op.action == "rmdir":
             port.ana_groups.pop(gid, None)
-        elif len(parts) == 4 and op.action == "mkdir":
+        elif attr is None and op.action == "mkdir":
             port.ana_groups.setdefault(gid, "inaccessible")   # a new group starts so
-        elif len(parts) == 5 and op.action == "write":
+        elif attr is not None and op.action == "write":
             port.ana_groups[gid] = op.value or ""
-    elif len(parts) == 3:
-        _set(port.attrs, op, parts[2])
 
 
 def _only(attrs: dict, names) -> dict:

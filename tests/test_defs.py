@@ -9,7 +9,7 @@ import json
 import pytest
 
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.nvmet import defs, statefile
+from nvmet_p2p.nvmet import defs, spec, statefile
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.apply import reconcile
 from nvmet_p2p.nvmet.configfs import ConfigfsError
@@ -77,8 +77,8 @@ def test_rel_path_problem():
     ("attr_allow_any_host", "yes", "maybe"),
 ])
 def test_attribute_values_at_n_and_n_plus_1(name, good, bad):
-    assert defs.attr_value_problem(name, good) is None
-    assert defs.attr_value_problem(name, bad) is not None
+    assert spec.value_problem(name, good) is None
+    assert spec.value_problem(name, bad) is not None
 
 
 def test_map_type_is_a_string_in_json():

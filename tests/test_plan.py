@@ -5,7 +5,8 @@ import copy
 import pytest
 
 from nvmet_p2p.nvmet import state as st
-from nvmet_p2p.nvmet.plan import Managed, Plan, PlanError, build_plan, clear_plan, normalize, render
+from nvmet_p2p.nvmet.plan import Managed, Plan, PlanError, build_plan, clear_plan, render
+from nvmet_p2p.nvmet.spec import normalize
 
 S1, S2 = "nqn.2026-11.io.lab:s1", "nqn.2026-11.io.lab:s2"
 H1 = "nqn.2014-08.org.nvmexpress:uuid:host1"

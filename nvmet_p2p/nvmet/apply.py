@@ -50,10 +50,6 @@ from nvmet_p2p.nvmet import journal as jr
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.configfs import Configfs, ConfigfsError, capabilities, read_state
 from nvmet_p2p.nvmet.plan import (
-    HOST_ORDER,
-    NS_ORDER,
-    PORT_ORDER,
-    REF_ORDER,
     Managed,
     Op,
     Plan,
@@ -61,8 +57,8 @@ from nvmet_p2p.nvmet.plan import (
     clear_plan,
     digest,
     managed_digest,
-    same,
 )
+from nvmet_p2p.nvmet.spec import SPECS, parse_path, same
 from nvmet_p2p.nvmet.statefile import write_atomic
 
 #: a desired state computed from the live tree and the managed set (``desire(live, managed)``):
@@ -214,23 +210,6 @@ class ApplyFailed(KernelError):
                 "rollback_errors": self.rollback_errors}
 
 
-def _kind_of(path: str) -> str:
-    parts = path.split("/")
-    if parts[0] == "hosts":
-        return "host"
-    if parts[0] == "subsystems":
-        return "namespace" if len(parts) == 4 else "subsystem"
-    if parts[0] == "ports":
-        if len(parts) == 2:
-            return "port"
-        return "referral" if parts[2] == "referrals" else "ana_group"
-    return "root"
-
-
-_ORDER = {"host": HOST_ORDER, "namespace": NS_ORDER, "port": PORT_ORDER, "referral": REF_ORDER,
-          "ana_group": ("ana_state",)}
-
-
 def _readable(cfs: Configfs, rel: str) -> dict[str, str]:
     return jr.readable_attrs(cfs, rel)
 
@@ -340,7 +319,7 @@ class Applier:
         return []
 
     def _recreate_recipe(self, rel: str) -> Callable[[], None]:
-        kind = _kind_of(rel)
+        kind, _, _ = parse_path(rel)
         snap = _readable(self.cfs, rel)
         enable = snap.pop("enable", None)
         cfs = self.cfs
@@ -348,8 +327,7 @@ class Applier:
         def recreate():
             cfs.mkdir(rel)
             fresh = _readable(cfs, rel)
-            order = list(_ORDER.get(kind, ()))
-            names = [n for n in order if n in snap] + sorted(n for n in snap if n not in order)
+            names = SPECS[kind].ordered(snap)
             if kind == "subsystem" and "attr_allow_any_host" in names:
                 names.remove("attr_allow_any_host")
                 names.append("attr_allow_any_host")

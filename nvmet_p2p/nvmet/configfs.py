@@ -15,7 +15,7 @@ Which attributes exist depends on the kernel and its configuration (6.1 has no `
 no ``resv_enable``; ``param_mdts`` is recent; ``p2pmem`` needs ``CONFIG_PCI_P2PDMA``;
 ``dhchap_*`` needs ``CONFIG_NVME_TARGET_AUTH``). :func:`capabilities` reports what the running
 kernel actually shows, and where nothing can be observed yet it says so and falls back to the
-release table :data:`KNOWN_ATTRS`, naming that as the source.
+release table (:data:`nvmet_p2p.nvmet.spec.SPECS`), naming that as the source.
 
 :func:`read_state` turns the live tree into a :class:`nvmet_p2p.nvmet.state.TargetState`.
 """
@@ -29,11 +29,15 @@ from dataclasses import dataclass, field
 from nvmet_p2p.kernel import parse_kernel_version
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.defs import rel_path_problem
+from nvmet_p2p.nvmet.spec import SPECS
 
 NVMET_DIR = "sys/kernel/config/nvmet"
 
 #: the kernel prints this for a namespace or passthru ``device_path`` never set
 NULL_PATH = "(null)"
+
+#: the kinds of object that have attribute files (capabilities are per kind)
+ATTR_KINDS = tuple(k for k, s in SPECS.items() if s.attrs)
 
 #: open a directory only to resolve paths relative to it (no read access, cheapest open)
 _O_DIRPATH = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
@@ -49,137 +53,6 @@ def _read_fd(fd: int) -> bytes:
         b = os.read(fd, 8192)
         chunks.append(b)
     return b"".join(chunks)
-
-
-@dataclass(frozen=True)
-class AttrInfo:
-    """What the kernel means by one attribute file.
-
-    ``since``: first mainline release that has it (``None`` = as old as nvmet);
-    ``needs``: the kernel option it depends on; ``live``: writable while the object is
-    enabled/in use (namespace enabled, port linked); ``secret``: never print the value.
-    """
-
-    doc: str
-    since: tuple[int, int] | None = None
-    needs: str | None = None
-    live: bool = True
-    secret: bool = False
-    write_only: bool = False
-
-
-#: The attribute files of each kernel object (drivers/nvme/target/configfs.c, nvme tree of
-#: 2026; docs/nvmet-configfs.md#attributes-that-matter-here).
-KNOWN_ATTRS: dict[str, dict[str, AttrInfo]] = {
-    "root": {
-        "discovery_nqn": AttrInfo("NQN of the discovery subsystem; must differ from every subsystem",
-                                  since=(6, 1)),
-    },
-    "subsystem": {
-        "attr_allow_any_host": AttrInfo("1: any host may connect; refused while allowed_hosts has links"),
-        "attr_version": AttrInfo("NVMe version reported (M.m[.t]); locked once a host identified"),
-        "attr_serial": AttrInfo("serial number, <= 20 printable ASCII; locked once a host identified"),
-        "attr_model": AttrInfo("model number, <= 40 ASCII; locked once a host identified", since=(5, 6)),
-        "attr_firmware": AttrInfo("firmware revision, <= 8 ASCII; locked once a host identified",
-                                  since=(6, 2)),
-        "attr_ieee_oui": AttrInfo("IEEE OUI (< 0x1000000); locked once a host identified", since=(6, 2)),
-        "attr_cntlid_min": AttrInfo("lowest controller ID handed out (1..65535, <= cntlid_max)",
-                                    since=(5, 9)),
-        "attr_cntlid_max": AttrInfo("highest controller ID handed out", since=(5, 9)),
-        "attr_vendor_id": AttrInfo("PCI vendor ID reported (u16)", since=(6, 13)),
-        "attr_subsys_vendor_id": AttrInfo("PCI subsystem vendor ID reported (u16)", since=(6, 13)),
-        "attr_qid_max": AttrInfo("max I/O queue id 1..128; writing it makes every host reconnect",
-                                 since=(6, 1)),
-        "attr_pi_enable": AttrInfo("protection information", since=(5, 8),
-                                   needs="CONFIG_BLK_DEV_INTEGRITY"),
-        "attr_tbkas": AttrInfo("traffic-based keep-alive; writing it makes every host reconnect",
-                               since=(7, 1)),
-    },
-    "namespace": {
-        "device_path": AttrInfo("backing block device or file", live=False),
-        "device_uuid": AttrInfo("namespace UUID reported to hosts", live=False),
-        "device_nguid": AttrInfo("namespace NGUID reported to hosts", live=False),
-        "ana_grpid": AttrInfo("ANA group 1..128 (writable while enabled; sends an ANA event)",
-                              since=(4, 19)),
-        "buffered_io": AttrInfo("file-backed namespaces: use the page cache", since=(4, 20),
-                                live=False),
-        "resv_enable": AttrInfo("persistent reservations", since=(6, 13), live=False),
-        "p2pmem": AttrInfo("PCI p2pmem provider for RDMA data buffers: 0, 1 (kernel picks) or a "
-                           "full BDF", since=(4, 20), needs="CONFIG_PCI_P2PDMA", live=False),
-        "revalidate_size": AttrInfo("write 1 to re-read the backing size (needs enabled)",
-                                    since=(5, 8), write_only=True),
-    },
-    "passthru": {
-        "device_path": AttrInfo("NVMe controller char device passed through", live=False,
-                                needs="CONFIG_NVME_TARGET_PASSTHRU", since=(5, 9)),
-        "admin_timeout": AttrInfo("admin command timeout (s)", since=(5, 10)),
-        "io_timeout": AttrInfo("I/O command timeout (s)", since=(5, 10)),
-        "clear_ids": AttrInfo("hide the passthru controller's namespace IDs", since=(6, 0)),
-    },
-    "port": {
-        "addr_trtype": AttrInfo("transport: rdma, tcp, fc, loop, pci", live=False),
-        "addr_adrfam": AttrInfo("address family: ipv4, ipv6, ib, fc, pci, loop", live=False),
-        "addr_traddr": AttrInfo("transport address (IP for rdma/tcp)", live=False),
-        "addr_trsvcid": AttrInfo("transport service id (TCP/RDMA port number)", live=False),
-        "addr_treq": AttrInfo("secure channel: not specified, required, not required", live=False),
-        "addr_tsas": AttrInfo("transport specific: rdma connected|datagram, tcp none|tls1.3",
-                              since=(6, 7), live=False),
-        "param_inline_data_size": AttrInfo("in-capsule data size (<0 transport default); inline "
-                                           "writes never use p2pmem", since=(4, 19), live=False),
-        "param_max_queue_size": AttrInfo("queue depth limit (<0 transport default)", since=(6, 10),
-                                         live=False),
-        "param_mdts": AttrInfo("max data transfer size (<0 transport default)", since=(7, 1),
-                               live=False),
-        "param_pi_enable": AttrInfo("protection information on this port", since=(5, 8),
-                                    needs="CONFIG_BLK_DEV_INTEGRITY", live=False),
-    },
-    "referral": {
-        "addr_trtype": AttrInfo("referred transport", live=False),
-        "addr_adrfam": AttrInfo("referred address family", live=False),
-        "addr_traddr": AttrInfo("referred address", live=False),
-        "addr_trsvcid": AttrInfo("referred service id", live=False),
-        "addr_treq": AttrInfo("referred secure channel requirement", live=False),
-        "addr_portid": AttrInfo("referred port id", live=False),
-    },
-    "ana_group": {
-        "ana_state": AttrInfo("optimized, non-optimized, inaccessible, persistent-loss, change"),
-    },
-    "host": {
-        "dhchap_key": AttrInfo("host DH-HMAC-CHAP secret (DHHC-1:..)", since=(6, 0),
-                               needs="CONFIG_NVME_TARGET_AUTH", secret=True),
-        "dhchap_ctrl_key": AttrInfo("controller secret for bidirectional auth", since=(6, 0),
-                                    needs="CONFIG_NVME_TARGET_AUTH", secret=True),
-        "dhchap_hash": AttrInfo("hmac(sha256|sha384|sha512)", since=(6, 0),
-                                needs="CONFIG_NVME_TARGET_AUTH"),
-        "dhchap_dhgroup": AttrInfo("null or ffdhe2048..ffdhe8192", since=(6, 0),
-                                   needs="CONFIG_NVME_TARGET_AUTH"),
-    },
-}
-
-SECRET_ATTRS = frozenset(n for kind in KNOWN_ATTRS.values() for n, i in kind.items() if i.secret)
-
-#: attribute groups (file-name prefixes), as nvmetcli names them in its JSON
-ATTR_GROUPS = {
-    "root": ("discovery",),
-    "subsystem": ("attr",),
-    "namespace": ("device", "ana", "resv"),
-    "passthru": ("device",),
-    "port": ("addr", "param"),
-    "referral": ("addr",),
-    "ana_group": ("ana",),
-    "host": ("dhchap",),
-}
-
-
-def is_secret(name: str) -> bool:
-    return name in SECRET_ATTRS
-
-
-def mask(name: str, value: str | None) -> str | None:
-    """The value as it may be shown to a person: secrets become ``(secret)``."""
-    if value is None or not is_secret(name):
-        return value
-    return "(secret)" if value else ""
 
 
 class ConfigfsError(OSError):
@@ -451,7 +324,7 @@ class Subsystem(Node):
     kind = "subsystem"
 
     def __init__(self, cfs: Configfs, nqn: str):
-        super().__init__(cfs, f"subsystems/{nqn}")
+        super().__init__(cfs, SPECS["subsystem"].path_of(nqn))
         self.nqn = nqn
 
     def namespaces(self) -> list["Namespace"]:
@@ -478,7 +351,7 @@ class Namespace(Node):
     kind = "namespace"
 
     def __init__(self, cfs: Configfs, nqn: str, nsid: int):
-        super().__init__(cfs, f"subsystems/{nqn}/namespaces/{nsid}")
+        super().__init__(cfs, SPECS["namespace"].path_of(nqn, nsid))
         self.nqn = nqn
         self.nsid = nsid
 
@@ -491,7 +364,7 @@ class Passthru(Node):
     kind = "passthru"
 
     def __init__(self, cfs: Configfs, nqn: str):
-        super().__init__(cfs, f"subsystems/{nqn}/passthru")
+        super().__init__(cfs, SPECS["passthru"].path_of(nqn))
         self.nqn = nqn
 
 
@@ -503,7 +376,7 @@ class Port(Node):
     kind = "port"
 
     def __init__(self, cfs: Configfs, portid: int):
-        super().__init__(cfs, f"ports/{portid}")
+        super().__init__(cfs, SPECS["port"].path_of(portid))
         self.portid = portid
 
     def subsystems(self) -> list[str]:
@@ -526,7 +399,7 @@ class Referral(Node):
     kind = "referral"
 
     def __init__(self, cfs: Configfs, portid: int, name: str):
-        super().__init__(cfs, f"ports/{portid}/referrals/{name}")
+        super().__init__(cfs, SPECS["referral"].path_of(portid, name))
         self.portid = portid
         self.name = name
 
@@ -535,7 +408,7 @@ class ANAGroup(Node):
     kind = "ana_group"
 
     def __init__(self, cfs: Configfs, portid: int, grpid: int):
-        super().__init__(cfs, f"ports/{portid}/ana_groups/{grpid}")
+        super().__init__(cfs, SPECS["ana_group"].path_of(portid, grpid))
         self.portid = portid
         self.grpid = grpid
 
@@ -546,7 +419,7 @@ class Host(Node):
     kind = "host"
 
     def __init__(self, cfs: Configfs, nqn: str):
-        super().__init__(cfs, f"hosts/{nqn}")
+        super().__init__(cfs, SPECS["host"].path_of(nqn))
         self.nqn = nqn
 
 
@@ -742,7 +615,7 @@ class KindCapability:
     """The attribute files of one object kind on this kernel.
 
     ``source``: ``"observed"`` (read from an existing object, at ``observed_at``) or
-    ``"release table"`` (nothing of that kind exists yet, so :data:`KNOWN_ATTRS` filtered by
+    ``"release table"`` (nothing of that kind exists yet, so the spec's rows filtered by
     the kernel release is what we expect; the apply engine checks again after each mkdir).
     """
 
@@ -777,10 +650,10 @@ class Capabilities:
 
 def _expected(kind: str, release: tuple[int, int] | None) -> list[str]:
     out = []
-    for name, info in KNOWN_ATTRS[kind].items():
-        if info.since and release and release < info.since:
+    for a in SPECS[kind].attrs:
+        if a.since and release and release < a.since:
             continue
-        out.append(name)
+        out.append(a.name)
     return sorted(out)
 
 
@@ -797,12 +670,12 @@ def capabilities(cfs: Configfs, kernel_release: str | None = None,
         rel2 = parse_kernel_version(kernel_release) if kernel_release else None
     except ValueError:
         rel2 = None
-    samples = _samples(cfs, live) if cfs.present() else {k: None for k in KNOWN_ATTRS}
+    samples = _samples(cfs, live) if cfs.present() else {k: None for k in ATTR_KINDS}
     kinds = {}
     for kind, node in samples.items():
         if node is not None:
             names = [n for n in cfs.attr_names(node.rel) if n != "enable"]
-            known = set(KNOWN_ATTRS[kind])
+            known = set(SPECS[kind].names)
             kinds[kind] = KindCapability(kind, names, "observed", node.rel or "/",
                                          missing=sorted(known - set(names)))
         else:
@@ -813,7 +686,7 @@ def capabilities(cfs: Configfs, kernel_release: str | None = None,
 def _samples(cfs: Configfs, live: st.TargetState | None) -> dict[str, Node | None]:
     """One existing object of each kind to look at (``None`` where there is none yet)."""
     root = Root(cfs)
-    samples: dict[str, Node | None] = {k: None for k in KNOWN_ATTRS}
+    samples: dict[str, Node | None] = {k: None for k in ATTR_KINDS}
     samples["root"] = root
     # (name, child ids) of each object kind, from ``live`` or listed here
     if live is not None:

@@ -3,7 +3,8 @@
 What the Linux NVMe target (``drivers/nvme/target/``) and PCI p2pdma
 (``drivers/pci/p2pdma.c``) accept, and what nvmet-p2p therefore checks before the first
 configfs write: NQN, NSID, port and ANA group limits, the well-known discovery NQN, PCI device
-names, DH-HMAC-CHAP secrets, the enumerated attribute values, (the p2pdma map types are in
+names, DH-HMAC-CHAP secrets, the enumerated attribute values (each attribute's check is its
+row in :mod:`nvmet_p2p.nvmet.spec`; the p2pdma map types are in
 :mod:`nvmet_p2p.pci.p2pdma_rules`, PCI names in :mod:`nvmet_p2p.kernel`).
 Every module that needs one of these imports it from here (like nvme-stas's ``defs.py``);
 docs/nvmet-configfs.md and docs/p2pdma.md describe the same rules in words.
@@ -16,8 +17,6 @@ component of a path that is about to be mutated.
 from __future__ import annotations
 
 import re
-
-from nvmet_p2p.kernel import BDF_ANYCASE_RE, BDF_NO_DOMAIN_RE, kstrtobool  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------------------------
 # Limits (include/linux/nvme.h, drivers/nvme/target/nvmet.h)
@@ -140,7 +139,7 @@ def rel_path_problem(rel: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Attribute values: what the kernel's store functions refuse
+# Attribute values
 # ----------------------------------------------------------------------------------------------
 
 def parse_int(s: str) -> int | None:
@@ -150,120 +149,3 @@ def parse_int(s: str) -> int | None:
         return int(s, 0)
     except ValueError:
         return None
-
-
-def _printable(what: str, most: int):
-    def check(v: str, value: str) -> str | None:
-        if not v or len(v) > most or any(not 0x20 <= ord(c) <= 0x7e for c in v):
-            return f"{what} must be 1..{most} printable ASCII characters"
-        return None
-    return check
-
-
-def _int_range(lo: int, hi: int, text: str):
-    def check(v: str, value: str) -> str | None:
-        n = parse_int(v)
-        if n is None or not lo <= n <= hi:
-            return f"{value!r} is not {text}"
-        return None
-    return check
-
-
-def _one_of(choices: tuple[str, ...], what: str | None = None, empty_ok: bool = False):
-    def check(v: str, value: str) -> str | None:
-        if (empty_ok and not v) or v in choices:
-            return None
-        if what is None:
-            return f"{value!r} is not one of {', '.join(choices)}"
-        return f"{value!r} is not {what} ({', '.join(choices)})"
-    return check
-
-
-def _pattern(rx: re.Pattern, text: str):
-    def check(v: str, value: str) -> str | None:
-        return f"{value!r} is not {text}" if v and not rx.match(v) else None
-    return check
-
-
-def _boolean(v: str, value: str) -> str | None:
-    return None if kstrtobool(v) is not None else f"{value!r} is not a boolean (use 0 or 1)"
-
-
-def _p2pmem(v: str, value: str) -> str | None:
-    """``nvmet_ns_p2pmem_store()`` via ``pci_p2pdma_enable_store()``: a provider's full device
-    name, or a boolean (1: the kernel picks per connection)."""
-    if v.lower() == "auto":
-        return ("'auto' is refused by the kernel (ENODEV); write 1 to let the kernel pick "
-                "a provider, or a full BDF such as 0000:03:00.0 to pin one")
-    if BDF_ANYCASE_RE.match(v):
-        return None
-    if BDF_NO_DOMAIN_RE.match(v):
-        return f"{value!r} lacks the PCI domain; the kernel needs the full name 0000:{v}"
-    if len(v) == 1 and v in "01" or (v[:1] not in "01" and kstrtobool(v) is not None):
-        return None
-    return f"{value!r} is neither 0, 1 nor a full PCI BDF (DDDD:BB:DD.F)"
-
-
-def _version(v: str, value: str) -> str | None:
-    return None if re.match(r"^\d+\.\d+(\.\d+)?$", v) else f"{value!r} is not a version M.m or M.m.t"
-
-
-def _integer(v: str, value: str) -> str | None:
-    return None if parse_int(v) is not None else f"{value!r} is not an integer"
-
-
-def _dhchap_key(v: str, value: str) -> str | None:
-    if v and not DHCHAP_KEY_RE.match(v):
-        return "not a DH-HMAC-CHAP secret of the form DHHC-1:0N:<base64>: (value not shown)"
-    return None
-
-
-def _max_len(most: int, what: str):
-    def check(v: str, value: str) -> str | None:
-        return f"{what} is longer than {most} characters" if len(v) > most else None
-    return check
-
-
-#: attribute file name -> check(stripped value, value as given) -> problem or None
-_ATTR_CHECKS = {
-    "device_path": lambda v, value: None,
-    "device_uuid": _pattern(UUID_RE, "a UUID"),
-    "device_nguid": _pattern(NGUID_RE, "an NGUID (16 hex bytes, '-' or ':' allowed)"),
-    "p2pmem": _p2pmem,
-    "attr_serial": _printable("serial", 20),
-    "attr_model": _printable("model", 40),
-    "attr_firmware": _printable("firmware revision", 8),
-    "attr_version": _version,
-    "attr_ieee_oui": _int_range(0, 0xFFFFFF, "an OUI below 0x1000000"),
-    "attr_cntlid_min": _int_range(1, 0xFFFF, "an integer 1..65535"),
-    "attr_cntlid_max": _int_range(1, 0xFFFF, "an integer 1..65535"),
-    "attr_vendor_id": _int_range(0, 0xFFFF, "an integer 0..65535"),
-    "attr_subsys_vendor_id": _int_range(0, 0xFFFF, "an integer 0..65535"),
-    "attr_qid_max": _int_range(1, MAX_QUEUES, f"an integer 1..{MAX_QUEUES}"),
-    "ana_grpid": _int_range(1, ANA_GRPID_MAX, f"an ANA group 1..{ANA_GRPID_MAX}"),
-    "addr_trtype": _one_of(TRTYPES, "a transport", empty_ok=True),
-    "addr_adrfam": _one_of(ADRFAMS, "an address family", empty_ok=True),
-    "addr_treq": _one_of(TREQS),
-    "addr_tsas": _one_of(TSAS, empty_ok=True),
-    "addr_traddr": _max_len(256, "traddr"),
-    "addr_trsvcid": _max_len(32, "trsvcid"),
-    "addr_portid": _int_range(0, PORTID_MAX, f"a port id 0..{PORTID_MAX}"),
-    "param_inline_data_size": _integer,
-    "param_max_queue_size": _integer,
-    "param_mdts": _integer,
-    "dhchap_key": _dhchap_key,
-    "dhchap_ctrl_key": _dhchap_key,
-    "dhchap_hash": _one_of(DHCHAP_HASHES),
-    "dhchap_dhgroup": _one_of(DHCHAP_GROUPS),
-    "ana_state": _one_of(ANA_STATES),
-}
-for _name in ("attr_allow_any_host", "attr_pi_enable", "attr_tbkas", "buffered_io",
-              "resv_enable", "param_pi_enable"):
-    _ATTR_CHECKS[_name] = _boolean
-
-
-def attr_value_problem(name: str, value: str) -> str | None:
-    """Why the kernel would refuse ``value`` for the attribute file ``name`` (or ``None``;
-    attributes without a rule here are left to the kernel)."""
-    check = _ATTR_CHECKS.get(name)
-    return check(value.strip(), value) if check else None

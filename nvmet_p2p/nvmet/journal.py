@@ -48,18 +48,12 @@ from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import state as st
-from nvmet_p2p.nvmet.configfs import NULL_PATH, Configfs, is_secret
-from nvmet_p2p.nvmet.plan import same
-from nvmet_p2p.nvmet.spec import parse_path
+from nvmet_p2p.nvmet.configfs import NULL_PATH, Configfs
+from nvmet_p2p.nvmet.spec import empty_means_unset, is_secret, parse_path, same
 from nvmet_p2p.nvmet.statefile import write_atomic
 
 JOURNAL_FILE = "journal.json"
 FORMAT = 1
-
-#: values the kernel cannot be given back (it refuses an empty string for these)
-NOT_RESTORABLE_EMPTY = frozenset({"device_path", "addr_trtype", "addr_adrfam", "addr_traddr",
-                                  "addr_trsvcid", "addr_tsas", "device_uuid", "device_nguid"})
-
 
 def restorable(name: str, value: str | None) -> bool:
     """Can ``value`` be written back to the attribute ``name``?"""
@@ -67,7 +61,7 @@ def restorable(name: str, value: str | None) -> bool:
         return False
     if name == "device_path" and value in ("", NULL_PATH):
         return False
-    return not (value == "" and name in NOT_RESTORABLE_EMPTY)
+    return not (value == "" and empty_means_unset(name))  # (the kernel refuses "" for these)
 
 
 def journal_path(directory: str) -> str:

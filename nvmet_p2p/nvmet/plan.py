@@ -34,15 +34,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from nvmet_p2p import exits
 from nvmet_p2p.errors import InputError, NvmetP2PError
-from nvmet_p2p.kernel import kstrtobool
 from nvmet_p2p.nvmet import state as st
-from nvmet_p2p.nvmet.configfs import KNOWN_ATTRS, is_secret, mask
 from nvmet_p2p.nvmet.defs import (
     ANA_GRPID_MAX,
     DISCOVERY_NQN,
@@ -54,29 +51,21 @@ from nvmet_p2p.nvmet.defs import (
     rel_path_problem,
     subsystem_nqn_problem,
 )
-from nvmet_p2p.nvmet.spec import parse_path
+from nvmet_p2p.nvmet.spec import SPECS, is_secret, mask, normalize, parse_path, same
 from nvmet_p2p.output import safe_lines
 from nvmet_p2p.safeload import DocumentError, OneOf, Opt, check, no_nul, problem, short
 
 PLAN_FORMAT = 1
 
-HOST_ORDER = ("dhchap_hash", "dhchap_dhgroup", "dhchap_key", "dhchap_ctrl_key")
-NS_OFFLINE = ("device_path", "device_uuid", "device_nguid", "buffered_io", "resv_enable", "p2pmem")
-NS_ORDER = NS_OFFLINE + ("ana_grpid",)
-PORT_ORDER = ("addr_trtype", "addr_adrfam", "addr_traddr", "addr_trsvcid", "addr_treq",
-              "addr_tsas", "param_inline_data_size", "param_max_queue_size", "param_mdts",
-              "param_pi_enable")
-REF_ORDER = ("addr_trtype", "addr_adrfam", "addr_traddr", "addr_trsvcid", "addr_treq",
-             "addr_portid")
-PASSTHRU_OFFLINE = ("device_path",)
-
-_BOOL = {"attr_allow_any_host", "attr_pi_enable", "attr_tbkas", "buffered_io", "resv_enable",
-         "param_pi_enable", "enable"}
-_INT = {"attr_cntlid_min", "attr_cntlid_max", "attr_vendor_id", "attr_subsys_vendor_id",
-        "attr_ieee_oui", "attr_qid_max", "ana_grpid", "param_inline_data_size",
-        "param_max_queue_size", "param_mdts", "addr_portid", "clear_ids", "admin_timeout",
-        "io_timeout"}
-_TRANSPORT_DEFAULTED = {"param_inline_data_size", "param_max_queue_size", "param_mdts"}
+HOST = SPECS["host"]
+SUBSYSTEM = SPECS["subsystem"]
+NAMESPACE = SPECS["namespace"]
+PASSTHRU = SPECS["passthru"]
+PORT = SPECS["port"]
+REFERRAL = SPECS["referral"]
+#: port parameters whose negative value asks for the transport's default (an enabled port then
+#: shows what the transport chose)
+_TRANSPORT_DEFAULTED = frozenset(a.name for a in PORT.attrs if a.name.startswith("param_") and a.new == "-1")
 
 
 _LEFT_NOTE = "not in the desired state; --prune removes it"
@@ -86,41 +75,6 @@ class PlanError(NvmetP2PError):
     """The desired state cannot be reached on this kernel / from this live state."""
 
     exit_status = exits.USAGE
-
-
-# ----------------------------------------------------------------------------------------------
-# Comparing values the way the kernel parses them
-# ----------------------------------------------------------------------------------------------
-
-def normalize(name: str, value: str | None) -> Any:
-    """The value the kernel would store for ``value`` written to the file ``name``."""
-    if value is None:
-        return None
-    v = value.strip()
-    if name in _BOOL:
-        b = kstrtobool(v)
-        return v if b is None else b
-    if name in _INT:
-        n = parse_int(v)
-        return v if n is None else n
-    if name == "p2pmem":
-        if len(v) == 1 and v in "01":
-            return v == "1"
-        if re.match(r"^[0-9a-fA-F]{4}:", v):
-            return v.lower()
-        b = kstrtobool(v)
-        return v if b is None else b
-    if name in ("device_uuid", "device_nguid"):
-        return v.replace("-", "").replace(":", "").lower()
-    if name == "attr_version":
-        m = re.match(r"^(\d+)\.(\d+)(?:\.(\d+))?$", v)
-        if m:
-            return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
-    return v
-
-
-def same(name: str, live: str | None, desired: str | None) -> bool:
-    return live == desired or normalize(name, live) == normalize(name, desired)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +316,7 @@ class _Builder:
         self.errors: list[str] = []
         self.removed = Managed()
         # attributes per kind that the kernel is known to have (checked once, not per object)
-        self._known: dict[str, set[str]] = {k: set() for k in KNOWN_ATTRS}
+        self._known: dict[str, set[str]] = {k: set() for k in SPECS}
 
     def op(self, phase: str, *a, **k) -> Op:
         o = Op(*a, **k)
@@ -377,7 +331,7 @@ class _Builder:
             self._known[kind].add(name)
         if has is False:
             kc = self.caps.kinds[kind]
-            info = KNOWN_ATTRS.get(kind, {}).get(name)
+            info = SPECS[kind].attr(name)
             why = f" (needs {info.needs})" if info and info.needs else ""
             src = (f"observed in {kc.observed_at}" if kc.source == "observed"
                    else f"expected for kernel {self.caps.kernel} from the release table")
@@ -394,18 +348,14 @@ class _Builder:
             if lh is None:
                 ch = Change("create", "host", nqn)
                 self.op("hosts", "mkdir", f"hosts/{nqn}", obj=obj)
-                for a in _ordered(h.attrs, HOST_ORDER):
-                    if a in ("dhchap_hash",) and same(a, "hmac(sha256)", h.attrs[a]):
-                        continue  # the kernel's default for a new host
-                    if a == "dhchap_dhgroup" and h.attrs[a] == "null":
-                        continue
-                    if a in ("dhchap_key", "dhchap_ctrl_key") and not h.attrs[a]:
-                        continue
+                for a in HOST.ordered(h.attrs):
+                    if HOST.is_new_default(a, h.attrs[a]):
+                        continue  # the kernel's value in a new host
                     self.op("hosts", "write", f"hosts/{nqn}/{a}", h.attrs[a], obj=obj)
                     ch.attrs.append((a, None, h.attrs[a]))
                 self.changes.append(ch)
             else:
-                diff = [a for a in _ordered(h.attrs, HOST_ORDER)
+                diff = [a for a in HOST.ordered(h.attrs)
                         if not same(a, lh.attrs.get(a), h.attrs[a])]
                 ch = Change("update" if diff else "adopt", "host", nqn)
                 for a in diff:
@@ -483,7 +433,7 @@ class _Builder:
                 if created or not same(a, live_attrs.get(a), s.attrs[a])]
         aah_late = False
         for a in diff:
-            if created and a != "attr_allow_any_host" and _is_kernel_default_new_subsys(a, s.attrs[a]):
+            if created and a != "attr_allow_any_host" and SUBSYSTEM.is_new_default(a, s.attrs[a]):
                 continue
             if a == "attr_allow_any_host":
                 want = bool(normalize(a, s.attrs[a]))
@@ -504,11 +454,10 @@ class _Builder:
         (``nvmet_passthru_device_path_store()`` answers EBUSY), so an enabled one is cycled."""
         obj = f"subsystem {nqn}"
         base = f"subsystems/{nqn}/passthru"
-        pdiff = [a for a in ("device_path", "clear_ids", "admin_timeout", "io_timeout")
-                 if a in want and not same(a, lp.get(a), want[a])]
+        pdiff = [a for a in PASSTHRU.names if a in want and not same(a, lp.get(a), want[a])]
         want_en = want.get("enable", "0") == "1"
         live_en = lp.get("enable", "0") == "1"
-        cycle = live_en and any(a in PASSTHRU_OFFLINE for a in pdiff)
+        cycle = live_en and any(a in PASSTHRU.offline for a in pdiff)
         if cycle:
             self.op("subsys", "write", f"{base}/enable", "0", old="1", obj=obj)
         for a in pdiff:
@@ -591,8 +540,8 @@ class _Builder:
         obj, base = f"namespace {key}", f"subsystems/{nqn}/namespaces/{ns.nsid}"
         ch = Change("create", "namespace", key)
         self.op("ns", "mkdir", base, obj=obj)
-        for a in _ordered(ns.attrs, NS_ORDER):
-            if _is_kernel_default_new_ns(a, ns.attrs[a]):
+        for a in NAMESPACE.ordered(ns.attrs):
+            if NAMESPACE.is_new_default(a, ns.attrs[a]):
                 continue
             self.op("ns", "write", f"{base}/{a}", ns.attrs[a], obj=obj)
             ch.attrs.append((a, None, ns.attrs[a]))
@@ -607,8 +556,8 @@ class _Builder:
         those on an enabled namespace)."""
         key = f"{nqn}/{ns.nsid}"
         obj, base = f"namespace {key}", f"subsystems/{nqn}/namespaces/{ns.nsid}"
-        diff = [a for a in _ordered(ns.attrs, NS_ORDER) if not same(a, lns.attrs.get(a), ns.attrs[a])]
-        offline = [a for a in diff if a in NS_OFFLINE]
+        diff = [a for a in NAMESPACE.ordered(ns.attrs) if not same(a, lns.attrs.get(a), ns.attrs[a])]
+        offline = [a for a in diff if a in NAMESPACE.offline]
         ch = Change("update", "namespace", key)
         cycle = lns.enable and bool(offline)
         if cycle:
@@ -662,7 +611,7 @@ class _Builder:
     def _port_attr_diff(self, p: st.Port, lp: st.Port) -> list[str]:
         enabled = bool(lp.subsystems)
         out = []
-        for a in _ordered(p.attrs, PORT_ORDER):
+        for a in PORT.ordered(p.attrs):
             if same(a, lp.attrs.get(a), p.attrs[a]):
                 continue
             if a in _TRANSPORT_DEFAULTED and enabled:
@@ -694,7 +643,7 @@ class _Builder:
         ch = Change("create" if created else "update", "port", str(pid))
         if created:
             self.op("ports", "mkdir", base, obj=obj)
-            diff = [a for a in _ordered(p.attrs, PORT_ORDER)
+            diff = [a for a in PORT.ordered(p.attrs)
                     if not _is_kernel_default_new_port(a, p.attrs[a], p.attrs.get("addr_trtype", ""))]
         else:
             diff = self._port_attr_diff(p, lp)
@@ -881,13 +830,13 @@ class _Builder:
         obj = f"port {pid}"
         if lr is None:
             self.op("ports", "mkdir", base, obj=obj)
-            for a in _ordered(r.attrs, REF_ORDER):
+            for a in REFERRAL.ordered(r.attrs):
                 self.op("ports", "write", f"{base}/{a}", r.attrs[a], obj=obj)
             if r.enable:
                 self.op("ports", "write", f"{base}/enable", "1", old="0", obj=obj)
             ch.notes.append(f"referral {r.name} created")
             return
-        diff = [a for a in _ordered(r.attrs, REF_ORDER) if not same(a, lr.attrs.get(a), r.attrs[a])]
+        diff = [a for a in REFERRAL.ordered(r.attrs) if not same(a, lr.attrs.get(a), r.attrs[a])]
         cycle = bool(diff) and lr.enable
         if cycle:
             self.op("ports", "write", f"{base}/enable", "0", old="1", obj=obj)
@@ -931,39 +880,16 @@ class _Builder:
         return ops
 
 
-def _ordered(attrs: dict[str, str], order: tuple[str, ...]) -> list[str]:
-    known = [a for a in order if a in attrs]
-    if len(known) == len(attrs):
-        return known
-    return known + sorted(a for a in attrs if a not in order)
-
-
 def _subsys_order(want: dict[str, str], live: dict[str, str]) -> list[str]:
-    names = sorted(want)
+    names = SUBSYSTEM.ordered(want)
     # cntlid_min/max: write in the order that never crosses the other (min <= max always)
     if "attr_cntlid_min" in want and "attr_cntlid_max" in want:
         new_min = normalize("attr_cntlid_min", want["attr_cntlid_min"])
-        live_max = normalize("attr_cntlid_max", live.get("attr_cntlid_max", "65519"))
+        live_max = normalize("attr_cntlid_max", live.get("attr_cntlid_max", SUBSYSTEM.attr("attr_cntlid_max").new))
         if isinstance(new_min, int) and isinstance(live_max, int) and new_min > live_max:
             names.remove("attr_cntlid_max")
             names.insert(names.index("attr_cntlid_min"), "attr_cntlid_max")
     return names
-
-
-_NEW_SUBSYS_DEFAULTS = {"attr_allow_any_host": "0", "attr_cntlid_min": "1", "attr_cntlid_max": "65519",
-                        "attr_pi_enable": "0", "attr_qid_max": "128", "attr_vendor_id": "0",
-                        "attr_subsys_vendor_id": "0", "attr_ieee_oui": "0", "attr_model": "Linux"}
-
-
-def _is_kernel_default_new_subsys(name: str, value: str) -> bool:
-    d = _NEW_SUBSYS_DEFAULTS.get(name)
-    return d is not None and same(name, d, value)
-
-
-def _is_kernel_default_new_ns(name: str, value: str) -> bool:
-    d = {"buffered_io": "0", "resv_enable": "0", "p2pmem": "0", "ana_grpid": "1",
-         "device_nguid": "00000000-0000-0000-0000-000000000000"}.get(name)
-    return d is not None and same(name, d, value)
 
 
 _TSAS_DEFAULT = {"rdma": "connected", "tcp": "none"}
@@ -972,9 +898,7 @@ _TSAS_DEFAULT = {"rdma": "connected", "tcp": "none"}
 def _is_kernel_default_new_port(name: str, value: str, trtype: str) -> bool:
     if name == "addr_tsas":  # addr_trtype sets it: rdma -> connected, tcp -> none, others ""
         return value.strip() in ("", _TSAS_DEFAULT.get(trtype.strip(), ""))
-    d = {"addr_treq": "not specified", "param_inline_data_size": "-1", "param_max_queue_size": "-1",
-         "param_mdts": "-1", "param_pi_enable": "0"}.get(name)
-    return d is not None and same(name, d, value)
+    return PORT.is_new_default(name, value)
 
 
 def name_problems(desired: st.TargetState) -> list[str]:

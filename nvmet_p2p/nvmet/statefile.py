@@ -35,42 +35,31 @@ from nvmet_p2p import safeload
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import kstrtobool
 from nvmet_p2p.nvmet import state as st
-from nvmet_p2p.nvmet.configfs import KNOWN_ATTRS
 from nvmet_p2p.nvmet.defs import (
     ANA_GRPID_MAX,
     DISCOVERY_NQN_MAX,
     MAX_NAMESPACES,
     NSID_MAX,
     PORTID_MAX,
-    attr_value_problem,
     name_problem,
     nqn_problem,
     parse_int,
     subsystem_nqn_problem,
 )
+from nvmet_p2p.nvmet.spec import SPECS, empty_means_unset, value_problem
 
 DEFAULT_FILE = "/etc/nvmet/config.json"
 BACKUPS = 3
 
 
 
-def _group_names(kind: str, prefix: str) -> tuple[str, ...]:
-    pre = prefix + "_"
-    return tuple(sorted(n[len(pre):] for n in KNOWN_ATTRS[kind] if n.startswith(pre)
-                        and not KNOWN_ATTRS[kind][n].write_only))
-
-
-SUBSYS_ATTR = _group_names("subsystem", "attr")
-NS_DEVICE = _group_names("namespace", "device")
-PORT_ADDR = _group_names("port", "addr")
-PORT_PARAM = _group_names("port", "param")
-REF_ADDR = _group_names("referral", "addr")
-HOST_DHCHAP = _group_names("host", "dhchap")
-
-#: addr values nvmetcli saves as "" for unset fields: the kernel cannot be given "" back,
-#: so an empty value means "whatever the kernel has" (never written)
-_EMPTY_MEANS_UNSET = frozenset({"addr_adrfam", "addr_traddr", "addr_trsvcid", "addr_trtype",
-                                "addr_tsas", "device_path", "device_nguid", "device_uuid"})
+#: the keys of each attribute group in the save file (the spec's rows, without the prefix)
+SUBSYS_ATTR = SPECS["subsystem"].group_names("attr")
+NS_DEVICE = SPECS["namespace"].group_names("device")
+PORT_ADDR = SPECS["port"].group_names("addr")
+PORT_PARAM = SPECS["port"].group_names("param")
+REF_ADDR = SPECS["referral"].group_names("addr")
+HOST_DHCHAP = SPECS["host"].group_names("dhchap")
 
 
 class StateFileError(InputError):
@@ -174,11 +163,11 @@ def _ident(k: str) -> bool:
 def _attr_values(v: _V, path: str, prefix: str, group: dict[str, str], into: dict[str, str]):
     for k, val in group.items():
         name = f"{prefix}_{k}"
-        if val == "" and name in _EMPTY_MEANS_UNSET:
+        if val == "" and empty_means_unset(name):
             continue
         if name == "device_path" and val == "(null)":
             continue
-        p = attr_value_problem(name, val)
+        p = value_problem(name, val)
         if p:
             v.err(f"{path}.{k}", p)
         into[name] = val
@@ -337,11 +326,11 @@ def _namespace_fast(n: Any, sub: st.Subsystem) -> bool:
             if type(val) is not str:
                 return False
             if val == "":
-                continue    # every device_* is in _EMPTY_MEANS_UNSET
+                continue    # every device_* is empty_unset in the spec
             name = "device_" + k
             if name == "device_path" and val == "(null)":
                 continue
-            if attr_value_problem(name, val) is not None:
+            if value_problem(name, val) is not None:
                 return False
             attrs[name] = val
     if enable and not attrs.get("device_path"):
@@ -387,7 +376,7 @@ def _namespace(v: _V, path: str, n: Any, sub: st.Subsystem) -> None:
         if k in no:
             s = v.string(f"{path}.{k}", no[k])
             if s is not None:
-                p = attr_value_problem(k, s)
+                p = value_problem(k, s)
                 if p:
                     v.err(f"{path}.{k}", p)
                 ns.attrs[k] = s
@@ -475,7 +464,7 @@ def _ana_group(v: _V, gp: str, g: Any, port: st.Port) -> None:
         return
     a = v.group(f"{gp}.ana", go.get("ana", {}), ("state",))
     state = a.get("state", "optimized" if gid == 1 else "inaccessible")
-    p_ = attr_value_problem("ana_state", state)
+    p_ = value_problem("ana_state", state)
     if p_:
         v.err(f"{gp}.ana.state", p_)
     port.ana_groups[gid] = state

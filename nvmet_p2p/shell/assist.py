@@ -12,14 +12,12 @@ import os
 
 from configshell import ExecutionError
 
+from nvmet_p2p.nvmet.spec import SPECS
 from nvmet_p2p.pci import distance
 from nvmet_p2p.policy import placement
 from nvmet_p2p.policy.profile import stable_by_id_name
 from nvmet_p2p.shell.p2p import ByNamespace, Verdict, clients_line
 from nvmet_p2p.shell.ui_tree import _path_choices
-
-NS_OFFLINE = ("device_path", "device_uuid", "device_nguid", "buffered_io", "resv_enable",
-              "p2pmem")
 
 
 def _with(view, loc, values):
@@ -98,7 +96,7 @@ class P2pAssist:
                 notes.append(f"the kernel will refuse this when the namespace is enabled "
                              f"({v.short}): {'; '.join(v.lines)}. `commit` would fail and be "
                              "rolled back; `explain` shows the providers it accepts")
-        offline = [k for k in values if k in NS_OFFLINE and ns.attrs.get(k) != values[k]]
+        offline = [k for k in values if k in SPECS["namespace"].offline and ns.attrs.get(k) != values[k]]
         live = self.session.base.subsystems.get(loc[1])
         live_ns = live.namespaces.get(loc[2]) if live else None
         if live_ns is not None and live_ns.enable and ns.enable and offline:

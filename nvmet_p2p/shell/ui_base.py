@@ -19,25 +19,9 @@ from __future__ import annotations
 
 from configshell import ConfigNode, ExecutionError
 
-from nvmet_p2p.nvmet import defs
-from nvmet_p2p.nvmet.configfs import ATTR_GROUPS, KNOWN_ATTRS, is_secret, mask
+from nvmet_p2p.nvmet.spec import SPECS, choices, is_secret, mask, value_problem
 from nvmet_p2p.output import safe, safe_lines
 from nvmet_p2p.shell import edits as ed
-
-#: attributes whose values are a fixed set (what ``set ...=<TAB>`` offers)
-BOOLS = ("0", "1")
-
-
-def enum_values(name: str) -> tuple[str, ...] | None:
-    table = {"addr_trtype": defs.TRTYPES, "addr_adrfam": defs.ADRFAMS, "addr_treq": defs.TREQS,
-             "addr_tsas": defs.TSAS, "ana_state": defs.ANA_STATES,
-             "dhchap_hash": defs.DHCHAP_HASHES, "dhchap_dhgroup": defs.DHCHAP_GROUPS}
-    if name in table:
-        return table[name]
-    if name in ("attr_allow_any_host", "attr_pi_enable", "attr_tbkas", "buffered_io",
-                "resv_enable", "param_pi_enable", "clear_ids"):
-        return BOOLS
-    return None
 
 
 class UINode(ConfigNode):
@@ -178,18 +162,16 @@ class UINode(ConfigNode):
         if self.kind is None:
             return []
         caps = self.session.caps.kinds.get(self.kind)
-        names = set(caps.attrs if caps else KNOWN_ATTRS.get(self.kind, {}))
+        spec = SPECS[self.kind]
+        names = set(caps.attrs if caps else spec.names)
         names |= set(ed.attrs_of(self.view, self.loc))
-        known = KNOWN_ATTRS.get(self.kind, {})
         return sorted(n for n in names if n != "enable"
-                      and not (n in known and known[n].write_only))
+                      and not ((a := spec.attr(n)) is not None and a.write_only))
 
     def split(self, name: str) -> tuple[str | None, str]:
         """(group, parameter) of an attribute file, like nvmetcli (``None``: no group)."""
-        g, _, rest = name.partition("_")
-        if rest and g in ATTR_GROUPS.get(self.kind or "", ()):
-            return g, rest
-        return None, name
+        g = SPECS[self.kind].group_of(name) if self.kind else None
+        return (g, name[len(g) + 1:]) if g else (None, name)
 
     def attr_groups(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -267,7 +249,7 @@ class UINode(ConfigNode):
 
     def check_values(self, values: dict[str, str]) -> list[str]:
         for k, v in values.items():
-            problem = defs.attr_value_problem(k, v)
+            problem = value_problem(k, v)
             if problem:
                 raise ExecutionError(f"{k}: {problem} (nothing was changed)")
         return []
@@ -334,7 +316,7 @@ class UINode(ConfigNode):
 
     def complete_value(self, name: str, text: str) -> list[str]:
         """Values offered after ``name=`` (objects override for p2pmem, paths ...)."""
-        vals = enum_values(name) or ()
+        vals = choices(name) or ()
         return [v for v in vals if v.startswith(text)]
 
     # -- global preferences (write_through is the session's, not saved) -----------------------

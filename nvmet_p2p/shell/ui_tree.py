@@ -20,9 +20,6 @@ from nvmet_p2p.shell.p2p import clients_line
 from nvmet_p2p.shell.ui_base import UINode
 from nvmet_p2p.shell.ui_machine import UIMachine
 
-NS_OFFLINE = ("device_path", "device_uuid", "device_nguid", "buffered_io", "resv_enable",
-              "p2pmem")
-
 
 def _nqn_checked(nqn: str, subsystem: bool = False) -> str:
     problem = (defs.subsystem_nqn_problem if subsystem else defs.nqn_problem)(nqn)

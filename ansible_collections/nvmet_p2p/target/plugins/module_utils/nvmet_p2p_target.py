@@ -19,7 +19,7 @@ from ansible.module_utils.basic import missing_required_lib
 try:
     from nvmet_p2p import automation
     from nvmet_p2p.errors import NvmetP2PError
-    from nvmet_p2p.nvmet.configfs import is_secret
+    from nvmet_p2p.nvmet.spec import is_secret
 except ImportError:
     HAS_NVMET_P2P = False
     IMPORT_ERROR = traceback.format_exc()
