@@ -28,13 +28,14 @@ import pytest
 
 import nvmet_p2p
 
-OPTIONAL = ("matplotlib", "ansible", "configshell", "prometheus_client", "waitress")
+OPTIONAL = ("matplotlib", "ansible", "configshell", "prometheus_client", "waitress", "pyroute2")
 
 #: module -> the optional libraries its import may load (everything else refused)
 ALLOWED = {
     "nvmet_p2p.commands.shell": {"configshell"},
     "nvmet_p2p.commands.metrics": {"prometheus_client"},
     "nvmet_p2p.commands.exporter": {"prometheus_client", "waitress"},
+    "nvmet_p2p.commands.watch": {"pyroute2"},
 }
 
 PKG = pathlib.Path(nvmet_p2p.__file__).parent
@@ -52,6 +53,14 @@ def _loaded_after(code: str) -> set[str]:
 
 def test_the_probe_sees_an_optional_library_when_it_is_loaded():
     assert _loaded_after("import nvmet_p2p.observe.metrics") == {"prometheus_client"}
+    assert _loaded_after("import nvmet_p2p.pci.addresses") == {"pyroute2"}
+
+
+def test_a_live_inventory_read_loads_pyroute2_and_a_saved_one_does_not():
+    code = ("from nvmet_p2p.pci import inventory\n"
+            "try:\n    inventory.live_netlink()\nexcept OSError:\n    pass\n")
+    assert _loaded_after(code) == {"pyroute2"}
+    assert _loaded_after("import nvmet_p2p.commands.topology, nvmet_p2p.commands.status") == set()
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -4,7 +4,7 @@ The root is the live system (``/``) or a directory captured by ``nvmet-p2p snaps
 test tree from ``tests/support/sysfs.py``). There is one code path for all of them: plain file
 reads, directory listings and symlink resolution *inside* the root (:class:`SysRoot`) --
 libudev itself does nothing more than this. The only thing sysfs cannot hold are the IP
-addresses of network interfaces: on a live system they come from rtnetlink (nvmet_p2p.pci.rtnl), in a
+addresses of network interfaces: on a live system they come from rtnetlink (nvmet_p2p.pci.addresses, pyroute2), in a
 snapshot from the ``nvmet-p2p-snapshot.json`` file the snapshot recorded them into.
 
 What is read, and where the kernel keeps it:
@@ -46,7 +46,7 @@ from collections.abc import Callable
 from nvmet_p2p import safeload
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import is_bdf
-from nvmet_p2p.pci import model, rtnl
+from nvmet_p2p.pci import model
 from nvmet_p2p.pci.model import (
     CmbInfo,
     Inventory,
@@ -744,9 +744,13 @@ def snapshot_netlink(r: _Reader) -> dict[str, dict] | None:
 
 def live_netlink() -> dict[str, dict]:
     """IPv4/IPv6 addresses of every interface, from the kernel's rtnetlink (live only; see
-    :mod:`nvmet_p2p.pci.rtnl`); :class:`OSError` when netlink cannot be used (no permission, an
+    :mod:`nvmet_p2p.pci.addresses`); :class:`OSError` when netlink cannot be used (no permission, an
     error reply)."""
-    return rtnl.interface_addresses()
+    # pyroute2 is imported here, where the addresses are read live: its import is 0.5 s on a
+    # host and seconds under the lab's TCG, and most commands never read them (a snapshot, a
+    # saved inventory, the status of an empty target)
+    from nvmet_p2p.pci import addresses
+    return addresses.interface_addresses()
 
 
 def _read_system(r: _Reader) -> SystemInfo:

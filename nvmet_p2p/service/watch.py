@@ -7,7 +7,7 @@ Edges here, decisions in :mod:`nvmet_p2p.service.hotplug`:
 * :class:`UdevSource`: a pyudev netlink monitor on ``pci``, ``nvme``, ``block``,
   ``infiniband`` and ``net`` (source ``udev`` when udevd runs -- its events carry ``ID_*``
   properties and come after the ``/dev/disk/by-id`` links exist -- else the kernel's own
-  uevents); :class:`AddressSource`: address changes through rtnetlink (:mod:`nvmet_p2p.pci.rtnl`), which
+  uevents); :class:`AddressSource`: address changes through rtnetlink (:mod:`nvmet_p2p.pci.addresses`, pyroute2), which
   uevents do not carry.
 * :func:`read_facts`: the managed namespaces and ports, the block device and wwid behind each,
   read *before* a burst, because on ``remove`` sysfs is gone.
@@ -41,7 +41,7 @@ from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, open_configfs, 
 from nvmet_p2p.nvmet.configfs import read_state
 from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
 from nvmet_p2p.observe.status import managed_subsystems, rdma_devices_for_address
-from nvmet_p2p.pci import distance, rtnl
+from nvmet_p2p.pci import addresses, distance
 from nvmet_p2p.pci.inventory import block_device_name, read_inventory
 from nvmet_p2p.policy import placement
 from nvmet_p2p.service import hotplug as hp
@@ -91,14 +91,13 @@ class UdevSource:
 
 class AddressSource:
     """IPv4/IPv6 address additions and removals as events, from an rtnetlink socket bound to
-    the IFADDR groups (stdlib only: a plain non-blocking socket the select loop can own)."""
+    the IFADDR groups (a plain non-blocking socket the select loop can own; each datagram is
+    parsed by pyroute2, :func:`nvmet_p2p.pci.addresses.address_events`)."""
 
     source = "rtnetlink"
 
     def __init__(self):
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.sock.bind((0, rtnl.RTMGRP_IPV4_IFADDR | rtnl.RTMGRP_IPV6_IFADDR))
-        self.sock.setblocking(False)
+        self.sock = addresses.address_socket()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -114,20 +113,15 @@ class AddressSource:
 
     @classmethod
     def parse(cls, data: bytes, now: float) -> list[hp.Event]:
-        """The address messages of one datagram (:func:`nvmet_p2p.pci.rtnl.parse`) as ``addr``
-        events named by interface (its index when the name is gone)."""
-        try:
-            msgs, _ = rtnl.parse(data)
-        except OSError:
-            return []
+        """The address messages of one datagram as ``addr`` events named by interface (its
+        index when the name is gone)."""
         out = []
-        for typ, _fam, _plen, index, ip in msgs:
+        for added, index, ip in addresses.address_events(data):
             try:
                 name = socket.if_indextoname(index)
             except OSError:
                 name = str(index)
-            out.append(hp.Event("add" if typ == rtnl.RTM_NEWADDR else "remove", "addr", name,
-                                {"ADDRESS": ip}, now))
+            out.append(hp.Event("add" if added else "remove", "addr", name, {"ADDRESS": ip}, now))
         return out
 
 
