@@ -30,6 +30,7 @@ import re
 import stat
 import subprocess
 from dataclasses import dataclass
+from typing import Any
 
 #: syslog levels as the kernel numbers them (``KERN_EMERG`` = 0 ... ``KERN_DEBUG`` = 7).
 LEVELS = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
@@ -58,7 +59,7 @@ class KmsgRecord:
     def level_name(self) -> str:
         return LEVELS[self.level] if 0 <= self.level < len(LEVELS) else str(self.level)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.time, "level": self.level_name,
                 "facility": self.facility, "text": self.text, "context": dict(self.context)}
 
@@ -239,7 +240,7 @@ class KernelLog:
         """A :class:`Follower` positioned at the current end of the log."""
         return Follower(self)
 
-    def grep_since(self, mark: Mark, pattern: str | re.Pattern) -> list[KmsgRecord]:
+    def grep_since(self, mark: Mark, pattern: str | re.Pattern[str]) -> list[KmsgRecord]:
         """Records since ``mark`` whose text matches the regular expression ``pattern``."""
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern
         return [r for r in self.records_since(mark) if rx.search(r.text)]
@@ -277,7 +278,7 @@ class Follower:
             self.offset = st_.st_size
 
     def drain(self) -> list[KmsgRecord]:
-        if self.mode == "kmsg":
+        if self.mode == "kmsg" and self.fd is not None:
             out = []
             while True:
                 try:
@@ -310,8 +311,8 @@ class Follower:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self):
+    def __enter__(self) -> Follower:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -100,7 +100,7 @@ def warn(command: str, text: str) -> None:
     sys.stderr.flush()
 
 
-def note(args, text: str) -> None:
+def note(args: Any, text: str) -> None:
     """A note (something worth knowing, nothing wrong): on stderr, not with ``--quiet``."""
     if not getattr(args, "quiet", False):
         sys.stderr.write(safe_lines(f"nvmet-p2p {args.command}: note: {text}".split("\n")) + "\n")

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import errno as _errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nvmet_p2p.kernel import parse_kernel_version
 from nvmet_p2p.nvmet import state as st
@@ -81,7 +83,7 @@ class Configfs:
         self.root = root
         self.base = base or os.path.join(root, NVMET_DIR)
         self.writes = 0
-        self.journal: list[tuple] | None = None
+        self.journal: list[tuple[Any, ...]] | None = None
 
     def path(self, rel: str = "") -> str:
         return os.path.join(self.base, rel) if rel else self.base
@@ -203,7 +205,7 @@ class Configfs:
                 raise ConfigfsError(op, rel, OSError(_errno.EINVAL, f"refused by nvmet-p2p: path "
                                                                    f"{problem}"))
 
-    def _mut(self, op: str, rel: str, fn, *extra) -> None:
+    def _mut(self, op: str, rel: str, fn: Callable[[], object], *extra: str) -> None:
         self.writes += 1
         if self.journal is not None:
             self.journal.append((op, rel) + extra)
@@ -216,7 +218,7 @@ class Configfs:
         """One ``write(2)`` of ``value`` (as ``echo -n``); the kernel parses it."""
         self._named("write", rel)
 
-        def do():
+        def do() -> None:
             fd = os.open(self.path(rel), os.O_WRONLY)
             try:
                 os.write(fd, value.encode())
@@ -625,7 +627,7 @@ class KindCapability:
     observed_at: str | None = None
     missing: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "attrs": self.attrs, "source": self.source,
                 "observed_at": self.observed_at, "missing_known": self.missing}
 
@@ -643,7 +645,7 @@ class Capabilities:
             return None
         return name in k.attrs
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"kernel": self.kernel, "nvmet_configfs": self.present,
                 "kinds": {k: v.to_dict() for k, v in self.kinds.items()}}
 

@@ -30,6 +30,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from nvmet_p2p.errors import NvmetP2PError
 
@@ -76,7 +77,8 @@ def _open(directory: str, write: bool) -> int:
 
 
 def _read_fd(fd: int) -> bytes:
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         b = os.pread(fd, 65536, size)
         if not b:
@@ -104,7 +106,7 @@ def parse(raw: bytes) -> dict[str, list[Series]]:
     return out
 
 
-def _series(row, names: tuple[str, ...]) -> Series | None:
+def _series(row: Any, names: tuple[str, ...]) -> Series | None:
     if not isinstance(row, dict) or not isinstance(row.get("labels"), dict):
         return None
     labels, value, created = row["labels"], row.get("value"), row.get("created")
@@ -114,6 +116,7 @@ def _series(row, names: tuple[str, ...]) -> Series | None:
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
                for x in (value, created)):
         return None
+    assert value is not None and created is not None      # (checked just above)
     return Series(tuple(labels[n] for n in names), float(value), float(created))
 
 

@@ -30,7 +30,9 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from nvmet_p2p.nvmet.statefile import write_atomic
 
@@ -45,15 +47,15 @@ class Entry:
     since: float
     detail: str
     source: str = "watch"
-    facts: dict = field(default_factory=dict)     # provider, device, wwid, serial ...
+    facts: dict[str, Any] = field(default_factory=dict)     # provider, device, wwid, serial ...
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"object": self.object, "kind": self.kind, "since": self.since,
                 "since_text": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)),
                 "detail": self.detail, "source": self.source, **self.facts}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Entry":
+    def from_dict(cls, d: dict[str, Any]) -> "Entry":
         known = {"object", "kind", "since", "since_text", "detail", "source"}
         return cls(str(d["object"]), str(d["kind"]), float(d["since"]), str(d.get("detail", "")),
                    str(d.get("source", "watch")), {k: v for k, v in d.items() if k not in known})
@@ -77,7 +79,7 @@ class DegradedStore:
             return {}
 
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self) -> Iterator[None]:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(self.directory, "degraded.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -91,7 +93,7 @@ class DegradedStore:
         write_atomic(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n", mode=0o600,
                      backups=0)
 
-    def update(self, put: list[Entry] = (), drop: list[tuple[str, str]] = (),
+    def update(self, put: Iterable[Entry] = (), drop: Iterable[tuple[str, str]] = (),
                drop_source: str | None = None) -> dict[tuple[str, str], Entry]:
         """Add/replace ``put`` (an existing entry keeps its ``since``), remove ``drop`` keys
         and, with ``drop_source``, every entry that source wrote before."""

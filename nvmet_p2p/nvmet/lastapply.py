@@ -17,7 +17,9 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from nvmet_p2p.errors import Busy, InputError, KernelError, NvmetP2PError
 from nvmet_p2p.nvmet import counters
@@ -45,7 +47,7 @@ class LastApply:
     def success(self) -> bool:
         return self.result != "failed"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "time": self.time, "result": self.result, "source": self.source,
                 "configfs_writes": self.configfs_writes, "seconds": round(self.seconds, 4),
                 "error": self.error, "error_kind": self.error_kind}
@@ -88,12 +90,12 @@ def _kind(exc: BaseException) -> str:
 class Recorder:
     """What :func:`recorded` hands to its block: set ``outcome`` to the reconciler's result."""
 
-    def __init__(self):
-        self.outcome = None
+    def __init__(self) -> None:
+        self.outcome: Any = None
 
 
 @contextlib.contextmanager
-def recorded(directory: str, source: str, enabled: bool = True):
+def recorded(directory: str, source: str, enabled: bool = True) -> Iterator[Recorder]:
     """Record the apply run in the block: success from ``rec.outcome`` (an
     :class:`~nvmet_p2p.nvmet.apply.Outcome`), failure from the :class:`NvmetP2PError` it raises
     (re-raised). A record that cannot be written never turns an apply into a failure.

@@ -259,7 +259,7 @@ class ObjectSpec:
         it = iter(key)
         return "/".join(str(next(it)) if p.startswith("{") else p for p in self.parts)
 
-    def match(self, parts: list[str]) -> tuple[tuple, str | None] | None:
+    def match(self, parts: list[str]) -> tuple[tuple[Any, ...], str | None] | None:
         """``(key, attribute)`` when ``parts`` is this object's path (attribute None) or one
         of its attribute files; None otherwise. A number that is not one: ValueError."""
         mine = self.parts
@@ -433,7 +433,7 @@ _EMPTY_UNSET = frozenset(a.name for s in SPECS.values() for a in s.attrs if a.em
 # Paths
 # ----------------------------------------------------------------------------------------------
 
-def parse_path(path: str) -> tuple[str, tuple, str | None]:
+def parse_path(path: str) -> tuple[str, tuple[Any, ...], str | None]:
     """``(kind, key, rest)`` of a path relative to nvmet/: the object it belongs to and, for an
     attribute, the attribute's name (``None`` for the object's directory or link itself).
     A path of no object raises :class:`~nvmet_p2p.errors.NvmetP2PError` (a number that is not

@@ -21,6 +21,7 @@ Pure data: nothing here touches the filesystem.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -92,7 +93,7 @@ class TargetState:
 
 # -- plain-dict form (JSON of plans and digests; additive to the records above) ----------
 
-def state_to_dict(state: TargetState) -> dict:
+def state_to_dict(state: TargetState) -> dict[str, Any]:
     """A JSON-ready dict of ``state`` (keys sorted where the kernel has no order)."""
     return {
         "discovery_nqn": state.discovery_nqn,
@@ -114,7 +115,7 @@ def state_to_dict(state: TargetState) -> dict:
     }
 
 
-def state_from_dict(d: dict) -> TargetState:
+def state_from_dict(d: dict[str, Any]) -> TargetState:
     """Inverse of :func:`state_to_dict`."""
     out = TargetState(discovery_nqn=d.get("discovery_nqn"))
     for n, h in (d.get("hosts") or {}).items():

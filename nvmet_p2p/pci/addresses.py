@@ -12,6 +12,7 @@ each datagram with pyroute2's marshal (:func:`address_events`).
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -22,18 +23,19 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 ADDRESS_GROUPS = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 
 
-def _own_address(msg) -> str | None:
-    return msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+def _own_address(msg: Any) -> str | None:
+    ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+    return str(ip) if ip else None
 
 
-def interface_addresses() -> dict[str, dict]:
+def interface_addresses() -> dict[str, dict[str, Any]]:
     """``{interface name: {"addresses": ["CIDR", ...]}}`` for every interface (in the order of
     their index), with the addresses in the kernel's order. :class:`OSError` when netlink
     cannot be used (no permission, an error reply)."""
     try:
         with IPRoute() as ipr:
             names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-            out: dict[str, dict] = {names[i]: {"addresses": []} for i in sorted(names)}
+            out: dict[str, dict[str, Any]] = {names[i]: {"addresses": []} for i in sorted(names)}
             for a in ipr.get_addr():
                 ip = _own_address(a)
                 if ip and a["index"] in names:

@@ -14,10 +14,11 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import BDF_NO_DOMAIN_RE, is_bdf
-from nvmet_p2p.pci.model import Inventory
+from nvmet_p2p.pci.model import Inventory, NetDevice, RdmaDevice
 
 # Client kinds
 KIND_PCI = "pci"
@@ -49,7 +50,7 @@ class Client:
     driver: str | None = None
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "bdf": self.bdf, "kind": self.kind, "reason": self.reason,
                 "device": self.device or self.name, "soft": self.soft, "notes": list(self.notes)}
 
@@ -125,9 +126,10 @@ def _nvme_client(inv: Inventory, raw: str, key: str) -> Client | None:
         ctrl = inv.nvme[f"nvme{m.group(2)}"]
         if ctrl.pci:
             return Client(raw, ctrl.pci, KIND_NVME_NS, device=key, driver=_driver(inv, ctrl.pci))
-    ctrl = inv.nvme.get(key)
-    if ctrl is None:
+    found = inv.nvme.get(key)
+    if found is None:
         return None
+    ctrl = found
     if ctrl.pci is None:
         return Client(raw, None, KIND_NON_PCI, device=key, reason=(
             f"{key} is a {ctrl.transport} controller with no PCI function"))
@@ -157,7 +159,7 @@ def _netdev_client(inv: Inventory, raw: str, key: str) -> Client | None:
     return c
 
 
-def _rdma_client(raw: str, rd) -> Client:
+def _rdma_client(raw: str, rd: RdmaDevice) -> Client:
     if rd.soft or rd.pci is None:
         drv = rd.driver or ("rdma_rxe" if rd.name.startswith("rxe") else
                             "siw" if rd.name.startswith("siw") else None)
@@ -169,7 +171,7 @@ def _rdma_client(raw: str, rd) -> Client:
     return Client(raw, rd.pci, KIND_RDMA, device=rd.name, driver=rd.driver)
 
 
-def _netdev_by_ip(inv: Inventory, text: str):
+def _netdev_by_ip(inv: Inventory, text: str) -> NetDevice | None:
     try:
         ip = ipaddress.ip_address(text.split("%")[0])
     except ValueError:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import parse_kernel_version
@@ -94,13 +95,13 @@ class PairVerdict:
     #: caches the map type per pair and logs only on the first evaluation.
     kernel_messages: list[str] = field(default_factory=list)
     uncertain: list[str] = field(default_factory=list)
-    host_bridge_check: dict | None = None
+    host_bridge_check: dict[str, Any] | None = None
 
     @property
     def supported(self) -> bool:
         return self.map_type != MapType.NOT_SUPPORTED
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "provider": self.provider,
             "client": self.client.to_dict(),
@@ -144,7 +145,7 @@ class Verdict:
     provider_published: bool = False
     crosses_root_complex: bool | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "provider": self.provider,
             "clients": list(self.clients),
@@ -180,7 +181,7 @@ class FindResult:
     uncertain: list[str]
     kernel: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "clients": list(self.clients),
             "best_distance": self.best_distance,
@@ -314,7 +315,7 @@ class P2pdma:
         self._chain: dict[str, list[str]] = {}
         self._chain_notes: dict[str, list[str]] = {}
         self._acs: dict[str, _Acs] = {}
-        self._wl: dict[tuple[str, bool], tuple[bool, dict, list[str]]] = {}
+        self._wl: dict[tuple[str, bool], tuple[bool, dict[str, Any], list[str]]] = {}
         self._root_devs: dict[str, list[PciFunction]] | None = None
         self._pair_cache: dict[tuple[str, str], PairVerdict] = {}
         self._disable_acs = _acs_param_devices(inv.system.cmdline, "disable_acs_redir")
@@ -488,14 +489,14 @@ class P2pdma:
                       f"devfn 00.0 (kernel {self.kernel} looks only there; root ports at any devfn "
                       f"count from {R.fmt(R.ROOT_PORT_ANY_DEVFN)})"), False
 
-    def _wl_one(self, host_bridge: str, same: bool) -> tuple[bool, dict, list[str]]:
+    def _wl_one(self, host_bridge: str, same: bool) -> tuple[bool, dict[str, Any], list[str]]:
         key = (host_bridge, same)
         got = self._wl.get(key)
         if got is not None:
             return got
         uncertain: list[str] = []
         root, why, assumed_rp = self._host_bridge_dev(host_bridge)
-        info: dict = {"host_bridge": host_bridge, "device": None, "id": None, "entry": None,
+        info: dict[str, Any] = {"host_bridge": host_bridge, "device": None, "id": None, "entry": None,
                       "ok": False, "why": why}
         if root is None:
             res = (False, info, uncertain)
@@ -545,7 +546,7 @@ class P2pdma:
                     f"replaced the AMD entries)")
         return why
 
-    def host_bridge_whitelist(self, a: str, b: str) -> tuple[bool, dict, list[str], str | None]:
+    def host_bridge_whitelist(self, a: str, b: str) -> tuple[bool, dict[str, Any], list[str], str | None]:
         """``host_bridge_whitelist(a, b)``: (ok, details, uncertain, first failing host bridge)."""
         ha, hb = self.host_bridge_of(a), self.host_bridge_of(b)
         if ha is None or hb is None:
@@ -776,8 +777,8 @@ class P2pdma:
         v = self.version
         cpfx = self._dev_prefix(cbdf)
         what = ", ".join(self.describe(b) for b in acs)
-        bits = "; ".join(f"{b}: {acs_bits_text(self.fn(b))}" for b in acs if self.fn(b)
-                         and self.fn(b).acs_ctrl is not None)
+        bits = "; ".join(f"{b}: {acs_bits_text(fb)}" for b in acs
+                         if (fb := self.fn(b)) is not None and fb.acs_ctrl is not None)
         pv.reasons.append(f"ACS redirect (RR/CR/EC) is set on {what}" +
                           (f" [{bits}]" if bits else "") +
                           f"; clear it with the kernel parameter {pv.kernel_parameter}" +
@@ -880,8 +881,9 @@ class P2pdma:
         cl = [c if isinstance(c, Client) else resolve_client(self.inv, c) for c in clients]
         pairs = [self.pair(provider, c) for c in cl]
         f = self.fn(provider)
-        has = f is not None and f.p2pmem is not None
-        pub = has and bool(f.p2pmem.published)
+        mem = f.p2pmem if f is not None else None
+        has = mem is not None
+        pub = mem is not None and bool(mem.published)
         if any(p.map_type == MapType.NOT_SUPPORTED for p in pairs):
             mt, dist = MapType.NOT_SUPPORTED, -1
         else:

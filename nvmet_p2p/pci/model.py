@@ -124,11 +124,11 @@ class PciFunction:
             return bool(self.acs_ctrl & ACS_REDIR_MASK)
         return None if not self.config_readable else False
 
-    def to_dict(self) -> dict:
-        return _asdict(self)
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PciFunction":
+    def from_dict(cls, d: dict[str, Any]) -> "PciFunction":
         d = dict(d)
         if d.get("p2pmem") is not None:
             d["p2pmem"] = P2pMem(**d["p2pmem"])
@@ -208,7 +208,7 @@ class NvmeController:
     state: str = ""            # "live", "resetting", "connecting", ...
 
     @classmethod
-    def from_dict(cls, d: dict) -> "NvmeController":
+    def from_dict(cls, d: dict[str, Any]) -> "NvmeController":
         d = dict(d)
         if d.get("cmb") is not None:
             d["cmb"] = CmbInfo(**d["cmb"])
@@ -245,7 +245,7 @@ class RdmaDevice:
     netdevs: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RdmaDevice":
+    def from_dict(cls, d: dict[str, Any]) -> "RdmaDevice":
         d = dict(d)
         d["ports"] = [RdmaPort(**p) for p in d.get("ports", [])]
         return cls(**d)
@@ -316,7 +316,7 @@ class Inventory:
                 return c
         return None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "system": _asdict(self.system),
@@ -329,7 +329,7 @@ class Inventory:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Inventory":
+    def from_dict(cls, d: dict[str, Any]) -> "Inventory":
         return cls(
             system=SystemInfo(**d.get("system", {})),
             pci={k: PciFunction.from_dict(v) for k, v in d.get("pci", {}).items()},

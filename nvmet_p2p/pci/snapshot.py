@@ -20,6 +20,8 @@ import posixpath
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 from nvmet_p2p import __version__
 from nvmet_p2p.errors import InputError, NvmetP2PError
@@ -32,7 +34,7 @@ FORMAT = 1
 class RecordingRoot(SysRoot):
     """A :class:`SysRoot` that records what it reads (see the module docstring)."""
 
-    def __init__(self, root: str | os.PathLike = "/"):
+    def __init__(self, root: str | os.PathLike[str] = "/"):
         super().__init__(root)
         self.files: dict[str, bytes | None] = {}   # real path -> bytes (None: existence only)
         self.links: dict[str, str] = {}            # link path -> raw target
@@ -81,14 +83,15 @@ class RecordingRoot(SysRoot):
         return count
 
 
-def _comparable(inv: Inventory) -> dict:
+def _comparable(inv: Inventory) -> dict[str, Any]:
     d = inv.to_dict()
     d.pop("source", None)
     return d
 
 
-def take_snapshot(dest: str | os.PathLike, *, root: str | os.PathLike = "/",
-                  force: bool = False, netlink=None, progress=None) -> dict:
+def take_snapshot(dest: str | os.PathLike[str], *, root: str | os.PathLike[str] = "/",
+                  force: bool = False, netlink: Callable[[], Any] | None = None,
+                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Snapshot ``root`` (default the live system) into the new directory ``dest``.
 
     Returns a summary dict (``path``, ``entries``, ``bytes``, counts, ``warnings``). Refuses a
@@ -149,12 +152,13 @@ def _check_destination(dest: str, src: str, force: bool) -> str:
     return parent
 
 
-def _read_recorded(rec: RecordingRoot, src: str, netlink) -> tuple:
+def _read_recorded(rec: RecordingRoot, src: str,
+                   netlink: Callable[[], Any] | None) -> tuple[Any, ...]:
     """The inventory of ``src`` read through ``rec`` (which records every path read), and the
     netlink data it used (live, given, or carried over from a snapshot being re-snapshotted)."""
-    captured: dict[str, dict] = {}
+    captured: dict[str, dict[str, Any]] = {}
 
-    def recording_netlink():
+    def recording_netlink() -> Any:
         if netlink is not None:
             data = netlink()
         elif rec.live:
@@ -175,7 +179,7 @@ def _read_recorded(rec: RecordingRoot, src: str, netlink) -> tuple:
     return inv, captured
 
 
-def _write_meta(tmp: str, rec: RecordingRoot, src: str, inv, captured: dict) -> None:
+def _write_meta(tmp: str, rec: RecordingRoot, src: str, inv: Any, captured: dict[str, Any]) -> None:
     meta = {
         "format": FORMAT, "kind": "snapshot", "tool": f"nvmet-p2p {__version__}",
         # (what datetime.now(timezone.utc).isoformat(timespec="seconds") and

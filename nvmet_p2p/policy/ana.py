@@ -31,6 +31,7 @@ Pure logic on plain data: nothing here reads or writes files.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from nvmet_p2p.nvmet.state import TargetState
 
@@ -42,7 +43,7 @@ FIRST_GROUP = 2
 LAST_GROUP = 127
 
 #: (portid, state) for every port of the namespace's subsystem, sorted by port
-Key = tuple
+Key = tuple[tuple[int, str], ...]
 
 
 class AnaError(Exception):
@@ -75,7 +76,7 @@ class AnaPlan:
         g = self.members.get((nqn, nsid))
         return None if g is None else self.groups.get(g, {}).get(portid)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"groups": [{"grpid": g, "ports": {str(p): s for p, s in sorted(ps.items())},
                             "kept": self.kept.get(g, False),
                             "namespaces": [f"{n}/{i}" for (n, i), gg in sorted(self.members.items())
