@@ -506,10 +506,126 @@ class _Placer:
                                                 shared=phase.startswith("share"))
             pending = rest
 
-    def placed(self, ns, clients, rk, choice, shared: bool = False) -> Decision:
-        return _placed(ns, clients, rk, choice, self.oracle, self.providers, self.avail,
-                       self.assigned, self.numa, self.unpublished, self.explain, self.ranked,
-                       shared=shared)
+    def placed(self, ns: ResolvedNamespace, clients: tuple[str, ...], rk: list[_Static],
+               choice: _Static | None, shared: bool = False) -> Decision:
+        """The decision for one placed namespace, given the phase's ``choice`` (``shared``: no
+        candidate had room; ``_NO_ROOM``: none had, and when_full is off or error)."""
+        demand = ns.demand
+        notes = _no_client_notes(ns)
+        d = Decision(ns, "0", None, "placed", list(clients), demand, "", notes=notes)
+        if not clients:
+            d.status, d.error = "error", "no PCI NVMe behind this namespace"
+            return d
+        if not rk:
+            return self.none_serves(d, ns, clients)
+
+        if shared:
+            # nobody has room: say so, name the knobs, then follow when_full
+            best = rk[0]
+            def free(s: _Static) -> int:
+                return self.avail[s.provider] - self.assigned[s.provider]
+            d.knob_room = max(0, free(best))
+            short = (f"no candidate has room for the budget of {format_size(demand)} "
+                     f"({_budget_text(ns)}); most free: "
+                     + ", ".join(f"{s.provider} {format_size(max(0, free(s)))}"
+                                 for s in heapq.nlargest(3, rk, key=free)))
+            if choice is _NO_ROOM and ns.when_full == "error":
+                d.status, d.error = "error", short + " (when_full: error)"
+                if self.explain:
+                    d.candidates = _explain(rk, None, demand, self.avail, self.assigned)
+                return d
+            if choice is _NO_ROOM:
+                d.status, d.summary = "fallback", "p2p off: " + short + " (when_full: off)"
+                d.notes.append(d.summary)
+                if self.explain:
+                    d.candidates = _explain(rk, None, demand, self.avail, self.assigned)
+                return d
+            over = _overflow(choice.provider, demand, self.avail, self.assigned)
+            d.status = "shared"
+            d.notes.append(short + f"; sharing {choice.provider}: about {format_size(over)} of the "
+                           "budget would fall back to host memory, request by request (when_full: share)")
+
+        if self.explain:
+            d.candidates = _explain(rk, choice, demand, self.avail, self.assigned)
+            d.rejected = self.rejected(ns, clients)
+        self.assigned[choice.provider] += demand
+        d.provider = d.p2pmem = choice.provider
+        d.map_type = choice.verdict.map_type
+        d.summary = _why(choice, len(rk), demand)
+        return d
+
+    def none_serves(self, d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...]) -> Decision:
+        """No provider is accepted for the NVMe and every NIC together: ``when_none`` decides."""
+        nvme, nics = clients[0], list(clients[1:])
+        req = " with require: bus_addr" if ns.require == MapType.BUS_ADDR else ""
+        if ns.numa == "strict":
+            req += (" and " if req else " with ") + "numa: strict"
+
+        def ok(p: str, cl: tuple[str, ...]) -> bool:
+            v = self.oracle.many(p, cl)
+            if v.map_type == MapType.NOT_SUPPORTED or (ns.require == MapType.BUS_ADDR
+                                                       and v.map_type != MapType.BUS_ADDR):
+                return False
+            return ns.numa != "strict" or not any(
+                self.numa.get(c) is not None and self.numa.get(p) is not None and self.numa[c] != self.numa[p]
+                for c in cl)
+
+        for_nvme = [p for p in self.providers if ok(p, (nvme,))]
+        why = _why_none(nvme, nics, req, for_nvme, self.providers, self.unpublished, self.oracle, ok)
+        if self.explain:
+            d.rejected = self.rejected(ns, clients)
+        if ns.when_none == "off" or (ns.when_none == "best_effort" and not for_nvme):
+            d.status, d.summary = "fallback", f"p2p off: {why} (when_none: {ns.when_none})"
+            d.notes.append(d.summary)
+            return d
+        if ns.when_none == "error":
+            d.status = "error"
+            d.error = (why + "; set p2p: off for it, or when_none: off / best_effort" +
+                       (f", or relax{req.replace(' with', '')}" if req else ""))
+            return d
+        s, served = _best_effort(ns, nvme, nics, for_nvme, ok, self.avail, self.assigned, self.ranked)
+        left_out = [n for n in nics if n not in served]
+        self.assigned[s.provider] += ns.demand
+        d.provider = d.p2pmem = s.provider
+        d.map_type = s.verdict.map_type
+        d.status = "best_effort"
+        d.summary = (f"{s.provider}: serves the NVMe and {len(served)} of {len(nics)} NIC(s); "
+                     f"connections through {', '.join(left_out)} use host memory (when_none: "
+                     "best_effort)")
+        d.notes.append(why)
+        if self.explain:
+            d.candidates = _explain([s], s, ns.demand, self.avail, {**self.assigned,
+                                                               s.provider: self.assigned[s.provider] - ns.demand})
+        return d
+
+    def rejected(self, ns: ResolvedNamespace, clients: tuple[str, ...]) -> list[Candidate]:
+        out = []
+        for p in self.providers:
+            v = self.oracle.many(p, clients)
+            lost = None
+            if v.map_type == MapType.NOT_SUPPORTED:
+                bad = [f"{pv.client.name}: {'; '.join(pv.reasons)}" for pv in v.pairs
+                       if pv.map_type == MapType.NOT_SUPPORTED]
+                lost = "the kernel refuses it: " + " | ".join(bad)
+            elif ns.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR:
+                lost = "its path crosses the root complex; the profile says require: bus_addr"
+            elif ns.numa == "strict" and any(
+                    self.numa.get(c) is not None and self.numa.get(p) is not None and self.numa[c] != self.numa[p]
+                    for c in clients):
+                lost = (f"on NUMA node {self.numa.get(p)}, a client is not; the profile says "
+                        "numa: strict")
+            if lost:
+                out.append(Candidate(provider=p, map_type=v.map_type, distance=v.distance,
+                                     own_cmb=p == ns.nvme_pci, numa_mismatch=0,
+                                     available=self.avail[p], free=self.avail[p] - self.assigned[p],
+                                     fits=False, reasons=list(v.reasons),
+                                     kernel_parameter=v.kernel_parameter, lost=lost))
+        for p in self.unpublished:
+            out.append(Candidate(provider=p, map_type=MapType.NOT_SUPPORTED, distance=-1,
+                                 own_cmb=p == ns.nvme_pci, numa_mismatch=0, available=0, free=0,
+                                 fits=False, lost="its p2pmem is not published (the kernel "
+                                                  "refuses it with ENODEV)"))
+        return out
 
 
 def place_or_raise(res: Resolved, inv: Inventory, kernel: str | None = None, *,
@@ -621,57 +737,6 @@ def _choose(phase: str, ns: ResolvedNamespace, rk: list[_Static], avail, assigne
 
 
 _NO_ROOM = _Static(key=(), provider="", verdict=None, own=False, numa=0, thb=0)
-
-
-def _placed(ns: ResolvedNamespace, clients: tuple[str, ...], rk: list[_Static],
-            choice: _Static | None, oracle: _Oracle, providers: list[str],
-            avail: dict[str, int], assigned: dict[str, int], numa: dict,
-            unpublished: list[str], explain: bool, ranked_fn, shared: bool = False) -> Decision:
-    """The decision for one placed namespace, given the phase's ``choice`` (``shared``: no
-    candidate had room; ``_NO_ROOM``: none had, and when_full is off or error)."""
-    demand = ns.demand
-    notes = _no_client_notes(ns)
-    d = Decision(ns, "0", None, "placed", list(clients), demand, "", notes=notes)
-    if not clients:
-        d.status, d.error = "error", "no PCI NVMe behind this namespace"
-        return d
-    if not rk:
-        return _none_serves(d, ns, clients, oracle, providers, avail, assigned, numa,
-                            unpublished, explain, ranked_fn)
-
-    if shared:
-        # nobody has room: say so, name the knobs, then follow when_full
-        best = rk[0]
-        d.knob_room = max(0, avail[best.provider] - assigned[best.provider])
-        short = (f"no candidate has room for the budget of {format_size(demand)} "
-                 f"({_budget_text(ns)}); most free: "
-                 + ", ".join(f"{s.provider} {format_size(max(0, avail[s.provider] - assigned[s.provider]))}"
-                             for s in heapq.nlargest(
-                                 3, rk, key=lambda s: avail[s.provider] - assigned[s.provider])))
-        if choice is _NO_ROOM and ns.when_full == "error":
-            d.status, d.error = "error", short + " (when_full: error)"
-            if explain:
-                d.candidates = _explain(rk, None, demand, avail, assigned)
-            return d
-        if choice is _NO_ROOM:
-            d.status, d.summary = "fallback", "p2p off: " + short + " (when_full: off)"
-            d.notes.append(d.summary)
-            if explain:
-                d.candidates = _explain(rk, None, demand, avail, assigned)
-            return d
-        over = _overflow(choice.provider, demand, avail, assigned)
-        d.status = "shared"
-        d.notes.append(short + f"; sharing {choice.provider}: about {format_size(over)} of the "
-                       "budget would fall back to host memory, request by request (when_full: share)")
-
-    if explain:
-        d.candidates = _explain(rk, choice, demand, avail, assigned)
-        d.rejected = _rejected(ns, clients, oracle, providers, avail, assigned, numa, unpublished)
-    assigned[choice.provider] += demand
-    d.provider = d.p2pmem = choice.provider
-    d.map_type = choice.verdict.map_type
-    d.summary = _why(choice, len(rk), demand)
-    return d
 
 
 def _pick(rk: list[_Static], demand: int, avail, assigned) -> _Static | None:
@@ -817,85 +882,6 @@ def _lost(c: Candidate, w: Candidate, demand: int) -> str:
     if c.free != w.free:
         return f"less free after this plan's assignments: {_signed(c.free)} < {_signed(w.free)}"
     return f"tie on every rule; lower BDF wins ({w.provider})"
-
-
-def _rejected(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
-              providers: list[str], avail, assigned, numa, unpublished: list[str]
-              ) -> list[Candidate]:
-    out = []
-    for p in providers:
-        v = oracle.many(p, clients)
-        lost = None
-        if v.map_type == MapType.NOT_SUPPORTED:
-            bad = [f"{pv.client.name}: {'; '.join(pv.reasons)}" for pv in v.pairs
-                   if pv.map_type == MapType.NOT_SUPPORTED]
-            lost = "the kernel refuses it: " + " | ".join(bad)
-        elif ns.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR:
-            lost = "its path crosses the root complex; the profile says require: bus_addr"
-        elif ns.numa == "strict" and any(
-                numa.get(c) is not None and numa.get(p) is not None and numa[c] != numa[p]
-                for c in clients):
-            lost = (f"on NUMA node {numa.get(p)}, a client is not; the profile says "
-                    "numa: strict")
-        if lost:
-            out.append(Candidate(provider=p, map_type=v.map_type, distance=v.distance,
-                                 own_cmb=p == ns.nvme_pci, numa_mismatch=0,
-                                 available=avail[p], free=avail[p] - assigned[p],
-                                 fits=False, reasons=list(v.reasons),
-                                 kernel_parameter=v.kernel_parameter, lost=lost))
-    for p in unpublished:
-        out.append(Candidate(provider=p, map_type=MapType.NOT_SUPPORTED, distance=-1,
-                             own_cmb=p == ns.nvme_pci, numa_mismatch=0, available=0, free=0,
-                             fits=False, lost="its p2pmem is not published (the kernel "
-                                              "refuses it with ENODEV)"))
-    return out
-
-
-def _none_serves(d: Decision, ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
-                 providers: list[str], avail, assigned, numa, unpublished, explain,
-                 ranked_fn) -> Decision:
-    """No provider is accepted for the NVMe and every NIC together: ``when_none`` decides."""
-    nvme, nics = clients[0], list(clients[1:])
-    req = " with require: bus_addr" if ns.require == MapType.BUS_ADDR else ""
-    if ns.numa == "strict":
-        req += (" and " if req else " with ") + "numa: strict"
-
-    def ok(p: str, cl: tuple[str, ...]) -> bool:
-        v = oracle.many(p, cl)
-        if v.map_type == MapType.NOT_SUPPORTED or (ns.require == MapType.BUS_ADDR
-                                                   and v.map_type != MapType.BUS_ADDR):
-            return False
-        return ns.numa != "strict" or not any(
-            numa.get(c) is not None and numa.get(p) is not None and numa[c] != numa[p]
-            for c in cl)
-
-    for_nvme = [p for p in providers if ok(p, (nvme,))]
-    why = _why_none(nvme, nics, req, for_nvme, providers, unpublished, oracle, ok)
-    if explain:
-        d.rejected = _rejected(ns, clients, oracle, providers, avail, assigned, numa, unpublished)
-    if ns.when_none == "off" or (ns.when_none == "best_effort" and not for_nvme):
-        d.status, d.summary = "fallback", f"p2p off: {why} (when_none: {ns.when_none})"
-        d.notes.append(d.summary)
-        return d
-    if ns.when_none == "error":
-        d.status = "error"
-        d.error = (why + "; set p2p: off for it, or when_none: off / best_effort" +
-                   (f", or relax{req.replace(' with', '')}" if req else ""))
-        return d
-    s, served = _best_effort(ns, nvme, nics, for_nvme, ok, avail, assigned, ranked_fn)
-    left_out = [n for n in nics if n not in served]
-    assigned[s.provider] += ns.demand
-    d.provider = d.p2pmem = s.provider
-    d.map_type = s.verdict.map_type
-    d.status = "best_effort"
-    d.summary = (f"{s.provider}: serves the NVMe and {len(served)} of {len(nics)} NIC(s); "
-                 f"connections through {', '.join(left_out)} use host memory (when_none: "
-                 "best_effort)")
-    d.notes.append(why)
-    if explain:
-        d.candidates = _explain([s], s, ns.demand, avail, {**assigned,
-                                                           s.provider: assigned[s.provider] - ns.demand})
-    return d
 
 
 def _why_none(nvme, nics, req, for_nvme, providers, unpublished, oracle, ok) -> str:
