@@ -113,3 +113,24 @@ def test_leaves_import_only_leaves():
            if m.count(".") == 1 and m.split(".")[1] in LEAVES
            for t in targets if t.split(".")[1] not in LEAVES]
     assert bad == []
+
+
+#: the only imports made inside functions (issue 21: imports at the top, lazy only for a heavy
+#: library on a rare path): (module, what it imports there)
+LAZY = {("nvmet_p2p.harness.plots", "matplotlib"),          # the optional plots extra
+        ("nvmet_p2p.harness.plots", "matplotlib.pyplot"),
+        ("nvmet_p2p.pci.inventory", "nvmet_p2p.pci.addresses")}   # pyroute2, for a live read
+
+
+def test_imports_are_at_the_top_but_the_heavy_ones_on_rare_paths():
+    found = set()
+    for m, path in MODULES.items():
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.Import):
+                        found.update((m, a.name) for a in node.names)
+                    elif isinstance(node, ast.ImportFrom):
+                        found.update((m, f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES
+                                      else node.module) for a in node.names)
+    assert found == LAZY

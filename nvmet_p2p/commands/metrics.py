@@ -8,7 +8,7 @@ import sys
 from nvmet_p2p import exits
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir
-from nvmet_p2p.errors import InputError
+from nvmet_p2p.errors import InputError, UsageError
 from nvmet_p2p.nvmet.statefile import write_atomic
 from nvmet_p2p.observe import metrics
 from nvmet_p2p.observe.metrics import TargetCollector
@@ -50,8 +50,6 @@ def register(p) -> None:
 
 
 def run(args) -> int:
-    from nvmet_p2p.errors import UsageError
-
     if args.json and args.textfile:
         raise UsageError("--textfile writes the Prometheus text format; --json prints JSON on "
                          "stdout instead: give one")
