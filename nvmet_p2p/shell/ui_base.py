@@ -27,7 +27,7 @@ from nvmet_p2p.shell import edits as ed
 class UINode(ConfigNode):
     """A node of the nvmet-p2p shell; ``loc`` is the object it shows (None for folders)."""
 
-    kind: str | None = None          # KNOWN_ATTRS kind of the object, when it has attributes
+    kind: str | None = None          # the spec kind of the object, when it has attributes
     read_only = False
 
     help_intro = '''
