@@ -329,8 +329,9 @@ SPECS: dict[str, ObjectSpec] = {s.kind: s for s in (
              check=_printable("serial", 20)),
         _row("attr_subsys_vendor_id", "PCI subsystem vendor ID reported (u16)", value="int",
              check=_int_range(0, 0xFFFF, "an integer 0..65535"), since=(6, 13), new="0"),
+        # (in the nvme tree of 2026; the lab's 7.3.4 has no attr_tbkas: tests/lab/test_lab_spec.py)
         _row("attr_tbkas", "traffic-based keep-alive; writing it makes every host reconnect",
-             **_BOOL, since=(7, 1)),
+             **_BOOL, since=(7, 4)),
         _row("attr_vendor_id", "PCI vendor ID reported (u16)", value="int",
              check=_int_range(0, 0xFFFF, "an integer 0..65535"), since=(6, 13), new="0"),
         _row("attr_version", "NVMe version reported (M.m[.t]); locked once a host identified",
