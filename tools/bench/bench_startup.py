@@ -105,6 +105,8 @@ def main() -> int:
         for name, cmd in [*cmds.items(), ("python -c pass", [py, "-c", "pass"])]:
             rows.append({"command": name, **paired(cmd, base, a.runs, env),
                          "target": TARGET if name in cmds else None})
+            print(f"  {name}: {rows[-1]['seconds']:.3f} s, nvmetcli {rows[-1]['base_seconds']:.3f} s, "
+                  f"ratio {rows[-1]['ratio']:.2f}", file=sys.stderr, flush=True)
     ok = all(r["ratio"] <= r["target"] for r in rows if r["target"] is not None)
     res = {"python": sys.version.split()[0], "kernel": os.uname().release, "machine": os.uname().nodename,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
