@@ -40,7 +40,7 @@ def run(args) -> int:
     _profileopts.refuse_profile_options(args)
     progress = Progress(quiet=args.json or args.quiet)
     try:
-        with lastapply.recorded(directory(args), "apply") as rec:
+        with lastapply.recorded(directory(args), "apply", root=args.root) as rec:
             if args.profile:
                 return _profile.run_apply(args, progress, rec)
             if args.plan:

@@ -74,7 +74,7 @@ def run(args) -> int:
     waited = None
     held: list[devwait.Degraded] = []
     try:
-        with lastapply.recorded(directory(args), "restore", enabled=not args.dry_run) as rec:
+        with lastapply.recorded(directory(args), "restore", enabled=not args.dry_run, root=args.root) as rec:
             desired = statefile.load(args.file or default_save_file())
             if args.wait_devices is not None:   # waiting is not an apply: nothing written yet
                 waited = _wait(args, desired, progress)

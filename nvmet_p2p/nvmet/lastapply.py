@@ -95,13 +95,16 @@ class Recorder:
 
 
 @contextlib.contextmanager
-def recorded(directory: str, source: str, enabled: bool = True) -> Iterator[Recorder]:
+def recorded(directory: str, source: str, enabled: bool = True, root: str = "/") -> Iterator[Recorder]:
     """Record the apply run in the block: success from ``rec.outcome`` (an
     :class:`~nvmet_p2p.nvmet.apply.Outcome`), failure from the :class:`NvmetP2PError` it raises
     (re-raised). A record that cannot be written never turns an apply into a failure.
-    ``enabled=False`` (a dry run) records nothing."""
+    ``enabled=False`` (a dry run) records nothing. A successful apply that wrote ``p2pmem``
+    also records which provider device each namespace was bound to
+    (:mod:`nvmet_p2p.nvmet.bindings`; ``root``: the machine whose devices those are)."""
     rec = Recorder()
     t0 = time.monotonic()
+    wall0 = time.time()
     if not enabled:
         yield rec
         return
@@ -116,6 +119,10 @@ def recorded(directory: str, source: str, enabled: bool = True) -> Iterator[Reco
     if out is None or not getattr(out, "applied", False):
         return
     writes = out.result.writes if out.result else 0
+    if writes:
+        with contextlib.suppress(OSError):
+            from nvmet_p2p.nvmet import bindings
+            bindings.note_apply(directory, out.plan.ops, t0, wall0, root)
     _save_quietly(directory, LastApply(time=time.time(), result="applied" if writes else "unchanged",
                                        source=source, configfs_writes=writes,
                                        seconds=out.result.seconds if out.result else 0.0))
