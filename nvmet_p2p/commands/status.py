@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -74,6 +75,16 @@ def _refuse_ignored(args) -> None:
                          "sampling of the pools: give --sample SECONDS (or --watch)")
 
 
+def _uevent_seqnum(root: str) -> str | None:
+    """The kernel's uevent counter (``/sys/kernel/uevent_seqnum``): it moves with every device
+    added or removed, so ``--watch`` re-reads the inventory only when something happened."""
+    try:
+        with open(os.path.join(root, "sys/kernel/uevent_seqnum")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def run(args) -> int:
     _refuse_ignored(args)
     args.sample = 0.0 if args.sample is None else args.sample
@@ -89,11 +100,17 @@ def run(args) -> int:
         emit(args.json, rep.to_dict(), lambda _d: st.render(rep))
         return 0
     inv = st.read_inventory(args.root)
+    seq = _uevent_seqnum(args.root)
     sampler = ev.PoolSampler([f.bdf for f in inv.providers(published_only=False)], root=args.root,
                              interval=args.interval, io_size=io_size).start()
     try:
         while True:
             time.sleep(args.watch)
+            now = _uevent_seqnum(args.root)
+            if now != seq:
+                # a device came or went (every uevent counts): read the machine again
+                inv, seq = st.read_inventory(args.root), now
+                sampler.track(f.bdf for f in inv.providers(published_only=False))
             rep = st.collect(args.root, sampler=sampler, io_during_sampling=args.io,
                              all_subsystems=args.all, kernel=args.kernel,
                              inventory=inv, state_dir=args.state_dir)

@@ -244,9 +244,10 @@ class ControllerEvidence:
     """One host connection as the target's log recorded it.
 
     ``mappings`` maps nsid -> provider BDF from the ``using p2pmem`` lines printed while
-    this controller was being created; ``no_p2p`` keeps the auto-mode refusals
-    (``no peer-to-peer memory is available that's supported by <ibdev> and <dev>``) and the
-    pci-p2pdma warnings printed at the same moment.
+    this controller was being created (``mapping_events`` keeps those lines: their position
+    in the log says which device at that BDF they were about); ``refusals`` keeps the
+    auto-mode refusals (``no peer-to-peer memory is available that's supported by <ibdev> and
+    <dev>``) and the pci-p2pdma warnings printed at the same moment.
     """
 
     cntlid: int
@@ -258,6 +259,7 @@ class ControllerEvidence:
     mappings: dict[int, str] = field(default_factory=dict)
     refusals: list[LogEvent] = field(default_factory=list)
     superseded: bool = False     # a later controller reused this cntlid in this subsystem
+    mapping_events: dict[int, LogEvent] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -269,50 +271,276 @@ class ControllerEvidence:
         }
 
 
+#: The kernel prints a controller's p2p lines in ``nvmet_alloc_ctrl()`` a moment before its
+#: ``Created ... controller`` line (0.03-0.8 ms apart in the lab under TCG). A line printed
+#: longer than this before the next ``Created`` line was not part of that connect: it was
+#: printed when a namespace was enabled while controllers were connected (``nvmet_ns_enable()``
+#: adds the mapping to each of them, one ``using p2pmem`` line or refusal per controller).
+CONNECT_WINDOW_S = 1.0
+
+#: Kinds printed for one controller at connect (and, for the connected ones, at enable).
+_CTRL_LINE_KINDS = frozenset({
+    KIND_NO_P2P_FOR_CTRL, KIND_NO_COMMON_BRIDGE, KIND_ACS_REDIRECT, KIND_ACS_BLOCKS,
+    KIND_ACS_PARAMETER, KIND_HOST_BRIDGE_NOT_WHITELISTED, KIND_NOT_PCI, KIND_VIRT_DMA})
+
+
+def _belongs(line: LogEvent, created: LogEvent, claimed_nsids: set[int]) -> bool:
+    """Was ``line`` printed while the controller of ``created`` was being set up?"""
+    if line.kind == KIND_P2P_MAPPED and line.nsid in claimed_nsids:
+        return False                 # one line per nsid at a connect: the earlier one is older
+    if line.time is not None and created.time is not None:
+        return created.time - line.time <= CONNECT_WINDOW_S
+    return True
+
+
+def _partition(events: list[LogEvent]) -> tuple[list[ControllerEvidence], list[LogEvent]]:
+    """Controllers with the lines printed while each was created, and the lines no connect
+    claims (printed at namespace enable for the controllers connected then)."""
+    ctrls: list[ControllerEvidence] = []
+    unclaimed: list[LogEvent] = []
+    pending: list[LogEvent] = []
+    for ev in events:
+        if ev.kind == KIND_P2P_MAPPED or ev.kind in _CTRL_LINE_KINDS:
+            pending.append(ev)
+        elif ev.kind in (KIND_NO_P2P_FOR_NS, KIND_NOT_BDEV, KIND_DRIVER_NO_P2P):
+            # enable-time refusals: not about a controller
+            unclaimed += pending
+            pending = []
+        elif ev.kind == KIND_CTRL_CREATED:
+            c = ControllerEvidence(cntlid=ev.cntlid or 0, subsystem=ev.subsystem or "",
+                                   hostnqn=ev.hostnqn or "", ctrl_type=ev.ctrl_type or "nvm",
+                                   time=ev.time, index=ev.index)
+            mine: list[LogEvent] = []
+            nsids: set[int] = set()
+            for line in reversed(pending):         # nearest first
+                if c.ctrl_type == "nvm" and _belongs(line, ev, nsids):
+                    mine.append(line)
+                    if line.kind == KIND_P2P_MAPPED and line.nsid is not None:
+                        nsids.add(line.nsid)
+                else:
+                    unclaimed.append(line)
+            mine.reverse()
+            for m in mine:
+                if m.kind == KIND_P2P_MAPPED:
+                    if m.nsid is not None and m.provider:
+                        c.mappings[m.nsid] = m.provider
+                        c.mapping_events[m.nsid] = m
+                else:
+                    c.refusals.append(m)
+            pending = []
+            for old in ctrls:
+                if old.subsystem == c.subsystem and old.cntlid == c.cntlid:
+                    old.superseded = True
+            ctrls.append(c)
+    unclaimed += pending
+    unclaimed.sort(key=lambda e: e.index)
+    return ctrls, unclaimed
+
+
 def correlate(events: list[LogEvent]) -> list[ControllerEvidence]:
     """Group ``using p2pmem`` and connect-time refusal lines with the controller they belong to.
 
     nvmet prints a controller's p2p lines while ``nvmet_alloc_ctrl()`` sets up its p2p
     namespace map, *before* the ``Created ... controller`` line, and they carry no controller
-    id. So each such line belongs to the next ``Created`` line after it. Lines that no
-    controller claims (e.g. added to already-connected controllers when a namespace is
-    enabled) are attached to nothing here; :func:`late_mappings` returns them.
-    """
-    ctrls: list[ControllerEvidence] = []
-    pending_map: list[LogEvent] = []
-    pending_ref: list[LogEvent] = []
-    for ev in events:
-        if ev.kind == KIND_P2P_MAPPED:
-            pending_map.append(ev)
-        elif ev.kind in (KIND_NO_P2P_FOR_CTRL, KIND_NO_COMMON_BRIDGE, KIND_ACS_REDIRECT,
-                         KIND_ACS_BLOCKS, KIND_ACS_PARAMETER, KIND_HOST_BRIDGE_NOT_WHITELISTED,
-                         KIND_NOT_PCI, KIND_VIRT_DMA):
-            pending_ref.append(ev)
-        elif ev.kind in (KIND_NO_P2P_FOR_NS, KIND_NOT_BDEV, KIND_DRIVER_NO_P2P):
-            # enable-time refusals: not about a controller
-            pending_ref = []
-        elif ev.kind == KIND_CTRL_CREATED:
-            c = ControllerEvidence(cntlid=ev.cntlid or 0, subsystem=ev.subsystem or "",
-                                   hostnqn=ev.hostnqn or "", ctrl_type=ev.ctrl_type or "nvm",
-                                   time=ev.time, index=ev.index)
-            if c.ctrl_type == "nvm":
-                for m in pending_map:
-                    if m.nsid is not None and m.provider:
-                        c.mappings[m.nsid] = m.provider
-                c.refusals = list(pending_ref)
-            pending_map, pending_ref = [], []
-            for old in ctrls:
-                if old.subsystem == c.subsystem and old.cntlid == c.cntlid:
-                    old.superseded = True
-            ctrls.append(c)
-    return ctrls
+    id. So each such line belongs to the next ``Created`` line after it, if that comes within
+    :data:`CONNECT_WINDOW_S` (when the lines carry times) and names no nsid twice. Lines that
+    no controller claims (added to already-connected controllers when a namespace is enabled)
+    are attached to nothing here; :func:`late_lines` returns them."""
+    return _partition(events)[0]
+
+
+def late_lines(events: list[LogEvent]) -> list[LogEvent]:
+    """``using p2pmem`` lines and controller refusals no connect claims: printed when a
+    namespace was enabled while controllers were connected (the kernel adds the mapping to
+    each of them, or prints why not), in log order."""
+    return _partition(events)[1]
 
 
 def late_mappings(events: list[LogEvent]) -> list[LogEvent]:
-    """``using p2pmem`` lines not followed by any ``Created`` line (namespace enabled while
-    controllers were already connected: the kernel then adds the mapping to each of them)."""
-    last_created = max((e.index for e in events if e.kind == KIND_CTRL_CREATED), default=-1)
-    return [e for e in events if e.kind == KIND_P2P_MAPPED and e.index > last_created]
+    """The ``using p2pmem`` lines of :func:`late_lines`."""
+    return [e for e in late_lines(events) if e.kind == KIND_P2P_MAPPED]
+
+
+# --------------------------------------------------------------------------------------
+# Provider identity: which device at a BDF a mapping is about
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class ProviderFacts:
+    """The device at one provider BDF now, and what the log says of the devices before it.
+
+    ``present``/``appeared``/``serial`` are :class:`nvmet_p2p.kernel.PciInstance` (read at the
+    edge); ``added`` the ``added peer-to-peer DMA memory`` lines for this BDF, oldest first:
+    one per device the kernel set up there (boot, every hot-add), the last one the current
+    device's when it is present; ``log_complete``: the log reaches back to boot.
+    """
+
+    bdf: str
+    present: bool
+    appeared: float | None = None
+    serial: str | None = None
+    added: list[LogEvent] = field(default_factory=list)
+    log_complete: bool = True
+
+    @property
+    def current_added(self) -> LogEvent | None:
+        return self.added[-1] if self.present and self.added else None
+
+    @property
+    def hot_added(self) -> bool:
+        """The log shows this BDF's pool registered more than once: the current device is
+        not the one that was there at boot."""
+        return len(self.added) >= 2
+
+    def newer_than(self, line: LogEvent) -> bool:
+        """Did the current device appear after the log line ``line`` (so that the line was
+        about an earlier device at this BDF)? By position in the log when the current device's
+        ``added`` line is in it, else by time (``appeared`` against the line's timestamp)."""
+        a = self.current_added
+        if a is not None:
+            return a.index > line.index
+        if self.appeared is not None and line.time is not None:
+            return self.appeared > line.time
+        return False
+
+    def when(self) -> str:
+        a = self.current_added
+        t = a.time if a is not None and a.time is not None else self.appeared
+        return f"at {t:.1f} s after boot" if t is not None else "since"
+
+    def to_dict(self) -> dict:
+        a = self.current_added
+        return {"bdf": self.bdf, "present": self.present, "appeared": self.appeared,
+                "serial": self.serial, "devices_logged": len(self.added),
+                "added_seq": a.seq if a is not None else None,
+                "added_time": a.time if a is not None else None}
+
+
+def provider_facts(events: list[LogEvent], instances: dict, log_complete: bool = True
+                   ) -> dict[str, ProviderFacts]:
+    """:class:`ProviderFacts` per BDF from the parsed log and the devices read at the edge
+    (``instances``: BDF -> :class:`nvmet_p2p.kernel.PciInstance`)."""
+    out: dict[str, ProviderFacts] = {}
+    for bdf, inst in instances.items():
+        out[bdf] = ProviderFacts(bdf, inst.present, inst.appeared, inst.serial,
+                                 log_complete=log_complete)
+    for e in events:
+        if e.kind == KIND_PROVIDER_ADDED and e.provider in out:
+            out[e.provider].added.append(e)
+    return out
+
+
+@dataclass
+class BindingFacts:
+    """When nvmet-p2p last wrote this namespace's ``p2pmem`` and which device it bound then
+    (:mod:`nvmet_p2p.nvmet.bindings`, read at the edge)."""
+
+    p2pmem: str
+    written: float | None          # CLOCK_MONOTONIC seconds
+    time: float                    # wall clock
+    appeared: float | None = None  # the device's birth when it was written
+    serial: str | None = None
+
+
+#: How far apart two readings of one device's birth may be and still be the same device
+#: (the runtime-PM clock is in milliseconds and read at two different moments).
+SAME_DEVICE_S = 1.0
+
+
+@dataclass
+class OffloadLoss:
+    """A namespace that does not use the provider its ``p2pmem`` names, whatever the mapping
+    lines say: the device is gone, or the namespace holds an earlier device at that BDF."""
+
+    reason: str                      # R_PROVIDER_REMOVED | R_PROVIDER_REPLACED | R_PROVIDER_UNVERIFIED
+    provider: str
+    detail: str
+    source: str = "status"           # "status" (seen now) or "watch" (the degraded record)
+    since: float | None = None       # wall clock, when the record knows
+
+
+def namespace_loss(p2pmem: str, provider: ProviderFacts | None, binding: BindingFacts | None,
+                   recorded: dict | None = None) -> OffloadLoss | None:
+    """Does a namespace with a pinned ``p2pmem`` still use that provider? Pure.
+
+    ``provider``: the facts at that BDF; ``binding``: nvmet-p2p's record of the write (None
+    when it did not write it, or on another boot); ``recorded``: the watcher's ``offload-lost``
+    entry (``since`` wall clock, ``detail``). First match:
+
+    1. the BDF is not on the PCI bus -> removed;
+    2. the device there appeared after nvmet-p2p bound the namespace (or is another drive)
+       -> replaced;
+    3. the watcher recorded the loss and no write since -> its words;
+    4. no record of a write, and the log shows the BDF's pool registered again after boot
+       (hot-added) -> unverified: the namespace may hold the removed device.
+    """
+    if not p2pmem or p2pmem in ("0", "1") or provider is None:
+        return None
+    bdf = p2pmem
+    if not provider.present:
+        return OffloadLoss(R_PROVIDER_REMOVED, bdf,
+                           f"provider {bdf} was removed (it is not on the PCI bus): the kernel keeps "
+                           f"the namespace enabled and serves it from host memory")
+    if binding is not None and binding.p2pmem == bdf:
+        if _replaced_since(provider, binding):
+            return OffloadLoss(R_PROVIDER_REPLACED, bdf,
+                               f"provider {bdf} is a new PCI device (it appeared {provider.when()}), "
+                               f"after p2pmem was written: the namespace still holds the removed "
+                               f"one and serves from host memory until p2pmem is rewritten "
+                               f"(disable, write, enable)")
+        if recorded is not None and float(recorded.get("since") or 0) > binding.time:
+            return _recorded_loss(bdf, recorded)
+        return None
+    if recorded is not None:
+        return _recorded_loss(bdf, recorded)
+    if provider.hot_added:
+        return OffloadLoss(R_PROVIDER_UNVERIFIED, bdf,
+                           f"provider {bdf} was hot-added {provider.when()} (its pool registered "
+                           f"{len(provider.added)} times since boot) and nothing records p2pmem "
+                           f"being written since: the namespace may still hold the removed "
+                           f"device; rewrite p2pmem (disable, write, enable), or sample the pool "
+                           f"while I/O runs (status --sample S --io)")
+    return None
+
+
+def _replaced_since(provider: ProviderFacts, b: BindingFacts) -> bool:
+    if b.serial and provider.serial and b.serial != provider.serial:
+        return True
+    if provider.appeared is not None and b.appeared is not None:
+        return abs(provider.appeared - b.appeared) > SAME_DEVICE_S
+    if provider.appeared is not None and b.written is not None:
+        return provider.appeared > b.written
+    a = provider.current_added
+    return bool(a is not None and a.time is not None and b.written is not None and a.time > b.written)
+
+
+def _recorded_loss(bdf: str, rec: dict) -> OffloadLoss:
+    return OffloadLoss(R_PROVIDER_REPLACED if "back" in str(rec.get("detail", "")) else R_PROVIDER_REMOVED,
+                       bdf, str(rec.get("detail") or f"provider {bdf} lost (recorded by watch)"),
+                       source="watch", since=rec.get("since"))
+
+
+def effective_mapping(ctrl: ControllerEvidence, nsid: int, late: list[LogEvent], p2pmem: str,
+                      unreachable: Callable[[str], bool] | None = None) -> LogEvent | None:
+    """The ``using p2pmem`` line that holds for ``ctrl`` and ``nsid`` now.
+
+    Enabling a namespace (after a disable, e.g. to rewrite ``p2pmem``) drops every connected
+    controller's mapping of it and adds it again to each controller the new provider can serve,
+    with one late line each (:func:`late_lines`); those lines carry no controller id. So the
+    last late line for ``nsid`` after the controller was created, whose provider the namespace
+    can have (``p2pmem`` itself, or any in auto mode), replaces the connect-time line, unless
+    the controller's NIC is known not to reach that provider (``unreachable(bdf)``): then the
+    re-enable left it without a mapping."""
+    later = [e for e in late if e.kind == KIND_P2P_MAPPED and e.nsid == nsid and e.index > ctrl.index
+             and (p2pmem == "1" or e.provider == p2pmem)]
+    if not later:
+        return ctrl.mapping_events.get(nsid) or (
+            LogEvent(KIND_P2P_MAPPED, "", index=ctrl.index, nsid=nsid, provider=ctrl.mappings[nsid])
+            if nsid in ctrl.mappings else None)
+    last = later[-1]
+    if unreachable is not None and last.provider and unreachable(last.provider):
+        return None
+    return last
 
 
 # --------------------------------------------------------------------------------------
@@ -487,27 +715,48 @@ class PoolSampler:
         self.reader = reader
         self.clock = clock
         self.stats: dict[str, PoolStats] = {}
-        for bdf in providers:
-            st = PoolStats(provider=bdf, io_size=io_size)
-            try:
-                with open(os.path.join(_p2pmem_dir(root, bdf), "size")) as f:
-                    st.size = int(f.read().strip())
-            except (OSError, ValueError):
-                pass
-            self.stats[bdf] = st
+        self.io_size = io_size
+        #: providers that could not be read at the last sample (removed): a pool read again
+        #: afterwards belongs to a new device, whose statistics start afresh
+        self.gone: set[str] = set()
+        #: how many times each provider's statistics restarted for a new device
+        self.restarts: dict[str, int] = {}
+        self.track(providers)
         #: the background thread of :meth:`start` and the event that stops it
         self._thread = self._stop = None
         self.started: float | None = None
         self.stopped: float | None = None
 
+    def _fresh(self, bdf: str) -> PoolStats:
+        st = PoolStats(provider=bdf, io_size=self.io_size)
+        try:
+            with open(os.path.join(_p2pmem_dir(self.root, bdf), "size")) as f:
+                st.size = int(f.read().strip())
+        except (OSError, ValueError):
+            pass
+        return st
+
+    def track(self, providers: Iterable[str]) -> None:
+        """Sample these providers too (a provider that appeared since the sampler started)."""
+        for bdf in providers:
+            if bdf not in self.stats:
+                self.stats[bdf] = self._fresh(bdf)
+
     def sample_once(self) -> None:
-        for bdf, st in self.stats.items():
+        for bdf in list(self.stats):
             try:
                 value = self.reader(self.root, bdf)
             except (OSError, ValueError):
-                st.errors += 1
+                self.stats[bdf].errors += 1
+                self.gone.add(bdf)
                 continue
-            st.add(value, self.clock())
+            if bdf in self.gone:
+                # the pool is back after it could not be read: a hot-added device, a new pool;
+                # the old device's minimum or movement says nothing about it
+                self.gone.discard(bdf)
+                self.stats[bdf] = self._fresh(bdf)
+                self.restarts[bdf] = self.restarts.get(bdf, 0) + 1
+            self.stats[bdf].add(value, self.clock())
 
     def run_for(self, seconds: float) -> dict[str, PoolStats]:
         """Sample in the calling thread for ``seconds`` (no thread competing with other work
@@ -572,6 +821,9 @@ R_NO_MAPPING = "no_mapping_logged"
 R_POOL_UNUSED = "pool_never_used"
 R_POOL_EXHAUSTED = "pool_exhausted"
 R_NOT_CONNECTED = "no_controller"
+R_PROVIDER_REMOVED = "provider_removed"
+R_PROVIDER_REPLACED = "provider_replaced"
+R_PROVIDER_UNVERIFIED = "provider_device_unverified"
 
 
 @dataclass
@@ -611,6 +863,10 @@ class Verdict:
     kernel_parameter: str | None = None
     pool: dict | None = None          # PoolStats.usage() of the provider, when sampled
     emulated: str | None = None
+    hostnqn: str | None = None        # the host of the controller
+    nic: str | None = None            # the RDMA device of the controller's port, when known
+    nic_pci: str | None = None        # its PCI function (the p2p client the kernel checks)
+    port_source: str | None = None    # how the controller's port is known (words)
 
     @property
     def active(self) -> bool:
@@ -662,33 +918,47 @@ def decide(*, subsystem: str, nsid: int, ns_enabled: bool, p2pmem: str,
            port: PortFacts | None = None,
            distance: DistanceFacts | None = None,
            pools: dict[str, PoolStats] | None = None,
-           io_during_sampling: bool = False) -> Verdict:
+           io_during_sampling: bool = False,
+           mapping: LogEvent | None | bool = True,
+           providers: dict[str, ProviderFacts] | None = None,
+           loss: OffloadLoss | None = None,
+           device_path: str | None = None) -> Verdict:
     """The verdict for one namespace × controller, from plain facts.
 
     ``p2pmem`` is the namespace attribute read back (``"0"``, ``"1"`` or a provider BDF);
     ``ports`` the ports the subsystem is linked to; ``port`` the port this controller came
-    through when known (host side, or nvmet debugfs), else every port in ``ports`` is a
-    candidate; ``distance`` the distance module's verdict for (provider, NIC) when the provider
-    (configured, or mapped in auto mode) and a PCI RDMA device are known; ``pools`` the sampled
-    ``available`` statistics; ``io_during_sampling`` whether the caller knows I/O ran while the
-    pools were sampled. Rules, first match wins (docs/kernel-log.md#how-status-decides):
+    through when known (host side, nvmet debugfs, or the kernel's own lines), else every port
+    in ``ports`` is a candidate; ``distance`` the distance module's verdict for (provider, NIC)
+    when the provider (configured, or mapped in auto mode) and a PCI RDMA device are known;
+    ``pools`` the sampled ``available`` statistics; ``io_during_sampling`` whether the caller
+    knows I/O ran while the pools were sampled; ``mapping`` the ``using p2pmem`` line that
+    holds for this controller and nsid (:func:`effective_mapping`; default: the one logged at
+    its connect); ``providers`` what is known of the device at each provider BDF now
+    (:class:`ProviderFacts`); ``loss`` the namespace's :func:`namespace_loss`;
+    ``device_path`` the namespace's, to tell its connect-time refusals from other namespaces'.
+    Rules, first match wins (docs/kernel-log.md#how-status-decides):
 
     1. ``p2pmem`` 0 -> inactive (off);   2. namespace disabled -> inactive;
-    3. a ``using p2pmem`` line for this controller and nsid -> active; with pool samples:
+    3. a ``using p2pmem`` line for this controller and nsid -> active, unless the device it
+       names is gone (provider removed), appeared after the line was logged, or the namespace
+       holds an earlier device at that BDF (provider replaced / unverified); with pool samples:
        partial when ``available`` went near zero while the pool was in use (requests then fall
        back, silently), inactive when it sat near zero or never moved while I/O ran;
     4. every candidate port is a non-RDMA transport -> inactive (no p2p client);
     5. every candidate port is RDMA on a soft device -> inactive (soft RDMA); a mix of soft
        RDMA and other transports -> inactive (no p2p client on any port);
-    6. explicit provider the distance module says the NIC cannot reach -> inactive, quoting
-       the kernel's refusal printed at connect time;
-    7. auto-mode connect refusal logged for this controller -> inactive (no provider);
+    6. explicit provider the NIC cannot reach (the distance module says so, or the kernel
+       refused it for this controller at connect) -> inactive, quoting the kernel's refusal;
+    7. auto-mode connect refusal logged for this controller and this namespace's device ->
+       inactive (no provider);
     8. otherwise -> inactive, no mapping logged.
     """
     cntlid = ctrl.cntlid if ctrl else None
     candidates = [port] if port is not None else list(ports)
     v = Verdict(subsystem=subsystem, nsid=nsid, cntlid=cntlid, verdict=INACTIVE,
-                port=port.portid if port else None, emulated=_emulated(candidates))
+                port=port.portid if port else None, emulated=_emulated(candidates),
+                hostnqn=ctrl.hostnqn if ctrl else None,
+                nic=port.rdma_device if port else None, nic_pci=port.rdma_pci if port else None)
     if p2pmem not in ("0", "1", ""):
         v.provider = p2pmem
     if p2pmem in ("0", ""):
@@ -703,14 +973,34 @@ def decide(*, subsystem: str, nsid: int, ns_enabled: bool, p2pmem: str,
         v.reason, v.detail = R_NOT_CONNECTED, "no host controller of this subsystem in the kernel log"
         v.emulated = None
         return v
-    if ctrl.mappings.get(nsid):
-        return _mapped(v, ctrl, p2pmem, candidates, distance, pools or {}, io_during_sampling)
+    if mapping is True:
+        mapping = effective_mapping(ctrl, nsid, [], p2pmem)
+    if mapping:
+        return _mapped(v, ctrl, mapping, p2pmem, candidates, distance, pools or {}, io_during_sampling,
+                       providers or {}, loss)
     if _no_p2p_client(v, candidates, port):
         v.emulated = None
         return v
-    if distance is not None and distance.map_type == MapType.NOT_SUPPORTED:
-        return _unreachable(v, ctrl, p2pmem, candidates, distance)
-    return _not_mapped(v, ctrl, candidates)
+    refused = _refusals_for(ctrl, p2pmem, device_path)
+    if p2pmem != "1" and ((distance is not None and distance.map_type == MapType.NOT_SUPPORTED)
+                          or any(r.kind in (KIND_NO_COMMON_BRIDGE, KIND_ACS_BLOCKS, KIND_NOT_PCI, KIND_VIRT_DMA)
+                                 for r in refused)):
+        return _unreachable(v, refused, p2pmem, candidates, distance)
+    return _not_mapped(v, ctrl, refused, candidates)
+
+
+def _refusals_for(ctrl: ControllerEvidence, p2pmem: str, device_path: str | None) -> list[LogEvent]:
+    """The controller's connect-time refusals that are about this namespace: the pci-p2pdma
+    warnings naming its provider (any provider in auto mode) and the auto-mode line naming
+    its device (other namespaces of the subsystem print theirs at the same connect)."""
+    out = []
+    for r in ctrl.refusals:
+        if r.kind == KIND_NO_P2P_FOR_CTRL:
+            if p2pmem == "1" and (device_path is None or r.device == device_path):
+                out.append(r)
+        elif r.provider is None or p2pmem == "1" or r.provider == p2pmem:
+            out.append(r)
+    return out
 
 
 def _emulated(candidates: list[PortFacts]) -> str | None:
@@ -730,19 +1020,25 @@ def _distance_words(d: DistanceFacts, provider: str, nic: str) -> str:
     return f"distance {provider} -> {nic}: {d.map_type}{dist}"
 
 
-def _mapped(v: Verdict, ctrl: ControllerEvidence, p2pmem: str, candidates: list[PortFacts],
-            distance: DistanceFacts | None, pools: dict[str, PoolStats], io_ran: bool) -> Verdict:
+def _mapped(v: Verdict, ctrl: ControllerEvidence, line: LogEvent, p2pmem: str,
+            candidates: list[PortFacts], distance: DistanceFacts | None, pools: dict[str, PoolStats],
+            io_ran: bool, providers: dict[str, ProviderFacts], loss: OffloadLoss | None) -> Verdict:
     """Rule 3: the kernel logged a mapping for this controller and nsid."""
-    mapped = ctrl.mappings[v.nsid]
+    mapped = line.provider or ""
     v.provider = mapped
+    late = line.index > ctrl.index
     v.evidence.append(f"kernel: nvmet: using p2pmem on {mapped} for nsid {v.nsid} "
-                      f"(controller {ctrl.cntlid})")
+                      + (f"(namespace enabled while controller {ctrl.cntlid} was connected"
+                         + (f", at {line.time:.1f} s" if line.time is not None else "") + ")"
+                         if late else f"(controller {ctrl.cntlid})"))
     if p2pmem not in ("0", "1", "") and mapped != p2pmem:
         v.evidence.append(f"note: configured provider is {p2pmem}, the kernel mapped {mapped}")
     if p2pmem == "1":
         v.evidence.append(f"auto mode (p2pmem=1): the kernel chose {mapped} when the host connected")
     if distance is not None:
         v.evidence.append(_distance_words(distance, mapped, _nic_words(candidates)))
+    if _device_lost(v, ctrl, line, p2pmem, providers.get(mapped), loss):
+        return v
     v.verdict, v.reason = ACTIVE, None
     v.detail = f"NIC DMA goes to p2pmem on {mapped}"
     st = pools.get(mapped)
@@ -751,6 +1047,38 @@ def _mapped(v: Verdict, ctrl: ControllerEvidence, p2pmem: str, candidates: list[
         return v
     v.pool = st.usage()
     return _pool_verdict(v, st, io_ran)
+
+
+def _device_lost(v: Verdict, ctrl: ControllerEvidence, line: LogEvent, p2pmem: str,
+                 pf: ProviderFacts | None, loss: OffloadLoss | None) -> bool:
+    """The mapping names a device that is gone, or one that is not there any more (a new
+    device appeared at the BDF after the line was logged, or the namespace holds an earlier
+    one): never ``offload active``. Sets the verdict and says so."""
+    mapped = line.provider or ""
+    if loss is not None and loss.provider == mapped and p2pmem == mapped:
+        v.reason, v.detail = loss.reason, loss.detail
+        seen = "recorded by watch" if loss.source == "watch" else "seen by status"
+        v.evidence.append(f"the namespace does not use {mapped} ({seen})")
+        return True
+    if pf is None:
+        return False
+    if not pf.present:
+        v.reason = R_PROVIDER_REMOVED
+        v.detail = (f"the kernel mapped p2pmem on {mapped} for this controller, but {mapped} is no "
+                    f"longer on the PCI bus: its pool is gone and every request gets system memory "
+                    f"(the kernel does not say so)")
+        return True
+    if pf.newer_than(line):
+        v.reason = R_PROVIDER_REPLACED
+        v.detail = (f"{mapped} is a new PCI device (it appeared {pf.when()}) since this mapping was "
+                    f"logged: controller {ctrl.cntlid} still holds the removed device and gets system "
+                    f"memory until " + ("the host reconnects" if p2pmem == "1" else
+                                        "p2pmem is rewritten (disable, write, enable)"))
+        a = pf.current_added
+        if a is not None:
+            v.evidence.append(f"kernel: {a.message}" + (f" (at {a.time:.1f} s)" if a.time is not None else ""))
+        return True
+    return False
 
 
 def _pool_verdict(v: Verdict, st: PoolStats, io_ran: bool) -> Verdict:
@@ -815,39 +1143,41 @@ def _no_p2p_client(v: Verdict, candidates: list[PortFacts], port: PortFacts | No
     return False
 
 
-def _unreachable(v: Verdict, ctrl: ControllerEvidence, p2pmem: str, candidates: list[PortFacts],
-                 distance: DistanceFacts) -> Verdict:
+def _unreachable(v: Verdict, refused: list[LogEvent], p2pmem: str, candidates: list[PortFacts],
+                 distance: DistanceFacts | None) -> Verdict:
     """Rule 6: the configured provider is one the NIC cannot reach (the kernel refused it when
     the host connected; the connection itself succeeded, on system memory)."""
-    nic = _nic_words(candidates)
+    said = [r for r in refused if r.kind != KIND_ACS_PARAMETER]
+    client = next((r.client for r in said if r.client), None)
+    nic = _nic_words(candidates) if v.nic or len(candidates) == 1 or not client else f"the NIC {client}"
     v.reason = R_UNREACHABLE
-    mine = [r for r in ctrl.refusals if r.provider in (None, p2pmem)]
-    said = [r for r in mine if r.kind != KIND_ACS_PARAMETER]
     v.detail = (f"provider {p2pmem} is not reachable from {nic}"
-                + (f": {'; '.join(distance.reasons)}" if distance.reasons else "")
+                + (f": {'; '.join(distance.reasons)}" if distance is not None and distance.reasons else "")
                 + ("; the kernel refused it when the host connected" if said else "")
                 + "; the connection runs on system memory")
-    v.kernel_parameter = distance.kernel_parameter or next(
-        (r.kernel_parameter for r in mine if r.kernel_parameter), None)
-    v.evidence.extend("kernel: " + r.message for r in mine)
-    v.evidence.append(_distance_words(distance, p2pmem, nic))
+    v.kernel_parameter = (distance.kernel_parameter if distance is not None else None) or next(
+        (r.kernel_parameter for r in refused if r.kernel_parameter), None)
+    v.evidence.extend("kernel: " + r.message for r in refused)
+    if distance is not None:
+        v.evidence.append(_distance_words(distance, p2pmem, nic))
     return v
 
 
-def _not_mapped(v: Verdict, ctrl: ControllerEvidence, candidates: list[PortFacts]) -> Verdict:
+def _not_mapped(v: Verdict, ctrl: ControllerEvidence, refused: list[LogEvent],
+                candidates: list[PortFacts]) -> Verdict:
     """Rules 7 and 8: a p2p client was possible, but the kernel logged no mapping."""
-    auto_refusals = [r for r in ctrl.refusals if r.kind == KIND_NO_P2P_FOR_CTRL]
+    auto_refusals = [r for r in refused if r.kind == KIND_NO_P2P_FOR_CTRL]
     if auto_refusals:
         r = auto_refusals[0]
         v.reason = R_NO_PROVIDER
         v.detail = (f"no published provider is reachable from both {r.client} and {r.device} "
                     f"(auto mode); the connection runs on system memory")
-        v.evidence.extend("kernel: " + x.message for x in ctrl.refusals)
+        v.evidence.extend("kernel: " + x.message for x in refused)
         return v
     v.reason = R_NO_MAPPING
     v.detail = (f"no 'using p2pmem ... for nsid {v.nsid}' line for controller {ctrl.cntlid}: the kernel "
                 f"did not map p2pmem for it")
-    for r in ctrl.refusals:
+    for r in refused:
         v.evidence.append("kernel: " + r.message)
         if r.kernel_parameter and not v.kernel_parameter:
             v.kernel_parameter = r.kernel_parameter

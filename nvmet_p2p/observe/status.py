@@ -28,11 +28,14 @@ import time
 from dataclasses import dataclass, field
 
 from nvmet_p2p.errors import InputError, NvmetP2PError
+from nvmet_p2p.kernel import BDF_ANYCASE_RE, PciInstance, is_bdf, monotonic_now, read_pci_instance
 from nvmet_p2p.kmsg import KernelLog
+from nvmet_p2p.nvmet import bindings
 from nvmet_p2p.nvmet.apply import ManagedStore
 from nvmet_p2p.nvmet.apply import state_dir as _state_dir
 from nvmet_p2p.nvmet.configfs import Configfs, read_state
 from nvmet_p2p.nvmet.degraded import DegradedStore, for_object
+from nvmet_p2p.nvmet.journal import boot_id
 from nvmet_p2p.nvmet.state import Host, Namespace, Port, Subsystem, TargetState
 from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.output import safe_lines, table
@@ -40,6 +43,7 @@ from nvmet_p2p.pci import distance as dist
 from nvmet_p2p.pci import inventory as pci_inventory
 from nvmet_p2p.pci.inventory import block_device_name
 from nvmet_p2p.pci.model import Inventory, RdmaDevice
+from nvmet_p2p.pci.p2pdma_rules import MapType
 
 SCHEMA = "nvmet-p2p/status"
 SCHEMA_VERSION = 1
@@ -263,19 +267,27 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
              io_during_sampling: bool = False, only: set[str] | None = None,
              hints: list[HostControllerHint] | None = None, kernel: str | None = None,
              log_info: dict | None = None, dev_names: dict[str, str] | None = None,
-             degraded: dict | None = None) -> StatusReport:
+             degraded: dict | None = None, instances: dict | None = None,
+             bindings: dict[str, ev.BindingFacts] | None = None) -> StatusReport:
     """Pure: configfs state + inventory + log events (+ pools) -> report with verdicts.
     ``dev_names``: ``device_path`` -> block device name for paths that are links;
-    ``degraded``: the state directory's record of what was lost (:mod:`nvmet_p2p.nvmet.degraded`)."""
+    ``degraded``: the state directory's record of what was lost (:mod:`nvmet_p2p.nvmet.degraded`);
+    ``instances``: BDF -> :class:`nvmet_p2p.kernel.PciInstance`, the device at each provider
+    BDF *now* (default: presence as the inventory saw it); ``bindings``: namespace key ->
+    :class:`~nvmet_p2p.observe.evidence.BindingFacts`, which device nvmet-p2p bound it to."""
     rep = StatusReport(kernel=kernel or inv.system.kernel_release, time=time.time(),
                        log=dict(log_info or {}), debugfs=debugfs is not None)
     pools = pools or {}
-    rep.providers = _provider_rows(inv, pools)
+    if instances is None:
+        instances = _instances_from_inventory(state, inv, events)
+    pf = ev.provider_facts(events, instances, log_complete=(log_info or {}).get("complete", True))
+    rep.providers = _provider_rows(inv, pools, pf)
     ports_of, port_by_id = _ports_by_subsystem(state, inv)
-    ctx = _Context(state=state, inv=inv, ctrls=ev.correlate(events), debugfs=debugfs,
+    ctrls, late = ev._partition(events)
+    ctx = _Context(state=state, inv=inv, ctrls=ctrls, debugfs=debugfs,
                    hints=hints or [], port_by_id=port_by_id, pools=pools, providers=rep.providers,
                    io_during_sampling=io_during_sampling, kernel=kernel, dev_names=dev_names,
-                   degraded=degraded)
+                   degraded=degraded, late=late, provider_facts=pf, bindings=bindings or {})
     for nqn, sub in sorted(state.subsystems.items()):
         if only is None or nqn in only:
             rep.subsystems.append(_subsystem_row(ctx, nqn, sub, ports_of.get(nqn, [])))
@@ -285,11 +297,35 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
     if debugfs is None:
         rep.notes.append("controllers come from the kernel log ('Created nvm controller' lines; "
                          "superseded ids dropped); without nvmet debugfs it cannot say which are still "
-                         "connected nor, when a subsystem has several ports, through which port")
+                         "connected nor, when a subsystem has several ports, through which port "
+                         "(unless the kernel's own lines name the NIC)")
     if log_info and not log_info.get("complete", True):
         rep.notes.append("the kernel log no longer reaches back to boot: controllers created "
                          "earlier are missing from it")
     return rep
+
+
+def _instances_from_inventory(state: TargetState, inv: Inventory, events: list[ev.LogEvent]) -> dict:
+    """Presence of every provider BDF the target or the log names, as the inventory saw it
+    (when the caller read no device identities)."""
+    out = {}
+    for bdf in provider_bdfs(state, events) | {f.bdf for f in inv.providers(published_only=False)}:
+        f = inv.pci.get(bdf)
+        out[bdf] = PciInstance(bdf, f is not None or not inv.pci,
+                               published=f.p2pmem.published if f and f.p2pmem else None)
+    return out
+
+
+def provider_bdfs(state: TargetState, events: list[ev.LogEvent]) -> set[str]:
+    """Every BDF a namespace's ``p2pmem`` or a ``using p2pmem``/``added`` line names."""
+    out = {e.provider for e in events if e.provider and e.kind in (ev.KIND_P2P_MAPPED, ev.KIND_PROVIDER_ADDED)
+           and is_bdf(e.provider)}
+    for sub in state.subsystems.values():
+        for ns in sub.namespaces.values():
+            v = ns.attrs.get("p2pmem", "").strip().lower()
+            if is_bdf(v):
+                out.add(v)
+    return out
 
 
 @dataclass
@@ -308,18 +344,27 @@ class _Context:
     kernel: str | None
     dev_names: dict | None
     degraded: dict | None
+    late: list = field(default_factory=list)              # log lines no connect claims
+    provider_facts: dict = field(default_factory=dict)    # BDF -> ev.ProviderFacts
+    bindings: dict = field(default_factory=dict)          # "<nqn>/<nsid>" -> ev.BindingFacts
 
 
-def _provider_rows(inv: Inventory, pools: dict[str, ev.PoolStats]) -> dict[str, dict]:
+def _provider_rows(inv: Inventory, pools: dict[str, ev.PoolStats],
+                   pf: dict[str, ev.ProviderFacts] | None = None) -> dict[str, dict]:
     """Every PCI function with a p2pmem pool: its size, what is available, whether it is
-    published, and the sampled statistics when the pools were sampled."""
+    published, whether it is still on the bus and which device it is (when read), and the
+    sampled statistics when the pools were sampled."""
     rows = {}
+    pf = pf or {}
     for f in sorted(inv.pci.values(), key=lambda f: f.bdf):
         if f.p2pmem is None:
             continue
         st = pools.get(f.bdf)
+        facts = pf.get(f.bdf)
         rows[f.bdf] = {"size": f.p2pmem.size, "available": f.p2pmem.available,
-                       "published": f.p2pmem.published, "sampled": st.to_dict() if st else None}
+                       "published": f.p2pmem.published, "sampled": st.to_dict() if st else None,
+                       "present": facts.present if facts else True,
+                       "device": facts.to_dict() if facts else None}
     return rows
 
 
@@ -347,10 +392,11 @@ def _subsystem_row(ctx: _Context, nqn: str, sub, sports: list) -> dict:
         cands = [c for c in cands if c.cntlid in hinted] or cands
     ctrl_rows, ctrl_port = [], {}
     for c in cands:
-        port = _controller_port(ctx, c, live, hinted, sports)
-        ctrl_port[c.cntlid] = port
+        port, source = _controller_port(ctx, c, live, hinted, sports)
+        ctrl_port[c.cntlid] = (port, source)
         row = c.to_dict()
         row["port"] = port.portid if port else None
+        row["port_source"] = source if port else None
         row["live"] = (c.cntlid in live) if live is not None else None
         if live is not None and c.cntlid in live:
             row["state"] = live[c.cntlid].get("state")
@@ -364,55 +410,113 @@ def _subsystem_row(ctx: _Context, nqn: str, sub, sports: list) -> dict:
 
 
 def _controller_port(ctx: _Context, c, live: dict | None, hinted: dict, sports: list):
-    """The port a host controller came in through: nvmet debugfs says it; else the host's hint
-    (transport, address, service id) when exactly one port matches; else the only port."""
+    """The port a host controller came in through, and how that is known: nvmet debugfs says
+    it; else the host's hint (transport, address, service id) when exactly one port matches;
+    else the only port; else the kernel's own lines at its connect: a refusal names the NIC
+    (the pci-p2pdma warning is printed on the NIC's PCI function, the auto-mode line names
+    its RDMA device), or a mapping to a provider only one port's NIC can reach."""
     if live is not None and isinstance(live.get(c.cntlid, {}).get("port"), int):
-        return ctx.port_by_id.get(live[c.cntlid]["port"])
+        return ctx.port_by_id.get(live[c.cntlid]["port"]), "nvmet debugfs"
     if c.cntlid in hinted:
         h = hinted[c.cntlid]
         m = [p for p in sports if p.trtype == h.transport and
              (h.transport == "loop" or (p.traddr == h.traddr and (not h.trsvcid or
                                                                  str(h.trsvcid) == _svc(ctx.state, p.portid))))]
-        return m[0] if len(m) == 1 else None
-    return sports[0] if len(sports) == 1 else None
+        return (m[0], "the host's connection") if len(m) == 1 else (None, None)
+    if len(sports) == 1:
+        return sports[0], "the subsystem's only port"
+    for r in c.refusals:
+        if not r.client:
+            continue
+        m = [p for p in sports if p.trtype == "rdma" and r.client in (p.rdma_pci, p.rdma_device)]
+        if len(m) == 1:
+            return m[0], f"the kernel's refusal at connect names {r.client}"
+    if c.mappings:
+        reach = [p for p in sports if p.trtype == "rdma" and p.rdma_pci and not p.rdma_soft and all(
+            _reaches(ctx, prov, p.rdma_pci) for prov in c.mappings.values())]
+        rdma_pci = [p for p in sports if p.trtype == "rdma" and p.rdma_pci and not p.rdma_soft]
+        if len(reach) == 1 and len(rdma_pci) == len([p for p in sports if p.trtype == "rdma"]):
+            return reach[0], (f"its mapping to {', '.join(sorted(set(c.mappings.values())))}: the only "
+                              f"port whose NIC reaches it")
+    return None, None
+
+
+def _reaches(ctx: _Context, provider: str, nic: str) -> bool:
+    d = distance_facts(provider, nic, ctx.inv, ctx.kernel)
+    return d is None or d.map_type != MapType.NOT_SUPPORTED
 
 
 def _namespace_row(ctx: _Context, nqn: str, nsid: int, ns, cands: list, ctrl_port: dict,
                    sports: list) -> dict:
     """One namespace: its device, p2pmem mode and provider, what it lost, and the offload verdict
-    for each host controller (one verdict without a controller when none is known)."""
-    p2p = ns.attrs.get("p2pmem", "")
+    for each host controller (one verdict without a controller when none is known). What it
+    lost (the OFFLOAD LOST line) and the verdicts come from the same facts, so they agree."""
+    p2p = ns.attrs.get("p2pmem", "").strip().lower() if _is_bdf_like(ns.attrs.get("p2pmem", "")) \
+        else ns.attrs.get("p2pmem", "")
     dev = ns.attrs.get("device_path", "")
+    obj = f"namespace {nqn}/{nsid}"
+    recorded = _recorded_loss(obj, ctx.degraded)
+    binding = ctx.bindings.get(f"{nqn}/{nsid}")
+    loss = ev.namespace_loss(p2p, ctx.provider_facts.get(p2p), binding, recorded)
     verdicts = []
     for c in cands or [None]:
-        port = ctrl_port.get(c.cntlid) if c else None
+        port, source = ctrl_port.get(c.cntlid, (None, None)) if c else (None, None)
         nic = next((p.rdma_pci for p in ([port] if port else sports) if p and p.rdma_pci), None)
-        judged = (c.mappings.get(nsid) if c else None) or (p2p if p2p not in ("0", "1", "") else None)
+
+        def unreachable(bdf, nic_=nic if port else None):
+            return bool(nic_) and not _reaches(ctx, bdf, nic_)
+
+        mapping = ev.effective_mapping(c, nsid, ctx.late, p2p, unreachable) if c else None
+        judged = (mapping.provider if mapping else None) or (p2p if p2p not in ("0", "1", "") else None)
         dist = distance_facts(judged, nic, ctx.inv, ctx.kernel) if judged and nic else None
-        verdicts.append(ev.decide(subsystem=nqn, nsid=nsid, ns_enabled=ns.enable, p2pmem=p2p,
-                                  ports=sports, ctrl=c, port=port, distance=dist, pools=ctx.pools,
-                                  io_during_sampling=ctx.io_during_sampling))
+        v = ev.decide(subsystem=nqn, nsid=nsid, ns_enabled=ns.enable, p2pmem=p2p,
+                      ports=sports, ctrl=c, port=port, distance=dist, pools=ctx.pools,
+                      io_during_sampling=ctx.io_during_sampling, mapping=mapping,
+                      providers=ctx.provider_facts, loss=loss, device_path=dev)
+        v.port_source = source
+        verdicts.append(v)
     grp = ns.attrs.get("ana_grpid", "")
     return {"nsid": nsid, "enabled": ns.enable, "device_path": dev, "p2pmem": p2p,
             "ana_grpid": int(grp) if grp.isdigit() else 1,
             "mode": "off" if p2p in ("0", "") else ("auto" if p2p == "1" else "pinned"),
             "backing_pci": backing_pci(dev, ctx.inv, ctx.dev_names),
             "provider": ctx.providers.get(p2p) if p2p not in ("0", "1", "") else None,
-            "degraded": _degraded_rows(f"namespace {nqn}/{nsid}", p2p, ctx.inv, ctx.degraded),
+            "degraded": _degraded_rows(obj, loss, ctx.degraded),
             "_verdicts": verdicts}
 
 
-def _degraded_rows(obj: str, p2p: str, inv: Inventory, degraded: dict | None) -> list[dict]:
-    """What the record says this object lost, plus what the kernel's tree shows even without
-    it: a pinned provider that is not on the bus (the kernel serves from host memory)."""
-    rows = [e.to_dict() for e in for_object(degraded or {}, obj)]
-    pinned = p2p not in ("0", "1", "")
-    if pinned and inv.pci and p2p not in inv.pci and not any(r["kind"] == "offload-lost" for r in rows):
-        rows.append({"object": obj, "kind": "offload-lost", "since": None, "since_text": "unknown",
-                     "detail": f"provider {p2p} is not on the PCI bus: the kernel keeps the namespace "
-                               f"enabled and serves it from host memory", "source": "status",
-                     "provider": p2p})
-    return rows
+def _is_bdf_like(v: str) -> bool:
+    return bool(BDF_ANYCASE_RE.match((v or "").strip()))
+
+
+def _recorded_loss(obj: str, degraded: dict | None) -> dict | None:
+    """The watcher's ``offload-lost`` entry for ``obj`` as plain data (``since``, ``detail``,
+    ``provider``), or None."""
+    for e in for_object(degraded or {}, obj):
+        if e.kind == "offload-lost":
+            return {"since": e.since, "detail": e.detail, **e.facts}
+    return None
+
+
+def _degraded_rows(obj: str, loss: ev.OffloadLoss | None, degraded: dict | None) -> list[dict]:
+    """What the record says this object lost, with its ``offload-lost`` entry replaced by the
+    namespace's :func:`~nvmet_p2p.observe.evidence.namespace_loss` (the same facts the verdicts
+    use): a record a later ``p2pmem`` write made stale is dropped, and a loss the record does
+    not know (a pinned provider not on the bus, a device replaced since nvmet-p2p wrote
+    ``p2pmem``) is shown."""
+    rows = [e.to_dict() for e in for_object(degraded or {}, obj) if e.kind != "offload-lost"]
+    if loss is None:
+        return rows
+    rec = next((e for e in for_object(degraded or {}, obj) if e.kind == "offload-lost"), None)
+    if loss.source == "watch" and rec is not None:
+        row = rec.to_dict()
+    else:
+        since = rec.since if rec is not None else loss.since
+        row = {"object": obj, "kind": "offload-lost", "since": since,
+               "since_text": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "unknown",
+               "detail": loss.detail, "source": loss.source, "provider": loss.provider}
+    row["reason"] = loss.reason
+    return rows + [row]
 
 
 def ana_rows(state: TargetState, subsystems: list[dict]) -> list[dict]:
@@ -496,10 +600,12 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
     degraded = store.load()
     if store.warning:
         notes.append(store.warning)
-    rep = assemble(state, inv, ev.parse_log(log_records), debugfs=read_debugfs_controllers(root),
+    events = ev.parse_log(log_records)
+    rep = assemble(state, inv, events, debugfs=read_debugfs_controllers(root),
                    pools=pools, io_during_sampling=io_during_sampling, only=only, hints=hints,
                    kernel=kernel, log_info=info, dev_names=_device_names(root, state),
-                   degraded=degraded)
+                   degraded=degraded, instances=read_instances(root, state, events, inv),
+                   bindings=read_bindings(root, state_dir))
     rep.degraded_ports = [e.to_dict() for (o, _k), e in sorted(degraded.items()) if o.startswith("port ")]
     rep.sampling = sampling
     rep.notes = notes + rep.notes
@@ -507,6 +613,24 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
         rep.notes.insert(0, f"no nvmet configfs tree at {os.path.join(root, NVMET)} "
                             "(modprobe nvmet; configfs mounted?)")
     return rep
+
+
+def read_instances(root: str, state: TargetState, events: list[ev.LogEvent], inv: Inventory) -> dict:
+    """The device at every provider BDF the target, the log or the inventory names, read now
+    (:func:`nvmet_p2p.kernel.read_pci_instance`: presence, birth, serial): a few small sysfs
+    files each, so ``status --watch`` sees a removal or a replacement at every refresh even
+    with the inventory it read at the start."""
+    now = monotonic_now(root)
+    bdfs = provider_bdfs(state, events) | {f.bdf for f in inv.providers(published_only=False)}
+    return {b: read_pci_instance(root, b, now) for b in sorted(bdfs)}
+
+
+def read_bindings(root: str, state_dir: str | None) -> dict[str, ev.BindingFacts]:
+    """nvmet-p2p's record of the provider device each namespace was bound to, this boot."""
+    out = {}
+    for k, b in bindings.load(_state_dir(state_dir), boot_id(root)).items():
+        out[k] = ev.BindingFacts(b.p2pmem, b.written, b.time, b.appeared, b.serial)
+    return out
 
 
 def _pools_and_inventory(root, sample_seconds, interval, io_during_sampling, io_size, sampler,
@@ -518,7 +642,8 @@ def _pools_and_inventory(root, sample_seconds, interval, io_during_sampling, io_
         pools = sampler.stats
         sampling = {"seconds": (sampler.stopped or time.time()) - (sampler.started or time.time()),
                     "interval": sampler.interval, "io_running": io_during_sampling,
-                    "io_size": next((s.io_size for s in pools.values() if s.io_size), None)}
+                    "io_size": next((s.io_size for s in pools.values() if s.io_size), None),
+                    "restarted": dict(getattr(sampler, "restarts", {}))}
         return inv, pools, sampling
     if sample_seconds > 0:
         providers = ([f.bdf for f in inventory.providers(published_only=False)] if inventory
@@ -627,6 +752,8 @@ def _render_controllers(s: dict) -> list[str]:
     for c in s["controllers"]:
         live = "" if c["live"] is None else (" live" if c["live"] else " gone")
         port = f" port {c['port']}" if c["port"] is not None else ""
+        if c["port"] is not None and c.get("port_source") not in (None, "the subsystem's only port"):
+            port += f" ({c['port_source']})"
         maps = ", ".join(f"nsid {k} -> {v}" for k, v in c["mappings"].items()) or "no p2p mapping"
         out.append(f"  controller {c['cntlid']}{port}{live}: {c['hostnqn']} ({maps})")
     return out

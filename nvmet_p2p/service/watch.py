@@ -569,7 +569,7 @@ class Watcher:
                 if not step:
                     continue
                 try:
-                    with lastapply.recorded(self.o.state_dir, "watch") as rec:
+                    with lastapply.recorded(self.o.state_dir, "watch", root=self.o.root) as rec:
                         rec.outcome = o = reconcile(
                             self.o.root, desire(step), self.o.state_dir, cfs=cfs,
                             kernel=self.o.kernel, lock_timeout=self.o.lock_timeout)
@@ -634,7 +634,7 @@ class Watcher:
                     fix[k] = st.Namespace(n.nsid, True, {"p2pmem": p2p})
             return partial_desired(now, managed, fix, self.facts)
         try:
-            with lastapply.recorded(self.o.state_dir, "watch") as rec:
+            with lastapply.recorded(self.o.state_dir, "watch", root=self.o.root) as rec:
                 rec.outcome = reconcile(self.o.root, want, self.o.state_dir, cfs=self._cfs(),
                                         kernel=self.o.kernel, lock_timeout=self.o.lock_timeout)
         except (ApplyFailed, NvmetP2PError) as exc:

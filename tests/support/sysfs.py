@@ -1374,6 +1374,49 @@ def rdma_p2p_lab(root, *, write: bool = True) -> Machine:
     return m.write() if write else m
 
 
+def hotplug_p2p_lab(root, *, write: bool = True) -> Machine:
+    """``tools/lab/run --topology hotplug-p2p`` as the real 7.3 guest shows it (the capture in
+    ``tests/fixtures/lab/hotplug-p2p1``)::
+
+        00:04.0 root port                                        role "rp1"
+          01:00.0 switch upstream                                role "usp"
+            02:00.0 .. 02:03.0 downstream (pciehp slots)         roles "dsp1".."dsp4"
+              03:00.0 NVMe cmbA, 32 MiB CMB (nvme0)              role "cmbA"
+              04:00.0 NVMe cmbB, 32 MiB CMB (nvme1)              role "cmbB"
+              05:00.0 NVMe plainS (nvme2)                        role "plainS"
+              06:00.0 e1000e nicnear 10.79.0.1/24, rxe_p2p rxp0  role "nicnear"
+        00:05.0 root port                                        role "rp2"
+          07:00.0 NVMe plain (nvme3)                             role "plain"
+        00:06.0 root port                                        role "rp3"
+          08:00.0 virtio-net nicfar 10.80.0.1/24, rxe_p2p rxp1   role "nicfar"
+    """
+    m = Machine(root)
+    m.system(cpu_vendor="AuthenticAMD", cpu_family=15, cpu_model=107,
+             cpu_model_name="QEMU TCG CPU version 2.5+",
+             cmdline="console=ttyS0,115200 loglevel=4 panic=-1 oops=panic printk.devkmsg=on",
+             modules_loaded=sorted(["9p", "9pnet", "9pnet_virtio", "configfs", "nvme", "nvme_core",
+                                    "overlay", "e1000e", "virtio_net", "rdma_rxe_p2p", "ib_core",
+                                    "ip6_udp_tunnel", "udp_tunnel", "nvmet", "nvmet_rdma"]),
+             nvmet_configfs=True)
+    _q35_base(m)
+    m.root_port("0000:00:04.0", secondary=1, subordinate=6, role="rp1")
+    dsps = [f"0000:02:0{i}.0" for i in range(4)]
+    m.switch("0000:01:00.0", parent="0000:00:04.0", downstream=dsps, secondary=2, role="usp")
+    for i, (serial, cmb) in enumerate((("cmbA", 32), ("cmbB", 32), ("plainS", 0))):
+        m.roles[f"dsp{i + 1}"] = dsps[i]
+        m.nvme(f"0000:0{3 + i}:00.0", parent=dsps[i], ctrl=f"nvme{i}", serial=serial,
+               cmb_mb=cmb or None, role=serial)
+    m.roles["dsp4"] = dsps[3]
+    m.rxe_p2p("rxp0", bdf="0000:06:00.0", parent=dsps[3], netdev="nicnear",
+              addresses=["10.79.0.1/24"], role="nicnear")
+    m.root_port("0000:00:05.0", secondary=7, role="rp2")
+    m.nvme("0000:07:00.0", parent="0000:00:05.0", ctrl="nvme3", serial="plain", role="plain")
+    m.root_port("0000:00:06.0", secondary=8, role="rp3")
+    m.rxe_p2p("rxp1", bdf="0000:08:00.0", parent="0000:00:06.0", netdev="nicfar",
+              addresses=["10.80.0.1/24"], model="virtio-net-pci", role="nicfar")
+    return m.write() if write else m
+
+
 def multipath(root, *, write: bool = True) -> Machine:
     """The lab topology plus a dual-controller subsystem with a native-multipath namespace.
 
