@@ -366,3 +366,84 @@ def test_reactions_and_the_watchers_applies_are_counted(env, monkeypatch):
     now = counted()
     assert now[("watch_reactions", ("provider-lost", "failed"))] == 1
     assert now[("apply_refusals", ("watch", "kernel"))] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# watch --profile: re-placement by the profile, on the machine as it is after the burst
+# ---------------------------------------------------------------------------------------------
+
+PROFILE = f"""version: 1
+ports:
+  - {{id: 1, transport: rdma, rdma_device: rxe0}}
+subsystems:
+  - nqn: {NQN}
+    allow_any_host: true
+    ports: [1]
+    namespaces:
+      - {{nsid: 1, select: {{serial: cmbC}}}}
+      - {{nsid: 2, select: {{serial: cmbB}}}}
+      - {{nsid: 3, select: {{serial: plain}}, p2p: off}}
+"""
+
+
+@pytest.fixture
+def profiled(env, tmp_path):
+    """The target as `apply --profile` made it: cmbC's pool is not published, so nsid 1 (on
+    cmbC) is placed on the lowest of the CMBs beside it, cmbA; nsid 2 on its own cmbB."""
+    m, cfs, sd, make, out = env
+    m.set_p2pmem(C, published=False)
+    m.write()
+    fakenvmet.P2P_PROVIDERS.discard(C)
+    path = tmp_path / "profile.yaml"
+    path.write_text(PROFILE)
+    from nvmet_p2p.policy import placement
+    p = placement.place_profile(str(path), read_inventory(m.root), root=str(m.root))
+    assert p.state.subsystems[NQN].namespaces[1].attrs["p2pmem"] == A
+    reconcile(str(m.root), p.state, sd, cfs=cfs)
+    cfs.log.clear()
+
+    def make_profiled(policy="reconcile"):
+        w = make(policy)
+        w.o.profile = str(path)
+        return w
+    return m, cfs, sd, make_profiled, out
+
+
+def test_profile_replaces_on_the_machine_after_the_burst_not_on_the_removed_provider(profiled):
+    m, cfs, sd, make, out = profiled
+    w = make()
+    unplug(m, A, "nvme0")
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert [(d.kind, d.action) for d in ds] == [("provider-lost", "reconciled")]
+    ns1 = read_state(cfs).subsystems[NQN].namespaces[1]
+    assert ns1.attrs["p2pmem"] == B and ns1.enable          # was: A again (the removed one)
+    line = lines(out)[-1]
+    assert "re-placed by profile" in line["changes"] and B in line["changes"] and A not in line["changes"]
+    e = DegradedStore(sd).load()[(f"namespace {NQN}/1", "re-placed")]
+    assert (e.facts["provider"], e.facts["now"]) == (A, B)
+    # the provider returns: the configured one is written back
+    plug(m, A, "nvme0", "cmbA", "0000:02:00.0")
+    cfs.log.clear()
+    ds = w.handle(arrival(A, "nvme0n1"))
+    assert [(d.kind, d.action) for d in ds] == [("provider-back", "reconciled")]
+    assert read_state(cfs).subsystems[NQN].namespaces[1].attrs["p2pmem"] == A
+
+
+def test_profile_that_pins_the_removed_provider_writes_nothing_and_says_so(profiled, tmp_path):
+    m, cfs, sd, make, out = profiled
+    (tmp_path / "profile.yaml").write_text(PROFILE.replace(
+        "{nsid: 1, select: {serial: cmbC}}", f"{{nsid: 1, select: {{serial: cmbC}}, p2p: {{pinned: '{A}'}}}}"))
+    w = make()
+    unplug(m, A, "nvme0")
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert ds[0].kind == "provider-lost" and ds[0].action == "nothing to write", ds[0].result
+    assert cfs.log == []
+    assert "host memory" in DegradedStore(sd).load()[(f"namespace {NQN}/1", "offload-lost")].detail
+
+
+def test_watch_command_refuses_a_broken_profile_before_listening(tmp_path, capsys):
+    from nvmet_p2p import cli
+    bad = tmp_path / "p.yaml"
+    bad.write_text("version: 1\nsubsystems: nope\n")
+    assert cli.main(["watch", "--profile", str(bad), "--state-dir", str(tmp_path / "s")]) == 2
+    assert "p.yaml" in capsys.readouterr().err

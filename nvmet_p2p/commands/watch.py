@@ -43,7 +43,8 @@ def register(p) -> None:
                    help="report (default): log and record only; reconcile: also write configfs")
     p.add_argument("--profile", metavar="PROFILE", default=None,
                    help="re-place namespaces that lost their provider with this profile's "
-                        "placement (default: the nearest other provider the kernel accepts)")
+                        "placement on the machine as it is after the event (default: the nearest "
+                        "other provider the kernel accepts)")
     p.add_argument("--debounce", type=float, default=0.5, metavar="SECONDS",
                    help="a burst ends when the events have been quiet this long (default 0.5)")
     p.add_argument("--source", choices=("auto", "udev", "kernel"), default="auto",

@@ -287,6 +287,7 @@ class Watcher:
         self.stopping = False
         self.bursts_decided = 0
         self._wake = _Wake()
+        self._placement = None          # the profile's placement for the burst being handled
 
     # -- facts --------------------------------------------------------------------------------
     def _cfs(self):
@@ -370,6 +371,7 @@ class Watcher:
     # -- one burst ----------------------------------------------------------------------------
     def handle(self, events: list[hp.Event]) -> list[hp.Decision]:
         t_decide = time.monotonic()
+        self._placement = None
         lost = self.lost()
         came = published_providers(self.o.root, events)
         went = {e.bdf for e in events if e.subsystem == "pci" and e.action in ("remove", "unbind")}
@@ -482,9 +484,10 @@ class Watcher:
 
     def choose_provider(self, inv, n: hp.NsFacts, gone: set[str]):
         """Another published provider the kernel accepts for this namespace's clients (the
-        backing NVMe and the PCI RDMA NICs of its ports), nearest first, then most free."""
+        backing NVMe and the PCI RDMA NICs of its ports), nearest first, then most free; with
+        ``--profile``, the profile's placement on the machine as it is now."""
         if self.o.profile:
-            return self._profile_choice(inv, n)
+            return self._profile_choice(n, gone)
         clients = [n.backing_pci] if n.backing_pci else []
         for pid in n.ports:
             for ib in self.facts.ports.get(pid, hp.PortFacts(pid, "", "")).rdma:
@@ -505,18 +508,34 @@ class Watcher:
                                f"{best.distance}): the nearest published provider the kernel "
                                f"accepts for {', '.join(clients)}")
 
-    def _profile_choice(self, inv, n: hp.NsFacts):
-        try:
-            p = placement.place_profile(self.o.profile, inv, self.o.kernel, root=self.o.root)
-        except Exception as exc:
-            return None, f"profile {self.o.profile} cannot be placed now: {exc}"
+    def _profile_placement(self):
+        """The profile placed on the machine as it is *after* the burst: the inventory is read
+        again (the one read before the burst still lists the device just removed, and the
+        profile's placement would choose it again). Once per burst; (placement, error)."""
+        if self._placement is None:
+            try:
+                inv_now = read_inventory(self.o.root)
+                self._placement = (placement.place_profile(self.o.profile, inv_now, self.o.kernel,
+                                                           root=self.o.root), None)
+            except Exception as exc:
+                self._placement = (None, str(exc))
+        return self._placement
+
+    def _profile_choice(self, n: hp.NsFacts, gone: set[str]):
+        p, error = self._profile_placement()
+        if p is None:
+            return None, f"profile {self.o.profile} cannot be placed now: {error}"
         sub = p.state.subsystems.get(n.nqn)
         ns = sub.namespaces.get(n.nsid) if sub else None
         if ns is None or ns.attrs.get("device_path") != n.device_path:
             return None, (f"profile {self.o.profile} no longer maps {n.key} to {n.device_path} on "
                           f"this machine: not re-placed")
         v = ns.attrs.get("p2pmem", "0")
-        return v, f"re-placed by profile {self.o.profile}: p2pmem {v}"
+        if v in gone or (_is_bdf(v) and not self._published(v)):
+            # a profile that pins the namespace on the provider just removed: nothing to write
+            return None, (f"profile {self.o.profile} places {n.key} on {v}, which is gone: not "
+                          f"re-placed; the namespace serves from host memory until it returns")
+        return v, f"re-placed by profile {self.o.profile} (on the machine after the event): p2pmem {v}"
 
     def _placement_recheck(self, inv, d: hp.Decision) -> list[str]:
         """After an RDMA device or address change: does each pinned provider still suit the
