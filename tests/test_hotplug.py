@@ -19,14 +19,21 @@ def facts():
     return f
 
 
+def devpath(bdf, *below):
+    """The sysfs path the kernel's uevents carry (DEVPATH) for a device under sw1."""
+    return "/".join(["/devices/pci0000:00/0000:00:04.0/0000:01:00.0/0000:02:00.0", bdf, *below])
+
+
 def removal(bdf, block, t=10.0, udev=True):
     """The uevents of a pciehp removal in the order the lab kernel sends them (kernel source:
-    DEVNAME without /dev/)."""
+    DEVNAME without /dev/), each with its DEVPATH."""
     dn = f"/dev/{block}" if udev else block
-    return [hp.Event("remove", "block", block, {"DEVNAME": dn, "DEVTYPE": "disk", "MAJOR": "259"}, t),
-            hp.Event("remove", "nvme", "nvme0", {"DEVNAME": "nvme0"}, t + 0.05),
-            hp.Event("unbind", "pci", bdf, {"PCI_SLOT_NAME": bdf}, t + 0.1),
-            hp.Event("remove", "pci", bdf, {"PCI_SLOT_NAME": bdf}, t + 0.12)]
+    return [hp.Event("remove", "block", block, {"DEVNAME": dn, "DEVTYPE": "disk", "MAJOR": "259",
+                                                "DEVPATH": devpath(bdf, "nvme/nvme0", block)}, t, 101),
+            hp.Event("remove", "nvme", "nvme0", {"DEVNAME": "nvme0", "DEVPATH": devpath(bdf, "nvme/nvme0")},
+                     t + 0.05, 102),
+            hp.Event("unbind", "pci", bdf, {"PCI_SLOT_NAME": bdf, "DEVPATH": devpath(bdf)}, t + 0.1, 103),
+            hp.Event("remove", "pci", bdf, {"PCI_SLOT_NAME": bdf, "DEVPATH": devpath(bdf)}, t + 0.12, 104)]
 
 
 def test_provider_removed_names_only_the_namespaces_using_it():
@@ -35,10 +42,26 @@ def test_provider_removed_names_only_the_namespaces_using_it():
     lost = kinds[("provider-lost", A)]
     assert lost.namespaces == [f"{NQN}/1", f"{NQN}/3"]          # not nsid 2 (provider B)
     assert "silently serves" in lost.detail
-    assert lost.first_event == 10.12                               # the pci remove
+    # the kernel's first uevent of the removal: the namespace's block device, not the pci remove
+    assert (lost.first_event, lost.first_seq) == (10.0, 101)
     back = kinds[("backing-lost", "nvme0n1")]
     assert back.namespaces == [f"{NQN}/3"] and back.facts["wwid"] == "w-a"
-    assert back.first_event == 10.0
+    assert (back.first_event, back.first_seq) == (10.0, 101)
+
+
+def test_the_kernels_time_of_a_uevent_counts_not_when_udev_passed_it_on():
+    evs = removal(A, "nvme0n1", t=10.0)
+    for e in evs:                       # udev passed each on 0.4 s after the kernel sent it
+        e.kernel_time, e.received = e.received, e.received + 0.4
+    (lost,) = [d for d in hp.decide(evs, facts(), {}) if d.kind == "provider-lost"]
+    assert (lost.first_event, lost.first_received) == (10.0, 10.4)
+
+
+def test_first_uevent_ignores_other_devices():
+    evs = removal(B, "nvme1n1", t=5.0) + removal(A, "nvme0n1", t=10.0)
+    assert hp.first_uevent(evs, bdf=A).t == 10.0 and hp.first_uevent(evs, bdf=B).t == 5.0
+    assert hp.first_uevent(evs, devname="nvme1n1").seq == 101
+    assert hp.first_uevent(evs, bdf="0000:09:00.0") is None
 
 
 def test_kernel_source_devname_without_dev_prefix_matches_too():
@@ -68,8 +91,11 @@ def test_provider_back_needs_it_published_and_a_user():
     f = facts()
     f.providers.discard(A)                                           # absent when last read
     ds = hp.decide(ev, f, {}, published={A})
-    assert ds[0].kind == "provider-back" and ds[0].first_event == 2.5   # the bind, not the add
+    assert ds[0].kind == "provider-back" and ds[0].first_event == 1.0   # the add, not the bind
     assert ds[0].namespaces == [f"{NQN}/1", f"{NQN}/3"]
+    # the bind in a later burst: the reaction still starts at the add of the earlier one
+    ds = hp.decide(ev[1:], f, {}, published={A}, earlier=ev[:1])
+    assert ds[0].first_event == 1.0
     f = facts()
     f.namespaces[f"{NQN}/1"].p2pmem = B                               # re-placed earlier
     del f.namespaces[f"{NQN}/3"]

@@ -292,7 +292,7 @@ def test_run_debounces_a_burst_into_one_handling(env, monkeypatch):
     src.push([hp.Event(e.action, e.subsystem, e.name, e.props, now) for e in removal(A, "nvme0n1")])
     seen = []
     orig = w.handle
-    monkeypatch.setattr(w, "handle", lambda evs: seen.append(len(evs)) or orig(evs))
+    monkeypatch.setattr(w, "handle", lambda evs, burst=None: seen.append(len(evs)) or orig(evs, burst))
     assert w.run() == 0
     assert seen == [3]
     assert json.dumps(lines(out)[0]).count("watching") == 1
@@ -447,3 +447,69 @@ def test_watch_command_refuses_a_broken_profile_before_listening(tmp_path, capsy
     bad.write_text("version: 1\nsubsystems: nope\n")
     assert cli.main(["watch", "--profile", str(bad), "--state-dir", str(tmp_path / "s")]) == 2
     assert "p.yaml" in capsys.readouterr().err
+
+
+class FakeKernelMonitor:
+    """pyudev's kernel-source monitor as KernelStamps reads it: poll() -> devices with
+    properties (SEQNUM), a pipe as its file descriptor."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        self.queue = []
+
+    def fileno(self):
+        return self.r
+
+    def send(self, seqs):
+        self.queue.extend(type("Dev", (), {"properties": {"SEQNUM": str(s)}})() for s in seqs)
+        os.write(self.w, b"x")
+
+    def poll(self, timeout=0):
+        if not self.queue:
+            try:
+                os.set_blocking(self.r, False)
+                os.read(self.r, 100)
+            except BlockingIOError:
+                pass
+            return None
+        return self.queue.pop(0)
+
+
+def test_reaction_is_timed_from_the_kernels_first_uevent_and_the_debounce_is_apart(env, monkeypatch):
+    """udev passes events on after its rules ran: the watcher times the reaction from when the
+    kernel sent the first uevent of the removal (its own kernel socket, by SEQNUM), and logs
+    udev's delay, the burst and the debounce apart."""
+    import threading
+    import time
+    m, cfs, sd, make, out = env
+    w = make()
+    src, kmon = QueueSource(), FakeKernelMonitor()
+    w.sources = [watch.KernelStamps(kmon), src]
+    w.o.exit_after, w.o.debounce = 1, 0.2
+    unplug(m, A, "nvme0")
+    evs = removal(A, "nvme0n1")
+    for i, e in enumerate(evs):
+        e.seq = 101 + i
+        e.props["DEVPATH"] = f"/devices/pci0000:00/0000:00:04.0/0000:01:00.0/0000:02:00.0/{A}" + \
+            ("/nvme/nvme0/nvme0n1" if e.subsystem == "block" else "")
+    t_kernel = []
+
+    def udev_later():
+        src.push([hp.Event(e.action, e.subsystem, e.name, e.props, time.monotonic(), e.seq) for e in evs])
+
+    def ready(msg):                    # the watcher listens: the kernel sends, udev 0.3 s later
+        if msg == "READY=1":
+            kmon.send([101, 102, 103])
+            t_kernel.append(time.monotonic())
+            threading.Timer(0.3, udev_later).start()
+    monkeypatch.setattr(watch, "sd_notify", ready)
+    assert w.run() == 0
+    line = lines(out)[-1]
+    assert line["decision"] == "provider-lost" and line["action"] == "reconciled"
+    assert int(line["first_seq"]) == 101                   # the block remove, first of the removal
+    uevent, debounce, burst = float(line["uevent_ms"]), float(line["debounce_ms"]), float(line["burst_ms"])
+    reaction, configfs = float(line["reaction_ms"]), float(line["configfs_ms"])
+    assert uevent >= 250                                   # udev's delay is in the reaction ...
+    assert debounce >= 200 and burst >= 0                  # ... and the debounce shown apart
+    assert reaction >= uevent + debounce + configfs
+    assert reaction <= (time.monotonic() - t_kernel[0]) * 1000 + 1   # and not from before the kernel sent it

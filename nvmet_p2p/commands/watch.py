@@ -76,6 +76,10 @@ def run(args) -> int:
                          verbose=args.verbose, lock_timeout=lock_timeout(args))
     try:
         sources = [watch.UdevSource(args.source)]
+        if sources[0].source == "udev":
+            # the kernel's own uevents, read first, time each event from when the kernel sent
+            # it (udev's rules run before udev passes it on)
+            sources.insert(0, watch.KernelStamps())
     except Exception as exc:
         raise NvmetP2PError(f"cannot listen to udev events: {exc} (root needed; libudev.so.1)") from None
     try:

@@ -44,6 +44,28 @@ class Event:
     props: dict[str, str] = field(default_factory=dict)
     received: float = 0.0            # time.monotonic() when the watcher read it
     seq: int | None = None
+    #: when the kernel sent it (CLOCK_MONOTONIC): read from the kernel's own uevent socket,
+    #: by SEQNUM, when the watcher listens to udev (udev passes an event on only after its
+    #: rules ran); None: ``received`` is the kernel's time (a kernel source, or no SEQNUM)
+    kernel_time: float | None = None
+
+    @property
+    def t(self) -> float:
+        """The kernel's time of this event (``kernel_time``, else when it was read)."""
+        return self.kernel_time if self.kernel_time is not None else self.received
+
+    @property
+    def devpath(self) -> str:
+        return self.props.get("DEVPATH", "")
+
+    def under(self, bdf: str) -> bool:
+        """Is this event about the PCI device ``bdf`` or a device below it (its NVMe
+        controller, its namespaces' block devices)?"""
+        if not bdf:
+            return False
+        if self.subsystem == "pci" and self.bdf == bdf:
+            return True
+        return f"/{bdf}/" in self.devpath + "/"
 
     @property
     def devname(self) -> str:
@@ -123,7 +145,11 @@ class Decision:
     namespaces: list[str] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
     detail: str = ""
+    #: the kernel's first uevent of the event this decision is about (CLOCK_MONOTONIC; see
+    #: :func:`first_uevent`), its SEQNUM, and when the watcher read that same event
     first_event: float = 0.0
+    first_seq: int | None = None
+    first_received: float = 0.0
     facts: dict = field(default_factory=dict)
     # filled in when acted upon
     action: str = "reported"
@@ -140,46 +166,71 @@ def _is_bdf(v: str) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 def decide(events: list[Event], facts: Facts, lost: dict[str, dict],
-           appeared: list[Appeared] = (), published: set[str] = frozenset()) -> list[Decision]:
+           appeared: list[Appeared] = (), published: set[str] = frozenset(),
+           earlier: list[Event] = ()) -> list[Decision]:
     """The decisions one debounced burst of ``events`` implies.
 
     ``facts``: the target as read *before* the burst; ``lost``: the degraded record as
     ``{"<kind> <object>": facts}`` (what the watcher saw go earlier: wwid/serial of a lost
     backing device, the provider a namespace lost); ``appeared``: the block devices added in
-    the burst, read from sysfs; ``published``: p2pmem providers published after the burst.
+    the burst, read from sysfs; ``published``: p2pmem providers published after the burst;
+    ``earlier``: uevents of earlier bursts that may have begun an event decided now (a
+    returning device's ``add`` when its driver's ``bind`` comes in a later burst).
     """
     out: list[Decision] = []
-    first = {}
-    for e in events:
-        first.setdefault((e.subsystem, e.action, e.bdf if e.subsystem == "pci" else e.devname), e.received)
-    out += _removed_providers(events, facts, first)
-    out += _removed_backing(events, facts, first, lost)
-    out += _returned_backing(events, facts, lost, appeared, first)
-    out += _returned_providers(events, facts, lost, published, first)
-    out += _rdma(events, facts, first)
+    out += _removed_providers(events, facts)
+    out += _removed_backing(events, facts, lost)
+    out += _returned_backing(events, facts, lost, appeared)
+    out += _returned_providers(events, facts, lost, published, list(earlier))
+    out += _rdma(events, facts)
     return out
+
+
+def first_uevent(events, bdf: str | None = None, devname: str | None = None) -> Event | None:
+    """The kernel's first uevent of one device event: the earliest (by the kernel's time, then
+    SEQNUM) of the events about the PCI device ``bdf`` or anything below it, or about the
+    block/char device ``devname``. A hot-removed NVMe's first uevent is its namespace's block
+    ``remove``, long before the PCI ``remove``; a returning one's is the PCI ``add``, before the
+    driver's ``bind``."""
+    hits = [e for e in events if (bdf and e.under(bdf)) or (devname and e.devname == devname)]
+    if not hits:
+        return None
+    return min(hits, key=lambda e: (e.t, e.seq if e.seq is not None else 0))
+
+
+def _first(d: Decision, e: Event | None) -> Decision:
+    if e is not None:
+        d.first_event, d.first_seq, d.first_received = e.t, e.seq, e.received
+    return d
+
+
+def _pci_of(devpath: str) -> str | None:
+    """The PCI device a sysfs device path lies under (its last PCI name)."""
+    from nvmet_p2p.kernel import BDF_RE
+    names = [p for p in devpath.split("/") if BDF_RE.match(p)]
+    return names[-1] if names else None
 
 
 def _ns_on(facts: Facts, pred) -> list[str]:
     return sorted(k for k, n in facts.namespaces.items() if pred(n))
 
 
-def _removed_providers(events, facts, first) -> list[Decision]:
+def _removed_providers(events, facts) -> list[Decision]:
     out = []
     for bdf in sorted({e.bdf for e in events if e.subsystem == "pci" and e.action == "remove"}):
         nss = _ns_on(facts, lambda n: n.provider == bdf)
         if not nss and bdf not in facts.providers:
             continue
-        out.append(Decision("provider-lost", bdf, nss, first_event=first.get(("pci", "remove", bdf), 0.0),
-                            detail=(f"p2pmem provider {bdf} removed; the kernel keeps "
-                                    f"{len(nss)} namespace(s) enabled and silently serves them "
-                                    f"from host memory" if nss else
-                                    f"p2pmem provider {bdf} removed; no namespace used it"),
-                            facts={"provider": bdf}))
+        out.append(_first(Decision("provider-lost", bdf, nss,
+                                   detail=(f"p2pmem provider {bdf} removed; the kernel keeps "
+                                           f"{len(nss)} namespace(s) enabled and silently serves them "
+                                           f"from host memory" if nss else
+                                           f"p2pmem provider {bdf} removed; no namespace used it"),
+                                   facts={"provider": bdf}), first_uevent(events, bdf=bdf)))
     return out
 
 
-def _removed_backing(events, facts, first, lost) -> list[Decision]:
+def _removed_backing(events, facts, lost) -> list[Decision]:
     out = []
     gone_blocks = {e.devname: e for e in events if e.subsystem == "block" and e.action == "remove"}
     gone_pci = {e.bdf for e in events if e.subsystem == "pci" and e.action == "remove"}
@@ -193,18 +244,17 @@ def _removed_backing(events, facts, first, lost) -> list[Decision]:
             hit.setdefault(n.block, []).append(k)
     for block, nss in sorted(hit.items()):
         n = facts.namespaces[nss[0]]
-        e = gone_blocks.get(block)
-        t = e.received if e else first.get(("pci", "remove", n.backing_pci or ""), 0.0)
-        out.append(Decision("backing-lost", block, nss, first_event=t,
-                            detail=(f"block device {block} (serial {n.serial or '?'}) removed; the "
-                                    f"kernel does not notice: {len(nss)} namespace(s) stay enabled "
-                                    f"and every I/O fails"),
-                            facts={"device": block, "wwid": n.wwid, "serial": n.serial,
-                                   "device_path": n.device_path}))
+        out.append(_first(Decision("backing-lost", block, nss,
+                                   detail=(f"block device {block} (serial {n.serial or '?'}) removed; the "
+                                           f"kernel does not notice: {len(nss)} namespace(s) stay enabled "
+                                           f"and every I/O fails"),
+                                   facts={"device": block, "wwid": n.wwid, "serial": n.serial,
+                                          "device_path": n.device_path}),
+                          first_uevent(events, bdf=n.backing_pci, devname=block)))
     return out
 
 
-def _returned_backing(events, facts, lost, appeared, first) -> list[Decision]:
+def _returned_backing(events, facts, lost, appeared) -> list[Decision]:
     out = []
     for a in appeared:
         nss = []
@@ -220,15 +270,18 @@ def _returned_backing(events, facts, lost, appeared, first) -> list[Decision]:
                     (n.device_path == f"/dev/{a.name}" or n.device_path in a.devlinks):
                 nss.append(k)
         if nss:
-            out.append(Decision("backing-back", a.name, sorted(nss),
-                                first_event=first.get(("block", "add", a.name), 0.0),
-                                detail=f"block device {a.name} (wwid {a.wwid or '?'}) appeared",
-                                facts={"device": a.name, "wwid": a.wwid, "serial": a.serial,
-                                       "devlinks": list(a.devlinks)}))
+            added = next((e for e in events if e.subsystem == "block" and e.action == "add"
+                          and e.devname == a.name), None)
+            pci = _pci_of(added.devpath) if added is not None else None
+            out.append(_first(Decision("backing-back", a.name, sorted(nss),
+                                       detail=f"block device {a.name} (wwid {a.wwid or '?'}) appeared",
+                                       facts={"device": a.name, "wwid": a.wwid, "serial": a.serial,
+                                              "devlinks": list(a.devlinks)}),
+                              first_uevent(events, bdf=pci, devname=a.name)))
     return out
 
 
-def _returned_providers(events, facts, lost, published, first) -> list[Decision]:
+def _returned_providers(events, facts, lost, published, earlier) -> list[Decision]:
     out = []
     seen = {e.bdf for e in events if e.subsystem == "pci" and e.action in ("add", "bind")}
     for bdf in sorted(seen & set(published)):
@@ -244,16 +297,16 @@ def _returned_providers(events, facts, lost, published, first) -> list[Decision]
             nss |= set(_ns_on(facts, lambda n: n.provider == bdf))
         if not nss:
             continue
-        t = first.get(("pci", "bind", bdf)) or first.get(("pci", "add", bdf), 0.0)
-        out.append(Decision("provider-back", bdf, sorted(nss), first_event=t,
-                            detail=(f"p2pmem provider {bdf} is back as a new PCI device; "
-                                    f"namespaces still hold the removed one until p2pmem is "
-                                    f"rewritten (disable, write, enable)"),
-                            facts={"provider": bdf}))
+        out.append(_first(Decision("provider-back", bdf, sorted(nss),
+                                   detail=(f"p2pmem provider {bdf} is back as a new PCI device; "
+                                           f"namespaces still hold the removed one until p2pmem is "
+                                           f"rewritten (disable, write, enable)"),
+                                   facts={"provider": bdf}),
+                          first_uevent(earlier + list(events), bdf=bdf)))
     return out
 
 
-def _rdma(events, facts, first) -> list[Decision]:
+def _rdma(events, facts) -> list[Decision]:
     out = []
     for e in events:
         if e.subsystem == "infiniband" and e.action in ("add", "remove"):
@@ -268,9 +321,10 @@ def _rdma(events, facts, first) -> list[Decision]:
             kind = "address-lost" if e.action == "remove" else "address-back"
             if not ports:
                 continue
-            out.append(Decision(kind, addr, [], ports, first_event=e.received,
-                                detail=f"address {addr} {'removed from' if e.action == 'remove' else 'added to'} "
-                                       f"{e.name}; port(s) {', '.join(map(str, ports))} listen on it"))
+            verb = "removed from" if e.action == "remove" else "added to"
+            out.append(_first(Decision(kind, addr, [], ports,
+                                       detail=f"address {addr} {verb} {e.name}; port(s) "
+                                              f"{', '.join(map(str, ports))} listen on it"), e))
             continue
         else:
             continue
@@ -280,10 +334,11 @@ def _rdma(events, facts, first) -> list[Decision]:
         if not ports:
             continue
         nss = _ns_on(facts, lambda n: any(p in ports for p in n.ports))
-        out.append(Decision(kind, e.name, nss, ports, first_event=e.received,
-                            detail=(f"{e.subsystem} device {e.name} {'removed' if e.action == 'remove' else 'added'}; "
-                                    f"port(s) {', '.join(map(str, ports))} affected "
-                                    f"(nvmet-rdma handles its queues itself); placement re-checked")))
+        out.append(_first(Decision(kind, e.name, nss, ports,
+                                   detail=(f"{e.subsystem} device {e.name} "
+                                           f"{'removed' if e.action == 'remove' else 'added'}; "
+                                           f"port(s) {', '.join(map(str, ports))} affected "
+                                           f"(nvmet-rdma handles its queues itself); placement re-checked")), e))
     return out
 
 

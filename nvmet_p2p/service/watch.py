@@ -89,6 +89,54 @@ class UdevSource:
                                 int(seq) if seq and seq.isdigit() else None))
 
 
+class KernelStamps:
+    """The kernel's own uevent socket, read only for *when* each uevent was sent.
+
+    udev passes an event on after its rules ran (by-id links, ``ID_*`` properties), so under
+    load its events reach the watcher hundreds of milliseconds after the kernel sent them. This
+    second monitor (source ``kernel``) is read first in every round and stamps each SEQNUM with
+    ``time.monotonic()``; the udev event with the same SEQNUM gets that time as its
+    ``kernel_time``, and a reaction is measured from the kernel's first uevent of the event."""
+
+    source = "kernel-stamps"
+    KEEP_S = 120.0
+
+    def __init__(self, monitor=None):
+        if monitor is None:
+            import pyudev
+            monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="kernel")
+            for sub in hp.SUBSYSTEMS:
+                monitor.filter_by(sub)
+            monitor.set_receive_buffer_size(8 << 20)
+            monitor.start()
+        self.monitor = monitor
+        self.stamps: dict[int, float] = {}
+
+    def fileno(self) -> int:
+        return self.monitor.fileno()
+
+    def read(self) -> list[hp.Event]:
+        """Record the arrival of every queued kernel uevent; returns no events (the udev
+        source delivers them)."""
+        now = time.monotonic()
+        while True:
+            dev = self.monitor.poll(timeout=0)
+            if dev is None:
+                break
+            seq = dev.properties.get("SEQNUM")
+            if seq and str(seq).isdigit():
+                self.stamps.setdefault(int(seq), now)
+        if len(self.stamps) > 4096:
+            self.stamps = {k: t for k, t in self.stamps.items() if now - t < self.KEEP_S}
+        return []
+
+    def stamp(self, events: list[hp.Event]) -> None:
+        self.read()
+        for e in events:
+            if e.seq is not None and e.kernel_time is None and e.seq in self.stamps:
+                e.kernel_time = min(self.stamps[e.seq], e.received)
+
+
 class AddressSource:
     """IPv4/IPv6 address additions and removals as events, from an rtnetlink socket bound to
     the IFADDR groups (a plain non-blocking socket the select loop can own; each datagram is
@@ -344,9 +392,15 @@ class Watcher:
             except InterruptedError:
                 continue
             for src in ready:
-                if src is self._wake:
+                if src is self._wake or isinstance(src, KernelStamps):
+                    if isinstance(src, KernelStamps):
+                        src.read()
                     continue
-                for e in src.read():
+                events = src.read()
+                for st_ in self.sources:
+                    if isinstance(st_, KernelStamps):
+                        st_.stamp(events)
+                for e in events:
                     if self.o.verbose:
                         self.log({"event": e.action, "subsystem": e.subsystem, "name": e.name,
                                   **{k.lower(): v for k, v in e.to_dict()["props"].items()}}, 7)
@@ -356,7 +410,7 @@ class Watcher:
                     burst.last = e.received
             now = time.monotonic()
             if burst.events and (now >= burst.last + self.o.debounce or now >= burst.first + self.o.max_window):
-                self.handle(burst.events)
+                self.handle(burst.events, burst)
                 burst = Burst()
                 if self.o.exit_after is not None and self.bursts_decided >= self.o.exit_after:
                     break
@@ -369,21 +423,27 @@ class Watcher:
         self._wake.set()
 
     # -- one burst ----------------------------------------------------------------------------
-    def handle(self, events: list[hp.Event]) -> list[hp.Decision]:
+    def handle(self, events: list[hp.Event], burst: Burst | None = None) -> list[hp.Decision]:
+        """Decide, (reconcile,) record and log one burst. ``burst``: its first and last
+        events' arrival (default: from the events), for the debounce actually waited."""
         t_decide = time.monotonic()
+        if burst is None:
+            burst = Burst(events, min((e.received for e in events), default=t_decide),
+                          max((e.received for e in events), default=t_decide))
         self._placement = None
         lost = self.lost()
         came = published_providers(self.o.root, events)
         went = {e.bdf for e in events if e.subsystem == "pci" and e.action in ("remove", "unbind")}
         published = (self.facts.providers - went) | came
-        decisions = hp.decide(events, self.facts, lost, appeared_blocks(self.o.root, events), came)
+        decisions = hp.decide(events, self.facts, lost, appeared_blocks(self.o.root, events), came,
+                              earlier=self._earlier_adds(events))
         if decisions:
             self.bursts_decided += 1
             if self.o.policy == "reconcile":
                 self._reconcile(decisions, lost, published)
             self._record(decisions)
             for d in decisions:
-                self._log(d, t_decide, len(events))
+                self._log(d, t_decide, len(events), burst)
             counters.count(self.o.state_dir, [("watch_reactions", {"decision": d.kind, "action": d.action})
                                               for d in decisions])
         try:
@@ -392,14 +452,34 @@ class Watcher:
             self.log({"msg": "cannot re-read the target", "error": str(exc)}, 3)
         return decisions
 
-    def _log(self, d: hp.Decision, t_decide: float, n_events: int) -> None:
+    def _earlier_adds(self, events: list[hp.Event]) -> list[hp.Event]:
+        """PCI ``add`` uevents of earlier bursts (kept two minutes): a returning device's
+        driver ``bind`` -- what makes its pool published -- can come in the burst after its
+        ``add``, and the reaction is measured from the ``add``."""
+        now = time.monotonic()
+        self._adds = [e for e in getattr(self, "_adds", []) if now - e.t < 120.0]
+        out = list(self._adds)
+        self._adds += [e for e in events if e.subsystem == "pci" and e.action == "add"]
+        return out
+
+    def _log(self, d: hp.Decision, t_decide: float, n_events: int, burst: Burst) -> None:
+        """One line per decision. Times (ms, CLOCK_MONOTONIC): ``reaction_ms`` from the kernel's
+        first uevent of the event (``first_seq``) to the reconciled configfs; apart from it,
+        ``uevent_ms`` (that uevent until the watcher read it: udev's rules), ``burst_ms`` (the
+        watcher's first to last event of the burst), ``debounce_ms`` (the quiet wait after the
+        last one, the ``--debounce`` setting) and ``configfs_ms`` (the writes)."""
         r = d.result
+        ms = (lambda a, b: round((a - b) * 1000, 1))
         fields = {"decision": d.kind, "subject": d.subject, "namespaces": d.namespaces,
                   "ports": d.ports, "policy": self.o.policy, "action": d.action,
                   "detail": d.detail, "events": n_events,
-                  "reaction_ms": r.get("reaction_ms"), "configfs_ms": r.get("configfs_ms"),
-                  "writes": r.get("writes"), "debounce_ms": round((t_decide - d.first_event) * 1000, 1)
-                  if d.first_event else None, "error": r.get("error")}
+                  "reaction_ms": r.get("reaction_ms"),
+                  "first_seq": d.first_seq,
+                  "uevent_ms": ms(d.first_received, d.first_event) if d.first_event else None,
+                  "burst_ms": ms(burst.last, burst.first),
+                  "debounce_ms": ms(t_decide, burst.last),
+                  "configfs_ms": r.get("configfs_ms"),
+                  "writes": r.get("writes"), "error": r.get("error")}
         for k in ("changes",):
             if r.get(k):
                 fields[k] = r[k]
