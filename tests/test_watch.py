@@ -513,3 +513,118 @@ def test_reaction_is_timed_from_the_kernels_first_uevent_and_the_debounce_is_apa
     assert debounce >= 200 and burst >= 0                  # ... and the debounce shown apart
     assert reaction >= uevent + debounce + configfs
     assert reaction <= (time.monotonic() - t_kernel[0]) * 1000 + 1   # and not from before the kernel sent it
+
+
+# ---------------------------------------------------------------------------------------------
+# --rewrite: when a p2pmem rewrite may disturb the hosts
+# ---------------------------------------------------------------------------------------------
+
+def stat_file(m, block, ios, inflight=0):
+    """/sys/block/<dev>/stat as the kernel prints it (17 fields): reads, ..., in_flight (9th)."""
+    f = [0] * 17
+    f[0], f[8] = ios, inflight
+    path = m.root / f"sys/class/block/{block}"
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "stat").write_text(" ".join(f"{x:8d}" for x in f) + "\n")
+
+
+def test_rewrite_now_says_what_the_hosts_see(env):
+    m, cfs, sd, make, out = env
+    w = make()
+    unplug(m, A, "nvme0")
+    w.handle(removal(A, "nvme0n1"))
+    line = lines(out)[-1]
+    assert line["action"] == "reconciled" and line["rewrite"].startswith("now: hosts see the namespace go")
+
+
+def test_rewrite_operator_holds_it_back_and_status_shows_it_pending(env):
+    m, cfs, sd, make, out = env
+    w = make()
+    w.o.rewrite = "operator"
+    unplug(m, A, "nvme0")
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert [(d.kind, d.action) for d in ds] == [("provider-lost", "pending")]
+    assert cfs.log == []                                       # the hosts were not disturbed
+    line = lines(out)[-1]
+    assert line["rewrite"] == "operator (held back)" and "watch --rewrite-pending" in line["changes"]
+    rec = DegradedStore(sd).load()
+    assert rec[(f"namespace {NQN}/1", "rewrite-pending")].facts["target"]["p2pmem"] == C
+    assert (f"namespace {NQN}/1", "offload-lost") in rec       # it serves from host memory meanwhile
+    rep = st.assemble(read_state(cfs), read_inventory(m.root), [], degraded=rec)
+    text = st.render(rep)
+    assert "nsid 1: REWRITE PENDING since" in text and "nsid 1: OFFLOAD LOST since" in text
+    assert [e["kind"] for e in rep.to_dict()["subsystems"][0]["namespaces"][0]["degraded"]] == \
+        ["rewrite-pending", "offload-lost"]
+    # the operator: watch --rewrite-pending (another process, from the record)
+    out2 = io.StringIO()
+    w2 = watch.Watcher(watch.Options(root=w.o.root, state_dir=sd, policy="reconcile"), [],
+                       watch.Log(stream=out2), cfs=cfs)
+    assert watch.rewrite_pending(w2) == 0
+    assert read_state(cfs).subsystems[NQN].namespaces[1].attrs["p2pmem"] == C
+    (done,) = [x for x in lines(out2) if x.get("decision") == "rewrite"]
+    assert done["action"] == "reconciled" and done["rewrite"].startswith("operator: hosts see")
+    rec = DegradedStore(sd).load()
+    assert set(rec) == {(f"namespace {NQN}/1", "re-placed")}
+    assert watch.rewrite_pending(w2) == 0 and "no rewrite pending" in out2.getvalue()
+
+
+def test_rewrite_idle_waits_for_the_backing_device_to_be_quiet(env):
+    import time
+    m, cfs, sd, make, out = env
+    w = make()
+    w.o.rewrite, w.o.idle_window = "idle", 0.3
+    stat_file(m, "nvme2n1", 100, inflight=2)                   # nsid 1's backing device is busy
+    unplug(m, A, "nvme0")
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert ds[0].action == "pending" and cfs.log == []
+    assert list(w.pending) == [f"{NQN}/1"]
+    for ios in (120, 150, 180):                                # I/O keeps completing
+        stat_file(m, "nvme2n1", ios)
+        w.idle_tick()
+        time.sleep(0.15)
+    assert cfs.log == [] and w.pending
+    stat_file(m, "nvme2n1", 180)                               # quiet from now on
+    t0 = time.monotonic()
+    while w.pending and time.monotonic() - t0 < 5:
+        w.idle_tick()
+        time.sleep(0.1)
+    assert not w.pending and time.monotonic() - t0 >= 0.3
+    assert cfs.log == [("1/enable", "0"), ("1/p2pmem", "0"), ("1/p2pmem", C), ("1/enable", "1")]
+    done = lines(out)[-1]
+    assert done["decision"] == "rewrite" and done["rewrite"].startswith("idle: ") and float(done["held_ms"]) > 300
+    assert (f"namespace {NQN}/1", "rewrite-pending") not in DegradedStore(sd).load()
+
+
+def test_a_held_back_rewrite_is_replaced_by_the_next_decision_and_dropped_if_the_provider_went(env):
+    m, cfs, sd, make, out = env
+    w = make()
+    w.o.rewrite = "operator"
+    unplug(m, A, "nvme0")
+    w.handle(removal(A, "nvme0n1"))                            # pending: re-place on C
+    plug(m, A, "nvme0", "cmbA", "0000:02:00.0")
+    ds = w.handle(arrival(A, "nvme0n1"))                       # A back: pending becomes A's rewrite
+    assert ds[0].kind == "provider-back" and ds[0].action == "pending"
+    t = DegradedStore(sd).load()[(f"namespace {NQN}/1", "rewrite-pending")].facts["target"]
+    assert t["rewrite_p2pmem"] and t["p2pmem"] is None
+    unplug(m, A, "nvme0")                                      # gone again before the operator came
+    w.refresh()
+    w.pending[f"{NQN}/1"].decision = "provider-back"
+    (d,) = w.run_pending([f"{NQN}/1"], why="test")
+    assert d.action == "dropped" and "gone again" in d.result["changes"][0] and cfs.log == []
+
+
+def test_rewrite_policy_needs_reconcile(tmp_path, capsys):
+    from nvmet_p2p import cli
+    assert cli.main(["watch", "--rewrite", "idle", "--state-dir", str(tmp_path)]) == 2
+    assert "--policy reconcile" in capsys.readouterr().err
+
+
+def test_block_stat_counts_and_the_idle_clock():
+    text = "  5 0 40 3   7 0 56 9   1 12 12   2 0 16 1   4 2"
+    assert hp.block_stat_counts(text) == (5 + 7 + 2 + 4, 1)
+    assert hp.block_stat_counts("garbage") is None
+    c = hp.IdleClock(window=1.0)
+    assert not c.observe((10, 0), 0.0) and not c.observe((10, 0), 0.5)
+    assert c.observe((10, 0), 1.0)
+    assert not c.observe((11, 0), 1.5) and not c.observe((11, 1), 3.0) and not c.observe((11, 0), 3.5)
+    assert c.observe((11, 0), 4.5)

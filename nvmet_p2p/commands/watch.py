@@ -45,6 +45,17 @@ def register(p) -> None:
                    help="re-place namespaces that lost their provider with this profile's "
                         "placement on the machine as it is after the event (default: the nearest "
                         "other provider the kernel accepts)")
+    p.add_argument("--rewrite", choices=hotplug.REWRITE_POLICIES, default="now",
+                   help="with --policy reconcile, when to rewrite the p2pmem of a namespace that "
+                        "serves (re-placing it, or taking a returning provider back): the kernel "
+                        "takes p2pmem only while the namespace is disabled, so hosts see it go and "
+                        "come back and I/O in flight can fail. now (default): at once; idle: once "
+                        "its backing device has had no I/O for --idle-window seconds; operator: "
+                        "never by itself (status shows it pending; --rewrite-pending does it)")
+    p.add_argument("--idle-window", type=float, default=2.0, metavar="SECONDS",
+                   help="--rewrite idle: how long the namespace must have had no I/O (default 2)")
+    p.add_argument("--rewrite-pending", action="store_true",
+                   help="do the rewrites a watcher held back (status: REWRITE PENDING) now, and exit")
     p.add_argument("--debounce", type=float, default=0.5, metavar="SECONDS",
                    help="a burst ends when the events have been quiet this long (default 0.5)")
     p.add_argument("--source", choices=("auto", "udev", "kernel"), default="auto",
@@ -66,6 +77,10 @@ def argparse_suppress():
 def run(args) -> int:
     if not 0 < args.debounce <= 30:
         raise InputError("--debounce must be between 0 and 30 seconds")
+    if not 0 < args.idle_window <= 3600:
+        raise InputError("--idle-window must be between 0 and 3600 seconds")
+    if args.rewrite != "now" and args.policy != "reconcile":
+        raise InputError(f"--rewrite {args.rewrite} needs --policy reconcile (report writes nothing)")
     if args.profile:
         profile.load(args.profile)          # a broken profile is an error now, not at the event
     if os.path.realpath(args.root) != "/":
@@ -73,7 +88,10 @@ def run(args) -> int:
     opts = watch.Options(root=args.root, state_dir=directory(args), policy=args.policy,
                          debounce=args.debounce, profile=args.profile, kernel=args.kernel,
                          all_subsystems=args.all_subsystems, exit_after=args.exit_after,
-                         verbose=args.verbose, lock_timeout=lock_timeout(args))
+                         verbose=args.verbose, lock_timeout=lock_timeout(args),
+                         rewrite=args.rewrite, idle_window=args.idle_window)
+    if args.rewrite_pending:
+        return watch.rewrite_pending(watch.Watcher(opts, [], watch.Log(as_json=args.json)))
     try:
         sources = [watch.UdevSource(args.source)]
         if sources[0].source == "udev":

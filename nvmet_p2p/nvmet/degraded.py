@@ -18,6 +18,9 @@ One entry per (object, kind); objects are named like the plan names them (``name
   ``wwid`` and ``serial`` identify it when it returns;
 * ``held-back``: restore could not export it (a device, provider or address was missing);
 * ``port-lost``: the RDMA device or address a port listens on is gone.
+* ``rewrite-pending``: the watcher decided to rewrite the namespace's ``p2pmem`` but its
+  ``--rewrite`` policy holds it back (until the namespace is idle, or until the operator runs
+  ``watch --rewrite-pending``); ``target`` = what it will write, ``policy``.
 
 Reads never fail the caller (an unreadable file is an empty record with a warning); writes
 are atomic (temporary file + rename) under an ``flock`` of ``degraded.lock``.
@@ -37,7 +40,7 @@ from typing import Any
 from nvmet_p2p.nvmet.statefile import write_atomic
 
 FILE = "degraded.json"
-KINDS = ("offload-lost", "re-placed", "backing-lost", "held-back", "port-lost")
+KINDS = ("offload-lost", "re-placed", "backing-lost", "held-back", "port-lost", "rewrite-pending")
 
 
 @dataclass

@@ -778,7 +778,8 @@ def _render_verdicts(s: dict) -> list[str]:
 
 
 _DEGRADED_TITLE = {"offload-lost": "OFFLOAD LOST", "re-placed": "RE-PLACED", "backing-lost": "BACKING DEVICE LOST",
-                   "held-back": "HELD BACK", "port-lost": "PORT LOST ITS NIC/ADDRESS"}
+                   "held-back": "HELD BACK", "port-lost": "PORT LOST ITS NIC/ADDRESS",
+                   "rewrite-pending": "REWRITE PENDING"}
 
 
 def render(rep: StatusReport) -> str:

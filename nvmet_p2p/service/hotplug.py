@@ -358,6 +358,74 @@ class NsTarget:
     rewrite_p2pmem: bool = False
     why: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict:
+        return {"key": self.key, "enable": self.enable, "device_path": self.device_path,
+                "p2pmem": self.p2pmem, "rewrite_p2pmem": self.rewrite_p2pmem, "why": list(self.why)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NsTarget":
+        return cls(str(d["key"]), d.get("enable"), d.get("device_path"), d.get("p2pmem"),
+                   bool(d.get("rewrite_p2pmem")), [str(x) for x in d.get("why") or []])
+
+
+# ----------------------------------------------------------------------------------------------
+# the rewrite policy: when a p2pmem rewrite may disturb the hosts
+# ----------------------------------------------------------------------------------------------
+
+#: ``now``: rewrite at once; ``idle``: only once the namespace has had no I/O for a while;
+#: ``operator``: never by itself -- record it as pending (``status`` shows it) until the
+#: operator runs ``watch --rewrite-pending``.
+REWRITE_POLICIES = ("now", "idle", "operator")
+
+#: What a host sees when an enabled namespace's p2pmem is rewritten (the kernel takes it only
+#: while the namespace is disabled): measured in the lab, tests/lab/test_lab_rewrite.py.
+REWRITE_EFFECT = ("hosts see the namespace go and come back (their block device is deleted and "
+                  "created again); I/O in flight then can fail and a handle held open stays dead")
+
+
+def disrupts(x: NsTarget, n: NsFacts) -> bool:
+    """Does reaching ``x`` rewrite the p2pmem of a namespace that serves now (disable, write,
+    enable)? Disabling a namespace whose drive is gone, or enabling one that is disabled,
+    takes nothing from the hosts that they still had."""
+    if not n.enabled or x.enable is False:
+        return False
+    return x.rewrite_p2pmem or (x.p2pmem is not None and x.p2pmem != n.p2pmem) or \
+        (x.device_path is not None and x.device_path != n.device_path)
+
+
+def block_stat_counts(text: str) -> tuple[int, int] | None:
+    """``/sys/block/<dev>/stat`` -> (I/Os completed: reads + writes + discards + flushes, I/Os in
+    flight now). The block layer counts every bio nvmet submits for the namespace's fabric I/O
+    on its backing device (lab: the counters moved with the host's fio), so they say whether
+    a namespace is busy on the target side."""
+    f = text.split()
+    if len(f) < 11 or not all(x.isdigit() for x in f):
+        return None
+    done = int(f[0]) + int(f[4]) + (int(f[11]) if len(f) > 11 else 0) + (int(f[15]) if len(f) > 15 else 0)
+    return done, int(f[8])
+
+
+@dataclass
+class IdleClock:
+    """When a namespace has been idle since: no I/O completed and none in flight for
+    ``window`` seconds, judged from successive :func:`block_stat_counts` readings."""
+
+    window: float
+    last: tuple[int, int] | None = None
+    quiet_since: float | None = None
+
+    def observe(self, counts: tuple[int, int] | None, now: float) -> bool:
+        """One reading; True once the namespace has been quiet for the whole window."""
+        if counts is None:
+            self.last, self.quiet_since = None, None
+            return False
+        if counts[1] > 0 or self.last is None or counts[0] != self.last[0]:
+            self.quiet_since = now if counts[1] == 0 else None
+        elif self.quiet_since is None:
+            self.quiet_since = now
+        self.last = counts
+        return self.quiet_since is not None and now - self.quiet_since >= self.window
+
 
 def remedies(decisions: list[Decision], facts: Facts, lost: dict[str, dict],
              choose_provider, published: set[str]) -> dict[str, NsTarget]:

@@ -314,6 +314,22 @@ class Options:
     exit_after: int | None = None       # stop after this many bursts with decisions (tests)
     verbose: bool = False               # one debug line per event received
     lock_timeout: float | None = None   # wait this long for another apply's lock (then Busy)
+    rewrite: str = "now"                # hp.REWRITE_POLICIES: when a p2pmem rewrite may disturb hosts
+    idle_window: float = 2.0            # --rewrite idle: seconds without I/O before rewriting
+    poll_s: float = 0.5                 # --rewrite idle: how often the I/O counters are read
+
+
+@dataclass
+class Pending:
+    """A p2pmem rewrite the ``--rewrite`` policy holds back."""
+
+    target: hp.NsTarget
+    decision: str                       # the decision that wanted it (provider-lost/-back)
+    subject: str
+    since: float                        # time.monotonic() when it was decided
+    first_event: float = 0.0            # the kernel's first uevent of that event
+    policy: str = "idle"
+    clock: hp.IdleClock | None = None
 
 
 @dataclass
@@ -336,6 +352,7 @@ class Watcher:
         self.bursts_decided = 0
         self._wake = _Wake()
         self._placement = None          # the profile's placement for the burst being handled
+        self.pending: dict[str, Pending] = {}    # rewrites the --rewrite policy holds back
 
     # -- facts --------------------------------------------------------------------------------
     def _cfs(self):
@@ -373,10 +390,14 @@ class Watcher:
     def run(self) -> int:
         self.settle()
         self.refresh()
+        if self.o.policy == "reconcile":
+            self.load_pending()
         if not self.facts.namespaces:
             self.log({"msg": "no managed namespace to watch (nothing applied with this state directory "
                              "yet; --all watches every subsystem)", "state_dir": self.o.state_dir}, 4)
         self.log({"msg": "watching", "policy": self.o.policy,
+                  "rewrite": self.o.rewrite if self.o.policy == "reconcile" else None,
+                  "pending": sorted(self.pending) or None,
                   "sources": [getattr(s, "source", type(s).__name__) for s in self.sources],
                   "namespaces": len(self.facts.namespaces), "ports": len(self.facts.ports),
                   "debounce_s": self.o.debounce})
@@ -387,6 +408,8 @@ class Watcher:
             if burst.events:
                 now = time.monotonic()
                 timeout = max(0.0, min(burst.last + self.o.debounce, burst.first + self.o.max_window) - now)
+            if any(p.policy == "idle" for p in self.pending.values()):
+                timeout = self.o.poll_s if timeout is None else min(timeout, self.o.poll_s)
             try:
                 ready, _, _ = select.select(self.sources + [self._wake], [], [], timeout)
             except InterruptedError:
@@ -412,7 +435,13 @@ class Watcher:
             if burst.events and (now >= burst.last + self.o.debounce or now >= burst.first + self.o.max_window):
                 self.handle(burst.events, burst)
                 burst = Burst()
-                if self.o.exit_after is not None and self.bursts_decided >= self.o.exit_after:
+                if self.o.exit_after is not None and self.bursts_decided >= self.o.exit_after \
+                        and not self.pending:
+                    break
+            if self.pending and not burst.events and not self.stopping:
+                self.idle_tick()
+                if self.o.exit_after is not None and self.bursts_decided >= self.o.exit_after \
+                        and not any(p.policy == "idle" for p in self.pending.values()):
                     break
         sd_notify("STOPPING=1")
         return 0
@@ -431,6 +460,7 @@ class Watcher:
             burst = Burst(events, min((e.received for e in events), default=t_decide),
                           max((e.received for e in events), default=t_decide))
         self._placement = None
+        self._dropped_pending: list[str] = []
         lost = self.lost()
         came = published_providers(self.o.root, events)
         went = {e.bdf for e in events if e.subsystem == "pci" and e.action in ("remove", "unbind")}
@@ -451,6 +481,15 @@ class Watcher:
         except Exception as exc:          # keep watching; the next burst reads again
             self.log({"msg": "cannot re-read the target", "error": str(exc)}, 3)
         return decisions
+
+    def _rewrite_words(self, d: hp.Decision) -> str | None:
+        """For a decision that rewrites p2pmem (or holds it back): the policy, and what the
+        hosts see."""
+        if d.result.get("pending"):
+            return f"{self.o.rewrite} (held back)"
+        if d.kind in ("provider-lost", "provider-back") and d.action == "reconciled":
+            return f"{self.o.rewrite}: {hp.REWRITE_EFFECT}" if d.result.get("writes") else self.o.rewrite
+        return None
 
     def _earlier_adds(self, events: list[hp.Event]) -> list[hp.Event]:
         """PCI ``add`` uevents of earlier bursts (kept two minutes): a returning device's
@@ -479,7 +518,8 @@ class Watcher:
                   "burst_ms": ms(burst.last, burst.first),
                   "debounce_ms": ms(t_decide, burst.last),
                   "configfs_ms": r.get("configfs_ms"),
-                  "writes": r.get("writes"), "error": r.get("error")}
+                  "writes": r.get("writes"), "error": r.get("error"),
+                  "rewrite": self._rewrite_words(d) if self.o.policy == "reconcile" else None}
         for k in ("changes",):
             if r.get(k):
                 fields[k] = r[k]
@@ -498,6 +538,7 @@ class Watcher:
                         put.append(Entry(obj, "re-placed", now, f"provider {d.subject} removed; "
                                          f"p2pmem {where} until it returns", "watch",
                                          {"provider": d.subject, "now": where}))
+                        drop.append((obj, "offload-lost"))
                     else:
                         put.append(Entry(obj, "offload-lost", now, f"provider {d.subject} removed; the "
                                          f"namespace serves from host memory", "watch",
@@ -512,19 +553,101 @@ class Watcher:
                     drop.append((obj, "offload-lost"))
                     drop.append((obj, "re-placed"))
                 elif d.kind == "provider-back":
+                    then = (f"the rewrite is held back (--rewrite {self.o.rewrite})" if d.result.get("pending")
+                            else "`watch --policy reconcile` rewrites it")
                     put.append(Entry(obj, "offload-lost", now,
                                      f"provider {d.subject} is back as a new PCI device, but the "
                                      f"namespace still holds the removed one (p2pmem reads the same "
-                                     f"BDF); `watch --policy reconcile` rewrites it", "watch",
-                                     {"provider": d.subject}))
+                                     f"BDF); {then}", "watch", {"provider": d.subject}))
             for p in d.ports:
                 obj = f"port {p}"
                 if d.kind in ("rdma-lost", "address-lost"):
                     put.append(Entry(obj, "port-lost", now, d.detail, "watch", {"subject": d.subject}))
                 elif d.kind in ("rdma-back", "address-back"):
                     drop.append((obj, "port-lost"))
+        for d in decisions:
+            for k, t in (d.result.get("pending") or {}).items():
+                put.append(Entry(f"namespace {k}", "rewrite-pending", now,
+                                 f"{'; '.join(t['why'])} -- held back by --rewrite {self.o.rewrite} ("
+                                 + ("until the namespace has had no I/O for "
+                                    f"{self.o.idle_window:g} s" if self.o.rewrite == "idle" else
+                                    "until the operator runs nvmet-p2p watch --rewrite-pending")
+                                 + ")", "watch", {"target": t, "policy": self.o.rewrite,
+                                                  "decision": d.kind, "subject": d.subject}))
+        for k in getattr(self, "_dropped_pending", []):
+            if not any(e.object == f"namespace {k}" and e.kind == "rewrite-pending" for e in put):
+                drop.append((f"namespace {k}", "rewrite-pending"))
         if put or drop:
             self.store.update(put=put, drop=drop)
+
+    # -- held-back rewrites -------------------------------------------------------------------
+    def idle_tick(self) -> None:
+        """``--rewrite idle``: read each held-back namespace's I/O counters; rewrite the ones
+        quiet for the whole window."""
+        now = time.monotonic()
+        for k, p in sorted(self.pending.items()):
+            if p.policy != "idle" or p.clock is None:
+                continue
+            n = self.facts.namespaces.get(k)
+            text = _read(self.o.root, f"/sys/class/block/{n.block}/stat") if n and n.block else None
+            if p.clock.observe(hp.block_stat_counts(text or ""), now):
+                self.run_pending([k], why=f"idle for {self.o.idle_window:g} s")
+
+    def run_pending(self, keys: list[str], why: str) -> list[hp.Decision]:
+        """Do held-back rewrites now: re-read the target, check the provider is still there,
+        write through the same path as a burst, log one ``decision=rewrite`` line each and
+        record the outcome as the original decision would have."""
+        self.refresh()
+        out = []
+        for k in keys:
+            p = self.pending.pop(k, None)
+            if p is None:
+                continue
+            x = p.target
+            d = hp.Decision("rewrite", k, [k], detail=f"held-back p2pmem rewrite of {k} ({p.decision} "
+                            f"{p.subject}), now: {why}", first_event=p.first_event)
+            prov = x.p2pmem if x.p2pmem not in (None, "0", "1") else (
+                self.facts.namespaces[k].provider if x.rewrite_p2pmem and k in self.facts.namespaces else None)
+            if k not in self.facts.namespaces or (prov and not self._published(prov)):
+                d.action = "dropped"
+                gone = "the namespace is gone" if k not in self.facts.namespaces else f"provider {prov} is gone again"
+                d.result["changes"] = [f"not written: {gone}"]
+            else:
+                res = self.apply_targets({k: x})
+                d.result.update({a: b for a, b in res.items() if a not in ("t_done", "per_ns")})
+                d.action = "failed" if "error" in res else "reconciled"
+                d.result["changes"] = ["; ".join(x.why)] if "error" not in res else res.get("recovered", [])
+                d.result["reaction_ms"] = round((res["t_done"] - p.first_event) * 1000, 1) if p.first_event else None
+                d.result["held_ms"] = round((res["t_done"] - p.since) * 1000, 1)
+            self._log_pending(d, p)
+            if d.action == "reconciled":
+                done = hp.Decision(p.decision, p.subject, [k], action="reconciled",
+                                   result={"replaced": {k: x.p2pmem}} if p.decision == "provider-lost" else {})
+                self._record([done])
+            self.store.update(drop=[(f"namespace {k}", "rewrite-pending")])
+            out.append(d)
+        return out
+
+    def _log_pending(self, d: hp.Decision, p: Pending) -> None:
+        r = d.result
+        self.log({"decision": "rewrite", "subject": d.subject, "namespaces": d.namespaces,
+                  "policy": self.o.policy, "rewrite": f"{p.policy}: {hp.REWRITE_EFFECT}"
+                  if d.action == "reconciled" else p.policy, "action": d.action, "detail": d.detail,
+                  "reaction_ms": r.get("reaction_ms"), "held_ms": r.get("held_ms"),
+                  "configfs_ms": r.get("configfs_ms"), "writes": r.get("writes"), "error": r.get("error"),
+                  "changes": r.get("changes") or None}, 3 if r.get("error") else 5)
+
+    def load_pending(self) -> None:
+        """The held-back rewrites recorded in the state directory (another watcher's, or this
+        one's before a restart)."""
+        for e in self.store.load().values():
+            if e.kind == "rewrite-pending" and e.object.startswith("namespace ") and e.facts.get("target"):
+                k = e.object[len("namespace "):]
+                pol = str(e.facts.get("policy") or "operator")
+                self.pending.setdefault(k, Pending(
+                    hp.NsTarget.from_dict(e.facts["target"]), str(e.facts.get("decision") or ""),
+                    str(e.facts.get("subject") or ""), time.monotonic(), 0.0, pol,
+                    hp.IdleClock(self.o.idle_window) if pol == "idle" else None))
 
     # -- reconcile ----------------------------------------------------------------------------
     def _reconcile(self, decisions: list[hp.Decision], lost: dict[str, dict],
@@ -536,15 +659,40 @@ class Watcher:
 
         targets = hp.remedies(decisions, self.facts, lost,
                               lambda n, gone: self.choose_provider(inv(), n, gone), published)
+        for d in decisions:              # a new decision about a namespace replaces a held-back one
+            for k in d.namespaces:
+                if self.pending.pop(k, None) is not None:
+                    self._dropped_pending.append(k)
+        held = {k: x for k, x in targets.items()
+                if self.o.rewrite != "now" and hp.disrupts(x, self.facts.namespaces[k])}
+        for k, x in held.items():
+            d = next(d for d in decisions if k in d.namespaces)
+            self.pending[k] = Pending(x, d.kind, d.subject, time.monotonic(), d.first_event, self.o.rewrite,
+                                      hp.IdleClock(self.o.idle_window) if self.o.rewrite == "idle" else None)
+        targets = {k: x for k, x in targets.items() if k not in held}
+        for d in decisions:
+            mine = [k for k in d.namespaces if k in held]
+            if mine:
+                d.result["pending"] = {k: held[k].to_dict() for k in mine}
+                d.result["changes"] = ["; ".join(held[k].why) + f" -- held back (--rewrite {self.o.rewrite}): "
+                                       + ("waits until the namespace has had no I/O for "
+                                          f"{self.o.idle_window:g} s" if self.o.rewrite == "idle" else
+                                          "waits for the operator: nvmet-p2p watch --rewrite-pending")
+                                       for k in mine]
         if not targets:
             for d in decisions:
                 d.action = "nothing to write" if d.kind.endswith(("-lost", "-back")) else d.action
+                if d.result.get("pending"):
+                    d.action = "pending"
                 if d.kind.startswith(("rdma", "address")):
                     d.action = "reported"
                     d.result["changes"] = self._placement_recheck(inv(), d)
             return
         res = self.apply_targets(targets)
         for d in decisions:
+            if d.result.get("pending") and not [k for k in d.namespaces if k in targets]:
+                d.action = "pending"
+                continue
             mine = [k for k in d.namespaces if k in targets]
             d.result.update({k: v for k, v in res.items() if k != "per_ns"})
             if "error" in res:
@@ -800,3 +948,17 @@ def partial_desired(live: st.TargetState, managed, changes: dict[str, st.Namespa
 def install_signal_handlers(w: Watcher) -> None:
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, w.stop)
+
+
+def rewrite_pending(w: Watcher) -> int:
+    """``watch --rewrite-pending``: do every rewrite a watcher held back (``status`` lists them
+    as REWRITE PENDING) now, and exit: 0 when all were written or had nothing left to write,
+    1 when one failed."""
+    w.settle()
+    w.refresh()
+    w.load_pending()
+    if not w.pending:
+        w.log({"msg": "no rewrite pending", "state_dir": w.o.state_dir})
+        return 0
+    done = w.run_pending(sorted(w.pending), why="the operator ran nvmet-p2p watch --rewrite-pending")
+    return 1 if any(d.action == "failed" for d in done) else 0
