@@ -601,3 +601,64 @@ def test_candidates_are_listed_in_rank_order():
     assert order == ["BEST", "LOCAL_SMALL", "REMOTE_BIG", "LOCAL_FAR"], \
         [(o, k.distance, k.numa_mismatch, k.free) for o, k in zip(order, d.candidates)]
     assert [c.rank for c in d.candidates] == [1, 2, 3, 4]
+
+
+# -- budgets are charged only to providers a path can use (issue 20) --------------------------
+
+ONLY_FAR_NIC = "  - {id: 1, transport: rdma, rdma_device: mlx5_1}"
+
+
+def test_best_effort_charges_nothing_to_a_provider_its_only_nic_cannot_use():
+    """J000 sits under switch 0, its port's only NIC (mlx5_1) under switch 1 of a host bridge
+    the kernel does not whitelist: best effort gives the NVMe a provider of its own switch,
+    which no connection can use, so none of the budget is charged to it."""
+    inv = jbof_machine()
+    p = run(inv, "- select: {serial: J000}\n  p2p: {when_none: best_effort}", ports=ONLY_FAR_NIC)
+    d = p.decisions[0]
+    assert d.status == "best_effort" and "serves the NVMe and 0 of 1 NIC(s)" in d.summary
+    assert d.demand > 0
+    assert p.usage[d.provider]["assigned"] == 0, p.usage[d.provider]    # was: the whole budget
+    assert any("nothing of its budget" in n for n in d.notes)
+
+
+def test_a_budget_no_path_can_use_does_not_push_another_namespace_off_its_provider():
+    """One switch (non-whitelisted host bridge) with provider P (48 MiB CMB), two NVMe without
+    CMB and NIC mlx5_0; NIC mlx5_1 alone on another root port. FAR (exported only through
+    mlx5_1) gets P by best effort, which no connection of it can use; NEAR (through mlx5_0)
+    needs P's room for its 32 MiB budget: it must be placed, not shared."""
+    m = Machine()
+    hb = m.host_bridge()
+    d = m.switch(m.root_port(hb), ports=4)
+    m.nvme(d[0], "P", cmb=48 * MiB)
+    m.nvme(d[1], "FAR")
+    m.nvme(d[2], "NEAR")
+    m.rdma_nic(d[3], "mlx5_0", netdev="ens1", ip="10.0.0.1/24")
+    m.rdma_nic(m.root_port(hb), "mlx5_1", netdev="ens2", ip="10.0.1.1/24")
+    inv = m.build()
+    top = "budget: {hosts: 1, queues: 4, queue_depth: 64, io_size: 128KiB}\n"   # 32 MiB each
+    ports = ("  - {id: 1, transport: rdma, rdma_device: mlx5_1}\n"
+             "  - {id: 2, transport: rdma, rdma_device: mlx5_0}")
+    text = (f"version: 1\n{top}ports:\n{ports}\nsubsystems:\n"
+            f"  - nqn: {SUB}:far\n    hosts: [{HOST}]\n    ports: [1]\n    namespaces:\n"
+            f"      - {{select: {{serial: FAR}}, p2p: {{when_none: best_effort}}}}\n"
+            f"  - nqn: {SUB}:near\n    hosts: [{HOST}]\n    ports: [2]\n    namespaces:\n"
+            f"      - {{select: {{serial: NEAR}}}}\n")
+    rep = profile.Report("t.yaml")
+    data = profile.parse(text, "t.yaml", rep)
+    assert not rep.errors, [str(e) for e in rep.errors]
+    p = placement.place(profile.resolve(profile.Profile(file="t.yaml", data=data), inv), inv)
+    far, near = decision(p, "FAR"), decision(p, "NEAR")
+    prov = pci_of(inv, "P")
+    assert (far.status, far.p2pmem) == ("best_effort", prov)
+    assert (near.status, near.p2pmem) == ("placed", prov), near.notes    # was: shared
+    assert p.usage[prov]["assigned"] == near.demand == 32 * MiB
+
+
+def test_pinned_on_a_provider_the_only_nic_cannot_reach_charges_nothing():
+    inv = jbof_machine()
+    own = pci_of(inv, "J000")
+    p = run(inv, f"- select: {{serial: J003}}\n  p2p: {{pinned: '{own}'}}", ports=ONLY_FAR_NIC)
+    d = p.decisions[0]
+    assert d.status == "pinned" and d.p2pmem == own
+    assert p.usage[own]["assigned"] == 0
+    assert any("nothing of its budget is charged" in n for n in d.notes)

@@ -585,7 +585,10 @@ class _Placer:
             return d
         s, served = _best_effort(ns, nvme, nics, for_nvme, ok, self.avail, self.assigned, self.ranked)
         left_out = [n for n in nics if n not in served]
-        self.assigned[s.provider] += ns.demand
+        # a budget is in-flight memory of connections through a NIC that can use the provider:
+        # with none, nothing of it is charged (the plan's other namespaces keep that room)
+        charge = ns.demand if served or not nics else 0
+        self.assigned[s.provider] += charge
         d.provider = d.p2pmem = s.provider
         d.map_type = s.verdict.map_type
         d.status = "best_effort"
@@ -593,9 +596,12 @@ class _Placer:
                      f"connections through {', '.join(left_out)} use host memory (when_none: "
                      "best_effort)")
         d.notes.append(why)
+        if not charge and ns.demand:
+            d.notes.append(f"no NIC of this namespace's ports can use {s.provider}: nothing of its "
+                           f"budget ({format_size(ns.demand)}) is charged to it")
         if self.explain:
-            d.candidates = _explain([s], s, ns.demand, self.avail, {**self.assigned,
-                                                               s.provider: self.assigned[s.provider] - ns.demand})
+            d.candidates = _explain([s], s, charge, self.avail, {**self.assigned,
+                                                            s.provider: self.assigned[s.provider] - charge})
         return d
 
     def rejected(self, ns: ResolvedNamespace, clients: tuple[str, ...]) -> list[Candidate]:
@@ -697,7 +703,11 @@ def _pinned(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
             if p.map_type == MapType.NOT_SUPPORTED:
                 d.notes.append(f"{p.client.name}: {'; '.join(p.reasons)}: connections through "
                                "it use host memory")
-    if bdf in avail:
+    nic_paths = _nic_paths(v, clients) if v is not None else []
+    if bdf in avail and ns.nic_clients and not nic_paths:
+        d.notes.append(f"no NIC of this namespace's ports can use {bdf}: nothing of its budget "
+                       "is charged to it (every connection uses host memory)")
+    elif bdf in avail:
         free = avail[bdf] - assigned[bdf]
         assigned[bdf] += ns.demand
         if ns.demand > free:
@@ -706,6 +716,13 @@ def _pinned(ns: ResolvedNamespace, clients: tuple[str, ...], oracle: _Oracle,
                            "request by request")
     d.notes += _no_client_notes(ns)
     return d
+
+
+def _nic_paths(v, clients: tuple[str, ...]) -> list[str]:
+    """The NICs (clients after the NVMe) the kernel accepts ``v``'s provider for: the paths
+    whose connections can take p2p memory from it, and so the only ones a budget is for."""
+    nics = set(clients[1:])
+    return [p.client.name for p in v.pairs if p.client.name in nics and p.map_type != MapType.NOT_SUPPORTED]
 
 
 # -- placed -----------------------------------------------------------------------------------
@@ -925,7 +942,7 @@ def _best_effort(ns, nvme, nics, for_nvme, ok, avail, assigned, ranked_fn):
         sub = ranked_fn(ns, (nvme,) + served)
         options += [(s, served) for s in sub if s.provider in groups[served]]
     for s, served in sorted(options, key=lambda t: (t[0].key, bdf_sort_key(t[0].provider))):
-        if avail[s.provider] - assigned[s.provider] >= ns.demand:
+        if avail[s.provider] - assigned[s.provider] >= (ns.demand if served else 0):
             return s, served
     return min(options, key=lambda t: (
         _overflow(t[0].provider, ns.demand, avail, assigned), t[0].key,
