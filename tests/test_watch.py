@@ -449,20 +449,12 @@ def test_watch_command_refuses_a_broken_profile_before_listening(tmp_path, capsy
     assert "p.yaml" in capsys.readouterr().err
 
 
-class FakeKernelMonitor:
+class FakeKernelMonitor(QueueSource):
     """pyudev's kernel-source monitor as KernelStamps reads it: poll() -> devices with
     properties (SEQNUM), a pipe as its file descriptor."""
 
-    def __init__(self):
-        self.r, self.w = os.pipe()
-        self.queue = []
-
-    def fileno(self):
-        return self.r
-
     def send(self, seqs):
-        self.queue.extend(type("Dev", (), {"properties": {"SEQNUM": str(s)}})() for s in seqs)
-        os.write(self.w, b"x")
+        self.push([type("Dev", (), {"properties": {"SEQNUM": str(s)}})() for s in seqs])
 
     def poll(self, timeout=0):
         if not self.queue:

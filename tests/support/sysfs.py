@@ -1332,6 +1332,40 @@ def soft_roce(root, *, siw: bool = False, write: bool = True, **lab_kw) -> Machi
     return m.write() if write else m
 
 
+def _rxe_p2p_lab(root, switch_nvme: list[tuple[str, int | None]], rp2_nvme: tuple[str, int | None],
+                 nvmet: bool = False) -> Machine:
+    """The layout of the lab topologies with the lab's p2p NIC: switch sw1 on rp1 with three
+    NVMe (``switch_nvme``: serial, CMB MiB) and the e1000e nicnear (rxp0, 10.79.0.1) on its
+    fourth port, one NVMe on rp2, the virtio-net nicfar (rxp1, 10.80.0.1) on rp3."""
+    m = Machine(root)
+    mods = ["9p", "9pnet", "9pnet_virtio", "configfs", "nvme", "nvme_core", "overlay", "e1000e",
+            "virtio_net", "rdma_rxe_p2p", "ib_core", "ip6_udp_tunnel", "udp_tunnel"]
+    m.system(cpu_vendor="AuthenticAMD", cpu_family=15, cpu_model=107,
+             cpu_model_name="QEMU TCG CPU version 2.5+",
+             cmdline="console=ttyS0,115200 loglevel=4 panic=-1 oops=panic printk.devkmsg=on",
+             modules_loaded=sorted(mods + (["nvmet", "nvmet_rdma"] if nvmet else [])),
+             nvmet_configfs=nvmet)
+    _q35_base(m)
+    m.root_port("0000:00:04.0", secondary=1, subordinate=6, role="rp1")
+    dsps = [f"0000:02:0{i}.0" for i in range(4)]
+    m.switch("0000:01:00.0", parent="0000:00:04.0", downstream=dsps, secondary=2, role="usp")
+    for i, (serial, cmb) in enumerate(switch_nvme):
+        m.roles[f"dsp{i + 1}"] = dsps[i]
+        m.nvme(f"0000:0{3 + i}:00.0", parent=dsps[i], ctrl=f"nvme{i}", serial=serial,
+               cmb_mb=cmb or None, role=serial)
+    m.roles["dsp4"] = dsps[3]
+    m.rxe_p2p("rxp0", bdf="0000:06:00.0", parent=dsps[3], netdev="nicnear",
+              addresses=["10.79.0.1/24"], role="nicnear")
+    m.root_port("0000:00:05.0", secondary=7, role="rp2")
+    serial, cmb = rp2_nvme
+    m.nvme("0000:07:00.0", parent="0000:00:05.0", ctrl="nvme3", serial=serial, cmb_mb=cmb,
+           role=serial)
+    m.root_port("0000:00:06.0", secondary=8, role="rp3")
+    m.rxe_p2p("rxp1", bdf="0000:08:00.0", parent="0000:00:06.0", netdev="nicfar",
+              addresses=["10.80.0.1/24"], model="virtio-net-pci", role="nicfar")
+    return m
+
+
 def rdma_p2p_lab(root, *, write: bool = True) -> Machine:
     """``tools/lab/run --topology rdma-p2p`` as the real 7.3 guest shows it::
 
@@ -1347,36 +1381,13 @@ def rdma_p2p_lab(root, *, write: bool = True) -> Machine:
         00:06.0 root port                                        role "rp3"
           08:00.0 virtio-net nicfar 10.80.0.1/24, rxe_p2p rxp1   role "nicfar"
     """
-    m = Machine(root)
-    m.system(cpu_vendor="AuthenticAMD", cpu_family=15, cpu_model=107,
-             cpu_model_name="QEMU TCG CPU version 2.5+",
-             cmdline="console=ttyS0,115200 loglevel=4 panic=-1 oops=panic printk.devkmsg=on",
-             modules_loaded=sorted(["9p", "9pnet", "9pnet_virtio", "configfs", "nvme", "nvme_core",
-                                    "overlay", "e1000e", "virtio_net", "rdma_rxe_p2p", "ib_core",
-                                    "ip6_udp_tunnel", "udp_tunnel"]))
-    _q35_base(m)
-    m.root_port("0000:00:04.0", secondary=1, subordinate=6, role="rp1")
-    dsps = [f"0000:02:0{i}.0" for i in range(4)]
-    m.switch("0000:01:00.0", parent="0000:00:04.0", downstream=dsps, secondary=2, role="usp")
-    for i, (serial, cmb) in enumerate((("cmbA", 32), ("cmbSmall", 2), ("plain", 0))):
-        m.roles[f"dsp{i + 1}"] = dsps[i]
-        m.nvme(f"0000:0{3 + i}:00.0", parent=dsps[i], ctrl=f"nvme{i}", serial=serial,
-               cmb_mb=cmb or None, role=serial)
-    m.roles["dsp4"] = dsps[3]
-    m.rxe_p2p("rxp0", bdf="0000:06:00.0", parent=dsps[3], netdev="nicnear",
-              addresses=["10.79.0.1/24"], role="nicnear")
-    m.root_port("0000:00:05.0", secondary=7, role="rp2")
-    m.nvme("0000:07:00.0", parent="0000:00:05.0", ctrl="nvme3", serial="cmbFar", cmb_mb=32,
-           role="cmbFar")
-    m.root_port("0000:00:06.0", secondary=8, role="rp3")
-    m.rxe_p2p("rxp1", bdf="0000:08:00.0", parent="0000:00:06.0", netdev="nicfar",
-              addresses=["10.80.0.1/24"], model="virtio-net-pci", role="nicfar")
+    m = _rxe_p2p_lab(root, [("cmbA", 32), ("cmbSmall", 2), ("plain", None)], ("cmbFar", 32))
     return m.write() if write else m
 
 
 def hotplug_p2p_lab(root, *, write: bool = True) -> Machine:
     """``tools/lab/run --topology hotplug-p2p`` as the real 7.3 guest shows it (the capture in
-    ``tests/fixtures/lab/hotplug-p2p1``)::
+    ``tests/fixtures/lab/hotplug-p2p1``), with nvmet loaded::
 
         00:04.0 root port                                        role "rp1"
           01:00.0 switch upstream                                role "usp"
@@ -1390,30 +1401,7 @@ def hotplug_p2p_lab(root, *, write: bool = True) -> Machine:
         00:06.0 root port                                        role "rp3"
           08:00.0 virtio-net nicfar 10.80.0.1/24, rxe_p2p rxp1   role "nicfar"
     """
-    m = Machine(root)
-    m.system(cpu_vendor="AuthenticAMD", cpu_family=15, cpu_model=107,
-             cpu_model_name="QEMU TCG CPU version 2.5+",
-             cmdline="console=ttyS0,115200 loglevel=4 panic=-1 oops=panic printk.devkmsg=on",
-             modules_loaded=sorted(["9p", "9pnet", "9pnet_virtio", "configfs", "nvme", "nvme_core",
-                                    "overlay", "e1000e", "virtio_net", "rdma_rxe_p2p", "ib_core",
-                                    "ip6_udp_tunnel", "udp_tunnel", "nvmet", "nvmet_rdma"]),
-             nvmet_configfs=True)
-    _q35_base(m)
-    m.root_port("0000:00:04.0", secondary=1, subordinate=6, role="rp1")
-    dsps = [f"0000:02:0{i}.0" for i in range(4)]
-    m.switch("0000:01:00.0", parent="0000:00:04.0", downstream=dsps, secondary=2, role="usp")
-    for i, (serial, cmb) in enumerate((("cmbA", 32), ("cmbB", 32), ("plainS", 0))):
-        m.roles[f"dsp{i + 1}"] = dsps[i]
-        m.nvme(f"0000:0{3 + i}:00.0", parent=dsps[i], ctrl=f"nvme{i}", serial=serial,
-               cmb_mb=cmb or None, role=serial)
-    m.roles["dsp4"] = dsps[3]
-    m.rxe_p2p("rxp0", bdf="0000:06:00.0", parent=dsps[3], netdev="nicnear",
-              addresses=["10.79.0.1/24"], role="nicnear")
-    m.root_port("0000:00:05.0", secondary=7, role="rp2")
-    m.nvme("0000:07:00.0", parent="0000:00:05.0", ctrl="nvme3", serial="plain", role="plain")
-    m.root_port("0000:00:06.0", secondary=8, role="rp3")
-    m.rxe_p2p("rxp1", bdf="0000:08:00.0", parent="0000:00:06.0", netdev="nicfar",
-              addresses=["10.80.0.1/24"], model="virtio-net-pci", role="nicfar")
+    m = _rxe_p2p_lab(root, [("cmbA", 32), ("cmbB", 32), ("plainS", None)], ("plain", None), nvmet=True)
     return m.write() if write else m
 
 
