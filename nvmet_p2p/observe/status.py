@@ -288,6 +288,9 @@ def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
                    hints=hints or [], port_by_id=port_by_id, pools=pools, providers=rep.providers,
                    io_during_sampling=io_during_sampling, kernel=kernel, dev_names=dev_names,
                    degraded=degraded, late=late, provider_facts=pf, bindings=bindings or {})
+    for e in late:
+        if e.kind == ev.KIND_P2P_MAPPED and e.nsid is not None:
+            ctx.late_by_nsid.setdefault(e.nsid, []).append(e)
     for nqn, sub in sorted(state.subsystems.items()):
         if only is None or nqn in only:
             rep.subsystems.append(_subsystem_row(ctx, nqn, sub, ports_of.get(nqn, [])))
@@ -345,6 +348,7 @@ class _Context:
     dev_names: dict | None
     degraded: dict | None
     late: list = field(default_factory=list)              # log lines no connect claims
+    late_by_nsid: dict = field(default_factory=dict)      # their mapping lines by nsid
     provider_facts: dict = field(default_factory=dict)    # BDF -> ev.ProviderFacts
     bindings: dict = field(default_factory=dict)          # "<nqn>/<nsid>" -> ev.BindingFacts
 
@@ -466,7 +470,7 @@ def _namespace_row(ctx: _Context, nqn: str, nsid: int, ns, cands: list, ctrl_por
         def unreachable(bdf, nic_=nic if port else None):
             return bool(nic_) and not _reaches(ctx, bdf, nic_)
 
-        mapping = ev.effective_mapping(c, nsid, ctx.late, p2p, unreachable) if c else None
+        mapping = ev.effective_mapping(c, nsid, ctx.late_by_nsid.get(nsid, []), p2p, unreachable) if c else None
         judged = (mapping.provider if mapping else None) or (p2p if p2p not in ("0", "1", "") else None)
         dist = distance_facts(judged, nic, ctx.inv, ctx.kernel) if judged and nic else None
         v = ev.decide(subsystem=nqn, nsid=nsid, ns_enabled=ns.enable, p2pmem=p2p,
