@@ -620,3 +620,39 @@ def test_block_stat_counts_and_the_idle_clock():
     assert c.observe((10, 0), 1.0)
     assert not c.observe((11, 0), 1.5) and not c.observe((11, 1), 3.0) and not c.observe((11, 0), 3.5)
     assert c.observe((11, 0), 4.5)
+
+
+def test_a_namespace_exported_through_a_far_nic_too_is_replaced_for_the_nics_it_had(tmp_path, monkeypatch):
+    """Topology hotplug-p2p: plainS exported through nicnear (beside the CMBs) and nicfar (behind
+    another root port, which no provider can serve). No provider serves the NVMe and *every*
+    NIC, so requiring all of them found nothing (lab: 'nothing to write', the namespace stayed
+    on the removed cmbA); cmbB serves the NVMe and nicnear, as cmbA did."""
+    from support import sysfs as sf
+    root = tmp_path / "root"
+    m = sf.hotplug_p2p_lab(root)
+    (root / "dev").mkdir()
+    for name in ("nvme0n1", "nvme2n1"):
+        (root / f"dev/{name}").write_text("")
+    cfs = Recorder(str(tmp_path / "cfs"))
+    sd = str(tmp_path / "state")
+    monkeypatch.setattr(fakenvmet, "P2P_PROVIDERS", {A, B})
+    monkeypatch.setattr(fakenvmet, "DEVICES", dict(fakenvmet.DEVICES))
+    monkeypatch.setattr(fakenvmet, "LISTEN", fakenvmet.LISTEN | {"10.79.0.1", "10.80.0.1"})
+    doc = {"hosts": [], "subsystems": [{"nqn": NQN, "attr": {"allow_any_host": "1"}, "namespaces": [
+        {"nsid": 1, "enable": 1, "device": {"path": "/dev/nvme2n1"}, "p2pmem": A}]}],
+        "ports": [{"portid": pid, "addr": {"trtype": "rdma", "adrfam": "ipv4", "traddr": ip, "trsvcid": "4420"},
+                   "subsystems": [NQN]} for pid, ip in ((1, "10.79.0.1"), (2, "10.80.0.1"))]}
+    reconcile(str(root), statefile.parse(doc), sd, cfs=cfs)
+    cfs.log.clear()
+    out = io.StringIO()
+    w = watch.Watcher(watch.Options(root=str(root), state_dir=sd, policy="reconcile"), [],
+                      watch.Log(stream=out), cfs=cfs)
+    w.refresh()
+    assert set(w.facts.ports[1].rdma) == {"rxp0"} and set(w.facts.ports[2].rdma) == {"rxp1"}
+    unplug(m, A, "nvme0")
+    ds = w.handle(removal(A, "nvme0n1"))
+    assert [(d.kind, d.action) for d in ds] == [("provider-lost", "reconciled")], ds[0].result
+    assert read_state(cfs).subsystems[NQN].namespaces[1].attrs["p2pmem"] == B
+    line = lines(out)[-1]
+    assert "0000:05:00.0, 0000:06:00.0" in line["changes"]
+    assert "connections through 0000:08:00.0 use host memory" in line["changes"]

@@ -43,6 +43,7 @@ from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
 from nvmet_p2p.observe.status import managed_subsystems, rdma_devices_for_address
 from nvmet_p2p.pci import addresses, distance
 from nvmet_p2p.pci.inventory import block_device_name, read_inventory
+from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.policy import placement
 from nvmet_p2p.service import hotplug as hp
 from nvmet_p2p.service.devwait import Probe
@@ -711,30 +712,47 @@ class Watcher:
             d.result.pop("t_done", None)
 
     def choose_provider(self, inv, n: hp.NsFacts, gone: set[str]):
-        """Another published provider the kernel accepts for this namespace's clients (the
-        backing NVMe and the PCI RDMA NICs of its ports), nearest first, then most free; with
-        ``--profile``, the profile's placement on the machine as it is now."""
+        """Another published provider the kernel accepts for this namespace's backing NVMe
+        that serves the most of the PCI RDMA NICs of its ports (a namespace exported through
+        a NIC no provider of its switch can reach keeps the NICs it had), then the nearest,
+        then the most free; with ``--profile``, the profile's placement on the machine as it
+        is now. None when no provider serves the NVMe and at least one of its NICs."""
         if self.o.profile:
             return self._profile_choice(n, gone)
-        clients = [n.backing_pci] if n.backing_pci else []
+        nics = []
         for pid in n.ports:
             for ib in self.facts.ports.get(pid, hp.PortFacts(pid, "", "")).rdma:
                 d = inv.rdma.get(ib)
-                if d and d.pci and not d.soft:
-                    clients.append(d.pci)
+                if d and d.pci and not d.soft and d.pci not in nics:
+                    nics.append(d.pci)
+        clients = ([n.backing_pci] if n.backing_pci else []) + nics
         if not clients:
             return None, "no PCI client to place against"
         found = distance.find_many(inv, clients, self.o.kernel)
-        ok = [v for v in found.candidates if v.distance >= 0 and v.provider not in gone
-              and v.provider_published]
-        if not ok:
-            return None, (f"no other provider the kernel accepts for {', '.join(clients)}: the "
-                          f"namespace keeps serving from host memory until the provider returns")
         avail = {f.bdf: (f.p2pmem.available if f.p2pmem else 0) for f in inv.pci.values()}
-        best = sorted(ok, key=lambda v: (v.distance, -avail.get(v.provider, 0), v.provider))[0]
-        return best.provider, (f"re-placed on {best.provider} ({best.map_type}, distance "
-                               f"{best.distance}): the nearest published provider the kernel "
-                               f"accepts for {', '.join(clients)}")
+        ranked = []
+        for v in found.candidates:
+            if v.provider in gone or not v.provider_published:
+                continue
+            ok = [p for p in v.pairs if p.map_type != MapType.NOT_SUPPORTED]
+            if n.backing_pci and n.backing_pci not in {p.client.name for p in ok}:
+                continue                    # the kernel would refuse the enable
+            served = [p.client.name for p in ok if p.client.name in nics]
+            if nics and not served:
+                continue                    # no connection could use it: nothing gained
+            ranked.append(((-len(served), sum(p.distance for p in ok), -avail.get(v.provider, 0),
+                            v.provider), v, served, ok))
+        if not ranked:
+            return None, (f"no other provider the kernel accepts for {', '.join(clients)}"
+                          + (" (the NVMe and at least one NIC)" if nics else "")
+                          + ": the namespace keeps serving from host memory until the provider returns")
+        key, best, served, ok = min(ranked, key=lambda t: t[0])
+        left = [x for x in nics if x not in served]
+        kind = MapType.BUS_ADDR if all(p.map_type == MapType.BUS_ADDR for p in ok) else MapType.THRU_HOST_BRIDGE
+        used = ([n.backing_pci] if n.backing_pci else []) + served
+        return best.provider, (f"re-placed on {best.provider} ({kind}, distance {key[1]}): the nearest "
+                               f"published provider the kernel accepts for {', '.join(used)}"
+                               + (f"; connections through {', '.join(left)} use host memory" if left else ""))
 
     def _profile_placement(self):
         """The profile placed on the machine as it is *after* the burst: the inventory is read
