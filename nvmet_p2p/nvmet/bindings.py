@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 
 from nvmet_p2p.kernel import is_bdf, monotonic_now, read_pci_instance
+from nvmet_p2p.nvmet.journal import boot_id
+from nvmet_p2p.nvmet.statefile import write_atomic
 
 FILE = "p2pmem-bindings.json"
 FORMAT = 1
@@ -111,8 +113,6 @@ def note_apply(directory: str, ops, started: float, started_wall: float, root: s
     """Record the bindings a finished apply made (``started``: ``time.monotonic()`` when it
     began: a device that appeared after that cannot be the one it bound). Nothing to record:
     nothing written."""
-    from nvmet_p2p.nvmet.journal import boot_id
-    from nvmet_p2p.nvmet.statefile import write_atomic
     boot = boot_id(root)
     bound, gone = changes(ops, started if os.path.realpath(root) == "/" else monotonic_now(root),
                           started_wall, boot, root)

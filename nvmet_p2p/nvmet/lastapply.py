@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nvmet_p2p.errors import Busy, InputError, KernelError, NvmetP2PError
-from nvmet_p2p.nvmet import counters
+from nvmet_p2p.nvmet import bindings, counters
 from nvmet_p2p.nvmet.statefile import write_atomic
 
 FILE = "last-apply.json"
@@ -121,7 +121,6 @@ def recorded(directory: str, source: str, enabled: bool = True, root: str = "/")
     writes = out.result.writes if out.result else 0
     if writes:
         with contextlib.suppress(OSError):
-            from nvmet_p2p.nvmet import bindings
             bindings.note_apply(directory, out.plan.ops, t0, wall0, root)
     _save_quietly(directory, LastApply(time=time.time(), result="applied" if writes else "unchanged",
                                        source=source, configfs_writes=writes,

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nvmet_p2p.kernel import BDF_RE
+
 SUBSYSTEMS = ("pci", "nvme", "block", "infiniband", "net")
 POLICIES = ("report", "reconcile")
 
@@ -206,7 +208,6 @@ def _first(d: Decision, e: Event | None) -> Decision:
 
 def _pci_of(devpath: str) -> str | None:
     """The PCI device a sysfs device path lies under (its last PCI name)."""
-    from nvmet_p2p.kernel import BDF_RE
     names = [p for p in devpath.split("/") if BDF_RE.match(p)]
     return names[-1] if names else None
 

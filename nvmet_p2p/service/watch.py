@@ -104,7 +104,6 @@ class KernelStamps:
 
     def __init__(self, monitor=None):
         if monitor is None:
-            import pyudev
             monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="kernel")
             for sub in hp.SUBSYSTEMS:
                 monitor.filter_by(sub)
