@@ -21,7 +21,7 @@ import os
 import pytest
 from test_status import write_configfs
 
-from nvmet_p2p import cli
+from nvmet_p2p import cli, exits
 from nvmet_p2p.kernel import PciInstance, read_pci_instance
 from nvmet_p2p.kmsg import parse_text
 from nvmet_p2p.nvmet.state import Namespace, Port, Subsystem, TargetState
@@ -272,7 +272,7 @@ def test_status_text_json_and_watch_json_io_agree_on_a_removed_provider(tmp_path
 
     monkeypatch.setattr(cmd.time, "sleep", one_tick)
     assert cli.main(["status", "--root", str(tmp_path), "--all", "--state-dir", sd, "--watch", "0.1",
-                     "--json", "--io"]) == 0
+                     "--json", "--io"]) == exits.INTERRUPTED
     (doc,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     n1 = doc["subsystems"][0]["namespaces"][0]
     assert [e["reason"] for e in n1["degraded"]] == [ev.R_PROVIDER_REMOVED]

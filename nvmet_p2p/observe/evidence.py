@@ -998,7 +998,9 @@ def _refusals_for(ctrl: ControllerEvidence, p2pmem: str, device_path: str | None
         if r.kind == KIND_NO_P2P_FOR_CTRL:
             if p2pmem == "1" and (device_path is None or r.device == device_path):
                 out.append(r)
-        elif r.provider is None or p2pmem == "1" or r.provider == p2pmem:
+        elif p2pmem != "1" and (r.provider is None or r.provider == p2pmem):
+            # auto mode looks for a provider quietly (pci_p2pmem_find_many, not verbose): a
+            # pci-p2pdma warning at connect is always about a pinned namespace's provider
             out.append(r)
     return out
 
