@@ -404,3 +404,138 @@ def test_a_nul_in_a_built_path_is_an_input_error(tmp_path):
     from nvmet_p2p.pci.inventory import SysRoot
     with pytest.raises(InputError, match="NUL byte"):
         SysRoot(tmp_path).read_bytes("/sys/class/net/eth\x000/address")
+
+
+# ----------------------------------------------------------------------------------------------
+# The apply journal: read back by the next command, so parsed like any outside document
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def journal_case(tmp_path_factory):
+    """A real journal (OLD applied, then the plan to the new state with --prune journaled and
+    not run): the document, the fake tree it was written against, the tree before it."""
+    from fakenvmet import FakeNvmet
+    from test_journal import OLD, new_doc
+
+    from nvmet_p2p.nvmet import journal as jr
+    from nvmet_p2p.nvmet.apply import ManagedStore, reconcile
+    from nvmet_p2p.nvmet.configfs import read_state
+    base = tmp_path_factory.mktemp("journal")
+    cfs = FakeNvmet(str(base / "root"))
+    sd = str(base / "state")
+    reconcile(cfs.root, statefile.parse(OLD), sd, cfs=cfs)
+    plan = build_plan(read_state(cfs), statefile.parse(new_doc()), ManagedStore(sd).load(), prune=True)
+    rec = jr.begin(sd, cfs, plan, ManagedStore(sd).load())
+    jr.finish(sd)
+    return rec
+
+
+@FUZZ
+@given(data=S.data())
+def test_fuzz_journal_file(tmp_path, journal_case, data):
+    """Any bytes as journal.json: a checked journal or the project's "damaged" error."""
+    from nvmet_p2p.errors import NvmetP2PError
+    from nvmet_p2p.nvmet import journal as jr
+    good = json.dumps(journal_case).encode()
+    raw = data.draw(S.binary(max_size=400) | near(good))
+    d = tmp_path / "sd"
+    d.mkdir(exist_ok=True)
+    (d / "journal.json").write_bytes(raw)
+    try:
+        j = jr.load(str(d))
+        assert isinstance(j, jr.Journal)
+    except NvmetP2PError as exc:
+        assert "apply journal is damaged" in str(exc)
+
+
+JOURNAL_FIELDS = ("format", "pid", "steps", "ops", "before", "managed_before", "managed_after",
+                  "configfs", "boot_id")
+
+
+@FUZZ
+@given(data=S.data())
+def test_fuzz_journal_document(journal_case, data):
+    """Any JSON value in any field, in any step or any fact: checked or JournalDamaged."""
+    import copy
+
+    from nvmet_p2p.nvmet import journal as jr
+    rec = copy.deepcopy(journal_case)
+    value = data.draw(json_values)
+    where = data.draw(S.sampled_from(JOURNAL_FIELDS + ("an op", "an op item", "a fact", "a fact item")))
+    if where == "an op":
+        rec["ops"][data.draw(S.integers(0, len(rec["ops"]) - 1))] = value
+    elif where == "an op item":
+        op = rec["ops"][data.draw(S.integers(0, len(rec["ops"]) - 1))]
+        op[data.draw(S.integers(0, len(op) - 1))] = value
+    elif where == "a fact":
+        rec["before"][data.draw(S.integers(0, len(rec["before"]) - 1))] = value
+    elif where == "a fact item":
+        f = rec["before"][data.draw(S.integers(0, len(rec["before"]) - 1))]
+        f[data.draw(S.sampled_from(sorted(f) + ["value", "dir", "link", "attrs", "target"]))] = value
+    else:
+        rec[where] = value
+    try:
+        jr.check(rec)
+    except jr.JournalDamaged:
+        pass
+
+
+BYSTANDER = "nqn.2026-11.io.lab:bystander"
+HOSTILE_PATHS = [f"subsystems/{BYSTANDER}", f"subsystems/{BYSTANDER}/attr_model",
+                 f"subsystems/{BYSTANDER}/namespaces/7", f"subsystems/{BYSTANDER}/namespaces/7/enable",
+                 "subsystems/nqn.2026-11.io.lab:s1/namespaces/77", "hosts/nqn.2014-08.org.x:evil"]
+HOSTILE_VALUES = ["1", "0", "pwned", "/dev/nvme0n1", "0000:03:00.0", None, "", "4999"]
+
+
+@settings(max_examples=max(10, int(os.environ.get("NVMET_P2P_FUZZ_EXAMPLES", "120")) // 4), deadline=None,
+          database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=S.data())
+def test_fuzz_hostile_facts_never_reach_a_bystander(tmp_path_factory, journal_case, data):
+    """Whatever ``before`` says -- paths moved, values swapped, kinds flipped, facts added --
+    settle changes nothing outside the paths the journal's steps touch: a hand-made bystander
+    subsystem with an enabled namespace is byte for byte as it was."""
+    import copy
+
+    from fakenvmet import FakeNvmet, dump
+    from test_journal import OLD
+
+    from nvmet_p2p.errors import NvmetP2PError
+    from nvmet_p2p.nvmet import journal as jr
+    from nvmet_p2p.nvmet.apply import reconcile, settle
+    base = tmp_path_factory.mktemp("settle")
+    cfs = FakeNvmet(str(base / "root"))
+    sd = str(base / "state")
+    reconcile(cfs.root, statefile.parse(OLD), sd, cfs=cfs)
+    cfs.mkdir(f"subsystems/{BYSTANDER}")
+    cfs.mkdir(f"subsystems/{BYSTANDER}/namespaces/7")
+    cfs.write(f"subsystems/{BYSTANDER}/namespaces/7/device_path", "/dev/nvme3n1")
+    cfs.write(f"subsystems/{BYSTANDER}/namespaces/7/enable", "1")
+    bystander = {k: v for k, v in dump(cfs).items() if BYSTANDER in k}
+    rec = copy.deepcopy(journal_case)
+    rec["configfs"] = os.path.abspath(cfs.base)
+    rec["boot_id"] = None
+    facts = rec["before"]
+    for _ in range(data.draw(S.integers(1, 4))):
+        i = data.draw(S.integers(0, len(facts) - 1))
+        how = data.draw(S.sampled_from(["path", "value", "flip", "add", "attrs"]))
+        if how == "path":
+            facts[i]["path"] = data.draw(S.sampled_from(HOSTILE_PATHS))
+        elif how == "value" and "value" in facts[i]:
+            facts[i]["value"] = data.draw(S.sampled_from(HOSTILE_VALUES))
+        elif how == "flip":
+            for k in ("dir", "link"):
+                if k in facts[i]:
+                    facts[i][k] = not facts[i][k]
+        elif how == "add":
+            facts.append({"path": data.draw(S.sampled_from(HOSTILE_PATHS)), "dir": True,
+                          "attrs": {"enable": "1", "device_path": "/dev/nvme0n1"}})
+        elif how == "attrs" and facts[i].get("dir"):
+            facts[i]["attrs"]["enable"] = data.draw(S.sampled_from(HOSTILE_VALUES))
+    os.makedirs(sd, exist_ok=True)
+    with open(jr.journal_path(sd), "w") as f:
+        json.dump(rec, f)
+    try:
+        settle(cfs, sd, cfs.root)
+    except NvmetP2PError:
+        pass
+    assert {k: v for k, v in dump(cfs).items() if BYSTANDER in k} == bystander

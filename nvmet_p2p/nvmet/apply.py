@@ -101,11 +101,9 @@ class ManagedStore:
 
     def load(self) -> Managed:
         m = self._load_file()
-        if jr.pending(self.directory):
-            rec = jr.load(self.directory)
-            if rec is not None:
-                m = m.union(_managed(rec["managed_before"], self.path)).union(
-                    _managed(rec["managed_after"], self.path))
+        j = jr.load(self.directory)
+        if j is not None:
+            m = m.union(j.managed_before).union(j.managed_after)
         return m
 
     def _load_file(self) -> Managed:
@@ -121,13 +119,6 @@ class ManagedStore:
     def save(self, m: Managed) -> None:
         write_atomic(self.path, json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n",
                      mode=0o600, backups=1)
-
-
-def _managed(d, where: str) -> Managed:
-    try:
-        return Managed.from_dict(d)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise NvmetP2PError(f"{where}: the apply journal's managed set is damaged ({exc})") from None
 
 
 def lock_timeout(value: float | None = None) -> float:
@@ -692,31 +683,39 @@ def settle_pending(cfs: Configfs, directory: str, root: str, *, kernel: str | No
 def settle(cfs: Configfs, directory: str, root: str, *, kernel: str | None = None,
            progress=None) -> jr.Recovery | None:
     """Finish the bookkeeping of, or roll back, an apply that was interrupted (the caller holds
-    the lock). See :mod:`nvmet_p2p.nvmet.journal` for the rule. None when nothing was pending."""
-    rec = jr.load(directory)
-    if rec is None:
+    the lock). See :mod:`nvmet_p2p.nvmet.journal` for the rule. None when nothing was pending.
+
+    Only what the journal's own steps touched is looked at and put back; the journal is checked
+    at every level first (:func:`nvmet_p2p.nvmet.journal.check`), and a damaged one is refused
+    (kept, nothing written). An object the journal never touched -- a hand-made subsystem under
+    a name nvmet-p2p would refuse -- is neither read for the rollback nor validated: it cannot
+    block it."""
+    j = jr.load(directory)
+    if j is None:
         return None
+    rec = j.record
     store = ManagedStore(directory)
-    before, after = _managed(rec["managed_before"], store.path), _managed(rec["managed_after"], store.path)
-    if rec.get("configfs") != os.path.abspath(cfs.base):
+    if rec["configfs"] != os.path.abspath(cfs.base):
         raise NvmetP2PError(f"{jr.journal_path(directory)}: an interrupted apply of "
-                            f"{rec.get('configfs')} is pending; run nvmet-p2p with the --root of "
+                            f"{rec['configfs']} is pending; run nvmet-p2p with the --root of "
                             f"that tree to settle it (this command works on {cfs.base})")
     bid = jr.boot_id(cfs.root)
     if rec.get("boot_id") and bid and rec["boot_id"] != bid:
-        store.save(store._load_file().union(before).union(after))
+        store.save(store._load_file().union(j.managed_before).union(j.managed_after))
         jr.finish(directory)
         return jr.Recovery("discarded", "it ran in an earlier boot, and configfs does not survive a "
                            "reboot; the managed set keeps every object it was creating", rec)
-    if jr.is_complete(cfs, rec["ops"]):
-        store.save(after)
+    if jr.is_complete(cfs, j.ops):
+        store.save(j.managed_after)
         jr.finish(directory)
         return jr.Recovery("completed", "only the bookkeeping after its last step was missing", rec)
-    facts = rec["before"]
-    live = read_state(cfs, only=jr.read_scope(facts))
-    target = jr.rollback_target(live, facts)
-    plan = build_plan(live, target, Managed.of_state(live), prune=True,
-                      caps=capabilities(cfs, kernel, live=live), fingerprint=False)
+    live = read_state(cfs, only=jr.read_scope(j))
+    target, created = jr.rollback(j, live, cfs)
+    # (the names were checked with the journal: as configfs holds them, since a rollback may
+    # re-create what the apply removed, under a name that was made by hand)
+    plan = build_plan(live, target, created, prune=True,
+                      caps=capabilities(cfs, kernel, live=live), fingerprint=False,
+                      check_names=False)
     if progress and plan.ops:
         progress(f"rolling back an interrupted apply: {len(plan.ops)} configfs step(s)")
     try:
@@ -726,7 +725,7 @@ def settle(cfs: Configfs, directory: str, root: str, *, kernel: str | None = Non
                             f"interrupted and rolling it back failed: {exc} The journal "
                             f"{jr.journal_path(directory)} is kept; fix the cause and run any "
                             f"nvmet-p2p command again") from None
-    store.save(before)
+    store.save(j.managed_before)
     jr.finish(directory)
     r = jr.Recovery("rolled back", "not every step had been done, and the state before it is the "
                     "only whole one known", rec, writes=res.writes)

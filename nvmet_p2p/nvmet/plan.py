@@ -935,7 +935,8 @@ def name_problems(desired: st.TargetState) -> list[str]:
 
 
 def build_plan(live: st.TargetState, desired: st.TargetState, managed: Managed | None = None,
-               prune: bool = False, caps=None, fingerprint: bool = True) -> Plan:
+               prune: bool = False, caps=None, fingerprint: bool = True,
+               check_names: bool = True) -> Plan:
     """Diff ``live`` against ``desired`` into an ordered :class:`Plan`.
 
     Every name in ``desired`` is checked first (:func:`name_problems`): :class:`PlanError`
@@ -945,8 +946,10 @@ def build_plan(live: st.TargetState, desired: st.TargetState, managed: Managed |
     attributes it does not have before anything is written. ``fingerprint=False`` when
     ``live`` is not the whole tree (``read_state(cfs, only=desired)``, what ``apply`` reads):
     the plan then carries no :func:`digest` and cannot be applied later as a saved plan.
+    ``check_names=False``: the caller checked the names itself (a rollback re-creating what an
+    apply removed, under whatever name configfs held).
     """
-    problems = name_problems(desired)
+    problems = name_problems(desired) if check_names else []
     if problems:
         raise PlanError("the desired state names objects configfs cannot hold (nothing was "
                         "changed):\n  " + "\n  ".join(problems))
