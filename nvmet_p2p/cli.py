@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_status
     except NvmetP2PError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         print(safe_lines(_redact(f"nvmet-p2p {command}: error: {exc}").split("\n")),
               file=sys.stderr)
         return exc.exit_status
@@ -175,13 +175,21 @@ def main(argv: list[str] | None = None) -> int:
         return exits.OK
     except Exception as exc:   # a bug: one line, the details in a file (--debug: here)
         if debug:
-            traceback.print_exc()
+            _print_traceback()
             return exits.INTERNAL
         where = _crash_report(argv, command)
         print(f"nvmet-p2p {command}: internal error ({type(exc).__name__}); this is a bug in "
               f"nvmet-p2p, nothing of yours. Details: {where} (or run again with --debug)",
               file=sys.stderr)
         return exits.INTERNAL
+
+
+def _print_traceback() -> None:
+    """The exception being handled, as ``traceback.print_exc()`` prints it -- its message and the
+    messages of every exception chained to it -- with every secret removed (what people paste
+    into bug reports). Frame locals are not printed (the traceback module's default)."""
+    import traceback
+    sys.stderr.write(_redact(traceback.format_exc()))
 
 
 def _redact(text: str) -> str:

@@ -516,3 +516,14 @@ def redact(text: str) -> str:
         if s in text:
             text = text.replace(s, "(secret)")
     return _DHHC.sub("(secret)", text)
+
+
+def redact_doc(doc: Any) -> Any:
+    """A JSON-ready document with :func:`redact` applied to every string in it (keys too)."""
+    if isinstance(doc, str):
+        return redact(doc)
+    if isinstance(doc, dict):
+        return {redact_doc(k): redact_doc(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [redact_doc(v) for v in doc]
+    return doc

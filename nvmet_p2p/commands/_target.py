@@ -9,6 +9,7 @@ from nvmet_p2p import output
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.nvmet import journal
 from nvmet_p2p.nvmet.apply import open_configfs, settle_pending
+from nvmet_p2p.safeload import redact, redact_doc
 
 #: how long a target command waits for another one's apply lock by default
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -80,11 +81,13 @@ def print_plan(args, outcome, steps: bool = False) -> None:
 
 
 def failure_report(args, exc) -> int:
-    """Print an ApplyFailed (kernel errno + its log lines) and return the exit status."""
+    """Print an ApplyFailed (kernel errno + its log lines) and return the exit status; every
+    secret removed (the kernel's lines are its own words)."""
     if args.json:
-        output.dump_json({"applied": False, **exc.to_dict()})
+        output.dump_json(redact_doc({"applied": False, **exc.to_dict()}))
     else:
-        print(f"nvmet-p2p {args.command}: error: {exc}", file=sys.stderr)
+        print(output.safe_lines(redact(f"nvmet-p2p {args.command}: error: {exc}").split("\n")),
+              file=sys.stderr)
     return exc.exit_status
 
 

@@ -31,7 +31,8 @@ from typing import Any
 from nvmet_p2p.kernel import parse_kernel_version
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.defs import rel_path_problem
-from nvmet_p2p.nvmet.spec import SPECS
+from nvmet_p2p.nvmet.spec import SECRETS, SPECS
+from nvmet_p2p.safeload import redact_later
 
 NVMET_DIR = "sys/kernel/config/nvmet"
 
@@ -127,12 +128,16 @@ class Configfs:
             return []
 
     def read(self, rel: str) -> str:
-        """An attribute's value as the kernel shows it, without the trailing newline."""
+        """An attribute's value as the kernel shows it, without the trailing newline. A secret
+        (``dhchap_*key``) read is remembered for :func:`nvmet_p2p.safeload.redact`."""
         fd = os.open(self.path(rel), os.O_RDONLY)
         try:
-            return _read_fd(fd).decode("utf-8", errors="replace").rstrip("\n")
+            value = _read_fd(fd).decode("utf-8", errors="replace").rstrip("\n")
         finally:
             os.close(fd)
+        if rel.rsplit("/", 1)[-1] in SECRETS and value.strip():
+            redact_later(value)
+        return value
 
     def read_many(self, rel: str, paths: list[str]) -> list[str | None]:
         """The values of the attribute files ``paths`` (relative to the directory ``rel``), in
@@ -519,6 +524,10 @@ def _read_named(cfs: Configfs, only: st.TargetState) -> st.TargetState:
     names = cfs.listdir("hosts")
     got = cfs.read_attrs("hosts", {n: tuple(only.hosts[n].attrs) for n in names
                                    if n in only.hosts and only.hosts[n].attrs})
+    for vals in got.values():                  # (hosts hold the secrets: never shown)
+        for name, value in vals.items():
+            if name in SECRETS and value:
+                redact_later(value)
     for n in names:
         out.hosts[n] = st.Host(nqn=n, attrs=_cleaned(got.get(n, {})))
     _read_named_subsystems(cfs, only, out)

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from nvmet_p2p import safeload
 from nvmet_p2p.nvmet.statefile import write_atomic
 
 FILE = "degraded.json"
@@ -53,9 +54,11 @@ class Entry:
     facts: dict[str, Any] = field(default_factory=dict)     # provider, device, wwid, serial ...
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as written (the detail and the facts' text with every secret removed)."""
+        facts = {k: safeload.redact(v) if isinstance(v, str) else v for k, v in self.facts.items()}
         return {"object": self.object, "kind": self.kind, "since": self.since,
                 "since_text": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)),
-                "detail": self.detail, "source": self.source, **self.facts}
+                "detail": safeload.redact(self.detail), "source": self.source, **facts}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Entry":

@@ -3,7 +3,8 @@
 ``<state dir>/last-apply.json`` says when the last ``apply`` (CLI, ``restore``, ``clear``, the
 Ansible module, the watcher, a ``shell`` commit) finished, whether it succeeded, how many
 configfs writes it made and, when it failed, the one-line error (secrets are masked in every
-message nvmet-p2p makes). The metrics exporter publishes it as ``nvmet_p2p_last_apply_*``;
+message nvmet-p2p makes, and removed again as the error is written:
+:func:`nvmet_p2p.safeload.redact`). The metrics exporter publishes it as ``nvmet_p2p_last_apply_*``;
 every recorded apply is also counted (:mod:`nvmet_p2p.nvmet.counters`).
 
 It is written *after* the reconciler returned or raised, outside the apply lock and beside the
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from nvmet_p2p import safeload
 from nvmet_p2p.errors import Busy, InputError, KernelError, NvmetP2PError
 from nvmet_p2p.nvmet import bindings, counters
 from nvmet_p2p.nvmet.statefile import write_atomic
@@ -58,6 +60,9 @@ def path(directory: str) -> str:
 
 
 def save(directory: str, rec: LastApply) -> None:
+    """Write ``rec`` (0600); its error with every secret removed, whoever made it."""
+    if rec.error:
+        rec.error = safeload.redact(rec.error)
     write_atomic(path(directory), json.dumps(rec.to_dict(), indent=2) + "\n", mode=0o600,
                  backups=0)
 
@@ -112,7 +117,8 @@ def recorded(directory: str, source: str, enabled: bool = True, root: str = "/")
         yield rec
     except NvmetP2PError as exc:
         _save_quietly(directory, LastApply(time=time.time(), result="failed", source=source,
-                                           seconds=time.monotonic() - t0, error=str(exc),
+                                           seconds=time.monotonic() - t0,
+                                           error=safeload.redact(str(exc)),
                                            error_kind=_kind(exc)))
         raise
     out = rec.outcome

@@ -46,7 +46,7 @@ from nvmet_p2p.nvmet.defs import (
     parse_int,
     subsystem_nqn_problem,
 )
-from nvmet_p2p.nvmet.spec import SPECS, empty_means_unset, value_problem
+from nvmet_p2p.nvmet.spec import SPECS, empty_means_unset, is_secret, value_problem
 
 DEFAULT_FILE = "/etc/nvmet/config.json"
 BACKUPS = 3
@@ -167,6 +167,8 @@ def _attr_values(v: _V, path: str, prefix: str, group: dict[str, str], into: dic
             continue
         if name == "device_path" and val == "(null)":
             continue
+        if is_secret(name) and val:
+            safeload.redact_later(val)   # never in a message, a log or a record from here on
         p = value_problem(name, val)
         if p:
             v.err(f"{path}.{k}", p)

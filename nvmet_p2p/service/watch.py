@@ -45,6 +45,7 @@ from nvmet_p2p.pci import addresses, distance
 from nvmet_p2p.pci.inventory import block_device_name, read_inventory
 from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.policy import placement
+from nvmet_p2p.safeload import redact
 from nvmet_p2p.service import hotplug as hp
 from nvmet_p2p.service.devwait import Probe
 
@@ -272,10 +273,12 @@ class Log:
         self.journal = bool(os.environ.get("JOURNAL_STREAM"))
 
     def __call__(self, fields: dict, priority: int = 6) -> None:
+        """One line (logfmt, or JSON), every secret removed (errors carry kernel and file text)."""
         if self.as_json:
             line = json.dumps({k: v for k, v in fields.items() if v is not None}, default=str)
         else:
             line = logfmt(fields)
+        line = redact(line)
         if self.journal and not self.as_json:
             line = f"<{priority}>{line}"
         self.stream.write(line + "\n")

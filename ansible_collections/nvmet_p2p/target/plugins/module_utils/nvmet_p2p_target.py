@@ -20,6 +20,7 @@ try:
     from nvmet_p2p import automation
     from nvmet_p2p.errors import NvmetP2PError
     from nvmet_p2p.nvmet.spec import is_secret
+    from nvmet_p2p.safeload import redact
 except ImportError:
     HAS_NVMET_P2P = False
     IMPORT_ERROR = traceback.format_exc()
@@ -29,8 +30,8 @@ else:
     HAS_NVMET_P2P = True
     IMPORT_ERROR = None
 
-__all__ = ["COMMON_ARGS", "HAS_NVMET_P2P", "automation", "error_result", "hide_secrets",
-           "is_nvmet_p2p_error", "require_nvmet_p2p"]
+__all__ = ["COMMON_ARGS", "HAS_NVMET_P2P", "automation", "error_message", "error_result",
+           "hide_secrets", "is_nvmet_p2p_error", "require_nvmet_p2p"]
 
 #: options every module takes
 COMMON_ARGS = dict(
@@ -57,11 +58,23 @@ def hide_secrets(module, state):
                 module.no_log_values.add(value)
 
 
+def error_message(exc):
+    """A failure's message, every secret removed (a secret read from configfs or a file is not
+    among the values Ansible masks)."""
+    return redact(str(exc))
+
+
 def error_result(exc):
     """The extra result keys of a failure: for a kernel refusal the errno, the failing step,
-    the kernel's log lines and the rollback (configfs is as before unless rollback_errors)."""
+    the kernel's log lines and the rollback (configfs is as before unless rollback_errors);
+    their text with every secret removed."""
     details = exc.to_dict() if hasattr(exc, "to_dict") else {}
     details.pop("error", None)
+    for k, v in details.items():
+        if isinstance(v, str):
+            details[k] = redact(v)
+        elif isinstance(v, list):
+            details[k] = [redact(x) if isinstance(x, str) else x for x in v]
     details["error_type"] = type(exc).__name__
     return details
 
@@ -78,5 +91,5 @@ def exit_with_document(module, key, read):
     except Exception as exc:
         if not is_nvmet_p2p_error(exc):
             raise
-        module.fail_json(msg=str(exc), **error_result(exc))
+        module.fail_json(msg=error_message(exc), **error_result(exc))
     module.exit_json(changed=False, **{key: doc})

@@ -165,6 +165,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nvmet_p2p.target.plugins.module_utils.nvmet_p2p_target import (
     COMMON_ARGS,
     automation,
+    error_message,
     error_result,
     hide_secrets,
     is_nvmet_p2p_error,
@@ -203,7 +204,7 @@ def run_module():
         if not is_nvmet_p2p_error(exc):
             raise
         details = error_result(exc)
-        module.fail_json(msg=str(exc), changed=bool(details.get("rollback_errors")), **details)
+        module.fail_json(msg=error_message(exc), changed=bool(details.get("rollback_errors")), **details)
     for warning in result.get("placement_warnings", []) + result["plan_warnings"]:
         module.warn(warning)
     module.exit_json(**result)
