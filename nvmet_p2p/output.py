@@ -82,7 +82,9 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 class Progress:
-    """Progress lines on stderr for long work; silent when ``quiet``."""
+    """Progress lines on stderr for long work; silent when ``quiet``. Best effort: a line that
+    cannot be written (the terminal went away with SIGHUP, a closed pipe) is dropped, never
+    the reason long work stops."""
 
     def __init__(self, quiet: bool = False, stream: TextIO | None = None):
         self.quiet = quiet
@@ -90,8 +92,12 @@ class Progress:
 
     def __call__(self, message: str) -> None:
         if not self.quiet:
-            self.stream.write(f"... {message}\n")
-            self.stream.flush()
+            try:
+                self.stream.write(f"... {message}\n")
+                self.stream.flush()
+            except OSError:
+                self.quiet = True
+
 
 
 def warn(command: str, text: str) -> None:

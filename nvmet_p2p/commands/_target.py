@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -81,13 +82,15 @@ def print_plan(args, outcome, steps: bool = False) -> None:
 
 
 def failure_report(args, exc) -> int:
-    """Print an ApplyFailed (kernel errno + its log lines) and return the exit status; every
-    secret removed (the kernel's lines are its own words)."""
-    if args.json:
-        output.dump_json(redact_doc({"applied": False, **exc.to_dict()}))
-    else:
-        print(output.safe_lines(redact(f"nvmet-p2p {args.command}: error: {exc}").split("\n")),
-              file=sys.stderr)
+    """Print an ApplyFailed (kernel errno + its log lines) or an ApplyInterrupted and return the
+    exit status; every secret removed (the kernel's lines are its own words). A report that
+    cannot be written (after SIGHUP the terminal is gone) does not change the status."""
+    with contextlib.suppress(OSError):
+        if args.json:
+            output.dump_json(redact_doc({"applied": False, **exc.to_dict()}))
+        else:
+            print(output.safe_lines(redact(f"nvmet-p2p {args.command}: error: {exc}").split("\n")),
+                  file=sys.stderr)
     return exc.exit_status
 
 

@@ -13,8 +13,10 @@ Only one apply runs at a time: :func:`apply_lock` takes an exclusive ``flock`` o
 :class:`nvmet_p2p.errors.Busy` naming the holder.
 
 Whatever ends an apply early leaves the target before-or-after, never a mix: a kernel refusal,
-an exception, SIGTERM or SIGINT roll the completed steps back in-process (the signals then end
-the command with 143/130, :class:`ApplyInterrupted`); for what cannot be caught (SIGKILL, a
+an exception, SIGTERM, SIGINT, SIGHUP and the other catchable signals that would end the process
+(:data:`STOP_SIGNALS`) roll the completed steps back in-process (the signals then end the
+command with 128 + the signal's number -- 143, 130, 129 ... --, :class:`ApplyInterrupted`; a
+signal inherited as ignored stays ignored); for what cannot be caught (SIGKILL, a
 crash, power loss) the intent is in :mod:`nvmet_p2p.nvmet.journal` before the first write, and the
 next command settles it (:func:`settle`) before it does anything else.
 
@@ -209,7 +211,7 @@ _restorable = jr.restorable
 
 
 class ApplyInterrupted(NvmetP2PError):
-    """SIGTERM or SIGINT arrived while an apply ran; the completed steps were undone (unless
+    """A signal of :data:`STOP_SIGNALS` arrived while an apply ran; the completed steps were undone (unless
     ``completed``: the signal came after the last configfs step and the apply stands)."""
 
     def __init__(self, signum: int, *, step: int, total: int, rolled_back: int,
@@ -238,9 +240,23 @@ class ApplyInterrupted(NvmetP2PError):
                 "rollback_errors": self.rollback_errors, "completed": self.completed}
 
 
+#: the signals that end an apply with a rollback: every catchable one whose default action
+#: ends the process -- SIGTERM (systemd, kill), SIGINT (Ctrl-C), SIGHUP (the SSH session or the
+#: terminal went away), SIGQUIT (Ctrl-\\), SIGUSR1/SIGUSR2 and SIGALRM (nobody should send them
+#: to an apply, but if one does, its default would end the process between two configfs steps).
+#: Not SIGPIPE: Python ignores it (a closed pipe is an EPIPE on the write, and a progress line
+#: that cannot be written does not stop an apply); not SIGKILL/SIGSTOP (cannot be caught: the
+#: journal covers SIGKILL); not the fault signals (SIGSEGV, SIGBUS...: the interpreter itself
+#: is broken, the journal covers it).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                signal.SIGUSR2, signal.SIGALRM)
+
+
 class _Signals:
-    """SIGTERM/SIGINT held back while configfs changes: the handler only notes the signal, the
-    applier looks between steps and rolls back. Only in the main thread (elsewhere Python
+    """:data:`STOP_SIGNALS` held back while configfs changes: the handler only notes the
+    signal, the applier looks between steps and rolls back. A signal this process inherited as
+    ignored (``nohup``: SIGHUP; a background job of a script: SIGINT and SIGQUIT) stays
+    ignored: whoever started the apply asked for that. Only in the main thread (elsewhere Python
     cannot install handlers; the embedding program owns its signals there)."""
 
     def __init__(self):
@@ -248,7 +264,9 @@ class _Signals:
         self._old: dict = {}
 
     def __enter__(self) -> "_Signals":
-        for s in (signal.SIGTERM, signal.SIGINT):
+        for s in STOP_SIGNALS:
+            if signal.getsignal(s) is signal.SIG_IGN:
+                continue
             try:
                 self._old[s] = signal.signal(s, self._note)
             except ValueError:      # not the main thread: signals are not ours to take here
@@ -374,19 +392,26 @@ class Applier:
                 _test_hook(i)
                 if self.progress and (time.monotonic() - last_report > 2.0) and total > 50:
                     last_report = time.monotonic()
-                    self.progress(f"{i}/{total} configfs writes")
+                    self._tell(f"{i}/{total} configfs writes")
             self._check_stop(undo, total, total)
         finally:
             if follower:
                 follower.close()
         return ApplyResult(steps=total, writes=self.cfs.writes - w0, seconds=time.monotonic() - t0)
 
+    def _tell(self, message: str) -> None:
+        """A progress line, if it can be shown: after SIGHUP the terminal is gone (EIO), a
+        reader that went away leaves a closed pipe (EPIPE) -- neither stops an apply or its
+        rollback; the line is dropped."""
+        if self.progress:
+            with contextlib.suppress(OSError):
+                self.progress(message)
+
     def _check_stop(self, undo, done: int, total: int) -> None:
         signum = self.stop_requested()
         if signum is None:
             return
-        if self.progress:
-            self.progress(f"{signal.Signals(signum).name}: rolling back {done} completed step(s)")
+        self._tell(f"{signal.Signals(signum).name}: rolling back {done} completed step(s)")
         rolled, errors = self._rollback(undo)
         raise ApplyInterrupted(signum, step=done, total=total, rolled_back=rolled,
                                rollback_errors=errors)
@@ -625,8 +650,8 @@ def clear(root: str, directory: str, everything: bool = False, dry_run: bool = F
 
 def _execute(cfs: Configfs, plan: Plan, store: ManagedStore, root: str, progress,
              managed_before: Managed) -> Outcome:
-    """Journal (only when something changes), steps, managed set, end of journal; SIGTERM and
-    SIGINT are held back for the whole of it and answered with a rollback. Called by
+    """Journal (only when something changes), steps, managed set, end of journal; the
+    :data:`STOP_SIGNALS` are held back for the whole of it and answered with a rollback. Called by
     :meth:`Locked.execute` only: ``managed_before`` is the set read under the same lock."""
     t0 = time.perf_counter()
     applier = Applier(cfs, KernelLog(root=root) if plan.ops else None, progress)
