@@ -96,10 +96,16 @@ def _doc(nqn=S1, nsid=1, portid=1):
             "ports": [{"portid": portid, "addr": {"trtype": "loop"}, "subsystems": [nqn]}]}
 
 
+# The limits are written here from the kernel's source, never read from nvmet_p2p.defs:
+# nsid: drivers/nvme/target/configfs.c nvmet_ns_make() parses the name with kstrtou32() and
+#   refuses 0 and NVME_NSID_ALL (0xffffffff, include/linux/nvme.h): 1..0xfffffffe;
+# port id: nvmet_ports_make() parses it with kstrtou16(): 0..65535;
+# NQN: NVMF_NQN_SIZE 223 (include/linux/nvme.h), the longest NQN a host connects with.
 @pytest.mark.parametrize("good,bad", [
     (dict(nqn=nqn_of_length(223)), dict(nqn=nqn_of_length(224))),
-    (dict(nsid=defs.NSID_MAX), dict(nsid=defs.NSID_MAX + 1)),
-    (dict(portid=defs.PORTID_MAX), dict(portid=defs.PORTID_MAX + 1)),
+    (dict(nsid=0xFFFFFFFE), dict(nsid=0xFFFFFFFF)),
+    (dict(nsid=1), dict(nsid=0)),
+    (dict(portid=65535), dict(portid=65536)),
 ])
 def test_state_file_limits_at_n_and_n_plus_1(good, bad):
     statefile.parse(_doc(**good))
