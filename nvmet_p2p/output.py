@@ -99,7 +99,6 @@ class Progress:
                 self.quiet = True
 
 
-
 def warn(command: str, text: str) -> None:
     """A warning: on stderr, always (``--quiet`` keeps warnings)."""
     sys.stderr.write(safe_lines(f"nvmet-p2p {command}: warning: {text}".split("\n")) + "\n")
