@@ -188,7 +188,6 @@ def _print_traceback() -> None:
     """The exception being handled, as ``traceback.print_exc()`` prints it -- its message and the
     messages of every exception chained to it -- with every secret removed (what people paste
     into bug reports). Frame locals are not printed (the traceback module's default)."""
-    import traceback
     sys.stderr.write(_redact(traceback.format_exc()))
 
 

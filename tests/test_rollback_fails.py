@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
+import fakenvmet
 import pytest
 from fakenvmet import FakeNvmet, dump
 from test_journal import OLD, S1, go, new_doc
@@ -116,12 +117,11 @@ def test_the_cli_says_the_journal_is_kept(env, tmp_path, capsys, monkeypatch):
     import json
 
     from nvmet_p2p import cli
-    from nvmet_p2p.nvmet import apply
     cfs, sd, faults = env
     go((cfs, sd), OLD)
     faults.add(*REFUSED, errno.EINVAL)
     faults.add(*RELINK, errno.ENODEV)
-    monkeypatch.setattr(apply, "open_configfs", lambda root, load_module=True: cfs)
+    fakenvmet.use(monkeypatch, cfs)
     f = tmp_path / "new.json"
     f.write_text(json.dumps(new_doc()))
     rc = cli.main(["apply", "--state", str(f), "--prune", "--root", cfs.root, "--state-dir", sd])

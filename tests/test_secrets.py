@@ -21,10 +21,11 @@ import io
 import json
 from pathlib import Path
 
+import fakenvmet
 import pytest
 from fakenvmet import FakeNvmet
 
-from nvmet_p2p import cli
+from nvmet_p2p import cli, exits
 from nvmet_p2p.nvmet import apply as apply_mod
 from nvmet_p2p.nvmet.configfs import ConfigfsError
 from support.machine import lab_machine
@@ -46,7 +47,7 @@ FIELDS = {"state dhchap_key": ("dhchap_key", KEY, KEY),
 @pytest.fixture
 def target(tmp_path, monkeypatch):
     cfs = FakeNvmet(str(tmp_path / "root"))
-    monkeypatch.setattr(apply_mod, "open_configfs", lambda root, load_module=True: cfs)
+    fakenvmet.use(monkeypatch, cfs)
     inv = tmp_path / "inventory.json"
     inv.write_text(json.dumps(lab_machine().to_dict()))
     return tmp_path, cfs, str(inv)
@@ -116,7 +117,7 @@ def test_a_bug_quoting_the_secret_shows_it_nowhere(target, monkeypatch, capsys, 
         monkeypatch.setenv("NVMET_P2P_DEBUG", "1")
     rc = cli.main(argv)
     out, err = capsys.readouterr()
-    assert rc == cli.EXIT_INTERNAL, err
+    assert rc == exits.INTERNAL, err
     reports = [p.read_text() for p in list(crash_dir.glob("*")) + list((tmp_path / "state").glob("crash-*"))]
     if mode == "crash report":
         assert reports and "RuntimeError" in reports[0]
@@ -143,7 +144,7 @@ def test_a_kernel_refusal_quoting_the_secret_shows_it_nowhere(target, monkeypatc
     monkeypatch.setattr(cfs, "write", refusing)
     monkeypatch.setattr(apply_mod.Applier, "_kernel_lines",
                         staticmethod(lambda follower: [f"nvmet: bad secret {secret}"]))
-    monkeypatch.setattr(apply_mod, "_kernel_log", lambda root: _NoLog())
+    monkeypatch.setattr(apply_mod, "KernelLog", lambda root: _NoLog())
     argv = argv_for(field, tmp_path, cfs, inv) + (["--json"] if json_out else []) + ["--debug"]
     rc = cli.main(argv)
     out, err = capsys.readouterr()

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 
+import fakenvmet
 import pytest
 from fakenvmet import FakeNvmet, dump
 from test_journal import KEY, OLD, S1, S2, go, killed_apply, new_doc
@@ -72,7 +73,7 @@ def test_an_ill_named_hand_made_object_never_blocks_the_next_command(env, tmp_pa
         assert set(read_state(cfs).subsystems) == {ODD}              # only what it manages went
     else:
         from nvmet_p2p.cli import main
-        monkeypatch.setattr(apply, "open_configfs", lambda root, load_module=True: cfs)
+        fakenvmet.use(monkeypatch, cfs)
         assert main(["save", str(tmp_path / "saved.json"), "--root", cfs.root,
                      "--state-dir", sd]) == 0
         saved = json.loads((tmp_path / "saved.json").read_text())

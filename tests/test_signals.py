@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 
+import fakenvmet
 import pytest
 from fakenvmet import FakeNvmet, dump
 from test_journal import OLD, go, new_doc
@@ -90,20 +91,7 @@ def test_a_progress_line_that_cannot_be_written_does_not_stop_the_apply(env, tmp
 
     def broken(message):
         raise OSError(5, "Input/output error")
-    pid = os.fork()
-    if pid == 0:
-        status = 0
-        try:
-            os.environ[TEST_SIGNAL_ENV] = "6:HUP"
-            go(env, new_doc(), prune=True, progress=broken)
-        except ApplyInterrupted as exc:
-            status = exc.exit_status
-        except BaseException:
-            status = 98
-        finally:
-            os._exit(status)
-    _, st = os.waitpid(pid, 0)
-    assert os.WIFEXITED(st) and os.WEXITSTATUS(st) == 129
+    assert in_child(env, new_doc(), hook="6:HUP", prune=True, progress=broken) == ("exit", 129)
     assert dump(cfs) == before and not jr.pending(sd)
 
 
@@ -115,13 +103,12 @@ def test_sighup_from_the_cli_exits_129_even_without_a_terminal(env, tmp_path, mo
     import sys
 
     from nvmet_p2p import cli
-    from nvmet_p2p.nvmet import apply
     cfs, sd = env
     go(env, OLD)
     before = dump(cfs)
     f = tmp_path / "new.json"
     f.write_text(json.dumps(new_doc()))
-    monkeypatch.setattr(apply, "open_configfs", lambda root, load_module=True: cfs)
+    fakenvmet.use(monkeypatch, cfs)
 
     class HungUp(io.TextIOBase):
         def write(self, s):

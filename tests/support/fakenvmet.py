@@ -335,3 +335,14 @@ def dump(cfs: Configfs) -> dict:
                 out[os.path.join(rel, n)] = open(q).read()
         dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
     return out
+
+
+def use(monkeypatch, cfs: Configfs) -> None:
+    """Make every command open ``cfs`` as its configfs: ``open_configfs`` in the engine and in
+    each command module that imported it by name (a module imported while only the engine's
+    name was patched would otherwise keep that patch, and another test's tree, for good)."""
+    import importlib
+    for name in ("nvmet_p2p.nvmet.apply", "nvmet_p2p.commands._target", "nvmet_p2p.commands.save"):
+        mod = importlib.import_module(name)
+        if hasattr(mod, "open_configfs"):
+            monkeypatch.setattr(mod, "open_configfs", lambda root, load_module=True: cfs)
