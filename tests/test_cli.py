@@ -25,11 +25,12 @@ def test_module_entry_point_runs():
 
 #: Every subcommand, exactly: a command added (or lost) must show up here, in --help and in
 #: the README's map of the commands.
-SUBCOMMANDS = {"apply", "bench", "clear", "distance", "doctor", "exporter", "help", "install-units",
+SUBCOMMANDS = {"apply", "bench", "clear", "completion", "distance", "doctor", "exporter", "help",
+               "install-units",
                "metrics", "p2p-test", "plan", "profile", "restore", "save", "shell", "snapshot",
                "status", "topology", "watch"}
 #: the commands that apply no kernel rules, so have no --kernel
-WITHOUT_KERNEL = {"bench", "clear", "help", "install-units", "save", "snapshot"}
+WITHOUT_KERNEL = {"bench", "clear", "completion", "help", "install-units", "save", "snapshot"}
 
 
 def _subparsers():

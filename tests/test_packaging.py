@@ -83,3 +83,23 @@ def test_installed_wheel_renders_its_units(installed, tmp_path):
     r = _run(venv, "install-units", "--print")
     assert r.returncode == 0, r.stderr
     assert f"ExecStart={venv}/bin/nvmet-p2p restore" in r.stdout
+
+
+def test_installed_wheel_brings_its_manual_pages(installed):
+    """man(1) finds the pages of a venv whose bin/ is on PATH (man-db derives MANPATH from
+    PATH: <dir>/../share/man)."""
+    import shutil
+    wheel, venv = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.endswith(".data/data/share/man/man8/nvmet-p2p.8") for n in names), names
+    assert any(n.endswith(".data/data/share/man/man8/nvmet-p2p-plan.8") for n in names)
+    assert any(n.endswith(".data/data/share/man/man5/nvmet-p2p-profile.5") for n in names)
+    assert (venv / "share/man/man8/nvmet-p2p.8").is_file()
+    if shutil.which("man") is None:
+        pytest.skip("man-db is not installed (tools/lab/setup)")
+    env = {k: v for k, v in os.environ.items() if k not in ("MANPATH",)}
+    env["PATH"] = f"{venv / 'bin'}:/usr/bin:/bin"
+    r = subprocess.run(["man", "-w", "nvmet-p2p-apply"], capture_output=True, text=True, env=env,
+                       cwd=str(venv), timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == str(venv / "share/man/man8/nvmet-p2p-apply.8"), \
+        r.stdout + r.stderr

@@ -28,9 +28,9 @@ DESCRIPTION = (
 
 EXAMPLES = (
     Example("nvmet-p2p install-units --print", "the units as they would be written"),
-    Example("nvmet-p2p install-units && systemctl daemon-reload", "write them to "
-            "/etc/systemd/system; then systemctl enable nvmet-p2p.service "
-            "nvmet-p2p-watch.service", lab=True),
+    Example("nvmet-p2p install-units --dir units", "write them into units/ (the default is "
+            "/etc/systemd/system; then: systemctl daemon-reload; systemctl enable "
+            "nvmet-p2p.service nvmet-p2p-watch.service)"),
 )
 
 
