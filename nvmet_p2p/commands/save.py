@@ -10,6 +10,9 @@ from nvmet_p2p.commands._target import add_state_dir, default_save_file, settle_
 from nvmet_p2p.nvmet import statefile
 from nvmet_p2p.nvmet.apply import open_configfs
 from nvmet_p2p.nvmet.configfs import read_state
+from nvmet_p2p.pci.inventory import read_blocks
+from nvmet_p2p.pci.model import Inventory
+from nvmet_p2p.policy import exportpolicy
 
 NAME = "save"
 ORDER = 43
@@ -33,13 +36,18 @@ def run(args) -> int:
     path = args.file or default_save_file()
     settle_first(args)        # never save the tree of a half-done apply
     live = read_state(open_configfs(args.root, load_module=False))
+    # what runs is what the boot restores: an export of a device in use, or of a file, is
+    # saved with the export policy's consent (and said)
+    inv = Inventory(blocks=read_blocks(args.root))
+    notes = exportpolicy.mark_consents(live, lambda p: exportpolicy.probe(args.root, p, inv), inv)
     backup = statefile.save(live, path)
     info = {"file": os.path.abspath(path), "backup": backup, "mode": "0600",
             "hosts": len(live.hosts), "subsystems": len(live.subsystems),
             "namespaces": sum(len(s.namespaces) for s in live.subsystems.values()),
-            "ports": len(live.ports)}
+            "ports": len(live.ports), "notes": notes}
     output.emit(args.json, info, lambda d: (
         f"Saved {d['subsystems']} subsystem(s), {d['namespaces']} namespace(s), {d['ports']} port(s), "
         f"{d['hosts']} host(s) to {d['file']} (mode 0600)"
-        + (f"; previous file kept as {d['backup']}" if d["backup"] else "")))
+        + (f"; previous file kept as {d['backup']}" if d["backup"] else "")
+        + "".join(f"\nnote: {n}" for n in d["notes"])))
     return 0

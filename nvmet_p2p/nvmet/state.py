@@ -32,11 +32,18 @@ class Namespace:
     ``buffered_io``, ``resv_enable``, ``p2pmem`` (``"0"``, ``"1"`` or a full provider BDF).
     ``enable`` is kept apart because the kernel's ordering revolves around it: most
     attributes are writable only while the namespace is disabled.
+
+    ``allow_in_use`` and ``backing`` are not configfs files: they are the export policy's
+    explicit consents a state file can give (:mod:`nvmet_p2p.policy.exportpolicy`): export
+    ``device_path`` although this machine uses it, and ``backing="file"`` for a regular file
+    nvmet serves through its file backend. Plans never write them.
     """
 
     nsid: int
     enable: bool = True
     attrs: dict[str, str] = field(default_factory=dict)
+    allow_in_use: bool = False
+    backing: str = "block"
 
 
 @dataclass

@@ -6,9 +6,12 @@ The format is the one ``nvmetcli save`` writes (``Root.dump()``): top-level ``ho
 configfs attributes grouped by file-name prefix (``"attr": {"allow_any_host": "0"}`` is the
 file ``attr_allow_any_host``), values as strings; ``nsid``, ``portid``, ``grpid``,
 ``ana_grpid`` and ``enable`` as integers. nvmetcli never saves the un-prefixed namespace files
-``p2pmem`` and ``buffered_io``; we add them as namespace keys of the same name. nvmetcli's own
-``restore`` ignores keys it does not know, so it still accepts our files (it just does not
-apply those two).
+``p2pmem`` and ``buffered_io``; we add them as namespace keys of the same name. The export
+policy's consents are two more namespace keys (not configfs files): ``allow_in_use`` (true:
+export ``device.path`` although this machine uses it -- mounted, swap, LVM/md member) and
+``backing`` (``"file"``: ``device.path`` is a regular file nvmet serves through its file
+backend; default ``"block"``); see docs/export-policy.md. nvmetcli's own ``restore`` ignores
+keys it does not know, so it still accepts our files (it just does not apply those).
 
 :func:`load` reads and **fully validates** a file before anything else happens: unknown
 keys, wrong types, out-of-range ids, malformed or too long NQNs, duplicates, links to hosts or
@@ -343,7 +346,7 @@ def _namespace_fast(n: Any, sub: st.Subsystem) -> bool:
 
 def _namespace(v: _V, path: str, n: Any, sub: st.Subsystem) -> None:
     no = v.obj(path, n, ("nsid", "enable", "device", "ana", "resv", "ana_grpid", "p2pmem",
-                         "buffered_io"), ("nsid",))
+                         "buffered_io", "allow_in_use", "backing"), ("nsid",))
     if no is None or "nsid" not in no:
         return
     nsid = v.integer(f"{path}.nsid", no["nsid"], 1, NSID_MAX, "nsid")
@@ -382,10 +385,29 @@ def _namespace(v: _V, path: str, n: Any, sub: st.Subsystem) -> None:
                 if p:
                     v.err(f"{path}.{k}", p)
                 ns.attrs[k] = s
+    _consents(v, path, no, ns)
     if ns.enable and not ns.attrs.get("device_path"):
         v.err(path, "an enabled namespace needs device.path (the kernel refuses to enable "
                     "a namespace without a backing device)")
     sub.namespaces[nsid] = ns
+
+
+def _consents(v: _V, path: str, no: dict, ns: st.Namespace) -> None:
+    """The export policy's keys (not configfs files; nvmetcli ignores them): ``allow_in_use``
+    (true/1: export device.path although this machine uses it) and ``backing`` ("block", the
+    default, or "file": device.path is a regular file for nvmet's file backend)."""
+    if "allow_in_use" in no:
+        a = no["allow_in_use"]
+        if isinstance(a, bool) or (isinstance(a, int) and a in (0, 1)):
+            ns.allow_in_use = bool(a)
+        else:
+            v.err(f"{path}.allow_in_use", f"allow_in_use must be true or false, got {json.dumps(a)}")
+    if "backing" in no:
+        b = v.string(f"{path}.backing", no["backing"])
+        if b is not None and b not in ("block", "file"):
+            v.err(f"{path}.backing", f"backing must be \"block\" or \"file\", got {json.dumps(b)}")
+        elif b is not None:
+            ns.backing = b
 
 
 def _port(v: _V, path: str, p: Any, out: st.TargetState) -> None:
@@ -578,6 +600,10 @@ def _subsystem_doc(nqn: str, s: st.Subsystem) -> dict:
         for k in ("p2pmem", "buffered_io"):
             if k in ns.attrs:
                 nd[k] = ns.attrs[k]
+        if ns.allow_in_use:
+            nd["allow_in_use"] = True
+        if ns.backing != "block":
+            nd["backing"] = ns.backing
         d["namespaces"].append(nd)
     if s.passthru is not None:
         pt: dict[str, Any] = {"device": {}}

@@ -22,7 +22,6 @@ Sources, all below an injectable root:
 from __future__ import annotations
 
 import glob
-import ipaddress
 import os
 import time
 from dataclasses import dataclass, field
@@ -174,26 +173,7 @@ def emulated_nic(dev: RdmaDevice) -> str | None:
 
 def rdma_devices_for_address(traddr: str, inv: Inventory) -> list[RdmaDevice]:
     """RDMA devices that can accept connections on ``traddr`` (every one for a wildcard)."""
-    try:
-        ip = ipaddress.ip_address(traddr)
-    except ValueError:
-        return []
-    if ip.is_unspecified:
-        return list(inv.rdma.values())
-    netdevs = set()
-    for nd in inv.net.values():
-        for cidr in nd.addresses:
-            try:
-                if ipaddress.ip_interface(cidr).ip == ip:
-                    netdevs.add(nd.name)
-            except ValueError:
-                continue
-    out = []
-    for d in inv.rdma.values():
-        names = set(d.netdevs) | {n for p in d.ports for n in p.netdevs}
-        if names & netdevs:
-            out.append(d)
-    return out
+    return inv.rdma_for_address(traddr)
 
 
 def backing_pci(device_path: str, inv: Inventory, dev_names: dict[str, str] | None = None

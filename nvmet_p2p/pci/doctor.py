@@ -24,8 +24,8 @@ OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 
 #: Which problem the one-line summary names first (most fundamental first).
 PRIORITY = ("kernel", "p2pdma", "nvmet", "nvmet_rdma", "rdma", "providers", "namespaces",
-            "paths", "configfs", "cmb-registered", "multipath", "config-space", "addresses",
-            "cmb-sqes", "iommu", "nvmetcli-unit")
+            "paths", "configfs", "cmb-registered", "in-use", "multipath", "config-space",
+            "addresses", "cmb-sqes", "iommu", "nvmetcli-unit")
 
 
 def _rank(c: "Check") -> int:
@@ -367,6 +367,28 @@ def check_namespaces(inv: Inventory) -> Check:
                  "nvmet's p2pmem needs a block namespace served by nvme-pci")
 
 
+def check_in_use(inv: Inventory) -> Check:
+    """The export policy's view: NVMe namespaces this machine itself uses (mounted, a mounted
+    partition, swap, LVM/md member) are refused unless a profile or state says
+    ``allow_in_use: true`` for them."""
+    title = "NVMe namespaces in use on this machine (export policy)"
+    if inv.blocks is None:
+        return Check("in-use", title, SKIP, "block devices were not read (an older inventory "
+                                            "file): mounted disks are not known")
+    items = [{"name": n, "uses": inv.block_usage(n)} for n in sorted(inv.namespaces, key=_nat)]
+    used = [i for i in items if i["uses"]]
+    if not used:
+        return Check("in-use", title, OK, f"none of the {len(items)} NVMe namespace(s) is "
+                                          "mounted, swap or an LVM/md member")
+    text = "; ".join(f"{i['name']}: {', '.join(i['uses'])}" for i in used)
+    detail = (f"{len(used)} of {len(items)} NVMe namespace(s) would be refused by the export "
+              f"policy (profiles with each: true leave them out): {text}")
+    fix = ("export another namespace, or write allow_in_use: true for it in the profile or "
+           "state if hosts are meant to write to a disk this machine uses")
+    status = WARN if len(used) == len(items) else OK
+    return Check("in-use", title, status, detail, fix, items=used)
+
+
 def check_multipath(inv: Inventory) -> Check:
     title = "native NVMe multipath"
     heads = sorted((n for n in inv.namespaces.values() if n.multipath_head), key=lambda n: _nat(n.name))
@@ -530,6 +552,7 @@ def diagnose(inv: Inventory, kernel: str | None = None) -> Report:
         check_cmb_registered(inv),
         check_cmb_sqes(inv),
         check_namespaces(inv),
+        check_in_use(inv),
         check_multipath(inv),
         check_rdma(inv),
         check_addresses(inv),

@@ -24,6 +24,9 @@ What is read, and where the kernel keeps it:
   from ``gid_attrs/ndevs``, ``device/net`` and rxe's ``parent``. The lab's rxe_p2p device
   (``node_desc`` ``rxe_p2p``, its ``device`` the PCI NIC) is a PCI RDMA device labelled as
   the emulated NIC it is (``emulated``).
+* Block devices and what uses them (the export policy): ``/sys/class/block/<name>``
+  (``dev``, ``partition``, ``holders/``, ``dm/name``), ``/proc/self/mountinfo`` (else
+  ``/proc/mounts``) and ``/proc/swaps``.
 * System: ``/proc/sys/kernel/osrelease``, ``/proc/cmdline``, ``/proc/cpuinfo``, ``/proc/modules``,
   ``/proc/mounts``, ``/sys/class/iommu``, ``/sys/kernel/iommu_groups``, nvme module parameters,
   the kernel config (``/boot/config-R``, ``/lib/modules/R/config``, ``/proc/config.gz``) and
@@ -48,6 +51,7 @@ from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import is_bdf
 from nvmet_p2p.pci import model
 from nvmet_p2p.pci.model import (
+    BlockDevice,
     CmbInfo,
     Inventory,
     NetDevice,
@@ -430,6 +434,7 @@ def read_inventory(root: str | os.PathLike = "/", *, fs: SysRoot | None = None,
     inv.nvme, inv.namespaces = _read_nvme(r)
     inv.net = _read_net(r, netlink)
     inv.rdma = _read_rdma(r)
+    inv.blocks = _read_blocks(r)
     inv.system = _read_system(r)
     if inv.pci:
         inv.system.is_root = r.config_full_reads > 0
@@ -642,6 +647,80 @@ def _read_nvme_namespace(r: _Reader, name: str, ctrls: dict[str, NvmeController]
         if ns.controller:
             ctrls[ns.controller].namespaces.append(name)
     return ns
+
+
+def read_blocks(root: str | os.PathLike = "/") -> dict[str, BlockDevice]:
+    """Only the block devices and what uses them (:func:`_read_blocks`), for a command that
+    needs nothing else of the machine (``save`` marking in-use exports)."""
+    return _read_blocks(_Reader(SysRoot(root)))
+
+
+def _read_blocks(r: _Reader) -> dict[str, BlockDevice]:
+    """``/sys/class/block`` (disks, partitions, dm, md: ``dev``, ``partition``, ``holders/``),
+    the mount table (``/proc/self/mountinfo``, else ``/proc/mounts``) and ``/proc/swaps``:
+    which block devices this machine is using."""
+    out: dict[str, BlockDevice] = {}
+    by_dev: dict[str, str] = {}
+    by_path: dict[str, str] = {}          # /dev/<name>, /dev/mapper/<dm name> -> name
+    for name in r.listdir("/sys/class/block"):
+        d = r.fs.resolve(f"/sys/class/block/{name}")
+        b = BlockDevice(name=name, dev=r.text(f"{d}/dev") or "")
+        if r.fs.exists(f"{d}/partition"):
+            b.disk = posixpath.basename(posixpath.dirname(d))
+        b.holders = r.listdir(f"{d}/holders")
+        out[name] = b
+        by_path[f"/dev/{name}"] = name
+        if b.dev:
+            by_dev[b.dev] = name
+        if name.startswith("dm-"):
+            alias = r.text(f"{d}/dm/name")
+            if alias:
+                by_path[f"/dev/mapper/{alias}"] = name
+    for b in out.values():
+        if b.disk in out and b.name not in out[b.disk].partitions:
+            out[b.disk].partitions.append(b.name)
+    for b in out.values():
+        b.partitions.sort(key=_natural)
+    for dev, source, where in _read_mounts(r):
+        name = by_dev.get(dev) or by_path.get(source)
+        if name is not None and where not in out[name].mounts:
+            out[name].mounts.append(where)
+    swaps = r.text("/proc/swaps")
+    for line in (swaps or "").splitlines()[1:]:
+        name = by_path.get(_unoctal(line.split()[0])) if line.split() else None
+        if name is not None:
+            out[name].swap = True
+    return out
+
+
+def _read_mounts(r: _Reader) -> list[tuple[str, str, str]]:
+    """``(major:minor, source, mount point)`` of every mount: ``/proc/self/mountinfo`` (the
+    device number, which a bind mount or ``/dev/root`` keeps), else ``/proc/mounts`` (the
+    source only)."""
+    info = r.text("/proc/self/mountinfo")
+    out = []
+    if info is not None:
+        for line in info.splitlines():
+            head, sep, tail = line.partition(" - ")
+            f, t = head.split(), tail.split()
+            if sep and len(f) >= 5 and len(t) >= 2:
+                out.append((f[2], _unoctal(t[1]), _unoctal(f[4])))
+        return out
+    mounts = r.text("/proc/mounts")
+    if mounts is None:
+        r.warn("/proc/self/mountinfo and /proc/mounts missing: mounted disks cannot be told "
+               "apart (the export policy cannot refuse them)")
+        return out
+    for line in mounts.splitlines():
+        f = line.split()
+        if len(f) >= 2:
+            out.append(("", _unoctal(f[0]), _unoctal(f[1])))
+    return out
+
+
+def _unoctal(text: str) -> str:
+    """The kernel's escapes in mount tables (``\\040`` for a space, ``\\012`` newline)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
 def _natural(s: str) -> list:

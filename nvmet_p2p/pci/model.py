@@ -14,6 +14,7 @@ that would DMA to or from that memory (the RDMA NIC, the NVMe behind a namespace
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,6 +265,36 @@ class NetDevice:
 
 
 @dataclass
+class BlockDevice:
+    """``/sys/class/block/<name>``: a disk or a partition, and what this machine does with it.
+
+    ``dev`` is the kernel's ``major:minor``; ``disk`` names the whole disk of a partition
+    (``None`` for a disk); ``holders`` are the block devices stacked on it (the kernel's
+    ``holders/`` directory: device-mapper -- LVM, dm-crypt, multipath --, md RAID, bcache);
+    ``mounts`` the mount points of filesystems on it (``/proc/self/mountinfo``); ``swap`` is
+    true when it is an active swap device (``/proc/swaps``).
+    """
+
+    name: str
+    dev: str = ""
+    disk: str | None = None
+    partitions: list[str] = field(default_factory=list)
+    holders: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    swap: bool = False
+
+
+#: what a holder's name says it is (the kernel names them dm-N, mdN, bcacheN)
+_HOLDER_KINDS = (("dm-", "device-mapper: LVM, dm-crypt or multipath"), ("md", "md RAID"),
+                 ("bcache", "bcache"))
+
+
+def holder_kind(name: str) -> str:
+    return next((what for prefix, what in _HOLDER_KINDS if name.startswith(prefix)),
+                "a stacked block device")
+
+
+@dataclass
 class SystemInfo:
     """Facts about the running kernel and platform that the p2pdma rules depend on."""
 
@@ -300,6 +331,9 @@ class Inventory:
     namespaces: dict[str, NvmeNamespace] = field(default_factory=dict) # by block device name
     rdma: dict[str, RdmaDevice] = field(default_factory=dict)          # by ib device name
     net: dict[str, NetDevice] = field(default_factory=dict)            # by ifname
+    #: every block device (disks, partitions, dm, md) with what uses it; ``None`` when it was
+    #: not read (an inventory file written before nvmet-p2p read block devices)
+    blocks: dict[str, BlockDevice] | None = None
     source: str = "/"                   # the root it was read from
     warnings: list[str] = field(default_factory=list)  # things the reader could not read
 
@@ -316,6 +350,61 @@ class Inventory:
                 return c
         return None
 
+    def rdma_for_address(self, traddr: str) -> list[RdmaDevice]:
+        """RDMA devices that can accept connections on ``traddr``: the ones over the netdev
+        that has the address (every one for a wildcard 0.0.0.0 / ::)."""
+        try:
+            ip = ipaddress.ip_address(traddr)
+        except ValueError:
+            return []
+        if ip.is_unspecified:
+            return list(self.rdma.values())
+        netdevs = set()
+        for nd in self.net.values():
+            for cidr in nd.addresses:
+                try:
+                    if ipaddress.ip_interface(cidr).ip == ip:
+                        netdevs.add(nd.name)
+                except ValueError:
+                    continue
+        out = []
+        for d in self.rdma.values():
+            names = set(d.netdevs) | {n for p in d.ports for n in p.netdevs}
+            if names & netdevs:
+                out.append(d)
+        return out
+
+    def block_usage(self, name: str) -> list[str]:
+        """Why this machine is using block device ``name``, one sentence per use: it or one of
+        its partitions is mounted, an active swap device, or held by a stacked device
+        (LVM/dm-crypt/multipath, md RAID, bcache; with what that one is used for). Empty:
+        not in use, or unknown (``blocks`` not read, ``name`` not a block device)."""
+        return self._usage(name, "it", frozenset())
+
+    def _usage(self, name: str, label: str, seen: frozenset[str]) -> list[str]:
+        blocks = self.blocks or {}
+        b = blocks.get(name)
+        if b is None or name in seen:           # (holders form a DAG; a file may not)
+            return []
+        seen = seen | {name}
+        out: list[str] = []
+        for part in [name] + [p for p in b.partitions if p != name]:
+            p = blocks.get(part)
+            if p is None:
+                continue
+            owner = "its" if label == "it" else f"{label}'s"
+            who = label if part == name else f"{owner} partition {part}"
+            if p.mounts:
+                more = f" and {len(p.mounts) - 4} more" if len(p.mounts) > 4 else ""
+                out.append(f"{who} is mounted at {', '.join(p.mounts[:4])}{more}")
+            if p.swap:
+                out.append(f"{who} is an active swap device")
+            for h in p.holders:
+                use = self._usage(h, h, seen | {part})
+                out.append(f"{who} is held by {h} ({holder_kind(h)})"
+                           + "".join(f"; {u}" for u in use))
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -325,6 +414,8 @@ class Inventory:
             "namespaces": {k: _asdict(v) for k, v in sorted(self.namespaces.items())},
             "rdma": {k: _asdict(v) for k, v in sorted(self.rdma.items())},
             "net": {k: _asdict(v) for k, v in sorted(self.net.items())},
+            "blocks": (None if self.blocks is None else
+                       {k: _asdict(v) for k, v in sorted(self.blocks.items())}),
             "warnings": list(self.warnings),
         }
 
@@ -337,6 +428,8 @@ class Inventory:
             namespaces={k: NvmeNamespace(**v) for k, v in d.get("namespaces", {}).items()},
             rdma={k: RdmaDevice.from_dict(v) for k, v in d.get("rdma", {}).items()},
             net={k: NetDevice(**v) for k, v in d.get("net", {}).items()},
+            blocks=(None if d.get("blocks") is None else
+                    {k: BlockDevice(**v) for k, v in d["blocks"].items()}),
             source=d.get("source", "/"),
             warnings=list(d.get("warnings", [])),
         )

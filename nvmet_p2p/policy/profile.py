@@ -221,6 +221,10 @@ NAMESPACE = Record("namespace", [
           "exactly one."),
     Field("nsid", Int(lo=1, hi=NSID_MAX), "Exported namespace ID (default: the next free "
           "one in the subsystem; with each: the first of the range)."),
+    Field("allow_in_use", Bool(), "true: export the namespace even while this machine uses "
+          "it (it or a partition mounted, swap, held by LVM/dm-crypt/multipath, md RAID or "
+          "bcache). Without it such a namespace is refused (with each: left out, with a "
+          "warning): exporting it lets hosts write under the running system."),
     Field("p2p", P2P),
     Field("budget", BUDGET),
     Field("description", Str()),
@@ -770,7 +774,7 @@ class _Resolution:
         sel = n["select"]
         if not any(k in sel for k in SELECT.at_least_one):
             return []                       # nothing usable left: reported already
-        matched = self.matches(n, sel)
+        matched = self.not_in_use(n, self.matches(n, sel))
         if not matched:
             return []
         d = self.prof.data
@@ -808,6 +812,41 @@ class _Resolution:
                            "each: true to export them all")
             return []
         return matched
+
+    def not_in_use(self, n: Obj, matched: list[tuple[NvmeNamespace, NvmeController]]
+                   ) -> list[tuple[NvmeNamespace, NvmeController]]:
+        """The export policy (:mod:`nvmet_p2p.policy.exportpolicy`): a namespace this machine
+        uses (mounted, a mounted partition, swap, LVM/md member) is refused -- one selected:
+        an error; with ``each``: left out, with a warning -- unless ``allow_in_use``."""
+        if not matched:
+            return matched
+        where, each = n.at("select"), n.get("each", False)
+        if self.inv.blocks is None:
+            self.rep.warn(where, "the inventory has no block devices (an older topology "
+                                 "--json?): whether this machine uses the selected disks is "
+                                 "not checked")
+            return matched
+        keep = []
+        for ns, c in matched:
+            uses = self.inv.block_usage(ns.name)
+            label = f"{c.serial.strip()}/{ns.nsid} ({ns.device_path})"
+            if not uses:
+                keep.append((ns, c))
+            elif n.get("allow_in_use", False):
+                self.rep.warn(where, f"{label} is exported although this machine uses it "
+                                     f"(allow_in_use): {'; '.join(uses)}")
+                keep.append((ns, c))
+            elif each:
+                self.rep.warn(where, f"{label} is left out: this machine uses it "
+                                     f"({'; '.join(uses)}); allow_in_use: true exports it anyway")
+            else:
+                self.rep.error(where, f"{label} is in use on this machine: {'; '.join(uses)}; "
+                                      "exporting it lets hosts write under the running system. "
+                                      "Set allow_in_use: true to export it anyway")
+        if each and not keep:
+            self.rep.error(where, f"every namespace selector {_sel_text(n['select'])} matches "
+                                  "is in use on this machine (see the warnings); nothing to export")
+        return keep
 
     def number(self, n: Obj, nqn: str, k: int, ns: NvmeNamespace, ctrl: NvmeController,
                used_nsids: dict[int, Mark]) -> int | None:

@@ -41,6 +41,7 @@ from nvmet_p2p.pci.model import (
     PCIE_ROOT_PORT,
     PCIE_SWITCH_DOWNSTREAM,
     PCIE_SWITCH_UPSTREAM,
+    BlockDevice,
     CmbInfo,
     Inventory,
     NetDevice,
@@ -235,6 +236,9 @@ class Machine:
         self.inv.system.numa_nodes.sort()
         if not self._explicit:
             self._renumber()
+        if self.inv.blocks is None:      # every namespace a block device nothing uses
+            self.inv.blocks = {n: BlockDevice(name=n, dev=f"259:{i}")
+                               for i, n in enumerate(sorted(self.inv.namespaces))}
         return self.inv
 
     # -- placement at given BDFs ---------------------------------------------------------

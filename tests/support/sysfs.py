@@ -294,6 +294,12 @@ class Machine:
         self.roles: dict[str, str] = {}
         self.sys: dict[str, Any] = {}
         self.host_parents: dict[str, str] = {}   # "pci10000:00" -> BDF of the VMD endpoint
+        # what the machine does with its block devices (the export policy's facts)
+        self.parts: dict[str, list[str]] = {}     # disk -> partition names
+        self.holders: dict[str, list[str]] = {}   # block device -> dm-N / mdN stacked on it
+        self.mounted: list[tuple[str, str, str]] = []   # (block device, source, mount point)
+        self.swaps: list[str] = []
+        self.devs: dict[str, str] = {}            # block device -> major:minor, as written
         self.system()
 
     # -- lookups -----------------------------------------------------------------------------
@@ -525,6 +531,33 @@ class Machine:
                         for n in nsids])
         return p
 
+    def partition(self, disk: str, n: int, *, mount: str | None = None, swap: bool = False
+                  ) -> str:
+        """Partition ``n`` of ``disk`` (``nvme0n1p2``), optionally mounted or a swap device."""
+        name = f"{disk}p{n}" if disk[-1].isdigit() else f"{disk}{n}"
+        self.parts.setdefault(disk, []).append(name)
+        if mount:
+            self.mount(name, mount)
+        if swap:
+            self.swaps.append(f"/dev/{name}")
+        return name
+
+    def mount(self, dev: str, where: str, *, source: str | None = None) -> "Machine":
+        """A filesystem on block device ``dev`` mounted at ``where`` (``/proc/self/mountinfo``
+        gives its major:minor; ``source`` as the mount table shows it, default /dev/<dev>)."""
+        self.mounted.append((dev, source or f"/dev/{dev}", where))
+        return self
+
+    def hold(self, dev: str, holder: str, *, dm_name: str | None = None,
+             mount: str | None = None) -> str:
+        """``holder`` (``dm-0``, ``md0``) stacked on ``dev`` (LVM/crypt/md member)."""
+        self.holders.setdefault(dev, []).append(holder)
+        if holder.startswith("dm-"):
+            self.holders.setdefault(f"dm-name:{holder}", []).append(dm_name or "vg-root")
+        if mount:
+            self.mount(holder, mount, source=f"/dev/mapper/{dm_name}" if dm_name else None)
+        return holder
+
     def multipath_head(self, *, subsys: str, ctrls: list[str], nsid: int = 1,
                        head: str | None = None, size_bytes: int = 67108864) -> str:
         """A native-multipath namespace shared by ``ctrls`` (all in ``subsys``).
@@ -624,6 +657,7 @@ class Machine:
     # -- writing -----------------------------------------------------------------------------
     def write(self) -> "Machine":
         """Write (or rewrite) the whole tree below ``root``; returns ``self``."""
+        self.devs = {}
         for top in ("sys", "proc", "boot", "lib", "nvmet-p2p-snapshot.json"):
             t = self.root / top
             if t.is_symlink() or t.is_file():
@@ -810,6 +844,28 @@ class Machine:
         self._link(f"{dd}/subsystem", "/sys/class/block")
         self._link(f"/sys/class/block/{name}", dd)
         self._link(f"/sys/block/{name}", dd)
+        self._block_use(dd, name, 259)
+        for part in self.parts.get(name, []):
+            pd = f"{dd}/{part}"
+            self._file(f"{pd}/partition", f"{part[len(name):].lstrip('p')}\n")
+            self._link(f"{pd}/subsystem", "/sys/class/block")
+            self._link(f"/sys/class/block/{part}", pd)
+            self._block_use(pd, part, 259)
+
+    def _block_use(self, d: str, name: str, major: int) -> None:
+        """``dev`` and ``holders/`` of a block device; a holder is written as a virtual block
+        device (``/sys/devices/virtual/block/dm-0``, ``dm/name``)."""
+        self.devs[name] = f"{major}:{len(self.devs)}"
+        self._file(f"{d}/dev", f"{self.devs[name]}\n")
+        self._mkdir(f"{d}/holders")
+        for h in self.holders.get(name, []):
+            hd = f"/sys/devices/virtual/block/{h}"
+            if h not in self.devs:
+                self._link(f"/sys/class/block/{h}", hd)
+                self._block_use(hd, h, 253 if h.startswith("dm-") else 9)
+                for alias in self.holders.get(f"dm-name:{h}", [])[:1]:
+                    self._file(f"{hd}/dm/name", f"{alias}\n")
+            self._link(f"{d}/holders/{h}", hd)
 
     def _write_head(self, h: dict) -> None:
         sd = f"/sys/devices/virtual/nvme-subsystem/{h['subsys']}"
@@ -906,7 +962,20 @@ class Machine:
                     self._mkdir(f"/sys/kernel/config/nvmet/{sub}")
                 self._file("/sys/kernel/config/nvmet/discovery_nqn",
                            "nqn.2014-08.org.nvmexpress.discovery\n", 0o644)
+        for dev, source, where in self.mounted:
+            mounts.append(f"{source} {where.replace(' ', chr(92) + '040')} ext4 rw,relatime 0 0")
         self._file("/proc/mounts", "\n".join(mounts) + "\n")
+        info = ["22 1 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw",
+                "23 1 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:13 - proc proc rw",
+                "24 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw"]
+        for i, (dev, source, where) in enumerate(self.mounted):
+            info.append(f"{30 + i} 24 {self.devs.get(dev, '0:99')} / "
+                        f"{where.replace(' ', chr(92) + '040')} rw,relatime shared:{30 + i} - "
+                        f"ext4 {source} rw")
+        self._file("/proc/self/mountinfo", "\n".join(info) + "\n")
+        swaps = ["Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority"]
+        swaps += [f"{s}\t\tpartition\t1048572\t\t0\t\t-2" for s in self.swaps]
+        self._file("/proc/swaps", "\n".join(swaps) + "\n")
         iommu = s["iommu"]
         if iommu:
             name = iommu if isinstance(iommu, str) else "dmar0"
