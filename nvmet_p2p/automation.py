@@ -39,17 +39,19 @@ from nvmet_p2p.observe import status
 from nvmet_p2p.pci.doctor import diagnose
 from nvmet_p2p.pci.inventory import read_inventory
 from nvmet_p2p.pci.topology import topology_document as _doc
-from nvmet_p2p.policy import placement
+from nvmet_p2p.policy import exportpolicy, placement, statecheck
 from nvmet_p2p.policy import profile as _profile
 
 
 @dataclass
 class Desired:
-    """The desired state and where it came from (``placement``: profiles only)."""
+    """The desired state and where it came from (``placement``: profiles only;
+    ``check_warnings``: the machine checks' warnings of a state file)."""
 
     state: st.TargetState
     source: str
     placement: object | None = None
+    check_warnings: list[str] | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,10 +70,11 @@ def desired_from(*, profile: str | None = None, profile_content=None, profile_di
         raise InputError("give exactly one of profile, profile_content, state, state_content "
                          f"(got {', '.join(given) or 'none'})")
     if state is not None:
-        return Desired(statefile.load(state), state)
+        return _checked(statefile.load(state), state, root, kernel)
     if state_content is not None:
         doc = _inline_document(state_content, "state_content")
-        return Desired(statefile.parse(doc, where="state_content"), "state_content")
+        return _checked(statefile.parse(doc, where="state_content"), "state_content", root,
+                        kernel)
     if profile is not None:
         prof = _profile.load(profile, strict=False)
     else:
@@ -82,6 +85,16 @@ def desired_from(*, profile: str | None = None, profile_content=None, profile_di
     p = placement.place_loaded(prof, read_inventory(root), kernel, root=root,
                                live=lambda: read_state(Configfs(root)))
     return Desired(p.state, profile or "profile_content", p)
+
+
+def _checked(state: st.TargetState, source: str, root: str, kernel: str | None) -> Desired:
+    """A state file through the machine checks a profile gets (export policy, device,
+    provider, the kernel's p2pdma rules, port addresses): refused before any write -- in check
+    mode too -- with every problem named (:class:`~nvmet_p2p.policy.statecheck.StateCheckError`)."""
+    inv = read_inventory(root)
+    chk = statecheck.check(state, inv, lambda p: exportpolicy.probe(root, p, inv), kernel)
+    chk.raise_if_refused(source)
+    return Desired(state, source, check_warnings=list(chk.warnings))
 
 
 def _inline_document(value, name: str):
@@ -122,6 +135,8 @@ def apply(desired: Desired, *, root: str = "/", state_dir: str, prune: bool = Fa
            "plan_warnings": list(plan.warnings), "source": desired.source}
     if desired.placement is not None:
         res["placement_warnings"] = list(desired.placement.warnings)
+    if desired.check_warnings is not None:
+        res["check_warnings"] = list(desired.check_warnings)
     if not plan.empty:
         # the plan and the placement as data only when there is something to do: a run that
         # changes nothing returns a few keys, not a document per namespace (for a fleet, and

@@ -23,12 +23,16 @@ KEY = "DHHC-1:00:ia6zGodOr5SEG0Fg9HYsAFa2oD6fpZmNkFG8oGbQTHfHxAq7:"
 
 @pytest.fixture
 def env(tmp_path):
-    return FakeNvmet(str(tmp_path / "root")), str(tmp_path / "state")
+    """The lab's machine (its sysfs: the state's machine checks) with a fake configfs."""
+    root = tmp_path / "root"
+    sf.q35_lab(root, rxe=True, rxe_name="rxe0", nvmet_loaded=True)
+    return FakeNvmet(str(root)), str(tmp_path / "state")
 
 
 def run(env, doc, **kw):
     cfs, sd = env
-    return a.apply(a.desired_from(state_content=doc), root=cfs.root, state_dir=sd, cfs=cfs, **kw)
+    return a.apply(a.desired_from(state_content=doc, root=cfs.root), root=cfs.root, state_dir=sd,
+                   cfs=cfs, **kw)
 
 
 def test_check_mode_writes_nothing_and_its_diff_is_what_the_apply_then_shows(env):
@@ -70,8 +74,11 @@ def test_a_kernel_refusal_rolls_back_and_is_recorded(env):
     before = dump(cfs)
     doc = copy.deepcopy(DOC)
     doc["subsystems"][1]["namespaces"][0]["p2pmem"] = "0000:04:00.0"    # not below one switch
+    # (the machine checks refuse this before any write: test_state_checks_refuse_...; here
+    # the kernel itself has the last word)
     with pytest.raises(ApplyFailed) as e:
-        run(env, doc)
+        a.apply(a.Desired(statefile.parse(doc), "automation"), root=cfs.root, state_dir=sd,
+                cfs=cfs)
     d = e.value.to_dict()
     assert d["errno_name"] == "EINVAL" and d["rolled_back_steps"] >= 1 and not d["rollback_errors"]
     assert any("cannot be used for peer-to-peer DMA" in m for m in cfs.kmsg)   # (the fake's log)
@@ -133,7 +140,9 @@ def test_exactly_one_source_and_inline_documents_are_checked(tmp_path):
         a.desired_from(state_content="{: [")
     with pytest.raises(InputError, match=r"\$.subsystems\[0\].namespaces\[0\].nsid"):
         a.desired_from(state_content={"subsystems": [{"nqn": S1, "namespaces": [{"nsid": 0}]}]})
-    assert S1 in a.desired_from(state_content=json.dumps(DOC)).state.subsystems
+    sf.q35_lab(tmp_path / "m", rxe=True, rxe_name="rxe0", nvmet_loaded=True)
+    assert S1 in a.desired_from(state_content=json.dumps(DOC),
+                                root=str(tmp_path / "m")).state.subsystems
 
 
 def test_inline_profile_is_placed_like_a_file(tmp_path):

@@ -123,7 +123,7 @@ def test_a_usage_error_shows_the_commands_usage_and_a_hint(capsys, argv, usage, 
 
 @pytest.mark.parametrize("argv,message", [
     (["plan", "--state", "S", "--explain"], "--explain only apply to --profile"),
-    (["apply", "--state", "S", "--inventory", "I"], "--inventory only apply to --profile"),
+    (["apply", "--plan", "P", "--inventory", "I"], "--inventory only apply to --profile or --state"),
     (["apply", "--plan", "P", "--explain"], "with --plan they would be ignored"),
     (["topology", "--inventory", "I", "--root", "/"], "--inventory and --root both name"),
     (["doctor", "--inventory", "I", "--root", "/"], "--inventory and --root both name"),

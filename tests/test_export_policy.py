@@ -21,7 +21,7 @@ from nvmet_p2p.policy import exportpolicy as xp
 from nvmet_p2p.policy import profile
 from nvmet_p2p.policy.profile import ProfileError
 from support import sysfs as sf
-from support.fakenvmet import FakeNvmet
+from support.fakenvmet import FakeNvmet, dump
 
 S = "nqn.2026-01.io.example:s1"
 H = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001"
@@ -199,6 +199,40 @@ def test_state_file_keys_round_trip_and_nvmetcli_ignores_them():
                                "backing": "nfs"}))
     assert [p for p, _ in e.value.problems] == ["$.subsystems[0].namespaces[0].allow_in_use",
                                                 "$.subsystems[0].namespaces[0].backing"]
+
+
+def test_plan_state_refuses_each_kind_and_writes_nothing(tmp_path, capsys):
+    booted_from_nvme(tmp_path / "m")
+    cfs = FakeNvmet(str(tmp_path / "m"))
+    before = dump(cfs)
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(state({"device": {"path": "/etc/shadow"}},
+                                  {"device": {"path": "/proc/kcore"}, "backing": "file"},
+                                  {"device": {"path": "nvme0n1"}},
+                                  {"device": {"path": "/dev/nvme3n1"}},
+                                  {"device": {"path": "/dev/nvme0n1"}})))
+    for cmd in ("plan", "apply"):
+        assert cli.main([cmd, "--state", str(f), "--root", cfs.root,
+                         "--state-dir", str(tmp_path / "sd")]) == 2
+        err = capsys.readouterr().err
+        assert "4 problems with the desired state on this machine (nothing was changed)" in err
+        assert f"namespace {S}/1: /etc/shadow is a system file (under /etc)" in err
+        assert f"namespace {S}/2: /proc/kcore is a system file" in err
+        assert f"namespace {S}/3: 'nvme0n1' is a relative path" in err
+        assert f"namespace {S}/4: /dev/nvme3n1 is in use on this machine" in err
+        assert f"{S}/5" not in err
+    assert dump(cfs) == before and not os.path.exists(tmp_path / "sd")
+
+
+def test_allow_in_use_in_a_state_is_a_warning(tmp_path, capsys):
+    booted_from_nvme(tmp_path / "m")
+    cfs = FakeNvmet(str(tmp_path / "m"))
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(state({"device": {"path": "/dev/nvme3n1"}, "allow_in_use": True})))
+    assert cli.main(["plan", "--state", str(f), "--root", cfs.root,
+                     "--state-dir", str(tmp_path / "sd")]) == 0
+    out = capsys.readouterr()
+    assert "+ namespace" in out.out and "exported although this machine uses it" in out.err
 
 
 def test_save_records_the_consents_a_live_target_needs_to_come_back(tmp_path, capsys):

@@ -52,7 +52,7 @@ def exporter(tmp_path):
     root = tmp_path / "m"
     sf.q35_lab(root, rxe=True, rxe_name="rxe0", nvmet_loaded=True)
     sd = str(tmp_path / "state")
-    automation.apply(automation.desired_from(state_content=DOC), root=str(root), state_dir=sd,
+    automation.apply(automation.desired_from(state_content=DOC, root=str(root)), root=str(root), state_dir=sd,
                      cfs=FakeNvmet(str(root)))
     port = free_port()
     p = subprocess.Popen([sys.executable, "-m", "nvmet_p2p", "exporter", "--root", str(root),

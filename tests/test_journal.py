@@ -27,6 +27,7 @@ from nvmet_p2p.nvmet.apply import (
     settle,
 )
 from nvmet_p2p.nvmet.plan import Managed
+from support.machine import lab_machine
 
 S1, S2 = "nqn.2026-11.io.lab:s1", "nqn.2026-11.io.lab:s2"
 H1 = "nqn.2014-08.org.nvmexpress:uuid:host1"
@@ -323,7 +324,10 @@ def test_cli_status_and_apply_report_the_recovery(env, tmp_path, capsys, monkeyp
     assert killed_apply(env, new_doc(), 4, prune=True) == signal.SIGKILL
     f = tmp_path / "old.json"
     f.write_text(json.dumps(OLD))
-    rc = main(["apply", "--root", cfs.root, "--state-dir", sd, "--state", str(f), "--json"])
+    inv = tmp_path / "inventory.json"          # the machine the state's checks run against
+    inv.write_text(json.dumps(lab_machine().to_dict()))
+    rc = main(["apply", "--root", cfs.root, "--state-dir", sd, "--state", str(f), "--json",
+               "--inventory", str(inv)])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "did not finish; rolled it back" in cap.err

@@ -60,7 +60,7 @@ def machine(tmp_path):
     sf.q35_lab(root, rxe=True, rxe_name="rxe0", nvmet_loaded=True)
     cfs = FakeNvmet(str(root))
     sd = str(tmp_path / "state")
-    automation.apply(automation.desired_from(state_content=DOC), root=str(root), state_dir=sd,
+    automation.apply(automation.desired_from(state_content=DOC, root=str(root)), root=str(root), state_dir=sd,
                      cfs=cfs)
     return str(root), sd
 
@@ -380,7 +380,7 @@ def test_applies_are_counted_and_served_as_counters_by_every_reader(machine, tmp
     import sys
     root, sd = machine
     for _ in range(2):
-        automation.apply(automation.desired_from(state_content=DOC), root=root, state_dir=sd,
+        automation.apply(automation.desired_from(state_content=DOC, root=root), root=root, state_dir=sd,
                          cfs=FakeNvmet(root))
     text = M.exposition(M.TargetCollector(root, state_dir=sd, doctor=False))
     assert "# TYPE nvmet_p2p_applies_total counter" in text and "nvmet_p2p_applies_created{" in text

@@ -15,11 +15,15 @@ import sys
 from nvmet_p2p import output
 from nvmet_p2p.commands._inventory import load_inventory
 from nvmet_p2p.commands._profileopts import add_profile_options  # noqa: F401 (its old home)
-from nvmet_p2p.commands._target import directory, lock_timeout, print_plan, report_recovery
+from nvmet_p2p.commands._target import (
+    directory,
+    dry_run,
+    lock_timeout,
+    print_plan,
+    report_recovery,
+)
 from nvmet_p2p.nvmet.apply import Outcome, reconcile
-from nvmet_p2p.nvmet.configfs import Configfs, capabilities, read_state
-from nvmet_p2p.nvmet.plan import build_plan
-from nvmet_p2p.nvmet.state import TargetState
+from nvmet_p2p.nvmet.configfs import Configfs, read_state
 from nvmet_p2p.nvmet.statefile import write_atomic
 from nvmet_p2p.policy import placement
 
@@ -43,17 +47,7 @@ def placement_from_args(args) -> placement.Placement:
 
 def run_plan(args) -> int:
     p = placement_from_args(args)
-    kernel = args.kernel or p.kernel
-    cfs = Configfs(args.root)
-    if cfs.present():
-        outcome = reconcile(args.root, p.state, directory(args), prune=args.prune, dry_run=True,
-                            kernel=args.kernel, lock_timeout=lock_timeout(args))
-    else:
-        # offline planning on a snapshot that holds no nvmet tree: against an empty target
-        plan = build_plan(TargetState(), p.state, None, prune=False,
-                          caps=capabilities(cfs, kernel))
-        outcome = Outcome(plan, extra={"note": f"{cfs.base} does not exist: planned against "
-                                               "an empty nvmet target"})
+    outcome = dry_run(args, p.state, p.kernel)
     if getattr(args, "out", None):
         write_atomic(args.out, json.dumps(outcome.plan.to_dict(secrets=True), indent=2) + "\n",
                      mode=0o600, backups=0)
@@ -84,6 +78,4 @@ def _print(args, p: placement.Placement, outcome: Outcome) -> None:
         output.dump_json({"placement": p.to_dict(), **outcome.to_dict()})
         return
     sys.stdout.write(placement.render(p, explain=args.explain) + "\n\n")
-    if "note" in outcome.extra:
-        output.note(args, outcome.extra["note"])
     print_plan(args, outcome, steps=args.steps)

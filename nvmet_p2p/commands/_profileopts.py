@@ -9,15 +9,20 @@ from nvmet_p2p.errors import UsageError
 
 
 def refuse_profile_options(args) -> None:
-    """--explain and --inventory are about a profile's placement; without --profile they
-    would be ignored."""
+    """--explain is about a profile's placement, --inventory about the machine a profile or a
+    state file is checked against; with what does not use them they would be ignored."""
     if args.profile:
         return
-    given = [o for o, on in (("--explain", args.explain), ("--inventory", args.inventory)) if on]
-    if given:
-        source = "--state" if getattr(args, "state", None) else "--plan"
-        raise UsageError(f"{' and '.join(given)} only apply to --profile (a placement); with "
-                         f"{source} they would be ignored")
+    state = getattr(args, "state", None)
+    why = []
+    if args.explain:
+        why.append("--explain only apply to --profile (a placement)")
+    if args.inventory and not state:
+        why.append("--inventory only apply to --profile or --state (the machine they are "
+                   "checked against)")
+    if why:
+        source = "--state" if state else "--plan"
+        raise UsageError(f"{'; '.join(why)}; with {source} they would be ignored")
 
 
 def add_profile_options(parser, group) -> None:

@@ -9,7 +9,10 @@ import sys
 from nvmet_p2p import output
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.nvmet import journal
-from nvmet_p2p.nvmet.apply import open_configfs, settle_pending
+from nvmet_p2p.nvmet.apply import Outcome, open_configfs, reconcile, settle_pending
+from nvmet_p2p.nvmet.configfs import Configfs, capabilities
+from nvmet_p2p.nvmet.plan import build_plan
+from nvmet_p2p.nvmet.state import TargetState
 from nvmet_p2p.safeload import redact, redact_doc
 
 #: how long a target command waits for another one's apply lock by default
@@ -68,12 +71,29 @@ def settle_first(args, *, must: bool = True):
     return rec
 
 
+def dry_run(args, desired, kernel: str | None = None) -> Outcome:
+    """``plan``: what an apply of ``desired`` would do -- against the live tree (read under
+    the apply lock) when ``--root`` has an nvmet configfs tree, else, offline on a snapshot or
+    with ``--inventory``, against an empty target (said in ``extra["note"]``). ``kernel``: the
+    machine's release for the attributes an empty target's kernel has."""
+    cfs = Configfs(args.root)
+    if cfs.present():
+        return reconcile(args.root, desired, directory(args), prune=args.prune, dry_run=True,
+                         kernel=args.kernel, lock_timeout=lock_timeout(args))
+    plan = build_plan(TargetState(), desired, None, prune=False,
+                      caps=capabilities(cfs, args.kernel or kernel))
+    return Outcome(plan, extra={"note": f"{cfs.base} does not exist: planned against an empty "
+                                        "nvmet target"})
+
+
 def print_plan(args, outcome, steps: bool = False) -> None:
     plan = outcome.plan
     report_recovery(getattr(outcome, "recovery", None))
     if args.json:
         output.dump_json(outcome.to_dict())
         return
+    if "note" in outcome.extra:
+        output.note(args, outcome.extra["note"])
     sys.stdout.write(plan.render(steps=steps) + "\n")
     if outcome.result is not None:
         r = outcome.result

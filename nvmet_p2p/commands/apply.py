@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from nvmet_p2p import safeload
-from nvmet_p2p.commands import _profile, _profileopts
+from nvmet_p2p.commands import _profile, _profileopts, _statecheck
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir, directory, failure_report, lock_timeout, print_plan
 from nvmet_p2p.nvmet import lastapply, statefile
 from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, apply_saved_plan, reconcile
 from nvmet_p2p.nvmet.plan import Plan
 from nvmet_p2p.output import Progress
+from nvmet_p2p.service import devwait
 
 NAME = "apply"
 ORDER = 41
@@ -33,12 +34,19 @@ def register(p) -> None:
     p.add_argument("--prune", action="store_true",
                    help="also remove managed objects that are not in the desired state")
     p.add_argument("--steps", action="store_true", help="list every configfs operation in order")
+    _statecheck.add_allow_missing(p)
     add_state_dir(p)
 
 
 def run(args) -> int:
     _profileopts.refuse_profile_options(args)
     progress = Progress(quiet=args.json or args.quiet)
+    checked = None
+    if args.state:
+        # the machine checks refuse before anything is written or recorded
+        checked = _statecheck.checked(args, statefile.load(args.state), args.state,
+                                      allow_missing=args.allow_missing)
+        checked.report(args)
     try:
         with lastapply.recorded(directory(args), "apply", root=args.root) as rec:
             if args.profile:
@@ -48,12 +56,13 @@ def run(args) -> int:
                 outcome = apply_saved_plan(args.root, plan, directory(args), progress=progress,
                                            lock_timeout=lock_timeout(args))
             else:
-                desired = statefile.load(args.state)
-                outcome = reconcile(args.root, desired, directory(args), prune=args.prune,
+                outcome = reconcile(args.root, checked.state, directory(args), prune=args.prune,
                                     progress=progress, kernel=args.kernel,
                                     lock_timeout=lock_timeout(args))
+                outcome.extra["checks"] = checked.to_dict()
             rec.outcome = outcome
     except (ApplyFailed, ApplyInterrupted) as exc:
         return failure_report(args, exc)
     print_plan(args, outcome, steps=args.steps)
-    return 0
+    # something held back (--allow-missing): exported in part, as a partial restore is
+    return devwait.EXIT_PARTIAL if checked is not None and checked.held else 0

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from nvmet_p2p.commands import _profile, _profileopts
+from nvmet_p2p.commands import _profile, _profileopts, _statecheck
 from nvmet_p2p.commands._common import Example
-from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout, print_plan
+from nvmet_p2p.commands._target import add_state_dir, dry_run, print_plan
 from nvmet_p2p.nvmet import statefile
-from nvmet_p2p.nvmet.apply import reconcile
 from nvmet_p2p.nvmet.statefile import write_atomic
 
 NAME = "plan"
@@ -33,6 +32,7 @@ def register(p) -> None:
     p.add_argument("--steps", action="store_true", help="list every configfs operation in order")
     p.add_argument("--out", metavar="PLANFILE",
                    help="save the complete plan (mode 0600, secrets included) for `apply --plan`")
+    _statecheck.add_allow_missing(p)
     add_state_dir(p)
 
 
@@ -44,9 +44,12 @@ def run(args) -> int:
     _profileopts.refuse_profile_options(args)
     if args.profile:
         return _profile.run_plan(args)
-    desired = desired_from_args(args)
-    outcome = reconcile(args.root, desired, directory(args), prune=args.prune, dry_run=True,
-                        kernel=args.kernel, lock_timeout=lock_timeout(args))
+    # the same machine checks as a profile, against --root or --inventory (nothing written)
+    checked = _statecheck.checked(args, desired_from_args(args), args.state,
+                                  allow_missing=args.allow_missing)
+    outcome = dry_run(args, checked.state, checked.kernel)
+    outcome.extra["checks"] = checked.to_dict()
+    checked.report(args)
     if args.out:
         write_atomic(args.out, json.dumps(outcome.plan.to_dict(secrets=True), indent=2) + "\n",
                      mode=0o600, backups=0)

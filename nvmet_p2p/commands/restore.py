@@ -16,6 +16,7 @@ import sys
 import time
 
 from nvmet_p2p import output
+from nvmet_p2p.commands import _statecheck
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import (
     add_state_dir,
@@ -73,11 +74,18 @@ def run(args) -> int:
     progress = Progress(quiet=args.json or args.quiet)
     waited = None
     held: list[devwait.Degraded] = []
+    where = args.file or default_save_file()
+    desired = statefile.load(where)
+    if args.wait_devices is None:
+        # all or nothing: the machine checks refuse before anything is written or recorded
+        checked = _statecheck.checked(args, desired, where)
+        checked.report(args)
+        desired = checked.state
     try:
         with lastapply.recorded(directory(args), "restore", enabled=not args.dry_run, root=args.root) as rec:
-            desired = statefile.load(args.file or default_save_file())
             if args.wait_devices is not None:   # waiting is not an apply: nothing written yet
                 waited = _wait(args, desired, progress)
+                _check_after_wait(args, desired, where, waited)
                 desired = _degraded(args, desired, waited, held)
             rec.outcome = outcome = reconcile(args.root, desired, directory(args),
                                               prune=args.prune, dry_run=args.dry_run,
@@ -108,6 +116,17 @@ def _wait(args, desired, progress) -> devwait.WaitResult:
         progress(f"waiting up to {args.wait_devices:g} s for {len(items)} device(s), provider(s) "
                  f"and address(es)")
     return devwait.wait(items, args.wait_devices, probe, progress)
+
+
+def _check_after_wait(args, desired, where: str, waited: devwait.WaitResult) -> None:
+    """The machine checks after the wait: what is still missing stays a partial restore
+    (what the checks find missing that the wait did not is held back too); the rest of what
+    they refuse (the export policy, the kernel's p2pdma rules) refuses the restore."""
+    chk, _again, _kernel = _statecheck.machine_check(args, desired)
+    chk.raise_if_refused(where, allow_missing=True)
+    known = {(n.kind, n.what) for n in waited.missing}
+    waited.missing += [n for n in _statecheck.needs(chk.missing) if (n.kind, n.what) not in known]
+    _statecheck.Checked(desired, warnings=chk.warnings).report(args)
 
 
 def _degraded(args, desired, waited: devwait.WaitResult, held: list):

@@ -139,6 +139,16 @@ placement_warnings:
   returned: success and a profile was given
   type: list
   elements: str
+check_warnings:
+  description:
+    - Warnings of the machine checks of a desired state (also shown as task warnings), e.g. a
+      namespace exported with C(allow_in_use) although this machine uses its device.
+    - What those checks refuse (a missing device or provider, a provider the kernel refuses
+      for the drive or the port's NIC, the export policy) fails the task before any write,
+      in check mode too.
+  returned: success and a desired state was given
+  type: list
+  elements: str
 errno_name:
   description: For a kernel refusal, the errno's name.
   returned: failure
@@ -205,7 +215,8 @@ def run_module():
             raise
         details = error_result(exc)
         module.fail_json(msg=error_message(exc), changed=bool(details.get("rollback_errors")), **details)
-    for warning in result.get("placement_warnings", []) + result["plan_warnings"]:
+    for warning in (result.get("placement_warnings", []) + result.get("check_warnings", [])
+                    + result["plan_warnings"]):
         module.warn(warning)
     module.exit_json(**result)
 
