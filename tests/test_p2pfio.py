@@ -204,7 +204,7 @@ class Replay:
         self.script = script
         self.calls = []
 
-    def __call__(self, w, jobfile, json_path, *, cwd, fio, progress, job_files):
+    def __call__(self, w, jobfile, json_path, *, cwd, fio, progress, job_files, popen=None):
         devs = list(job_files.values())
         self.calls.append((w.name, w.extra.get("iomem") is not None, devs, open(jobfile).read()))
         errors, failures, interrupt = self.script(w.name, devs)
@@ -241,14 +241,15 @@ def tree(tmp_path, n=1):
     return devs
 
 
-def runner(tmp_path, devs, script, lines=(), **kw):
+def runner(tmp_path, devs, script, lines=(), maps=("bus_addr", "not_supported"), fake=None,
+           log=None, **kw):
     p = plan(devices=devs, bss=(128 << 10,), qds=(4,), repeat=1, runtime=1.0, size=2 << 20,
              iomem=f"mmapshared:{tmp_path}/sys/bus/pci/devices/{BDF}/p2pmem/allocate")
-    fake = Replay(script)
+    fake = fake or Replay(script)
     pred = {d: {"pci": pci, "map_type": mt, "reasons": []} for d, (pci, mt) in
-            zip(devs, [("0000:05:00.0", "bus_addr"), ("0000:06:00.0", "not_supported")])}
-    r = FioP2pRun(p, str(tmp_path / "out"), root=str(tmp_path), fio_runner=fake, log=Log(list(lines)),
-                  prediction=pred, plots=False, **kw)
+            zip(devs, zip(["0000:05:00.0", "0000:06:00.0"], maps))}
+    r = FioP2pRun(p, str(tmp_path / "out"), root=str(tmp_path), fio_runner=fake,
+                  log=log or Log(list(lines)), prediction=pred, plots=False, **kw)
     return r, fake
 
 
@@ -281,11 +282,14 @@ def test_runner_lost_data_refills_before_judging_the_read_direction(tmp_path):
 
 
 def test_runner_refused_namespace_gets_no_more_p2p_jobs(tmp_path):
+    """A refusal the prediction could not foresee (map type unknown): after fio's EINVAL on b,
+    b gets no more p2p jobs."""
     a, b = tree(tmp_path, 2)
 
     def script(step, devs):
         return ({b: errno.EINVAL} if step == "verify-p2p-write" and b in devs else {}), "", False
-    r, fake = runner(tmp_path, [a, b], script, lines=[REFUSAL_LINE, "unrelated 0000:05:00.0 line"])
+    r, fake = runner(tmp_path, [a, b], script, lines=[REFUSAL_LINE, "unrelated 0000:05:00.0 line"],
+                     maps=("bus_addr", None))
     out = r.run()
     later_p2p = [c for c in fake.calls[3:] if c[1]]
     assert later_p2p and all(c[2] == [a] for c in later_p2p)
@@ -299,6 +303,105 @@ def test_runner_refused_namespace_gets_no_more_p2p_jobs(tmp_path):
     assert "do not share an upstream bridge" in expl and "unrelated" not in expl
     cells = {c["name"]: c for c in p["cells"]}
     assert cells["seq-read-128k-qd4-libaio"]["median_host_gb_per_s"] is not None
+
+
+def test_runner_gives_no_p2p_io_to_a_pair_the_kernel_refuses(tmp_path):
+    """Issue 19.12: the distance rules refuse b's pair with the provider, so b never gets a
+    p2p job (every one would fail, and a drive given such I/O was reset over and over); its
+    host-memory control still runs; the verdict is refused (exit 5: no p2p), explained."""
+    a, b = tree(tmp_path, 2)
+    r, fake = runner(tmp_path, [a, b], lambda step, devs: ({}, "", False))
+    out = r.run()
+    assert all(b not in c[2] for c in fake.calls if c[1])              # no p2p job on b at all
+    assert any(c[1] and a in c[2] for c in fake.calls)
+    assert any(b in c[2] for c in fake.calls if c[0] == "final-host-control")
+    p = out["p2p_test"]
+    s = p["devices"][b]
+    assert s["verdict"] == "refused" and s["refusal"]["before_io"] and p["verdict"] == "refused"
+    assert "refused before any I/O" in s["refusal"]["explanation"] and p["refused_before_io"] == [b]
+    assert p["devices"][a]["verdict"] == "verified" and rep.VERDICT_EXIT[p["verdict"]] == 5
+
+
+class ArmedLog:
+    """A kernel log that prints ``line`` once the fake fio has started its I/O."""
+
+    def __init__(self, line):
+        self.line, self.armed, self.sent = line, False, False
+
+    def mark(self):
+        return 0
+
+    def lines_since(self, mark):
+        return [self.line] if self.sent else []
+
+    def follow(self):
+        log = self
+
+        class F:
+            def drain(self):
+                if log.armed and not log.sent:
+                    log.sent = True
+                    from nvmet_p2p.kmsg import KmsgRecord
+                    return [KmsgRecord(seq=1, time=0.0, level=3, facility=0, text=log.line)]
+                return []
+
+            def close(self):
+                pass
+        return F()
+
+
+def test_runner_stops_fio_at_the_kernels_first_refusal(tmp_path):
+    """The kernel refuses although nothing predicted it: at its first line about our disk fio
+    is stopped (here a 30 s stand-in process, killed in well under that), no further pass runs,
+    and the controllers are read back (the fixture's nvme1 is live)."""
+    import time
+    (d,) = tree(tmp_path)
+    line = "invalid error, dev nvme1n1, sector 0 op 0x1:(WRITE) flags 0x8800 phys_seg 32 prio class 2"
+    log = ArmedLog(line)
+    calls = []
+
+    def fio(w, jobfile, json_path, *, cwd, fio, progress, job_files, popen):
+        calls.append(w.name)
+        run = FioRun(workload=w.name, command=["fio", jobfile], returncode=0)
+        run.jobs = [JobResult(name=n, filename=dev) for n, dev in job_files.items()]
+        if w.extra.get("iomem"):                  # the first p2p pass: the kernel refuses
+            log.armed = True
+            proc = popen(["sleep", "30"])
+            run.returncode = proc.wait()
+        return run
+    r, _ = runner(tmp_path, [d], None, maps=(None,), fake=fio, log=log)
+    t0 = time.monotonic()
+    out = r.run()
+    assert time.monotonic() - t0 < 20
+    assert calls == ["prep-zero", "prep-host", "verify-p2p-write"]      # nothing after the line
+    p = out["p2p_test"]
+    assert p["stopped"] == {"kind": "invalid_request", "line": line} and p["verdict"] == "refused"
+    assert p["devices"][d]["refusal"]["step"] == "verify-p2p-write"
+    assert p["controllers"] == {"nvme1": "live"}
+    assert any("stopped at the kernel's first invalid request" in x for x in out["problems"])
+    assert "STOPPED at the kernel's line (invalid_request)" in rep.render(out)
+
+
+def test_command_refuses_before_fio_when_every_pair_is_refused(tmp_path, capsys):
+    """Every namespace across a root port from the provider: exit 5 before fio is even looked
+    for, nothing written, no results directory."""
+    tree(tmp_path)
+    plain = tmp_path / "nvme3n1"
+    with open(plain, "wb") as f:
+        f.truncate(32 << 20)
+    before = hashlib.sha256(plain.read_bytes()).hexdigest()
+    out_dir = tmp_path / "results"
+    argv = ["p2p-test", "--root", str(tmp_path), "--engine", "fio", BDF, str(plain), "--size", "2M",
+            "--bs", "128k", "--qd", "4", "--allow-write", "--fio", str(tmp_path / "no-such-fio"),
+            "--out", str(out_dir)]
+    assert cli.main(argv + ["--json"]) == 5
+    d = json.loads(capsys.readouterr().out)
+    r = d["devices"][str(plain)]["refusal"]
+    assert d["verdict"] == "refused" and d["refused_before_io"] == [str(plain)]
+    assert r["before_io"] and "whitelist" in r["explanation"] and "0000:06:00.0" in r["explanation"]
+    assert cli.main(argv) == 5
+    assert "verdict: refused (fio was not started)" in capsys.readouterr().out
+    assert hashlib.sha256(plain.read_bytes()).hexdigest() == before and not out_dir.exists()
 
 
 def test_runner_interrupted_writes_what_ran(tmp_path):

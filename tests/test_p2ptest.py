@@ -126,3 +126,89 @@ def test_command_json(tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert rc == 0 and d["verdict"] == "verified" and d["medians"]["write_p2p_mb_per_s"] > 0
     assert d["prediction"][src]["pci"] == "0000:04:00.0"
+
+
+# -- the kernel's refusal: before any I/O, and at its first line during I/O (issue 19.12) ----
+
+def plain_tree(tmp_path):
+    """The lab's tree with the plain NVMe (nvme3n1, 06:00.0 on the other root port) as an
+    image file: the pair cmbA (03:00.0) <-> 06:00.0 crosses the q35 host bridge, which is not
+    on the kernel's whitelist."""
+    tree(tmp_path)
+    img = tmp_path / "nvme3n1"
+    with open(img, "wb") as f:
+        f.truncate(32 << 20)
+    return str(img)
+
+
+def digest(path):
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_copy_engine_refuses_a_pair_the_kernel_would_refuse_before_any_io(tmp_path, capsys):
+    plain = plain_tree(tmp_path)
+    alloc = tmp_path / "sys/bus/pci/devices" / BDF / "p2pmem/allocate"
+    before = (digest(plain), digest(alloc))
+    rc = cli.main(["p2p-test", "--root", str(tmp_path), "--json", "--size", "256k", "--repeat", "1",
+                   "--allow-write", BDF, plain])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 5 and d["verdict"] == "refused" and d["transfers"] == []     # 5: no p2p
+    r = d["refusal"]
+    assert r["before_io"] and r["errname"] == "EINVAL" and r["device"] == plain
+    assert "refused before any I/O" in r["explanation"] and "whitelist" in r["explanation"]
+    assert "0000:06:00.0" in r["explanation"] and "nothing was mapped, read or written" in r["explanation"]
+    assert (digest(plain), digest(alloc)) == before            # the source was not even seeded
+    assert cli.main(["p2p-test", "--root", str(tmp_path), "--size", "256k", "--repeat", "1",
+                     "--allow-write", BDF, plain]) == 5
+    out = capsys.readouterr().out
+    assert "REFUSED: refused before any I/O" in out and "verdict: refused" in out
+
+
+class GrowingLog:
+    """A kernel log whose follower sees ``lines`` appear after the ``after``-th drain."""
+
+    def __init__(self, lines, after=0):
+        self.lines, self.after, self.drains = lines, after, 0
+
+    def mark(self):
+        return 0
+
+    def lines_since(self, mark):
+        return list(self.lines) if self.drains > self.after else []
+
+    def follow(self):
+        log = self
+
+        class F:
+            def drain(self):
+                log.drains += 1
+                if log.drains == log.after + 1:
+                    from nvmet_p2p.kmsg import KmsgRecord
+                    return [KmsgRecord(seq=i, time=0.0, level=3, facility=0, text=t)
+                            for i, t in enumerate(log.lines)]
+                return []
+
+            def close(self):
+                pass
+        return F()
+
+
+def test_copy_engine_stops_at_the_kernels_first_refusal_line(tmp_path):
+    """The prediction allowed it (or could not tell), but the kernel refuses: after the first
+    'invalid error' line no more I/O is issued -- not the other buffer, not the next round."""
+    src, dst = tree(tmp_path)
+    if not o_direct_works(src):
+        pytest.skip("the test filesystem refuses O_DIRECT")
+    line = "invalid error, dev nvme1n1, sector 0 op 0x0:(READ) flags 0x4000 phys_seg 128 prio class 2"
+    res = p2ptest.run(BDF, src, dst, size=1 << 20, repeat=3, root=str(tmp_path),
+                      log=GrowingLog([line], after=1))
+    assert res.stopped == {"kind": "invalid_request", "line": line}
+    assert len(res.transfers) == 2 and res.verdict == "refused"          # stopped after the 2nd
+    assert res.refusal["device"] == src and res.controllers == {"nvme1": "live", "nvme2": "live"}
+    assert "STOPPED at the kernel's line (invalid_request)" in p2ptest.render(res)
+    unrelated = "invalid error, dev nvme7n1, sector 0 op 0x0:(READ)"     # not this run's disk
+    res = p2ptest.run(BDF, src, dst, size=1 << 20, repeat=1, root=str(tmp_path),
+                      log=GrowingLog([unrelated], after=0))
+    assert res.stopped is None and len(res.transfers) == 4 and res.verdict == "verified"

@@ -17,6 +17,7 @@ from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import p2pfio as pf
 from nvmet_p2p.harness import p2pfio_report as rep
 from nvmet_p2p.harness import p2ptest
+from nvmet_p2p.harness.environment import emulation_label
 from nvmet_p2p.harness.fio import fio_version
 from nvmet_p2p.harness.hostsys import read_text
 from nvmet_p2p.harness.p2pfio_run import FioP2pRun, alloc_path, probe_pool
@@ -163,6 +164,9 @@ def _run_fio(args) -> int:
             raise InputError(f"no such device {dev}")
     pool = p2ptest.check_provider(args.provider, args.root)
     plan = _plan(args, devices, pool)
+    prediction = p2ptest.predict(args.provider, devices, args.root, args.kernel)
+    if set(p2ptest.refused_before_io(prediction)) == set(devices):
+        return _refused_before_io(args, devices, prediction)
     if not args.allow_write:
         raise InputError(f"this writes 2 x {plan.size} bytes at offset {plan.offset} of {', '.join(devices)} "
                          f"(a p2p and a host region each); pass --allow-write", where="--allow-write")
@@ -173,11 +177,28 @@ def _run_fio(args) -> int:
              f"{plan.runs_planned() - len(plan.cells) * plan.repeat * 2} verification passes on "
              f"{len(devices)} namespace(s); about {plan.seconds_planned():.0f} s of timed I/O")
     out = args.out or os.path.join("results", time.strftime("p2p-test-%Y%m%d-%H%M%S"))
-    runner = FioP2pRun(plan, out, root=args.root, fio=args.fio,
-                       prediction=p2ptest.predict(args.provider, devices, args.root, args.kernel),
+    runner = FioP2pRun(plan, out, root=args.root, fio=args.fio, prediction=prediction,
                        progress=progress, sample_interval=interval, argv=list(sys.argv), plots=not args.no_plots)
     results = runner.run()
     emit(args.json, rep.summary_json(results), lambda _d: rep.render(results))
     if results["interrupted"]:
         return exits.INTERRUPTED
     return rep.VERDICT_EXIT.get(results["p2p_test"]["verdict"], exits.FAILED)
+
+
+def _refused_before_io(args, devices: list[str], prediction: dict) -> int:
+    """Every pair refused by the kernel's p2pdma rules: no fio, no write, exit 5 (no p2p), explained."""
+    refusals = {d: p2ptest.before_io_refusal(args.provider, d, prediction) for d in devices}
+    doc = {"engine": "fio", "verdict": "refused", "emulated": emulation_label(args.root),
+           "provider": args.provider, "prediction": prediction, "refused_before_io": devices,
+           "devices": {d: {"device": d, "verdict": "refused", "refusal": r, "checks": {}}
+                       for d, r in refusals.items()}, "cells": [], "out": None}
+
+    def human(d: dict) -> str:
+        lines = [f"[{d['emulated']}]"] if d["emulated"] else []
+        lines += [f"REFUSED: {r['refusal']['explanation']}" for r in d["devices"].values()]
+        kp = {r["refusal"]["kernel_parameter"] for r in d["devices"].values()} - {None}
+        lines += [f"kernel parameter that would change it: {k}" for k in sorted(kp)]
+        return "\n".join(lines + ["verdict: refused (fio was not started)"])
+    emit(args.json, doc, human)
+    return rep.VERDICT_EXIT["refused"]

@@ -225,6 +225,10 @@ def _render_problems(p: dict, results: dict) -> list[str]:
             L.append(f"{dev}: {s['pool_failure']}")
     if p.get("lost_explanation"):
         L.append(p["lost_explanation"])
+    if p.get("stopped"):
+        states = ", ".join(f"{c} {s}" for c, s in (p.get("controllers") or {}).items()) or "unknown"
+        L.append(f"STOPPED at the kernel's line ({p['stopped']['kind']}): {p['stopped']['line']} -- no "
+                 f"more I/O was issued; controllers now: {states}")
     for prob in results.get("problems", []):
         if "lost data (" not in prob:          # said in full above
             L.append(f"problem: {prob}")
@@ -240,6 +244,7 @@ def summary_json(results: dict) -> dict:
             "lost_explanation": p.get("lost_explanation"), "lost_causes": p.get("lost_causes"),
             "problems": results["problems"],
             "notes": results["notes"], "interrupted": results["interrupted"], "out": p["out"],
-            "fio": results["tool"].get("fio")}
+            "fio": results["tool"].get("fio"), "refused_before_io": p.get("refused_before_io", []),
+            "stopped": p.get("stopped"), "controllers": p.get("controllers", {})}
 
 

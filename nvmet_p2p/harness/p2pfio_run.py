@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import signal
+import subprocess
 import time
 from typing import Callable
 
@@ -28,7 +30,8 @@ from nvmet_p2p.harness import p2pfio_report as rep
 from nvmet_p2p.harness import results as res
 from nvmet_p2p.harness.bench import _install_signal_handlers
 from nvmet_p2p.harness.fio import FioInterrupted, FioRun, Workload, job_file, job_name, run_fio
-from nvmet_p2p.harness.p2ptest import explain_refusal
+from nvmet_p2p.harness.kwatch import KernelWatch, Stop, device_names, settle_controllers
+from nvmet_p2p.harness.p2ptest import before_io_refusal, explain_refusal, refused_before_io
 from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.observe.explain import explain
@@ -91,6 +94,14 @@ def poison_pool(root: str, provider: str, sizes: list[int]) -> None:
 # The run
 # --------------------------------------------------------------------------------------
 
+class KernelStopped(Exception):
+    """The kernel logged a refusal, a command timeout or a reset about the run's devices."""
+
+    def __init__(self, stop: Stop):
+        super().__init__(stop.line)
+        self.stop = stop
+
+
 class FioP2pRun:
     def __init__(self, plan: pf.Plan, out_dir: str, *, root: str = "/", fio: str = "fio",
                  prediction: dict | None = None, progress: Callable[[str], None] | None = None,
@@ -108,7 +119,18 @@ class FioP2pRun:
         self.argv = list(argv or [])
         self.plots = plots
         self.runs: list[dict] = []
-        self.refused: set[str] = set()
+        # pairs the kernel's p2pdma rules refuse get no p2p I/O at all (every one of it would
+        # fail, and a drive given such I/O long enough times out and is reset)
+        self.before_io = {d: before_io_refusal(plan.provider, d, self.prediction)
+                          for d in refused_before_io(self.prediction) if d in plan.devices}
+        self.refused: set[str] = set(self.before_io)
+        #: the kernel's line that stopped the run (kwatch), the refusals it means, the states
+        #: of the controllers afterwards
+        self.stopped: Stop | None = None
+        self.stop_refusals: dict[str, dict] = {}
+        self.controllers: dict[str, str] = {}
+        self.watch: KernelWatch | None = None
+        self._proc: subprocess.Popen | None = None
         self.problems: list[str] = []
         self.notes: list[str] = list(plan.notes)
         self.started = time.time()
@@ -141,17 +163,63 @@ class FioP2pRun:
                                  io_size=bs).start()
         interrupted = None
         cpu0, wall0 = time.process_time(), time.monotonic()
+        if self.watch is not None:
+            self.watch.start(self._stop_fio)
         try:
             run = self.fio_runner(w, jobfile, os.path.join(jdir, f"{tag}.json"), cwd=cwd, fio=self.fio,
-                                  progress=self.progress, job_files={job_name(w, d): d for d in devices})
+                                  progress=self.progress, job_files={job_name(w, d): d for d in devices},
+                                  popen=self._popen)
         except FioInterrupted as exc:
             run, interrupted = exc.run, exc
+        finally:
+            if self.watch is not None:
+                self.watch.pause()
         harness = {"cpu_s": round(time.process_time() - cpu0, 4), "wall_s": round(time.monotonic() - wall0, 4)}
         pool = sampler.stop()[self.plan.provider]
         entry = self._record(w, kind, rnd, step, run, pool, expected, harness)
         if interrupted:
             raise interrupted
+        stop = self.watch.check() if self.watch is not None else None
+        if stop is not None:
+            self._stopped(stop, w, kind, devices)
         return entry
+
+    # -- stopping at the kernel's first refusal ----------------------------------------------
+    def _popen(self, *args, **kw) -> subprocess.Popen:
+        """run_fio's Popen, remembered so the kernel-log watcher can stop fio."""
+        self._proc = subprocess.Popen(*args, **kw)
+        return self._proc
+
+    def _stop_fio(self, stop: Stop) -> None:
+        """(watcher thread) Stop fio at once: SIGINT (it ends its jobs and still writes its
+        JSON), SIGKILL when it has not ended 10 s later."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self.progress(f"the kernel logged: {stop.line} -- stopping fio")
+        try:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        except OSError:
+            pass
+
+    def _stopped(self, stop: Stop, w: Workload, kind: str, devices: list[str]) -> None:
+        """No more I/O: the refusal is the named namespace's (any of this pass's p2p ones when
+        the line names none); raises :class:`KernelStopped`."""
+        self.stopped = stop
+        if stop.refused and kind == "p2p":
+            named = [d for d in devices if any(n in stop.line for n in self._names_of(d))]
+            for d in named or devices:
+                self.stop_refusals.setdefault(d, {
+                    "direction": w.rw, "device": d, "errno": 22, "errname": "EINVAL",
+                    "step": w.name, "line": stop.line})
+        raise KernelStopped(stop)
+
+    def _names_of(self, dev: str) -> set[str]:
+        pci = (self.prediction.get(dev) or {}).get("pci")
+        return device_names(self.root, [dev], "", [pci] if pci else []) - {""}
 
     def _record(self, w, kind, rnd, step, run: FioRun, pool: ev.PoolStats, expected: int, harness: dict) -> dict:
         fd = run.to_dict()
@@ -219,17 +287,27 @@ class FioP2pRun:
         os.makedirs(self.out_dir, exist_ok=True)
         self.avail_before = ev.read_available(self.root, self.plan.provider)
         mark = self._mark()
+        pcis = [p["pci"] for p in self.prediction.values() if p.get("pci")]
+        self.watch = KernelWatch(self.log, device_names(self.root, self.plan.devices,
+                                                        self.plan.provider, pcis))
         interrupted = False
         restore = _install_signal_handlers()
         try:
             self.verify_phase()
             self.matrix()
             self.final_phase()
+        except KernelStopped as exc:
+            self.problems.append(f"stopped at the kernel's first {exc.stop.kind.replace('_', ' ')}: "
+                                 f"{exc.stop.line}")
+            self.progress("no more I/O; waiting for the namespaces' controllers to be live")
+            self.controllers = settle_controllers(self.root, [os.path.basename(d)
+                                                              for d in self.plan.devices])
         except KeyboardInterrupt:
             interrupted = True
             self.problems.append("interrupted")
         finally:
             restore()
+            self.watch.close()
         return self.finish(interrupted, self._log_since(mark))
 
     # -- kernel log -------------------------------------------------------------------------
@@ -252,8 +330,12 @@ class FioP2pRun:
     # -- results ----------------------------------------------------------------------------
     def finish(self, interrupted: bool, kernel_log: list[str]) -> dict:
         statuses = {d: rep.device_status(self.runs, d) for d in self.plan.devices}
+        for d, r in {**self.stop_refusals, **self.before_io}.items():
+            statuses[d]["refusal"], statuses[d]["verdict"] = dict(r), "refused"
         self._explain(statuses, kernel_log)
         verdict = "failed" if interrupted else rep.overall_verdict(statuses)
+        if self.stopped is not None and not self.stopped.refused:
+            verdict = "failed"
         for s in statuses.values():
             lost = [c for c in rep.P2P_CHECKS if s["checks"].get(c, {}).get("status") == "lost"]
             if lost and s["verdict"] != "refused":
@@ -283,6 +365,9 @@ class FioP2pRun:
                         "available_after": ev.read_available(self.root, self.plan.provider)},
                "lost_explanation": self.lost_explanation, "lost_causes": self.lost_causes,
                "kernel_log": kernel_log[-KERNEL_LOG_KEEP:],
+               "refused_before_io": sorted(self.before_io),
+               "stopped": self.stopped.to_dict() if self.stopped else None,
+               "controllers": dict(self.controllers),
                "out": self.out_dir}
         return {
             "schema": res.SCHEMA, "schema_version": res.SCHEMA_VERSION,

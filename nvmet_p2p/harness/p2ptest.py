@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from nvmet_p2p.errors import InputError, KernelError, NvmetP2PError
 from nvmet_p2p.harness.environment import emulation_label
 from nvmet_p2p.harness.hostsys import read_text
+from nvmet_p2p.harness.kwatch import KernelWatch, device_names, settle_controllers
 from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.observe import explain
@@ -103,6 +104,10 @@ class P2pTestResult:
     pool: dict = field(default_factory=dict)
     transfers: list[Transfer] = field(default_factory=list)
     refusal: dict | None = None
+    #: the kernel line the run stopped at (:mod:`nvmet_p2p.harness.kwatch`), and the states
+    #: of the namespaces' controllers it waited for afterwards
+    stopped: dict | None = None
+    controllers: dict = field(default_factory=dict)
     kernel_log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: the likely cause of data that did not arrive or a transfer that failed, from the kernel
@@ -235,16 +240,32 @@ def run(provider: str, source: str, destination: str | None = None, *, size: int
     res = P2pTestResult(provider=provider, source=source, destination=destination, size=size, offset=offset,
                         repeat=repeat, seeded=seed_source, seed=seed if seed_source else None,
                         emulated=emulation_label(root))
-    res.prediction = predict(provider, [source] + ([destination] if destination else []), root, kernel, inventory)
+    devices = [source] + ([destination] if destination else [])
+    res.prediction = predict(provider, devices, root, kernel, inventory)
     res.pool["size"] = int(_read(os.path.join(pdir, "size")) or 0)
     res.pool["available_before"] = avail
+    refused = refused_before_io(res.prediction)
+    if refused:
+        # the kernel's p2pdma rules refuse a pair: nothing is mapped, seeded or transferred
+        res.refusal = before_io_refusal(provider, refused[0], res.prediction)
+        res.pool["available_after"] = avail
+        return res
     if log is None:
         log = KernelLog(root=root)
     try:
         mark = log.mark()
     except OSError:
         mark = None
-    _map_and_transfer(res, pdir, alloc, progress)
+    watch = KernelWatch(log, device_names(root, devices, provider,
+                                          [p["pci"] for p in res.prediction.values() if p.get("pci")]))
+    try:
+        _map_and_transfer(res, pdir, alloc, progress, watch)
+    finally:
+        watch.close()
+    if res.stopped:
+        progress(f"stopped at the kernel's line: {res.stopped['line']}; waiting for the "
+                 "controllers to be live")
+        res.controllers = settle_controllers(root, [os.path.basename(d) for d in devices])
     res.pool["available_after"] = int(_read(os.path.join(pdir, "available")) or 0)
     if mark is not None:
         try:
@@ -276,7 +297,21 @@ def _check_args(provider: str, source: str, destination: str | None, size: int, 
     return pool
 
 
-def _map_and_transfer(res: P2pTestResult, pdir: str, alloc: str, progress) -> None:
+def refused_before_io(prediction: dict) -> list[str]:
+    """The devices whose pair with the provider the kernel's p2pdma rules refuse."""
+    return [d for d, p in prediction.items() if p.get("map_type") == MapType.NOT_SUPPORTED]
+
+
+def before_io_refusal(provider: str, dev: str, prediction: dict) -> dict:
+    """A refusal made before any I/O, explained (what the kernel would answer: EINVAL)."""
+    r = {"direction": None, "device": dev, "errno": _errno.EINVAL, "errname": "EINVAL",
+         "before_io": True}
+    explain_refusal(provider, r, prediction, [])
+    return r
+
+
+def _map_and_transfer(res: P2pTestResult, pdir: str, alloc: str, progress,
+                      watch: KernelWatch | None = None) -> None:
     """Map ``size`` bytes of the pool (``p2pmem/allocate``) and run the transfers; the mapping
     and the host buffer are released whatever happens."""
     size = res.size
@@ -290,7 +325,7 @@ def _map_and_transfer(res: P2pTestResult, pdir: str, alloc: str, progress) -> No
                               path=alloc) from None
         res.pool["available_mapped"] = int(_read(os.path.join(pdir, "available")) or 0)
         try:
-            _transfers(res, p2p, host, progress)
+            _transfers(res, p2p, host, progress, watch)
         finally:
             p2p.close()
     finally:
@@ -317,29 +352,45 @@ def explain_mismatch(res: P2pTestResult, root: str = "/") -> dict:
     return d
 
 
-def _transfers(res: P2pTestResult, p2p: mmap.mmap, host: _Aligned, progress) -> None:
+def _transfers(res: P2pTestResult, p2p: mmap.mmap, host: _Aligned, progress,
+               watch: KernelWatch | None = None) -> None:
     """``repeat`` rounds of reads (and, with a destination, writes) through host memory and
-    through the p2pmem mapping, alternating which goes first; p2p stops after a refusal."""
+    through the p2pmem mapping, alternating which goes first; p2p stops after a refusal, and
+    everything stops at the kernel's first refusal, command timeout or reset in the log."""
     src_fd = os.open(res.source, (os.O_RDWR if res.seeded else os.O_RDONLY) | os.O_DIRECT)
     dst_fd = os.open(res.destination, os.O_RDWR | os.O_DIRECT) if res.destination else None
     try:
         expected = _reference(res, src_fd, host, progress)
-        for r in range(1, res.repeat + 1):
-            order = ("host", "p2p") if r % 2 else ("p2p", "host")
-            rounds = [("read", src_fd)] + ([("write", dst_fd)] if dst_fd is not None else [])
-            for direction, fd in rounds:
-                for path in order:
-                    if path == "p2p" and res.refusal:
-                        continue
-                    buf = p2p if path == "p2p" else host.mm
-                    once = _read_once if direction == "read" else _write_once
-                    t = once(res, fd, buf, path, r, expected, host)
-                    res.transfers.append(t)
-                    progress(_line(t))
+        steps = [(r, direction, fd, path) for r in range(1, res.repeat + 1)
+                 for direction, fd in [("read", src_fd)] + ([("write", dst_fd)] if dst_fd is not None else [])
+                 for path in (("host", "p2p") if r % 2 else ("p2p", "host"))]
+        for r, direction, fd, path in steps:
+            if path == "p2p" and res.refusal:
+                continue
+            buf = p2p if path == "p2p" else host.mm
+            once = _read_once if direction == "read" else _write_once
+            t = once(res, fd, buf, path, r, expected, host)
+            res.transfers.append(t)
+            progress(_line(t))
+            if _stopped(res, t, watch):
+                break
     finally:
         os.close(src_fd)
         if dst_fd is not None:
             os.close(dst_fd)
+
+
+def _stopped(res: P2pTestResult, t: Transfer, watch: KernelWatch | None) -> bool:
+    """The kernel logged a refusal, a command timeout or a controller reset about this run's
+    devices: no more I/O (a refused p2p page the engine kept submitting ended in resets)."""
+    stop = watch.check() if watch is not None else None
+    if stop is None:
+        return False
+    res.stopped = stop.to_dict()
+    if stop.refused and res.refusal is None:
+        res.refusal = {"direction": t.direction, "device": t.device, "errno": _errno.EINVAL,
+                       "errname": "EINVAL"}
+    return True
 
 
 def _reference(res: P2pTestResult, src_fd: int, host: _Aligned, progress) -> bytes:
@@ -434,6 +485,14 @@ def explain_refusal(provider: str, r: dict, prediction: dict, kernel_log: list[s
     lines = [e.message for e in events if e.kind in ev.REFUSAL_KINDS or e.kind == ev.KIND_ACS_PARAMETER]
     kp = next((e.kernel_parameter for e in events if e.kernel_parameter), None) or pred.get("kernel_parameter")
     who = f"{dev} ({pred.get('pci') or 'no PCI parent'})"
+    if r.get("before_io"):
+        r["explanation"] = (
+            f"refused before any I/O: the kernel's p2pdma rules refuse p2p DMA between {who} and "
+            f"provider {provider}, so the kernel would fail every transfer (EINVAL) -- and keep "
+            "failing them until the drive times out and is reset; nothing was mapped, read or "
+            "written: " + "; ".join(pred.get("reasons") or ["not supported"]))
+        r["kernel_parameter"] = pred.get("kernel_parameter")
+        return
     if r["errno"] == _errno.EINVAL:
         if pred.get("map_type") == MapType.NOT_SUPPORTED:
             text = (f"the kernel refused the p2p DMA between {who} and provider {provider} (EINVAL), "
@@ -495,6 +554,10 @@ def render(res: P2pTestResult) -> str:
         L.append(f"likely cause: {res.explanation['summary']}")
         for c in res.explanation.get("causes", [])[:5]:
             L.append(f"  kernel: {c['line']}")
+    if res.stopped:
+        states = ", ".join(f"{c} {s}" for c, s in res.controllers.items()) or "unknown"
+        L.append(f"STOPPED at the kernel's line ({res.stopped['kind']}): {res.stopped['line']} -- no "
+                 f"more I/O was issued; controllers now: {states}")
     if res.refusal:
         L.append(f"REFUSED: {res.refusal['explanation']}")
         if res.refusal.get("kernel_parameter"):

@@ -3,8 +3,9 @@
 * default topology, one run on three namespaces (libaio and io_uring): behind the switch,
   reads into and writes from cmbA's CMB verified in both directions on two namespaces at once, the pool taking
   exactly what fio 3.33 maps (``bs x iodepth + 8 KiB`` per job) while the p2p jobs run and
-  nothing while the host jobs do; across root ports, the kernel refuses (EINVAL), explained
-  with the distance prediction and the kernel's line, the host-memory control still passing;
+  nothing while the host jobs do; across root ports, refused from the distance rules before
+  any p2p I/O (the kernel would answer EINVAL), explained, the host-memory control still
+  passing (tests/lab/test_lab_p2ptest_refusal.py: the pair alone, and the kernel's refusal);
 * a matrix cell the pool cannot hold: refused before anything is written;
 * iommu-acs topology: QEMU's emulated intel-iommu drops the peer DMA the kernel allowed
   (bus_addr behind the switch) and the NVMe completes anyway: reported as lost data in both
@@ -83,15 +84,17 @@ def test_fio_verified_behind_the_switch_and_refused_across_root_ports(lab_device
     jf = open(os.path.join(out, "fio", "seq-read-128k-qd4-io_uring-p2p-r1.fio")).read()
     assert f"iomem=mmapshared:/sys/bus/pci/devices/{cmba}/p2pmem/allocate" in jf and "ioengine=io_uring" in jf
     assert "[1/15] prep-zero" in err
-    # across root ports: refused (EINVAL), explained, and the namespace itself fine
+    # across root ports: refused from the distance rules before any p2p I/O (issue 19.12),
+    # explained, and the namespace itself fine (its host-memory control ran)
     s = d["devices"][plain]
-    assert s["verdict"] == "refused" and s["refusal"]["errname"] == "EINVAL"
+    assert s["verdict"] == "refused" and s["refusal"]["errname"] == "EINVAL" and s["refusal"]["before_io"]
+    assert d["refused_before_io"] == [plain] and d["stopped"] is None
     assert s["checks"]["host_control"] == {"status": "verified"}
+    assert all(plain not in {j["filename"] for j in r["fio"]["jobs"]}
+               for r in full["runs"] if r["variant"] == "p2p")       # no p2p job ever on it
     expl = s["refusal"]["explanation"]
-    assert "as predicted" in expl and "whitelist" in expl and nv["plain"]["bdf"] in expl
+    assert "refused before any I/O" in expl and "whitelist" in expl and nv["plain"]["bdf"] in expl
     assert nv["cmbB"]["bdf"] not in expl
-    # the kernel prints its reason the first time it evaluates a pair, then caches the answer
-    assert "do not share an upstream bridge" in expl or "caches the answer" in expl
 
 
 @pytest.mark.topology("default")
