@@ -164,6 +164,7 @@ def test_copy_engine_refuses_a_pair_the_kernel_would_refuse_before_any_io(tmp_pa
                      "--allow-write", BDF, plain]) == 5
     out = capsys.readouterr().out
     assert "REFUSED: refused before any I/O" in out and "verdict: refused" in out
+    assert "data: nothing mapped, read or written" in out and "seeded" not in out
 
 
 class GrowingLog:

@@ -198,13 +198,13 @@ def test_yaml_11_traps_are_avoided(tmp_path):
                for w in r.warnings)
 
 
-@pytest.mark.parametrize("where,text", [
-    ("namespace", "{serial: cmbA}\n        p2p: false"),
-    ("namespace", "{serial: cmbA}\n        p2p: no"),
-    ("namespace", "{serial: cmbA}\n        p2p: {policy: false}"),
-    ("namespace", "{serial: cmbA}\n        p2p: {policy: placed, when_none: false, when_full: no}"),
+@pytest.mark.parametrize("text", [
+    "{serial: cmbA}\n        p2p: false",
+    "{serial: cmbA}\n        p2p: no",
+    "{serial: cmbA}\n        p2p: {policy: false}",
+    "{serial: cmbA}\n        p2p: {policy: placed, when_none: false, when_full: no}",
 ])
-def test_yaml_11_false_means_off_where_off_is_a_keyword(tmp_path, where, text):
+def test_yaml_11_false_means_off_where_off_is_a_keyword(tmp_path, text):
     """What a YAML 1.1 loader (an Ansible task's inline profile) makes of ``off``: false."""
     r = resolve(tmp_path, BASE.replace("{serial: cmbA}", text))
     ns = r.namespaces[0]

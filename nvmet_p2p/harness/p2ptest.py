@@ -528,8 +528,13 @@ def render(res: P2pTestResult) -> str:
         extra = f" ({'; '.join(p['reasons'])})" if p.get("reasons") else ""
         L.append(f"prediction: {dev} ({p.get('pci') or 'no PCI parent'}) <-> {res.provider}: "
                  f"{p.get('map_type') or 'unknown'}{extra}")
-    L.append("data: " + (f"source seeded with seed {res.seed}" if res.seeded else
-                         "read-only source: p2p read compared with a host-buffer read of the same region"))
+    before_io = bool(res.refusal and res.refusal.get("before_io"))
+    if before_io:
+        L.append("data: nothing mapped, read or written (refused before any I/O)")
+    else:
+        L.append("data: " + (f"source seeded with seed {res.seed}" if res.seeded else
+                             "read-only source: p2p read compared with a host-buffer read of the same "
+                             "region"))
     m = res.medians()
     rows = []
     for d, dev in (("read", res.source), ("write", res.destination)):
@@ -548,8 +553,11 @@ def render(res: P2pTestResult) -> str:
         r = m[f"{d}_ratio_p2p_host"]
         if r:
             L.append(f"{d}: p2p / host buffer = {r:.3f}")
-    L.append(f"p2pmem available: {res.pool.get('available_before')} before, "
-             f"{res.pool.get('available_mapped')} while mapped, {res.pool.get('available_after')} after")
+    if before_io:
+        L.append(f"p2pmem available: {res.pool.get('available_before')} (not mapped)")
+    else:
+        L.append(f"p2pmem available: {res.pool.get('available_before')} before, "
+                 f"{res.pool.get('available_mapped')} while mapped, {res.pool.get('available_after')} after")
     if res.explanation:
         L.append(f"likely cause: {res.explanation['summary']}")
         for c in res.explanation.get("causes", [])[:5]:

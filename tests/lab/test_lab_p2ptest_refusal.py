@@ -64,9 +64,11 @@ def test_a_pair_across_root_ports_is_refused_before_any_io(engine, lab_devices):
     nv = lab_devices["nvme"]
     cmba, plain = nv["cmbA"]["bdf"], nv["plain"]["namespaces"][0]
     before = region(plain)
-    extra = ["--engine", "fio", "--out", os.path.join(os.environ.get("NVMET_P2P_LAB_RESULTS", "/tmp"),
-                                                      "p2ptest-refused")] if engine == "fio" else []
     # fio: the default matrix (4k,128k,1m x qd 1,4,16,32), what reset the drive for ten minutes
+    # (2 MiB regions: the lab's namespaces have 256 MiB, the default region size)
+    extra = ["--engine", "fio", "--size", "2M", "--out",
+             os.path.join(os.environ.get("NVMET_P2P_LAB_RESULTS", "/tmp"), "p2ptest-refused")
+             ] if engine == "fio" else []
     rc, d, err, took, klog = p2p_test(cmba, plain, "--offset", str(OFFSET), "--allow-write", *extra)
     print(f"{engine}: exit {rc} after {took:.1f} s; kernel lines meanwhile: {len(klog)}")
     assert rc == 5, err
