@@ -160,8 +160,9 @@ def test_plan_state_previews_offline_against_a_root_or_an_inventory(tmp_path, ca
     for extra in (["--root", str(root)], ["--inventory", str(invf), "--root", str(tmp_path / "empty")]):
         os.makedirs(tmp_path / "empty", exist_ok=True)
         assert cli.main(["plan", "--state", f, "--state-dir", str(tmp_path / "sd"), *extra]) == 0
-        out = capsys.readouterr().out
-        assert "planned against an empty nvmet target" in out and f"+ subsystem {S}" in out
+        cap = capsys.readouterr()
+        assert "note: " in cap.err and "planned against an empty nvmet target" in cap.err
+        assert f"+ subsystem {S}" in cap.out
         d2 = doc([ns("/dev/nvme3n1", CMBA)])
         assert cli.main(["plan", "--state", write(tmp_path, d2), "--state-dir",
                          str(tmp_path / "sd"), *extra]) == 2

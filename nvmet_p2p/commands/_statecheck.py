@@ -7,14 +7,13 @@ what ``restore --wait-devices`` does after waiting) instead of refusing the stat
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nvmet_p2p.commands._inventory import load_inventory
 from nvmet_p2p.nvmet.configfs import Configfs, read_state
 from nvmet_p2p.nvmet.state import TargetState
-from nvmet_p2p.output import safe
+from nvmet_p2p.output import warn
 from nvmet_p2p.policy import exportpolicy, statecheck
 from nvmet_p2p.service import devwait
 
@@ -47,9 +46,9 @@ class Checked:
         if args.json:
             return
         for w in self.warnings:
-            sys.stderr.write(f"nvmet-p2p {args.command}: warning: {safe(w)}\n")
+            warn(args.command, w)
         for o, _k, w, _f in self.held:
-            sys.stderr.write(f"nvmet-p2p {args.command}: held back: {safe(o)}: {safe(w)}\n")
+            warn(args.command, f"held back: {o}: {w}")
 
 
 def machine_check(args, desired: TargetState
