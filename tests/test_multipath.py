@@ -321,3 +321,21 @@ def test_rederive_leaves_namespaces_of_other_groups_alone():
     live.subsystems[SUB].namespaces[2].attrs["ana_grpid"] = "1"
     r = _rederive(live, {2})
     assert list(r.paths) == [(SUB, 1)] and (SUB, 2) not in r.plan.members
+
+
+def test_the_nvmetcli_save_carries_the_groups_and_restores_them(tmp_path):
+    """``save`` writes nvmetcli's shape (ports[].ana_groups[] {grpid, ana.state}, namespaces[]
+    ana.grpid / ana_grpid); restoring it on an empty target gives the hosts the same view."""
+    from nvmet_p2p.nvmet import statefile
+    cfs = FakeNvmet(str(tmp_path / "root"))
+    reconcile(cfs.root, fake_state(place(prof(TWO))), str(tmp_path / "sd"), cfs=cfs)
+    doc = statefile.to_doc(read_state(cfs))
+    port1 = next(p for p in doc["ports"] if p["portid"] == 1)
+    assert {"grpid": 2, "ana": {"state": "optimized"}} in port1["ana_groups"]
+    assert {"grpid": 3, "ana": {"state": "non-optimized"}} in port1["ana_groups"]
+    ns1 = next(n for n in next(s for s in doc["subsystems"] if s["nqn"] == SUB)["namespaces"]
+               if n["nsid"] == 1)
+    assert ns1["ana_grpid"] == 2
+    other = FakeNvmet(str(tmp_path / "other"))
+    reconcile(other.root, statefile.parse(doc), str(tmp_path / "sd2"), cfs=other)
+    assert ana_view(other) == ana_view(cfs)
