@@ -46,9 +46,18 @@ def _err(e: int) -> OSError:
 class FakeNvmet(Configfs):
     """Configfs over a temp directory with kernel-like rules; ``kmsg`` collects log lines."""
 
-    def __init__(self, root: str, without: tuple[str, ...] = ()):
+    def __init__(self, root: str, without: tuple[str, ...] = (), *,
+                 machine: dict | None = None):
+        """``machine`` replaces the lab default's devices: ``devices`` (block device path ->
+        PCI BDF), ``providers`` (published CMBs), ``switches`` (sets of BDFs that may do p2p
+        with each other), ``listen`` (addresses a port can bind)."""
         super().__init__(root)
         self.without = set(without)
+        m = machine or {}
+        self.devices = m.get("devices", DEVICES)
+        self.providers = m.get("providers", P2P_PROVIDERS)
+        self.switches = m.get("switches", [SWITCH])
+        self.listen = m.get("listen", LISTEN)
         self.kmsg: list[str] = []
         os.makedirs(self.base, exist_ok=True)
         for d in ("subsystems", "ports", "hosts"):
@@ -179,7 +188,7 @@ class FakeNvmet(Configfs):
                 tr = self._get(f"{port}/addr_trtype")
                 if not tr:
                     raise _err(errno.EINVAL)
-                if tr in ("rdma", "tcp") and self._get(f"{port}/addr_traddr") not in LISTEN:
+                if tr in ("rdma", "tcp") and self._get(f"{port}/addr_traddr") not in self.listen:
                     self.kmsg.append(f"nvmet_{tr}: binding to {self._get(port + '/addr_traddr')} failed (-99)")
                     raise _err(errno.EADDRNOTAVAIL)
                 if tr == "rdma":
@@ -210,10 +219,10 @@ class FakeNvmet(Configfs):
             if name in ("buffered_io", "resv_enable") and enabled:
                 raise _err(errno.EINVAL)
             if name == "p2pmem":
-                if v in P2P_PROVIDERS:
+                if v in self.providers:
                     pass
                 elif v.startswith("0000:"):
-                    self.kmsg.append(f"pci-p2pdma: No such PCI device: {v}" if v not in DEVICES.values()
+                    self.kmsg.append(f"pci-p2pdma: No such PCI device: {v}" if v not in self.devices.values()
                                      else f"nvme {v}: PCI device has no peer-to-peer memory: {v}")
                     raise _err(errno.ENODEV)
                 elif v in ("0", "1"):
@@ -222,12 +231,13 @@ class FakeNvmet(Configfs):
                     raise _err(errno.ENODEV)
             if name == "enable" and v == "1" and not enabled:
                 dev = self._get(f"{d}/device_path")
-                if dev not in DEVICES:
+                if dev not in self.devices:
                     self.kmsg.append(f"nvmet: failed to open block device {dev}: (-2)")
                     raise _err(errno.ENOENT)
                 p2p = self._get(f"{d}/p2pmem")
-                if p2p.startswith("0000:") and (DEVICES[dev] not in SWITCH or p2p not in SWITCH):
-                    self.kmsg.append(f"nvme {DEVICES[dev]}: cannot be used for peer-to-peer DMA as the "
+                if p2p.startswith("0000:") and not any(self.devices[dev] in sw and p2p in sw
+                                                       for sw in self.switches):
+                    self.kmsg.append(f"nvme {self.devices[dev]}: cannot be used for peer-to-peer DMA as the "
                                      f"client and provider ({p2p}) do not share an upstream bridge "
                                      f"or whitelisted host bridge")
                     raise _err(errno.EINVAL)

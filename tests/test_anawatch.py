@@ -1,0 +1,84 @@
+"""The watcher's ANA reaction (nvmet_p2p/service/anawatch.py) on the fake configfs: a target
+applied from a multipath: p2p profile, then the machine changes (provider gone, a NIC's address
+gone, both back) and only the ANA states follow, through the reconcile path."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from nvmet_p2p.nvmet.apply import ManagedStore, reconcile
+from nvmet_p2p.policy import placement, profile
+from nvmet_p2p.service import anawatch
+from support.fakenvmet import ana_view
+from support.machine import multipath_machine
+from support.multipath import CMB_A, SUB, TWO, fake, fake_state, prof
+
+OPT, NON = "optimized", "non-optimized"
+
+
+@pytest.fixture
+def target(tmp_path):
+    """The fake target (the multipath machine's devices) after apply."""
+    inv = multipath_machine()
+    pl = placement.place(profile.resolve(prof(TWO), inv), inv)
+    cfs = fake(str(tmp_path / "root"))
+    sd = str(tmp_path / "sd")
+    reconcile(cfs.root, fake_state(pl), sd, cfs=cfs)
+    return cfs, sd
+
+
+def machine(**change) -> object:
+    inv = multipath_machine()
+    for nic in change.get("nic_gone", []):
+        inv.net[nic].addresses = []
+    for bdf in change.get("gone", []):
+        del inv.pci[bdf]
+    return inv
+
+
+def test_nothing_changed_writes_nothing(target):
+    cfs, sd = target
+    r = anawatch.react(cfs.root, sd, machine(), cfs=cfs)
+    assert r.changes == [] and r.writes == 0
+
+
+def test_provider_gone_then_back(target):
+    cfs, sd = target
+    managed = copy.deepcopy(ManagedStore(sd).load())
+    r = anawatch.react(cfs.root, sd, machine(gone=[CMB_A]), cfs=cfs)
+    assert r.changes == ["port 1 group 2: optimized -> non-optimized"] and r.writes == 1
+    assert ana_view(cfs)[(SUB, 1)] == {1: NON, 2: NON}
+    assert ana_view(cfs)[(SUB, 2)] == {1: NON, 2: OPT}             # untouched
+    assert ManagedStore(sd).load() == managed                        # nothing adopted or lost
+    back = anawatch.react(cfs.root, sd, machine(), cfs=cfs)
+    assert back.changes == ["port 1 group 2: non-optimized -> optimized"]
+    assert ana_view(cfs)[(SUB, 1)] == {1: OPT, 2: NON}
+
+
+def test_a_stale_binding_keeps_the_port_non_optimized(target):
+    cfs, sd = target
+    anawatch.react(cfs.root, sd, machine(gone=[CMB_A]), cfs=cfs)
+    r = anawatch.react(cfs.root, sd, machine(), cfs=cfs,
+                       not_offloading={(SUB, 1): "p2pmem still bound to the removed device"})
+    assert r.changes == [] and ana_view(cfs)[(SUB, 1)] == {1: NON, 2: NON}
+
+
+def test_address_gone_and_report_only(target):
+    cfs, sd = target
+    dry = anawatch.react(cfs.root, sd, machine(nic_gone=["nica"]), cfs=cfs, write=False)
+    assert dry.changes == ["port 1 group 2: optimized -> non-optimized"] and dry.writes == 0
+    assert ana_view(cfs)[(SUB, 1)] == {1: OPT, 2: NON}               # report: nothing written
+    r = anawatch.react(cfs.root, sd, machine(nic_gone=["nica"]), cfs=cfs)
+    assert ana_view(cfs)[(SUB, 1)] == {1: NON, 2: NON}
+    path = r.rederived.paths[(SUB, 1)][0]
+    assert "no RDMA device serves 10.81.0.1 now" in path.reason
+
+
+def test_never_inaccessible_whatever_is_lost(target):
+    cfs, sd = target
+    anawatch.react(cfs.root, sd, machine(gone=[CMB_A, "0000:08:00.0"], nic_gone=["nica", "nicb"]),
+                   cfs=cfs)
+    for states in ana_view(cfs).values():
+        assert set(states.values()) == {NON}
