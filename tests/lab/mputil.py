@@ -4,13 +4,16 @@ fio. Stdlib + the lab helpers only."""
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
 import subprocess
+import sys
+import textwrap
 import time
 
-from labutil import HOSTID, HOSTNQN, Dmesg, PoolSampler
+from labutil import HOSTID, HOSTNQN, Dmesg, PoolSampler, _write
 
 NQN = "nqn.2026-12.io.nvmet-p2p.lab:mp"
 FIO_SIZE = "8M"
@@ -28,17 +31,56 @@ def read(path: str) -> str:
         return f.read().strip()
 
 
-def write_attr(path: str, value: str) -> bool:
-    """One write(2) to a sysfs/configfs attribute; False when refused."""
+def attempt(fn, *args) -> str:
+    """``fn(*args)`` (a mkdir, rmdir or :func:`_write` on configfs/sysfs): "ok", or the name
+    of the errno the kernel answered."""
     try:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
-        return True
-    except OSError:
-        return False
+        fn(*args)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+
+def write(path: str, value: str) -> str:
+    """One write(2) (a buffered write would repeat a refused one): "ok" or the errno name."""
+    return attempt(_write, path, value)
+
+
+def write_attr(path: str, value: str) -> bool:
+    return write(path, value) == "ok"
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(sys.executable, "-m", "nvmet_p2p", *args, check=check)
+
+
+def profile_text(multipath: bool) -> str:
+    """The lab's profile: driveA and driveB (nsid 1, 2) exported through both NICs; without
+    ``multipath: p2p`` each is placed beside its own NIC (``when_none: best_effort``)."""
+    return textwrap.dedent(f"""\
+        version: 1
+        hosts: [{{nqn: {HOSTNQN}}}]
+        p2p: {{when_none: best_effort}}
+        ports:
+          - {{id: 1, transport: rdma, rdma_device: rxpa, inline_data_size: 0}}
+          - {{id: 2, transport: rdma, rdma_device: rxpb, inline_data_size: 0}}
+        subsystems:
+          - nqn: {NQN}
+            multipath: {"p2p" if multipath else "off"}
+            hosts: [{HOSTNQN}]
+            ports: [1, 2]
+            namespaces:
+              - {{select: {{serial: driveA}}, nsid: 1}}
+              - {{select: {{serial: driveB}}, nsid: 2}}
+        """)
+
+
+def apply_profile(work: str, multipath: bool) -> dict:
+    """``nvmet-p2p apply --profile`` of :func:`profile_text` (written into ``work``); its JSON."""
+    path = os.path.join(str(work), f"mp-{multipath}.yaml")
+    with open(path, "w") as f:
+        f.write(profile_text(multipath))
+    return json.loads(cli("apply", "--profile", path, "--json").stdout)
 
 
 def host_paths() -> dict[str, dict]:

@@ -19,53 +19,25 @@ Every number that depends on the emulated NIC or TCG timing is an emulation numb
 
 from __future__ import annotations
 
-import errno
 import glob
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
-from mputil import NQN, connect, heads, host_paths, io_split, read, sh, subsys_dir
+from mputil import NQN, attempt, cli, connect, heads, host_paths, io_split, read, sh, subsys_dir, write
+from mputil import apply_profile as mp_apply_profile
 
-from labutil import HOSTNQN, NVMET, Dmesg, PoolSampler, devmap, disconnect_all
+from labutil import NVMET, Dmesg, PoolSampler, devmap, disconnect_all
 
 pytestmark = [pytest.mark.lab, pytest.mark.topology("multipath")]
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh(sys.executable, "-m", "nvmet_p2p", *args, check=check)
-
-
-def write(path: str, value: str) -> str:
-    """One write(2); returns "ok" or the errno name."""
-    try:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
-        return "ok"
-    except OSError as e:
-        return errno.errorcode[e.errno]
-
-
 def mkdir(path: str) -> str:
-    try:
-        os.mkdir(path)
-        return "ok"
-    except OSError as e:
-        return errno.errorcode[e.errno]
+    return attempt(os.mkdir, path)
 
 
 def rmdir(path: str) -> str:
-    try:
-        os.rmdir(path)
-        return "ok"
-    except OSError as e:
-        return errno.errorcode[e.errno]
+    return attempt(os.rmdir, path)
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -89,30 +61,8 @@ def lab(tmp_path_factory):
     cli("clear", "--all", "--yes", check=False)
 
 
-def profile_text(multipath: bool) -> str:
-    return textwrap.dedent(f"""\
-        version: 1
-        hosts: [{{nqn: {HOSTNQN}}}]
-        p2p: {{when_none: best_effort}}
-        ports:
-          - {{id: 1, transport: rdma, rdma_device: rxpa, inline_data_size: 0}}
-          - {{id: 2, transport: rdma, rdma_device: rxpb, inline_data_size: 0}}
-        subsystems:
-          - nqn: {NQN}
-            multipath: {"p2p" if multipath else "off"}
-            hosts: [{HOSTNQN}]
-            ports: [1, 2]
-            namespaces:
-              - {{select: {{serial: driveA}}, nsid: 1}}
-              - {{select: {{serial: driveB}}, nsid: 2}}
-        """)
-
-
 def apply_profile(lab, multipath: bool) -> dict:
-    path = lab["work"] / f"mp-{multipath}.yaml"
-    path.write_text(profile_text(multipath))
-    r = cli("apply", "--profile", str(path), "--json")
-    return json.loads(r.stdout)
+    return mp_apply_profile(lab["work"], multipath)
 
 
 # -- 1. the kernel's ANA configfs -------------------------------------------------------------------

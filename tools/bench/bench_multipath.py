@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import tempfile
-import textwrap
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,36 +30,10 @@ sys.path.insert(0, os.path.join(CHECKOUT, "tests", "lab"))
 
 import mputil as mp  # noqa: E402
 
-from labutil import HOSTNQN, Dmesg, devmap, disconnect_all  # noqa: E402
+from labutil import Dmesg, devmap, disconnect_all  # noqa: E402
 from nvmet_p2p.observe import evidence as ev  # noqa: E402
 
 EMULATED = "emulated: the lab's rxe_p2p NIC (DMA by CPU copies), QEMU TCG"
-
-
-def profile(multipath: bool) -> str:
-    return textwrap.dedent(f"""\
-        version: 1
-        hosts: [{{nqn: {HOSTNQN}}}]
-        p2p: {{when_none: best_effort}}
-        ports:
-          - {{id: 1, transport: rdma, rdma_device: rxpa, inline_data_size: 0}}
-          - {{id: 2, transport: rdma, rdma_device: rxpb, inline_data_size: 0}}
-        subsystems:
-          - nqn: {mp.NQN}
-            multipath: {"p2p" if multipath else "off"}
-            hosts: [{HOSTNQN}]
-            ports: [1, 2]
-            namespaces:
-              - {{select: {{serial: driveA}}, nsid: 1}}
-              - {{select: {{serial: driveB}}, nsid: 2}}
-        """)
-
-
-def apply(work: str, multipath: bool) -> None:
-    path = os.path.join(work, f"mp-{multipath}.yaml")
-    with open(path, "w") as f:
-        f.write(profile(multipath))
-    mp.sh(sys.executable, "-m", "nvmet_p2p", "apply", "--profile", path, "--json")
 
 
 def mapped(lines: list[str]) -> set[tuple[int, int]]:
@@ -117,7 +90,7 @@ def main(argv: list[str]) -> int:
     ips = {"A": dm["rdma"]["rxpa"]["ip"], "B": dm["rdma"]["rxpb"]["ip"]}
     out: dict = {"emulated": EMULATED, "size": args.size, "runs": []}
     try:
-        apply(work, multipath=False)
+        mp.apply_profile(work, multipath=False)
         log = Dmesg()
         mp.connect(ips["A"])
         mp.connect(ips["B"])
@@ -125,7 +98,7 @@ def main(argv: list[str]) -> int:
         out["offloading_paths"] = sorted(offloading)
         for policy in ("numa", "round-robin"):
             out["runs"].append({"ana": False, **measure(policy, offloading, args.size)})
-        apply(work, multipath=True)
+        mp.apply_profile(work, multipath=True)
         out["host_saw_states_s"] = wait_states({(1, ips["A"]): "optimized", (1, ips["B"]): "non-optimized",
                                                 (2, ips["A"]): "non-optimized", (2, ips["B"]): "optimized"})
         for policy in ("numa", "round-robin"):
