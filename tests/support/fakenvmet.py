@@ -53,16 +53,30 @@ class FakeNvmet(Configfs):
         with each other), ``listen`` (addresses a port can bind)."""
         super().__init__(root)
         self.without = set(without)
-        m = machine or {}
-        self.devices = m.get("devices", DEVICES)
-        self.providers = m.get("providers", P2P_PROVIDERS)
-        self.switches = m.get("switches", [SWITCH])
-        self.listen = m.get("listen", LISTEN)
+        self.machine = machine or {}
         self.kmsg: list[str] = []
         os.makedirs(self.base, exist_ok=True)
         for d in ("subsystems", "ports", "hosts"):
             os.makedirs(os.path.join(self.base, d), exist_ok=True)
         self._put("discovery_nqn", "nqn.2014-08.org.nvmexpress.discovery")
+
+    # the machine: the module's lab-default tables (read when used: tests patch them), or
+    # the ones given
+    @property
+    def devices(self) -> dict:
+        return self.machine.get("devices", DEVICES)
+
+    @property
+    def providers(self) -> set:
+        return self.machine.get("providers", P2P_PROVIDERS)
+
+    @property
+    def switches(self) -> list:
+        return self.machine.get("switches", [SWITCH])
+
+    @property
+    def listen(self) -> set:
+        return self.machine.get("listen", LISTEN)
 
     # raw helpers bypassing rules and counting
     def _put(self, rel, value, mode=0o644):
