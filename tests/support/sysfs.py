@@ -1474,6 +1474,45 @@ def hotplug_p2p_lab(root, *, write: bool = True) -> Machine:
     return m.write() if write else m
 
 
+def small_target(root, *, write: bool = True) -> Machine:
+    """The machine the guides in docs/guides/ run their examples on: a small Skylake-SP
+    target, what a first p2p export is made on::
+
+        00:00.0 8086:2020 host bridge (whitelisted)
+        17:00.0 root port                                            role "rp1"
+          18:00.0 PEX 8747 switch upstream (no ACS: no IOMMU)        role "usp"
+            19:00.0 -> 1a:00.0 NVMe S5XYNA0R123456, 64 MiB CMB       role "cmbA"
+            19:01.0 -> 1b:00.0 NVMe S5XYNA0R123457, 64 MiB CMB       role "cmbB"
+            19:02.0 -> 1c:00.0 ConnectX-5 mlx5_0, ens1f0np0 192.168.40.1/24   role "nic"
+        3a:00.0 root port -> 3b:00.0 NVMe S5XYNA0R123458, no CMB      role "plain"
+
+    Intel family 6 model 85 on one NUMA node, no IOMMU, kernel 7.3.4 with p2pdma, nvmet and
+    nvmet-rdma loaded, an empty nvmet configfs tree.
+    """
+    m = Machine(root)
+    m.system(cpu_vendor="GenuineIntel", cpu_family=6, cpu_model=85,
+             cpu_model_name="Intel(R) Xeon(R) Gold 6140 CPU @ 2.30GHz", numa_nodes=(0,),
+             modules_loaded=["configfs", "ib_core", "mlx5_core", "mlx5_ib", "nvme", "nvme_core",
+                             "nvmet", "nvmet_rdma", "rdma_cm"])
+    m.host_bridge_device("0000:00:00.0", 0x8086, 0x2020, role="host0", pcie=True)
+    m.root_port("0000:17:00.0", secondary=0x18, subordinate=0x1C, vendor=0x8086, device=0x2030,
+                role="rp1", numa_node=0)
+    dsps = ["0000:19:00.0", "0000:19:01.0", "0000:19:02.0"]
+    m.switch("0000:18:00.0", parent="0000:17:00.0", downstream=dsps, vendor=0x10B5,
+             usp_device=0x8747, dsp_device=0x8747, dsp_acs_ctrl=0, role="usp")
+    for i, (bdf, serial) in enumerate((("0000:1a:00.0", "S5XYNA0R123456"),
+                                       ("0000:1b:00.0", "S5XYNA0R123457"))):
+        m.nvme(bdf, parent=dsps[i], ctrl=f"nvme{i}", serial=serial, cmb_mb=64,
+               role="cmbA" if i == 0 else "cmbB", numa_node=0)
+    m.nic("0000:1c:00.0", parent=dsps[2], ibdev="mlx5_0", netdev="ens1f0np0",
+          addresses=["192.168.40.1/24"], role="nic", numa_node=0)
+    m.root_port("0000:3a:00.0", secondary=0x3B, vendor=0x8086, device=0x2030, role="rp2",
+                numa_node=0)
+    m.nvme("0000:3b:00.0", parent="0000:3a:00.0", ctrl="nvme2", serial="S5XYNA0R123458",
+           role="plain", numa_node=0)
+    return m.write() if write else m
+
+
 def multipath(root, *, write: bool = True) -> Machine:
     """The lab topology plus a dual-controller subsystem with a native-multipath namespace.
 
