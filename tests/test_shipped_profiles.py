@@ -80,13 +80,13 @@ def test_non_lab_profiles_say_what_is_missing_on_the_lab_machine(name):
     assert "RDMA device 'mlx5_0' is not on this machine (RDMA devices: rxe0)" in str(ei.value)
 
 
-def test_the_readme_example_profile_is_valid():
-    readme = (PROFILES.parent / "README.md").read_text()
-    start = readme.index("### The format")
+def test_the_format_at_a_glance_is_a_valid_profile():
+    readme = (PROFILES / "README.md").read_text()
+    start = readme.index("## The format at a glance")
     block = readme[readme.index("```yaml\n", start) + 8:]
     block = block[:block.index("```")]
-    rep = profile.Report("README.md")
-    data = profile.parse(block, "README.md", rep)
+    rep = profile.Report("profiles/README.md")
+    data = profile.parse(block, "profiles/README.md", rep)
     assert not rep.errors, [str(e) for e in rep.errors]
     assert data["subsystems"][0]["namespaces"][1]["p2p"]["pinned"] == "0000:3e:00.0"
 
