@@ -23,8 +23,8 @@ def test_module_entry_point_runs():
     assert r.stdout.startswith("nvmet-p2p ")
 
 
-#: Every subcommand, exactly: a command added (or lost) must show up here, in --help and in
-#: the README's map of the commands.
+#: Every subcommand, exactly: a command added (or lost) must show up here and in --help (and
+#: so in nvmet-p2p(8)'s list of the commands).
 SUBCOMMANDS = {"apply", "bench", "clear", "completion", "distance", "doctor", "exporter", "help",
                "install-units",
                "metrics", "p2p-test", "plan", "profile", "restore", "save", "shell", "snapshot",
