@@ -9,6 +9,8 @@ from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 CITATION = re.compile(r"docs/([\w.-]+\.md)(?:#([\w-]+))?")
+#: a relative link of a markdown page: [text](path) or [text](path#anchor)
+LINK = re.compile(r"\]\((?!https?:|mailto:|#)([^)\s#]+)(?:#([^)\s]+))?\)")
 
 
 def _tracked() -> list[Path]:
@@ -47,3 +49,23 @@ def test_nothing_cites_material_outside_the_repository():
             for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
             if outside.search(line) and p.name != "test_docs.py"]
     assert not hits, hits
+
+
+def test_every_relative_link_of_the_documentation_resolves():
+    """README.md, NEWS.md and docs/**: a link to a file of the checkout names one that exists,
+    and its #anchor a heading of that page."""
+    pages = [CHECKOUT / "README.md", CHECKOUT / "NEWS.md", *sorted((CHECKOUT / "docs").rglob("*.md"))]
+    broken, seen = [], 0
+    for page in pages:
+        if not page.is_file():
+            continue
+        for m in LINK.finditer(page.read_text()):
+            target = (page.parent / m.group(1)).resolve()
+            seen += 1
+            where = f"{page.relative_to(CHECKOUT)} -> {m.group(0)[2:-1]}"
+            if not target.exists():
+                broken.append(f"{where}: no such file")
+            elif m.group(2) and target.suffix == ".md" and m.group(2) not in _anchors(target):
+                broken.append(f"{where}: no such section")
+    assert seen >= 20
+    assert not broken, broken
