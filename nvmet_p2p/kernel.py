@@ -78,7 +78,7 @@ class PciInstance:
     serial: str | None = None
     published: bool | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {"bdf": self.bdf, "present": self.present, "appeared": self.appeared,
                 "serial": self.serial, "published": self.published}
 
