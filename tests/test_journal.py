@@ -54,6 +54,16 @@ OLD = {
 }
 
 
+def lab_inventory(tmp_path) -> str:
+    """The machine a state file's checks run against: the lab machine and new_doc's null_blk."""
+    doc = lab_machine().to_dict()
+    doc["blocks"]["nullb0"] = {"name": "nullb0", "dev": "251:0", "disk": None, "partitions": [],
+                               "holders": [], "mounts": [], "swap": False}
+    inv = tmp_path / "inventory.json"
+    inv.write_text(json.dumps(doc))
+    return str(inv)
+
+
 def new_doc():
     """OLD changed in every way a plan can change it: a cycled namespace, a removed one (prune),
     a removed subsystem, a changed port address (detach/relink), a new host with a key, a key
@@ -324,8 +334,7 @@ def test_cli_status_and_apply_report_the_recovery(env, tmp_path, capsys, monkeyp
     assert killed_apply(env, new_doc(), 4, prune=True) == signal.SIGKILL
     f = tmp_path / "old.json"
     f.write_text(json.dumps(OLD))
-    inv = tmp_path / "inventory.json"          # the machine the state's checks run against
-    inv.write_text(json.dumps(lab_machine().to_dict()))
+    inv = lab_inventory(tmp_path)
     rc = main(["apply", "--root", cfs.root, "--state-dir", sd, "--state", str(f), "--json",
                "--inventory", str(inv)])
     cap = capsys.readouterr()

@@ -415,7 +415,7 @@ def test_ana_state_per_port_and_group(tmp_path):
     doc["subsystems"][0]["namespaces"][0]["ana_grpid"] = 2
     doc["ports"][0]["ana_groups"] = [{"grpid": 2, "ana": {"state": "non-optimized"}}]
     doc["ports"][1]["ana_groups"] = [{"grpid": 2, "ana": {"state": "optimized"}}]
-    automation.apply(automation.desired_from(state_content=doc), root=str(root), state_dir=sd,
+    automation.apply(automation.desired_from(state_content=doc, root=str(root)), root=str(root), state_dir=sd,
                      cfs=cfs)
     fams = parse(M.exposition(M.TargetCollector(str(root), state_dir=sd)))
     states = {k: v for k, v in fams[M.PREFIX + "ana_state"].items() if v == 1}

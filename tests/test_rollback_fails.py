@@ -12,7 +12,7 @@ import os
 import fakenvmet
 import pytest
 from fakenvmet import FakeNvmet, dump
-from test_journal import OLD, S1, go, new_doc
+from test_journal import OLD, S1, go, lab_inventory, new_doc
 
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import journal as jr
@@ -124,11 +124,14 @@ def test_the_cli_says_the_journal_is_kept(env, tmp_path, capsys, monkeypatch):
     fakenvmet.use(monkeypatch, cfs)
     f = tmp_path / "new.json"
     f.write_text(json.dumps(new_doc()))
-    rc = cli.main(["apply", "--state", str(f), "--prune", "--root", cfs.root, "--state-dir", sd])
+    rc = cli.main(["apply", "--state", str(f), "--prune", "--root", cfs.root, "--state-dir", sd,
+                   "--inventory", lab_inventory(tmp_path)])
     err = capsys.readouterr().err
-    assert rc == 1 and "ROLLBACK INCOMPLETE" in err and "No such device" in err
+    assert rc == 1, err
+    assert "ROLLBACK INCOMPLETE" in err and "No such device" in err
     assert "the next nvmet-p2p command tries the rollback again" in err
     g = tmp_path / "old.json"
     g.write_text(json.dumps(OLD))
-    assert cli.main(["apply", "--state", str(g), "--root", cfs.root, "--state-dir", sd]) == 0
+    assert cli.main(["apply", "--state", str(g), "--root", cfs.root, "--state-dir", sd,
+                     "--inventory", lab_inventory(tmp_path)]) == 0
     assert "did not finish; rolled it back" in capsys.readouterr().err

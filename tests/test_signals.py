@@ -15,7 +15,7 @@ import signal
 import fakenvmet
 import pytest
 from fakenvmet import FakeNvmet, dump
-from test_journal import OLD, go, new_doc
+from test_journal import OLD, go, lab_inventory, new_doc
 
 from nvmet_p2p.nvmet import journal as jr
 from nvmet_p2p.nvmet.apply import TEST_SIGNAL_ENV, ApplyInterrupted, ManagedStore
@@ -109,6 +109,7 @@ def test_sighup_from_the_cli_exits_129_even_without_a_terminal(env, tmp_path, mo
     f = tmp_path / "new.json"
     f.write_text(json.dumps(new_doc()))
     fakenvmet.use(monkeypatch, cfs)
+    inv = lab_inventory(tmp_path)
 
     class HungUp(io.TextIOBase):
         def write(self, s):
@@ -120,7 +121,7 @@ def test_sighup_from_the_cli_exits_129_even_without_a_terminal(env, tmp_path, mo
             os.environ[TEST_SIGNAL_ENV] = "6:HUP"
             sys.stderr = HungUp()
             status = cli.main(["apply", "--state", str(f), "--prune", "--root", cfs.root,
-                               "--state-dir", sd])
+                               "--state-dir", sd, "--inventory", inv])
         finally:
             os._exit(status)
     _, st = os.waitpid(pid, 0)
