@@ -87,8 +87,10 @@ def test_plan_apply_restore_refuse_before_any_write(lab, tmp_path, capsys):
     assert not os.path.exists(sd) and lastapply.load(sd) is None     # not even a failed record
 
 
-def test_a_provider_the_ports_nic_cannot_reach_is_refused(tmp_path, capsys):
-    """rdma-p2p lab: rxp0's NIC sits behind cmbA's switch, rxp1's behind another root port."""
+def test_a_provider_the_ports_nic_cannot_reach_is_a_warning(tmp_path, capsys):
+    """The kernel takes it (host memory through that port): a failover port, or a multipath
+    path in a non-optimized ANA group, as ``save`` writes it and the boot restores it.
+    rdma-p2p lab: rxp0's NIC sits behind cmbA's switch, rxp1's behind another root port."""
     root = tmp_path / "m"
     sf.rdma_p2p_lab(root)
     cfs = FakeNvmet(str(root))
@@ -97,15 +99,15 @@ def test_a_provider_the_ports_nic_cannot_reach_is_refused(tmp_path, capsys):
     assert cli.main(["plan", "--state", ok, "--root", cfs.root, "--state-dir", str(tmp_path / "sd")]) == 0
     capsys.readouterr()
     for p2pmem, words in ((CMBA, f"refuses p2pmem provider {CMBA} for the RDMA NIC 0000:08:00.0 "
-                                 "of port 2: every host connection through that port would use "
+                                 "of port 2: every host connection through that port will use "
                                  "host memory"),
                           ("1", "no published provider serves both its NVMe 0000:03:00.0 and "
                                 "the RDMA NIC 0000:08:00.0 of port 2")):
         bad = write(tmp_path, doc([ns("/dev/nvme0n1", p2pmem)], [near, far]))
         assert cli.main(["plan", "--state", bad, "--root", cfs.root,
-                         "--state-dir", str(tmp_path / "sd")]) == 2
+                         "--state-dir", str(tmp_path / "sd")]) == 0
         err = capsys.readouterr().err
-        assert words in err and "port 1" not in err, err
+        assert "warning" in err and words in err and "port 1" not in err, err
 
 
 def test_allow_missing_holds_back_what_needs_it(lab, tmp_path, capsys):

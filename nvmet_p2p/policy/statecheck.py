@@ -15,9 +15,11 @@ snapshot ``--root`` or an ``--inventory`` file):
   (**missing** otherwise: the kernel answers ENODEV), and p2pmem is only asked of an NVMe
   namespace with a PCI parent (the kernel refuses it at enable with EINVAL);
 * the kernel's p2pdma rules (:mod:`nvmet_p2p.pci.distance`) accept the provider for the NVMe
-  (else EINVAL at enable) and for the RDMA NIC behind every port that exports the subsystem
-  (else every host connection through that port uses host memory); with ``p2pmem`` 1 some
-  published provider must serve them (the kernel picks among those);
+  (else EINVAL at enable); with ``p2pmem`` 1 some published provider must serve it (the
+  kernel picks among those). A port whose RDMA NIC the provider cannot serve is a
+  **warning**, not an error: the kernel takes that configuration and every connection through
+  the port uses host memory, which is what a multipath path in a non-optimized ANA group or a
+  failover port is meant to do (refusing it refused the boot restore of such a saved target);
 * a port with subsystems listens on an address this machine has (**missing** otherwise: the
   listen fails), and an RDMA port on an address some RDMA device runs over.
 
@@ -197,11 +199,12 @@ class _Checker:
         for pid, nic in self.nics(nqn):
             pv = self.engine.pair(bdf, nic)
             if pv.map_type == MapType.NOT_SUPPORTED:
-                self.out.error(
+                self.out.warnings.append(
                     f"{who}: the kernel refuses p2pmem provider {bdf} for the RDMA NIC {nic} of "
-                    f"port {pid}: every host connection through that port would use host memory "
-                    f"({'; '.join(pv.reasons)}); choose a provider both the NVMe and the NIC "
-                    "reach, p2pmem 1, or p2pmem 0")
+                    f"port {pid}: every host connection through that port will use host memory "
+                    f"({'; '.join(pv.reasons)}); unless that port is meant so (a multipath "
+                    "path in a non-optimized ANA group, a failover port), choose a provider "
+                    "both the NVMe and the NIC reach, or p2pmem 1")
 
     def auto(self, who: str, nqn: str, nvme: str) -> None:
         """``p2pmem`` 1: the kernel picks among the published providers that serve the NVMe
@@ -213,10 +216,11 @@ class _Checker:
             return
         for pid, nic in self.nics(nqn):
             if not self.engine.find_many([nvme, nic]).ties:
-                self.out.error(
+                self.out.warnings.append(
                     f"{who}: p2pmem 1, but no published provider serves both its NVMe {nvme} and "
                     f"the RDMA NIC {nic} of port {pid}: every host connection through that port "
-                    "would use host memory; set p2pmem 0, or export it through another port")
+                    "will use host memory; unless that port is meant so, export it through "
+                    "another port")
 
     def nics(self, nqn: str) -> list[tuple[int, str]]:
         """(port id, NIC BDF): the p2p client of host connections through each RDMA port that
