@@ -195,6 +195,10 @@ def _redact(text: str) -> str:
     return redact(text)
 
 
+#: the name of a crash report in the state directory (nvmet-p2p-state-dir(5))
+CRASH_FILE = "crash-{time}-{pid}.txt"
+
+
 def _crash_report(argv: list[str], command: str) -> str:
     """Write the traceback (secrets removed) to a 0600 file: in the state directory when it is
     writable, else a temporary file. Returns its path (or why none could be written)."""
@@ -202,7 +206,7 @@ def _crash_report(argv: list[str], command: str) -> str:
         f"nvmet-p2p {__version__} internal error in `{command}` at {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
         f"argv: {argv!r}\npython: {sys.version.split()[0]}\n\n", traceback.format_exc()]))
     d = state_dir(_arg_value(argv, "--state-dir"))
-    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    name = CRASH_FILE.format(time=time.strftime("%Y%m%d-%H%M%S"), pid=os.getpid())
     for directory in (d, None):
         try:
             if directory is not None:

@@ -41,6 +41,8 @@ from nvmet_p2p import safeload
 from nvmet_p2p.nvmet.statefile import write_atomic
 
 FILE = "degraded.json"
+#: the ``flock`` that serialises updates of :data:`FILE`
+LOCK_FILE = "degraded.lock"
 KINDS = ("offload-lost", "re-placed", "backing-lost", "held-back", "port-lost", "rewrite-pending")
 
 
@@ -87,7 +89,7 @@ class DegradedStore:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.directory, "degraded.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(os.path.join(self.directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -210,7 +210,8 @@ def shell_reference() -> str:
 
 def render_source(name: str, summary: str, src: str, section: int = 5) -> str:
     """A section-5 page from its text source: ``# HEADING`` starts a section, ``## Sub`` a
-    sub-section, an indented line is shown as it is (an example, a file), other lines are
+    sub-section, ``- TERM`` a tagged paragraph (a key, a file: TERM in bold, the lines after it
+    its description), an indented line is shown as it is (an example, a file), other lines are
     filled into paragraphs (a blank line ends one)."""
     out = [f'.TH {esc(name.upper())} "{section}" "{DATE}" "nvmet-p2p {__version__}" "{TITLE}"',
            ".SH NAME", f"{esc(name)} \\- {esc(summary)}"]
@@ -225,7 +226,9 @@ def render_source(name: str, summary: str, src: str, section: int = 5) -> str:
         if literal:
             out += [".EE", ".RE"]
             literal = False
-        if line.startswith("## "):
+        if line.startswith("- "):
+            out += [".TP", ".B " + esc(line[2:].strip())]
+        elif line.startswith("## "):
             out.append(".SS " + esc(line[3:].strip()))
         elif line.startswith("# "):
             out.append(".SH " + esc(line[2:].strip().upper()))
@@ -236,7 +239,8 @@ def render_source(name: str, summary: str, src: str, section: int = 5) -> str:
     if literal:
         out += [".EE", ".RE"]
     text = "\n".join(out) + "\n"
-    return re.sub(r"(\.PP\n)+(\.(SH|SS|PP) )", r"\2", re.sub(r"(\.PP\n)+", ".PP\n", text))
+    text = re.sub(r"(\.PP\n)+", ".PP\n", text)
+    return re.sub(r"(\.PP\n)+(\.(SH|SS|PP) |\.TP\n)", r"\2", text)
 
 
 def pages() -> dict[str, str]:
