@@ -123,3 +123,210 @@ def test_every_page_renders_without_a_warning():
                            capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 0 and r.stderr == "", f"{page.name}: {r.stderr}"
         assert page.stem.split(".")[0].upper() in r.stdout.replace("‐", "-")
+
+
+# ----------------------------------------------------------------------------------------------
+# The section-5 pages: complete references, checked against the code they describe
+# ----------------------------------------------------------------------------------------------
+
+SECTION5 = [name for name, _ in gen_man.SECTION5.values()]
+
+
+def terms(roff: str) -> dict[str, list[str]]:
+    """Sub-section heading (``.SS``, or ``.SH`` before the first one) -> the tagged terms of
+    that sub-section (``- TERM`` in the source: ``.TP`` then ``.B TERM``), as a reader sees them."""
+    out: dict[str, list[str]] = {}
+    heading = ""
+    lines = roff.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith((".SH ", ".SS ")):
+            heading = plain(line[4:])
+            out.setdefault(heading, [])
+        elif line == ".TP" and i + 1 < len(lines) and lines[i + 1].startswith(".B "):
+            out.setdefault(heading, []).append(plain(lines[i + 1][3:]))
+    return out
+
+
+def key_of(term: str) -> str:
+    """The key or file a term documents: its first word (``policy (enumeration ...)``)."""
+    return term.split()[0].rstrip(":,")
+
+
+def test_no_page_is_a_skeleton(pages):
+    for name, text in pages.items():
+        assert "skeleton" not in text.lower(), name
+    for src in gen_man.SECTION5:
+        assert "skeleton" not in (gen_man.SRC / src).read_text().lower(), src
+
+
+def _schema_objects(s, out):
+    """Every object type of a JSON Schema (title -> property names), nested ones included."""
+    if isinstance(s, dict):
+        if "properties" in s:
+            out.setdefault(s.get("title", ""), set()).update(s["properties"])
+        for v in s.values():
+            _schema_objects(v, out)
+    elif isinstance(s, list):
+        for v in s:
+            _schema_objects(v, out)
+    return out
+
+
+def test_the_profile_page_documents_every_key_of_the_schema(pages):
+    """Every property of ``profile schema`` (top level and nested), in the page, as a key of the
+    sub-section of its object type (``## <title>: ...``), with its type in the term."""
+    from nvmet_p2p.policy import profile
+    objects = _schema_objects(profile.json_schema(), {})
+    assert {"profile", "p2p", "budget", "host", "port", "subsystem", "namespace",
+            "select"} <= set(objects)
+    page = pages["nvmet-p2p-profile.5"]
+    text, sections = plain(page), terms(page)
+    names = set().union(*objects.values())
+    assert len(names) > 40
+    for name in sorted(names):
+        assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), name
+    for title, props in objects.items():
+        heads = [h for h in sections if h.split(":")[0] == title]
+        assert heads, f"nvmet-p2p-profile(5) has no sub-section '{title}: ...'"
+        documented = {key_of(t): t for t in sections[heads[0]]}
+        missing = sorted(props - set(documented))
+        assert missing == [], f"{title}: keys not documented in nvmet-p2p-profile(5): {missing}"
+        for key in props:
+            assert "(" in documented[key], f"{title}.{key}: say its type: {documented[key]!r}"
+    extra = {t: sorted(set(map(key_of, sections[h])) - objects[t])
+             for t in objects for h in sections if h.split(":")[0] == t}
+    assert not any(extra.values()), f"keys the schema does not have: {extra}"
+
+
+def test_the_profile_pages_examples_are_valid_profiles(pages):
+    from nvmet_p2p.policy import profile
+    src = (gen_man.SRC / "nvmet-p2p-profile.5.txt").read_text()
+    blocks = ["\n".join(line[2:] for line in b.splitlines())
+              for b in re.findall(r"(?:^  .*\n)+", src, re.M)]
+    examples = [b for b in blocks if b.startswith("version:")]
+    assert len(examples) >= 2
+    for b in examples:
+        rep = profile.Report("example")
+        assert profile.parse(b, "example", rep) is not None and rep.errors == [], rep.errors
+    assert "profiles/jbof-single-switch.yaml" in plain(pages["nvmet-p2p-profile.5"])
+    assert (REPO / "profiles" / "jbof-single-switch.yaml").is_file()
+
+
+def _state_dir_files() -> set[str]:
+    """The names of the state directory's files, from the package's code: module constants
+    ``FILE`` / ``*_FILE`` holding a bare file name, and ``os.path.join(<directory>, "name")``."""
+    import ast
+    names: set[str] = set()
+    for path in (REPO / "nvmet_p2p").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if (isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    if isinstance(t, ast.Name) and re.fullmatch(r"(?:[A-Z]+_)*FILE", t.id) \
+                            and "/" not in node.value.value:
+                        names.add(node.value.value)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and ast.unparse(node.func) == "os.path.join"
+                    and len(node.args) == 2 and "directory" in ast.unparse(node.args[0])
+                    and isinstance(node.args[1], ast.Constant)):
+                names.add(node.args[1].value)
+    return names
+
+
+def _documented(name: str, files: list[str]) -> bool:
+    """``crash-{time}-{pid}.txt`` is documented by ``crash-YYYYMMDD-HHMMSS-PID.txt``."""
+    rx = ".+".join(re.escape(part) for part in re.split(r"\{[^}]*\}", name))
+    return any(re.fullmatch(rx, f) for f in files)
+
+
+def test_the_state_dir_page_documents_every_file_the_code_makes_there(pages, tmp_path):
+    from nvmet_p2p.nvmet import apply, counters, degraded, journal, lastapply
+    names = _state_dir_files()
+    # (the scan finds the constants the writers use)
+    assert {apply.MANAGED_FILE, apply.LOCK_FILE, journal.JOURNAL_FILE, lastapply.FILE,
+            counters.FILE, degraded.FILE, degraded.LOCK_FILE, cli.CRASH_FILE} <= names
+    # and what the writers make of them: a backup of managed.json, the lock, the counters ...
+    d = str(tmp_path / "state")
+    store = apply.ManagedStore(d)
+    store.save(apply.Managed(hosts={"nqn.2014-08.org.nvmexpress:uuid:a"}))
+    store.save(apply.Managed())
+    with apply.apply_lock(d, 0):
+        pass
+    lastapply.save(d, lastapply.LastApply(time=0.0, result="applied", source="apply"))
+    counters.count(d, [("applies", {"source": "apply"})])
+    degraded.DegradedStore(d).update(put=[degraded.Entry("port 1", "port-lost", 0.0, "gone")])
+    names |= set(os.listdir(d))
+    page = pages["nvmet-p2p-state-dir.5"]
+    files = [key_of(t) for t in terms(page).get("FILES", [])]
+    missing = sorted(n for n in names if not _documented(n, files))
+    assert missing == [], f"state-directory files not in nvmet-p2p-state-dir(5) FILES: {missing}"
+    assert "0600" in plain(page) and "0700" in plain(page)
+
+
+def _statefile_keys() -> set[str]:
+    """Every key a desired-state file may hold: the keys statefile.parse accepts for each
+    object (the ``v.obj(path, value, (keys...))`` calls), and those of each attribute group."""
+    import ast
+
+    from nvmet_p2p.nvmet import statefile
+    keys: set[str] = set()
+    tree = ast.parse(Path(statefile.__file__).read_text())
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("obj", "group") and len(node.args) >= 3
+                and isinstance(node.args[2], ast.Tuple)):
+            keys |= {e.value for e in node.args[2].elts if isinstance(e, ast.Constant)}
+    for group in ("SUBSYS_ATTR", "NS_DEVICE", "PORT_ADDR", "PORT_PARAM", "REF_ADDR", "HOST_DHCHAP"):
+        keys |= set(getattr(statefile, group))
+    return keys
+
+
+def test_the_config_json_page_documents_every_key_of_the_format(pages):
+    keys = _statefile_keys()
+    assert {"p2pmem", "buffered_io", "allow_in_use", "backing", "ana_grpid", "referrals",
+            "ana_groups", "allowed_hosts", "passthru", "discovery", "trtype", "nguid"} <= keys
+    text = plain(pages["nvmet-p2p-config.json.5"])
+    missing = sorted(k for k in keys if not re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", text))
+    assert missing == [], f"keys not in nvmet-p2p-config.json(5): {missing}"
+    page_terms = {key_of(t) for ts in terms(pages["nvmet-p2p-config.json.5"]).values() for t in ts}
+    for added in ("p2pmem", "buffered_io", "allow_in_use", "backing"):
+        assert added in page_terms and f"{added} (" in text and "added by nvmet-p2p" in text
+    assert "nvmetcli restore" in text and "nvmetcli save" in text
+
+
+def test_the_plan_json_page_documents_every_key_of_a_saved_plan(pages):
+    """The keys of a plan as ``plan --out`` writes it (an op of each kind, a change, the managed
+    set), each a term of the page."""
+    from nvmet_p2p.nvmet import state as st
+    from nvmet_p2p.nvmet import statefile
+    from nvmet_p2p.nvmet.plan import Managed, build_plan
+    host = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000a1"
+    desired = statefile.parse({
+        "hosts": [{"nqn": host}],
+        "ports": [{"portid": 1, "addr": {"trtype": "tcp", "adrfam": "ipv4", "traddr": "10.0.0.1",
+                                          "trsvcid": "4420"}, "subsystems": ["nqn.2026-01.io.example:a"]}],
+        "subsystems": [{"nqn": "nqn.2026-01.io.example:a", "allowed_hosts": [host],
+                        "namespaces": [{"nsid": 1, "device": {"path": "/dev/nvme0n1"},
+                                        "p2pmem": "0000:03:00.0"}]}]})
+    doc = build_plan(st.TargetState(), desired, Managed()).to_dict(secrets=True)
+    keys: set[str] = set()
+
+    def walk(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                keys.add(k)
+                if k != "summary":           # (its keys are change actions, not plan keys)
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+    walk(doc)
+    assert {"format", "live_digest", "managed_digest", "ops", "changes", "managed_after",
+            "action", "path", "value", "old", "target", "object", "port_links"} <= keys
+    page = pages["nvmet-p2p-plan.json.5"]
+    page_terms = {key_of(t) for ts in terms(page).values() for t in ts}
+    missing = sorted(keys - page_terms)
+    assert missing == [], f"saved-plan keys not documented in nvmet-p2p-plan.json(5): {missing}"
+    assert "0600" in plain(page)
