@@ -116,8 +116,8 @@ def test_merge_adds_windows_of_a_run():
 def test_sampler_times_its_samples_with_its_clock():
     values = iter([1920 * KiB, 0, 0, 1920 * KiB])
     clock = iter([0.0, 0.25, 0.5, 0.75])
-    s = ev.PoolSampler([BDF], root="/nonexistent", reader=lambda root, bdf: next(values),
-                       clock=lambda: next(clock), io_size=128 * KiB)
+    s = ev.PoolSampler([BDF], root="/nonexistent", io_size=128 * KiB,
+                       probe=ev.PoolProbe(read=lambda root, bdf: next(values), clock=lambda: next(clock)))
     for _ in range(4):
         s.sample_once()
     st = s.stats[BDF]

@@ -318,7 +318,7 @@ def test_the_pool_sampler_starts_afresh_for_a_device_that_came_back():
             raise OSError("gone")
         return v
 
-    s = ev.PoolSampler([A], root="/nonexistent", reader=reader, clock=iter(range(100)).__next__)
+    s = ev.PoolSampler([A], root="/nonexistent", probe=ev.PoolProbe(read=reader, clock=iter(range(100)).__next__))
     for _ in range(6):
         s.sample_once()
     st_ = s.stats[A]

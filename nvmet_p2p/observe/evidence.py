@@ -698,22 +698,29 @@ def read_available(root: str, bdf: str) -> int:
         return int(f.read().strip())
 
 
+@dataclass(frozen=True)
+class PoolProbe:
+    """How a :class:`PoolSampler` takes a sample: ``read(root, bdf)`` the bytes
+    ``available`` in a provider's pool, ``clock()`` the time of the sample."""
+    read: Callable[[str, str], int] = field(default=read_available)
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+
 class PoolSampler:
     """Samples ``p2pmem/available`` of some providers in a background thread.
 
     Use as a context manager around the I/O; ``stats`` holds one :class:`PoolStats` per
     provider. ``interval`` is in seconds (default 0.1 s: cheap, a sysfs read each);
     ``io_size`` the largest I/O the hosts send, when known (what "exhausted" means, see
-    :func:`near_zero_threshold`); ``clock`` the time source of the samples.
+    :func:`near_zero_threshold`); ``probe`` the reader and time source of the samples.
     """
 
     def __init__(self, providers: Iterable[str], root: str = "/", interval: float = 0.1,
-                 reader: Callable[[str, str], int] = read_available, io_size: int | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 io_size: int | None = None, probe: PoolProbe = PoolProbe()):
         self.root = root
         self.interval = interval
-        self.reader = reader
-        self.clock = clock
+        self.reader = probe.read
+        self.clock = probe.clock
         self.stats: dict[str, PoolStats] = {}
         self.io_size = io_size
         #: providers that could not be read at the last sample (removed): a pool read again
@@ -953,40 +960,127 @@ def decide(*, subsystem: str, nsid: int, ns_enabled: bool, p2pmem: str,
        inactive (no provider);
     8. otherwise -> inactive, no mapping logged.
     """
-    cntlid = ctrl.cntlid if ctrl else None
-    candidates = [port] if port is not None else list(ports)
-    v = Verdict(subsystem=subsystem, nsid=nsid, cntlid=cntlid, verdict=INACTIVE,
-                port=port.portid if port else None, emulated=_emulated(candidates),
-                hostnqn=ctrl.hostnqn if ctrl else None,
-                nic=port.rdma_device if port else None, nic_pci=port.rdma_pci if port else None)
-    if p2pmem not in ("0", "1", ""):
-        v.provider = p2pmem
-    if p2pmem in ("0", ""):
-        v.reason, v.detail = R_P2PMEM_OFF, "p2pmem is 0 for this namespace (system memory by configuration)"
-        v.emulated = None
-        return v
-    if not ns_enabled:
-        v.reason, v.detail = R_NS_DISABLED, "namespace is not enabled"
-        v.emulated = None
-        return v
-    if ctrl is None:
-        v.reason, v.detail = R_NOT_CONNECTED, "no host controller of this subsystem in the kernel log"
-        v.emulated = None
-        return v
-    if mapping is True:
-        mapping = effective_mapping(ctrl, nsid, [], p2pmem)
-    if mapping:
-        return _mapped(v, ctrl, mapping, p2pmem, candidates, distance, pools or {}, io_during_sampling,
-                       providers or {}, loss)
-    if _no_p2p_client(v, candidates, port):
-        v.emulated = None
-        return v
-    refused = _refusals_for(ctrl, p2pmem, device_path)
-    if p2pmem != "1" and ((distance is not None and distance.map_type == MapType.NOT_SUPPORTED)
-                          or any(r.kind in (KIND_NO_COMMON_BRIDGE, KIND_ACS_BLOCKS, KIND_NOT_PCI, KIND_VIRT_DMA)
-                                 for r in refused)):
-        return _unreachable(v, refused, p2pmem, candidates, distance)
-    return _not_mapped(v, ctrl, refused, candidates)
+    return NamespaceFacts(subsystem=subsystem, nsid=nsid, ns_enabled=ns_enabled, p2pmem=p2pmem,
+                          ports=ports, ctrl=ctrl, port=port, distance=distance, pools=pools or {},
+                          io_during_sampling=io_during_sampling, mapping=mapping,
+                          providers=providers or {}, loss=loss, device_path=device_path).verdict()
+
+
+@dataclass(frozen=True)
+class NamespaceFacts:
+    """The plain facts :func:`decide` judges, for one namespace × controller (see there for
+    what each means); :meth:`verdict` applies the rules."""
+    subsystem: str
+    nsid: int
+    ns_enabled: bool
+    p2pmem: str
+    ports: list[PortFacts]
+    ctrl: ControllerEvidence | None
+    port: PortFacts | None = None
+    distance: DistanceFacts | None = None
+    pools: dict[str, PoolStats] = field(default_factory=dict)
+    io_during_sampling: bool = False
+    mapping: LogEvent | None | bool = True
+    providers: dict[str, ProviderFacts] = field(default_factory=dict)
+    loss: OffloadLoss | None = None
+    device_path: str | None = None
+
+    def verdict(self) -> Verdict:
+        """The verdict by the rules listed at :func:`decide`, first match wins."""
+        mapping = self.mapping
+        cntlid = self.ctrl.cntlid if self.ctrl else None
+        candidates = [self.port] if self.port is not None else list(self.ports)
+        v = Verdict(subsystem=self.subsystem, nsid=self.nsid, cntlid=cntlid, verdict=INACTIVE,
+                    port=self.port.portid if self.port else None, emulated=_emulated(candidates),
+                    hostnqn=self.ctrl.hostnqn if self.ctrl else None,
+                    nic=self.port.rdma_device if self.port else None,
+                    nic_pci=self.port.rdma_pci if self.port else None)
+        if self.p2pmem not in ("0", "1", ""):
+            v.provider = self.p2pmem
+        if self.p2pmem in ("0", ""):
+            v.reason, v.detail = R_P2PMEM_OFF, "p2pmem is 0 for this namespace (system memory by configuration)"
+            v.emulated = None
+            return v
+        if not self.ns_enabled:
+            v.reason, v.detail = R_NS_DISABLED, "namespace is not enabled"
+            v.emulated = None
+            return v
+        if self.ctrl is None:
+            v.reason, v.detail = R_NOT_CONNECTED, "no host controller of this subsystem in the kernel log"
+            v.emulated = None
+            return v
+        if mapping is True:
+            mapping = effective_mapping(self.ctrl, self.nsid, [], self.p2pmem)
+        if mapping:
+            return self._mapped(v, self.ctrl, mapping, candidates)
+        if _no_p2p_client(v, candidates, self.port):
+            v.emulated = None
+            return v
+        refused = _refusals_for(self.ctrl, self.p2pmem, self.device_path)
+        if self.p2pmem != "1" and ((self.distance is not None
+                                    and self.distance.map_type == MapType.NOT_SUPPORTED)
+                                   or any(r.kind in (KIND_NO_COMMON_BRIDGE, KIND_ACS_BLOCKS, KIND_NOT_PCI,
+                                                     KIND_VIRT_DMA) for r in refused)):
+            return _unreachable(v, refused, self.p2pmem, candidates, self.distance)
+        return _not_mapped(v, self.ctrl, refused, candidates)
+
+    def _mapped(self, v: Verdict, ctrl: ControllerEvidence, line: LogEvent,
+                candidates: list[PortFacts]) -> Verdict:
+        """Rule 3: the kernel logged a mapping for this controller and nsid."""
+        mapped = line.provider or ""
+        v.provider = mapped
+        late = line.index > ctrl.index
+        v.evidence.append(f"kernel: nvmet: using p2pmem on {mapped} for nsid {v.nsid} "
+                          + (f"(namespace enabled while controller {ctrl.cntlid} was connected"
+                             + (f", at {line.time:.1f} s" if line.time is not None else "") + ")"
+                             if late else f"(controller {ctrl.cntlid})"))
+        if self.p2pmem not in ("0", "1", "") and mapped != self.p2pmem:
+            v.evidence.append(f"note: configured provider is {self.p2pmem}, the kernel mapped {mapped}")
+        if self.p2pmem == "1":
+            v.evidence.append(f"auto mode (p2pmem=1): the kernel chose {mapped} when the host connected")
+        if self.distance is not None:
+            v.evidence.append(_distance_words(self.distance, mapped, _nic_words(candidates)))
+        if self._device_lost(v, ctrl, line):
+            return v
+        v.verdict, v.reason = ACTIVE, None
+        v.detail = f"NIC DMA goes to p2pmem on {mapped}"
+        st = self.pools.get(mapped)
+        if st is None or not st.samples:
+            v.evidence.append("pool use not sampled (sample p2pmem/available while I/O runs to confirm)")
+            return v
+        v.pool = st.usage()
+        return _pool_verdict(v, st, self.io_during_sampling)
+
+    def _device_lost(self, v: Verdict, ctrl: ControllerEvidence, line: LogEvent) -> bool:
+        """The mapping names a device that is gone, or one that is not there any more (a new
+        device appeared at the BDF after the line was logged, or the namespace holds an earlier
+        one): never ``offload active``. Sets the verdict and says so."""
+        mapped = line.provider or ""
+        loss, pf = self.loss, self.providers.get(mapped)
+        if loss is not None and loss.provider == mapped and self.p2pmem == mapped:
+            v.reason, v.detail = loss.reason, loss.detail
+            seen = "recorded by watch" if loss.source == "watch" else "seen by status"
+            v.evidence.append(f"the namespace does not use {mapped} ({seen})")
+            return True
+        if pf is None:
+            return False
+        if not pf.present:
+            v.reason = R_PROVIDER_REMOVED
+            v.detail = (f"the kernel mapped p2pmem on {mapped} for this controller, but {mapped} is no "
+                        f"longer on the PCI bus: its pool is gone and every request gets system memory "
+                        f"(the kernel does not say so)")
+            return True
+        if pf.newer_than(line):
+            v.reason = R_PROVIDER_REPLACED
+            v.detail = (f"{mapped} is a new PCI device (it appeared {pf.when()}) since this mapping was "
+                        f"logged: controller {ctrl.cntlid} still holds the removed device and gets system "
+                        f"memory until " + ("the host reconnects" if self.p2pmem == "1" else
+                                            "p2pmem is rewritten (disable, write, enable)"))
+            a = pf.current_added
+            if a is not None:
+                v.evidence.append(f"kernel: {a.message}" + (f" (at {a.time:.1f} s)" if a.time is not None else ""))
+            return True
+        return False
 
 
 def _refusals_for(ctrl: ControllerEvidence, p2pmem: str, device_path: str | None) -> list[LogEvent]:
@@ -1020,67 +1114,6 @@ def _nic_words(candidates: list[PortFacts]) -> str:
 def _distance_words(d: DistanceFacts, provider: str, nic: str) -> str:
     dist = f", distance {d.distance}" if d.distance is not None else ""
     return f"distance {provider} -> {nic}: {d.map_type}{dist}"
-
-
-def _mapped(v: Verdict, ctrl: ControllerEvidence, line: LogEvent, p2pmem: str,
-            candidates: list[PortFacts], distance: DistanceFacts | None, pools: dict[str, PoolStats],
-            io_ran: bool, providers: dict[str, ProviderFacts], loss: OffloadLoss | None) -> Verdict:
-    """Rule 3: the kernel logged a mapping for this controller and nsid."""
-    mapped = line.provider or ""
-    v.provider = mapped
-    late = line.index > ctrl.index
-    v.evidence.append(f"kernel: nvmet: using p2pmem on {mapped} for nsid {v.nsid} "
-                      + (f"(namespace enabled while controller {ctrl.cntlid} was connected"
-                         + (f", at {line.time:.1f} s" if line.time is not None else "") + ")"
-                         if late else f"(controller {ctrl.cntlid})"))
-    if p2pmem not in ("0", "1", "") and mapped != p2pmem:
-        v.evidence.append(f"note: configured provider is {p2pmem}, the kernel mapped {mapped}")
-    if p2pmem == "1":
-        v.evidence.append(f"auto mode (p2pmem=1): the kernel chose {mapped} when the host connected")
-    if distance is not None:
-        v.evidence.append(_distance_words(distance, mapped, _nic_words(candidates)))
-    if _device_lost(v, ctrl, line, p2pmem, providers.get(mapped), loss):
-        return v
-    v.verdict, v.reason = ACTIVE, None
-    v.detail = f"NIC DMA goes to p2pmem on {mapped}"
-    st = pools.get(mapped)
-    if st is None or not st.samples:
-        v.evidence.append("pool use not sampled (sample p2pmem/available while I/O runs to confirm)")
-        return v
-    v.pool = st.usage()
-    return _pool_verdict(v, st, io_ran)
-
-
-def _device_lost(v: Verdict, ctrl: ControllerEvidence, line: LogEvent, p2pmem: str,
-                 pf: ProviderFacts | None, loss: OffloadLoss | None) -> bool:
-    """The mapping names a device that is gone, or one that is not there any more (a new
-    device appeared at the BDF after the line was logged, or the namespace holds an earlier
-    one): never ``offload active``. Sets the verdict and says so."""
-    mapped = line.provider or ""
-    if loss is not None and loss.provider == mapped and p2pmem == mapped:
-        v.reason, v.detail = loss.reason, loss.detail
-        seen = "recorded by watch" if loss.source == "watch" else "seen by status"
-        v.evidence.append(f"the namespace does not use {mapped} ({seen})")
-        return True
-    if pf is None:
-        return False
-    if not pf.present:
-        v.reason = R_PROVIDER_REMOVED
-        v.detail = (f"the kernel mapped p2pmem on {mapped} for this controller, but {mapped} is no "
-                    f"longer on the PCI bus: its pool is gone and every request gets system memory "
-                    f"(the kernel does not say so)")
-        return True
-    if pf.newer_than(line):
-        v.reason = R_PROVIDER_REPLACED
-        v.detail = (f"{mapped} is a new PCI device (it appeared {pf.when()}) since this mapping was "
-                    f"logged: controller {ctrl.cntlid} still holds the removed device and gets system "
-                    f"memory until " + ("the host reconnects" if p2pmem == "1" else
-                                        "p2pmem is rewritten (disable, write, enable)"))
-        a = pf.current_added
-        if a is not None:
-            v.evidence.append(f"kernel: {a.message}" + (f" (at {a.time:.1f} s)" if a.time is not None else ""))
-        return True
-    return False
 
 
 def _pool_verdict(v: Verdict, st: PoolStats, io_ran: bool) -> Verdict:
