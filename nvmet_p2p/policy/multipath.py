@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from nvmet_p2p.nvmet.state import TargetState
 from nvmet_p2p.policy import ana
-from nvmet_p2p.policy.placement import Oracle, PortPath, path_verdict
+from nvmet_p2p.policy.placement import Oracle, PathPort, PortPath, path_verdict
 
 
 @dataclass
@@ -72,9 +72,9 @@ def rederive(live: TargetState, groups: set[int], nvme_of: dict[tuple[str, int],
         p2pmem = (ns.attrs.get("p2pmem") or "0").strip().lower()
         paths = []
         for pid in exports.get(nqn, []):
-            pp = path_verdict(pid, f"port {pid}", nvme_of.get(key), list(nics_of.get(pid, [])),
-                              p2pmem if ns.enable else "0", oracle, oracle.providers,
-                              notes_of.get(pid))
+            port = PathPort(pid, f"port {pid}", list(nics_of.get(pid, [])), notes_of.get(pid))
+            pp = path_verdict(port, nvme_of.get(key), p2pmem if ns.enable else "0", oracle,
+                              oracle.providers)
             if not ns.enable:
                 pp.reason = "namespace disabled"
             if pp.offloads and key in not_offloading:

@@ -287,20 +287,31 @@ def port_paths(ns: ResolvedNamespace, p2pmem: str, oracle: "_Oracle",
                providers: list[str]) -> list[PortPath]:
     """What a host connection through each of the namespace's ports will get
     (:func:`path_verdict` per port)."""
-    return [path_verdict(port.portid, port.label, ns.nvme_pci, list(port.clients), p2pmem,
-                         oracle, providers, port.note) for port in ns.ports]
+    return [path_verdict(PathPort(port.portid, port.label, list(port.clients), port.note),
+                         ns.nvme_pci, p2pmem, oracle, providers) for port in ns.ports]
 
 
-def path_verdict(portid: int, label: str, nvme: str | None, nics: list[str], p2pmem: str,
-                 oracle: "_Oracle", providers: list[str], note: str | None = None) -> PortPath:
-    """One port of a namespace (NVMe ``nvme``) whose NIC(s) are ``nics``: the kernel checks an
-    explicit provider against that connection's NIC at connect (and skips p2p when it refuses
-    the pair), and in auto mode picks among the providers at the smallest summed distance to
-    the NIC and the NVMe (``pci_p2pmem_find_many()``, at random). ``providers``: the published
-    providers on the bus; a ``p2pmem`` naming another device does not offload."""
-    pp = PortPath(portid, label, nics, False, [], [], None, "")
+@dataclass(frozen=True)
+class PathPort:
+    """A port as :func:`path_verdict` judges it: its id, how to name it, its p2p client
+    NIC(s), and why it has none when it has none (``note``)."""
+    portid: int
+    label: str
+    nics: list[str]
+    note: str | None = None
+
+
+def path_verdict(port: PathPort, nvme: str | None, p2pmem: str,
+                 oracle: "_Oracle", providers: list[str]) -> PortPath:
+    """One port of a namespace (NVMe ``nvme``) whose NIC(s) are ``port.nics``: the kernel
+    checks an explicit provider against that connection's NIC at connect (and skips p2p when
+    it refuses the pair), and in auto mode picks among the providers at the smallest summed
+    distance to the NIC and the NVMe (``pci_p2pmem_find_many()``, at random). ``providers``:
+    the published providers on the bus; a ``p2pmem`` naming another device does not offload."""
+    nics = port.nics
+    pp = PortPath(port.portid, port.label, nics, False, [], [], None, "")
     if not nvme or not nics:
-        pp.reason = note or "no p2p client on this port (host memory)"
+        pp.reason = port.note or "no p2p client on this port (host memory)"
         return pp
     pp.providers = [b for b in providers
                     if oracle.many(b, (nvme, *nics)).map_type != MapType.NOT_SUPPORTED]
@@ -571,7 +582,7 @@ class _Placer:
                 for c in cl)
 
         for_nvme = [p for p in self.providers if ok(p, (nvme,))]
-        why = _why_none(nvme, nics, req, for_nvme, self.providers, self.unpublished, self.oracle, ok)
+        why = self._why_none(nvme, nics, req, for_nvme, ok)
         if self.explain:
             d.rejected = self.rejected(ns, clients)
         if ns.when_none == "off" or (ns.when_none == "best_effort" and not for_nvme):
@@ -583,7 +594,7 @@ class _Placer:
             d.error = (why + "; set p2p: off for it, or when_none: off / best_effort" +
                        (f", or relax{req.replace(' with', '')}" if req else ""))
             return d
-        s, served = _best_effort(ns, nvme, nics, for_nvme, ok, self.avail, self.assigned, self.ranked)
+        s, served = self._best_effort(ns, nvme, nics, for_nvme, ok)
         left_out = [n for n in nics if n not in served]
         # a budget is in-flight memory of connections through a NIC that can use the provider:
         # with none, nothing of it is charged (the plan's other namespaces keep that room)
@@ -603,6 +614,55 @@ class _Placer:
             d.candidates = _explain([s], s, charge, self.avail, {**self.assigned,
                                                             s.provider: self.assigned[s.provider] - charge})
         return d
+
+    def _why_none(self, nvme, nics, req, for_nvme, ok) -> str:
+        """Why no provider serves the NVMe and every NIC: none at all, none for the NVMe itself
+        (with the kernel's reasons for the first provider), or, per NIC, the ones that would."""
+        providers, unpublished, oracle = self.providers, self.unpublished, self.oracle
+        if not providers:
+            why = "this machine has no published p2pmem provider"
+            if unpublished:
+                why += f" ({', '.join(unpublished)} have unpublished pools)"
+            return why
+        if not for_nvme:
+            v = oracle.many(providers[0], (nvme,))
+            why = (f"no provider is accepted{req} for the NVMe {nvme} itself (e.g. {providers[0]}: "
+                   f"{'; '.join(v.reasons) or v.map_type})")
+            if v.kernel_parameter:
+                why += f"; {v.kernel_parameter} would change that"
+            return why
+        per_nic = []
+        for nic in nics:
+            both = [p for p in for_nvme if ok(p, (nvme, nic))]
+            per_nic.append(f"{nvme}+{nic}: {', '.join(both) or 'none'}")
+        return (f"no single provider serves the NVMe and every port's NIC{req} "
+                f"({'; '.join(per_nic)})")
+
+    def _best_effort(self, ns, nvme, nics, for_nvme, ok):
+        """``when_none: best_effort``: among the providers that serve the NVMe and the most NICs,
+        the best-ranked one with room, else the least oversubscribed."""
+        avail, assigned = self.avail, self.assigned
+        best_n, best_set = -1, []
+        for p in for_nvme:
+            served = tuple(n for n in nics if ok(p, (nvme, n)))
+            if len(served) > best_n:
+                best_n, best_set = len(served), [(p, served)]
+            elif len(served) == best_n:
+                best_set.append((p, served))
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for p, served in best_set:
+            groups.setdefault(served, []).append(p)
+        options = []
+        for served, _ in groups.items():
+            sub = self.ranked(ns, (nvme,) + served)
+            options += [(s, served) for s in sub if s.provider in groups[served]]
+        for s, served in sorted(options, key=lambda t: (t[0].key, bdf_sort_key(t[0].provider))):
+            if avail[s.provider] - assigned[s.provider] >= (ns.demand if served else 0):
+                return s, served
+        return min(options, key=lambda t: (
+            _overflow(t[0].provider, ns.demand, avail, assigned), t[0].key,
+            _load_after(t[0].provider, ns.demand, avail, assigned),
+            bdf_sort_key(t[0].provider)))
 
     def rejected(self, ns: ResolvedNamespace, clients: tuple[str, ...]) -> list[Candidate]:
         out = []
@@ -899,55 +959,6 @@ def _lost(c: Candidate, w: Candidate, demand: int) -> str:
     if c.free != w.free:
         return f"less free after this plan's assignments: {_signed(c.free)} < {_signed(w.free)}"
     return f"tie on every rule; lower BDF wins ({w.provider})"
-
-
-def _why_none(nvme, nics, req, for_nvme, providers, unpublished, oracle, ok) -> str:
-    """Why no provider serves the NVMe and every NIC: none at all, none for the NVMe itself
-    (with the kernel's reasons for the first provider), or, per NIC, the ones that would."""
-    if not providers:
-        why = "this machine has no published p2pmem provider"
-        if unpublished:
-            why += f" ({', '.join(unpublished)} have unpublished pools)"
-        return why
-    if not for_nvme:
-        v = oracle.many(providers[0], (nvme,))
-        why = (f"no provider is accepted{req} for the NVMe {nvme} itself (e.g. {providers[0]}: "
-               f"{'; '.join(v.reasons) or v.map_type})")
-        if v.kernel_parameter:
-            why += f"; {v.kernel_parameter} would change that"
-        return why
-    per_nic = []
-    for nic in nics:
-        both = [p for p in for_nvme if ok(p, (nvme, nic))]
-        per_nic.append(f"{nvme}+{nic}: {', '.join(both) or 'none'}")
-    return (f"no single provider serves the NVMe and every port's NIC{req} "
-            f"({'; '.join(per_nic)})")
-
-
-def _best_effort(ns, nvme, nics, for_nvme, ok, avail, assigned, ranked_fn):
-    """``when_none: best_effort``: among the providers that serve the NVMe and the most NICs,
-    the best-ranked one with room, else the least oversubscribed."""
-    best_n, best_set = -1, []
-    for p in for_nvme:
-        served = tuple(n for n in nics if ok(p, (nvme, n)))
-        if len(served) > best_n:
-            best_n, best_set = len(served), [(p, served)]
-        elif len(served) == best_n:
-            best_set.append((p, served))
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for p, served in best_set:
-        groups.setdefault(served, []).append(p)
-    options = []
-    for served, _ in groups.items():
-        sub = ranked_fn(ns, (nvme,) + served)
-        options += [(s, served) for s in sub if s.provider in groups[served]]
-    for s, served in sorted(options, key=lambda t: (t[0].key, bdf_sort_key(t[0].provider))):
-        if avail[s.provider] - assigned[s.provider] >= (ns.demand if served else 0):
-            return s, served
-    return min(options, key=lambda t: (
-        _overflow(t[0].provider, ns.demand, avail, assigned), t[0].key,
-        _load_after(t[0].provider, ns.demand, avail, assigned),
-        bdf_sort_key(t[0].provider)))
 
 
 # =============================================================================================
