@@ -40,37 +40,37 @@ def machine(**change) -> object:
 
 def test_nothing_changed_writes_nothing(target):
     cfs, sd = target
-    r = anawatch.react(cfs.root, sd, machine(), cfs=cfs)
+    r = anawatch.AnaTarget(cfs.root, sd, cfs=cfs).react(machine())
     assert r.changes == [] and r.writes == 0
 
 
 def test_provider_gone_then_back(target):
     cfs, sd = target
     managed = copy.deepcopy(ManagedStore(sd).load())
-    r = anawatch.react(cfs.root, sd, machine(gone=[CMB_A]), cfs=cfs)
+    r = anawatch.AnaTarget(cfs.root, sd, cfs=cfs).react(machine(gone=[CMB_A]))
     assert r.changes == ["port 1 group 2: optimized -> non-optimized"] and r.writes == 1
     assert ana_view(cfs)[(SUB, 1)] == {1: NON, 2: NON}
     assert ana_view(cfs)[(SUB, 2)] == {1: NON, 2: OPT}             # untouched
     assert ManagedStore(sd).load() == managed                        # nothing adopted or lost
-    back = anawatch.react(cfs.root, sd, machine(), cfs=cfs)
+    back = anawatch.AnaTarget(cfs.root, sd, cfs=cfs).react(machine())
     assert back.changes == ["port 1 group 2: non-optimized -> optimized"]
     assert ana_view(cfs)[(SUB, 1)] == {1: OPT, 2: NON}
 
 
 def test_a_stale_binding_keeps_the_port_non_optimized(target):
     cfs, sd = target
-    anawatch.react(cfs.root, sd, machine(gone=[CMB_A]), cfs=cfs)
-    r = anawatch.react(cfs.root, sd, machine(), cfs=cfs,
-                       not_offloading={(SUB, 1): "p2pmem still bound to the removed device"})
+    anawatch.AnaTarget(cfs.root, sd, cfs=cfs).react(machine(gone=[CMB_A]))
+    r = anawatch.AnaTarget(cfs.root, sd, cfs=cfs).react(
+        machine(), not_offloading={(SUB, 1): "p2pmem still bound to the removed device"})
     assert r.changes == [] and ana_view(cfs)[(SUB, 1)] == {1: NON, 2: NON}
 
 
 def test_address_gone_and_report_only(target):
     cfs, sd = target
-    dry = anawatch.react(cfs.root, sd, machine(nic_gone=["nica"]), cfs=cfs, write=False)
+    dry = anawatch.AnaTarget(cfs.root, sd, cfs=cfs).react(machine(nic_gone=["nica"]), write=False)
     assert dry.changes == ["port 1 group 2: optimized -> non-optimized"] and dry.writes == 0
     assert ana_view(cfs)[(SUB, 1)] == {1: OPT, 2: NON}               # report: nothing written
-    r = anawatch.react(cfs.root, sd, machine(nic_gone=["nica"]), cfs=cfs)
+    r = anawatch.AnaTarget(cfs.root, sd, cfs=cfs).react(machine(nic_gone=["nica"]))
     assert ana_view(cfs)[(SUB, 1)] == {1: NON, 2: NON}
     path = r.rederived.paths[(SUB, 1)][0]
     assert "no RDMA device serves 10.81.0.1 now" in path.reason
@@ -78,7 +78,7 @@ def test_address_gone_and_report_only(target):
 
 def test_never_inaccessible_whatever_is_lost(target):
     cfs, sd = target
-    anawatch.react(cfs.root, sd, machine(gone=[CMB_A, "0000:08:00.0"], nic_gone=["nica", "nicb"]),
-                   cfs=cfs)
+    anawatch.AnaTarget(cfs.root, sd, cfs=cfs).react(
+        machine(gone=[CMB_A, "0000:08:00.0"], nic_gone=["nica", "nicb"]))
     for states in ana_view(cfs).values():
         assert set(states.values()) == {NON}

@@ -254,11 +254,12 @@ def _live_after_apply():
     return pl.state, {g for p in pl.state.ports.values() for g in p.ana_groups}
 
 
-def _rederive(live, groups, inv=None, nics=None, **kw):
+def _rederive(live, groups, inv=None, nics=None, notes_of=None, **kw):
     inv = inv or multipath_machine()
     nvme = {(SUB, 1): DRIVE_A, (SUB, 2): DRIVE_B}
     nics = nics if nics is not None else {1: [NIC_A], 2: [NIC_B]}
-    return multipath.rederive(live, groups, nvme, nics, placement.Oracle(inv), **kw)
+    machine = multipath.MachineNow(nvme, nics, notes_of or {})
+    return multipath.rederive(live, groups, machine, placement.Oracle(inv), **kw)
 
 
 def test_rederive_on_an_unchanged_machine_changes_nothing():

@@ -46,19 +46,26 @@ def managed_namespaces(live: TargetState, groups: set[int]) -> list[tuple[str, i
     return out
 
 
-def rederive(live: TargetState, groups: set[int], nvme_of: dict[tuple[str, int], str | None],
-             nics_of: dict[int, list[str]], oracle: Oracle, *,
-             notes_of: dict[int, str] | None = None,
+@dataclass
+class MachineNow:
+    """What :func:`rederive` needs of the machine as it is now: ``nvme_of``, each namespace's
+    backing NVMe (PCI BDF, None when it is gone); ``nics_of``, each port's p2p client NIC(s)
+    (empty: none -- tcp, soft RDMA, or its address or NIC is gone; ``notes_of`` says why)."""
+
+    nvme_of: dict[tuple[str, int], str | None]
+    nics_of: dict[int, list[str]]
+    notes_of: dict[int, str] = field(default_factory=dict)
+
+
+def rederive(live: TargetState, groups: set[int], machine: MachineNow, oracle: Oracle, *,
              not_offloading: dict[tuple[str, int], str] | None = None) -> Rederived:
     """The ANA plan of the live tree's managed multipath namespaces on the machine now.
 
-    ``groups``: the ANA group ids nvmet-p2p manages; ``nvme_of``: each namespace's backing
-    NVMe (PCI BDF, None when it is gone); ``nics_of``: each port's p2p client NIC(s) now (empty:
-    none -- tcp, soft RDMA, or its address or NIC is gone; ``notes_of`` says why);
-    ``not_offloading``: namespaces known not to offload whatever the verdict says, with the
-    reason (a provider that came back at the same BDF is a new device: the kernel keeps the
-    old one until ``p2pmem`` is written again)."""
-    notes_of = notes_of or {}
+    ``groups``: the ANA group ids nvmet-p2p manages; ``machine``: the namespaces' NVMe and the
+    ports' NICs now (:class:`MachineNow`); ``not_offloading``: namespaces known not to offload
+    whatever the verdict says, with the reason (a provider that came back at the same BDF is a
+    new device: the kernel keeps the old one until ``p2pmem`` is written again)."""
+    nvme_of, nics_of, notes_of = machine.nvme_of, machine.nics_of, machine.notes_of
     not_offloading = not_offloading or {}
     exports: dict[str, list[int]] = {}
     for pid, port in sorted(live.ports.items()):

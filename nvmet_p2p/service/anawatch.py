@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.apply import reconcile
+from nvmet_p2p.nvmet.configfs import Configfs
 from nvmet_p2p.observe.status import backing_pci, port_facts
 from nvmet_p2p.pci.model import Inventory
 from nvmet_p2p.policy import ana
-from nvmet_p2p.policy.multipath import Rederived, rederive
+from nvmet_p2p.policy.multipath import MachineNow, Rederived, rederive
 from nvmet_p2p.policy.placement import Oracle
 
 
@@ -44,9 +45,9 @@ class Reaction:
 
 
 def machine_facts(live: st.TargetState, inv: Inventory, dev_names: dict[str, str] | None = None
-                  ) -> tuple[dict, dict, dict]:
-    """(backing NVMe per namespace, p2p client NICs per port, why a port has none) as the
-    inventory shows them now."""
+                  ) -> MachineNow:
+    """The backing NVMe per namespace, the p2p client NICs per port and why a port has none,
+    as the inventory shows them now."""
     nvme_of = {(nqn, nsid): backing_pci(ns.attrs.get("device_path", ""), inv, dev_names)
                for nqn, sub in live.subsystems.items() for nsid, ns in sub.namespaces.items()}
     nics_of: dict[int, list[str]] = {}
@@ -62,7 +63,7 @@ def machine_facts(live: st.TargetState, inv: Inventory, dev_names: dict[str, str
             notes_of[pid] = f"{pf.rdma_device} is soft RDMA: no p2p client"
         else:
             notes_of[pid] = f"{pf.trtype or 'unknown'} transport: host memory"
-    return nvme_of, nics_of, notes_of
+    return MachineNow(nvme_of, nics_of, notes_of)
 
 
 def partial(live: st.TargetState, managed, plan: ana.AnaPlan) -> st.TargetState:
@@ -96,27 +97,37 @@ def partial(live: st.TargetState, managed, plan: ana.AnaPlan) -> st.TargetState:
     return out
 
 
-def react(root: str, state_dir: str, inv: Inventory, *, kernel: str | None = None,
-          write: bool = True, not_offloading: dict[tuple[str, int], str] | None = None,
-          dev_names: dict[str, str] | None = None, cfs=None,
-          lock_timeout: float | None = None) -> Reaction:
-    """Re-derive the managed ANA groups' states on ``inv`` and (``write``) apply the change;
-    without ``write`` only say what would change."""
-    out = Reaction()
-    oracle = Oracle(inv, kernel)
+@dataclass(frozen=True)
+class AnaTarget:
+    """The target an ANA reaction writes to: its filesystem ``root``, nvmet-p2p's
+    ``state_dir``, the ``kernel`` whose p2pdma rules judge the paths, and how ``reconcile``
+    reaches configfs (``cfs``) and waits for the apply lock (``lock_timeout``)."""
 
-    def want(live: st.TargetState, managed) -> st.TargetState:
-        groups = {g for _, g in managed.ana_groups}
-        if not groups:
-            return st.TargetState()
-        nvme_of, nics_of, notes_of = machine_facts(live, inv, dev_names)
-        out.rederived = rederive(live, groups, nvme_of, nics_of, oracle, notes_of=notes_of,
-                                 not_offloading=not_offloading)
-        out.changes = out.rederived.changes
-        return partial(live, managed, out.rederived.plan)
+    root: str
+    state_dir: str
+    kernel: str | None = None
+    cfs: Configfs | None = None
+    lock_timeout: float | None = None
 
-    res = reconcile(root, want, state_dir, dry_run=not write, kernel=kernel, cfs=cfs,
-                    lock_timeout=lock_timeout)
-    out.writes = res.result.writes if res.result is not None else 0
-    out.applied = res.applied and bool(res.plan.ops)
-    return out
+    def react(self, inv: Inventory, *, write: bool = True,
+              not_offloading: dict[tuple[str, int], str] | None = None,
+              dev_names: dict[str, str] | None = None) -> Reaction:
+        """Re-derive the managed ANA groups' states on ``inv`` and (``write``) apply the
+        change; without ``write`` only say what would change."""
+        out = Reaction()
+        oracle = Oracle(inv, self.kernel)
+
+        def want(live: st.TargetState, managed) -> st.TargetState:
+            groups = {g for _, g in managed.ana_groups}
+            if not groups:
+                return st.TargetState()
+            out.rederived = rederive(live, groups, machine_facts(live, inv, dev_names), oracle,
+                                     not_offloading=not_offloading)
+            out.changes = out.rederived.changes
+            return partial(live, managed, out.rederived.plan)
+
+        res = reconcile(self.root, want, self.state_dir, dry_run=not write, kernel=self.kernel,
+                        cfs=self.cfs, lock_timeout=self.lock_timeout)
+        out.writes = res.result.writes if res.result is not None else 0
+        out.applied = res.applied and bool(res.plan.ops)
+        return out
