@@ -685,6 +685,44 @@ def _resolve_ports(d: Obj, inv: Inventory, rep: Report) -> dict[int, ResolvedPor
 
 
 @dataclass
+class _Entry:
+    """One ``namespaces`` entry ``n`` of subsystem ``nqn`` as it is resolved: the subsystem's
+    ports, the p2p settings and budget its namespaces inherit, the subsystem's ``qid_max``
+    and the nsids the subsystem has given out so far."""
+
+    n: Obj
+    nqn: str
+    sports: list[ResolvedPort]
+    used_nsids: dict[int, Mark]
+    p2p: dict
+    budget: dict
+    qid_max: int | None
+
+    def namespace(self, nsid: int, ns: NvmeNamespace, ctrl: NvmeController) -> ResolvedNamespace:
+        """Namespace ``ns`` of ``ctrl`` exported as ``nsid``, with the entry's ports, policy and
+        budget (its effective budget capped by the queues and I/O size the ports allow)."""
+        p2p, budget, ports = self.p2p, self.budget, self.sports
+        qid_max, nqn, where = self.qid_max, self.nqn, self.n.mark
+        eff = dict(budget)
+        eff["queues"] = min(budget["queues"], qid_max or MAX_QUEUES)
+        p2p_ports = [p for p in ports if p.clients]
+        for p in p2p_ports:
+            if p.max_queue_size is not None:
+                eff["queue_depth"] = min(eff["queue_depth"], p.max_queue_size)
+            if p.max_io is not None:
+                eff["io_size"] = min(eff["io_size"], p.max_io)
+        demand = 0
+        if p2p_ports and p2p["policy"] != "off":
+            demand = eff["hosts"] * eff["queues"] * eff["queue_depth"] * eff["io_size"]
+        return ResolvedNamespace(subsystem=nqn, nsid=nsid, ns=ns, controller=ctrl, ports=ports,
+                                 policy=p2p["policy"], pinned=p2p.get("pinned"),
+                                 require=p2p["require"], numa=p2p["numa"],
+                                 when_full=p2p["when_full"],
+                                 when_none=p2p["when_none"], budget=budget, effective=eff,
+                                 demand=demand, where=where)
+
+
+@dataclass
 class _Resolution:
     """One :func:`resolve` run: what the subsystems are matched against, and what earlier
     entries took (a namespace of the machine is exported once)."""
@@ -788,14 +826,15 @@ class _Resolution:
             return []
         budget = _inherit(d.get("budget"), s.get("budget"), n.get("budget"),
                           defaults=DEFAULT_BUDGET)
+        e = _Entry(n, nqn, sports, used_nsids, p2p, budget, s.get("qid_max"))
         out = []
         for k, (ns, ctrl) in enumerate(matched):
-            nsid = self.number(n, nqn, k, ns, ctrl, used_nsids)
+            nsid = self.number(e, k, ns, ctrl)
             if nsid is None:
                 continue
-            rn = _namespace(nqn, nsid, ns, ctrl, sports, p2p, budget, s.get("qid_max"), n.mark)
+            rn = e.namespace(nsid, ns, ctrl)
             rn.multipath = s.get("multipath", "off")
-            _check_namespace(rn, self.inv, self.kernel, p2p_mark, n.at("select"), rep)
+            self.check_namespace(rn, p2p_mark, n.at("select"))
             out.append(rn)
         return out
 
@@ -848,10 +887,9 @@ class _Resolution:
                                   "is in use on this machine (see the warnings); nothing to export")
         return keep
 
-    def number(self, n: Obj, nqn: str, k: int, ns: NvmeNamespace, ctrl: NvmeController,
-               used_nsids: dict[int, Mark]) -> int | None:
-        """The exported nsid of the ``k``-th match of entry ``n`` (``None``: refused)."""
-        rep = self.rep
+    def number(self, e: _Entry, k: int, ns: NvmeNamespace, ctrl: NvmeController) -> int | None:
+        """The exported nsid of the ``k``-th match of entry ``e`` (``None``: refused)."""
+        rep, n, nqn, used_nsids = self.rep, e.n, e.nqn, e.used_nsids
         if ns.name in self.taken:
             rep.error(n.at("select"), f"{ctrl.serial.strip()}/{ns.nsid} ({ns.name}) is "
                       f"already exported by the entry at line {self.taken[ns.name].line}")
@@ -873,6 +911,50 @@ class _Resolution:
             return None
         used_nsids[nsid] = n.mark
         return nsid
+
+    def check_namespace(self, rn: ResolvedNamespace, p2p_mark: Mark, sel_mark: Mark) -> None:
+        """Refusals the kernel would make at namespace enable, found before writing anything."""
+        inv, kernel, rep = self.inv, self.kernel, self.rep
+        if rn.policy == "off":
+            return
+        if rn.ns.multipath_head or rn.ns.pci is None:
+            rep.error(sel_mark, f"{rn.backing}: {rn.ns.name} is a native-multipath head disk with no "
+                      "PCI parent; the kernel refuses it as a p2p client (enable fails with EINVAL). "
+                      "Boot with nvme_core.multipath=N, or set p2p: off for it")
+            return
+        if rn.policy != "pinned":
+            return
+        bdf = rn.pinned
+        fn = inv.pci.get(bdf)
+        if fn is None:
+            rep.error(p2p_mark, f"pinned provider {bdf} is not a PCI function of this machine "
+                                "(the kernel answers ENODEV: No such PCI device)")
+            return
+        if fn.p2pmem is None or not fn.p2pmem.published:
+            what = "has no p2p memory" if fn.p2pmem is None else "has p2p memory but does not publish it"
+            rep.error(p2p_mark, f"pinned provider {bdf} {what} (the kernel answers ENODEV: "
+                                "PCI device has no peer-to-peer memory)")
+            return
+        v = distance.pair(inv, bdf, rn.ns.pci, kernel)
+        if v.map_type == MapType.NOT_SUPPORTED:
+            rep.error(p2p_mark, f"pinned provider {bdf} cannot serve {rn.backing}: "
+                      f"{'; '.join(v.reasons)}" +
+                      (f" (fix: boot with {v.kernel_parameter})" if v.kernel_parameter else "") +
+                      "; the kernel refuses enable with EINVAL")
+            return
+        if rn.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR:
+            rep.error(p2p_mark, f"pinned provider {bdf} reaches {rn.backing} only through the host "
+                                "bridge, but require: bus_addr")
+        for port in rn.ports:
+            for client in port.clients:
+                pv = distance.pair(inv, bdf, client, kernel)
+                if pv.map_type == MapType.NOT_SUPPORTED:
+                    rep.warn(p2p_mark, f"pinned provider {bdf} cannot serve the NIC {client} of "
+                             f"{port.label}: connections through it will use host memory "
+                             f"({'; '.join(pv.reasons)})")
+                elif rn.require == MapType.BUS_ADDR and pv.map_type != MapType.BUS_ADDR:
+                    rep.error(p2p_mark, f"pinned provider {bdf} reaches the NIC {client} of "
+                              f"{port.label} only through the host bridge, but require: bus_addr")
 
 
 #: Preference among the ``/dev/disk/by-id`` names udev gives one NVMe namespace: the
@@ -931,71 +1013,6 @@ def _near(sel: dict, pool) -> str:
             return f" (serials close to it: {', '.join(close)})"
         return f" (serials here: {', '.join(serials[:8]) or 'none'})"
     return ""
-
-
-def _namespace(nqn, nsid, ns, ctrl, ports, p2p, budget, qid_max, where) -> ResolvedNamespace:
-    eff = dict(budget)
-    eff["queues"] = min(budget["queues"], qid_max or MAX_QUEUES)
-    p2p_ports = [p for p in ports if p.clients]
-    for p in p2p_ports:
-        if p.max_queue_size is not None:
-            eff["queue_depth"] = min(eff["queue_depth"], p.max_queue_size)
-        if p.max_io is not None:
-            eff["io_size"] = min(eff["io_size"], p.max_io)
-    demand = 0
-    if p2p_ports and p2p["policy"] != "off":
-        demand = eff["hosts"] * eff["queues"] * eff["queue_depth"] * eff["io_size"]
-    return ResolvedNamespace(subsystem=nqn, nsid=nsid, ns=ns, controller=ctrl, ports=ports,
-                             policy=p2p["policy"], pinned=p2p.get("pinned"),
-                             require=p2p["require"], numa=p2p["numa"],
-                             when_full=p2p["when_full"],
-                             when_none=p2p["when_none"], budget=budget, effective=eff,
-                             demand=demand, where=where)
-
-
-def _check_namespace(rn: ResolvedNamespace, inv: Inventory, kernel: str | None, p2p_mark: Mark,
-                     sel_mark: Mark, rep: Report) -> None:
-    """Refusals the kernel would make at namespace enable, found before writing anything."""
-    if rn.policy == "off":
-        return
-    if rn.ns.multipath_head or rn.ns.pci is None:
-        rep.error(sel_mark, f"{rn.backing}: {rn.ns.name} is a native-multipath head disk with no "
-                  "PCI parent; the kernel refuses it as a p2p client (enable fails with EINVAL). "
-                  "Boot with nvme_core.multipath=N, or set p2p: off for it")
-        return
-    if rn.policy != "pinned":
-        return
-    bdf = rn.pinned
-    fn = inv.pci.get(bdf)
-    if fn is None:
-        rep.error(p2p_mark, f"pinned provider {bdf} is not a PCI function of this machine "
-                            "(the kernel answers ENODEV: No such PCI device)")
-        return
-    if fn.p2pmem is None or not fn.p2pmem.published:
-        what = "has no p2p memory" if fn.p2pmem is None else "has p2p memory but does not publish it"
-        rep.error(p2p_mark, f"pinned provider {bdf} {what} (the kernel answers ENODEV: "
-                            "PCI device has no peer-to-peer memory)")
-        return
-    v = distance.pair(inv, bdf, rn.ns.pci, kernel)
-    if v.map_type == MapType.NOT_SUPPORTED:
-        rep.error(p2p_mark, f"pinned provider {bdf} cannot serve {rn.backing}: "
-                  f"{'; '.join(v.reasons)}" +
-                  (f" (fix: boot with {v.kernel_parameter})" if v.kernel_parameter else "") +
-                  "; the kernel refuses enable with EINVAL")
-        return
-    if rn.require == MapType.BUS_ADDR and v.map_type != MapType.BUS_ADDR:
-        rep.error(p2p_mark, f"pinned provider {bdf} reaches {rn.backing} only through the host "
-                            "bridge, but require: bus_addr")
-    for port in rn.ports:
-        for client in port.clients:
-            pv = distance.pair(inv, bdf, client, kernel)
-            if pv.map_type == MapType.NOT_SUPPORTED:
-                rep.warn(p2p_mark, f"pinned provider {bdf} cannot serve the NIC {client} of "
-                         f"{port.label}: connections through it will use host memory "
-                         f"({'; '.join(pv.reasons)})")
-            elif rn.require == MapType.BUS_ADDR and pv.map_type != MapType.BUS_ADDR:
-                rep.error(p2p_mark, f"pinned provider {bdf} reaches the NIC {client} of "
-                          f"{port.label} only through the host bridge, but require: bus_addr")
 
 
 def _first_address(inv: Inventory, netdev: str) -> str | None:

@@ -174,9 +174,24 @@ class Str(Spec):
         return _doc(s, self.doc)
 
 
-class Int(Spec):
+class _Ranged(Spec):
+    """A number between ``lo`` and ``hi`` (either may be open)."""
+
     def __init__(self, doc: str = "", lo: int | None = None, hi: int | None = None):
         self.doc, self.lo, self.hi = doc, lo, hi
+
+    def _in_range(self, value, where, rep, shown):
+        lo, hi = self.lo, self.hi
+        if lo is not None and value < lo or hi is not None and value > hi:
+            if hi is None:
+                rep.error(where, f"{shown} is out of range (at least {lo})")
+            else:
+                rep.error(where, f"{shown} is out of range ({lo}..{hi})")
+            return None
+        return value
+
+
+class Int(_Ranged):
 
     def check(self, node, path, rep):
         if not (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int")):
@@ -186,7 +201,7 @@ class Int(Spec):
             value = int(text, 16) if text.lower().lstrip("+-").startswith("0x") else int(text, 10)
         except ValueError:
             return self._wrong(node, path, rep, "a decimal or 0x-hex integer")
-        return _range(value, self.lo, self.hi, Mark.of(rep.file, node, path), rep, str(value))
+        return self._in_range(value, Mark.of(rep.file, node, path), rep, str(value))
 
     def json_schema(self):
         s: dict = {"type": "integer"}
@@ -195,16 +210,6 @@ class Int(Spec):
         if self.hi is not None:
             s["maximum"] = self.hi
         return _doc(s, self.doc)
-
-
-def _range(value, lo, hi, where, rep, shown):
-    if lo is not None and value < lo or hi is not None and value > hi:
-        if hi is None:
-            rep.error(where, f"{shown} is out of range (at least {lo})")
-        else:
-            rep.error(where, f"{shown} is out of range ({lo}..{hi})")
-        return None
-    return value
 
 
 class Bool(Spec):
@@ -281,9 +286,7 @@ def format_size(n: int) -> str:
     return f"{n} B"
 
 
-class Size(Spec):
-    def __init__(self, doc: str = "", lo: int | None = None, hi: int | None = None):
-        self.doc, self.lo, self.hi = doc, lo, hi
+class Size(_Ranged):
 
     def check(self, node, path, rep):
         where = Mark.of(rep.file, node, path)
@@ -292,7 +295,7 @@ class Size(Spec):
         value = parse_size(node.value.replace("_", ""))
         if value is None:
             return self._wrong(node, path, rep, "a size (bytes, or e.g. 128KiB, 1MiB)")
-        return _range(value, self.lo, self.hi, where, rep, show(node.value))
+        return self._in_range(value, where, rep, show(node.value))
 
     def json_schema(self):
         return _doc({"oneOf": [{"type": "integer", "minimum": self.lo or 0},
