@@ -766,8 +766,8 @@ class P2pdma:
                               + " and uses PCI bus addresses (BUS_ADDR)")
             return pv
         if self.version < R.MAP_TYPES:
-            return self._upstream_bridge_distance(pv, provider, cbdf, hops, acs, acs_msgs)
-        return self._thru_host_bridge(pv, provider, cbdf, hops, acs, acs_msgs)
+            return self._upstream_bridge_distance(pv, hops, acs_msgs)
+        return self._thru_host_bridge(pv, hops, acs_msgs)
 
     def _acs_redirect_messages(self, pv: PairVerdict, provider: str, cbdf: str,
                                acs: list[str]) -> list[str]:
@@ -796,10 +796,12 @@ class P2pdma:
         return [f"{cpfx}: cannot be used for peer-to-peer DMA as ACS redirect is set between the "
                 f"client and provider ({provider})", fix]
 
-    def _upstream_bridge_distance(self, pv: PairVerdict, provider: str, cbdf: str, hops: int,
-                                  acs: list[str], acs_msgs: list[str]) -> PairVerdict:
+    def _upstream_bridge_distance(self, pv: PairVerdict, hops: int, acs_msgs: list[str]) -> PairVerdict:
         """4.20-5.3 ``upstream_bridge_distance()``: ACS redirect refuses the path; without a
-        common bridge only 5.2-5.3's root-complex whitelist (AMD Zen 1022:1450) allows it."""
+        common bridge only 5.2-5.3's root-complex whitelist (AMD Zen 1022:1450) allows it.
+        ``pv`` names the pair and the bridges with ACS redirect; ``acs_msgs`` the lines the
+        kernel prints for them."""
+        provider, cbdf, acs = pv.provider, pv.client.bdf or "", pv.acs_redirect
         cpfx = self._dev_prefix(cbdf)
         if acs:
             pv.reasons.append(f"kernel {self.kernel} (before 5.4) rejects any path with ACS "
@@ -827,11 +829,11 @@ class P2pdma:
                               f"provider ({provider}) do not share an upstream bridge"]
         return pv
 
-    def _thru_host_bridge(self, pv: PairVerdict, provider: str, cbdf: str, hops: int,
-                          acs: list[str], acs_msgs: list[str]) -> PairVerdict:
+    def _thru_host_bridge(self, pv: PairVerdict, hops: int, acs_msgs: list[str]) -> PairVerdict:
         """5.4+ ``calc_map_type_and_dist()`` through the root complex: THRU_HOST_BRIDGE when
         ``cpu_supports_p2pdma()`` (AMD family >= 0x17) or ``host_bridge_whitelist()`` allows
         it, else NOT_SUPPORTED with the lines the kernel prints."""
+        provider, cbdf, acs = pv.provider, pv.client.bdf or "", pv.acs_redirect
         pv.kernel_messages = list(acs_msgs)
         cpu_ok, cpu_why = self.cpu_rule()
         if cpu_ok:

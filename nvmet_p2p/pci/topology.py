@@ -197,24 +197,13 @@ def render_tree(inv: Inventory, kernel: str | None = None, engine: P2pdma | None
         children.setdefault(key, []).append(f)
     for lst in children.values():
         lst.sort(key=lambda f: bdf_sort_key(f.bdf))
-    by_pci_nvme: dict[str, list] = {}
-    for c in inv.nvme.values():
-        if c.pci:
-            by_pci_nvme.setdefault(c.pci, []).append(c)
-    by_pci_rdma: dict[str, list] = {}
-    for r in inv.rdma.values():
-        if r.pci and not r.soft:
-            by_pci_rdma.setdefault(r.pci, []).append(r)
-    by_pci_net: dict[str, list] = {}
-    for n in inv.net.values():
-        if n.pci:
-            by_pci_net.setdefault(n.pci, []).append(n)
+    tree = _Tree(inv, children)
     lines = _tree_header(inv, eng)
     for hb in host_bridge_summary(inv, eng):
         lines.append("")
         lines.append(_host_bridge_line(hb))
         roots = children.get("@" + hb["host_bridge"], [])
-        _render_subtree(roots, children, "", lines, eng, by_pci_nvme, by_pci_rdma, by_pci_net, inv)
+        lines += tree.subtree(roots, "")
     lines += _virtual_lines(inv)
     return "\n".join(lines)
 
@@ -270,63 +259,85 @@ def _virtual_lines(inv: Inventory) -> list[str]:
     return lines
 
 
-def _render_subtree(devs, children, prefix, lines, eng, nvme, rdma, net, inv) -> None:
-    for i, f in enumerate(devs):
-        last = i == len(devs) - 1
-        branch = "\\-" if last else "+-"
-        lines.append(prefix + branch + _device_line(f, eng, nvme, rdma, net, inv))
-        kids = children.get(f.bdf, [])
-        if kids:
-            _render_subtree(kids, children, prefix + ("  " if last else "| "), lines, eng,
-                            nvme, rdma, net, inv)
+class _Tree:
+    """The PCI tree of one inventory as ``topology`` prints it: each function's children and
+    the NVMe controllers, RDMA devices and netdevs on each PCI function."""
 
+    def __init__(self, inv: Inventory, children: dict[str | None, list[PciFunction]]):
+        self.inv, self.children = inv, children
+        self.nvme: dict[str, list] = {}
+        for c in inv.nvme.values():
+            if c.pci:
+                self.nvme.setdefault(c.pci, []).append(c)
+        self.rdma: dict[str, list] = {}
+        for r in inv.rdma.values():
+            if r.pci and not r.soft:
+                self.rdma.setdefault(r.pci, []).append(r)
+        self.net: dict[str, list] = {}
+        for n in inv.net.values():
+            if n.pci:
+                self.net.setdefault(n.pci, []).append(n)
 
-def _device_line(f: PciFunction, eng: P2pdma, nvme, rdma, net, inv: Inventory) -> str:
-    name = f.bdf[5:] if f.bdf.startswith("0000:") else f.bdf
-    parts = [f"{name} {f.vendor:04x}:{f.device:04x}"]
-    role = device_role(f)
-    if role:
-        parts.append(role)
-    if f.driver:
-        parts.append(f"[{f.driver}]")
-    if f.physfn:
-        parts.append(f"VF of {f.physfn}")
-    if f.numa_node is not None:
-        parts.append(f"node {f.numa_node}")
-    if f.is_bridge or f.acs_ctrl is not None:
-        parts.append(_acs_short(f))
-    for c in sorted(nvme.get(f.bdf, []), key=lambda c: _natural(c.name)):
-        t = f"{c.name}"
-        if c.serial:
-            t += f" sn {c.serial}"
-        if c.cmb is not None:
-            bits = [b for b, on in (("WDS", c.cmb.wds), ("RDS", c.cmb.rds), ("SQS", c.cmb.sqs),
-                                    ("CQS", c.cmb.cqs), ("LISTS", c.cmb.lists)) if on]
-            t += f", CMB {human_size(c.cmb.size)} {'+'.join(bits) or 'no bits'}"
-            if not (c.cmb.wds and c.cmb.rds):
-                t += " (not published by Linux: needs WDS and RDS)"
-            elif f.p2pmem is None:
-                t += " (no p2pmem: CMB not registered)"
-        ns = []
-        for n in c.namespaces:
-            nsobj = inv.namespaces.get(n)
-            ns.append(n + (" (multipath head)" if nsobj and nsobj.multipath_head else ""))
-        if ns:
-            t += ", ns " + " ".join(ns)
-        parts.append(t)
-    if f.p2pmem is not None:
-        pm = f.p2pmem
-        parts.append(f"p2pmem {human_size(pm.size)} ({human_size(pm.available)} free, "
-                     f"{'published' if pm.published else 'NOT published'})")
-    for r in sorted(rdma.get(f.bdf, []), key=lambda r: _natural(r.name)):
-        nds = "; ".join(_netdev_text(inv, n) for n in r.netdevs)
-        parts.append(f"RDMA {r.name}" + (f" on {nds}" if nds else "")
-                     + (f" [{r.emulated}]" if r.emulated else ""))
-    rdma_nds = {n for r in rdma.get(f.bdf, []) for n in r.netdevs}
-    for n in sorted(net.get(f.bdf, []), key=lambda n: n.name):
-        if n.name not in rdma_nds:
-            parts.append("net " + _netdev_text(inv, n.name) + " (no RDMA device)")
-    return "  ".join(parts)
+    def subtree(self, devs: list[PciFunction], prefix: str) -> list[str]:
+        lines = []
+        for i, f in enumerate(devs):
+            last = i == len(devs) - 1
+            branch = "\\-" if last else "+-"
+            lines.append(prefix + branch + self.device_line(f))
+            kids = self.children.get(f.bdf, [])
+            if kids:
+                lines += self.subtree(kids, prefix + ("  " if last else "| "))
+        return lines
+
+    def device_line(self, f: PciFunction) -> str:
+        """One function: its ids, role, driver, NUMA node, ACS, and what sits on it (NVMe
+        controllers with their CMB and namespaces, p2pmem, RDMA devices, netdevs)."""
+        inv, nvme, rdma, net = self.inv, self.nvme, self.rdma, self.net
+        name = f.bdf[5:] if f.bdf.startswith("0000:") else f.bdf
+        parts = [f"{name} {f.vendor:04x}:{f.device:04x}"]
+        role = device_role(f)
+        if role:
+            parts.append(role)
+        if f.driver:
+            parts.append(f"[{f.driver}]")
+        if f.physfn:
+            parts.append(f"VF of {f.physfn}")
+        if f.numa_node is not None:
+            parts.append(f"node {f.numa_node}")
+        if f.is_bridge or f.acs_ctrl is not None:
+            parts.append(_acs_short(f))
+        for c in sorted(nvme.get(f.bdf, []), key=lambda c: _natural(c.name)):
+            t = f"{c.name}"
+            if c.serial:
+                t += f" sn {c.serial}"
+            if c.cmb is not None:
+                bits = [b for b, on in (("WDS", c.cmb.wds), ("RDS", c.cmb.rds), ("SQS", c.cmb.sqs),
+                                        ("CQS", c.cmb.cqs), ("LISTS", c.cmb.lists)) if on]
+                t += f", CMB {human_size(c.cmb.size)} {'+'.join(bits) or 'no bits'}"
+                if not (c.cmb.wds and c.cmb.rds):
+                    t += " (not published by Linux: needs WDS and RDS)"
+                elif f.p2pmem is None:
+                    t += " (no p2pmem: CMB not registered)"
+            ns = []
+            for n in c.namespaces:
+                nsobj = inv.namespaces.get(n)
+                ns.append(n + (" (multipath head)" if nsobj and nsobj.multipath_head else ""))
+            if ns:
+                t += ", ns " + " ".join(ns)
+            parts.append(t)
+        if f.p2pmem is not None:
+            pm = f.p2pmem
+            parts.append(f"p2pmem {human_size(pm.size)} ({human_size(pm.available)} free, "
+                         f"{'published' if pm.published else 'NOT published'})")
+        for r in sorted(rdma.get(f.bdf, []), key=lambda r: _natural(r.name)):
+            nds = "; ".join(_netdev_text(inv, n) for n in r.netdevs)
+            parts.append(f"RDMA {r.name}" + (f" on {nds}" if nds else "")
+                         + (f" [{r.emulated}]" if r.emulated else ""))
+        rdma_nds = {n for r in rdma.get(f.bdf, []) for n in r.netdevs}
+        for n in sorted(net.get(f.bdf, []), key=lambda n: n.name):
+            if n.name not in rdma_nds:
+                parts.append("net " + _netdev_text(inv, n.name) + " (no RDMA device)")
+        return "  ".join(parts)
 
 
 def _netdev_text(inv: Inventory, name: str) -> str:
