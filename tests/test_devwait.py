@@ -73,15 +73,17 @@ class FakeProbe:
     def missing(self, items):
         return [n for n in items if self.appear_at.get(n.what, 0.0) > self.now]
 
+    def clock(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+
 
 def test_wait_returns_when_everything_appeared_and_records_when():
     items = devwait.needs(statefile.parse(doc()))
     probe = FakeProbe({"/dev/nvme0n1": 3.0, A: 4.0})
-    clock = lambda: probe.now  # noqa: E731
-
-    def sleep(s):
-        probe.now += s
-    res = devwait.wait(items, 30, probe, clock=clock, sleep=sleep)
+    res = devwait.wait(items, 30, probe)
     assert res.missing == [] and 4.0 <= res.seconds < 4.5
     assert res.appeared["device /dev/nvme0n1"] >= 3.0 and res.appeared["device /dev/nvme2n1"] == 0.0
 
@@ -89,8 +91,7 @@ def test_wait_returns_when_everything_appeared_and_records_when():
 def test_wait_gives_up_at_the_deadline():
     items = devwait.needs(statefile.parse(doc()))
     probe = FakeProbe({"/dev/nvme0n1": 99.0})
-    res = devwait.wait(items, 2, probe, clock=lambda: probe.now,
-                       sleep=lambda s: setattr(probe, "now", probe.now + s))
+    res = devwait.wait(items, 2, probe)
     assert [n.what for n in res.missing] == ["/dev/nvme0n1"] and 2.0 <= res.seconds < 2.5
 
 

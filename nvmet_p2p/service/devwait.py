@@ -115,6 +115,10 @@ class Probe:
         self.fs = SysRoot(root)
         self._addresses = addresses or (None if self.fs.live else self._read_addresses)
 
+    #: the time on the machine, and how :func:`wait` lets it pass between polls
+    clock = staticmethod(time.monotonic)
+    sleep = staticmethod(time.sleep)
+
     @staticmethod
     def bindable(addr: str) -> bool:
         """The kernel has ``addr`` on an interface: a socket can bind it (EADDRNOTAVAIL if not,
@@ -197,10 +201,10 @@ class WaitResult:
                 "appeared_after_seconds": {k: round(v, 3) for k, v in self.appeared.items()}}
 
 
-def wait(items: list[Need], seconds: float, probe: Probe, progress=None,
-         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
-         ) -> WaitResult:
-    """Poll until every need is met or ``seconds`` passed; progress every 5 s."""
+def wait(items: list[Need], seconds: float, probe: Probe, progress=None) -> WaitResult:
+    """Poll until every need is met or ``seconds`` passed (on ``probe``'s clock, sleeping
+    with its ``sleep``); progress every 5 s."""
+    clock, sleep = probe.clock, probe.sleep
     t0 = clock()
     res = WaitResult(needs=list(items))
     pending = list(items)
@@ -253,20 +257,29 @@ def degrade(desired: st.TargetState, missing: list[Need], live: st.TargetState |
         raise ValueError(without_provider)
     out = copy.deepcopy(desired)
     d = Degraded(out)
-    gone_dev = {n.what for n in missing if n.kind == "device"}
-    gone_prov = {n.what for n in missing if n.kind == "provider"}
+    gone = _Gone({n.what for n in missing if n.kind == "device"},
+                 {n.what for n in missing if n.kind == "provider"})
     gone_addr = {n.what for n in missing if n.kind == "address"}
     for nqn, sub in sorted(out.subsystems.items()):
         for nsid, ns in sorted(sub.namespaces.items()):
             if ns.enable:
-                _degrade_namespace(d, f"namespace {nqn}/{nsid}", ns, gone_dev, gone_prov, without_provider)
+                _degrade_namespace(d, f"namespace {nqn}/{nsid}", ns, gone, without_provider)
     for pid, port in sorted(out.ports.items()):
         _degrade_port(d, pid, port, gone_addr, live)
     return d
 
 
-def _degrade_namespace(d: Degraded, who: str, ns: st.Namespace, gone_dev: set[str],
-                       gone_prov: set[str], without_provider: str) -> None:
+@dataclass(frozen=True)
+class _Gone:
+    """What a namespace may be missing: block devices and p2pmem providers."""
+
+    devices: set[str]
+    providers: set[str]
+
+
+def _degrade_namespace(d: Degraded, who: str, ns: st.Namespace, gone: _Gone,
+                       without_provider: str) -> None:
+    gone_dev, gone_prov = gone.devices, gone.providers
     dev = ns.attrs.get("device_path", "")
     p2p = ns.attrs.get("p2pmem", "").strip().lower()
     if dev in gone_dev:
