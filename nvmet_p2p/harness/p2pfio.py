@@ -213,15 +213,48 @@ def _numjobs(numjobs: int | str, ndev: int, bs: int, qd: int, available: int) ->
     return numjobs
 
 
-def _fit_message(provider: str, ndev: int, numjobs: int, bs: int, qd: int, available: int) -> str:
-    per = fio_buffer_bytes(bs, qd)
-    need = ndev * numjobs * per
-    best = max((q for q in range(1, qd + 1) if ndev * numjobs * fio_buffer_bytes(bs, q) <= available), default=0)
-    hint = (f"at bs {size_label(bs)} the pool holds iodepth {best} with these jobs" if best
-            else f"bs {size_label(bs)} does not fit even at iodepth 1 with these jobs")
-    return (f"bs {size_label(bs)} x iodepth {qd}: {ndev} namespace(s) x {numjobs} job(s) x {per} bytes "
-            f"(bs x iodepth + {FIO_EXTRA_PAGES * PAGE // 1024} KiB fio adds) = {need} bytes of p2pmem, but "
-            f"{provider} has {available} available; {hint} (lower --qd, --bs or --numjobs)")
+@dataclass(frozen=True)
+class _Pool:
+    """The provider's pool the matrix must fit in: ``available`` bytes, shared by ``ndev``
+    namespaces' jobs."""
+
+    provider: str
+    ndev: int
+    available: int
+
+    def fit_message(self, numjobs: int, bs: int, qd: int) -> str:
+        provider, ndev, available = self.provider, self.ndev, self.available
+        per = fio_buffer_bytes(bs, qd)
+        need = ndev * numjobs * per
+        best = max((q for q in range(1, qd + 1) if ndev * numjobs * fio_buffer_bytes(bs, q) <= available),
+                   default=0)
+        hint = (f"at bs {size_label(bs)} the pool holds iodepth {best} with these jobs" if best
+                else f"bs {size_label(bs)} does not fit even at iodepth 1 with these jobs")
+        return (f"bs {size_label(bs)} x iodepth {qd}: {ndev} namespace(s) x {numjobs} job(s) x {per} bytes "
+                f"(bs x iodepth + {FIO_EXTRA_PAGES * PAGE // 1024} KiB fio adds) = {need} bytes of p2pmem, but "
+                f"{provider} has {available} available; {hint} (lower --qd, --bs or --numjobs)")
+
+    def select_cells(self, numjobs: int | str, bss, qds, engines,
+                     explicit: bool) -> tuple[int, list[Cell], list[str]]:
+        """(numjobs, the cells that fit, notes on those left out)."""
+        ndev, available = self.ndev, self.available
+        fits = [(bs, qd) for bs in bss for qd in qds if ndev * fio_buffer_bytes(bs, qd) <= available]
+        if not fits:
+            raise InputError(self.fit_message(1, min(bss), min(qds)), where="--qd")
+        top = max(fits if not explicit else [(b, q) for b in bss for q in qds], key=lambda t: t[0] * t[1])
+        nj = _numjobs(numjobs, ndev, *top, available)
+        notes, cells = [], []
+        for cell in _cells(bss, qds, engines):
+            if ndev * nj * fio_buffer_bytes(cell.bs, cell.iodepth) <= available:
+                cells.append(cell)
+            elif explicit:
+                raise InputError(self.fit_message(nj, cell.bs, cell.iodepth), where="--qd")
+            elif cell.rw == "write" and cell.engine == engines[0]:
+                notes.append(f"left out bs {size_label(cell.bs)} x iodepth {cell.iodepth}: "
+                             + self.fit_message(nj, cell.bs, cell.iodepth))
+        if not cells:
+            raise InputError(f"no cell of the matrix fits with {nj} job(s): " + notes[0], where="--numjobs")
+        return nj, cells, notes
 
 
 def _check_args(devices: list[str], bss: tuple[int, ...], repeat: int, runtime: float, ramp: float) -> None:
@@ -239,31 +272,11 @@ def _check_args(devices: list[str], bss: tuple[int, ...], repeat: int, runtime: 
                              f"got {bs}", where="--bs")
 
 
-def _select_cells(provider: str, ndev: int, numjobs: int | str, bss, qds, engines, available: int,
-                  explicit: bool) -> tuple[int, list[Cell], list[str]]:
-    """(numjobs, the cells that fit, notes on those left out)."""
-    fits = [(bs, qd) for bs in bss for qd in qds if ndev * fio_buffer_bytes(bs, qd) <= available]
-    if not fits:
-        raise InputError(_fit_message(provider, ndev, 1, min(bss), min(qds), available), where="--qd")
-    top = max(fits if not explicit else [(b, q) for b in bss for q in qds], key=lambda t: t[0] * t[1])
-    nj = _numjobs(numjobs, ndev, *top, available)
-    notes, cells = [], []
-    for cell in _cells(bss, qds, engines):
-        if ndev * nj * fio_buffer_bytes(cell.bs, cell.iodepth) <= available:
-            cells.append(cell)
-        elif explicit:
-            raise InputError(_fit_message(provider, ndev, nj, cell.bs, cell.iodepth, available), where="--qd")
-        elif cell.rw == "write" and cell.engine == engines[0]:
-            notes.append(f"left out bs {size_label(cell.bs)} x iodepth {cell.iodepth}: "
-                         + _fit_message(provider, ndev, nj, cell.bs, cell.iodepth, available))
-    if not cells:
-        raise InputError(f"no cell of the matrix fits with {nj} job(s): " + notes[0], where="--numjobs")
-    return nj, cells, notes
-
-
-def _regions(devices: list[str], device_sizes: dict[str, int], size: int, offset: int, nj: int,
-             maxbs: int, notes: list[str]) -> int:
-    """Bytes each job covers: its share of a region, in whole blocks of the largest size."""
+def _regions(device_sizes: dict[str, int | None], size: int, offset: int, nj: int,
+             maxbs: int) -> tuple[int, list[str]]:
+    """Bytes each job covers: its share of a region, in whole blocks of the largest size (and
+    a note when that is not ``size``). ``device_sizes``: every namespace, its size when known."""
+    notes = []
     job_size = (size // nj) // maxbs * maxbs
     if job_size <= 0:
         raise InputError(f"--size {size} is too small for {nj} job(s) of {size_label(maxbs)} blocks: each job needs "
@@ -272,12 +285,11 @@ def _regions(devices: list[str], device_sizes: dict[str, int], size: int, offset
     if used != size:
         notes.append(f"each region is {used} bytes ({nj} job(s) x {job_size}, whole {size_label(maxbs)} blocks), "
                      f"not the {size} asked for")
-    for dev in devices:
-        have = device_sizes.get(dev)
+    for dev, have in device_sizes.items():
         if have is not None and offset + 2 * used > have:
             raise InputError(f"{dev} has {have} bytes; the test writes 2 x {used} bytes (a p2p and a host "
                              f"region) at offset {offset}: lower --size or --offset", where="--size")
-    return job_size
+    return job_size, notes
 
 
 def make_plan(provider: str, devices: list[str], *, available: int, pool_size: int, device_sizes: dict[str, int],
@@ -291,8 +303,9 @@ def make_plan(provider: str, devices: list[str], *, available: int, pool_size: i
     explicit = bss is not None or qds is not None
     bss, qds = tuple(bss or DEFAULT_BS), tuple(qds or DEFAULT_QDS)
     _check_args(devices, bss, repeat, runtime, ramp)
-    nj, cells, notes = _select_cells(provider, len(devices), numjobs, bss, qds, engines, available, explicit)
-    job_size = _regions(devices, device_sizes, size, offset, nj, max(c.bs for c in cells), notes)
+    nj, cells, notes = _Pool(provider, len(devices), available).select_cells(numjobs, bss, qds, engines, explicit)
+    job_size, more = _regions({d: device_sizes.get(d) for d in devices}, size, offset, nj, max(c.bs for c in cells))
+    notes += more
     plan = Plan(provider=provider, devices=list(devices), iomem=iomem, size=job_size * nj, job_size=job_size,
                 offset=offset, numjobs=nj, cells=cells, repeat=repeat, runtime=runtime, ramp=ramp,
                 engines=tuple(engines), available=available, pool_size=pool_size, verify_bs=0, verify_qd=0,
@@ -338,9 +351,27 @@ def check_words(s: dict) -> list[str]:
     return out
 
 
-def _workload(plan: Plan, name: str, kind: str, region: str, rw: str, bs: int, qd: int, engine: str, *,
-              data: str | None, timed: bool, group: str) -> Workload:
-    extra = {"ioengine": engine}
+@dataclass(frozen=True)
+class _Pass:
+    """One fio pass of a run: its name, the buffer ``kind`` (p2p or host), the ``region`` of
+    the namespace it covers, the I/O (rw, bs, qd, engine), what it writes or checks
+    (``data``, see VERIFY_STEPS) and whether it is a timed matrix cell or a verify pass."""
+
+    name: str
+    kind: str
+    region: str
+    rw: str
+    bs: int
+    qd: int
+    engine: str
+    data: str | None
+    timed: bool
+
+
+def _workload(plan: Plan, p: _Pass) -> Workload:
+    name, kind, region, rw, bs, qd, data, timed = p.name, p.kind, p.region, p.rw, p.bs, p.qd, p.data, p.timed
+    group = "matrix" if timed else "verify"
+    extra = {"ioengine": p.engine}
     if kind == "p2p":
         extra["iomem"] = plan.iomem
     if plan.numjobs > 1:
@@ -362,16 +393,16 @@ def _workload(plan: Plan, name: str, kind: str, region: str, rw: str, bs: int, q
 
 def verify_workload(plan: Plan, step: tuple) -> Workload:
     name, kind, region, rw, data = step
-    return _workload(plan, name, kind, region, rw, plan.verify_bs, plan.verify_qd, plan.engines[0],
-                     data=data, timed=False, group="verify")
+    return _workload(plan, _Pass(name, kind, region, rw, plan.verify_bs, plan.verify_qd, plan.engines[0],
+                                 data=data, timed=False))
 
 
 def matrix_workload(plan: Plan, cell: Cell, kind: str) -> Workload:
     """A timed cell for one buffer kind: writes carry verify headers (the final pass checks
     them), reads are verified only with ``verify_reads``."""
     data = "headers" if cell.rw == "write" else ("verify" if plan.verify_reads else None)
-    return _workload(plan, cell.name, kind, kind, cell.rw, cell.bs, cell.iodepth, cell.engine,
-                     data=data, timed=True, group="matrix")
+    return _workload(plan, _Pass(cell.name, kind, kind, cell.rw, cell.bs, cell.iodepth, cell.engine,
+                                 data=data, timed=True))
 
 
 def matrix_order(plan: Plan) -> list[tuple[Cell, str, int]]:
