@@ -235,11 +235,12 @@ def run(provider: str, source: str, destination: str | None = None, *, size: int
     """The whole test. Raises :class:`InputError` for bad arguments, returns a result otherwise
     (a kernel refusal is a *result*: ``verdict == "refused"``)."""
     progress = progress or (lambda m: None)
-    pool = _check_args(provider, source, destination, size, offset, repeat, root)
-    pdir, alloc, avail = pool["dir"], pool["allocate"], pool["available"]
     res = P2pTestResult(provider=provider, source=source, destination=destination, size=size, offset=offset,
                         repeat=repeat, seeded=seed_source, seed=seed if seed_source else None,
-                        emulated=emulation_label(root))
+                        emulated=None)
+    pool = _check_args(res, root)
+    pdir, alloc, avail = pool["dir"], pool["allocate"], pool["available"]
+    res.emulated = emulation_label(root)
     devices = [source] + ([destination] if destination else [])
     res.prediction = predict(provider, devices, root, kernel, inventory)
     res.pool["size"] = int(_read(os.path.join(pdir, "size")) or 0)
@@ -279,10 +280,12 @@ def run(provider: str, source: str, destination: str | None = None, *, size: int
     return res
 
 
-def _check_args(provider: str, source: str, destination: str | None, size: int, offset: int,
-                repeat: int, root: str) -> dict:
-    """Every argument checked before anything is mapped or written (:class:`InputError`);
-    the provider's pool (:func:`check_provider`) when they are all good."""
+def _check_args(res: P2pTestResult, root: str) -> dict:
+    """Every argument (as the not yet started ``res`` holds it) checked before anything is
+    mapped or written (:class:`InputError`); the provider's pool (:func:`check_provider`)
+    when they are all good."""
+    provider, source, destination = res.provider, res.source, res.destination
+    size, offset, repeat = res.size, res.offset, res.repeat
     if offset % PAGE:
         raise InputError(f"offset must be a multiple of {PAGE}", where="--offset")
     if repeat < 1:
@@ -360,7 +363,7 @@ def _transfers(res: P2pTestResult, p2p: mmap.mmap, host: _Aligned, progress,
     src_fd = os.open(res.source, (os.O_RDWR if res.seeded else os.O_RDONLY) | os.O_DIRECT)
     dst_fd = os.open(res.destination, os.O_RDWR | os.O_DIRECT) if res.destination else None
     try:
-        expected = _reference(res, src_fd, host, progress)
+        io = _Io(res, _reference(res, src_fd, host, progress), host)
         steps = [(r, direction, fd, path) for r in range(1, res.repeat + 1)
                  for direction, fd in [("read", src_fd)] + ([("write", dst_fd)] if dst_fd is not None else [])
                  for path in (("host", "p2p") if r % 2 else ("p2p", "host"))]
@@ -368,8 +371,7 @@ def _transfers(res: P2pTestResult, p2p: mmap.mmap, host: _Aligned, progress,
             if path == "p2p" and res.refusal:
                 continue
             buf = p2p if path == "p2p" else host.mm
-            once = _read_once if direction == "read" else _write_once
-            t = once(res, fd, buf, path, r, expected, host)
+            t = (io.read_once if direction == "read" else io.write_once)(fd, buf, path, r)
             res.transfers.append(t)
             progress(_line(t))
             if _stopped(res, t, watch):
@@ -411,39 +413,48 @@ def _reference(res: P2pTestResult, src_fd: int, host: _Aligned, progress) -> byt
     return expected
 
 
-def _read_once(res: P2pTestResult, fd: int, buf, path: str, r: int, expected: bytes,
-               host: _Aligned) -> Transfer:
-    """One O_DIRECT read of the source into ``buf``, checked against ``expected``."""
-    t = Transfer("read", path, res.source, r)
-    buf[:PAGE] = b"\xee" * PAGE      # poison the head: a no-op transfer cannot pass
-    try:
-        t.bytes, t.seconds = _io(os.preadv, fd, buf, res.offset)
-        _verify(res, t, _first_mismatch(bytes(buf[:t.bytes]), expected), "data mismatch")
-    except OSError as exc:
-        _failed(res, t, exc, res.source)
-    return t
+@dataclass
+class _Io:
+    """The transfers of one run: its result, what every transfer must deliver, and the host
+    buffer (refilled before each host-memory write)."""
 
+    res: P2pTestResult
+    expected: bytes
+    host: _Aligned
 
-def _write_once(res: P2pTestResult, fd: int, buf, path: str, r: int, expected: bytes,
-                host: _Aligned) -> Transfer:
-    """One O_DIRECT write of ``buf`` (host memory refilled with ``expected`` first) to the
-    destination, fsynced and read back through a fresh host buffer."""
-    if path == "host":
-        host.mm[:] = expected
-    t = Transfer("write", path, res.destination, r)
-    try:
-        t.bytes, t.seconds = _io(os.pwritev, fd, buf, res.offset)
-        os.fsync(fd)
-        back = _Aligned(res.size)
+    def read_once(self, fd: int, buf, path: str, r: int) -> Transfer:
+        """One O_DIRECT read of the source into ``buf``, checked against ``expected``."""
+        res, expected = self.res, self.expected
+        t = Transfer("read", path, res.source, r)
+        buf[:PAGE] = b"\xee" * PAGE      # poison the head: a no-op transfer cannot pass
         try:
-            n = os.preadv(fd, [back.mm], res.offset)
-            bad = _first_mismatch(bytes(back.mm[:n]), expected)
-        finally:
-            back.close()
-        _verify(res, t, bad, "read-back mismatch")
-    except OSError as exc:
-        _failed(res, t, exc, res.destination)
-    return t
+            t.bytes, t.seconds = _io(os.preadv, fd, buf, res.offset)
+            _verify(res, t, _first_mismatch(bytes(buf[:t.bytes]), expected), "data mismatch")
+        except OSError as exc:
+            _failed(res, t, exc, res.source)
+        return t
+
+
+    def write_once(self, fd: int, buf, path: str, r: int) -> Transfer:
+        """One O_DIRECT write of ``buf`` (host memory refilled with ``expected`` first) to the
+        destination, fsynced and read back through a fresh host buffer."""
+        res, expected, host = self.res, self.expected, self.host
+        if path == "host":
+            host.mm[:] = expected
+        t = Transfer("write", path, res.destination, r)
+        try:
+            t.bytes, t.seconds = _io(os.pwritev, fd, buf, res.offset)
+            os.fsync(fd)
+            back = _Aligned(res.size)
+            try:
+                n = os.preadv(fd, [back.mm], res.offset)
+                bad = _first_mismatch(bytes(back.mm[:n]), expected)
+            finally:
+                back.close()
+            _verify(res, t, bad, "read-back mismatch")
+        except OSError as exc:
+            _failed(res, t, exc, res.destination)
+        return t
 
 
 def _verify(res: P2pTestResult, t: Transfer, bad: int | None, what: str) -> None:
