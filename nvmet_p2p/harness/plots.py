@@ -143,14 +143,13 @@ def _ab_plot(plt, out_dir: str, results: dict) -> str | None:
                              gridspec_kw={"width_ratios": widths}, squeeze=False)
     for ax, m in zip(axes[0], metrics):
         sel = [(n, t) for n, t in rows if t["metric"] == m]
-        _bars(ax, [n for n, _ in sel], [t["median_on"] for _, t in sel], [t["median_off"] for _, t in sel],
-              [t.get("ratio_on_off") for _, t in sel], labels)
+        _bars(ax, [(n, t["median_on"], t["median_off"], t.get("ratio_on_off")) for n, t in sel], labels)
         ax.set_ylabel({"gb_per_s": "median GB/s (10^9 B/s)", "iops": "median IOPS"}.get(m, m))
     if prow:
         ax = axes[0][len(metrics)]
         mib = [(t.get("median_peak_on") or 0) / 1048576 for _, t in prow]
         off = [(t.get("median_peak_off") or 0) / 1048576 for _, t in prow]
-        _bars(ax, [n for n, _ in prow], mib, off, [None] * len(prow), labels)
+        _bars(ax, [(n, a, b, None) for (n, _), a, b in zip(prow, mib, off)], labels)
         ax.set_ylabel("p2pmem pool peak in use (MiB, median)")
         ax.set_title("target pool" if not results.get("p2p_test") else "provider pool", fontsize=9)
     title = (results.get("ab") or {}).get("title") or "A/B: p2p on vs off"
@@ -162,7 +161,9 @@ def _ab_plot(plt, out_dir: str, results: dict) -> str | None:
     return p
 
 
-def _bars(ax, names, on, off, ratios, labels) -> None:
+def _bars(ax, bars: list[tuple], labels) -> None:
+    """One pair of bars per ``(name, on, off, ratio)``, the ratio (when given) above them."""
+    names, on, off, ratios = (list(c) for c in zip(*bars))
     xs = list(range(len(names)))
     ax.bar([x - 0.2 for x in xs], on, 0.4, label=labels["on"])
     ax.bar([x + 0.2 for x in xs], off, 0.4, label=labels["off"])

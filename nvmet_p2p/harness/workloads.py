@@ -16,7 +16,7 @@ while writing; a separate ``verify_only`` pass then re-reads everything.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness.fio import Workload
@@ -25,16 +25,23 @@ DEFAULT_QDS = (1, 8, 32)
 MATRICES = ("default", "quick", "integrity", "throughput")
 
 
-def _seq(rw: str, bs: str, qd: int, runtime: float, ramp: float, size: str | None) -> Workload:
-    label = "read" if rw == "read" else "write"
-    return Workload(name=f"seq-{label}-{bs}-qd{qd}", rw=rw, bs=bs, iodepth=qd, runtime=runtime,
-                    ramp_time=ramp, size=size, kind="throughput")
+@dataclass(frozen=True)
+class _Timed:
+    """What every timed workload of one matrix shares: its runtime, ramp and size."""
 
+    runtime: float
+    ramp: float
+    size: str | None
 
-def _rand(rw: str, qd: int, runtime: float, ramp: float, size: str | None) -> Workload:
-    label = "read" if rw == "randread" else "write"
-    return Workload(name=f"rand-{label}-4k-qd{qd}", rw=rw, bs="4k", iodepth=qd, runtime=runtime,
-                    ramp_time=ramp, size=size, kind="latency" if qd == 1 else "throughput")
+    def seq(self, rw: str, bs: str, qd: int) -> Workload:
+        label = "read" if rw == "read" else "write"
+        return Workload(name=f"seq-{label}-{bs}-qd{qd}", rw=rw, bs=bs, iodepth=qd, runtime=self.runtime,
+                        ramp_time=self.ramp, size=self.size, kind="throughput")
+
+    def rand(self, rw: str, qd: int) -> Workload:
+        label = "read" if rw == "randread" else "write"
+        return Workload(name=f"rand-{label}-4k-qd{qd}", rw=rw, bs="4k", iodepth=qd, runtime=self.runtime,
+                        ramp_time=self.ramp, size=self.size, kind="latency" if qd == 1 else "throughput")
 
 
 def integrity_workloads(size: str = "1g", lbs: int = 512, iodepth: int = 16,
@@ -52,11 +59,12 @@ def build_matrix(name: str = "default", *, runtime: float = 30.0, ramp: float = 
     """The workloads of a named matrix, in the order they run."""
     if name not in MATRICES:
         raise InputError(f"unknown matrix {name!r}; choose one of {', '.join(MATRICES)}", where="--matrix")
+    timed = _Timed(runtime, ramp, size)
     if name == "quick":
         qds = qds or (16,)
-        out = [_seq("read", "128k", q, runtime, ramp, size) for q in qds]
-        out += [_seq("write", "128k", q, runtime, ramp, size) for q in qds]
-        out += [_rand("randread", q, runtime, ramp, size) for q in qds]
+        out = [timed.seq("read", "128k", q) for q in qds]
+        out += [timed.seq("write", "128k", q) for q in qds]
+        out += [timed.rand("randread", q) for q in qds]
         return out + integrity_workloads(integrity_size, lbs)
     if name == "integrity":
         return integrity_workloads(integrity_size, lbs)
@@ -64,10 +72,10 @@ def build_matrix(name: str = "default", *, runtime: float = 30.0, ramp: float = 
     out = []
     for bs in ("128k", "1m"):
         for rw in ("read", "write"):
-            out += [_seq(rw, bs, q, runtime, ramp, size) for q in qds]
+            out += [timed.seq(rw, bs, q) for q in qds]
     rand_qds = sorted({1, max(qds)})
     for rw in ("randread", "randwrite"):
-        out += [_rand(rw, q, runtime, ramp, size) for q in rand_qds]
+        out += [timed.rand(rw, q) for q in rand_qds]
     if name == "default":
         out += integrity_workloads(integrity_size, lbs)
     return out
