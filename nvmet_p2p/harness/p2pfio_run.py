@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from nvmet_p2p.errors import InputError
@@ -102,6 +103,17 @@ class KernelStopped(Exception):
         self.stop = stop
 
 
+@dataclass(frozen=True)
+class _PassId:
+    """Which fio pass this is: its workload, the buffer ``kind`` (p2p or host), and the
+    verification ``step`` it is or the matrix round ``rnd``."""
+
+    w: Workload
+    kind: str
+    step: str | None = None
+    rnd: int = 1
+
+
 class FioP2pRun:
     def __init__(self, plan: pf.Plan, out_dir: str, *, root: str = "/", fio: str = "fio",
                  prediction: dict | None = None, progress: Callable[[str], None] | None = None,
@@ -141,8 +153,8 @@ class FioP2pRun:
     def active(self, kind: str) -> list[str]:
         return [d for d in self.plan.devices if kind == "host" or d not in self.refused]
 
-    def fio_pass(self, w: Workload, kind: str, bs: int, qd: int, *, step: str | None = None,
-                 rnd: int = 1, devices: list[str] | None = None) -> dict | None:
+    def fio_pass(self, p: _PassId, bs: int, qd: int, devices: list[str] | None = None) -> dict | None:
+        w, kind, step, rnd = p.w, p.kind, p.step, p.rnd
         devices = self.active(kind) if devices is None else devices
         if not devices:
             self.planned -= 1
@@ -176,7 +188,7 @@ class FioP2pRun:
                 self.watch.pause()
         harness = {"cpu_s": round(time.process_time() - cpu0, 4), "wall_s": round(time.monotonic() - wall0, 4)}
         pool = sampler.stop()[self.plan.provider]
-        entry = self._record(w, kind, rnd, step, run, pool, expected, harness)
+        entry = self._record(p, run, pool, expected, harness)
         if interrupted:
             raise interrupted
         stop = self.watch.check() if self.watch is not None else None
@@ -221,7 +233,8 @@ class FioP2pRun:
         pci = (self.prediction.get(dev) or {}).get("pci")
         return device_names(self.root, [dev], "", [pci] if pci else []) - {""}
 
-    def _record(self, w, kind, rnd, step, run: FioRun, pool: ev.PoolStats, expected: int, harness: dict) -> dict:
+    def _record(self, p: _PassId, run: FioRun, pool: ev.PoolStats, expected: int, harness: dict) -> dict:
+        w, kind, step, rnd = p.w, p.kind, p.step, p.rnd
         fd = run.to_dict()
         entry = {"workload": w.to_dict(), "variant": kind, "round": rnd, "step": step,
                  "check": pf.CHECKS.get(step or ""), "fio": fd,
@@ -250,7 +263,7 @@ class FioP2pRun:
     # -- the phases -----------------------------------------------------------------------
     def verify_step(self, step: tuple, devices: list[str] | None = None) -> dict | None:
         w = pf.verify_workload(self.plan, step)
-        return self.fio_pass(w, step[1], self.plan.verify_bs, self.plan.verify_qd, step=step[0], devices=devices)
+        return self.fio_pass(_PassId(w, step[1], step=step[0]), self.plan.verify_bs, self.plan.verify_qd, devices)
 
     def poison(self) -> None:
         n = len(self.active("p2p"))
@@ -275,8 +288,8 @@ class FioP2pRun:
         out of both, so each ratio compares like with like; all of them when every one was refused)."""
         for cell, kind, rnd in pf.matrix_order(self.plan):
             devices = self.active("p2p") if kind == "p2p" else (self.active("p2p") or list(self.plan.devices))
-            self.fio_pass(pf.matrix_workload(self.plan, cell, kind), kind, cell.bs, cell.iodepth, rnd=rnd,
-                          devices=devices)
+            self.fio_pass(_PassId(pf.matrix_workload(self.plan, cell, kind), kind, rnd=rnd), cell.bs, cell.iodepth,
+                          devices)
 
     def final_phase(self) -> None:
         steps = dict((s[0], s) for s in pf.VERIFY_STEPS)
