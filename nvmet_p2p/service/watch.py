@@ -46,10 +46,14 @@ from nvmet_p2p.pci.inventory import block_device_name, read_inventory
 from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.policy import placement
 from nvmet_p2p.safeload import redact
+from nvmet_p2p.service import anawatch
 from nvmet_p2p.service import hotplug as hp
 from nvmet_p2p.service.devwait import Probe
 
 DEFAULT_DEBOUNCE = 0.5
+#: decisions after which the ANA states of ``multipath: p2p`` groups are re-derived
+ANA_EVENTS = frozenset({"provider-lost", "provider-back", "rdma-lost", "rdma-back",
+                        "address-lost", "address-back"})
 MAX_WINDOW = 3.0
 #: how long a re-enable waits for a returning device's path (a by-id link udev is creating)
 PATH_WAIT = 5.0
@@ -483,7 +487,50 @@ class Watcher:
             self.refresh()
         except Exception as exc:          # keep watching; the next burst reads again
             self.log({"msg": "cannot re-read the target", "error": str(exc)}, 3)
+            return decisions
+        if any(d.kind in ANA_EVENTS for d in decisions):
+            self._ana(decisions, t_decide)
         return decisions
+
+    def _ana(self, decisions: list[hp.Decision], t_decide: float) -> None:
+        """``multipath: p2p``: re-derive the ANA states of the groups nvmet-p2p manages on the
+        machine as it is after the burst (:mod:`nvmet_p2p.service.anawatch`), written with
+        ``--policy reconcile`` (under the apply lock, from reads made under it), else only
+        reported. One ``decision=ana-states`` line when a state changes (or would)."""
+        # a provider back at its BDF whose p2pmem was not rewritten: the kernel keeps the
+        # removed device, so its namespaces do not offload whatever the verdict says
+        stale = {}
+        for d in decisions:
+            if d.kind == "provider-back" and d.action != "reconciled":
+                for key in d.namespaces:
+                    nqn, _, nsid = key.rpartition("/")
+                    if nsid.isdigit():
+                        stale[(nqn, int(nsid))] = (f"p2pmem still bound to the removed "
+                                                   f"{d.subject} (not rewritten)")
+        write = self.o.policy == "reconcile"
+        target = anawatch.AnaTarget(self.o.root, self.o.state_dir, kernel=self.o.kernel,
+                                    cfs=self._cfs(), lock_timeout=self.o.lock_timeout)
+        try:
+            r = target.react(self.inventory, write=write, not_offloading=stale)
+        except NvmetP2PError as exc:
+            self.log({"decision": "ana-states", "policy": self.o.policy, "action": "failed",
+                      "error": redact(str(exc))}, 3)
+            return
+        if not r.changes:
+            return
+        first = min((d.first_event for d in decisions if d.first_event), default=0.0)
+        done = time.monotonic()
+        self.log({"decision": "ana-states",
+                  "subject": ",".join(sorted({c.split(" group")[0] for c in r.changes
+                                              if c.startswith("port ")})) or None,
+                  "policy": self.o.policy, "action": "reconciled" if r.applied else "reported",
+                  "detail": "ANA states follow p2p reachability (multipath: p2p)",
+                  "reaction_ms": round((done - first) * 1000, 1) if first and r.applied else None,
+                  "ana_ms": round((done - t_decide) * 1000, 1),
+                  "writes": r.writes or None, "changes": "; ".join(r.changes)}, 4)
+        counters.count(self.o.state_dir, [("watch_reactions", {"decision": "ana-states",
+                                                               "action": "reconciled" if r.applied
+                                                               else "reported"})])
 
     def _rewrite_words(self, d: hp.Decision) -> str | None:
         """For a decision that rewrites p2pmem (or holds it back): the policy, and what the
