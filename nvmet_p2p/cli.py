@@ -30,7 +30,7 @@ import time
 import traceback
 
 import nvmet_p2p.commands as commands_pkg
-from nvmet_p2p import __version__, exits
+from nvmet_p2p import __version__, exits, paths
 from nvmet_p2p.commands._common import (
     ALL_COMMON,
     CommandParser,
@@ -43,8 +43,8 @@ from nvmet_p2p.commands._common import (
     fill_defaults,
 )
 from nvmet_p2p.errors import NvmetP2PError, UsageError
-from nvmet_p2p.nvmet.apply import state_dir
 from nvmet_p2p.output import safe_lines  # (names in messages: no terminal escapes)
+from nvmet_p2p.safefs import HOST_ERRNOS, PrivateDir, host_error
 from nvmet_p2p.safeload import redact
 
 DESCRIPTION = ("Export NVMe namespaces over NVMe-oF with PCI peer-to-peer (CMB) memory, placed "
@@ -145,7 +145,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, argparse.ArgumentParser]
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv or bool(os.environ.get("NVMET_P2P_DEBUG"))
+    debug = "--debug" in argv or bool(os.environ.get(paths.DEBUG_ENV))
     command = "?"
     if argv and argv[0] == "--version":
         print(f"nvmet-p2p {__version__}")
@@ -173,15 +173,27 @@ def main(argv: list[str] | None = None) -> int:
         return exits.INTERRUPTED
     except BrokenPipeError:
         return exits.OK
-    except Exception as exc:   # a bug: one line, the details in a file (--debug: here)
+    except OSError as exc:     # the host refused (not root, read-only, full): not a bug
+        if exc.errno not in HOST_ERRNOS:
+            return _internal_error(exc, argv, command, debug)
         if debug:
             _print_traceback()
-            return exits.INTERNAL
-        where = _crash_report(argv, command)
-        print(f"nvmet-p2p {command}: internal error ({type(exc).__name__}); this is a bug in "
-              f"nvmet-p2p, nothing of yours. Details: {where} (or run again with --debug)",
-              file=sys.stderr)
+        err = host_error(exc, exc.filename or "(a file)", None, doing="refused")
+        print(safe_lines(_redact(f"nvmet-p2p {command}: error: {err}").split("\n")), file=sys.stderr)
+        return err.exit_status
+    except Exception as exc:   # a bug: one line, the details in a file (--debug: here)
+        return _internal_error(exc, argv, command, debug)
+
+
+def _internal_error(exc: Exception, argv: list[str], command: str, debug: bool) -> int:
+    if debug:
+        _print_traceback()
         return exits.INTERNAL
+    where = _crash_report(argv, command)
+    print(f"nvmet-p2p {command}: internal error ({type(exc).__name__}); this is a bug in "
+          f"nvmet-p2p, nothing of yours. Details: {where} (or run again with --debug)",
+          file=sys.stderr)
+    return exits.INTERNAL
 
 
 def _print_traceback() -> None:
@@ -200,28 +212,29 @@ CRASH_FILE = "crash-{time}-{pid}.txt"
 
 
 def _crash_report(argv: list[str], command: str) -> str:
-    """Write the traceback (secrets removed) to a 0600 file: in the state directory when it is
-    writable, else a temporary file. Returns its path (or why none could be written)."""
+    """Write the traceback (secrets removed) to a new 0600 file: in the state directory when it
+    exists and is safe to use (:class:`nvmet_p2p.safefs.PrivateDir`), else -- on the live system
+    only -- a temporary file; under a ``--root`` other than ``/`` nothing outside it. Returns its
+    path (or why none could be written)."""
     text = _redact("".join([
         f"nvmet-p2p {__version__} internal error in `{command}` at {time.strftime('%Y-%m-%d %H:%M:%S')}\n",
         f"argv: {argv!r}\npython: {sys.version.split()[0]}\n\n", traceback.format_exc()]))
-    d = state_dir(_arg_value(argv, "--state-dir"))
+    root = _arg_value(argv, "--root") or os.environ.get(paths.ROOT_ENV) or "/"
+    d = paths.state_dir(root, _arg_value(argv, "--state-dir"))
     name = CRASH_FILE.format(time=time.strftime("%Y%m%d-%H%M%S"), pid=os.getpid())
-    for directory in (d, None):
-        try:
-            if directory is not None:
-                if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-                    continue
-                path = os.path.join(directory, name)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            else:
-                fd, path = tempfile.mkstemp(prefix="nvmet-p2p-crash-", suffix=".txt")
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            return path
-        except OSError:
-            continue
-    return "(no file could be written; run again with --debug)"
+    path = PrivateDir(d).create_new(name, text)
+    if path:
+        return path
+    if not paths.is_host(root):
+        return (f"(none written: {d} is missing or not safe, and --root keeps files below it; "
+                f"run again with --debug)")
+    try:
+        fd, path = tempfile.mkstemp(prefix="nvmet-p2p-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
+    except OSError:
+        return "(no file could be written; run again with --debug)"
 
 
 def _arg_value(argv: list[str], opt: str) -> str | None:

@@ -60,3 +60,11 @@ class Busy(NvmetP2PError):
     """Another nvmet-p2p apply holds the lock."""
 
     exit_status = exits.BUSY
+
+
+class HostError(NvmetP2PError):
+    """A condition of this host stopped the command before it changed anything of consequence:
+    a permission (not root), a full or read-only filesystem, a state directory or file that is
+    not safe to use. Not a bug: the message names the path and what to do about it."""
+
+    exit_status = exits.FAILED

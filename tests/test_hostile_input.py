@@ -73,7 +73,7 @@ def test_nesting_thousands_deep(tmp_path, opener):
 
 
 def test_huge_files_are_refused_before_reading(tmp_path, monkeypatch):
-    monkeypatch.setitem(safeload.LIMITS, "json", 1000)
+    monkeypatch.setitem(safeload.LIMITS, "state", 1000)
     f = write(tmp_path, " " * 1001 + "{}")
     with pytest.raises(InputError, match="is 1003 bytes; the limit for this kind of file is 1000"):
         statefile.load(f)
@@ -154,14 +154,18 @@ def test_internal_error_is_one_line_and_a_0600_report_without_secrets(tmp_path, 
     def boom(args):
         raise RuntimeError(f"unexpected state with {key} inside")
     monkeypatch.setattr(doctor, "run", boom)
-    sd = tmp_path / "sd"
-    sd.mkdir()
-    rc = cli.main(["doctor", "--root", str(tmp_path), "--state-dir", str(sd)]
-                  if False else ["doctor", "--root", str(tmp_path)])
+    # --root keeps the details below it: no state directory there, no file anywhere
+    rc = cli.main(["doctor", "--root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == exits.INTERNAL and "none written" in err and os.listdir(tmp_path) == []
+    sd = tmp_path / "var/lib/nvmet-p2p"
+    sd.mkdir(parents=True, mode=0o700)
+    rc = cli.main(["doctor", "--root", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == exits.INTERNAL and err.count("\n") == 1 and "Traceback" not in err
     assert "internal error (RuntimeError)" in err and key not in err
     path = err.split("Details: ")[1].split(" (or run")[0]
+    assert os.path.dirname(path) == str(sd)
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     text = open(path).read()
     assert "RuntimeError" in text and "Traceback" in text and key not in text and "(secret)" in text

@@ -223,7 +223,7 @@ def test_unchanged_apply_writes_no_journal_and_no_fsync(env, monkeypatch):
     opened = []
 
     def spy(path, flags, *a, **k):
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and not str(path).endswith("/lock"):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and os.path.basename(str(path)) != "lock":
             opened.append(path)
         return real_open(path, flags, *a, **k)
     monkeypatch.setattr(os, "open", spy)

@@ -22,7 +22,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 
-from nvmet_p2p import exits
+from nvmet_p2p import exits, paths
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,10 @@ class Example:
 
 #: dest -> (flags, add_argument keywords, default when not given)
 COMMON: dict[str, tuple[tuple[str, ...], dict, object]] = {
-    "root": (("--root",), {"metavar": "DIR", "help": "filesystem root to read: the live system "
-                           "(default: $NVMET_P2P_ROOT or /), a snapshot directory or a test tree"},
+    "root": (("--root",), {"metavar": "DIR", "help": "filesystem root to work on: the live system "
+                           f"(default: ${paths.ROOT_ENV} or /), a snapshot directory or a test "
+                           "tree -- then every default path (state directory, saved file) is "
+                           "below it too"},
              None),
     "json": (("--json",), {"action": "store_true", "help": "machine-readable JSON on stdout"},
              False),
@@ -55,7 +57,7 @@ COMMON: dict[str, tuple[tuple[str, ...], dict, object]] = {
     "quiet": (("-q", "--quiet"), {"action": "store_true", "help": "no progress lines and notes "
                                   "on stderr (warnings and errors are still printed)"}, False),
     "debug": (("--debug",), {"action": "store_true", "help": "show Python tracebacks "
-                             "(also $NVMET_P2P_DEBUG=1)"}, False),
+                             f"(also ${paths.DEBUG_ENV}=1)"}, False),
 }
 ALL_COMMON = tuple(COMMON)
 
@@ -85,7 +87,7 @@ def fill_defaults(args: argparse.Namespace) -> frozenset[str]:
         if not hasattr(args, name):
             setattr(args, name, default)
     if args.root is None:
-        args.root = os.environ.get("NVMET_P2P_ROOT") or "/"
+        args.root = os.environ.get(paths.ROOT_ENV) or "/"
     return given
 
 

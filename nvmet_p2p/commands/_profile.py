@@ -24,8 +24,8 @@ from nvmet_p2p.commands._target import (
 )
 from nvmet_p2p.nvmet.apply import Outcome, reconcile
 from nvmet_p2p.nvmet.configfs import Configfs, read_state
-from nvmet_p2p.nvmet.statefile import write_atomic
 from nvmet_p2p.policy import placement
+from nvmet_p2p.safefs import write_file
 
 
 def placement_from_args(args) -> placement.Placement:
@@ -49,8 +49,8 @@ def run_plan(args) -> int:
     p = placement_from_args(args)
     outcome = dry_run(args, p.state, p.kernel)
     if getattr(args, "out", None):
-        write_atomic(args.out, json.dumps(outcome.plan.to_dict(secrets=True), indent=2) + "\n",
-                     mode=0o600, backups=0)
+        write_file(args.out, json.dumps(outcome.plan.to_dict(secrets=True), indent=2) + "\n",
+                   mode=0o600)
     _print(args, p, outcome)
     return 0
 

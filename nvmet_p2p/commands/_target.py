@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 
-from nvmet_p2p import output
-from nvmet_p2p.errors import InputError
+from nvmet_p2p import output, paths
 from nvmet_p2p.nvmet import journal
 from nvmet_p2p.nvmet.apply import Outcome, open_configfs, reconcile, settle_pending
 from nvmet_p2p.nvmet.configfs import Configfs, capabilities
@@ -15,34 +13,32 @@ from nvmet_p2p.nvmet.plan import build_plan
 from nvmet_p2p.nvmet.state import TargetState
 from nvmet_p2p.safeload import redact, redact_doc
 
-#: how long a target command waits for another one's apply lock by default
-DEFAULT_LOCK_TIMEOUT = 30.0
-
 
 def add_state_dir(parser) -> None:
     parser.add_argument("--state-dir", metavar="DIR", default=None,
                         help="where nvmet-p2p records the objects it manages and its lock "
-                             "(default $NVMET_P2P_STATE_DIR or /var/lib/nvmet-p2p)")
+                             f"(default ${paths.STATE_DIR_ENV} or {paths.STATE_DIR}, below --root)")
     parser.add_argument("--lock-timeout", metavar="SECONDS", type=float, default=None,
                         help="wait up to SECONDS for another nvmet-p2p apply to finish (default "
-                             f"$NVMET_P2P_LOCK_TIMEOUT or {DEFAULT_LOCK_TIMEOUT:g}; 0: refuse at once)")
+                             f"${paths.LOCK_TIMEOUT_ENV} or {paths.LOCK_TIMEOUT:g}; 0: refuse at once)")
 
 
 def directory(args) -> str:
-    """``--state-dir``, else ``$NVMET_P2P_STATE_DIR``, else /var/lib/nvmet-p2p
-    (:func:`nvmet_p2p.nvmet.apply.state_dir`, without importing the apply engine)."""
-    return (getattr(args, "state_dir", None) or os.environ.get("NVMET_P2P_STATE_DIR")
-            or "/var/lib/nvmet-p2p")
+    """The state directory: ``--state-dir``, else ``$NVMET_P2P_STATE_DIR``, else
+    /var/lib/nvmet-p2p below ``--root`` (:func:`nvmet_p2p.paths.state_dir`)."""
+    return paths.state_dir(getattr(args, "root", "/"), getattr(args, "state_dir", None))
+
+
+def save_file(args, given: str | None = None) -> str:
+    """The saved configuration: ``given`` (a FILE argument), else ``--save-file``, else
+    ``$NVMET_P2P_SAVE_FILE``, else /etc/nvmet/config.json below ``--root``."""
+    return paths.save_file(getattr(args, "root", "/"), given or getattr(args, "save_file", None))
 
 
 def lock_timeout(args) -> float:
-    v = getattr(args, "lock_timeout", None)
-    if v is None:
-        env = os.environ.get("NVMET_P2P_LOCK_TIMEOUT")
-        return float(env) if env and env.replace(".", "", 1).isdigit() else DEFAULT_LOCK_TIMEOUT
-    if v < 0:
-        raise InputError("--lock-timeout must be >= 0")
-    return v
+    """``--lock-timeout``, else ``$NVMET_P2P_LOCK_TIMEOUT``, else 30 s
+    (:func:`nvmet_p2p.paths.lock_timeout`)."""
+    return paths.lock_timeout(getattr(args, "lock_timeout", None))
 
 
 def report_recovery(recovery) -> None:
@@ -113,6 +109,3 @@ def failure_report(args, exc) -> int:
                   file=sys.stderr)
     return exc.exit_status
 
-
-def default_save_file() -> str:
-    return os.environ.get("NVMET_P2P_SAVE_FILE", "/etc/nvmet/config.json")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import time
 
-from nvmet_p2p import exits
+from nvmet_p2p import exits, paths
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir
 from nvmet_p2p.errors import InputError
@@ -51,7 +50,9 @@ def register(p):
     _workload_arguments(p)
     _evidence_arguments(p)
     g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="results directory (default results/bench-<time>)")
+    g.add_argument("--out", metavar="DIR",
+                   help="results directory (default results/bench-<time>; below --root when it "
+                        "is not /)")
     g.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
     g.add_argument("--fio", default="fio", help="fio binary (default fio)")
 
@@ -96,7 +97,7 @@ def _workload_arguments(p):
                    help="permit workloads that write: they destroy the data on the namespaces")
     g.add_argument("--between-phases", metavar="CMD",
                    help="shell command run between the integrity write and verify passes "
-                        "(env NVMET_P2P_BENCH_DEVICES lists the devices)")
+                        f"(env ${paths.BENCH_DEVICES_ENV} lists the devices)")
 
 
 def _evidence_arguments(p):
@@ -149,7 +150,7 @@ def run(args) -> int:
                          f"pass --allow-write, or pick read-only ones with --workload", where="--allow-write")
     for dev in args.device:
         check_block_device(dev)
-    out = args.out or os.path.join("results", time.strftime("bench-%Y%m%d-%H%M%S"))
+    out = paths.results_dir(args.root, "bench", args.out)
     host = host_identity(args.hostnqn, args.hostid, args.root) if args.transport else None
     target = B.TargetAddress(transport=args.transport, traddr=args.traddr, trsvcid=args.trsvcid,
                              nqns=list(args.nqn), nsids=args.nsid) if args.transport else None

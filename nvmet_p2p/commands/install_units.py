@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
-from nvmet_p2p import output
+from nvmet_p2p import output, paths
 from nvmet_p2p.commands._common import Example
-from nvmet_p2p.commands._target import add_state_dir, default_save_file, directory
-from nvmet_p2p.errors import InputError, NvmetP2PError, UsageError
+from nvmet_p2p.commands._target import add_state_dir
+from nvmet_p2p.errors import InputError, UsageError
+from nvmet_p2p.safefs import write_file
 from nvmet_p2p.service import units
 
 NAME = "install-units"
@@ -29,21 +30,21 @@ DESCRIPTION = (
 EXAMPLES = (
     Example("nvmet-p2p install-units --print", "the units as they would be written"),
     Example("nvmet-p2p install-units --dir units", "write them into units/ (the default is "
-            "/etc/systemd/system; then: systemctl daemon-reload; systemctl enable "
+            f"{paths.UNIT_DIR}; then: systemctl daemon-reload; systemctl enable "
             "nvmet-p2p.service nvmet-p2p-watch.service)"),
 )
 
 
 def register(p) -> None:
     p.add_argument("--dir", default=None, metavar="DIR",
-                   help=f"unit directory (default {units.DEFAULT_UNIT_DIR})")
+                   help=f"unit directory (default {paths.UNIT_DIR}, below --root)")
     p.add_argument("--print", dest="print_only", action="store_true",
                    help="print the rendered units, write nothing")
     p.add_argument("--bin", metavar="PATH", default=None,
                    help="the nvmet-p2p executable the units run (default: this one)")
     p.add_argument("--save-file", metavar="FILE", default=None,
-                   help="the configuration restored at boot (default /etc/nvmet/config.json "
-                        "or $NVMET_P2P_SAVE_FILE)")
+                   help=f"the configuration restored at boot (default ${paths.SAVE_FILE_ENV} or "
+                        f"{paths.SAVE_FILE})")
     p.add_argument("--clear-on-stop", action="store_true",
                    help="`systemctl stop nvmet-p2p` removes the objects nvmet-p2p manages "
                         "(default: stopping leaves the target running)")
@@ -53,14 +54,16 @@ def register(p) -> None:
 def run(args) -> int:
     if args.print_only and args.dir is not None:
         raise UsageError("--print writes nothing: --dir would be ignored")
-    args.dir = args.dir or units.DEFAULT_UNIT_DIR
     bin_path = os.path.abspath(args.bin) if args.bin else units.executable()
     if not os.access(bin_path, os.X_OK):
         raise InputError(f"{bin_path} is not an executable (--bin)")
-    save_file = os.path.abspath(args.save_file or default_save_file())
+    # like `systemctl --root`: the units are written below --root, the paths they name are the
+    # ones of the system that boots from it
+    save_file = os.path.abspath(paths.save_file("/", args.save_file))
+    state_dir = os.path.abspath(paths.state_dir("/", args.state_dir))
+    unit_dir = paths.unit_dir(args.root, args.dir)
     try:
-        rendered = units.render_all(bin_path=bin_path, save_file=save_file,
-                                    state_dir=os.path.abspath(directory(args)),
+        rendered = units.render_all(bin_path=bin_path, save_file=save_file, state_dir=state_dir,
                                     clear_on_stop=args.clear_on_stop)
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -72,19 +75,10 @@ def run(args) -> int:
                 sys.stdout.write(f"# --- {name}\n{text}\n")
         return 0
     written = []
-    try:
-        os.makedirs(args.dir, exist_ok=True)
-        for name, text in rendered.items():
-            path = os.path.join(args.dir, name)
-            tmp = path + ".tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-            written.append(path)
-    except OSError as exc:
-        raise NvmetP2PError(f"cannot write the units into {args.dir}: {exc.strerror} "
-                            f"(run as root, or --dir)") from None
+    for name, text in rendered.items():
+        path = os.path.join(unit_dir, name)
+        write_file(path, text, mode=0o644, option="give --dir DIR")
+        written.append(path)
     if args.json:
         output.dump_json({"written": written, "executable": bin_path, "save_file": save_file})
         return 0

@@ -9,10 +9,10 @@ from nvmet_p2p import exits
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir
 from nvmet_p2p.errors import InputError, UsageError
-from nvmet_p2p.nvmet.statefile import write_atomic
 from nvmet_p2p.observe import metrics
 from nvmet_p2p.observe.metrics import TargetCollector
 from nvmet_p2p.output import dump_json
+from nvmet_p2p.safefs import write_file
 
 NAME = "metrics"
 ORDER = 62
@@ -64,7 +64,7 @@ def run(args) -> int:
                              where=args.textfile)
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.textfile))):
             raise InputError("no such directory", where=os.path.dirname(args.textfile) or ".")
-        write_atomic(args.textfile, text, mode=0o644, backups=0)
+        write_file(args.textfile, text, mode=0o644)
     else:
         sys.stdout.write(text)
     for part, err in col.errors.items():

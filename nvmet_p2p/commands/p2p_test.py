@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
-from nvmet_p2p import exits
+from nvmet_p2p import exits, paths
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.harness import p2pfio as pf
@@ -78,7 +77,9 @@ def register(p):
                    help="verify every matrix read too (the CPU then reads the CMB: slower, times the CPU)")
     g.add_argument("--sample-interval", type=float, metavar="SECONDS",
                    help="how often p2pmem/available is read while fio runs (default 0.25)")
-    g.add_argument("--out", metavar="DIR", help="results directory (default results/p2p-test-<time>)")
+    g.add_argument("--out", metavar="DIR",
+                   help="results directory (default results/p2p-test-<time>; below --root when it "
+                        "is not /)")
     g.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
     g.add_argument("--fio", default="fio", help="fio binary (default fio)")
 
@@ -176,7 +177,7 @@ def _run_fio(args) -> int:
     progress(f"plan: {len(plan.cells)} cells x {plan.repeat} round(s) x p2p/host buffer + "
              f"{plan.runs_planned() - len(plan.cells) * plan.repeat * 2} verification passes on "
              f"{len(devices)} namespace(s); about {plan.seconds_planned():.0f} s of timed I/O")
-    out = args.out or os.path.join("results", time.strftime("p2p-test-%Y%m%d-%H%M%S"))
+    out = paths.results_dir(args.root, "p2p-test", args.out)
     runner = FioP2pRun(plan, out, root=args.root, fio=args.fio, prediction=prediction,
                        progress=progress, sample_interval=interval, argv=list(sys.argv), plots=not args.no_plots)
     results = runner.run()

@@ -8,7 +8,7 @@ from nvmet_p2p.commands import _profile, _profileopts, _statecheck
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir, dry_run, print_plan
 from nvmet_p2p.nvmet import statefile
-from nvmet_p2p.nvmet.statefile import write_atomic
+from nvmet_p2p.safefs import write_file
 
 NAME = "plan"
 ORDER = 40
@@ -51,7 +51,7 @@ def run(args) -> int:
     outcome.extra["checks"] = checked.to_dict()
     checked.report(args)
     if args.out:
-        write_atomic(args.out, json.dumps(outcome.plan.to_dict(secrets=True), indent=2) + "\n",
-                     mode=0o600, backups=0)
+        write_file(args.out, json.dumps(outcome.plan.to_dict(secrets=True), indent=2) + "\n",
+                   mode=0o600)
     print_plan(args, outcome, steps=args.steps)
     return 0

@@ -15,16 +15,16 @@ from __future__ import annotations
 import sys
 import time
 
-from nvmet_p2p import output
+from nvmet_p2p import output, paths
 from nvmet_p2p.commands import _statecheck
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import (
     add_state_dir,
-    default_save_file,
     directory,
     failure_report,
     lock_timeout,
     print_plan,
+    save_file,
 )
 from nvmet_p2p.errors import InputError, UsageError
 from nvmet_p2p.nvmet import lastapply, statefile
@@ -50,7 +50,8 @@ EXAMPLES = (
 
 def register(p) -> None:
     p.add_argument("file", nargs="?", default=None,
-                   help="file to read (default /etc/nvmet/config.json, or $NVMET_P2P_SAVE_FILE)")
+                   help=f"file to read (default ${paths.SAVE_FILE_ENV} or {paths.SAVE_FILE}, "
+                        "below --root)")
     p.add_argument("--prune", action="store_true",
                    help="also remove managed objects that are not in the file")
     p.add_argument("--dry-run", action="store_true", help="only show the plan")
@@ -74,7 +75,7 @@ def run(args) -> int:
     progress = Progress(quiet=args.json or args.quiet)
     waited = None
     held: list[devwait.Degraded] = []
-    where = args.file or default_save_file()
+    where = save_file(args, args.file)
     desired = statefile.load(where)
     if args.wait_devices is None:
         # all or nothing: the machine checks refuse before anything is written or recorded

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from nvmet_p2p import output
+from nvmet_p2p import output, paths
 from nvmet_p2p.commands._common import Example
-from nvmet_p2p.commands._target import add_state_dir, default_save_file, settle_first
+from nvmet_p2p.commands._target import add_state_dir, save_file, settle_first
 from nvmet_p2p.nvmet import statefile
 from nvmet_p2p.nvmet.apply import open_configfs
 from nvmet_p2p.nvmet.configfs import read_state
@@ -21,19 +21,20 @@ KERNEL_OPTION = False      # applies no kernel rules: no --kernel
 
 EXAMPLES = (
     Example("nvmet-p2p save", "save the running target where the boot unit restores it from "
-            "(/etc/nvmet/config.json or $NVMET_P2P_SAVE_FILE)"),
+            f"({paths.SAVE_FILE} or ${paths.SAVE_FILE_ENV}; below --root when it is not /)"),
     Example("nvmet-p2p save backup.json", "save it to another file"),
 )
 
 
 def register(p) -> None:
     p.add_argument("file", nargs="?", default=None,
-                   help="file to write (default /etc/nvmet/config.json, or $NVMET_P2P_SAVE_FILE)")
+                   help=f"file to write (default ${paths.SAVE_FILE_ENV} or {paths.SAVE_FILE}, "
+                        "below --root)")
     add_state_dir(p)
 
 
 def run(args) -> int:
-    path = args.file or default_save_file()
+    path = save_file(args, args.file)
     settle_first(args)        # never save the tree of a half-done apply
     live = read_state(open_configfs(args.root, load_module=False))
     # what runs is what the boot restores: an export of a device in use, or of a file, is

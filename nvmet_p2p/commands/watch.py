@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 
-from nvmet_p2p import exits
+from nvmet_p2p import exits, paths
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._target import add_state_dir, directory, lock_timeout
 from nvmet_p2p.errors import InputError, NvmetP2PError
@@ -36,8 +36,8 @@ EXAMPLES = (
 
 def register(p) -> None:
     p.add_argument("file", nargs="?", default=None,
-                   help="the saved configuration (default /etc/nvmet/config.json or "
-                        "$NVMET_P2P_SAVE_FILE); namespaces held back at restore are enabled "
+                   help=f"the saved configuration (default ${paths.SAVE_FILE_ENV} or "
+                        f"{paths.SAVE_FILE}); namespaces held back at restore are enabled "
                         "from it when their device appears")
     p.add_argument("--policy", choices=hotplug.POLICIES, default="report",
                    help="report (default): log and record only; reconcile: also write configfs")

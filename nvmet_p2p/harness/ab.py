@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import copy
 
+from nvmet_p2p import paths
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.apply import reconcile
-from nvmet_p2p.nvmet.apply import state_dir as _state_dir
 from nvmet_p2p.nvmet.configfs import Configfs, read_state
 
 
@@ -27,7 +27,7 @@ class LocalToggle:
                  on_value: str | None = None, state_dir: str | None = None, progress=None, cfs=None):
         self.root = root
         self.cfs = cfs            # tests pass a fake configfs; None: the live tree under root
-        self.directory = _state_dir(state_dir)
+        self.directory = paths.state_dir(root, state_dir)
         self.progress = progress or (lambda m: None)
         self.outcomes: list[dict] = []
         live = read_state(cfs or Configfs(root))

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nvmet_p2p import paths
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.harness import environment, hostsys
 from nvmet_p2p.harness import results as res
@@ -546,8 +547,8 @@ class Bench:
         if not self.cfg.between_phases:
             return
         env = dict(os.environ)
-        env["NVMET_P2P_BENCH_DEVICES"] = " ".join(self._devices())
-        env["NVMET_P2P_BENCH_OUT"] = self.cfg.out_dir
+        env[paths.BENCH_DEVICES_ENV] = " ".join(self._devices())
+        env[paths.BENCH_OUT_ENV] = self.cfg.out_dir
         self.progress(f"between integrity phases: {self.cfg.between_phases}")
         r = subprocess.run(self.cfg.between_phases, shell=True, env=env, capture_output=True, text=True)
         self.notes.append(f"between-phases command ran (exit {r.returncode}): {self.cfg.between_phases}")

@@ -8,9 +8,9 @@ while the step ran (read through :mod:`nvmet_p2p.kmsg`). After a failed apply th
 to what it was (checked by the lab tests with a full dump before and after).
 
 Only one apply runs at a time: :func:`apply_lock` takes an exclusive ``flock`` on
-``<state dir>/lock``; a second apply waits for it up to ``lock_timeout`` seconds (default 0, or
-``$NVMET_P2P_LOCK_TIMEOUT``; the CLI's ``--lock-timeout`` defaults to 30) and then gets
-:class:`nvmet_p2p.errors.Busy` naming the holder.
+``<state dir>/lock``; a second apply waits for it up to ``lock_timeout`` seconds (default
+:func:`nvmet_p2p.paths.lock_timeout`: ``$NVMET_P2P_LOCK_TIMEOUT``, else 30, for the command line
+and library callers alike) and then gets :class:`nvmet_p2p.errors.Busy` naming the holder.
 
 Whatever ends an apply early leaves the target before-or-after, never a mix: a kernel refusal,
 an exception, SIGTERM, SIGINT, SIGHUP and the other catchable signals that would end the process
@@ -41,11 +41,12 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nvmet_p2p import exits
+from nvmet_p2p import exits, paths, safeload
 from nvmet_p2p.errors import Busy, KernelError, NvmetP2PError
 from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.nvmet import journal as jr
@@ -61,29 +62,22 @@ from nvmet_p2p.nvmet.plan import (
     managed_digest,
 )
 from nvmet_p2p.nvmet.spec import SPECS, parse_path, same
-from nvmet_p2p.nvmet.statefile import write_atomic
+from nvmet_p2p.safefs import PrivateDir
 
 #: a desired state computed from the live tree and the managed set (``desire(live, managed)``):
 #: what a writer passes when what it wants depends on what is there; :func:`reconcile` calls it
 #: under the lock, with what it read there
 Desire = Callable[[st.TargetState, Managed], st.TargetState]
 
-DEFAULT_STATE_DIR = "/var/lib/nvmet-p2p"
 MANAGED_FILE = "managed.json"
 LOCK_FILE = "lock"
 
 #: test-only hook: ``NVMET_P2P_TEST_KILL_AFTER_STEP=K`` makes the applier SIGKILL itself once K
 #: configfs steps are done (0: right after the journal; ``record``: after the managed set, before
 #: the journal is removed) -- what a crash or ``kill -9`` at that point leaves behind
-TEST_KILL_ENV = "NVMET_P2P_TEST_KILL_AFTER_STEP"
+TEST_KILL_ENV = paths.TEST_KILL_ENV
 #: test-only hook: ``NVMET_P2P_TEST_SIGNAL_AFTER_STEP=K:SIG`` sends SIG (TERM, INT) to itself
-TEST_SIGNAL_ENV = "NVMET_P2P_TEST_SIGNAL_AFTER_STEP"
-LOCK_TIMEOUT_ENV = "NVMET_P2P_LOCK_TIMEOUT"
-
-
-def state_dir(cli_value: str | None = None) -> str:
-    """``--state-dir``, else ``$NVMET_P2P_STATE_DIR``, else /var/lib/nvmet-p2p."""
-    return cli_value or os.environ.get("NVMET_P2P_STATE_DIR") or DEFAULT_STATE_DIR
+TEST_SIGNAL_ENV = paths.TEST_SIGNAL_ENV
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,11 +89,14 @@ class ManagedStore:
 
     While an apply journal is pending (an apply was interrupted and not settled yet), the set
     read also holds what that apply was creating: no object nvmet-p2p made is ever outside it.
+    The file is read and written through :class:`nvmet_p2p.safefs.PrivateDir` (no symlink, FIFO
+    or device followed; bounded; atomic and durable, one backup ``managed.json.1``).
     """
 
     def __init__(self, directory: str):
         self.directory = directory
-        self.path = os.path.join(directory, MANAGED_FILE)
+        self.dir = PrivateDir(directory)
+        self.path = self.dir.file(MANAGED_FILE)
 
     def load(self) -> Managed:
         m = self._load_file()
@@ -108,39 +105,52 @@ class ManagedStore:
             m = m.union(j.managed_before).union(j.managed_after)
         return m
 
+    def exists(self) -> bool:
+        """Is there a managed-set file (one ``lstat``)?"""
+        return self.dir.exists(MANAGED_FILE)
+
     def _load_file(self) -> Managed:
         try:
-            with open(self.path, encoding="utf-8") as f:
-                return Managed.from_dict(json.load(f))
-        except FileNotFoundError:
-            return Managed()
-        except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
-            raise NvmetP2PError(f"{self.path}: unreadable managed-set file ({exc}); move it away "
+            raw = self.dir.read(MANAGED_FILE, safeload.LIMITS["state"])
+            if raw is None:
+                return Managed()
+            doc = safeload.loads_json(safeload.decode(raw, self.path), self.path)
+            return Managed.from_dict(doc)
+        except (safeload.DocumentError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            why = exc.message if isinstance(exc, safeload.DocumentError) else exc
+            raise NvmetP2PError(f"{self.path}: unreadable managed-set file ({why}); move it away "
                                 f"to start managing from scratch") from None
 
     def save(self, m: Managed) -> None:
-        write_atomic(self.path, json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n",
-                     mode=0o600, backups=1)
+        self.dir.write(MANAGED_FILE, json.dumps(m.to_dict(), indent=2, sort_keys=True) + "\n",
+                       mode=0o600, backups=1)
 
 
-def lock_timeout(value: float | None = None) -> float:
-    """``value``, else ``$NVMET_P2P_LOCK_TIMEOUT``, else 0 (refuse at once)."""
-    if value is not None:
-        return max(0.0, float(value))
-    try:
-        return max(0.0, float(os.environ.get(LOCK_TIMEOUT_ENV, "0") or 0))
-    except ValueError:
-        return 0.0
+def _lock_record() -> bytes:
+    """What the lock holder writes into the lock file: pid, command, since (secrets removed)."""
+    command = safeload.redact(" ".join(["nvmet-p2p", *sys.argv[1:]]))
+    if len(command) > 200:
+        command = command[:197] + "..."
+    return f"pid {os.getpid()} ({command}) since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode()
+
+
+def _lock_holder(fd: int) -> str:
+    """The holder's record as a waiter reads it (bounded, printable only)."""
+    text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text or "unknown process"
 
 
 @contextlib.contextmanager
 def apply_lock(directory: str, timeout: float | None = None, progress=None):
     """Exclusive lock for one apply at a time. A second one waits up to ``timeout`` seconds
-    (see :func:`lock_timeout`) for the first to finish, then gets :class:`Busy`."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = os.path.join(directory, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    wait = lock_timeout(timeout)
+    (default :func:`nvmet_p2p.paths.lock_timeout`) for the first to finish, then gets
+    :class:`Busy` naming the holder. Only the holder writes the lock file (its record: pid,
+    command, since); a waiter reads it and never truncates it."""
+    sd = PrivateDir(directory)
+    wait = paths.lock_timeout(timeout)
+    fd = sd.open_lock(LOCK_FILE)
+    path = sd.file(LOCK_FILE)
     try:
         deadline = time.monotonic() + wait
         told = False
@@ -149,7 +159,7 @@ def apply_lock(directory: str, timeout: float | None = None, progress=None):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+                holder = _lock_holder(fd)
                 if time.monotonic() >= deadline:
                     waited = f"waited {wait:g} s for it; " if wait else ""
                     raise Busy(f"another nvmet-p2p apply is running ({holder}); {waited}run again "
@@ -159,12 +169,15 @@ def apply_lock(directory: str, timeout: float | None = None, progress=None):
                     progress(f"waiting up to {wait:g} s for the lock held by {holder}")
                     told = True
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-        yield path
+        rec = _lock_record()
+        os.pwrite(fd, rec, 0)
+        os.ftruncate(fd, len(rec))
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)          # (still the holder: the lock is released by close)
     finally:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
         os.close(fd)
 
 
@@ -213,6 +226,9 @@ _restorable = jr.restorable
 class ApplyInterrupted(NvmetP2PError):
     """A signal of :data:`STOP_SIGNALS` arrived while an apply ran; the completed steps were undone (unless
     ``completed``: the signal came after the last configfs step and the apply stands)."""
+
+    #: the apply had reached configfs (:func:`nvmet_p2p.nvmet.lastapply.reached_configfs`)
+    reached_configfs = True
 
     def __init__(self, signum: int, *, step: int, total: int, rolled_back: int,
                  rollback_errors: list[str], completed: bool = False):
@@ -677,7 +693,7 @@ def _execute(cfs: Configfs, plan: Plan, store: ManagedStore, root: str, progress
         except BaseException:
             raise                            # (rolled back as far as known; journal kept)
         t2 = time.perf_counter()
-        if plan.managed_after != managed_before or not os.path.exists(store.path):
+        if plan.managed_after != managed_before or not store.exists():
             store.save(plan.managed_after)   # (unchanged: no rewrite, no fsync, no backup rotation)
         if plan.ops:
             _test_hook("record")
@@ -746,10 +762,12 @@ def settle(cfs: Configfs, directory: str, root: str, *, kernel: str | None = Non
     try:
         res = Applier(cfs, KernelLog(root=root), progress).apply(plan)
     except ApplyFailed as exc:
-        raise NvmetP2PError(f"an earlier apply (pid {rec.get('pid')}, {rec.get('started')}) was "
+        err = NvmetP2PError(f"an earlier apply (pid {rec.get('pid')}, {rec.get('started')}) was "
                             f"interrupted and rolling it back failed: {exc} The journal "
                             f"{jr.journal_path(directory)} is kept; fix the cause and run any "
-                            f"nvmet-p2p command again") from None
+                            f"nvmet-p2p command again")
+        err.reached_configfs = True
+        raise err from None
     store.save(j.managed_before)
     jr.finish(directory)
     r = jr.Recovery("rolled back", "not every step had been done, and the state before it is the "

@@ -13,7 +13,9 @@ clock of the kernel log), the boot, and the device's identity then
 (:class:`nvmet_p2p.kernel.PciInstance`). ``status`` compares it with the device at that BDF
 now: a device that appeared after the write is one the namespace does not use.
 
-Reads never fail the caller (an unreadable record is no record); writes are atomic.
+Reads never fail the caller (an unreadable or oversized record is no record); reads and writes
+go through the state directory's checks (:class:`nvmet_p2p.safefs.PrivateDir`), writes are
+atomic and durable.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import os
 import time
 from dataclasses import dataclass
 
+from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.kernel import is_bdf, monotonic_now, read_pci_instance
 from nvmet_p2p.nvmet.journal import boot_id
-from nvmet_p2p.nvmet.statefile import write_atomic
+from nvmet_p2p.safefs import PrivateDir
+from nvmet_p2p.safeload import LIMITS, decode, loads_json
 
 FILE = "p2pmem-bindings.json"
 FORMAT = 1
@@ -56,8 +60,10 @@ def load(directory: str, boot_id: str | None = None) -> dict[str, Binding]:
     """``{"<nqn>/<nsid>": Binding}``; with ``boot_id``, only the bindings of that boot (a
     reboot rebuilt every device and every namespace)."""
     try:
-        with open(path(directory), encoding="utf-8") as f:
-            doc = json.load(f)
+        raw = PrivateDir(directory).read(FILE, LIMITS["record"])
+        if raw is None:
+            return {}
+        doc = loads_json(decode(raw, path(directory)), path(directory))
         out = {}
         for key, d in (doc.get("namespaces") or {}).items():
             b = Binding(str(key), str(d["p2pmem"]), _float(d.get("written")), float(d.get("time") or 0.0),
@@ -65,7 +71,7 @@ def load(directory: str, boot_id: str | None = None) -> dict[str, Binding]:
             if boot_id is None or b.boot_id == boot_id:
                 out[b.namespace] = b
         return out
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (NvmetP2PError, OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
 
 
@@ -124,6 +130,4 @@ def note_apply(directory: str, ops, started: float, started_wall: float, root: s
     cur.update(bound)
     doc = {"format": FORMAT, "updated": time.time(),
            "namespaces": {k: b.to_dict() for k, b in sorted(cur.items())}}
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    write_atomic(path(directory), json.dumps(doc, indent=2, sort_keys=True) + "\n", mode=0o600,
-                 backups=0)
+    PrivateDir(directory).write(FILE, json.dumps(doc, indent=2, sort_keys=True) + "\n", mode=0o600)

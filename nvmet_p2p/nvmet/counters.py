@@ -13,7 +13,9 @@ The file holds ``{"format": 1, "counters": {NAME: [{"labels": {...}, "value": N,
 T}, ...]}}``; ``created`` is when that series was first counted (Prometheus' ``_created``).
 Each update takes ``flock(LOCK_EX)`` on the file itself and rewrites it in place (a counter
 file only grows; the write is one ``pwrite`` then ``ftruncate`` and ``fsync``); readers take
-``LOCK_SH``. The file is opened with ``O_NOFOLLOW`` and must be a regular file. A file that
+``LOCK_SH``. The file is opened like every file of the state directory
+(:class:`nvmet_p2p.safefs.PrivateDir`: the directory's owner and mode checked, ``O_NOFOLLOW``,
+a regular file), and counting never creates the directory. A file that
 cannot be parsed is started afresh by the next update: to Prometheus that is a counter reset,
 which ``rate()`` and ``increase()`` handle.
 
@@ -23,16 +25,17 @@ Counting never fails what was counted: an update that cannot be written is dropp
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
 import os
-import stat
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.safefs import PrivateDir, open_regular_at
 
 FILE = "counters.json"
 FORMAT = 1
@@ -63,12 +66,16 @@ def path(directory: str) -> str:
 
 
 def _open(directory: str, write: bool) -> int:
-    flags = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    flags |= (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY
-    fd = os.open(path(directory), flags, 0o600)
+    """The counter file, through the state directory's checks (:class:`PrivateDir`: a safe
+    directory, no symlink, a regular file); a missing directory is never created here."""
+    with PrivateDir(directory).opened() as dfd:
+        if dfd is None:
+            raise FileNotFoundError(errno.ENOENT, "no state directory", directory)
+        fd = open_regular_at(dfd, FILE, path(directory),
+                             (os.O_RDWR | os.O_CREAT) if write else os.O_RDONLY, 0o600)
+    if fd is None:
+        raise FileNotFoundError(errno.ENOENT, "no counter file", path(directory))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NvmetP2PError(f"{path(directory)}: not a regular file")
         fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
     except BaseException:
         os.close(fd)

@@ -22,8 +22,10 @@ One entry per (object, kind); objects are named like the plan names them (``name
   ``--rewrite`` policy holds it back (until the namespace is idle, or until the operator runs
   ``watch --rewrite-pending``); ``target`` = what it will write, ``policy``.
 
-Reads never fail the caller (an unreadable file is an empty record with a warning); writes
-are atomic (temporary file + rename) under an ``flock`` of ``degraded.lock``.
+Reads never fail the caller (an unreadable, oversized or deeply nested file, or a state
+directory that is not safe to use, is an empty record with a warning); writes are atomic
+(temporary file, fsync, rename) under an ``flock`` of ``degraded.lock``, through
+:class:`nvmet_p2p.safefs.PrivateDir` like every file of the state directory.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nvmet_p2p import safeload
-from nvmet_p2p.nvmet.statefile import write_atomic
+from nvmet_p2p.errors import NvmetP2PError
+from nvmet_p2p.safefs import PrivateDir
+from nvmet_p2p.safeload import LIMITS, decode, loads_json
 
 FILE = "degraded.json"
 #: the ``flock`` that serialises updates of :data:`FILE`
@@ -72,24 +76,29 @@ class Entry:
 class DegradedStore:
     def __init__(self, directory: str):
         self.directory = directory
-        self.path = os.path.join(directory, FILE)
+        self.dir = PrivateDir(directory)
+        self.path = self.dir.file(FILE)
         self.warning: str | None = None
 
     def load(self) -> dict[tuple[str, str], Entry]:
+        """The entries; never raises: an unsafe directory, a damaged, oversized or deeply
+        nested file is an empty record and :attr:`warning` says why."""
+        self.warning = None
         try:
-            with open(self.path, encoding="utf-8") as f:
-                doc = json.load(f)
+            raw = self.dir.read(FILE, LIMITS["record"])
+            if raw is None:
+                return {}
+            doc = loads_json(decode(raw, self.path), self.path)
             return {(e.object, e.kind): e for e in map(Entry.from_dict, doc.get("entries", []))}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except NvmetP2PError as exc:
+            self.warning = f"unreadable record of degraded objects: {exc}; ignored"
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             self.warning = f"{self.path}: unreadable ({exc}); ignored"
-            return {}
+        return {}
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self.dir.open_lock(LOCK_FILE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -98,8 +107,7 @@ class DegradedStore:
 
     def _save(self, entries: dict[tuple[str, str], Entry]) -> None:
         doc = {"format": 1, "entries": [e.to_dict() for _, e in sorted(entries.items())]}
-        write_atomic(self.path, json.dumps(doc, indent=2, sort_keys=True) + "\n", mode=0o600,
-                     backups=0)
+        self.dir.write(FILE, json.dumps(doc, indent=2, sort_keys=True) + "\n", mode=0o600)
 
     def update(self, put: Iterable[Entry] = (), drop: Iterable[tuple[str, str]] = (),
                drop_source: str | None = None) -> dict[tuple[str, str], Entry]:

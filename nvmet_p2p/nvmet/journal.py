@@ -74,7 +74,7 @@ from nvmet_p2p.nvmet.defs import (
 from nvmet_p2p.nvmet.plan import Managed
 from nvmet_p2p.nvmet.spec import SPECS, empty_means_unset, is_secret, parse_path, same, write_problem
 from nvmet_p2p.nvmet.spec import value_problem as attr_value_problem
-from nvmet_p2p.nvmet.statefile import write_atomic
+from nvmet_p2p.safefs import PrivateDir
 
 JOURNAL_FILE = "journal.json"
 FORMAT = 1
@@ -213,23 +213,13 @@ def begin(directory: str, cfs: Configfs, plan, managed_before, *, command: str |
         raise NvmetP2PError(f"this apply's journal would be {len(text)} bytes, more than the "
                             f"{MAX_BYTES} an interrupted apply's journal may have; apply the "
                             f"change in parts (nothing was changed)")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    write_atomic(journal_path(directory), text, mode=0o600, backups=0)
+    PrivateDir(directory).write(JOURNAL_FILE, text, mode=0o600)
     return rec
 
 
 def finish(directory: str) -> None:
     """The apply is over (done, or rolled back in-process): remove the journal durably."""
-    path = journal_path(directory)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    PrivateDir(directory).remove(JOURNAL_FILE)
 
 
 def load(directory: str) -> Journal | None:
@@ -239,10 +229,11 @@ def load(directory: str) -> Journal | None:
     A journal that is not one nvmet-p2p writes is not settled at all: :class:`NvmetP2PError`
     says what is wrong and what to do (nothing is changed, the file is kept)."""
     path = journal_path(directory)
-    if not os.path.lexists(path):
-        return None
     try:
-        rec = safeload.loads_json(safeload.read_text(path, "json", MAX_BYTES), path)
+        raw = PrivateDir(directory).read(JOURNAL_FILE, MAX_BYTES)
+        if raw is None:
+            return None
+        rec = safeload.loads_json(safeload.decode(raw, path), path)
         return check(rec)
     except (safeload.DocumentError, JournalDamaged) as exc:
         what = exc.message if isinstance(exc, safeload.DocumentError) else str(exc)
@@ -253,8 +244,9 @@ def load(directory: str) -> Journal | None:
 
 
 def pending(directory: str) -> bool:
-    """One ``stat``: is an apply journal waiting to be settled?"""
-    return os.path.lexists(journal_path(directory))
+    """One ``lstat``: is an apply journal waiting to be settled? (A state directory that is not
+    safe to use is :class:`~nvmet_p2p.errors.HostError`, as for every use of it.)"""
+    return PrivateDir(directory).exists(JOURNAL_FILE)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ from typing import Any
 from nvmet_p2p import safeload
 from nvmet_p2p.errors import Busy, InputError, KernelError, NvmetP2PError
 from nvmet_p2p.nvmet import bindings, counters
-from nvmet_p2p.nvmet.statefile import write_atomic
+from nvmet_p2p.safefs import PrivateDir
+from nvmet_p2p.safeload import LIMITS, decode, loads_json
 
 FILE = "last-apply.json"
 FORMAT = 1
@@ -34,8 +35,10 @@ FORMAT = 1
 @dataclass
 class LastApply:
     """One recorded apply. ``result``: ``applied`` (changes written), ``unchanged`` (0 writes),
-    ``failed``; ``error_kind`` (failed only): ``kernel`` (a step refused, rolled back),
-    ``input`` (nothing written), ``busy`` (another apply held the lock), ``other``."""
+    ``failed``; ``error_kind`` (failed only): ``kernel`` (a step refused, rolled back), ``other``
+    (interrupted by a signal, an earlier apply's rollback failed). Failures before the first
+    configfs write (``input``: bad input, ``busy``: another apply held the lock) are counted
+    (``nvmet_p2p_apply_refusals_total``) but never replace the record of the last apply."""
 
     time: float
     result: str
@@ -63,23 +66,42 @@ def save(directory: str, rec: LastApply) -> None:
     """Write ``rec`` (0600); its error with every secret removed, whoever made it."""
     if rec.error:
         rec.error = safeload.redact(rec.error)
-    write_atomic(path(directory), json.dumps(rec.to_dict(), indent=2) + "\n", mode=0o600,
-                 backups=0)
+    PrivateDir(directory).write(FILE, json.dumps(rec.to_dict(), indent=2) + "\n", mode=0o600)
+
+
+def _from_doc(d: Any) -> LastApply:
+    if not isinstance(d, dict):
+        raise TypeError(f"expected an object, got {type(d).__name__}")
+    error, kind = d.get("error"), d.get("error_kind")
+    return LastApply(time=float(d["time"]), result=str(d["result"]), source=str(d["source"]),
+                     configfs_writes=int(d.get("configfs_writes") or 0),
+                     seconds=float(d.get("seconds") or 0.0),
+                     error=None if error is None else str(error),
+                     error_kind=None if kind is None else str(kind))
+
+
+def read(directory: str) -> tuple[LastApply | None, str | None]:
+    """``(record, None)``, ``(None, None)`` when there is none, ``(None, why)`` when it cannot
+    be read (an unsafe state directory, a damaged or oversized file): never raises, the readers
+    (``metrics``, the exporter) say the record is unreadable and go on."""
+    where = path(directory)
+    try:
+        raw = PrivateDir(directory).read(FILE, LIMITS["record"])
+        if raw is None:
+            return None, None
+        return _from_doc(loads_json(decode(raw, where), where)), None
+    except NvmetP2PError as exc:
+        return None, f"unreadable last-apply record: {exc}"
+    except (OSError, ValueError, TypeError, KeyError, OverflowError) as exc:
+        return None, f"{where}: unreadable last-apply record ({exc})"
 
 
 def load(directory: str) -> LastApply | None:
     """The record, or None when there is none; :class:`NvmetP2PError` when it is unreadable."""
-    try:
-        with open(path(directory), encoding="utf-8") as f:
-            d = json.load(f)
-        return LastApply(time=float(d["time"]), result=str(d["result"]), source=str(d["source"]),
-                         configfs_writes=int(d.get("configfs_writes") or 0),
-                         seconds=float(d.get("seconds") or 0.0), error=d.get("error"),
-                         error_kind=d.get("error_kind"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise NvmetP2PError(f"{path(directory)}: unreadable last-apply record ({exc})") from None
+    rec, problem = read(directory)
+    if problem:
+        raise NvmetP2PError(problem)
+    return rec
 
 
 def _kind(exc: BaseException) -> str:
@@ -103,10 +125,13 @@ class Recorder:
 def recorded(directory: str, source: str, enabled: bool = True, root: str = "/") -> Iterator[Recorder]:
     """Record the apply run in the block: success from ``rec.outcome`` (an
     :class:`~nvmet_p2p.nvmet.apply.Outcome`), failure from the :class:`NvmetP2PError` it raises
-    (re-raised). A record that cannot be written never turns an apply into a failure.
-    ``enabled=False`` (a dry run) records nothing. A successful apply that wrote ``p2pmem``
-    also records which provider device each namespace was bound to
-    (:mod:`nvmet_p2p.nvmet.bindings`; ``root``: the machine whose devices those are)."""
+    (re-raised) -- only a failure of an apply that reached configfs (:func:`reached_configfs`):
+    a typo, a held lock, a state directory or permission problem happen before the first write
+    and neither create the state directory nor replace the record of the real last apply. A
+    record that cannot be written never turns an apply into a failure. ``enabled=False`` (a dry
+    run) records nothing. A successful apply that wrote ``p2pmem`` also records which provider
+    device each namespace was bound to (:mod:`nvmet_p2p.nvmet.bindings`; ``root``: the machine
+    whose devices those are)."""
     rec = Recorder()
     t0 = time.monotonic()
     wall0 = time.time()
@@ -116,29 +141,43 @@ def recorded(directory: str, source: str, enabled: bool = True, root: str = "/")
     try:
         yield rec
     except NvmetP2PError as exc:
-        _save_quietly(directory, LastApply(time=time.time(), result="failed", source=source,
-                                           seconds=time.monotonic() - t0,
-                                           error=safeload.redact(str(exc)),
-                                           error_kind=_kind(exc)))
+        failed = LastApply(time=time.time(), result="failed", source=source,
+                           seconds=time.monotonic() - t0, error=safeload.redact(str(exc)),
+                           error_kind=_kind(exc))
+        if reached_configfs(exc):
+            _save_quietly(directory, failed)
+        else:
+            _count(directory, failed)        # (counted where counted before; nothing created)
         raise
     out = rec.outcome
     if out is None or not getattr(out, "applied", False):
         return
     writes = out.result.writes if out.result else 0
     if writes:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, NvmetP2PError):
             bindings.note_apply(directory, out.plan.ops, t0, wall0, root)
     _save_quietly(directory, LastApply(time=time.time(), result="applied" if writes else "unchanged",
                                        source=source, configfs_writes=writes,
                                        seconds=out.result.seconds if out.result else 0.0))
 
 
+def reached_configfs(exc: BaseException) -> bool:
+    """Did the failed apply get as far as configfs (a step ran, was refused or interrupted, or
+    an earlier apply's rollback failed)? Errors before the first write did not."""
+    return isinstance(exc, KernelError) or bool(getattr(exc, "reached_configfs", False))
+
+
 def _save_quietly(directory: str, rec: LastApply) -> None:
     """Save the record and count the apply (``nvmet_p2p_applies_total``, and
     ``nvmet_p2p_apply_refusals_total`` when it failed): every recorded apply is counted."""
-    with contextlib.suppress(OSError):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError, NvmetP2PError):
         save(directory, rec)
+    _count(directory, rec)
+
+
+def _count(directory: str, rec: LastApply) -> None:
+    """Count ``rec`` (``counters`` never creates the state directory; a failure before the first
+    write is counted as a refusal only where one is already kept)."""
     events = [("applies", {"source": rec.source})]
     if not rec.success:
         events.append(("apply_refusals", {"source": rec.source, "error_kind": rec.error_kind or "other"}))

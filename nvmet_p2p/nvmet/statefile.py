@@ -20,21 +20,19 @@ reported with its JSON path (``$.subsystems[0].namespaces[2].nsid``) in one
 :class:`StateFileError`.
 
 :func:`dump` is the inverse (deterministic: sorted lists, sorted keys, 2-space indent, like
-nvmetcli), :func:`write_atomic` writes it safely: temporary file in the same directory, mode
-0600 (DH-HMAC-CHAP secrets may be inside), fsync, rename, fsync of the directory, and a
-rotating backup of the file it replaces (``FILE.1`` newest ... ``FILE.3``).
+nvmetcli), :func:`save` writes it safely (:func:`nvmet_p2p.safefs.write_file`): temporary file in
+the same directory, mode 0600 (DH-HMAC-CHAP secrets may be inside), fsync, rename, fsync of the
+directory, and a rotating backup of the file it replaces (``FILE.1`` newest ... ``FILE.3``);
+never through a symlink, never onto a FIFO or a device.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from typing import Any
 
-from nvmet_p2p import safeload
+from nvmet_p2p import paths, safeload
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import kstrtobool
 from nvmet_p2p.nvmet import state as st
@@ -50,8 +48,8 @@ from nvmet_p2p.nvmet.defs import (
     subsystem_nqn_problem,
 )
 from nvmet_p2p.nvmet.spec import SPECS, empty_means_unset, is_secret, value_problem
+from nvmet_p2p.safefs import write_file
 
-DEFAULT_FILE = "/etc/nvmet/config.json"
 BACKUPS = 3
 
 
@@ -540,7 +538,7 @@ def _cross_checks(v: _V, top: dict, out: st.TargetState) -> None:
 def load(path: str) -> st.TargetState:
     """Read and validate a desired-state file (nvmetcli format; limits of
     :mod:`nvmet_p2p.safeload`: size, UTF-8, NUL, depth, duplicate keys)."""
-    return parse(safeload.load_json(path), where=path)
+    return parse(safeload.load_json(path, kind="state"), where=path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -622,58 +620,12 @@ def dumps(state: st.TargetState) -> str:
     return json.dumps(to_doc(state), sort_keys=True, indent=2) + "\n"
 
 
-def write_atomic(path: str, text: str, mode: int = 0o600, backups: int = BACKUPS) -> str | None:
-    """Write ``text`` to ``path`` atomically; returns the backup file made, if any.
-
-    The previous file (if different) is kept as ``path.1`` after shifting ``path.1`` ->
-    ``path.2`` ... up to ``backups``. An identical file is left alone (no backup churn).
-    """
-    path = os.path.abspath(path)
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == text:
-                os.chmod(path, mode)
-                return None
-        existed = True
-    except FileNotFoundError:
-        existed = False
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        backup = None
-        if existed and backups > 0:
-            for i in range(backups - 1, 0, -1):
-                src = f"{path}.{i}"
-                if os.path.exists(src):
-                    os.replace(src, f"{path}.{i + 1}")
-            backup = f"{path}.1"
-            try:
-                os.link(path, backup)
-            except OSError:
-                shutil.copy2(path, backup)
-            os.chmod(backup, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return backup
-
-
-def save(state: st.TargetState, path: str = DEFAULT_FILE) -> str | None:
-    """Write ``state`` to ``path`` (atomic, 0600, rotating backup); returns the backup name."""
-    return write_atomic(path, dumps(state))
+def save(state: st.TargetState, path: str) -> str | None:
+    """Write ``state`` to ``path`` (atomic and durable, 0600, rotating backups ``path.1`` ...
+    ``path.3``; never through a symlink, never onto a FIFO or device: see
+    :func:`nvmet_p2p.safefs.write_file`); returns the backup made, if any."""
+    return write_file(path, dumps(state), mode=0o600, backups=BACKUPS,
+                      option=f"give another FILE (or ${paths.SAVE_FILE_ENV})")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,10 +21,9 @@ import time
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from nvmet_p2p import __version__
+from nvmet_p2p import __version__, paths
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import counters, lastapply
-from nvmet_p2p.nvmet.apply import state_dir as _state_dir
 from nvmet_p2p.nvmet.defs import ANA_STATES
 from nvmet_p2p.observe import status
 from nvmet_p2p.pci.doctor import diagnose
@@ -208,7 +207,7 @@ class TargetCollector:
     def __init__(self, root: str = "/", state_dir: str | None = None,
                  all_subsystems: bool = False, kernel: str | None = None, doctor: bool = True):
         self.root = root
-        self.state_dir = _state_dir(state_dir)
+        self.state_dir = paths.state_dir(root, state_dir)
         self.all_subsystems = all_subsystems
         self.kernel = kernel
         self.doctor = doctor

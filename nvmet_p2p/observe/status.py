@@ -26,12 +26,12 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from nvmet_p2p import paths
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.kernel import BDF_ANYCASE_RE, PciInstance, is_bdf, monotonic_now, read_pci_instance
 from nvmet_p2p.kmsg import KernelLog
 from nvmet_p2p.nvmet import bindings
 from nvmet_p2p.nvmet.apply import ManagedStore
-from nvmet_p2p.nvmet.apply import state_dir as _state_dir
 from nvmet_p2p.nvmet.configfs import Configfs, read_state
 from nvmet_p2p.nvmet.degraded import DegradedStore, for_object
 from nvmet_p2p.nvmet.journal import boot_id
@@ -127,12 +127,13 @@ def read_debugfs_controllers(root: str = "/") -> dict[str, dict[int, dict]] | No
     return out
 
 
-def managed_subsystems(state_dir: str | None = None) -> set[str] | None:
+def managed_subsystems(state_dir: str) -> set[str] | None:
     """NQNs nvmet-p2p manages (``<state dir>/managed.json`` of the reconciler), or None when
-    there is no such record. A record that cannot be read raises
-    :class:`~nvmet_p2p.errors.NvmetP2PError` (it is not the same as no record)."""
-    store = ManagedStore(_state_dir(state_dir))
-    if not os.path.exists(store.path):
+    there is no such record. A record that cannot be read -- or a state directory that is not
+    safe to use -- raises :class:`~nvmet_p2p.errors.NvmetP2PError` (it is not the same as no
+    record)."""
+    store = ManagedStore(state_dir)
+    if not store.exists():
         return None
     return set(store.load().subsystems)
 
@@ -579,8 +580,9 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
     else:
         info = {"source": "given", "records": len(log_records), "complete": True}
     notes: list[str] = []
+    state_dir = paths.state_dir(root, state_dir)
     only = None if all_subsystems else _managed_only(state_dir, notes)
-    store = DegradedStore(_state_dir(state_dir))
+    store = DegradedStore(state_dir)
     degraded = store.load()
     if store.warning:
         notes.append(store.warning)
@@ -609,10 +611,11 @@ def read_instances(root: str, state: TargetState, events: list[ev.LogEvent], inv
     return {b: read_pci_instance(root, b, now) for b in sorted(bdfs)}
 
 
-def read_bindings(root: str, state_dir: str | None) -> dict[str, ev.BindingFacts]:
-    """nvmet-p2p's record of the provider device each namespace was bound to, this boot."""
+def read_bindings(root: str, state_dir: str) -> dict[str, ev.BindingFacts]:
+    """nvmet-p2p's record of the provider device each namespace was bound to, this boot
+    (``state_dir``: resolved, :func:`nvmet_p2p.paths.state_dir`)."""
     out = {}
-    for k, b in bindings.load(_state_dir(state_dir), boot_id(root)).items():
+    for k, b in bindings.load(state_dir, boot_id(root)).items():
         out[k] = ev.BindingFacts(b.p2pmem, b.written, b.time, b.appeared, b.serial)
     return out
 
@@ -640,7 +643,7 @@ def _pools_and_inventory(root, sample_seconds, interval, io_during_sampling, io_
     return inventory or read_inventory(root), None, None
 
 
-def _managed_only(state_dir: str | None, notes: list[str]) -> set[str] | None:
+def _managed_only(state_dir: str, notes: list[str]) -> set[str] | None:
     """The subsystems nvmet-p2p manages (what status shows by default); None, with a note
     saying why, when there is no readable record: then every subsystem is shown."""
     try:

@@ -46,7 +46,7 @@ import re
 import struct
 from collections.abc import Callable
 
-from nvmet_p2p import safeload
+from nvmet_p2p import paths, safeload
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.kernel import is_bdf
 from nvmet_p2p.pci import model
@@ -871,7 +871,7 @@ def _read_system(r: _Reader) -> SystemInfo:
 #: nvmetcli's systemd unit: it restores /etc/nvmet/config.json after clearing the whole target
 NVMETCLI_UNIT = "nvmet.service"
 #: where ``systemctl enable`` (and ``enable --runtime``, ``mask``) put a unit's links
-UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system")
+UNIT_DIRS = (paths.UNIT_DIR, "/run/systemd/system")
 
 
 def _read_nvmetcli_unit(r: _Reader, s: SystemInfo) -> None:

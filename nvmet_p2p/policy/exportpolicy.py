@@ -32,6 +32,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nvmet_p2p import paths
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.nvmet.state import TargetState
 from nvmet_p2p.pci.inventory import SysRoot
@@ -41,7 +42,7 @@ from nvmet_p2p.policy.profile import by_id_names
 #: directories whose files are never a namespace's backing file (the system's own files and
 #: the kernel's pseudo filesystems)
 SYSTEM_DIRS = ("/etc", "/boot", "/proc", "/sys", "/dev", "/run", "/usr", "/bin", "/sbin",
-               "/lib", "/lib32", "/lib64", "/libx32", "/root", "/var/lib/nvmet-p2p")
+               "/lib", "/lib32", "/lib64", "/libx32", "/root", paths.STATE_DIR)
 
 BACKINGS = ("block", "file")
 

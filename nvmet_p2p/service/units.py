@@ -30,10 +30,8 @@ UNITS = ("nvmet-p2p.service", "nvmet-p2p-watch.service", "nvmet-p2p-exporter.ser
 #: nvmetcli's unit (it restores /etc/nvmet/config.json after clearing the target): the boot
 #: unit conflicts with it, ``doctor`` warns when it is enabled
 NVMETCLI_UNIT = "nvmet.service"
-DEFAULT_UNIT_DIR = "/etc/systemd/system"
 NO_STOP = ("# No ExecStop: `systemctl stop` leaves the target running (connected hosts stay "
            "connected).\n# `nvmet-p2p install-units --clear-on-stop` adds `ExecStop=... clear`.")
-
 
 def template(name: str) -> str:
     """A unit template, from the package data installed beside this module (``data/systemd``;
@@ -41,7 +39,6 @@ def template(name: str) -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "data", "systemd", name), encoding="utf-8") as f:
         return f.read()
-
 
 def executable() -> str:
     """The absolute path of the running ``nvmet-p2p`` (its console script), else PATH's."""
@@ -51,7 +48,6 @@ def executable() -> str:
     found = shutil.which("nvmet-p2p")
     return os.path.abspath(found) if found else "/usr/local/bin/nvmet-p2p"
 
-
 def render(name: str, *, bin_path: str, save_file: str, state_dir: str,
            clear_on_stop: bool = False) -> str:
     for what, v in (("executable", bin_path), ("save file", save_file), ("state directory", state_dir)):
@@ -60,7 +56,6 @@ def render(name: str, *, bin_path: str, save_file: str, state_dir: str,
     stop = f"ExecStop={bin_path} clear" if clear_on_stop else NO_STOP
     return (template(name).replace("@BIN@", bin_path).replace("@SAVE_FILE@", save_file)
             .replace("@STATE_DIR@", state_dir).replace("@EXEC_STOP@", stop))
-
 
 def render_all(**kw) -> dict[str, str]:
     return {n: render(n, **kw) for n in UNITS}

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import pyudev
 
+from nvmet_p2p import paths
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import counters, lastapply
 from nvmet_p2p.nvmet import state as st
@@ -311,7 +312,7 @@ def sd_notify(message: str) -> None:
 @dataclass
 class Options:
     root: str = "/"
-    state_dir: str = "/var/lib/nvmet-p2p"
+    state_dir: str = paths.STATE_DIR
     policy: str = "report"
     debounce: float = DEFAULT_DEBOUNCE
     max_window: float = MAX_WINDOW

@@ -8,20 +8,23 @@ pickle), no log file is written (commands can carry DH-HMAC-CHAP secrets), and c
 carry facts (p2pmem providers, device names, addresses) are listed one per line with them.
 
 The state directory is ``$NVMET_P2P_SHELL_DIR``, else ``$XDG_STATE_HOME/nvmet-p2p/shell``,
-else ``~/.local/state/nvmet-p2p/shell``: created 0700, used only when it is a real directory
-owned by the user and closed to group and others (a looser mode on the user's own directory
-is tightened; anything else is refused, and the shell runs without saving history). It holds
+else ``~/.local/state/nvmet-p2p/shell`` (:func:`nvmet_p2p.paths.shell_dir`; under a ``--root``
+other than ``/`` only ``$NVMET_P2P_SHELL_DIR``): created 0700, used only when it is a real
+directory owned by the user and closed to group and others -- the checks of nvmet-p2p's own
+state directory (:class:`nvmet_p2p.safefs.PrivateDir`), except that a looser mode on the user's
+own directory is tightened; anything else is refused, and the shell runs without saving
+history. It holds
 ``history`` (0600, secrets replaced by ``(secret)``) and ``prefs.json`` (bookmarks, colours).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import re
 import readline
-import stat
 import sys
 import traceback
 import warnings
@@ -31,13 +34,13 @@ from configshell import ConfigShell, Console, ExecutionError, Prefs
 from configshell import shell as cs_shell
 from pyparsing import ParseBaseException
 
-from nvmet_p2p import exits
+from nvmet_p2p import exits, paths
 from nvmet_p2p.errors import NvmetP2PError
 from nvmet_p2p.nvmet import statefile
 from nvmet_p2p.nvmet.apply import ApplyFailed
 from nvmet_p2p.nvmet.configfs import read_state
-from nvmet_p2p.nvmet.statefile import write_atomic
 from nvmet_p2p.output import safe, safe_lines
+from nvmet_p2p.safefs import PrivateDir
 from nvmet_p2p.shell import edits as ed
 from nvmet_p2p.shell.assist import P2pAssist
 from nvmet_p2p.shell.p2p import P2pContext
@@ -61,33 +64,28 @@ def scrub(line: str) -> str:
 # The user's state directory
 # ----------------------------------------------------------------------------------------------
 
-def user_dir() -> str:
-    d = os.environ.get("NVMET_P2P_SHELL_DIR")
-    if d:
-        return d
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "nvmet-p2p", "shell")
+def user_dir(root: str = "/") -> str | None:
+    """The shell's directory (:func:`nvmet_p2p.paths.shell_dir`; None under a ``--root`` other
+    than ``/`` without ``$NVMET_P2P_SHELL_DIR``: no history is kept for a snapshot)."""
+    return paths.shell_dir(root)
+
+
+def _private(path: str) -> PrivateDir:
+    return PrivateDir(path, what="shell history directory", option=None, owners={os.geteuid()},
+                      tighten=True)
 
 
 def secure_dir(path: str) -> tuple[bool, str | None]:
-    """Create or check the state directory: (usable, a note for the user or None)."""
+    """Create or check the state directory: (usable, a note for the user or None). The same
+    rules as nvmet-p2p's own state directory (:class:`nvmet_p2p.safefs.PrivateDir`), except that
+    a directory of the user's own that is open to others is made 0700 instead of refused."""
+    d = _private(path)
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st_ = os.lstat(path)
-    except OSError as exc:
-        return False, f"not saving shell history: cannot create {path}: {exc.strerror}"
-    if not stat.S_ISDIR(st_.st_mode):
-        return False, f"not saving shell history: {path} is not a directory (a symlink?)"
-    if st_.st_uid != os.geteuid():
-        return False, (f"not saving shell history: {path} belongs to uid {st_.st_uid}, not to "
-                       f"you (uid {os.geteuid()})")
-    if st_.st_mode & 0o077:
-        try:
-            os.chmod(path, 0o700)
-        except OSError as exc:
-            return False, f"not saving shell history: cannot make {path} private: {exc.strerror}"
-        return True, f"{path} was open to others (mode {stat.S_IMODE(st_.st_mode):04o}); made it 0700"
-    return True, None
+        with d.opened(create=True):
+            pass
+    except NvmetP2PError as exc:
+        return False, f"not saving shell history: {exc}"
+    return True, d.note
 
 
 def _private_file(path: str) -> None:
@@ -112,17 +110,16 @@ class JsonPrefs(Prefs):
         if not path:
             return
         data = {k: self[k] for k in KEPT_PREFS if k in self}
-        try:
-            write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n", mode=0o600,
-                         backups=0)
-        except OSError:
-            pass
+        d, name = os.path.split(path)
+        with contextlib.suppress(OSError, NvmetP2PError):
+            _private(d).write(name, json.dumps(data, indent=1, sort_keys=True) + "\n", mode=0o600)
 
     def load_json(self, path: str) -> None:
+        d, name = os.path.split(path)
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (OSError, ValueError):
+            raw = _private(d).read(name, 1 << 20)
+            data = json.loads(raw) if raw is not None else None
+        except (OSError, ValueError, RecursionError, NvmetP2PError):
             return
         if isinstance(data, dict):
             for k in KEPT_PREFS:
@@ -204,7 +201,7 @@ class NvmetShell(ConfigShell):
         try:
             return super()._complete(text, state)
         except Exception:  # noqa: BLE001 - readline drops completer errors; so do we
-            if os.environ.get("NVMET_P2P_DEBUG"):
+            if os.environ.get(paths.DEBUG_ENV):
                 traceback.print_exc(file=self.con._stderr)
             return None
 
@@ -376,7 +373,7 @@ class ShellApp(P2pAssist):
 
     # -- files ---------------------------------------------------------------------------------
     def saveconfig(self, savefile: str | None) -> None:
-        path = savefile or os.environ.get("NVMET_P2P_SAVE_FILE", "/etc/nvmet/config.json")
+        path = paths.save_file(self.session.root, savefile)
         live = read_state(self.session.cfs)
         try:
             backup = statefile.save(live, path)
@@ -391,7 +388,7 @@ class ShellApp(P2pAssist):
                       "change(s) are not in it (`commit` first)")
 
     def restoreconfig(self, savefile: str | None, clear: bool) -> None:
-        path = savefile or os.environ.get("NVMET_P2P_SAVE_FILE", "/etc/nvmet/config.json")
+        path = paths.save_file(self.session.root, savefile)
         state = statefile.load(path)
         how = "replacing the whole target" if clear else "adding and updating what it names"
         edit = (ed.replace_all if clear else ed.merge)(state, f"restore {path} ({how})")
@@ -415,11 +412,11 @@ class ShellApp(P2pAssist):
         except KeyboardInterrupt:
             return "interrupted"
         except Exception as exc:  # noqa: BLE001 - a bug: one clean line, the trace on request
-            if os.environ.get("NVMET_P2P_DEBUG"):
+            if os.environ.get(paths.DEBUG_ENV):
                 traceback.print_exc(file=self.err_stream)
             if isinstance(exc, ParseBaseException):
                 return f"cannot parse the command line: {exc}"
-            return (f"internal error: {type(exc).__name__}: {exc} (NVMET_P2P_DEBUG=1 shows the "
+            return (f"internal error: {type(exc).__name__}: {exc} ({paths.DEBUG_ENV}=1 shows the "
                     "traceback)")
         finally:
             self._keep_current_node()

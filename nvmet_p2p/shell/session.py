@@ -26,6 +26,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 
+from nvmet_p2p import paths
 from nvmet_p2p.errors import Busy, NvmetP2PError
 from nvmet_p2p.nvmet import defs, lastapply
 from nvmet_p2p.nvmet import state as st
@@ -38,7 +39,6 @@ from nvmet_p2p.nvmet.apply import (
     locked,
     open_configfs,
     settle_pending,
-    state_dir,
 )
 from nvmet_p2p.nvmet.configfs import Configfs, capabilities, read_state
 from nvmet_p2p.nvmet.plan import Managed, Plan, build_plan
@@ -206,7 +206,7 @@ class Session:
                  cfs: Configfs | None = None, kernel: str | None = None,
                  write_through: bool = False, lock_timeout: float | None = None):
         self.root = root
-        self.directory = state_dir(directory)
+        self.directory = paths.state_dir(root, directory)
         self.kernel = kernel
         self.cfs = cfs or open_configfs(root)
         self.write_through = write_through

@@ -95,7 +95,7 @@ class UIRoot(UINode):
         Save the running target (what configfs holds now, not the staged
         changes) in nvmetcli's JSON format plus p2pmem and buffered_io, mode
         0600 with a backup of the previous file. Default file:
-        /etc/nvmet/config.json ($NVMET_P2P_SAVE_FILE).
+        $NVMET_P2P_SAVE_FILE, else /etc/nvmet/config.json (below --root).
         '''
         self.app.saveconfig(savefile)
 

@@ -38,9 +38,9 @@ TITLE = "nvmet-p2p manual"
 ENVIRONMENT = {
     "NVMET_P2P_ROOT": "The default of --root: the filesystem root every command reads "
                       "(a snapshot or a test tree instead of /).",
-    "NVMET_P2P_STATE_DIR": "The default of --state-dir (else /var/lib/nvmet-p2p).",
+    "NVMET_P2P_STATE_DIR": "The default of --state-dir (else /var/lib/nvmet-p2p below --root).",
     "NVMET_P2P_SAVE_FILE": "The saved configuration save, restore, watch and install-units use "
-                           "by default (else /etc/nvmet/config.json).",
+                           "by default (else /etc/nvmet/config.json below --root).",
     "NVMET_P2P_LOCK_TIMEOUT": "The default of --lock-timeout, in seconds (else 30).",
     "NVMET_P2P_DEBUG": "Set to 1: show Python tracebacks, like --debug.",
     "NVMET_P2P_SHELL_DIR": "Where the interactive shell keeps its history (else "
@@ -68,7 +68,8 @@ FILES = {
                               "buffered_io) that the boot unit restores; see "
                               "nvmet-p2p-config.json(5).",
     "/var/lib/nvmet-p2p/": "The state directory: the objects nvmet-p2p manages, the apply lock "
-                           "and journal, the last apply; see nvmet-p2p-state-dir(5).",
+                           "and journal, the last apply; used only when it is root's and not "
+                           "writable by group or others; see nvmet-p2p-state-dir(5).",
     "/etc/default/nvmet-p2p": "Settings of the systemd units (NVMET_P2P_WAIT_DEVICES, "
                               "NVMET_P2P_WATCH_POLICY).",
     "/sys/kernel/config/nvmet/": "The kernel's nvmet configfs tree, which nvmet-p2p reads and "

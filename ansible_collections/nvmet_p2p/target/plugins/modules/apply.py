@@ -60,7 +60,7 @@ options:
   state_dir:
     description:
       - Where nvmet-p2p records the objects it manages, its lock and the last apply's result.
-      - Default C($NVMET_P2P_STATE_DIR) or C(/var/lib/nvmet-p2p).
+      - Default C($NVMET_P2P_STATE_DIR) or C(/var/lib/nvmet-p2p) (below O(root)).
     type: path
   root:
     description:
@@ -200,14 +200,15 @@ def run_module():
                            mutually_exclusive=[SOURCES], required_one_of=[SOURCES])
     require_nvmet_p2p(module)
     p = module.params
-    from nvmet_p2p.nvmet.apply import state_dir as default_state_dir
+    from nvmet_p2p import paths
     try:
         desired = automation.desired_from(
             profile=p["profile"], profile_content=p["profile_content"],
             profile_dir=p["profile_dir"], state=p["desired_state"],
             state_content=p["desired_state_content"], root=p["root"], kernel=p["kernel"])
         hide_secrets(module, desired.state)
-        result = automation.apply(desired, root=p["root"], state_dir=default_state_dir(p["state_dir"]),
+        result = automation.apply(desired, root=p["root"],
+                                  state_dir=paths.state_dir(p["root"], p["state_dir"]),
                                   prune=p["prune"], check=module.check_mode, diff=module._diff,
                                   kernel=p["kernel"], source="ansible")
     except Exception as exc:  # every nvmet-p2p error becomes a clean failure, bugs do not
