@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 import yaml
 
+from nvmet_p2p import paths
 from nvmet_p2p.errors import InputError
-from nvmet_p2p.nvmet import lastapply, statefile
+from nvmet_p2p.nvmet import lastapply, saved, statefile
 from nvmet_p2p.nvmet import state as st
 from nvmet_p2p.nvmet.apply import open_configfs, reconcile
 from nvmet_p2p.nvmet.configfs import Configfs, read_state
@@ -115,21 +116,29 @@ def _inline_document(value, name: str):
 
 def apply(desired: Desired, *, root: str = "/", state_dir: str, prune: bool = False,
           check: bool = False, diff: bool = False, kernel: str | None = None,
-          source: str = "automation", cfs: Configfs | None = None) -> dict:
+          source: str = "automation", cfs: Configfs | None = None, save: bool = False,
+          save_file: str | None = None) -> dict:
     """Plan (``check``) or apply ``desired``; a JSON-ready result with secrets masked.
-    ``cfs``: the configfs to use (tests give a fake one); default the tree under ``root``."""
+    ``cfs``: the configfs to use (tests give a fake one); default the tree under ``root``.
+
+    ``save``: after the apply, write the live target to the saved file the boot unit restores
+    (``save_file``, default :func:`nvmet_p2p.paths.save_file`); ``changed`` then also covers
+    that file (in check mode: whether it would be rewritten). Without ``save`` the result's
+    ``saved_config`` says whether the live target now differs from that file (``in_sync``,
+    the number of objects, and in ``summary`` what a reboot would do about it)."""
     cfs = cfs or open_configfs(root, load_module=not check)
     if check:
         outcome = reconcile(root, desired.state, state_dir, prune=prune, dry_run=True,
                             kernel=kernel, cfs=cfs)
     else:
-        with lastapply.recorded(state_dir, source) as rec:
+        with lastapply.recorded(state_dir, source, root=root) as rec:
             # (with diff: the whole tree read under the lock is the diff's "before")
             rec.outcome = reconcile(root, desired.state, state_dir, prune=prune, kernel=kernel,
                                     cfs=cfs, whole=diff)
         outcome = rec.outcome
     plan = outcome.plan
-    res = {"changed": not plan.empty, "applied": outcome.applied,
+    kept = _keep(cfs, paths.save_file(root, save_file), state_dir, save, check, plan.empty)
+    res = {"changed": not plan.empty or bool(kept.get("changed")), "applied": outcome.applied,
            "configfs_writes": outcome.result.writes if outcome.result else 0,
            "summary": plan.summary(), "text": plan.render(),
            "plan_warnings": list(plan.warnings), "source": desired.source}
@@ -137,6 +146,8 @@ def apply(desired: Desired, *, root: str = "/", state_dir: str, prune: bool = Fa
         res["placement_warnings"] = list(desired.placement.warnings)
     if desired.check_warnings is not None:
         res["check_warnings"] = list(desired.check_warnings)
+    if kept:
+        res["saved_config"] = kept
     if not plan.empty:
         # the plan and the placement as data only when there is something to do: a run that
         # changes nothing returns a few keys, not a document per namespace (for a fleet, and
@@ -155,6 +166,24 @@ def apply(desired: Desired, *, root: str = "/", state_dir: str, prune: bool = Fa
                        "before_header": "nvmet configfs (managed objects, before)",
                        "after_header": "nvmet configfs (managed objects, after)"}
     return res
+
+
+def _keep(cfs: Configfs, path: str, state_dir: str, save: bool, check: bool,
+          plan_empty: bool) -> dict:
+    """The ``saved_config`` result: the save made (``save``), or the drift left behind; in check
+    mode with ``save`` whether the file would be rewritten (the plan changes the target, or the
+    target already differs from the file), else nothing."""
+    if check:
+        if not save:
+            return {}
+        drift = saved.check_tree(cfs, path)
+        return {"file": drift.file, "saved": False, "changed": not plan_empty or not drift.in_sync,
+                "in_sync": drift.in_sync, "summary": drift.summary()}
+    if save:
+        return saved.save_live(cfs, path, state_dir,
+                               prepare=exportpolicy.consents_for_save(cfs.root)).to_dict()
+    d = saved.check_tree(cfs, path).to_dict()
+    return {k: d[k] for k in ("file", "exists", "in_sync", "changes", "error", "summary")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,9 +387,12 @@ def offload_summary(doc: dict) -> dict:
             "all_active": total > 0 and not inactive}
 
 
-def doctor_document(*, root: str = "/", kernel: str | None = None) -> dict:
+def doctor_document(*, root: str = "/", kernel: str | None = None,
+                    save_file: str | None = None) -> dict:
     inv = read_inventory(root)
-    doc = diagnose(inv, kernel=kernel).to_dict()
+    report = diagnose(inv, kernel=kernel)
+    report.checks.append(status.saved_config_check(root, save_file))
+    doc = report.to_dict()
     doc["warnings"] = list(inv.warnings)
     return doc
 

@@ -49,6 +49,7 @@ LABELS = {
     "applies": {"source"}, "apply_refusals": {"source", "error_kind"},
     "watch_reactions": {"decision", "action"},
     "ana_state": {"port", "grpid", "state"}, "ana_group_namespaces": {"grpid"},
+    "saved_config_drift": set(),
     "build_info": {"version", "kernel"}, "collector_success": {"collector"},
     "collector_duration_seconds": {"collector"},
 }

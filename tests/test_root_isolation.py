@@ -90,7 +90,7 @@ def commands(root: str, inputs: str, explicit: str = "/e") -> dict[str, list[lis
         "distance": [["distance", "0000:03:00.0", "rxe0"]],
         "profile": [["profile", "--root", root, "schema"], ["profile", "--root", root, "check", prof]],
         "plan": [["plan", "--state", state]],
-        "apply": [["apply", "--state", state]],
+        "apply": [["apply", "--state", state], ["apply", "--state", state, "--save"]],
         "save": [["save"]],
         "restore": [["restore"], ["restore", "nonexist.json"], ["restore", "--dry-run"]],
         "clear": [["clear", "--dry-run"], ["clear"]],

@@ -55,21 +55,14 @@ def run_plan(args) -> int:
     return 0
 
 
-def run_apply(args, progress, rec=None) -> int:
-    """``rec``: a :class:`nvmet_p2p.nvmet.lastapply.Recorder` to hand the outcome to."""
+def apply_profile(args, progress) -> tuple[placement.Placement, Outcome]:
+    """Place the profile and apply it (``apply --profile``); the caller prints the result."""
     p = placement_from_args(args)
     if not args.json:
         sys.stdout.write(placement.render(p, explain=args.explain) + "\n\n")
     outcome = reconcile(args.root, p.state, directory(args), prune=args.prune,
                         progress=progress, kernel=args.kernel, lock_timeout=lock_timeout(args))
-    if rec is not None:
-        rec.outcome = outcome
-    if args.json:
-        report_recovery(outcome.recovery)
-        output.dump_json({"placement": p.to_dict(), **outcome.to_dict()})
-    else:
-        print_plan(args, outcome, steps=args.steps)
-    return 0
+    return p, outcome
 
 
 def _print(args, p: placement.Placement, outcome: Outcome) -> None:

@@ -6,11 +6,12 @@ import contextlib
 import sys
 
 from nvmet_p2p import output, paths
-from nvmet_p2p.nvmet import journal
+from nvmet_p2p.nvmet import journal, saved
 from nvmet_p2p.nvmet.apply import Outcome, open_configfs, reconcile, settle_pending
 from nvmet_p2p.nvmet.configfs import Configfs, capabilities
 from nvmet_p2p.nvmet.plan import build_plan
 from nvmet_p2p.nvmet.state import TargetState
+from nvmet_p2p.policy import exportpolicy
 from nvmet_p2p.safeload import redact, redact_doc
 
 
@@ -21,6 +22,12 @@ def add_state_dir(parser) -> None:
     parser.add_argument("--lock-timeout", metavar="SECONDS", type=float, default=None,
                         help="wait up to SECONDS for another nvmet-p2p apply to finish (default "
                              f"${paths.LOCK_TIMEOUT_ENV} or {paths.LOCK_TIMEOUT:g}; 0: refuse at once)")
+
+
+def add_save_file(parser, what: str = "the saved configuration the boot unit restores") -> None:
+    parser.add_argument("--save-file", metavar="FILE", default=None,
+                        help=f"{what} (default ${paths.SAVE_FILE_ENV} or {paths.SAVE_FILE}, "
+                             "below --root)")
 
 
 def directory(args) -> str:
@@ -109,3 +116,33 @@ def failure_report(args, exc) -> int:
                   file=sys.stderr)
     return exc.exit_status
 
+
+def after_apply(args, progress=None) -> dict:
+    """After a successful apply: ``--save`` writes the live target to the saved file (under the
+    apply lock); otherwise the live target is compared with it and a difference is a warning on
+    stderr (the boot unit restores the saved file: what differs is lost, or undone, at the next
+    reboot). Returns the ``saved_config`` member of the JSON result."""
+    cfs = open_configfs(args.root, load_module=False)
+    path = save_file(args)
+    if getattr(args, "save", False):
+        return saved.save_live(cfs, path, directory(args), lock_timeout=lock_timeout(args),
+                               progress=progress,
+                               prepare=exportpolicy.consents_for_save(args.root)).to_dict()
+    drift = saved.check_tree(cfs, path)
+    if not drift.in_sync:
+        lines = [f"nvmet-p2p {args.command}: warning: {drift.summary()}"]
+        lines += [f"  {line}" for line in drift.lines(limit=5)]
+        sys.stderr.write(output.safe_lines(lines) + "\n")   # (names from configfs and the file)
+    return drift.to_dict()
+
+
+def report_saved(args, kept: dict) -> None:
+    """The human line for ``apply --save`` (the JSON result carries ``saved_config``)."""
+    if args.json or not kept.get("saved"):
+        return
+    backup = f"; previous file kept as {kept['backup']}" if kept.get("backup") else ""
+    lines = [f"Saved the live target ({kept['subsystems']} subsystem(s), {kept['namespaces']} "
+             f"namespace(s), {kept['ports']} port(s), {kept['hosts']} host(s)) to {kept['file']} "
+             f"(mode 0600){backup}: the boot unit restores it."]
+    lines += [f"note: {n}" for n in kept.get("notes") or ()]
+    print(output.safe_lines(lines))

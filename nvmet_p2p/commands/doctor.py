@@ -7,6 +7,8 @@ import textwrap
 from nvmet_p2p import exits
 from nvmet_p2p.commands._common import Example
 from nvmet_p2p.commands._inventory import add_inventory_option, load_inventory, refuse_root_with_inventory
+from nvmet_p2p.commands._target import add_save_file
+from nvmet_p2p.observe.status import saved_config_check
 from nvmet_p2p.output import emit, warn
 from nvmet_p2p.pci.doctor import diagnose
 
@@ -35,16 +37,21 @@ EXAMPLES = (
 
 def register(parser) -> None:
     add_inventory_option(parser)
+    add_save_file(parser, "the saved configuration compared with the live target (the "
+                          "saved-config check; not with --inventory)")
 
 
 def _human(doc: dict) -> str:
     out = [doc["summary"], ""]
-    wrap = textwrap.TextWrapper(width=100, subsequent_indent=" " * 7)
+    # (a path or an NQN is never split: it stays one word to copy)
+    wrap = textwrap.TextWrapper(width=100, subsequent_indent=" " * 7, break_long_words=False,
+                                break_on_hyphens=False)
     for c in doc["checks"]:
         out.append(wrap.fill(f"{_TAG[c['status']]} {c['title']}: {c['detail']}"))
         if c["status"] != "ok" and c["fix"]:
             out.append(textwrap.fill(f"fix: {c['fix']}", width=100, initial_indent=" " * 7,
-                                     subsequent_indent=" " * 12))
+                                     subsequent_indent=" " * 12, break_long_words=False,
+                                     break_on_hyphens=False))
     n = doc["counts"]
     out += ["", f"{sum(n.values())} checks: {n['ok']} ok, {n['warn']} warn, {n['fail']} fail, "
                 f"{n['skip']} skip (source: {doc['source']}, kernel {doc['kernel'] or 'unknown'})"]
@@ -56,6 +63,8 @@ def run(args) -> int:
     refuse_root_with_inventory(args)
     inv = load_inventory(args)
     report = diagnose(inv, kernel=args.kernel)
+    if not args.inventory:
+        report.checks.append(saved_config_check(args.root, args.save_file))
     doc = report.to_dict()
     doc["warnings"] = list(inv.warnings)
     emit(args.json, doc, _human)

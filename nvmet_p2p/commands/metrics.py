@@ -7,7 +7,7 @@ import sys
 
 from nvmet_p2p import exits
 from nvmet_p2p.commands._common import Example
-from nvmet_p2p.commands._target import add_state_dir
+from nvmet_p2p.commands._target import add_save_file, add_state_dir
 from nvmet_p2p.errors import InputError, UsageError
 from nvmet_p2p.observe import metrics
 from nvmet_p2p.observe.metrics import TargetCollector
@@ -32,6 +32,8 @@ EXAMPLES = (
 
 def add_collector_options(p) -> None:
     add_state_dir(p)
+    add_save_file(p, "the saved configuration the live target is compared with "
+                     "(nvmet_p2p_saved_config_drift)")
     p.add_argument("--all", action="store_true",
                    help="every subsystem, not only the ones nvmet-p2p manages")
     p.add_argument("--no-doctor", action="store_true", help="leave out the doctor checks")
@@ -39,7 +41,8 @@ def add_collector_options(p) -> None:
 
 def collector_from_args(args):
     return TargetCollector(args.root, state_dir=args.state_dir, all_subsystems=args.all,
-                           kernel=args.kernel, doctor=not args.no_doctor)
+                           kernel=args.kernel, doctor=not args.no_doctor,
+                           save_file=args.save_file)
 
 
 def register(p) -> None:

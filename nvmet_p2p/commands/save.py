@@ -10,8 +10,6 @@ from nvmet_p2p.commands._target import add_state_dir, save_file, settle_first
 from nvmet_p2p.nvmet import statefile
 from nvmet_p2p.nvmet.apply import open_configfs
 from nvmet_p2p.nvmet.configfs import read_state
-from nvmet_p2p.pci.inventory import read_blocks
-from nvmet_p2p.pci.model import Inventory
 from nvmet_p2p.policy import exportpolicy
 
 NAME = "save"
@@ -39,8 +37,7 @@ def run(args) -> int:
     live = read_state(open_configfs(args.root, load_module=False))
     # what runs is what the boot restores: an export of a device in use, or of a file, is
     # saved with the export policy's consent (and said)
-    inv = Inventory(blocks=read_blocks(args.root))
-    notes = exportpolicy.mark_consents(live, lambda p: exportpolicy.probe(args.root, p, inv), inv)
+    notes = exportpolicy.consents_for_save(args.root)(live)
     backup = statefile.save(live, path)
     info = {"file": os.path.abspath(path), "backup": backup, "mode": "0600",
             "hosts": len(live.hosts), "subsystems": len(live.subsystems),

@@ -9,7 +9,7 @@ import time
 
 from nvmet_p2p import exits
 from nvmet_p2p.commands._common import Example
-from nvmet_p2p.commands._target import add_state_dir, settle_first
+from nvmet_p2p.commands._target import add_save_file, add_state_dir, settle_first
 from nvmet_p2p.errors import InputError, UsageError
 from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.observe import status as st
@@ -37,6 +37,8 @@ EXAMPLES = (
 
 def register(p):
     add_state_dir(p)
+    add_save_file(p, "the saved configuration the live target is compared with (what the boot "
+                     "unit restores)")
     p.add_argument("--all", action="store_true",
                    help="show every subsystem, not only the ones nvmet-p2p manages")
     p.add_argument("--sample", type=float, metavar="SECONDS", default=None,
@@ -96,7 +98,8 @@ def run(args) -> int:
     if args.watch is None:
         rep = st.collect(args.root, sample_seconds=args.sample, interval=args.interval,
                          io_during_sampling=args.io, io_size=io_size, all_subsystems=args.all,
-                         kernel=args.kernel, state_dir=args.state_dir)
+                         kernel=args.kernel, state_dir=args.state_dir,
+                         save_file=args.save_file)
         emit(args.json, rep.to_dict(), lambda _d: st.render(rep))
         return 0
     inv = st.read_inventory(args.root)
@@ -113,7 +116,7 @@ def run(args) -> int:
                 sampler.track(f.bdf for f in inv.providers(published_only=False))
             rep = st.collect(args.root, sampler=sampler, io_during_sampling=args.io,
                              all_subsystems=args.all, kernel=args.kernel,
-                             inventory=inv, state_dir=args.state_dir)
+                             inventory=inv, state_dir=args.state_dir, save_file=args.save_file)
             if args.json:
                 sys.stdout.write(json.dumps(rep.to_dict(), default=str) + "\n")
             else:

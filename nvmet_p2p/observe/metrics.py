@@ -23,7 +23,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from nvmet_p2p import __version__, paths
 from nvmet_p2p.errors import NvmetP2PError
-from nvmet_p2p.nvmet import counters, lastapply
+from nvmet_p2p.nvmet import counters, lastapply, saved
+from nvmet_p2p.nvmet.configfs import Configfs
 from nvmet_p2p.nvmet.defs import ANA_STATES
 from nvmet_p2p.observe import status
 from nvmet_p2p.pci.doctor import diagnose
@@ -185,6 +186,15 @@ def counter_families(counted: dict[str, list[counters.Series]]) -> list[CounterM
     return out
 
 
+def saved_config_families(drift_doc: dict) -> list[GaugeMetricFamily]:
+    """``drift_doc``: :meth:`nvmet_p2p.nvmet.saved.Drift.to_dict`."""
+    g = _g("saved_config_drift", "Objects in which the live target differs from the saved "
+                                 "configuration the boot unit restores (0: a reboot restores "
+                                 "exactly what runs; `nvmet-p2p save` brings it to 0).")
+    g.add_metric([], float(drift_doc["changes"]))
+    return [g]
+
+
 def doctor_families(doctor_doc: dict) -> list[GaugeMetricFamily]:
     can = _g("doctor_can_offload", "1 when nvmet-p2p doctor finds nothing that blocks the "
                                    "offload (no failed check).")
@@ -205,9 +215,11 @@ class TargetCollector:
     """A ``prometheus_client`` collector over the live machine (or a tree under ``root``)."""
 
     def __init__(self, root: str = "/", state_dir: str | None = None,
-                 all_subsystems: bool = False, kernel: str | None = None, doctor: bool = True):
+                 all_subsystems: bool = False, kernel: str | None = None, doctor: bool = True,
+                 save_file: str | None = None):
         self.root = root
         self.state_dir = paths.state_dir(root, state_dir)
+        self.save_file = paths.save_file(root, save_file)
         self.all_subsystems = all_subsystems
         self.kernel = kernel
         self.doctor = doctor
@@ -224,7 +236,7 @@ class TargetCollector:
         took = _g("collector_duration_seconds", "Time spent reading this part of the metrics.",
                   ("collector",))
         parts = [("status", self._status), ("last_apply", self._last_apply),
-                 ("counters", self._counters)]
+                 ("counters", self._counters), ("saved_config", self._saved_config)]
         if self.doctor:
             parts.append(("doctor", self._doctor))
         self._inv = None
@@ -261,6 +273,15 @@ class TargetCollector:
 
     def _counters(self):
         return counter_families(counters.load(self.state_dir))
+
+    def _saved_config(self):
+        cfs = Configfs(self.root)
+        if not cfs.present():
+            return []                   # no target: nothing a reboot could lose
+        drift = saved.check_tree(cfs, self.save_file)
+        if drift.error:
+            raise NvmetP2PError(drift.error)
+        return saved_config_families(drift.to_dict())
 
     def _doctor(self):
         return doctor_families(diagnose(self._inventory(), kernel=self.kernel).to_dict())

@@ -30,7 +30,7 @@ from nvmet_p2p import paths
 from nvmet_p2p.errors import InputError, NvmetP2PError
 from nvmet_p2p.kernel import BDF_ANYCASE_RE, PciInstance, is_bdf, monotonic_now, read_pci_instance
 from nvmet_p2p.kmsg import KernelLog
-from nvmet_p2p.nvmet import bindings
+from nvmet_p2p.nvmet import bindings, saved
 from nvmet_p2p.nvmet.apply import ManagedStore
 from nvmet_p2p.nvmet.configfs import Configfs, read_state
 from nvmet_p2p.nvmet.degraded import DegradedStore, for_object
@@ -40,6 +40,7 @@ from nvmet_p2p.observe import evidence as ev
 from nvmet_p2p.output import safe_lines, table
 from nvmet_p2p.pci import distance as dist
 from nvmet_p2p.pci import inventory as pci_inventory
+from nvmet_p2p.pci.doctor import OK, SKIP, WARN, Check
 from nvmet_p2p.pci.inventory import block_device_name
 from nvmet_p2p.pci.model import Inventory, RdmaDevice
 from nvmet_p2p.pci.p2pdma_rules import MapType
@@ -225,6 +226,8 @@ class StatusReport:
     degraded_ports: list = field(default_factory=list)   # ports the watcher saw lose their NIC/address
     sampling: dict | None = None
     ana: list = field(default_factory=list)      # per port and ANA group: state, namespaces
+    #: the live target against the saved file the boot unit restores (nvmet_p2p.nvmet.saved)
+    saved_config: dict | None = None
 
     def verdicts(self) -> list[ev.Verdict]:
         return [v for s in self.subsystems for n in s["namespaces"] for v in n["_verdicts"]]
@@ -240,7 +243,7 @@ class StatusReport:
                 "time": self.time, "log": self.log, "debugfs": self.debugfs,
                 "sampling": self.sampling, "providers": self.providers, "subsystems": subs,
                 "refusals": self.refusals, "notes": self.notes, "degraded_ports": self.degraded_ports,
-                "ana": self.ana}
+                "ana": self.ana, "saved_config": self.saved_config}
 
 
 def assemble(state: TargetState, inv: Inventory, events: list[ev.LogEvent], *,
@@ -567,7 +570,8 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
             io_during_sampling: bool = False, io_size: int | None = None, all_subsystems: bool = False,
             sampler: ev.PoolSampler | None = None, hints: list[HostControllerHint] | None = None,
             kernel: str | None = None, inventory: Inventory | None = None,
-            log_records: list | None = None, state_dir: str | None = None) -> StatusReport:
+            log_records: list | None = None, state_dir: str | None = None,
+            save_file: str | None = None) -> StatusReport:
     """Read everything and decide. ``sampler``: an already running/finished sampler whose
     statistics to use (``bench`` samples around each fio run). With ``sample_seconds`` the
     pools are sampled first, in this thread, and the inventory is read afterwards (on a slow
@@ -598,6 +602,8 @@ def collect(root: str = "/", *, sample_seconds: float = 0.0, interval: float = 0
     if not os.path.isdir(os.path.join(root, NVMET)):
         rep.notes.insert(0, f"no nvmet configfs tree at {os.path.join(root, NVMET)} "
                             "(modprobe nvmet; configfs mounted?)")
+    else:
+        rep.saved_config = saved_config(root, save_file).to_dict()
     return rep
 
 
@@ -618,6 +624,28 @@ def read_bindings(root: str, state_dir: str) -> dict[str, ev.BindingFacts]:
     for k, b in bindings.load(state_dir, boot_id(root)).items():
         out[k] = ev.BindingFacts(b.p2pmem, b.written, b.time, b.appeared, b.serial)
     return out
+
+
+def saved_config(root: str, save_file: str | None = None):
+    """The live tree under ``root`` against the saved file (``save_file``, else the default
+    below ``root``): a :class:`nvmet_p2p.nvmet.saved.Drift`, never an exception for the file."""
+    return saved.check_tree(Configfs(root), paths.save_file(root, save_file))
+
+
+def saved_config_check(root: str, save_file: str | None = None):
+    """``doctor``'s check of the saved configuration against the live target (a
+    :class:`nvmet_p2p.pci.doctor.Check`): ok in sync, warn when a reboot would not restore what
+    runs or the file cannot be read, skip without an nvmet tree."""
+    title = "saved configuration (restored at boot)"
+    if not os.path.isdir(os.path.join(root, NVMET)):
+        return Check("saved-config", title, SKIP, "no nvmet configfs tree to compare")
+    d = saved_config(root, save_file)
+    if d.in_sync:
+        return Check("saved-config", title, OK, d.summary())
+    fix = ("nvmet-p2p save (or apply --save) writes the live target to it" if not d.error
+           else f"fix or move away {d.file}, then nvmet-p2p save")
+    return Check("saved-config", title, WARN, d.summary(), fix,
+                 items=[{"line": line} for line in d.lines()])
 
 
 def _pools_and_inventory(root, sample_seconds, interval, io_during_sampling, io_size, sampler,
@@ -800,4 +828,10 @@ def render(rep: StatusReport) -> str:
             out.append(f"  {r['message']}")
     if not rep.subsystems:
         out.append("no subsystems")
+    if rep.saved_config is not None:
+        d = rep.saved_config
+        out.append("")
+        out.append(("saved configuration: " if d["in_sync"] else "SAVED CONFIGURATION DIFFERS: ")
+                   + d["summary"])
+        out += [f"  {line}" for line in d["lines"]]
     return safe_lines(out)

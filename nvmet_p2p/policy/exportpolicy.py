@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from nvmet_p2p import paths
 from nvmet_p2p.errors import InputError
 from nvmet_p2p.nvmet.state import TargetState
-from nvmet_p2p.pci.inventory import SysRoot
+from nvmet_p2p.pci.inventory import SysRoot, read_blocks
 from nvmet_p2p.pci.model import Inventory
 from nvmet_p2p.policy.profile import by_id_names
 
@@ -238,3 +238,11 @@ def mark_consents(state: TargetState, facts_of: Callable[[str], PathFacts],
                     notes.append(f"namespace {nqn}/{nsid}: {path} is in use on this machine "
                                  f"({'; '.join(uses)}): saved with allow_in_use: true")
     return notes
+
+
+def consents_for_save(root: str) -> Callable[[TargetState], list[str]]:
+    """:func:`mark_consents` for the live tree under ``root`` about to be saved (``save``,
+    ``apply --save``, the Ansible module's ``save``): the block devices are read now, the
+    marking is done on the tree the caller read. Returns the notes."""
+    inv = Inventory(blocks=read_blocks(root))
+    return lambda live: mark_consents(live, lambda p: probe(root, p, inv), inv)

@@ -57,6 +57,21 @@ options:
       - Objects nvmet-p2p did not create are never removed unless the desired state names them.
     type: bool
     default: false
+  save:
+    description:
+      - After the apply, save the live target to the file the boot unit (C(nvmet-p2p.service))
+        restores, like C(nvmet-p2p save); without it a change applied here is gone at the next
+        reboot.
+      - RV(changed) then also covers that file (in check mode, whether it would be rewritten).
+      - When false (the default, like the C(nvmet-p2p apply) command) nothing is saved, and the
+        task warns when the live target differs from the saved file.
+    type: bool
+    default: false
+  save_file:
+    description:
+      - The saved configuration O(save) writes and the live target is compared with.
+      - Default C($NVMET_P2P_SAVE_FILE) or C(/etc/nvmet/config.json) (below O(root)).
+    type: path
   state_dir:
     description:
       - Where nvmet-p2p records the objects it manages, its lock and the last apply's result.
@@ -85,9 +100,10 @@ EXAMPLES = r"""
   check_mode: true
   diff: true
 
-- name: Apply the profile
+- name: Apply the profile and save it for the next boot
   nvmet_p2p.target.apply:
     profile: /etc/nvmet-p2p/jbof.yaml
+    save: true
   register: applied
 
 - name: Apply a saved configuration and remove managed objects that left it
@@ -163,6 +179,14 @@ rolled_back_steps:
   description: For a kernel refusal, how many completed steps were undone.
   returned: failure
   type: int
+saved_config:
+  description:
+    - With O(save), the file written (C(file), C(changed), C(backup), counts); without it,
+      whether the live target differs from the saved file (C(in_sync); C(changes), the number
+      of objects; C(summary); a difference is also a task warning). Not returned in check
+      mode without O(save).
+  returned: success
+  type: dict
 rollback_errors:
   description: Undo steps that failed (empty when configfs is as before).
   returned: failure
@@ -193,6 +217,8 @@ def run_module():
         desired_state=dict(type="path"),
         desired_state_content=dict(type="raw"),
         prune=dict(type="bool", default=False),
+        save=dict(type="bool", default=False),
+        save_file=dict(type="path"),
         state_dir=dict(type="path"),
         **COMMON_ARGS
     )
@@ -210,7 +236,8 @@ def run_module():
         result = automation.apply(desired, root=p["root"],
                                   state_dir=paths.state_dir(p["root"], p["state_dir"]),
                                   prune=p["prune"], check=module.check_mode, diff=module._diff,
-                                  kernel=p["kernel"], source="ansible")
+                                  kernel=p["kernel"], source="ansible", save=p["save"],
+                                  save_file=p["save_file"])
     except Exception as exc:  # every nvmet-p2p error becomes a clean failure, bugs do not
         if not is_nvmet_p2p_error(exc):
             raise
@@ -219,6 +246,9 @@ def run_module():
     for warning in (result.get("placement_warnings", []) + result.get("check_warnings", [])
                     + result["plan_warnings"]):
         module.warn(warning)
+    kept = result.get("saved_config") or {}
+    if not kept.get("saved") and not kept.get("in_sync", True):
+        module.warn(kept["summary"])
     module.exit_json(**result)
 
 
