@@ -312,6 +312,20 @@ def p2p_nics(dm: dict) -> dict[str, dict]:
     return {k: v for k, v in dm.get("rdma", {}).items() if v.get("kind") == "rxe_p2p"}
 
 
+def sh(*cmd: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a command in the guest; ``check``: an exit status other than 0 fails the test with
+    its output."""
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    if check and r.returncode:
+        raise AssertionError(f"{' '.join(cmd)} -> {r.returncode}: {r.stdout}{r.stderr}")
+    return r
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
 def shares_bridge(a: dict, b: dict) -> bool:
     """Whether two devmap PCI entries (``upstream`` lists) share an upstream bridge: on q35
     (host bridge not whitelisted, no ACS on these ports) that is the kernel's p2pdma rule."""

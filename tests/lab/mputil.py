@@ -13,22 +13,12 @@ import sys
 import textwrap
 import time
 
-from labutil import HOSTID, HOSTNQN, Dmesg, PoolSampler, _write
+from labutil import HOSTID, HOSTNQN, Dmesg, PoolSampler, _write, read, sh
 
 NQN = "nqn.2026-12.io.nvmet-p2p.lab:mp"
 FIO_SIZE = "8M"
 
 
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if check and r.returncode:
-        raise AssertionError(f"{' '.join(cmd)} -> {r.returncode}: {r.stdout}{r.stderr}")
-    return r
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
 
 
 def attempt(fn, *args) -> str:

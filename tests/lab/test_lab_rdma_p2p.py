@@ -40,6 +40,7 @@ from labutil import (
     p2p_nic_for,
     pattern,
     rdma_link,
+    sh,
     write_direct,
 )
 
@@ -48,13 +49,6 @@ RDMA_P2P = pytest.mark.topology("rdma-p2p")
 
 NQN = "nqn.2026-12.io.nvmet-p2p.lab:p2p"
 FIO_SIZE = "8M"
-
-
-def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if check and r.returncode:
-        raise AssertionError(f"{' '.join(cmd)} -> {r.returncode}: {r.stdout}{r.stderr}")
-    return r
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
