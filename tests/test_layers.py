@@ -119,7 +119,8 @@ def test_leaves_import_only_leaves():
 #: library on a rare path): (module, what it imports there)
 LAZY = {("nvmet_p2p.harness.plots", "matplotlib"),          # the optional plots extra
         ("nvmet_p2p.harness.plots", "matplotlib.pyplot"),
-        ("nvmet_p2p.pci.inventory", "nvmet_p2p.pci.addresses")}   # pyroute2, for a live read
+        ("nvmet_p2p.pci.inventory", "nvmet_p2p.pci.addresses"),    # pyroute2, for a live read
+        ("nvmet_p2p.service.watch", "nvmet_p2p.pci.addresses")}    # pyroute2, when listening
 
 
 def test_imports_are_at_the_top_but_the_heavy_ones_on_rare_paths():

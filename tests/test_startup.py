@@ -35,7 +35,6 @@ ALLOWED = {
     "nvmet_p2p.commands.shell": {"configshell"},
     "nvmet_p2p.commands.metrics": {"prometheus_client"},
     "nvmet_p2p.commands.exporter": {"prometheus_client", "waitress"},
-    "nvmet_p2p.commands.watch": {"pyroute2"},
 }
 
 PKG = pathlib.Path(nvmet_p2p.__file__).parent

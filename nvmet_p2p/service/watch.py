@@ -42,7 +42,7 @@ from nvmet_p2p.nvmet.apply import ApplyFailed, ApplyInterrupted, open_configfs, 
 from nvmet_p2p.nvmet.configfs import read_state
 from nvmet_p2p.nvmet.degraded import DegradedStore, Entry
 from nvmet_p2p.observe.status import managed_subsystems, rdma_devices_for_address
-from nvmet_p2p.pci import addresses, distance
+from nvmet_p2p.pci import distance
 from nvmet_p2p.pci.inventory import block_device_name, read_inventory
 from nvmet_p2p.pci.p2pdma_rules import MapType
 from nvmet_p2p.policy import placement
@@ -143,6 +143,14 @@ class KernelStamps:
                 e.kernel_time = min(self.stamps[e.seq], e.received)
 
 
+def _addresses():
+    """:mod:`nvmet_p2p.pci.addresses`, imported when the watcher listens: it imports pyroute2
+    (0.55 s on a host, seconds under the lab's TCG), which ``nvmet-p2p --help`` and every other
+    command that imports this module never use."""
+    from nvmet_p2p.pci import addresses
+    return addresses
+
+
 class AddressSource:
     """IPv4/IPv6 address additions and removals as events, from an rtnetlink socket bound to
     the IFADDR groups (a plain non-blocking socket the select loop can own; each datagram is
@@ -151,7 +159,7 @@ class AddressSource:
     source = "rtnetlink"
 
     def __init__(self):
-        self.sock = addresses.address_socket()
+        self.sock = _addresses().address_socket()
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -170,7 +178,7 @@ class AddressSource:
         """The address messages of one datagram as ``addr`` events named by interface (its
         index when the name is gone)."""
         out = []
-        for added, index, ip in addresses.address_events(data):
+        for added, index, ip in _addresses().address_events(data):
             try:
                 name = socket.if_indextoname(index)
             except OSError:
