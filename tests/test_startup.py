@@ -20,6 +20,7 @@ Each check runs in a fresh interpreter.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import subprocess
 import sys
@@ -77,3 +78,15 @@ def test_help_and_version_load_no_optional_library(argv):
             f"    try:\n        cli.main({argv!r})\n    except SystemExit:\n        pass")
     may = set().union(*ALLOWED.values()) if argv == ["--help"] else set()
     assert _loaded_after(code) <= may
+
+
+def test_status_of_a_target_without_port_addresses_does_not_load_pyroute2():
+    """The interface addresses serve only to find the RDMA device behind a port's address."""
+    from nvmet_p2p.observe import status
+    if status._ports_with_addresses("/"):
+        pytest.skip("this host's nvmet tree has ports with addresses: status reads them")
+    code = ("from nvmet_p2p.observe import status\n"
+            "inv = status.read_inventory('/')\n")
+    assert _loaded_after(code) == set()
+    assert _loaded_after("from nvmet_p2p.pci import inventory\ninventory.read_inventory('/')") \
+        == {"pyroute2"} or not any(os.scandir("/sys/class/net"))
