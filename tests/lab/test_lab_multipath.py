@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -211,6 +212,81 @@ def test_05_io_goes_down_the_optimized_path_and_uses_its_providers_pool(lab):
         assert low[other] == avail[other], f"{lab['cmb'][other]}'s pool moved: {low}"
         print(f"with multipath: p2p, nsid {nsid}: sectors per path {split}; pool of "
               f"{lab['cmb'][side]} down to {low[side]} of {avail[side]} (emulated NIC, TCG)")
+
+
+def _host_state(nsid: int, traddr: str) -> str | None:
+    for p in host_paths().values():
+        if p["nsid"] == nsid and p["traddr"] == traddr:
+            return p["ana_state"]
+    return None
+
+
+def test_06_the_watcher_moves_the_hosts_io_when_a_nics_address_goes(lab):
+    """``watch --policy reconcile`` while fio writes and verifies nsid 1 (optimized through
+    nica): nica's address is removed, the watcher makes port 1's group non-optimized (never
+    inaccessible), the host's I/O goes on through nicb with verify passing; the address back
+    makes port 1 optimized again. Times from ``ip addr del`` (emulated NIC, TCG)."""
+    from hotplugutil import Watch
+    ip_a, dev_a = lab["ip"]["A"], lab["nic"]["A"]["netdev"]
+    cidr_a = lab["nic"]["A"]["cidr"]
+    grpid = read(f"{NVMET}/subsystems/{NQN}/namespaces/1/ana_grpid")
+    assert read(f"{NVMET}/ports/1/ana_groups/{grpid}/ana_state") == "optimized"
+    w = Watch(str(lab["work"] / "watch-ana.log"), "--policy", "reconcile",
+              "--state-dir", os.environ["NVMET_P2P_STATE_DIR"])
+    fio = subprocess.Popen(["fio", "--name=failover", f"--filename={heads()[1]}", "--direct=1",
+                            "--ioengine=libaio", "--rw=write", "--bs=128k", "--iodepth=8",
+                            "--size=128M", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+                            "--output-format=json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    res = {"label": "emulated NIC (rxe_p2p), QEMU TCG"}
+    try:
+        time.sleep(2)
+        assert fio.poll() is None, "fio ended before the failover: it must run across it"
+        t0 = time.monotonic()
+        sh("ip", "addr", "del", cidr_a, "dev", dev_a)
+        line = w.decision("ana-states", timeout=120)
+        res["watcher_line_s"] = round(time.monotonic() - t0, 2)
+        assert line["action"] == "reconciled", line
+        assert f"port 1 group {grpid}: optimized -> non-optimized" in line["changes"], line
+        assert read(f"{NVMET}/ports/1/ana_groups/{grpid}/ana_state") == "non-optimized"
+        assert "inaccessible" not in line["changes"]
+        res["reaction_ms"], res["ana_ms"] = line.get("reaction_ms"), line.get("ana_ms")
+        res["fio_running_at_line"] = fio.poll() is None
+        out, err = fio.communicate(timeout=600)
+        assert fio.returncode == 0, f"fio failed across the failover: {err[-1500:]}"
+        job = json.loads(out[out.index("{"):])["jobs"][0]
+        assert job["error"] == 0, job
+        res["fio_errors"] = job["error"]
+        res["fio_written_mib"] = round(job["write"]["io_bytes"] / 2**20, 1)
+        t1 = time.monotonic()
+        sh("ip", "addr", "add", cidr_a, "dev", dev_a)
+        n = len(w.lines())
+        back = w.wait_for(lambda d: d.get("decision") == "ana-states", 120, "ana-states after the "
+                          "address came back", start=n)
+        res["back_line_s"] = round(time.monotonic() - t1, 2)
+        assert back["action"] == "reconciled", back
+        assert f"port 1 group {grpid}: non-optimized -> optimized" in back["changes"], back
+        assert read(f"{NVMET}/ports/1/ana_groups/{grpid}/ana_state") == "optimized"
+    finally:
+        if fio.poll() is None:
+            fio.kill()
+            fio.wait()
+        if ip_a not in sh("ip", "-o", "addr", "show", "dev", dev_a).stdout:
+            sh("ip", "addr", "add", cidr_a, "dev", dev_a, check=False)
+        w.stop()
+    # the host reconnects through nica (its reconnect timer) and sees the state again
+    deadline = time.monotonic() + 90
+    while _host_state(1, ip_a) != "optimized" and time.monotonic() < deadline:
+        time.sleep(1)
+    res["host_optimized_again_s"] = round(time.monotonic() - t1, 1)
+    assert _host_state(1, ip_a) == "optimized", host_paths()
+    (lab["work"] / "failover.json").write_text(json.dumps(res, indent=2))
+    print(f"failover (nica's address removed with fio running): watcher line after "
+          f"{res['watcher_line_s']} s (reaction_ms {res['reaction_ms']}, ana_ms {res['ana_ms']}), "
+          f"fio errors {res['fio_errors']}, {res['fio_written_mib']} MiB written and verified "
+          f"(still running when the states changed: {res['fio_running_at_line']}); "
+          f"address back: line after {res['back_line_s']} s, host optimized again after "
+          f"{res['host_optimized_again_s']} s ({res['label']})")
 
 
 def test_99_group_128_leaves_a_phantom_in_the_ana_log(lab):
