@@ -12,7 +12,9 @@ tests check, against the kernel itself:
    the ANA states nvmet-p2p set, the kernel maps p2p memory exactly on the controllers the
    placement said, and fio's I/O on the multipath device goes down the optimized path only
    (per-path block statistics), with the pool of that path's provider in use and crc32c
-   verify passing.
+   verify passing;
+4. ``watch --policy reconcile`` across a failover: a NIC's address removed while fio runs, the
+   states follow, the host's I/O goes on through the other path, verify passes.
 
 Every number that depends on the emulated NIC or TCG timing is an emulation number.
 """
