@@ -103,17 +103,18 @@ def host_controller() -> str | None:
     return None
 
 
-def host_disks() -> dict[int, str]:
-    """nsid -> the host's block device of that namespace (the multipath head, /dev/nvmeXnY)."""
+def host_disks(nqn: str = NQN) -> dict[int, str]:
+    """nsid -> the host's block device of that namespace of subsystem ``nqn`` (the multipath
+    head, /dev/nvmeXnY)."""
     out = {}
     for s in os.listdir("/sys/class/nvme-subsystem"):
         d = f"/sys/class/nvme-subsystem/{s}"
-        if read(f"{d}/subsysnqn") != NQN:
+        if read(f"{d}/subsysnqn") != nqn:
             continue
         for n in os.listdir(d):
             if re.match(r"^nvme\d+n\d+$", n):
                 out[int(read(f"{d}/{n}/nsid"))] = f"/dev/{n}"
-    if not out:
+    if not out and nqn == NQN:
         c = host_controller()
         for n in os.listdir(f"/sys/class/nvme/{c}") if c else []:
             if re.match(r"^nvme\d+n\d+$", n):
@@ -121,15 +122,16 @@ def host_disks() -> dict[int, str]:
     return out
 
 
-def wait_host_disk(nsid: int, present: bool = True, timeout: float = 30.0) -> str | None:
+def wait_host_disk(nsid: int, present: bool = True, timeout: float = 30.0,
+                   nqn: str = NQN) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        d = host_disks().get(nsid)
+        d = host_disks(nqn).get(nsid)
         if bool(d and os.path.exists(d)) == present:
             return d
         time.sleep(0.1)
     raise AssertionError(f"host disk of nsid {nsid} {'did not appear' if present else 'still there'}"
-                         f" after {timeout:.0f} s: {host_disks()}")
+                         f" after {timeout:.0f} s: {host_disks(nqn)}")
 
 
 class Fio:

@@ -222,7 +222,7 @@ def test_watch_reconcile_keeps_status_true_through_the_cycle(target):
         hotplug.remove("cmbA")
         lost = w.decision("provider-lost", timeout=120)
         assert lost["action"] == "reconciled" and b in lost["changes"]
-        hu.wait_host_disk(1, True, 60)
+        hu.wait_host_disk(1, True, 60, nqn=NQN)
         doc = status(target)
         v = verdicts(doc, 1)[c_cntlid(c)]
         assert v["verdict"] == "offload active" and v["provider"] == b, v    # the late mapping
@@ -231,7 +231,7 @@ def test_watch_reconcile_keeps_status_true_through_the_cycle(target):
         hotplug.add("cmbA")
         back = w.decision("provider-back", timeout=120)
         assert back["action"] == "reconciled"
-        hu.wait_host_disk(1, True, 60)
+        hu.wait_host_disk(1, True, 60, nqn=NQN)
         doc = status(target)
         save("status-after-cycle.json", doc)
         v = verdicts(doc, 1)[c_cntlid(c)]
@@ -300,7 +300,7 @@ class HostView(threading.Thread):
     def run(self):
         last = ("?", "?")
         while not self.halt:
-            d = hu.host_disks().get(self.nsid)
+            d = hu.host_disks(NQN).get(self.nsid)
             name = os.path.basename(d) if d else None
             cur = (name, hu.read(f"/sys/block/{name}/dev") if name else None)
             if cur != last:

@@ -282,7 +282,10 @@ def test_06_the_watcher_moves_the_hosts_io_when_a_nics_address_goes(lab):
         time.sleep(1)
     res["host_optimized_again_s"] = round(time.monotonic() - t1, 1)
     assert _host_state(1, ip_a) == "optimized", host_paths()
-    (lab["work"] / "failover.json").write_text(json.dumps(res, indent=2))
+    results = os.path.join(os.environ.get("NVMET_P2P_LAB_RESULTS", str(lab["work"])), "multipath")
+    os.makedirs(results, exist_ok=True)
+    with open(os.path.join(results, "failover.json"), "w") as f:
+        json.dump(res, f, indent=2)
     print(f"failover (nica's address removed with fio running): watcher line after "
           f"{res['watcher_line_s']} s (reaction_ms {res['reaction_ms']}, ana_ms {res['ana_ms']}), "
           f"fio errors {res['fio_errors']}, {res['fio_written_mib']} MiB written and verified "
