@@ -35,8 +35,11 @@ def in_child(env, doc, *, hook: str, ignore: tuple[str, ...] = (), **kw) -> tupl
     if pid == 0:   # child
         status = 0
         try:
-            for name in ignore:
-                signal.signal(getattr(signal, "SIG" + name), signal.SIG_IGN)
+            # as started from a terminal: a test run started under nohup, or as a background
+            # job of a non-interactive shell (SIGINT, SIGQUIT ignored), must not change it
+            for name in ROLLED_BACK:
+                signal.signal(getattr(signal, "SIG" + name),
+                              signal.SIG_IGN if name in ignore else signal.SIG_DFL)
             os.environ[TEST_SIGNAL_ENV] = hook
             go(env, doc, **kw)
         except ApplyInterrupted as exc:
@@ -118,6 +121,7 @@ def test_sighup_from_the_cli_exits_129_even_without_a_terminal(env, tmp_path, mo
     if pid == 0:
         status = 97
         try:
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)      # not inherited ignored (nohup)
             os.environ[TEST_SIGNAL_ENV] = "6:HUP"
             sys.stderr = HungUp()
             status = cli.main(["apply", "--state", str(f), "--prune", "--root", cfs.root,
