@@ -448,7 +448,9 @@ def test_rewrite_policy_with_io_in_flight_during_the_hotplug(target, policy):
         assert res["lost"]["action"] == "pending" and res["back"]["action"] == "pending"
         assert gone_while_fio == [], "held back: the host's device stays while its I/O runs"
         assert res["fio"].get("total_err") == 0 and not res["fio"]["killed"]
-        assert res["host_disk_gone"], "the rewrite, once done, still re-creates the host's device"
+        # once done, the rewrite disables the namespace: whether the host deletes and re-creates
+        # its device depends on when its rescan runs, before or after the enable (lab: idle did,
+        # operator did not); res["host_disk_gone"] records which
     doc = status(target)
     save(f"status-after-{policy}.json", doc)
     assert {e["kind"] for e in ns_row(doc, 1)["degraded"]} == set(), ns_row(doc, 1)["degraded"]
