@@ -369,6 +369,7 @@ class Watcher:
         self._wake = _Wake()
         self._placement = None          # the profile's placement for the burst being handled
         self.pending: dict[str, Pending] = {}    # rewrites the --rewrite policy holds back
+        self._read_ms: float | None = None       # the last re-read of the machine after a burst
 
     # -- facts --------------------------------------------------------------------------------
     def _cfs(self):
@@ -492,20 +493,24 @@ class Watcher:
                 self._log(d, t_decide, len(events), burst)
             counters.count(self.o.state_dir, [("watch_reactions", {"decision": d.kind, "action": d.action})
                                               for d in decisions])
+        t_read = time.monotonic()
         try:
             self.refresh()
         except Exception as exc:          # keep watching; the next burst reads again
             self.log({"msg": "cannot re-read the target", "error": str(exc)}, 3)
             return decisions
+        self._read_ms = round((time.monotonic() - t_read) * 1000, 1)
         if any(d.kind in ANA_EVENTS for d in decisions):
-            self._ana(decisions, t_decide)
+            self._ana(decisions, time.monotonic())
         return decisions
 
-    def _ana(self, decisions: list[hp.Decision], t_decide: float) -> None:
+    def _ana(self, decisions: list[hp.Decision], t_start: float) -> None:
         """``multipath: p2p``: re-derive the ANA states of the groups nvmet-p2p manages on the
         machine as it is after the burst (:mod:`nvmet_p2p.service.anawatch`), written with
         ``--policy reconcile`` (under the apply lock, from reads made under it), else only
-        reported. One ``decision=ana-states`` line when a state changes (or would)."""
+        reported. One ``decision=ana-states`` line when a state changes (or would): its
+        ``reaction_ms`` from the kernel's first uevent, ``read_ms`` the re-read of the machine
+        after the burst, ``ana_ms`` the derivation and the writes."""
         # a provider back at its BDF whose p2pmem was not rewritten: the kernel keeps the
         # removed device, so its namespaces do not offload whatever the verdict says
         stale = {}
@@ -535,7 +540,8 @@ class Watcher:
                   "policy": self.o.policy, "action": "reconciled" if r.applied else "reported",
                   "detail": "ANA states follow p2p reachability (multipath: p2p)",
                   "reaction_ms": round((done - first) * 1000, 1) if first and r.applied else None,
-                  "ana_ms": round((done - t_decide) * 1000, 1),
+                  "read_ms": self._read_ms,
+                  "ana_ms": round((done - t_start) * 1000, 1),
                   "writes": r.writes or None, "changes": "; ".join(r.changes)}, 4)
         counters.count(self.o.state_dir, [("watch_reactions", {"decision": "ana-states",
                                                                "action": "reconciled" if r.applied

@@ -253,6 +253,7 @@ def test_06_the_watcher_moves_the_hosts_io_when_a_nics_address_goes(lab):
         assert read(f"{NVMET}/ports/1/ana_groups/{grpid}/ana_state") == "non-optimized"
         assert "inaccessible" not in line["changes"]
         res["reaction_ms"], res["ana_ms"] = line.get("reaction_ms"), line.get("ana_ms")
+        res["read_ms"] = line.get("read_ms")
         res["fio_running_at_line"] = fio.poll() is None
         out, err = fio.communicate(timeout=600)
         assert fio.returncode == 0, f"fio failed across the failover: {err[-1500:]}"
