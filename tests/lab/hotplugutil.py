@@ -4,6 +4,7 @@ devices per nsid, fio jobs in the background, and the watcher as a subprocess.""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -165,12 +166,22 @@ def log_lines(path: str) -> list[dict]:
     """The watcher's logfmt lines as dicts."""
     import shlex
     out = []
-    with open(path) as f:
-        for ln in f:
-            try:
-                out.append(dict(kv.split("=", 1) for kv in shlex.split(ln)))
-            except ValueError:
-                out.append({"raw": ln.strip()})
+    for attempt in range(20):
+        try:
+            with open(path) as f:
+                text = f.read()
+            break
+        except OSError as exc:
+            # the results directory is a 9p share: a read racing the watcher's write can fail
+            # with ENODATA; read it again
+            if exc.errno != errno.ENODATA or attempt == 19:
+                raise
+            time.sleep(0.05)
+    for ln in text.splitlines():
+        try:
+            out.append(dict(kv.split("=", 1) for kv in shlex.split(ln)))
+        except ValueError:
+            out.append({"raw": ln.strip()})
     return out
 
 
