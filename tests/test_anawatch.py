@@ -151,3 +151,15 @@ def test_handle_runs_the_ana_reaction_only_after_device_and_address_events(targe
         called.clear()
         w.handle([hp.Event("remove", "pci", "x", {}, 1.0)])
         assert bool(called) == runs, (kind, called)
+
+
+def test_an_ana_reaction_that_fails_is_logged_and_the_watcher_goes_on(target, monkeypatch):
+    cfs, sd = target
+    w, out = _watcher(cfs, sd, machine(gone=[CMB_A]), "reconcile")
+
+    def gone(*_a, **_kw):
+        raise OSError(19, "No such device")
+    monkeypatch.setattr(anawatch, "reconcile", gone)
+    w._ana([hp.Decision("provider-lost", CMB_A, namespaces=[f"{SUB}/1"])], time.monotonic())
+    (line,) = [x for x in _lines(out) if x.get("decision") == "ana-states"]
+    assert line["action"] == "failed" and "No such device" in line["error"], line

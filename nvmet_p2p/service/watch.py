@@ -526,7 +526,7 @@ class Watcher:
                                     cfs=self._cfs(), lock_timeout=self.o.lock_timeout)
         try:
             r = target.react(self.inventory, write=write, not_offloading=stale)
-        except NvmetP2PError as exc:
+        except (NvmetP2PError, OSError) as exc:   # a refused step, configfs gone: keep watching
             self.log({"decision": "ana-states", "policy": self.o.policy, "action": "failed",
                       "error": redact(str(exc))}, 3)
             return
